@@ -1,0 +1,20 @@
+"""Complete demonstration of the Stratus.IA database layer (`make demo`, or `python demo_database.py`).
+
+Runs on the embedded SQLite file (./stratus.db, or $STRATUS_DATA_DIR/stratus.db) unless DATABASE_URL is set.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from stratus_db import StratusPostgreSQLIntegration
+from stratus_db.demo import run_demo
+
+
+async def main() -> None:
+    async with StratusPostgreSQLIntegration() as db:
+        await run_demo(db)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,118 @@
+"""AuditManager: writes the audit row of every change (inside the change's transaction) and answers queries."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import TYPE_CHECKING, Annotated, Any
+
+from pydantic import AwareDatetime, StringConstraints
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from stratus_db.audit.repository import AuditRepository
+from stratus_db.audit.schemas import AuditAction, AuditEvent
+from stratus_db.context import current_context
+from stratus_db.kit.schemas import Page, aware_datetime, check_limit, decode_cursor, encode_cursor, make_page
+from stratus_db.kit.validation import InputModel, validate_input
+
+if TYPE_CHECKING:
+    from stratus_db.database import StratusPostgreSQLIntegration
+
+_Name = Annotated[str, StringConstraints(min_length=1, max_length=63, pattern=r"^[A-Za-z0-9_.:\-]+$")]
+
+
+class _AuditQuery(InputModel):
+    user_id: uuid.UUID | None = None
+    record_id: uuid.UUID | None = None
+    table_name: _Name | None = None
+    action: _Name | None = None
+    since: AwareDatetime | None = None
+    until: AwareDatetime | None = None
+
+
+class AuditManager:
+    """The audit trail. Rows are appended by the other managers, in the same transaction as their change."""
+
+    def __init__(self, db: StratusPostgreSQLIntegration) -> None:
+        self._db = db
+
+    async def record(
+        self,
+        tx: AsyncConnection,
+        *,
+        action: AuditAction | str,
+        table_name: str,
+        record_id: uuid.UUID | None,
+        user_id: uuid.UUID | None,
+        old_values: Any | None = None,
+        new_values: Any | None = None,
+    ) -> None:
+        """Append one audit row in `tx`, with actor, trace id, address, user agent and purpose from the context."""
+        context = current_context()
+        await AuditRepository(tx).append(
+            {
+                "user_id": user_id,
+                "action": str(action),
+                "table_name": table_name,
+                "record_id": record_id,
+                "old_values": old_values,
+                "new_values": new_values,
+                "ip_address": context.ip_address,
+                "user_agent": context.user_agent,
+                "actor": context.principal.actor,
+                "trace_id": context.trace_id,
+                "purpose": context.purpose,
+            }
+        )
+
+    async def query(
+        self,
+        *,
+        user_id: uuid.UUID | str | None = None,
+        record_id: uuid.UUID | str | None = None,
+        table_name: str | None = None,
+        action: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+        tx: AsyncConnection | None = None,
+    ) -> Page[AuditEvent]:
+        """Audit rows, newest first, filtered by subject, record, table, action and time range [since, until).
+
+        Returns:
+            A page of AuditEvent; pass `next_cursor` back as `cursor` for the following page.
+
+        Raises:
+            ValidationError: a malformed filter, limit or cursor.
+        """
+        filters = validate_input(
+            _AuditQuery,
+            {
+                "user_id": user_id,
+                "record_id": record_id,
+                "table_name": table_name,
+                "action": action,
+                "since": since,
+                "until": until,
+            },
+        )
+        limit = check_limit(limit)
+        after = None if cursor is None else decode_cursor(cursor, (aware_datetime, uuid.UUID))
+
+        async def work(conn: AsyncConnection) -> Page[AuditEvent]:
+            repository = AuditRepository(conn)
+            statement = repository.query_statement(**filters.model_dump(), after=after)
+            rows = await repository.fetch(statement, limit + 1)
+            events = [AuditEvent.model_validate(row) for row in rows]
+            return make_page(
+                events, limit, lambda event: encode_cursor(event.timestamp.isoformat(), event.audit_id)
+            )
+
+        return await self._db.run("audit.query", work, tx=tx, read_only=True)
+
+
+def changed_fields(before: dict[str, Any], after: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The fields that differ, as (old values, new values): what an update's audit row keeps."""
+    keys = [key for key in after if before.get(key) != after[key]]
+    return {key: before.get(key) for key in keys}, {key: after[key] for key in keys}

@@ -1,0 +1,64 @@
+"""All SQL on audit_log. Append and read only: no statement here updates or deletes a row."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Select, and_, insert, or_, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from stratus_db.kit.clock import utc_now
+from stratus_db.kit.ids import new_id
+from stratus_db.kit.models import table_of
+from stratus_db.models import AuditLog
+
+_audit = table_of(AuditLog)
+
+
+class AuditRepository:
+    def __init__(self, conn: AsyncConnection) -> None:
+        self.conn = conn
+
+    async def append(self, values: dict[str, Any]) -> None:
+        await self.conn.execute(insert(_audit).values(audit_id=new_id(), timestamp=utc_now(), **values))
+
+    def query_statement(
+        self,
+        *,
+        user_id: uuid.UUID | None,
+        record_id: uuid.UUID | None,
+        table_name: str | None,
+        action: str | None,
+        since: datetime | None,
+        until: datetime | None,
+        after: tuple[Any, ...] | None,
+    ) -> Select[Any]:
+        # Newest first; each filter combination is served by one of the table's three indexes.
+        statement = select(_audit).order_by(AuditLog.timestamp.desc(), AuditLog.audit_id.desc())
+        if user_id is not None:
+            statement = statement.where(AuditLog.user_id == user_id)
+        if record_id is not None:
+            statement = statement.where(AuditLog.record_id == record_id)
+        if table_name is not None:
+            statement = statement.where(AuditLog.table_name == table_name)
+        if action is not None:
+            statement = statement.where(AuditLog.action == action)
+        if since is not None:
+            statement = statement.where(AuditLog.timestamp >= since)
+        if until is not None:
+            statement = statement.where(AuditLog.timestamp < until)
+        if after is not None:
+            last_timestamp, last_id = after
+            statement = statement.where(
+                or_(
+                    AuditLog.timestamp < last_timestamp,
+                    and_(AuditLog.timestamp == last_timestamp, AuditLog.audit_id < last_id),
+                )
+            )
+        return statement
+
+    async def fetch(self, statement: Select[Any], limit: int) -> list[dict[str, Any]]:
+        result = await self.conn.execute(statement.limit(limit))
+        return [dict(row) for row in result.mappings()]

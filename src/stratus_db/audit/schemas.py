@@ -1,0 +1,32 @@
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from stratus_db.kit.schemas import FrozenModel
+
+
+class AuditAction(StrEnum):
+    create = "create"
+    update = "update"
+    delete = "delete"
+
+
+class AuditEvent(FrozenModel):
+    """One row of the audit trail."""
+
+    audit_id: uuid.UUID
+    user_id: uuid.UUID | None
+    action: str
+    table_name: str
+    record_id: uuid.UUID | None
+    old_values: Any | None
+    new_values: Any | None
+    timestamp: datetime
+    ip_address: str | None
+    user_agent: str | None
+    actor: str
+    trace_id: str | None
+    purpose: str | None

@@ -1,0 +1,57 @@
+"""`stratus-db`: migrate, demo, health."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import typer
+
+from stratus_db.config import load_settings
+from stratus_db.database import StratusPostgreSQLIntegration
+from stratus_db.demo import run_demo
+from stratus_db.errors import StratusError
+
+app = typer.Typer(
+    help="Stratus.IA database layer. Configured by DATABASE_URL (unset: the embedded SQLite file)."
+)
+
+T = TypeVar("T")
+
+
+def _run(action: Callable[[StratusPostgreSQLIntegration], Awaitable[T]]) -> T:
+    """Run `action` on a database built from the environment; a StratusError becomes one line and exit code 1."""
+
+    async def main() -> T:
+        async with StratusPostgreSQLIntegration(load_settings()) as db:
+            return await action(db)
+
+    try:
+        return asyncio.run(main())
+    except StratusError as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(code=1) from None
+
+
+@app.command()
+def migrate() -> None:
+    """Upgrade the database schema to the newest revision."""
+    revision = _run(lambda db: db.migrate())
+    typer.echo(f"schema at revision {revision}")
+
+
+@app.command()
+def demo() -> None:
+    """Run the complete demonstration (create a user, a memory, a conversation; read back; show the audit)."""
+    _run(run_demo)
+
+
+@app.command()
+def health() -> None:
+    """Check the database: latency, pool, schema revision. Exit code 1 when unhealthy."""
+    status = _run(lambda db: db.health_check())
+    typer.echo(json.dumps(status.model_dump(), indent=2))
+    if not status.healthy:
+        raise typer.Exit(code=1)

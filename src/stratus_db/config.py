@@ -1,0 +1,128 @@
+"""Settings, read from the environment by the CLI and by `StratusPostgreSQLIntegration()` without arguments."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic import ValidationError as PydanticValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
+
+from stratus_db.errors import ConfigurationError
+
+DEFAULT_SQLITE_FILE = "stratus.db"
+"""File name of the embedded database, inside `STRATUS_DATA_DIR` (default: the working directory)."""
+
+_POSTGRES_DRIVERS = {"postgresql", "postgres", "postgresql+asyncpg"}
+_SQLITE_DRIVERS = {"sqlite", "sqlite+aiosqlite"}
+
+
+class Environment(StrEnum):
+    development = "development"
+    test = "test"
+    staging = "staging"
+    production = "production"
+
+
+class LogLevel(StrEnum):
+    DEBUG = "DEBUG"
+    INFO = "INFO"
+    WARNING = "WARNING"
+    ERROR = "ERROR"
+    CRITICAL = "CRITICAL"
+
+
+def normalize_database_url(raw: str) -> str:
+    """Return `raw` with the async driver spelled out, or raise ConfigurationError naming DATABASE_URL.
+
+    Accepted: `postgresql+asyncpg://`, `postgresql://`, `postgres://`, `sqlite+aiosqlite:///path`, `sqlite:///path`.
+    """
+    try:
+        url = make_url(raw.strip())
+    except ArgumentError as exc:
+        raise ConfigurationError(
+            f"DATABASE_URL is not a database URL ({exc}); expected e.g. "
+            "postgresql+asyncpg://user:password@host:5432/dbname or sqlite+aiosqlite:///path/to/file.db"
+        ) from None
+    if url.drivername in _POSTGRES_DRIVERS:
+        if not url.database:
+            raise ConfigurationError("DATABASE_URL names no database: add /dbname after the host")
+        return url.set(drivername="postgresql+asyncpg").render_as_string(hide_password=False)
+    if url.drivername in _SQLITE_DRIVERS:
+        if not url.database or url.database == ":memory:":
+            raise ConfigurationError(
+                "DATABASE_URL must name a SQLite file (sqlite+aiosqlite:///path/to/file.db); "
+                "an in-memory database would vanish between connections"
+            )
+        return url.set(drivername="sqlite+aiosqlite").render_as_string(hide_password=False)
+    raise ConfigurationError(
+        f"DATABASE_URL uses the unsupported scheme {url.drivername!r}; accepted: "
+        "postgresql+asyncpg, postgresql, postgres, sqlite+aiosqlite, sqlite"
+    )
+
+
+class Settings(BaseSettings):
+    """Configuration of the data layer. Field names are the environment variables."""
+
+    model_config = SettingsConfigDict(env_file=None, extra="ignore", frozen=True, case_sensitive=True)
+
+    DATABASE_URL: SecretStr | None = None
+    """Unset: the embedded SQLite file `$STRATUS_DATA_DIR/stratus.db`."""
+    STRATUS_DATA_DIR: Path = Path(".")
+    LOG_LEVEL: LogLevel = LogLevel.INFO
+    ENVIRONMENT: Environment = Environment.development
+
+    STRATUS_POOL_SIZE: Annotated[int, Field(ge=1, le=1000)] = 10
+    STRATUS_POOL_MAX_OVERFLOW: Annotated[int, Field(ge=0, le=1000)] = 10
+    STRATUS_POOL_TIMEOUT_S: Annotated[float, Field(gt=0, le=600)] = 30.0
+    STRATUS_POOL_RECYCLE_S: Annotated[int, Field(ge=-1)] = 1800
+    STRATUS_STATEMENT_TIMEOUT_MS: Annotated[int, Field(ge=0, le=3_600_000)] = 30_000
+    """0 disables the server-side statement timeout (PostgreSQL); SQLite waits this long for a write lock."""
+    STRATUS_CONNECT_TIMEOUT_S: Annotated[float, Field(gt=0, le=600)] = 10.0
+    STRATUS_RETRY_ATTEMPTS: Annotated[int, Field(ge=1, le=10)] = 3
+    STRATUS_RETRY_BACKOFF_S: Annotated[float, Field(ge=0, le=10)] = 0.05
+
+    @field_validator("DATABASE_URL", mode="before")
+    @classmethod
+    def _normalize_url(cls, value: Any) -> Any:
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return None
+        raw = value.get_secret_value() if isinstance(value, SecretStr) else value
+        if not isinstance(raw, str):
+            raise ValueError("DATABASE_URL must be a string")
+        try:
+            return normalize_database_url(raw)
+        except ConfigurationError as exc:
+            raise ValueError(exc.message) from None
+
+    @property
+    def database_url(self) -> URL:
+        """The effective URL: DATABASE_URL, or the embedded SQLite file."""
+        if self.DATABASE_URL is not None:
+            return make_url(self.DATABASE_URL.get_secret_value())
+        path = (self.STRATUS_DATA_DIR / DEFAULT_SQLITE_FILE).resolve()
+        return URL.create("sqlite+aiosqlite", database=str(path))
+
+    @property
+    def is_embedded(self) -> bool:
+        return self.database_url.get_backend_name() == "sqlite"
+
+
+def _describe(location: tuple[int | str, ...], message: str) -> str:
+    variable = ".".join(str(part) for part in location)
+    return message if message.startswith(variable) else f"{variable}: {message}"
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read Settings from the environment; a bad variable becomes one ConfigurationError naming it."""
+    try:
+        return Settings(**overrides)
+    except PydanticValidationError as exc:
+        problems = "; ".join(
+            _describe(error["loc"], error["msg"].removeprefix("Value error, ")) for error in exc.errors()
+        )
+        raise ConfigurationError(f"invalid configuration: {problems}") from None

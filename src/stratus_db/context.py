@@ -1,0 +1,72 @@
+"""The request context: who acts, the trace id, the client's address and user agent, the purpose.
+
+Set it with `async with db.context(...)`; every manager call reads it for its audit rows and logs.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, StringConstraints
+
+from stratus_db.security.principal import SYSTEM, Principal
+
+
+def _valid_ip(value: str | None) -> str | None:
+    if value is None:
+        return None
+    return str(ipaddress.ip_address(value))
+
+
+_Text = Annotated[str, StringConstraints(min_length=1, max_length=500, pattern=r"^[^\x00]*$")]
+
+
+class RequestContext(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    principal: Principal = SYSTEM
+    trace_id: (
+        Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:\-]+$")] | None
+    ) = None
+    ip_address: Annotated[str | None, AfterValidator(_valid_ip)] = None
+    user_agent: _Text | None = None
+    purpose: Annotated[str, StringConstraints(min_length=1, max_length=100, pattern=r"^[^\x00]+$")] | None = (
+        None
+    )
+
+
+_current: ContextVar[RequestContext] = ContextVar("stratus_request_context", default=RequestContext())  # noqa: B039 - frozen, never mutated
+
+
+def current_context() -> RequestContext:
+    return _current.get()
+
+
+def new_trace_id() -> str:
+    return str(uuid.uuid4())
+
+
+@contextmanager
+def use_context(context: RequestContext) -> Iterator[RequestContext]:
+    """Make `context` current for the enclosed code (and the tasks it starts)."""
+    token = _current.set(context)
+    try:
+        yield context
+    finally:
+        _current.reset(token)
+
+
+@contextmanager
+def ensure_trace_id() -> Iterator[RequestContext]:
+    """Give the enclosed operation a trace id if the caller set none, so its logs and audit rows share one."""
+    context = _current.get()
+    if context.trace_id is not None:
+        yield context
+        return
+    with use_context(context.model_copy(update={"trace_id": new_trace_id()})) as traced:
+        yield traced

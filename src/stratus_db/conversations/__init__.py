@@ -1,0 +1,1 @@
+"""Conversations with the assistant's agents and their messages."""

@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Any
+
+from pydantic import Field, StringConstraints
+
+from stratus_db.kit.schemas import FrozenModel
+from stratus_db.kit.validation import InputModel, NonEmptyStr, SafeJsonObject, TextContent
+from stratus_db.models.conversation import ConversationStatus
+from stratus_db.models.message import MessageType
+
+MAX_CONTENT_CHARS = 1_000_000
+"""Longest message accepted (about 285k tokens): far above any model's context, well below a mistake."""
+
+Title = Annotated[NonEmptyStr, StringConstraints(max_length=500)]
+AgentName = Annotated[str, StringConstraints(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.\-]+$")]
+Content = Annotated[TextContent, StringConstraints(max_length=MAX_CONTENT_CHARS)]
+
+
+class ConversationCreate(InputModel):
+    user_id: uuid.UUID
+    title: Title | None = None
+    context: SafeJsonObject = Field(default_factory=dict)
+
+
+class MessageCreate(InputModel):
+    conversation_id: uuid.UUID
+    user_id: uuid.UUID
+    content: Content
+    message_type: MessageType
+    agent_name: AgentName | None = None
+    metadata: SafeJsonObject = Field(default_factory=dict)
+    tokens_used: Annotated[int, Field(ge=0, le=10_000_000)] | None = None
+    response_time: Annotated[float, Field(ge=0, le=86_400, allow_inf_nan=False)] | None = None
+
+
+class Conversation(FrozenModel):
+    conversation_id: uuid.UUID
+    user_id: uuid.UUID
+    title: str | None
+    status: ConversationStatus
+    context: dict[str, Any]
+    summary: str | None
+    message_count: int
+    total_tokens: int
+    created_at: datetime
+    updated_at: datetime
+    last_activity_at: datetime
+
+
+class Message(FrozenModel):
+    message_id: uuid.UUID
+    conversation_id: uuid.UUID
+    user_id: uuid.UUID
+    seq: int
+    agent_name: str | None
+    message_type: MessageType
+    content: str
+    metadata: dict[str, Any]
+    tokens_used: int
+    response_time: float | None
+    created_at: datetime

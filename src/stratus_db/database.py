@@ -1,0 +1,305 @@
+"""The database handle: engine and pool, units of work, retries, health, metrics and the request context."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ConfigDict
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from stratus_db import schema
+from stratus_db.config import Settings, load_settings
+from stratus_db.context import RequestContext, current_context, ensure_trace_id, use_context
+from stratus_db.errors import (
+    ConflictError,
+    DatabaseError,
+    DatabaseUnavailableError,
+    SchemaNotReadyError,
+    StratusError,
+    TransientDatabaseError,
+)
+from stratus_db.kit.backends import READ_ONLY_OPTION, backend_for
+from stratus_db.kit.metrics import OperationMetrics
+from stratus_db.kit.validation import validate_input
+from stratus_db.logging import make_logger
+from stratus_db.security.principal import Principal
+
+T = TypeVar("T")
+
+
+class PoolStatus(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    size: int
+    checked_out: int
+    overflow: int
+
+
+class HealthStatus(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    healthy: bool
+    backend: str
+    latency_ms: float
+    schema_revision: str | None
+    expected_revision: str
+    pool: PoolStatus
+    error: str | None = None
+
+
+class StratusPostgreSQLIntegration:
+    """The handle on one database (PostgreSQL or the embedded SQLite file) that every manager shares.
+
+    Args:
+        settings: the configuration; read from the environment when omitted.
+
+    Raises:
+        ConfigurationError: a setting (DATABASE_URL…) is malformed.
+    """
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings if settings is not None else load_settings()
+        url = self.settings.database_url
+        self._backend = backend_for(url)
+        self._where = self._backend.describe(url)
+        if self.settings.is_embedded and url.database:
+            Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+        self.engine: AsyncEngine = create_async_engine(url, **self._backend.engine_options(self.settings))
+        self._backend.install(self.engine.sync_engine)
+        self._metrics = OperationMetrics()
+        self._schema_ready = False
+        self._schema_lock = asyncio.Lock()
+        self.log = make_logger(self.settings.LOG_LEVEL)
+
+    @property
+    def backend(self) -> str:
+        """`postgresql` or `sqlite`."""
+        return self._backend.name
+
+    # -- schema ---------------------------------------------------------------------------------------------------
+
+    async def migrate(self) -> str:
+        """Upgrade the schema to the newest revision this package ships; returns that revision."""
+        async with self._connection() as conn, conn.begin():
+            await conn.run_sync(schema.upgrade_to_head)
+        self._schema_ready = True
+        return schema.head_revision()
+
+    async def _ensure_schema(self) -> None:
+        if self._schema_ready:
+            return
+        async with self._schema_lock:
+            if not self._schema_ready:
+                await self._prepare_schema()
+
+    async def _prepare_schema(self) -> None:
+        if self.settings.is_embedded:
+            # The embedded database belongs to this process's user: bring it to head on first use.
+            await self.migrate()
+            return
+        async with self._connection() as conn:
+            current = await conn.run_sync(schema.current_revision)
+        expected = schema.head_revision()
+        if current != expected:
+            raise SchemaNotReadyError(
+                f"the database ({self._where}) is at schema revision {current or 'none (empty)'}, "
+                f"this code expects {expected}: run `stratus-db migrate` with the same DATABASE_URL"
+            )
+        self._schema_ready = True
+
+    # -- units of work --------------------------------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def _connection(self) -> AsyncIterator[AsyncConnection]:
+        try:
+            conn = await self.engine.connect()
+        except (TimeoutError, DBAPIError, OSError, PoolTimeoutError) as exc:
+            error = DatabaseUnavailableError(
+                f"cannot reach the database ({self._where}, from DATABASE_URL): {exc}"
+            )
+            error.retryable = True  # nothing was sent, so trying again is always safe
+            raise error from exc
+        try:
+            yield conn
+        finally:
+            await conn.close()
+
+    @asynccontextmanager
+    async def transaction(self, *, read_only: bool = False) -> AsyncIterator[AsyncConnection]:
+        """One unit of work: commits when the block ends, rolls back if it raises.
+
+        Pass the yielded connection as `tx=` to manager calls so that they share the transaction.
+
+        Raises:
+            DatabaseUnavailableError: the server cannot be reached, or aborted the transaction (then `retryable`).
+            SchemaNotReadyError: a PostgreSQL database is not migrated to head.
+        """
+        await self._ensure_schema()
+        async with self._connection() as conn:
+            if read_only:
+                await conn.execution_options(**{READ_ONLY_OPTION: True})
+            try:
+                async with conn.begin():
+                    yield conn
+            except StratusError:
+                raise
+            except SQLAlchemyError as exc:
+                raise self._translate(exc, read_only=read_only) from exc
+
+    def _translate(self, exc: SQLAlchemyError, *, read_only: bool) -> StratusError:
+        """Driver errors that no repository translated with more context."""
+        if isinstance(exc, IntegrityError):
+            return ConflictError(f"the change breaks a database rule: {exc.orig}")
+        if isinstance(exc, DBAPIError):
+            if self._backend.is_rolled_back_conflict(exc):
+                return TransientDatabaseError(f"the database aborted the transaction, try again: {exc.orig}")
+            if exc.connection_invalidated:
+                error = DatabaseUnavailableError(f"lost the connection to {self._where}: {exc.orig}")
+                # A write may or may not have committed when the link broke; only a read is safe to repeat.
+                error.retryable = read_only
+                return error
+        return DatabaseError(f"the database refused the operation: {exc}")
+
+    async def run(
+        self,
+        operation: str,
+        work: Callable[[AsyncConnection], Awaitable[T]],
+        *,
+        tx: AsyncConnection | None = None,
+        read_only: bool = False,
+    ) -> T:
+        """Run `work` in `tx`, or in a transaction of its own retried on transient failures; log and measure it."""
+        with ensure_trace_id():
+            started = time.perf_counter()
+            try:
+                result = await (
+                    work(tx) if tx is not None else self._run_with_retries(operation, work, read_only)
+                )
+            except BaseException as exc:
+                seconds = time.perf_counter() - started
+                self._metrics.observe(operation, seconds, exc)
+                self.log.warning(
+                    f"{operation} failed",
+                    operation=operation,
+                    error=type(exc).__name__,
+                    duration_ms=seconds * 1000,
+                )
+                raise
+            seconds = time.perf_counter() - started
+            self._metrics.observe(operation, seconds)
+            log = self.log.debug if read_only else self.log.info
+            log(f"{operation} succeeded", operation=operation, duration_ms=seconds * 1000)
+            return result
+
+    async def _run_with_retries(
+        self, operation: str, work: Callable[[AsyncConnection], Awaitable[T]], read_only: bool
+    ) -> T:
+        attempts = self.settings.STRATUS_RETRY_ATTEMPTS
+        for attempt in range(1, attempts + 1):
+            try:
+                async with self.transaction(read_only=read_only) as conn:
+                    return await work(conn)
+            except DatabaseUnavailableError as exc:
+                if not exc.retryable or attempt == attempts:
+                    raise
+                self._metrics.retried(operation)
+                # Exponential backoff with jitter, so that colliding transactions do not collide again.
+                await asyncio.sleep(
+                    self.settings.STRATUS_RETRY_BACKOFF_S * 2 ** (attempt - 1) * random.uniform(0.5, 1.5)
+                )
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    # -- request context ------------------------------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def context(
+        self,
+        *,
+        principal: Principal | None = None,
+        trace_id: str | None = None,
+        ip_address: str | None = None,
+        user_agent: str | None = None,
+        purpose: str | None = None,
+    ) -> AsyncIterator[RequestContext]:
+        """Set who acts and on whose behalf for the enclosed calls; unset fields keep the enclosing context's value.
+
+        Raises:
+            ValidationError: a field is malformed (e.g. an IP address that is not one).
+        """
+        given = {
+            "principal": principal,
+            "trace_id": trace_id,
+            "ip_address": ip_address,
+            "user_agent": user_agent,
+            "purpose": purpose,
+        }
+        merged = current_context().model_dump() | {
+            key: value for key, value in given.items() if value is not None
+        }
+        with use_context(validate_input(RequestContext, merged)) as context:
+            yield context
+
+    # -- operations -----------------------------------------------------------------------------------------------
+
+    def _pool_status(self) -> PoolStatus:
+        pool: Any = self.engine.pool
+        return PoolStatus(size=pool.size(), checked_out=pool.checkedout(), overflow=max(pool.overflow(), 0))
+
+    async def health_check(self) -> HealthStatus:
+        """Round-trip to the database: latency, pool state and schema revision. Never raises."""
+        started = time.perf_counter()
+        revision: str | None = None
+        error: str | None = None
+        try:
+            async with self._connection() as conn:
+                await conn.execute(text("SELECT 1"))
+                revision = await conn.run_sync(schema.current_revision)
+                await conn.rollback()
+        except (StratusError, SQLAlchemyError) as exc:
+            error = getattr(exc, "message", None) or str(exc)
+        expected = schema.head_revision()
+        if error is None and revision != expected and not self.settings.is_embedded:
+            error = f"schema at revision {revision}, expected {expected}: run `stratus-db migrate`"
+        return HealthStatus(
+            healthy=error is None,
+            backend=self.backend,
+            latency_ms=(time.perf_counter() - started) * 1000,
+            schema_revision=revision,
+            expected_revision=expected,
+            pool=self._pool_status(),
+            error=error,
+        )
+
+    def metrics(self) -> dict[str, Any]:
+        """Per-operation count, errors, retries and duration histogram, plus the pool state."""
+        return {
+            "backend": self.backend,
+            "operations": self._metrics.snapshot(),
+            "pool": self._pool_status().model_dump(),
+        }
+
+    def metrics_exposition(self) -> bytes:
+        """The same metrics in the Prometheus text format."""
+        return self._metrics.exposition()
+
+    async def close(self) -> None:
+        """Close every pooled connection. The handle must not be used afterwards."""
+        await self.engine.dispose()
+
+    async def __aenter__(self) -> StratusPostgreSQLIntegration:
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.close()
+
+
+Database = StratusPostgreSQLIntegration

@@ -1,0 +1,88 @@
+"""The spec's complete demonstration: create a user, remember something, talk, read it all back, show the audit."""
+
+from __future__ import annotations
+
+from stratus_db.audit.manager import AuditManager
+from stratus_db.conversations.manager import ConversationManager
+from stratus_db.database import StratusPostgreSQLIntegration
+from stratus_db.memory.manager import MemoryManager
+from stratus_db.security.principal import Principal
+from stratus_db.users.manager import UserManager
+
+DEMO_EMAIL = "joao@aviacao.com"
+
+
+async def run_demo(db: StratusPostgreSQLIntegration) -> None:
+    """Print each step; safe to run again on the same database (the user is reused)."""
+    memory_mgr = MemoryManager(db)
+    conv_mgr = ConversationManager(db)
+    user_mgr = UserManager(db)
+    audit_mgr = AuditManager(db)
+    print(f"Stratus.IA database demo on {db.backend} ({db.settings.database_url.render_as_string()})\n")
+
+    async with db.context(principal=Principal.system("demo"), purpose="demonstration"):
+        user = await user_mgr.get_user_by_email(DEMO_EMAIL)
+        if user is None:
+            user = await user_mgr.create_user(
+                name="João Silva", email=DEMO_EMAIL, role="pilot", licenses=["PP", "PC", "IFR"]
+            )
+            print(
+                f"1. Created user      user_id={user.user_id}  {user.name} <{user.email}>  role={user.role}"
+            )
+        else:
+            print(
+                f"1. Reusing user      user_id={user.user_id}  {user.name} <{user.email}>  role={user.role}"
+            )
+        print(f"   licences: {', '.join(user.licenses)}")
+
+        memory = await memory_mgr.store_memory(
+            user_id=user.user_id,
+            key="preferred_aircraft",
+            value="Cessna 172",
+            memory_type="long_term",
+            importance_score=0.8,
+        )
+        print(
+            f"2. Stored memory     memory_id={memory.memory_id}  {memory.key} = {memory.value!r} ({memory.memory_type})"
+        )
+
+        conv = await conv_mgr.create_conversation(user_id=user.user_id, title="Consulta meteorológica")
+        print(f"3. New conversation  conversation_id={conv.conversation_id}  {conv.title!r}")
+
+        question = await conv_mgr.add_message(
+            conversation_id=conv.conversation_id,
+            user_id=user.user_id,
+            content="Qual o METAR de SBGR?",
+            message_type="user_input",
+        )
+        answer = await conv_mgr.add_message(
+            conversation_id=conv.conversation_id,
+            user_id=user.user_id,
+            content="METAR SBGR 251200Z 33008KT 9999 FEW035 27/17 Q1016= — vento de 330° a 8 kt, visibilidade acima de 10 km.",
+            message_type="agent_response",
+            agent_name="meteorologia",
+            response_time=1.42,
+        )
+        print(f"4. Added messages    seq {question.seq} and {answer.seq} (message_id={question.message_id})")
+
+        print("\nRead back:")
+        remembered = await memory_mgr.get_memory(user.user_id, "preferred_aircraft")
+        assert remembered is not None
+        print(f"   memory {remembered.key!r} = {remembered.value!r}, read {remembered.access_count} time(s)")
+        current = await conv_mgr.get_conversation(conv.conversation_id, user.user_id)
+        assert current is not None
+        print(f"   conversation: {current.message_count} messages, {current.total_tokens} tokens")
+        for message in await conv_mgr.get_messages(conv.conversation_id, user.user_id):
+            speaker = message.agent_name or message.message_type.value
+            print(f"   [{message.seq}] {speaker}: {message.content}")
+
+        print("\nAudit trail of this user (newest first):")
+        for event in (await audit_mgr.query(user_id=user.user_id, limit=10)).items:
+            print(
+                f"   {event.timestamp:%Y-%m-%d %H:%M:%S} {event.action:<7} {event.table_name:<15} by {event.actor} ({event.purpose})"
+            )
+
+        health = await db.health_check()
+        print(
+            f"\nHealth: {'ok' if health.healthy else health.error}, latency {health.latency_ms:.1f} ms, schema {health.schema_revision}"
+        )

@@ -1,0 +1,66 @@
+"""One error hierarchy for the whole package.
+
+Every public function raises only these. Each carries the HTTP status the API layer renders, and a message that says
+what was wrong and what is accepted.
+"""
+
+from __future__ import annotations
+
+
+class StratusError(Exception):
+    """Base of every error raised by stratus_db."""
+
+    status_code: int = 500
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class ValidationError(StratusError):
+    """An argument was malformed or out of range; nothing was written."""
+
+    status_code = 422
+
+
+class NotFoundError(StratusError):
+    """The user, conversation or memory named does not exist (or is not visible to the caller)."""
+
+    status_code = 404
+
+
+class ConflictError(StratusError):
+    """The write would break a uniqueness rule or the record is in a state that forbids it."""
+
+    status_code = 409
+
+
+class ConfigurationError(StratusError):
+    """A setting (an environment variable) is missing or malformed."""
+
+    status_code = 500
+
+
+class DatabaseUnavailableError(StratusError):
+    """The database server cannot be reached, or stayed unavailable after the retries."""
+
+    status_code = 503
+    retryable: bool = False
+    """True when repeating the operation is safe and may succeed."""
+
+
+class TransientDatabaseError(DatabaseUnavailableError):
+    """The database rolled the transaction back (serialization failure, deadlock, busy lock, a concurrent insert of
+    the same key): nothing was written and retrying may succeed."""
+
+    retryable = True
+
+
+class SchemaNotReadyError(DatabaseUnavailableError):
+    """The database schema is not at the revision this code expects: run `stratus-db migrate`."""
+
+
+class DatabaseError(StratusError):
+    """The database refused an operation for a reason that is not the caller's input."""
+
+    status_code = 500

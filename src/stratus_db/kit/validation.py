@@ -1,0 +1,121 @@
+"""Input validation shared by every domain: Pydantic types plus one translation into our ValidationError."""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections.abc import Mapping
+from enum import StrEnum
+from typing import Annotated, Any, TypeVar
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, JsonValue, StringConstraints
+from pydantic import ValidationError as PydanticValidationError
+
+from stratus_db.errors import ValidationError
+
+MAX_JSON_BYTES = 256 * 1024
+"""Largest JSON document accepted in one field (licences, preferences, memory values, metadata)."""
+MAX_JSON_DEPTH = 32
+
+_InputModel = TypeVar("_InputModel", bound=BaseModel)
+
+
+def _no_nul(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters (\\x00)")
+    return value
+
+
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be empty or only whitespace")
+    return value
+
+
+def _check_json(value: JsonValue, depth: int = 0) -> None:
+    if depth > MAX_JSON_DEPTH:
+        raise ValueError(f"is nested deeper than {MAX_JSON_DEPTH} levels")
+    if isinstance(value, str):
+        _no_nul(value)
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise ValueError("must not contain NaN or infinite numbers (JSON has none)")
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            _no_nul(key)
+            _check_json(item, depth + 1)
+    elif isinstance(value, list):
+        for item in value:
+            _check_json(item, depth + 1)
+
+
+def _valid_json(value: JsonValue) -> JsonValue:
+    _check_json(value)
+    # A cheap upper bound on the serialized size, without serializing twice.
+    if len(repr(value)) > MAX_JSON_BYTES * 2:
+        raise ValueError(f"is larger than {MAX_JSON_BYTES} bytes")
+    return value
+
+
+SafeStr = Annotated[str, AfterValidator(_no_nul)]
+"""Any text without NUL (PostgreSQL cannot store it)."""
+NonEmptyStr = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1), AfterValidator(_no_nul)]
+TextContent = Annotated[str, AfterValidator(_no_nul), AfterValidator(_not_blank)]
+"""Text kept exactly as given (spaces included) that must say something."""
+SafeJson = Annotated[JsonValue, AfterValidator(_valid_json)]
+"""A JSON document: no NUL, no NaN/Infinity, bounded depth and size."""
+SafeJsonObject = Annotated[dict[str, JsonValue], AfterValidator(_valid_json)]
+
+
+class InputModel(BaseModel):
+    """Base of the validated arguments of public functions: unknown fields are errors, not ignored."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=False)
+
+
+def _describe(error: Mapping[str, Any]) -> str:
+    location = ".".join(str(part) for part in error["loc"]) or "value"
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if error["type"] == "extra_forbidden":
+        return f"{location}: unknown argument"
+    return f"{location}: {message}"
+
+
+def validate_input(model: type[_InputModel], data: Mapping[str, Any]) -> _InputModel:
+    """Build `model` from `data`, or raise one ValidationError listing every problem."""
+    try:
+        return model.model_validate(dict(data))
+    except PydanticValidationError as exc:
+        problems = "; ".join(_describe(error) for error in exc.errors())
+        accepted = ", ".join(model.model_fields)
+        raise ValidationError(
+            f"invalid {model.__name__}: {problems} (accepted arguments: {accepted})"
+        ) from None
+
+
+def _shown(value: object) -> str:
+    """A bounded repr for error messages: a 10 MB argument must not become a 10 MB message."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def parse_uuid(value: object, name: str) -> uuid.UUID:
+    """Accept a UUID or its text form; anything else is a ValidationError naming the argument."""
+    if isinstance(value, uuid.UUID):
+        return value
+    if isinstance(value, str) and "\x00" not in value:
+        try:
+            return uuid.UUID(value)
+        except ValueError:
+            pass
+    raise ValidationError(f"{name} must be a UUID (e.g. 3f2b8c4e-...), got {_shown(value)}")
+
+
+_Enum = TypeVar("_Enum", bound=StrEnum)
+
+
+def parse_enum(enum: type[_Enum], value: object, name: str) -> _Enum:
+    """Accept a member or its value; anything else is a ValidationError listing the accepted values."""
+    if isinstance(value, str) and value in set(enum):
+        return enum(value)
+    accepted = ", ".join(member.value for member in enum)
+    raise ValidationError(f"{name} must be one of {accepted}; got {_shown(value)}")

@@ -1,0 +1,1 @@
+"""What the agents remember about each user."""

@@ -1,0 +1,56 @@
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import CheckConstraint, Enum, Float, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from stratus_db.kit.models import Base
+from stratus_db.kit.types import JSONType, UTCDateTime
+
+
+class MessageType(StrEnum):
+    user_input = "user_input"
+    agent_response = "agent_response"
+    system = "system"
+
+
+class Message(Base):
+    """One turn of a conversation. A stored row is never rewritten."""
+
+    __tablename__ = "messages"
+
+    message_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    conversation_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("conversations.conversation_id", ondelete="CASCADE")
+    )
+    # The owner, copied from the conversation by add_message: every query filters by it (and a distributed
+    # deployment shards by it). No foreign key of its own: the conversation's already ties the row to its user.
+    user_id: Mapped[uuid.UUID] = mapped_column()
+    seq: Mapped[int] = mapped_column(Integer)
+    agent_name: Mapped[str | None] = mapped_column(String(100))
+    message_type: Mapped[MessageType] = mapped_column(
+        Enum(
+            MessageType,
+            native_enum=False,
+            create_constraint=True,
+            length=16,
+            name="message_type",
+            validate_strings=True,
+        )
+    )
+    content: Mapped[str] = mapped_column(Text)
+    # `metadata` is reserved on declarative classes; the column keeps the spec's name.
+    message_metadata: Mapped[dict[str, Any]] = mapped_column("metadata", JSONType)
+    tokens_used: Mapped[int] = mapped_column(Integer)
+    response_time: Mapped[float | None] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        # get_messages reads one conversation in sequence order; the constraint also forbids a duplicate seq.
+        UniqueConstraint("conversation_id", "seq"),
+        CheckConstraint("seq >= 1 AND tokens_used >= 0", name="seq_and_tokens"),
+    )

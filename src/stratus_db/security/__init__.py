@@ -1,0 +1,1 @@
+"""Who is acting: principals (access rules come in a later issue)."""

@@ -1,0 +1,1 @@
+"""Users: profiles, ANAC licences, preferences."""

@@ -1,0 +1,199 @@
+"""UserManager: profiles of pilots, instructors, mechanics… with their licences and preferences."""
+
+from __future__ import annotations
+
+import uuid
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from stratus_db.audit.manager import AuditManager, changed_fields
+from stratus_db.audit.schemas import AuditAction
+from stratus_db.errors import NotFoundError, ValidationError
+from stratus_db.kit.clock import utc_now
+from stratus_db.kit.ids import new_id
+from stratus_db.kit.schemas import Page, check_limit, decode_cursor, encode_cursor, make_page
+from stratus_db.kit.validation import parse_enum, parse_uuid, validate_input
+from stratus_db.models import UserRole
+from stratus_db.users.repository import UserRepository
+from stratus_db.users.schemas import UserCreate, UserRead, UserUpdate
+
+if TYPE_CHECKING:
+    from stratus_db.database import StratusPostgreSQLIntegration
+
+TABLE = "users"
+
+
+class UserManager:
+    """Create, read, update and list users. Every change writes its audit row in the same transaction."""
+
+    def __init__(self, db: StratusPostgreSQLIntegration) -> None:
+        self._db = db
+        self._audit = AuditManager(db)
+
+    async def create_user(
+        self,
+        name: str,
+        email: str,
+        role: UserRole | str,
+        licenses: list[str] | None = None,
+        experience_level: str | None = None,
+        preferences: dict[str, Any] | None = None,
+        *,
+        tx: AsyncConnection | None = None,
+    ) -> UserRead:
+        """Register a user.
+
+        Args:
+            name: display name (1–200 characters).
+            email: unique, case-insensitively; stored lower-cased.
+            role: one of UserRole (pilot, instructor, mechanic, student, dispatcher, flight_attendant,
+                air_traffic_controller, other).
+            licenses: ANAC licence and rating codes, e.g. ["PP", "PC", "IFR"]; upper-cased, duplicates dropped.
+            experience_level: free text up to 50 characters, e.g. "student", "300h".
+            preferences: a JSON object.
+            tx: a transaction from `db.transaction()` to join.
+
+        Returns:
+            The stored user.
+
+        Raises:
+            ValidationError: a field is malformed; nothing is written.
+            ConflictError: the e-mail is already registered.
+        """
+        data = validate_input(
+            UserCreate,
+            {
+                "name": name,
+                "email": email,
+                "role": role,
+                "licenses": [] if licenses is None else licenses,
+                "experience_level": experience_level,
+                "preferences": {} if preferences is None else preferences,
+            },
+        )
+        now = utc_now()
+        values = data.model_dump() | {
+            "user_id": new_id(),
+            "created_at": now,
+            "updated_at": now,
+            "last_active": now,
+        }
+
+        async def work(conn: AsyncConnection) -> UserRead:
+            user = UserRead.model_validate(await UserRepository(conn).insert(values))
+            await self._audit.record(
+                conn,
+                action=AuditAction.create,
+                table_name=TABLE,
+                record_id=user.user_id,
+                user_id=user.user_id,
+                new_values=user.model_dump(mode="json"),
+            )
+            return user
+
+        return await self._db.run("user.create", work, tx=tx)
+
+    async def get_user(
+        self, user_id: uuid.UUID | str, *, tx: AsyncConnection | None = None
+    ) -> UserRead | None:
+        """The user with this id, or None.
+
+        Raises:
+            ValidationError: `user_id` is not a UUID.
+        """
+        key = parse_uuid(user_id, "user_id")
+
+        async def work(conn: AsyncConnection) -> UserRead | None:
+            row = await UserRepository(conn).get(key)
+            return None if row is None else UserRead.model_validate(row)
+
+        return await self._db.run("user.get", work, tx=tx, read_only=True)
+
+    async def get_user_by_email(self, email: str, *, tx: AsyncConnection | None = None) -> UserRead | None:
+        """The user with this e-mail (any case), or None.
+
+        Raises:
+            ValidationError: `email` is not an e-mail address.
+        """
+        address = validate_input(UserUpdate, {"email": email}).email
+        assert address is not None
+
+        async def work(conn: AsyncConnection) -> UserRead | None:
+            row = await UserRepository(conn).get_by_email(address)
+            return None if row is None else UserRead.model_validate(row)
+
+        return await self._db.run("user.get_by_email", work, tx=tx, read_only=True)
+
+    async def update_user(
+        self, user_id: uuid.UUID | str, *, tx: AsyncConnection | None = None, **changes: Any
+    ) -> UserRead:
+        """Change some fields of a user: `update_user(uid, name=..., licenses=[...])`.
+
+        Accepted fields: name, email, role, licenses, experience_level, preferences. A field left out keeps its
+        value; the audit row keeps the old and new values of the fields that changed.
+
+        Raises:
+            ValidationError: `user_id` is not a UUID, a field is unknown or malformed, or no field is given.
+            NotFoundError: no such user.
+            ConflictError: the new e-mail belongs to another user.
+        """
+        key = parse_uuid(user_id, "user_id")
+        data = validate_input(UserUpdate, changes)
+        values = data.model_dump(exclude_unset=True)
+        if not values:
+            raise ValidationError(
+                f"update_user needs at least one field to change; accepted: {', '.join(UserUpdate.model_fields)}"
+            )
+        if ("name" in values and values["name"] is None) or ("role" in values and values["role"] is None):
+            raise ValidationError("name and role cannot be removed, only changed")
+
+        async def work(conn: AsyncConnection) -> UserRead:
+            repository = UserRepository(conn)
+            before = await repository.get(key, for_update=True)
+            if before is None:
+                raise NotFoundError(f"user {key} does not exist")
+            now = utc_now()
+            after = UserRead.model_validate(
+                await repository.update(key, values | {"updated_at": now, "last_active": now})
+            )
+            old_values, new_values = changed_fields(
+                UserRead.model_validate(before).model_dump(mode="json", include=set(values)),
+                after.model_dump(mode="json", include=set(values)),
+            )
+            await self._audit.record(
+                conn,
+                action=AuditAction.update,
+                table_name=TABLE,
+                record_id=key,
+                user_id=key,
+                old_values=old_values,
+                new_values=new_values,
+            )
+            return after
+
+        return await self._db.run("user.update", work, tx=tx)
+
+    async def list_users(
+        self,
+        *,
+        role: UserRole | str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+        tx: AsyncConnection | None = None,
+    ) -> Page[UserRead]:
+        """Users in creation order, optionally of one role. A cross-user query: for administrators and reports.
+
+        Raises:
+            ValidationError: an unknown role, a limit outside 1–500, or a cursor not issued here.
+        """
+        role_filter = None if role is None else parse_enum(UserRole, role, "role")
+        limit = check_limit(limit)
+        after = None if cursor is None else decode_cursor(cursor, (uuid.UUID,))[0]
+
+        async def work(conn: AsyncConnection) -> Page[UserRead]:
+            rows = await UserRepository(conn).page(role=role_filter, after=after, limit=limit + 1)
+            users = [UserRead.model_validate(row) for row in rows]
+            return make_page(users, limit, lambda user: encode_cursor(user.user_id))
+
+        return await self._db.run("user.list", work, tx=tx, read_only=True)

@@ -1,0 +1,68 @@
+"""All SQL on users."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from sqlalchemy import Select, insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from stratus_db.errors import ConflictError
+from stratus_db.kit.integrity import Violation, violation_of
+from stratus_db.kit.models import table_of
+from stratus_db.models import User, UserRole
+
+_users = table_of(User)
+
+
+class UserRepository:
+    def __init__(self, conn: AsyncConnection) -> None:
+        self.conn = conn
+
+    def by_id(self, user_id: uuid.UUID) -> Select[Any]:
+        return select(_users).where(User.user_id == user_id)
+
+    async def _one_or_none(self, statement: Select[Any]) -> dict[str, Any] | None:
+        row = (await self.conn.execute(statement)).mappings().one_or_none()
+        return None if row is None else dict(row)
+
+    async def insert(self, values: dict[str, Any]) -> dict[str, Any]:
+        try:
+            row = (
+                (await self.conn.execute(insert(_users).values(**values).returning(_users))).mappings().one()
+            )
+        except IntegrityError as exc:
+            if violation_of(exc) is Violation.unique:
+                raise ConflictError(f"a user with e-mail {values['email']!r} already exists") from exc
+            raise
+        return dict(row)
+
+    async def get(self, user_id: uuid.UUID, *, for_update: bool = False) -> dict[str, Any] | None:
+        statement = self.by_id(user_id)
+        return await self._one_or_none(statement.with_for_update() if for_update else statement)
+
+    async def get_by_email(self, email: str) -> dict[str, Any] | None:
+        return await self._one_or_none(select(_users).where(User.email == email))
+
+    async def update(self, user_id: uuid.UUID, values: dict[str, Any]) -> dict[str, Any]:
+        statement = update(_users).where(User.user_id == user_id).values(**values).returning(_users)
+        try:
+            row = (await self.conn.execute(statement)).mappings().one()
+        except IntegrityError as exc:
+            if violation_of(exc) is Violation.unique:
+                raise ConflictError(f"a user with e-mail {values.get('email')!r} already exists") from exc
+            raise
+        return dict(row)
+
+    async def page(
+        self, *, role: UserRole | None, after: uuid.UUID | None, limit: int
+    ) -> list[dict[str, Any]]:
+        # Keys are UUIDv7, so key order is creation order.
+        statement = select(_users).order_by(User.user_id).limit(limit)
+        if role is not None:
+            statement = statement.where(User.role == role)
+        if after is not None:
+            statement = statement.where(User.user_id > after)
+        return [dict(row) for row in (await self.conn.execute(statement)).mappings()]

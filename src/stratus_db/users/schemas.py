@@ -1,0 +1,70 @@
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, EmailStr, Field, StringConstraints
+
+from stratus_db.kit.schemas import FrozenModel
+from stratus_db.kit.validation import InputModel, NonEmptyStr, SafeJsonObject
+from stratus_db.models.user import UserRole
+
+MAX_LICENSES = 50
+
+
+def _lower(value: str) -> str:
+    return value.lower()
+
+
+Email = Annotated[EmailStr, StringConstraints(max_length=320), AfterValidator(_lower)]
+"""An e-mail address, stored lower-cased: addresses are unique whatever their case."""
+LicenseCode = Annotated[
+    str,
+    StringConstraints(
+        strip_whitespace=True, to_upper=True, min_length=1, max_length=32, pattern=r"^[A-Z0-9][A-Z0-9/\-]*$"
+    ),
+]
+"""An ANAC licence or rating code such as PP, PC, PLA, IFR, MLTE, INVA, CMA-1: letters, digits, '/' and '-'."""
+
+
+def _unique_in_order(codes: list[str]) -> list[str]:
+    return list(dict.fromkeys(codes))
+
+
+Licenses = Annotated[list[LicenseCode], Field(max_length=MAX_LICENSES), AfterValidator(_unique_in_order)]
+Name = Annotated[NonEmptyStr, StringConstraints(max_length=200)]
+ExperienceLevel = Annotated[NonEmptyStr, StringConstraints(max_length=50)]
+
+
+class UserCreate(InputModel):
+    name: Name
+    email: Email
+    role: UserRole
+    licenses: Licenses = Field(default_factory=list)
+    experience_level: ExperienceLevel | None = None
+    preferences: SafeJsonObject = Field(default_factory=dict)
+
+
+class UserUpdate(InputModel):
+    """Fields to change; a field left out keeps its value."""
+
+    name: Name | None = None
+    email: Email | None = None
+    role: UserRole | None = None
+    licenses: Licenses | None = None
+    experience_level: ExperienceLevel | None = None
+    preferences: SafeJsonObject | None = None
+
+
+class UserRead(FrozenModel):
+    user_id: uuid.UUID
+    name: str
+    email: str
+    role: UserRole
+    licenses: list[str]
+    experience_level: str | None
+    preferences: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
+    last_active: datetime
