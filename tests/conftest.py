@@ -25,12 +25,25 @@ async def sqlite_file_url(tmp_path_factory: pytest.TempPathFactory) -> str:
     return sqlite_url(path)
 
 
-@pytest.fixture(scope="session", params=BACKENDS)
-async def session_db(request: pytest.FixtureRequest) -> AsyncIterator[Database]:
-    url = request.getfixturevalue("postgres_url" if request.param == "postgresql" else "sqlite_file_url")
-    db = Database(settings_for(url))
+@pytest.fixture(scope="session")
+async def postgresql_db(postgres_url: str) -> AsyncIterator[Database]:
+    db = Database(settings_for(postgres_url))
     yield db
     await db.close()
+
+
+@pytest.fixture(scope="session")
+async def sqlite_db(sqlite_file_url: str) -> AsyncIterator[Database]:
+    db = Database(settings_for(sqlite_file_url))
+    yield db
+    await db.close()
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def session_db(request: pytest.FixtureRequest) -> Database:
+    """Every test that uses the database runs once per backend."""
+    db: Database = request.getfixturevalue(f"{request.param}_db")
+    return db
 
 
 @pytest.fixture

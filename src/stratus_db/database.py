@@ -36,6 +36,23 @@ from stratus_db.security.principal import Principal
 T = TypeVar("T")
 
 
+class Operation:
+    """One measured call in progress (see `StratusPostgreSQLIntegration.operation`)."""
+
+    def __init__(self, db: StratusPostgreSQLIntegration, name: str, read_only: bool) -> None:
+        self._db = db
+        self.name = name
+        self.read_only = read_only
+
+    async def run(
+        self, work: Callable[[AsyncConnection], Awaitable[T]], *, tx: AsyncConnection | None = None
+    ) -> T:
+        """Run `work` in the caller's `tx`, or in a transaction of its own retried on transient failures."""
+        if tx is not None:
+            return await work(tx)
+        return await self._db._run_with_retries(self.name, work, self.read_only)
+
+
 class PoolStatus(BaseModel):
     model_config = ConfigDict(frozen=True)
 
@@ -169,39 +186,27 @@ class StratusPostgreSQLIntegration:
                 return error
         return DatabaseError(f"the database refused the operation: {exc}")
 
-    async def run(
-        self,
-        operation: str,
-        work: Callable[[AsyncConnection], Awaitable[T]],
-        *,
-        tx: AsyncConnection | None = None,
-        read_only: bool = False,
-    ) -> T:
-        """Run `work` in `tx`, or in a transaction of its own retried on transient failures; log and measure it."""
+    @asynccontextmanager
+    async def operation(self, name: str, *, read_only: bool = False) -> AsyncIterator[Operation]:
+        """Measure and log one public call, validation included; `op.run(work)` does its database work."""
         with ensure_trace_id():
             started = time.perf_counter()
             try:
-                result = await (
-                    work(tx) if tx is not None else self._run_with_retries(operation, work, read_only)
-                )
+                yield Operation(self, name, read_only)
             except BaseException as exc:
                 seconds = time.perf_counter() - started
-                self._metrics.observe(operation, seconds, exc)
+                self._metrics.observe(name, seconds, exc)
                 self.log.warning(
-                    f"{operation} failed",
-                    operation=operation,
-                    error=type(exc).__name__,
-                    duration_ms=seconds * 1000,
+                    f"{name} failed", operation=name, error=type(exc).__name__, duration_ms=seconds * 1000
                 )
                 raise
             seconds = time.perf_counter() - started
-            self._metrics.observe(operation, seconds)
+            self._metrics.observe(name, seconds)
             log = self.log.debug if read_only else self.log.info
-            log(f"{operation} succeeded", operation=operation, duration_ms=seconds * 1000)
-            return result
+            log(f"{name} succeeded", operation=name, duration_ms=seconds * 1000)
 
     async def _run_with_retries(
-        self, operation: str, work: Callable[[AsyncConnection], Awaitable[T]], read_only: bool
+        self, name: str, work: Callable[[AsyncConnection], Awaitable[T]], read_only: bool
     ) -> T:
         attempts = self.settings.STRATUS_RETRY_ATTEMPTS
         for attempt in range(1, attempts + 1):
@@ -211,7 +216,7 @@ class StratusPostgreSQLIntegration:
             except DatabaseUnavailableError as exc:
                 if not exc.retryable or attempt == attempts:
                     raise
-                self._metrics.retried(operation)
+                self._metrics.retried(name)
                 # Exponential backoff with jitter, so that colliding transactions do not collide again.
                 await asyncio.sleep(
                     self.settings.STRATUS_RETRY_BACKOFF_S * 2 ** (attempt - 1) * random.uniform(0.5, 1.5)

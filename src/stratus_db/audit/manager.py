@@ -86,30 +86,31 @@ class AuditManager:
         Raises:
             ValidationError: a malformed filter, limit or cursor.
         """
-        filters = validate_input(
-            _AuditQuery,
-            {
-                "user_id": user_id,
-                "record_id": record_id,
-                "table_name": table_name,
-                "action": action,
-                "since": since,
-                "until": until,
-            },
-        )
-        limit = check_limit(limit)
-        after = None if cursor is None else decode_cursor(cursor, (aware_datetime, uuid.UUID))
-
-        async def work(conn: AsyncConnection) -> Page[AuditEvent]:
-            repository = AuditRepository(conn)
-            statement = repository.query_statement(**filters.model_dump(), after=after)
-            rows = await repository.fetch(statement, limit + 1)
-            events = [AuditEvent.model_validate(row) for row in rows]
-            return make_page(
-                events, limit, lambda event: encode_cursor(event.timestamp.isoformat(), event.audit_id)
+        async with self._db.operation("audit.query", read_only=True) as op:
+            filters = validate_input(
+                _AuditQuery,
+                {
+                    "user_id": user_id,
+                    "record_id": record_id,
+                    "table_name": table_name,
+                    "action": action,
+                    "since": since,
+                    "until": until,
+                },
             )
+            limit = check_limit(limit)
+            after = None if cursor is None else decode_cursor(cursor, (aware_datetime, uuid.UUID))
 
-        return await self._db.run("audit.query", work, tx=tx, read_only=True)
+            async def work(conn: AsyncConnection) -> Page[AuditEvent]:
+                repository = AuditRepository(conn)
+                statement = repository.query_statement(**filters.model_dump(), after=after)
+                rows = await repository.fetch(statement, limit + 1)
+                events = [AuditEvent.model_validate(row) for row in rows]
+                return make_page(
+                    events, limit, lambda event: encode_cursor(event.timestamp.isoformat(), event.audit_id)
+                )
+
+            return await op.run(work, tx=tx)
 
 
 def changed_fields(before: dict[str, Any], after: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:

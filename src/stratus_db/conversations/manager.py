@@ -67,39 +67,40 @@ class ConversationManager:
             ValidationError: a malformed argument; nothing is written.
             NotFoundError: the user does not exist.
         """
-        data = validate_input(
-            ConversationCreate,
-            {"user_id": user_id, "title": title, "context": {} if context is None else context},
-        )
-        now = utc_now()
-        values = {
-            "conversation_id": new_id(),
-            "title": data.title,
-            "status": ConversationStatus.active,
-            "context": data.context,
-            "summary": None,
-            "message_count": 0,
-            "total_tokens": 0,
-            "created_at": now,
-            "updated_at": now,
-            "last_activity_at": now,
-        }
-
-        async def work(conn: AsyncConnection) -> Conversation:
-            conversation = Conversation.model_validate(
-                await ConversationRepository(conn, data.user_id).insert(values)
+        async with self._db.operation("conversation.create") as op:
+            data = validate_input(
+                ConversationCreate,
+                {"user_id": user_id, "title": title, "context": {} if context is None else context},
             )
-            await self._audit.record(
-                conn,
-                action=AuditAction.create,
-                table_name=CONVERSATIONS,
-                record_id=conversation.conversation_id,
-                user_id=conversation.user_id,
-                new_values=conversation.model_dump(mode="json"),
-            )
-            return conversation
+            now = utc_now()
+            values = {
+                "conversation_id": new_id(),
+                "title": data.title,
+                "status": ConversationStatus.active,
+                "context": data.context,
+                "summary": None,
+                "message_count": 0,
+                "total_tokens": 0,
+                "created_at": now,
+                "updated_at": now,
+                "last_activity_at": now,
+            }
 
-        return await self._db.run("conversation.create", work, tx=tx)
+            async def work(conn: AsyncConnection) -> Conversation:
+                conversation = Conversation.model_validate(
+                    await ConversationRepository(conn, data.user_id).insert(values)
+                )
+                await self._audit.record(
+                    conn,
+                    action=AuditAction.create,
+                    table_name=CONVERSATIONS,
+                    record_id=conversation.conversation_id,
+                    user_id=conversation.user_id,
+                    new_values=conversation.model_dump(mode="json"),
+                )
+                return conversation
+
+            return await op.run(work, tx=tx)
 
     async def get_conversation(
         self, conversation_id: uuid.UUID | str, user_id: uuid.UUID | str, *, tx: AsyncConnection | None = None
@@ -109,14 +110,15 @@ class ConversationManager:
         Raises:
             ValidationError: an id is not a UUID.
         """
-        key = parse_uuid(conversation_id, "conversation_id")
-        owner = parse_uuid(user_id, "user_id")
+        async with self._db.operation("conversation.get", read_only=True) as op:
+            key = parse_uuid(conversation_id, "conversation_id")
+            owner = parse_uuid(user_id, "user_id")
 
-        async def work(conn: AsyncConnection) -> Conversation | None:
-            row = await ConversationRepository(conn, owner).get(key)
-            return None if row is None else Conversation.model_validate(row)
+            async def work(conn: AsyncConnection) -> Conversation | None:
+                row = await ConversationRepository(conn, owner).get(key)
+                return None if row is None else Conversation.model_validate(row)
 
-        return await self._db.run("conversation.get", work, tx=tx, read_only=True)
+            return await op.run(work, tx=tx)
 
     async def list_conversations(
         self,
@@ -132,23 +134,26 @@ class ConversationManager:
         Raises:
             ValidationError: a malformed user id, status, limit or cursor.
         """
-        owner = parse_uuid(user_id, "user_id")
-        statuses = VISIBLE_STATUSES if status is None else (parse_enum(ConversationStatus, status, "status"),)
-        limit = check_limit(limit)
-        after = None if cursor is None else decode_cursor(cursor, (aware_datetime, uuid.UUID))
-
-        async def work(conn: AsyncConnection) -> Page[Conversation]:
-            rows = await ConversationRepository(conn, owner).page(
-                statuses=statuses, after=after, limit=limit + 1
+        async with self._db.operation("conversation.list", read_only=True) as op:
+            owner = parse_uuid(user_id, "user_id")
+            statuses = (
+                VISIBLE_STATUSES if status is None else (parse_enum(ConversationStatus, status, "status"),)
             )
-            conversations = [Conversation.model_validate(row) for row in rows]
-            return make_page(
-                conversations,
-                limit,
-                lambda item: encode_cursor(item.last_activity_at.isoformat(), item.conversation_id),
-            )
+            limit = check_limit(limit)
+            after = None if cursor is None else decode_cursor(cursor, (aware_datetime, uuid.UUID))
 
-        return await self._db.run("conversation.list", work, tx=tx, read_only=True)
+            async def work(conn: AsyncConnection) -> Page[Conversation]:
+                rows = await ConversationRepository(conn, owner).page(
+                    statuses=statuses, after=after, limit=limit + 1
+                )
+                conversations = [Conversation.model_validate(row) for row in rows]
+                return make_page(
+                    conversations,
+                    limit,
+                    lambda item: encode_cursor(item.last_activity_at.isoformat(), item.conversation_id),
+                )
+
+            return await op.run(work, tx=tx)
 
     async def add_message(
         self,
@@ -184,54 +189,55 @@ class ConversationManager:
             NotFoundError: no such conversation for this user.
             ConflictError: the conversation is archived or deleted.
         """
-        data = validate_input(
-            MessageCreate,
-            {
-                "conversation_id": conversation_id,
-                "user_id": user_id,
-                "content": content,
-                "message_type": message_type,
-                "agent_name": agent_name,
-                "metadata": {} if metadata is None else metadata,
-                "tokens_used": tokens_used,
-                "response_time": response_time,
-            },
-        )
-        tokens = data.tokens_used if data.tokens_used is not None else estimate_tokens(data.content)
-        message_id = new_id()
-
-        async def work(conn: AsyncConnection) -> Message:
-            repository = ConversationRepository(conn, data.user_id)
-            now = utc_now()
-            seq = await repository.take_sequence_number(data.conversation_id, tokens, now)
-            if seq is None:
-                raise await self._why_not_appendable(repository, data.conversation_id)
-            row = await repository.insert_message(
+        async with self._db.operation("conversation.add_message") as op:
+            data = validate_input(
+                MessageCreate,
                 {
-                    "message_id": message_id,
-                    "conversation_id": data.conversation_id,
-                    "seq": seq,
-                    "agent_name": data.agent_name,
-                    "message_type": data.message_type,
-                    "content": data.content,
-                    "metadata": data.metadata,
-                    "tokens_used": tokens,
-                    "response_time": data.response_time,
-                    "created_at": now,
-                }
+                    "conversation_id": conversation_id,
+                    "user_id": user_id,
+                    "content": content,
+                    "message_type": message_type,
+                    "agent_name": agent_name,
+                    "metadata": {} if metadata is None else metadata,
+                    "tokens_used": tokens_used,
+                    "response_time": response_time,
+                },
             )
-            message = Message.model_validate(row)
-            await self._audit.record(
-                conn,
-                action=AuditAction.create,
-                table_name=MESSAGES,
-                record_id=message.message_id,
-                user_id=message.user_id,
-                new_values=_message_audit_values(message),
-            )
-            return message
+            tokens = data.tokens_used if data.tokens_used is not None else estimate_tokens(data.content)
+            message_id = new_id()
 
-        return await self._db.run("conversation.add_message", work, tx=tx)
+            async def work(conn: AsyncConnection) -> Message:
+                repository = ConversationRepository(conn, data.user_id)
+                now = utc_now()
+                seq = await repository.take_sequence_number(data.conversation_id, tokens, now)
+                if seq is None:
+                    raise await self._why_not_appendable(repository, data.conversation_id)
+                row = await repository.insert_message(
+                    {
+                        "message_id": message_id,
+                        "conversation_id": data.conversation_id,
+                        "seq": seq,
+                        "agent_name": data.agent_name,
+                        "message_type": data.message_type,
+                        "content": data.content,
+                        "metadata": data.metadata,
+                        "tokens_used": tokens,
+                        "response_time": data.response_time,
+                        "created_at": now,
+                    }
+                )
+                message = Message.model_validate(row)
+                await self._audit.record(
+                    conn,
+                    action=AuditAction.create,
+                    table_name=MESSAGES,
+                    record_id=message.message_id,
+                    user_id=message.user_id,
+                    new_values=_message_audit_values(message),
+                )
+                return message
+
+            return await op.run(work, tx=tx)
 
     @staticmethod
     async def _why_not_appendable(
@@ -265,18 +271,23 @@ class ConversationManager:
             ValidationError: a malformed id, limit or bound.
             NotFoundError: no such conversation for this user.
         """
-        key = parse_uuid(conversation_id, "conversation_id")
-        owner = parse_uuid(user_id, "user_id")
-        limit = check_limit(limit, maximum=1000)
-        for name, bound in (("after_seq", after_seq), ("before_seq", before_seq)):
-            if bound is not None and (isinstance(bound, bool) or not isinstance(bound, int) or bound < 0):
-                raise ValidationError(f"{name} must be a non-negative integer sequence number, got {bound!r}")
+        async with self._db.operation("conversation.get_messages", read_only=True) as op:
+            key = parse_uuid(conversation_id, "conversation_id")
+            owner = parse_uuid(user_id, "user_id")
+            limit = check_limit(limit, maximum=1000)
+            for name, bound in (("after_seq", after_seq), ("before_seq", before_seq)):
+                if bound is not None and (isinstance(bound, bool) or not isinstance(bound, int) or bound < 0):
+                    raise ValidationError(
+                        f"{name} must be a non-negative integer sequence number, got {bound!r}"
+                    )
 
-        async def work(conn: AsyncConnection) -> list[Message]:
-            repository = ConversationRepository(conn, owner)
-            rows = await repository.messages(key, after_seq=after_seq, before_seq=before_seq, limit=limit)
-            if not rows and await repository.get(key) is None:
-                raise NotFoundError(f"conversation {key} does not exist or does not belong to user {owner}")
-            return [Message.model_validate(row) for row in rows]
+            async def work(conn: AsyncConnection) -> list[Message]:
+                repository = ConversationRepository(conn, owner)
+                rows = await repository.messages(key, after_seq=after_seq, before_seq=before_seq, limit=limit)
+                if not rows and await repository.get(key) is None:
+                    raise NotFoundError(
+                        f"conversation {key} does not exist or does not belong to user {owner}"
+                    )
+                return [Message.model_validate(row) for row in rows]
 
-        return await self._db.run("conversation.get_messages", work, tx=tx, read_only=True)
+            return await op.run(work, tx=tx)

@@ -60,63 +60,64 @@ class MemoryManager:
             ValidationError: a malformed argument; nothing is written.
             NotFoundError: the user does not exist.
         """
-        data = validate_input(
-            MemoryStore,
-            {
-                "user_id": user_id,
-                "key": key,
-                "value": value,
-                "memory_type": memory_type,
-                "importance_score": importance_score,
-                "expires_at": expires_at,
-            },
-        )
-        fields = data.model_dump(include={"value", "memory_type", "importance_score", "expires_at"})
-        memory_id = new_id()
-
-        async def work(conn: AsyncConnection) -> MemoryEntry:
-            repository = MemoryRepository(conn, data.user_id)
-            now = utc_now()
-            before = await repository.get_for_update(data.key)
-            if before is None:
-                row = await repository.insert(
-                    fields
-                    | {
-                        "memory_id": memory_id,
-                        "key": data.key,
-                        "access_count": 0,
-                        "created_at": now,
-                        "updated_at": now,
-                        "last_accessed_at": None,
-                    }
-                )
-                entry = MemoryEntry.model_validate(row)
-                old_values, new_values = None, entry.model_dump(mode="json")
-                action = AuditAction.create
-            else:
-                previous = MemoryEntry.model_validate(before)
-                old_values, new_values = changed_fields(
-                    previous.model_dump(mode="json", include=set(fields)),
-                    data.model_dump(mode="json", include=set(fields)),
-                )
-                if not new_values:
-                    return previous  # storing what is already stored changes nothing, so there is nothing to audit
-                entry = MemoryEntry.model_validate(
-                    await repository.update(data.key, fields | {"updated_at": now})
-                )
-                action = AuditAction.update
-            await self._audit.record(
-                conn,
-                action=action,
-                table_name=TABLE,
-                record_id=entry.memory_id,
-                user_id=entry.user_id,
-                old_values=old_values,
-                new_values=new_values,
+        async with self._db.operation("memory.store") as op:
+            data = validate_input(
+                MemoryStore,
+                {
+                    "user_id": user_id,
+                    "key": key,
+                    "value": value,
+                    "memory_type": memory_type,
+                    "importance_score": importance_score,
+                    "expires_at": expires_at,
+                },
             )
-            return entry
+            fields = data.model_dump(include={"value", "memory_type", "importance_score", "expires_at"})
+            memory_id = new_id()
 
-        return await self._db.run("memory.store", work, tx=tx)
+            async def work(conn: AsyncConnection) -> MemoryEntry:
+                repository = MemoryRepository(conn, data.user_id)
+                now = utc_now()
+                before = await repository.get_for_update(data.key)
+                if before is None:
+                    row = await repository.insert(
+                        fields
+                        | {
+                            "memory_id": memory_id,
+                            "key": data.key,
+                            "access_count": 0,
+                            "created_at": now,
+                            "updated_at": now,
+                            "last_accessed_at": None,
+                        }
+                    )
+                    entry = MemoryEntry.model_validate(row)
+                    old_values, new_values = None, entry.model_dump(mode="json")
+                    action = AuditAction.create
+                else:
+                    previous = MemoryEntry.model_validate(before)
+                    old_values, new_values = changed_fields(
+                        previous.model_dump(mode="json", include=set(fields)),
+                        data.model_dump(mode="json", include=set(fields)),
+                    )
+                    if not new_values:
+                        return previous  # storing what is already stored changes nothing, so there is nothing to audit
+                    entry = MemoryEntry.model_validate(
+                        await repository.update(data.key, fields | {"updated_at": now})
+                    )
+                    action = AuditAction.update
+                await self._audit.record(
+                    conn,
+                    action=action,
+                    table_name=TABLE,
+                    record_id=entry.memory_id,
+                    user_id=entry.user_id,
+                    old_values=old_values,
+                    new_values=new_values,
+                )
+                return entry
+
+            return await op.run(work, tx=tx)
 
     async def get_memory(
         self, user_id: uuid.UUID | str, key: str, *, tx: AsyncConnection | None = None
@@ -126,13 +127,14 @@ class MemoryManager:
         Raises:
             ValidationError: `user_id` is not a UUID or `key` is malformed.
         """
-        lookup = validate_input(MemoryLookup, {"user_id": user_id, "key": key})
+        async with self._db.operation("memory.get") as op:
+            lookup = validate_input(MemoryLookup, {"user_id": user_id, "key": key})
 
-        async def work(conn: AsyncConnection) -> MemoryEntry | None:
-            row = await MemoryRepository(conn, lookup.user_id).read_and_count(lookup.key, utc_now())
-            return None if row is None else MemoryEntry.model_validate(row)
+            async def work(conn: AsyncConnection) -> MemoryEntry | None:
+                row = await MemoryRepository(conn, lookup.user_id).read_and_count(lookup.key, utc_now())
+                return None if row is None else MemoryEntry.model_validate(row)
 
-        return await self._db.run("memory.get", work, tx=tx)
+            return await op.run(work, tx=tx)
 
     async def list_memories(
         self,
@@ -148,19 +150,20 @@ class MemoryManager:
         Raises:
             ValidationError: a malformed user id, type, limit or cursor.
         """
-        owner = parse_uuid(user_id, "user_id")
-        type_filter = None if memory_type is None else parse_enum(MemoryType, memory_type, "memory_type")
-        limit = check_limit(limit)
-        after_key = None if cursor is None else decode_cursor(cursor, (str,))[0]
+        async with self._db.operation("memory.list", read_only=True) as op:
+            owner = parse_uuid(user_id, "user_id")
+            type_filter = None if memory_type is None else parse_enum(MemoryType, memory_type, "memory_type")
+            limit = check_limit(limit)
+            after_key = None if cursor is None else decode_cursor(cursor, (str,))[0]
 
-        async def work(conn: AsyncConnection) -> Page[MemoryEntry]:
-            rows = await MemoryRepository(conn, owner).page(
-                memory_type=type_filter, after_key=after_key, limit=limit + 1, now=utc_now()
-            )
-            entries = [MemoryEntry.model_validate(row) for row in rows]
-            return make_page(entries, limit, lambda entry: encode_cursor(entry.key))
+            async def work(conn: AsyncConnection) -> Page[MemoryEntry]:
+                rows = await MemoryRepository(conn, owner).page(
+                    memory_type=type_filter, after_key=after_key, limit=limit + 1, now=utc_now()
+                )
+                entries = [MemoryEntry.model_validate(row) for row in rows]
+                return make_page(entries, limit, lambda entry: encode_cursor(entry.key))
 
-        return await self._db.run("memory.list", work, tx=tx, read_only=True)
+            return await op.run(work, tx=tx)
 
     async def delete_memory(
         self, user_id: uuid.UUID | str, key: str, *, tx: AsyncConnection | None = None
@@ -170,21 +173,22 @@ class MemoryManager:
         Raises:
             ValidationError: `user_id` is not a UUID or `key` is malformed.
         """
-        lookup = validate_input(MemoryLookup, {"user_id": user_id, "key": key})
+        async with self._db.operation("memory.delete") as op:
+            lookup = validate_input(MemoryLookup, {"user_id": user_id, "key": key})
 
-        async def work(conn: AsyncConnection) -> bool:
-            row = await MemoryRepository(conn, lookup.user_id).delete(lookup.key)
-            if row is None:
-                return False
-            entry = MemoryEntry.model_validate(row)
-            await self._audit.record(
-                conn,
-                action=AuditAction.delete,
-                table_name=TABLE,
-                record_id=entry.memory_id,
-                user_id=entry.user_id,
-                old_values=entry.model_dump(mode="json"),
-            )
-            return True
+            async def work(conn: AsyncConnection) -> bool:
+                row = await MemoryRepository(conn, lookup.user_id).delete(lookup.key)
+                if row is None:
+                    return False
+                entry = MemoryEntry.model_validate(row)
+                await self._audit.record(
+                    conn,
+                    action=AuditAction.delete,
+                    table_name=TABLE,
+                    record_id=entry.memory_id,
+                    user_id=entry.user_id,
+                    old_values=entry.model_dump(mode="json"),
+                )
+                return True
 
-        return await self._db.run("memory.delete", work, tx=tx)
+            return await op.run(work, tx=tx)

@@ -61,38 +61,39 @@ class UserManager:
             ValidationError: a field is malformed; nothing is written.
             ConflictError: the e-mail is already registered.
         """
-        data = validate_input(
-            UserCreate,
-            {
-                "name": name,
-                "email": email,
-                "role": role,
-                "licenses": [] if licenses is None else licenses,
-                "experience_level": experience_level,
-                "preferences": {} if preferences is None else preferences,
-            },
-        )
-        now = utc_now()
-        values = data.model_dump() | {
-            "user_id": new_id(),
-            "created_at": now,
-            "updated_at": now,
-            "last_active": now,
-        }
-
-        async def work(conn: AsyncConnection) -> UserRead:
-            user = UserRead.model_validate(await UserRepository(conn).insert(values))
-            await self._audit.record(
-                conn,
-                action=AuditAction.create,
-                table_name=TABLE,
-                record_id=user.user_id,
-                user_id=user.user_id,
-                new_values=user.model_dump(mode="json"),
+        async with self._db.operation("user.create") as op:
+            data = validate_input(
+                UserCreate,
+                {
+                    "name": name,
+                    "email": email,
+                    "role": role,
+                    "licenses": [] if licenses is None else licenses,
+                    "experience_level": experience_level,
+                    "preferences": {} if preferences is None else preferences,
+                },
             )
-            return user
+            now = utc_now()
+            values = data.model_dump() | {
+                "user_id": new_id(),
+                "created_at": now,
+                "updated_at": now,
+                "last_active": now,
+            }
 
-        return await self._db.run("user.create", work, tx=tx)
+            async def work(conn: AsyncConnection) -> UserRead:
+                user = UserRead.model_validate(await UserRepository(conn).insert(values))
+                await self._audit.record(
+                    conn,
+                    action=AuditAction.create,
+                    table_name=TABLE,
+                    record_id=user.user_id,
+                    user_id=user.user_id,
+                    new_values=user.model_dump(mode="json"),
+                )
+                return user
+
+            return await op.run(work, tx=tx)
 
     async def get_user(
         self, user_id: uuid.UUID | str, *, tx: AsyncConnection | None = None
@@ -102,13 +103,14 @@ class UserManager:
         Raises:
             ValidationError: `user_id` is not a UUID.
         """
-        key = parse_uuid(user_id, "user_id")
+        async with self._db.operation("user.get", read_only=True) as op:
+            key = parse_uuid(user_id, "user_id")
 
-        async def work(conn: AsyncConnection) -> UserRead | None:
-            row = await UserRepository(conn).get(key)
-            return None if row is None else UserRead.model_validate(row)
+            async def work(conn: AsyncConnection) -> UserRead | None:
+                row = await UserRepository(conn).get(key)
+                return None if row is None else UserRead.model_validate(row)
 
-        return await self._db.run("user.get", work, tx=tx, read_only=True)
+            return await op.run(work, tx=tx)
 
     async def get_user_by_email(self, email: str, *, tx: AsyncConnection | None = None) -> UserRead | None:
         """The user with this e-mail (any case), or None.
@@ -116,14 +118,15 @@ class UserManager:
         Raises:
             ValidationError: `email` is not an e-mail address.
         """
-        address = validate_input(UserUpdate, {"email": email}).email
-        assert address is not None
+        async with self._db.operation("user.get_by_email", read_only=True) as op:
+            address = validate_input(UserUpdate, {"email": email}).email
+            assert address is not None
 
-        async def work(conn: AsyncConnection) -> UserRead | None:
-            row = await UserRepository(conn).get_by_email(address)
-            return None if row is None else UserRead.model_validate(row)
+            async def work(conn: AsyncConnection) -> UserRead | None:
+                row = await UserRepository(conn).get_by_email(address)
+                return None if row is None else UserRead.model_validate(row)
 
-        return await self._db.run("user.get_by_email", work, tx=tx, read_only=True)
+            return await op.run(work, tx=tx)
 
     async def update_user(
         self, user_id: uuid.UUID | str, *, tx: AsyncConnection | None = None, **changes: Any
@@ -138,41 +141,43 @@ class UserManager:
             NotFoundError: no such user.
             ConflictError: the new e-mail belongs to another user.
         """
-        key = parse_uuid(user_id, "user_id")
-        data = validate_input(UserUpdate, changes)
-        values = data.model_dump(exclude_unset=True)
-        if not values:
-            raise ValidationError(
-                f"update_user needs at least one field to change; accepted: {', '.join(UserUpdate.model_fields)}"
-            )
-        if ("name" in values and values["name"] is None) or ("role" in values and values["role"] is None):
-            raise ValidationError("name and role cannot be removed, only changed")
+        async with self._db.operation("user.update") as op:
+            key = parse_uuid(user_id, "user_id")
+            data = validate_input(UserUpdate, changes)
+            values = data.model_dump(exclude_unset=True)
+            if not values:
+                raise ValidationError(
+                    f"update_user needs at least one field to change; accepted: {', '.join(UserUpdate.model_fields)}"
+                )
 
-        async def work(conn: AsyncConnection) -> UserRead:
-            repository = UserRepository(conn)
-            before = await repository.get(key, for_update=True)
-            if before is None:
-                raise NotFoundError(f"user {key} does not exist")
-            now = utc_now()
-            after = UserRead.model_validate(
-                await repository.update(key, values | {"updated_at": now, "last_active": now})
-            )
-            old_values, new_values = changed_fields(
-                UserRead.model_validate(before).model_dump(mode="json", include=set(values)),
-                after.model_dump(mode="json", include=set(values)),
-            )
-            await self._audit.record(
-                conn,
-                action=AuditAction.update,
-                table_name=TABLE,
-                record_id=key,
-                user_id=key,
-                old_values=old_values,
-                new_values=new_values,
-            )
-            return after
+            async def work(conn: AsyncConnection) -> UserRead:
+                repository = UserRepository(conn)
+                before = await repository.get(key, for_update=True)
+                if before is None:
+                    raise NotFoundError(f"user {key} does not exist")
+                previous = UserRead.model_validate(before)
+                old_values, new_values = changed_fields(
+                    previous.model_dump(mode="json", include=set(values)),
+                    data.model_dump(mode="json", include=set(values)),
+                )
+                if not new_values:
+                    return previous  # nothing changes, so nothing is written or audited
+                now = utc_now()
+                after = UserRead.model_validate(
+                    await repository.update(key, values | {"updated_at": now, "last_active": now})
+                )
+                await self._audit.record(
+                    conn,
+                    action=AuditAction.update,
+                    table_name=TABLE,
+                    record_id=key,
+                    user_id=key,
+                    old_values=old_values,
+                    new_values=new_values,
+                )
+                return after
 
-        return await self._db.run("user.update", work, tx=tx)
+            return await op.run(work, tx=tx)
 
     async def list_users(
         self,
@@ -187,13 +192,14 @@ class UserManager:
         Raises:
             ValidationError: an unknown role, a limit outside 1–500, or a cursor not issued here.
         """
-        role_filter = None if role is None else parse_enum(UserRole, role, "role")
-        limit = check_limit(limit)
-        after = None if cursor is None else decode_cursor(cursor, (uuid.UUID,))[0]
+        async with self._db.operation("user.list", read_only=True) as op:
+            role_filter = None if role is None else parse_enum(UserRole, role, "role")
+            limit = check_limit(limit)
+            after = None if cursor is None else decode_cursor(cursor, (uuid.UUID,))[0]
 
-        async def work(conn: AsyncConnection) -> Page[UserRead]:
-            rows = await UserRepository(conn).page(role=role_filter, after=after, limit=limit + 1)
-            users = [UserRead.model_validate(row) for row in rows]
-            return make_page(users, limit, lambda user: encode_cursor(user.user_id))
+            async def work(conn: AsyncConnection) -> Page[UserRead]:
+                rows = await UserRepository(conn).page(role=role_filter, after=after, limit=limit + 1)
+                users = [UserRead.model_validate(row) for row in rows]
+                return make_page(users, limit, lambda user: encode_cursor(user.user_id))
 
-        return await self._db.run("user.list", work, tx=tx, read_only=True)
+            return await op.run(work, tx=tx)

@@ -4,7 +4,7 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, EmailStr, Field, StringConstraints
+from pydantic import AfterValidator, BeforeValidator, EmailStr, Field, StringConstraints, model_validator
 
 from stratus_db.kit.schemas import FrozenModel
 from stratus_db.kit.validation import InputModel, NonEmptyStr, SafeJsonObject
@@ -21,9 +21,9 @@ Email = Annotated[EmailStr, StringConstraints(max_length=320), AfterValidator(_l
 """An e-mail address, stored lower-cased: addresses are unique whatever their case."""
 LicenseCode = Annotated[
     str,
-    StringConstraints(
-        strip_whitespace=True, to_upper=True, min_length=1, max_length=32, pattern=r"^[A-Z0-9][A-Z0-9/\-]*$"
-    ),
+    # Normalize before the pattern is checked: "pp" and " Inva " are valid spellings of PP and INVA.
+    BeforeValidator(lambda value: value.strip().upper() if isinstance(value, str) else value),
+    StringConstraints(min_length=1, max_length=32, pattern=r"^[A-Z0-9][A-Z0-9/\-]*$"),
 ]
 """An ANAC licence or rating code such as PP, PC, PLA, IFR, MLTE, INVA, CMA-1: letters, digits, '/' and '-'."""
 
@@ -47,7 +47,7 @@ class UserCreate(InputModel):
 
 
 class UserUpdate(InputModel):
-    """Fields to change; a field left out keeps its value."""
+    """Fields to change; a field left out keeps its value. Only experience_level can be cleared (set to None)."""
 
     name: Name | None = None
     email: Email | None = None
@@ -55,6 +55,17 @@ class UserUpdate(InputModel):
     licenses: Licenses | None = None
     experience_level: ExperienceLevel | None = None
     preferences: SafeJsonObject | None = None
+
+    @model_validator(mode="after")
+    def _required_fields_stay_set(self) -> UserUpdate:
+        cleared = [
+            name
+            for name in ("name", "email", "role", "licenses", "preferences")
+            if name in self.model_fields_set and getattr(self, name) is None
+        ]
+        if cleared:
+            raise ValueError(f"{', '.join(cleared)} cannot be removed, only changed")
+        return self
 
 
 class UserRead(FrozenModel):
