@@ -71,3 +71,23 @@ def conversations(db: Database) -> ConversationManager:
 @pytest.fixture
 def audit(db: Database) -> AuditManager:
     return AuditManager(db)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Show how many tests ran on each backend, so a run that silently left PostgreSQL out is visible."""
+    counts: dict[str, dict[str, int]] = {}
+    for outcome in ("passed", "failed", "error", "skipped"):
+        for report in terminalreporter.stats.get(outcome, []):
+            nodeid = getattr(report, "nodeid", "")
+            parameters = nodeid.rpartition("[")[2].rstrip("]").split("-") if nodeid.endswith("]") else []
+            for backend in BACKENDS:
+                if backend in parameters or (backend == "postgresql" and "postgres" in nodeid.lower()):
+                    counts.setdefault(backend, {}).setdefault(outcome, 0)
+                    counts[backend][outcome] += 1
+                    break
+    terminalreporter.section("tests per backend")
+    for backend in BACKENDS:
+        summary = (
+            ", ".join(f"{n} {outcome}" for outcome, n in sorted(counts.get(backend, {}).items())) or "none"
+        )
+        terminalreporter.write_line(f"{backend}: {summary}")

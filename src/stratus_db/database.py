@@ -166,13 +166,15 @@ class StratusPostgreSQLIntegration:
                 await conn.execution_options(**{READ_ONLY_OPTION: True})
             try:
                 async with conn.begin():
-                    yield conn
-            except StratusError:
-                raise
+                    try:
+                        yield conn
+                    except SQLAlchemyError as exc:
+                        raise self._translate(exc, may_have_committed=False) from exc
             except SQLAlchemyError as exc:
-                raise self._translate(exc, read_only=read_only) from exc
+                # Raised by COMMIT itself: if the link broke then, the server may have committed.
+                raise self._translate(exc, may_have_committed=not read_only) from exc
 
-    def _translate(self, exc: SQLAlchemyError, *, read_only: bool) -> StratusError:
+    def _translate(self, exc: SQLAlchemyError, *, may_have_committed: bool) -> StratusError:
         """Driver errors that no repository translated with more context."""
         if isinstance(exc, IntegrityError):
             return ConflictError(f"the change breaks a database rule: {exc.orig}")
@@ -181,8 +183,9 @@ class StratusPostgreSQLIntegration:
                 return TransientDatabaseError(f"the database aborted the transaction, try again: {exc.orig}")
             if exc.connection_invalidated:
                 error = DatabaseUnavailableError(f"lost the connection to {self._where}: {exc.orig}")
-                # A write may or may not have committed when the link broke; only a read is safe to repeat.
-                error.retryable = read_only
+                # Before COMMIT the server rolls back what a lost connection had done, so repeating is safe
+                # (this is also how a pooled connection the server closed gets replaced, with no ping per checkout).
+                error.retryable = not may_have_committed
                 return error
         return DatabaseError(f"the database refused the operation: {exc}")
 

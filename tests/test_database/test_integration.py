@@ -167,3 +167,26 @@ async def test_a_deadlock_on_postgres_is_retried_until_both_transactions_commit(
         assert db.metrics()["operations"]["test.deadlock"]["errors"] == 0
     finally:
         await empty_all_tables(db)
+
+
+async def test_connections_the_server_closed_are_replaced_without_failing_a_call(
+    postgresql_db: Database,
+) -> None:
+    db = postgresql_db
+    users = UserManager(db)
+    try:
+        # Fill the pool with several live connections, then have the server kill every one of them.
+        await asyncio.gather(*(create_user(users) for _ in range(5)))
+        async with db.engine.connect() as admin:
+            await admin.execute(
+                text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+            )
+        created = await create_user(users)
+        assert await users.get_user(created.user_id) == created
+        assert await count_rows(db, "users") == 6
+        assert db.metrics()["operations"]["user.create"]["retries"] >= 1
+    finally:
+        await empty_all_tables(db)

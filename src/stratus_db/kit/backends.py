@@ -45,7 +45,6 @@ class PostgresBackend:
             "max_overflow": settings.STRATUS_POOL_MAX_OVERFLOW,
             "pool_timeout": settings.STRATUS_POOL_TIMEOUT_S,
             "pool_recycle": settings.STRATUS_POOL_RECYCLE_S,
-            "pool_pre_ping": True,
             "connect_args": {
                 "server_settings": server_settings,
                 "timeout": settings.STRATUS_CONNECT_TIMEOUT_S,
