@@ -7,6 +7,7 @@ import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -28,6 +29,7 @@ from stratus_db.errors import (
     TransientDatabaseError,
 )
 from stratus_db.kit.backends import READ_ONLY_OPTION, backend_for
+from stratus_db.kit.clock import utc_now
 from stratus_db.kit.metrics import OperationMetrics
 from stratus_db.kit.validation import validate_input
 from stratus_db.logging import make_logger
@@ -78,13 +80,15 @@ class StratusPostgreSQLIntegration:
 
     Args:
         settings: the configuration; read from the environment when omitted.
+        clock: where "now" comes from (expiry, timestamps); tests pass a controllable one.
 
     Raises:
         ConfigurationError: a setting (DATABASE_URL…) is malformed.
     """
 
-    def __init__(self, settings: Settings | None = None) -> None:
+    def __init__(self, settings: Settings | None = None, *, clock: Callable[[], datetime] = utc_now) -> None:
         self.settings = settings if settings is not None else load_settings()
+        self.clock = clock
         url = self.settings.database_url
         self._backend = backend_for(url)
         self._where = self._backend.describe(url)

@@ -51,6 +51,7 @@ class AuditManager:
         context = current_context()
         await AuditRepository(tx).append(
             {
+                "timestamp": self._db.clock(),
                 "user_id": user_id,
                 "action": str(action),
                 "table_name": table_name,

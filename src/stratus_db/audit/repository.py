@@ -9,7 +9,6 @@ from typing import Any
 from sqlalchemy import Select, and_, insert, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from stratus_db.kit.clock import utc_now
 from stratus_db.kit.ids import new_id
 from stratus_db.kit.models import table_of
 from stratus_db.models import AuditLog
@@ -22,7 +21,7 @@ class AuditRepository:
         self.conn = conn
 
     async def append(self, values: dict[str, Any]) -> None:
-        await self.conn.execute(insert(_audit).values(audit_id=new_id(), timestamp=utc_now(), **values))
+        await self.conn.execute(insert(_audit).values(audit_id=new_id(), **values))
 
     def query_statement(
         self,

@@ -13,7 +13,6 @@ from stratus_db.conversations.repository import ConversationRepository
 from stratus_db.conversations.schemas import Conversation, ConversationCreate, Message, MessageCreate
 from stratus_db.conversations.tokens import estimate_tokens
 from stratus_db.errors import ConflictError, NotFoundError, ValidationError
-from stratus_db.kit.clock import utc_now
 from stratus_db.kit.ids import new_id
 from stratus_db.kit.schemas import Page, aware_datetime, check_limit, decode_cursor, encode_cursor, make_page
 from stratus_db.kit.validation import parse_enum, parse_uuid, validate_input
@@ -72,7 +71,7 @@ class ConversationManager:
                 ConversationCreate,
                 {"user_id": user_id, "title": title, "context": {} if context is None else context},
             )
-            now = utc_now()
+            now = self._db.clock()
             values = {
                 "conversation_id": new_id(),
                 "title": data.title,
@@ -208,7 +207,7 @@ class ConversationManager:
 
             async def work(conn: AsyncConnection) -> Message:
                 repository = ConversationRepository(conn, data.user_id)
-                now = utc_now()
+                now = self._db.clock()
                 seq = await repository.take_sequence_number(data.conversation_id, tokens, now)
                 if seq is None:
                     raise await self._why_not_appendable(repository, data.conversation_id)

@@ -10,7 +10,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from stratus_db.audit.manager import AuditManager, changed_fields
 from stratus_db.audit.schemas import AuditAction
-from stratus_db.kit.clock import utc_now
 from stratus_db.kit.ids import new_id
 from stratus_db.kit.schemas import Page, check_limit, decode_cursor, encode_cursor, make_page
 from stratus_db.kit.validation import parse_enum, parse_uuid, validate_input
@@ -77,7 +76,7 @@ class MemoryManager:
 
             async def work(conn: AsyncConnection) -> MemoryEntry:
                 repository = MemoryRepository(conn, data.user_id)
-                now = utc_now()
+                now = self._db.clock()
                 before = await repository.get_for_update(data.key)
                 if before is None:
                     row = await repository.insert(
@@ -131,7 +130,7 @@ class MemoryManager:
             lookup = validate_input(MemoryLookup, {"user_id": user_id, "key": key})
 
             async def work(conn: AsyncConnection) -> MemoryEntry | None:
-                row = await MemoryRepository(conn, lookup.user_id).read_and_count(lookup.key, utc_now())
+                row = await MemoryRepository(conn, lookup.user_id).read_and_count(lookup.key, self._db.clock())
                 return None if row is None else MemoryEntry.model_validate(row)
 
             return await op.run(work, tx=tx)
@@ -158,7 +157,7 @@ class MemoryManager:
 
             async def work(conn: AsyncConnection) -> Page[MemoryEntry]:
                 rows = await MemoryRepository(conn, owner).page(
-                    memory_type=type_filter, after_key=after_key, limit=limit + 1, now=utc_now()
+                    memory_type=type_filter, after_key=after_key, limit=limit + 1, now=self._db.clock()
                 )
                 entries = [MemoryEntry.model_validate(row) for row in rows]
                 return make_page(entries, limit, lambda entry: encode_cursor(entry.key))

@@ -10,7 +10,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from stratus_db.audit.manager import AuditManager, changed_fields
 from stratus_db.audit.schemas import AuditAction
 from stratus_db.errors import NotFoundError, ValidationError
-from stratus_db.kit.clock import utc_now
 from stratus_db.kit.ids import new_id
 from stratus_db.kit.schemas import Page, check_limit, decode_cursor, encode_cursor, make_page
 from stratus_db.kit.validation import parse_enum, parse_uuid, validate_input
@@ -73,7 +72,7 @@ class UserManager:
                     "preferences": {} if preferences is None else preferences,
                 },
             )
-            now = utc_now()
+            now = self._db.clock()
             values = data.model_dump() | {
                 "user_id": new_id(),
                 "created_at": now,
@@ -162,7 +161,7 @@ class UserManager:
                 )
                 if not new_values:
                     return previous  # nothing changes, so nothing is written or audited
-                now = utc_now()
+                now = self._db.clock()
                 after = UserRead.model_validate(
                     await repository.update(key, values | {"updated_at": now, "last_active": now})
                 )
