@@ -5,6 +5,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from stratus_db import AuditManager, ConversationManager, Database, MemoryManager, UserManager
+from tests.fixtures.clock import ManualClock
 from tests.fixtures.databases import empty_all_tables, settings_for, sqlite_url, throwaway_postgres_database
 
 BACKENDS = ["sqlite", "postgresql"]
@@ -51,6 +52,14 @@ async def db(session_db: Database) -> AsyncIterator[Database]:
     """The session's database for this backend, emptied after each test."""
     yield session_db
     await empty_all_tables(session_db)
+
+
+@pytest.fixture
+def clock(db: Database, monkeypatch: pytest.MonkeyPatch) -> ManualClock:
+    """Take over the database's clock for this test; `clock.advance(hours=25)` moves time forward."""
+    manual = ManualClock()
+    monkeypatch.setattr(db, "clock", manual)
+    return manual
 
 
 @pytest.fixture

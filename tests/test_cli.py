@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
-from stratus_db import Database
+from stratus_db import Database, MemoryManager, UserManager
 from stratus_db.cli import app
 from stratus_db.schema import head_revision
-from tests.fixtures.databases import settings_for, throwaway_postgres_database
+from tests.fixtures.databases import settings_for, sqlite_url, throwaway_postgres_database
+from tests.fixtures.factories import create_user
 
 runner = CliRunner()
 
@@ -68,3 +70,23 @@ def test_demo_runs_on_the_embedded_database(monkeypatch: pytest.MonkeyPatch, tmp
     assert "Created user" in result.stdout
     assert "[2] meteorologia:" in result.stdout
     assert (tmp_path / "stratus.db").exists()
+
+
+async def test_purge_expired_deletes_what_has_expired(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    monkeypatch.setenv("STRATUS_DATA_DIR", str(tmp_path))
+    an_hour_ago = datetime.now(UTC) - timedelta(hours=1)
+    db = Database(settings_for(sqlite_url(tmp_path / "stratus.db")), clock=lambda: an_hour_ago)
+    try:
+        user = await create_user(UserManager(db))
+        await MemoryManager(db).store_memory(user.user_id, "gone", "x", "short_term", 0.5, ttl=60)
+        await MemoryManager(db).store_memory(user.user_id, "kept", "x", "long_term", 0.5)
+    finally:
+        await db.close()
+
+    result = await asyncio.to_thread(runner.invoke, app, ["purge-expired", "--batch-size", "50"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == "purged 1 expired memories"
+    assert runner.invoke(app, ["purge-expired", "--batch-size", "0"]).exit_code == 2

@@ -1,11 +1,11 @@
-"""`stratus-db`: migrate, demo, health."""
+"""`stratus-db`: migrate, demo, health, purge-expired."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Annotated, TypeVar
 
 import typer
 
@@ -13,6 +13,7 @@ from stratus_db.config import load_settings
 from stratus_db.database import StratusPostgreSQLIntegration
 from stratus_db.demo import run_demo
 from stratus_db.errors import StratusError
+from stratus_db.memory.manager import MemoryManager
 
 app = typer.Typer(
     help="Stratus.IA database layer. Configured by DATABASE_URL (unset: the embedded SQLite file)."
@@ -55,3 +56,12 @@ def health() -> None:
     typer.echo(json.dumps(status.model_dump(), indent=2))
     if not status.healthy:
         raise typer.Exit(code=1)
+
+
+@app.command("purge-expired")
+def purge_expired(
+    batch_size: Annotated[int, typer.Option(min=1, max=10_000, help="Rows deleted per transaction.")] = 1000,
+) -> None:
+    """Delete expired memories in bounded batches (schedule it: see docs/memory.md)."""
+    deleted = _run(lambda db: MemoryManager(db).purge_expired(batch_size=batch_size))
+    typer.echo(f"purged {deleted} expired memories")

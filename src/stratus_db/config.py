@@ -13,6 +13,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
 from stratus_db.errors import ConfigurationError
+from stratus_db.models.memory import MemoryType
 
 DEFAULT_SQLITE_FILE = "stratus.db"
 """File name of the embedded database, inside `STRATUS_DATA_DIR` (default: the working directory)."""
@@ -85,6 +86,19 @@ class Settings(BaseSettings):
     STRATUS_CONNECT_TIMEOUT_S: Annotated[float, Field(gt=0, le=600)] = 10.0
     STRATUS_RETRY_ATTEMPTS: Annotated[int, Field(ge=1, le=10)] = 3
     STRATUS_RETRY_BACKOFF_S: Annotated[float, Field(ge=0, le=10)] = 0.05
+
+    # Memory tiers (see docs/memory.md). A TTL of 0 means "never expires"; critical memories never expire.
+    STRATUS_MEMORY_TTL_SHORT_TERM_S: Annotated[int, Field(ge=0)] = 24 * 3600
+    STRATUS_MEMORY_TTL_MEDIUM_TERM_S: Annotated[int, Field(ge=0)] = 30 * 24 * 3600
+    STRATUS_MEMORY_TTL_LONG_TERM_S: Annotated[int, Field(ge=0)] = 0
+    STRATUS_MEMORY_SLIDING_TIERS: frozenset[MemoryType] = frozenset()
+    """Tiers whose expiry a read pushes forward to now + the tier's TTL (JSON list, e.g. '["short_term"]')."""
+    STRATUS_MEMORY_PROMOTE_TO_MEDIUM_ACCESSES: Annotated[int, Field(ge=1)] = 3
+    STRATUS_MEMORY_PROMOTE_TO_LONG_ACCESSES: Annotated[int, Field(ge=1)] = 10
+    STRATUS_MEMORY_PROMOTE_MIN_IMPORTANCE: Annotated[float, Field(ge=0, le=1)] = 0.3
+    STRATUS_MEMORY_MAX_PER_USER: Annotated[int, Field(ge=1)] = 1000
+    """Cap on one user's non-critical memories; storing one more evicts the least valuable."""
+    STRATUS_MEMORY_RECENCY_HALF_LIFE_S: Annotated[float, Field(gt=0)] = 7 * 24 * 3600
 
     @field_validator("DATABASE_URL", mode="before")
     @classmethod

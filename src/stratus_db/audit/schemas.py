@@ -12,6 +12,12 @@ class AuditAction(StrEnum):
     create = "create"
     update = "update"
     delete = "delete"
+    promote = "promote"
+    """A memory moved to a longer-lived tier because it keeps being used."""
+    evict = "evict"
+    """A memory removed to keep its user under the per-user cap."""
+    purge = "purge"
+    """Expired memories deleted by purge_expired (one row per user per batch, listing the ids)."""
 
 
 class AuditEvent(FrozenModel):
@@ -22,8 +28,8 @@ class AuditEvent(FrozenModel):
     action: str
     table_name: str
     record_id: uuid.UUID | None
-    old_values: Any | None
-    new_values: Any | None
+    old_values: Any  # a JSON object, or None
+    new_values: Any  # a JSON object, or None
     timestamp: datetime
     ip_address: str | None
     user_agent: str | None

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from stratus_db.audit.manager import AuditManager, changed_fields
 from stratus_db.audit.schemas import AuditAction
+from stratus_db.errors import ValidationError
 from stratus_db.kit.ids import new_id
 from stratus_db.kit.schemas import Page, check_limit, decode_cursor, encode_cursor, make_page
 from stratus_db.kit.validation import parse_enum, parse_uuid, validate_input
-from stratus_db.memory.repository import MemoryRepository
+from stratus_db.memory.policy import MemoryPolicy, frequency, recency, standing
+from stratus_db.memory.repository import ExpiredMemoryRepository, MemoryRepository
 from stratus_db.memory.schemas import MemoryEntry, MemoryLookup, MemoryStore
 from stratus_db.models import MemoryType
 
@@ -29,6 +31,7 @@ class MemoryManager:
     def __init__(self, db: StratusPostgreSQLIntegration) -> None:
         self._db = db
         self._audit = AuditManager(db)
+        self._policy = MemoryPolicy.from_settings(db.settings)
 
     async def store_memory(
         self,
@@ -38,21 +41,27 @@ class MemoryManager:
         memory_type: MemoryType | str = MemoryType.short_term,
         importance_score: float = 0.5,
         *,
+        ttl: timedelta | float | None = None,
         expires_at: datetime | None = None,
         tx: AsyncConnection | None = None,
     ) -> MemoryEntry:
         """Store `value` under `key` for the user; an existing key is updated in place.
 
-        On update, `value`, `memory_type`, `importance_score` and `expires_at` take the new values; `access_count`,
-        `created_at` and `last_accessed_at` are kept. The audit row keeps the previous values.
+        The memory expires after its tier's lifetime (configuration: 24 h short_term, 30 days medium_term, never for
+        long_term and critical by default) unless `ttl` or `expires_at` says otherwise. On update, `value`,
+        `memory_type`, `importance_score` and the expiry take the new values (storing again renews the lifetime);
+        `access_count`, `created_at` and `last_accessed_at` are kept; the audit row keeps the previous values. Storing
+        exactly what is stored writes nothing. A key whose memory has expired starts afresh. A new key that takes the
+        user past the per-user cap evicts the user's least valuable non-critical memories (never this one).
 
         Args:
             user_id: the owner.
             key: 1–200 characters, compared exactly.
             value: any JSON value (no NaN, no NUL characters).
-            memory_type: short_term, medium_term, long_term or critical.
+            memory_type: short_term, medium_term, long_term or critical (never expires, never evicted).
             importance_score: from 0 to 1.
-            expires_at: when the memory stops being returned (time-zone aware); None keeps it.
+            ttl: lifetime from now, in seconds or as a timedelta (not for critical).
+            expires_at: a time-zone-aware instant in the future (not for critical; not with ttl).
             tx: a transaction from `db.transaction()` to join.
 
         Raises:
@@ -68,60 +77,134 @@ class MemoryManager:
                     "value": value,
                     "memory_type": memory_type,
                     "importance_score": importance_score,
+                    "ttl": ttl,
                     "expires_at": expires_at,
                 },
             )
-            fields = data.model_dump(include={"value", "memory_type", "importance_score", "expires_at"})
+            if data.expires_at is not None and data.expires_at <= self._db.clock():
+                raise ValidationError(
+                    "expires_at must be in the future; to remove a memory, use delete_memory"
+                )
             memory_id = new_id()
 
             async def work(conn: AsyncConnection) -> MemoryEntry:
                 repository = MemoryRepository(conn, data.user_id)
                 now = self._db.clock()
-                before = await repository.get_for_update(data.key)
-                if before is None:
-                    row = await repository.insert(
-                        fields
-                        | {
-                            "memory_id": memory_id,
-                            "key": data.key,
-                            "access_count": 0,
-                            "created_at": now,
-                            "updated_at": now,
-                            "last_accessed_at": None,
-                        }
-                    )
-                    entry = MemoryEntry.model_validate(row)
-                    old_values, new_values = None, entry.model_dump(mode="json")
-                    action = AuditAction.create
+                expiry: datetime | None
+                if data.ttl is not None:
+                    expiry = now + data.ttl
                 else:
-                    previous = MemoryEntry.model_validate(before)
-                    old_values, new_values = changed_fields(
-                        previous.model_dump(mode="json", include=set(fields)),
-                        data.model_dump(mode="json", include=set(fields)),
+                    expiry = data.expires_at or self._policy.default_expiry(data.memory_type, now)
+                fields = {
+                    "value": data.value,
+                    "memory_type": data.memory_type,
+                    "importance_score": data.importance_score,
+                    "expires_at": expiry,
+                }
+                before = await repository.get_for_update(data.key)
+                if before is not None and not _is_expired(before, now):
+                    return await self._update(
+                        conn, repository, MemoryEntry.model_validate(before), fields, now
                     )
-                    if not new_values:
-                        return previous  # storing what is already stored changes nothing, so there is nothing to audit
-                    entry = MemoryEntry.model_validate(
-                        await repository.update(data.key, fields | {"updated_at": now})
-                    )
-                    action = AuditAction.update
+                fresh = fields | {
+                    "access_count": 0,
+                    "created_at": now,
+                    "updated_at": now,
+                    "last_accessed_at": None,
+                }
+                if before is None:
+                    row = await repository.insert(fresh | {"memory_id": memory_id, "key": data.key})
+                else:
+                    row = await repository.set_fields(before["memory_id"], fresh)
+                entry = MemoryEntry.model_validate(row)
                 await self._audit.record(
                     conn,
-                    action=action,
+                    action=AuditAction.create,
                     table_name=TABLE,
                     record_id=entry.memory_id,
                     user_id=entry.user_id,
-                    old_values=old_values,
-                    new_values=new_values,
+                    old_values=None
+                    if before is None
+                    else MemoryEntry.model_validate(before).model_dump(mode="json"),
+                    new_values=entry.model_dump(mode="json"),
                 )
+                if entry.memory_type != MemoryType.critical:
+                    await self._enforce_cap(conn, repository, entry, now)
                 return entry
 
             return await op.run(work, tx=tx)
 
+    async def _update(
+        self,
+        conn: AsyncConnection,
+        repository: MemoryRepository,
+        previous: MemoryEntry,
+        fields: dict[str, Any],
+        now: datetime,
+    ) -> MemoryEntry:
+        old_values, new_values = changed_fields(
+            previous.model_dump(mode="json", include=set(fields)),
+            MemoryEntry.model_validate(previous.model_dump() | fields).model_dump(
+                mode="json", include=set(fields)
+            ),
+        )
+        if not new_values:
+            return previous  # storing what is already stored changes nothing, so there is nothing to audit
+        entry = MemoryEntry.model_validate(
+            await repository.set_fields(previous.memory_id, fields | {"updated_at": now})
+        )
+        await self._audit.record(
+            conn,
+            action=AuditAction.update,
+            table_name=TABLE,
+            record_id=entry.memory_id,
+            user_id=entry.user_id,
+            old_values=old_values,
+            new_values=new_values,
+        )
+        return entry
+
+    async def _enforce_cap(
+        self, conn: AsyncConnection, repository: MemoryRepository, stored: MemoryEntry, now: datetime
+    ) -> None:
+        """Evict the user's least valuable non-critical memories beyond the cap, never `stored` itself."""
+        excess = (
+            await repository.count_live(now, exclude_tier=MemoryType.critical) - self._policy.max_per_user
+        )
+        if excess <= 0:
+            return
+        candidates = await repository.eviction_candidates(
+            now, exclude_tier=MemoryType.critical, keep=stored.memory_id
+        )
+
+        def value_of(candidate: dict[str, Any]) -> tuple[float, uuid.UUID]:
+            last_used = candidate["last_accessed_at"] or candidate["updated_at"]
+            score = standing(
+                candidate["importance_score"],
+                recency(last_used, now, self._policy.recency_half_life),
+                frequency(candidate["access_count"]),
+            )
+            return score, candidate["memory_id"]
+
+        doomed = [candidate["memory_id"] for candidate in sorted(candidates, key=value_of)[:excess]]
+        for row in await repository.delete_ids(doomed):
+            evicted = MemoryEntry.model_validate(row)
+            await self._audit.record(
+                conn,
+                action=AuditAction.evict,
+                table_name=TABLE,
+                record_id=evicted.memory_id,
+                user_id=evicted.user_id,
+                old_values=evicted.model_dump(mode="json"),
+            )
+
     async def get_memory(
         self, user_id: uuid.UUID | str, key: str, *, tx: AsyncConnection | None = None
     ) -> MemoryEntry | None:
-        """The user's live memory under `key`, or None if missing or expired. Counts the access.
+        """The user's live memory under `key`, or None if missing or expired.
+
+        A read counts one access (exactly, under concurrency), extends the expiry of sliding tiers, and promotes a
+        memory that has been read often enough (short_term → medium_term → long_term; the rules are configured).
 
         Raises:
             ValidationError: `user_id` is not a UUID or `key` is malformed.
@@ -130,10 +213,50 @@ class MemoryManager:
             lookup = validate_input(MemoryLookup, {"user_id": user_id, "key": key})
 
             async def work(conn: AsyncConnection) -> MemoryEntry | None:
-                row = await MemoryRepository(conn, lookup.user_id).read_and_count(lookup.key, self._db.clock())
-                return None if row is None else MemoryEntry.model_validate(row)
+                now = self._db.clock()
+                repository = MemoryRepository(conn, lookup.user_id)
+                row = await repository.read_and_count(lookup.key, now, self._policy.sliding_expiries(now))
+                if row is None:
+                    return None
+                entry = MemoryEntry.model_validate(row)
+                rule = self._policy.promotion_for(
+                    entry.memory_type, entry.access_count, entry.importance_score
+                )
+                if rule is not None:
+                    entry = await self._promote(conn, repository, entry, rule.target, now)
+                return entry
 
             return await op.run(work, tx=tx)
+
+    async def _promote(
+        self,
+        conn: AsyncConnection,
+        repository: MemoryRepository,
+        entry: MemoryEntry,
+        target: MemoryType,
+        now: datetime,
+    ) -> MemoryEntry:
+        tier_expiry = self._policy.default_expiry(target, now)
+        # A promotion only ever lengthens a memory's life.
+        if entry.expires_at is None or tier_expiry is None:
+            expiry = None
+        else:
+            expiry = max(entry.expires_at, tier_expiry)
+        promoted = MemoryEntry.model_validate(
+            await repository.set_fields(
+                entry.memory_id, {"memory_type": target, "expires_at": expiry, "updated_at": now}
+            )
+        )
+        await self._audit.record(
+            conn,
+            action=AuditAction.promote,
+            table_name=TABLE,
+            record_id=entry.memory_id,
+            user_id=entry.user_id,
+            old_values=entry.model_dump(mode="json", include={"memory_type", "expires_at", "access_count"}),
+            new_values=promoted.model_dump(mode="json", include={"memory_type", "expires_at"}),
+        )
+        return promoted
 
     async def list_memories(
         self,
@@ -191,3 +314,46 @@ class MemoryManager:
                 return True
 
             return await op.run(work, tx=tx)
+
+    async def purge_expired(self, *, batch_size: int = 1000) -> int:
+        """Delete every expired memory (critical ones never expire), in batches of `batch_size`, each in its own
+        short transaction; returns how many were deleted. Each batch writes one audit row per user listing the ids.
+
+        Raises:
+            ValidationError: `batch_size` outside 1–10,000.
+        """
+        async with self._db.operation("memory.purge_expired") as op:
+            size = check_limit(batch_size, maximum=10_000)
+
+            async def one_batch(conn: AsyncConnection) -> int:
+                deleted = await ExpiredMemoryRepository(conn).delete_batch(
+                    self._db.clock(), size, keep_tier=MemoryType.critical
+                )
+                by_user: dict[uuid.UUID, list[dict[str, Any]]] = {}
+                for row in deleted:
+                    by_user.setdefault(row["user_id"], []).append(row)
+                for owner, rows in by_user.items():
+                    await self._audit.record(
+                        conn,
+                        action=AuditAction.purge,
+                        table_name=TABLE,
+                        record_id=None,
+                        user_id=owner,
+                        old_values={
+                            "memory_ids": [str(row["memory_id"]) for row in rows],
+                            "keys": [row["key"] for row in rows],
+                        },
+                    )
+                return len(deleted)
+
+            total = 0
+            while (deleted := await op.run(one_batch)) > 0:
+                total += deleted
+                if deleted < size:
+                    break
+            return total
+
+
+def _is_expired(row: dict[str, Any], now: datetime) -> bool:
+    expires_at: datetime | None = row["expires_at"]
+    return expires_at is not None and expires_at <= now

@@ -6,13 +6,14 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, delete, insert, or_, select, update
+from sqlalchemy import ColumnElement, and_, case, delete, func, insert, literal, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from stratus_db.errors import NotFoundError, TransientDatabaseError
 from stratus_db.kit.integrity import Violation, violation_of
 from stratus_db.kit.models import table_of
+from stratus_db.kit.types import UTCDateTime
 from stratus_db.models import MemoryEntry, MemoryType
 
 _memories = table_of(MemoryEntry)
@@ -45,22 +46,74 @@ class MemoryRepository:
                 raise TransientDatabaseError(f"memory {values['key']!r} was created concurrently") from exc
             raise
 
-    async def update(self, key: str, values: dict[str, Any]) -> dict[str, Any]:
-        statement = (
-            update(_memories).where(self._owned, MemoryEntry.key == key).values(**values).returning(_memories)
-        )
-        return dict((await self.conn.execute(statement)).mappings().one())
+    async def read_and_count(
+        self, key: str, now: datetime, slide_to: dict[MemoryType, datetime]
+    ) -> dict[str, Any] | None:
+        """The live memory, with its access counted, in one statement (the increment is atomic in SQL).
 
-    async def read_and_count(self, key: str, now: datetime) -> dict[str, Any] | None:
-        """The live memory, with its access counted, in one statement (the increment is atomic in SQL)."""
+        `slide_to` maps sliding tiers to the expiry a read extends them to; a later expiry is never shortened.
+        """
+        values: dict[str, Any] = {"access_count": MemoryEntry.access_count + 1, "last_accessed_at": now}
+        if slide_to:
+            values["expires_at"] = case(
+                *(
+                    (
+                        and_(MemoryEntry.memory_type == tier, MemoryEntry.expires_at < expiry),
+                        literal(expiry, UTCDateTime()),
+                    )
+                    for tier, expiry in slide_to.items()
+                ),
+                else_=MemoryEntry.expires_at,
+            )
         statement = (
             update(_memories)
             .where(self._owned, MemoryEntry.key == key, self._live(now))
-            .values(access_count=MemoryEntry.access_count + 1, last_accessed_at=now)
+            .values(**values)
             .returning(_memories)
         )
         row = (await self.conn.execute(statement)).mappings().one_or_none()
         return None if row is None else dict(row)
+
+    async def set_fields(self, memory_id: uuid.UUID, values: dict[str, Any]) -> dict[str, Any]:
+        statement = (
+            update(_memories)
+            .where(self._owned, MemoryEntry.memory_id == memory_id)
+            .values(**values)
+            .returning(_memories)
+        )
+        return dict((await self.conn.execute(statement)).mappings().one())
+
+    async def count_live(self, now: datetime, *, exclude_tier: MemoryType) -> int:
+        statement = (
+            select(func.count())
+            .select_from(_memories)
+            .where(self._owned, self._live(now), MemoryEntry.memory_type != exclude_tier)
+        )
+        return int((await self.conn.execute(statement)).scalar_one())
+
+    async def eviction_candidates(
+        self, now: datetime, *, exclude_tier: MemoryType, keep: uuid.UUID
+    ) -> list[dict[str, Any]]:
+        """What eviction ranks: the user's live memories outside `exclude_tier`, except the one just stored."""
+        statement = select(
+            MemoryEntry.memory_id,
+            MemoryEntry.importance_score,
+            MemoryEntry.access_count,
+            MemoryEntry.updated_at,
+            MemoryEntry.last_accessed_at,
+        ).where(
+            self._owned,
+            self._live(now),
+            MemoryEntry.memory_type != exclude_tier,
+            MemoryEntry.memory_id != keep,
+        )
+        return [dict(row) for row in (await self.conn.execute(statement)).mappings()]
+
+    async def delete_ids(self, memory_ids: list[uuid.UUID]) -> list[dict[str, Any]]:
+        statement = (
+            delete(_memories).where(self._owned, MemoryEntry.memory_id.in_(memory_ids)).returning(_memories)
+        )
+        return [dict(row) for row in (await self.conn.execute(statement)).mappings()]
 
     async def page(
         self, *, memory_type: MemoryType | None, after_key: str | None, limit: int, now: datetime
@@ -78,3 +131,33 @@ class MemoryRepository:
         statement = delete(_memories).where(self._owned, MemoryEntry.key == key).returning(_memories)
         row = (await self.conn.execute(statement)).mappings().one_or_none()
         return None if row is None else dict(row)
+
+
+class ExpiredMemoryRepository:
+    """The one cross-user path on memory_entries: the purge of expired rows (bounded batches, no long locks)."""
+
+    def __init__(self, conn: AsyncConnection) -> None:
+        self.conn = conn
+
+    async def delete_batch(self, now: datetime, limit: int, *, keep_tier: MemoryType) -> list[dict[str, Any]]:
+        """Delete up to `limit` memories expired at `now` (never of `keep_tier`); return what was deleted."""
+        batch = (
+            select(MemoryEntry.memory_id)
+            .where(MemoryEntry.expires_at <= now, MemoryEntry.memory_type != keep_tier)
+            .order_by(MemoryEntry.expires_at)
+            .limit(limit)
+            # PostgreSQL: concurrent purgers split the work instead of waiting on each other (SQLite ignores it).
+            .with_for_update(skip_locked=True)
+        )
+        statement = (
+            delete(_memories)
+            .where(MemoryEntry.memory_id.in_(batch.scalar_subquery()))
+            .returning(
+                MemoryEntry.memory_id,
+                MemoryEntry.user_id,
+                MemoryEntry.key,
+                MemoryEntry.memory_type,
+                MemoryEntry.expires_at,
+            )
+        )
+        return [dict(row) for row in (await self.conn.execute(statement)).mappings()]

@@ -1,10 +1,10 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated, Any
 
-from pydantic import AwareDatetime, Field, StringConstraints
+from pydantic import AwareDatetime, Field, StringConstraints, model_validator
 
 from stratus_db.kit.schemas import FrozenModel
 from stratus_db.kit.validation import InputModel, SafeJson, SafeStr
@@ -15,13 +15,28 @@ MemoryKey = Annotated[SafeStr, StringConstraints(min_length=1, max_length=200)]
 Importance = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
 
 
+MAX_TTL = timedelta(days=36_500)
+
+
 class MemoryStore(InputModel):
     user_id: uuid.UUID
     key: MemoryKey
     value: SafeJson
     memory_type: MemoryType
     importance_score: Importance
+    ttl: Annotated[timedelta, Field(gt=timedelta(0), le=MAX_TTL)] | None = None
+    """Seconds or a timedelta; overrides the tier's default lifetime."""
     expires_at: AwareDatetime | None = None
+
+    @model_validator(mode="after")
+    def _one_expiry_and_none_for_critical(self) -> MemoryStore:
+        if self.ttl is not None and self.expires_at is not None:
+            raise ValueError("give ttl or expires_at, not both")
+        if self.memory_type == MemoryType.critical and (self.ttl is not None or self.expires_at is not None):
+            raise ValueError(
+                "critical memories never expire: drop ttl and expires_at, or choose another memory_type"
+            )
+        return self
 
 
 class MemoryLookup(InputModel):

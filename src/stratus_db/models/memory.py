@@ -5,7 +5,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import CheckConstraint, Enum, Float, ForeignKey, Integer, String, UniqueConstraint
+from sqlalchemy import CheckConstraint, Enum, Float, ForeignKey, Index, Integer, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from stratus_db.kit.models import Base
@@ -50,4 +50,6 @@ class MemoryEntry(Base):
             "importance_score >= 0 AND importance_score <= 1", name="importance_in_unit_interval"
         ),
         CheckConstraint("access_count >= 0", name="access_count_non_negative"),
+        # purge_expired: the oldest expired memories of all users, in bounded batches.
+        Index(None, "expires_at"),
     )

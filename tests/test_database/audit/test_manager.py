@@ -116,10 +116,12 @@ class TestQueryAfterEachWrite:
     ) -> None:
         user = await create_user(users)
         entry = await memories.store_memory(
-            user_id=user.user_id, key="preferred_aircraft", value="Cessna 172"
+            user_id=user.user_id, key="preferred_aircraft", value="Cessna 172", memory_type="long_term"
         )
 
-        await memories.store_memory(user_id=user.user_id, key="preferred_aircraft", value="Piper PA-28")
+        await memories.store_memory(
+            user_id=user.user_id, key="preferred_aircraft", value="Piper PA-28", memory_type="long_term"
+        )
 
         event = await only_event(audit, table_name="memory_entries", action="update")
         assert event.record_id == entry.memory_id

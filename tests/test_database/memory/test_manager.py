@@ -3,7 +3,7 @@ from __future__ import annotations
 import asyncio
 import math
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -11,6 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from stratus_db import Database, MemoryManager, NotFoundError, UserManager, ValidationError
+from tests.fixtures.clock import ManualClock
 from tests.fixtures.factories import count_rows, create_user
 
 
@@ -55,11 +56,13 @@ class TestStoreMemory:
             "value": "Cessna 152",
             "memory_type": "medium_term",
             "importance_score": 0.4,
+            "expires_at": first.expires_at.isoformat().replace("+00:00", "Z") if first.expires_at else None,
         }
         assert update.new_values == {
             "value": "Cessna 172",
             "memory_type": "long_term",
             "importance_score": 0.8,
+            "expires_at": None,  # long_term memories do not expire by default
         }
 
     async def test_storing_the_same_value_again_writes_nothing(
@@ -98,6 +101,11 @@ class TestStoreMemory:
             ({"value": {"nested": ["ok", "bad\x00"]}}, "NUL"),
             ({"value": {"x": math.inf}}, "NaN or infinite"),
             ({"expires_at": datetime(2030, 1, 1)}, "timezone"),  # noqa: DTZ001 - a naive datetime is the bad input
+            ({"expires_at": datetime(2020, 1, 1, tzinfo=UTC)}, "in the future"),
+            ({"ttl": 0}, "ttl"),
+            ({"ttl": -5}, "ttl"),
+            ({"ttl": 60, "expires_at": datetime(2030, 1, 1, tzinfo=UTC)}, "not both"),
+            ({"memory_type": "critical", "ttl": 60}, "critical memories never expire"),
             ({"user_id": "not-a-uuid"}, "user_id"),
         ],
     )
@@ -153,18 +161,17 @@ class TestGetMemory:
         assert entry is not None
         assert entry.access_count == 41
 
-    async def test_an_expired_memory_is_never_returned(
-        self, users: UserManager, memories: MemoryManager
+    async def test_an_expired_memory_is_never_returned_even_before_the_purge(
+        self, db: Database, users: UserManager, memories: MemoryManager, clock: ManualClock
     ) -> None:
         user = await create_user(users)
-        past = datetime.now(UTC) - timedelta(seconds=1)
-        await memories.store_memory(user.user_id, "old", "x", "short_term", 0.5, expires_at=past)
-        await memories.store_memory(
-            user.user_id, "fresh", "y", "short_term", 0.5, expires_at=past + timedelta(days=1)
-        )
+        await memories.store_memory(user.user_id, "old", "x", "short_term", 0.5, ttl=60)
+        await memories.store_memory(user.user_id, "fresh", "y", "short_term", 0.5, ttl=3600)
+        clock.advance(minutes=2)
         assert await memories.get_memory(user.user_id, "old") is None
         assert await memories.get_memory(user.user_id, "fresh") is not None
         assert [entry.key for entry in (await memories.list_memories(user.user_id)).items] == ["fresh"]
+        assert await count_rows(db, "memory_entries") == 2, "still stored until the purge"
 
     async def test_another_users_memory_is_invisible(
         self, users: UserManager, memories: MemoryManager
