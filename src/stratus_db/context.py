@@ -14,6 +14,7 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, StringConstraints
 
+from stratus_db.kit.validation import SafeStr
 from stratus_db.security.principal import SYSTEM, Principal
 
 
@@ -23,7 +24,7 @@ def _valid_ip(value: str | None) -> str | None:
     return str(ipaddress.ip_address(value))
 
 
-_Text = Annotated[str, StringConstraints(min_length=1, max_length=500, pattern=r"^[^\x00]*$")]
+_Text = Annotated[SafeStr, StringConstraints(min_length=1, max_length=500)]
 
 
 class RequestContext(BaseModel):
@@ -35,9 +36,7 @@ class RequestContext(BaseModel):
     ) = None
     ip_address: Annotated[str | None, AfterValidator(_valid_ip)] = None
     user_agent: _Text | None = None
-    purpose: Annotated[str, StringConstraints(min_length=1, max_length=100, pattern=r"^[^\x00]+$")] | None = (
-        None
-    )
+    purpose: Annotated[SafeStr, StringConstraints(min_length=1, max_length=100)] | None = None
 
 
 _current: ContextVar[RequestContext] = ContextVar("stratus_request_context", default=RequestContext())  # noqa: B039 - frozen, never mutated

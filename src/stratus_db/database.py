@@ -21,6 +21,7 @@ from stratus_db import schema
 from stratus_db.config import Settings, load_settings
 from stratus_db.context import RequestContext, current_context, ensure_trace_id, use_context
 from stratus_db.errors import (
+    ConfigurationError,
     ConflictError,
     DatabaseError,
     DatabaseUnavailableError,
@@ -38,6 +39,10 @@ from stratus_db.security.principal import Principal
 T = TypeVar("T")
 
 
+_REFUSED_SQLSTATES = frozenset({"28000", "28P01", "3D000"})
+"""Unknown role, wrong password, unknown database: configuration mistakes that no retry will fix."""
+
+
 class Operation:
     """One measured call in progress (see `StratusPostgreSQLIntegration.operation`)."""
 
@@ -49,10 +54,18 @@ class Operation:
     async def run(
         self, work: Callable[[AsyncConnection], Awaitable[T]], *, tx: AsyncConnection | None = None
     ) -> T:
-        """Run `work` in the caller's `tx`, or in a transaction of its own retried on transient failures."""
-        if tx is not None:
-            return await work(tx)
-        return await self._db._run_with_retries(self.name, work, self.read_only)
+        """Run `work` in a transaction of its own, retried on transient failures, or inside the caller's `tx`.
+
+        In the caller's transaction the work runs under a savepoint: if it fails, none of it stays behind to be
+        committed with the caller's other work.
+        """
+        if tx is None:
+            return await self._db._run_with_retries(self.name, work, self.read_only)
+        try:
+            async with tx.begin_nested():
+                return await work(tx)
+        except SQLAlchemyError as exc:
+            raise self._db._translate(exc, may_have_committed=False) from exc
 
 
 class PoolStatus(BaseModel):
@@ -94,7 +107,10 @@ class StratusPostgreSQLIntegration:
         self._where = self._backend.describe(url)
         if self.settings.is_embedded and url.database:
             Path(url.database).parent.mkdir(parents=True, exist_ok=True)
-        self.engine: AsyncEngine = create_async_engine(url, **self._backend.engine_options(self.settings))
+        # hide_parameters: errors and logs must never carry what users wrote (message content, e-mails).
+        self.engine: AsyncEngine = create_async_engine(
+            url, hide_parameters=True, **self._backend.engine_options(self.settings)
+        )
         self._backend.install(self.engine.sync_engine)
         self._metrics = OperationMetrics()
         self._schema_ready = False
@@ -109,8 +125,12 @@ class StratusPostgreSQLIntegration:
     # -- schema ---------------------------------------------------------------------------------------------------
 
     async def migrate(self) -> str:
-        """Upgrade the schema to the newest revision this package ships; returns that revision."""
-        async with self._connection() as conn, conn.begin():
+        """Upgrade the schema to the newest revision this package ships; returns that revision.
+
+        Raises:
+            DatabaseUnavailableError: the database cannot be reached.
+        """
+        async with self._unit_of_work() as conn:
             await conn.run_sync(schema.upgrade_to_head)
         self._schema_ready = True
         return schema.head_revision()
@@ -123,51 +143,52 @@ class StratusPostgreSQLIntegration:
                 await self._prepare_schema()
 
     async def _prepare_schema(self) -> None:
-        if self.settings.is_embedded:
-            # The embedded database belongs to this process's user: bring it to head on first use.
-            await self.migrate()
-            return
-        async with self._connection() as conn:
+        async with self._unit_of_work(read_only=True) as conn:
             current = await conn.run_sync(schema.current_revision)
         expected = schema.head_revision()
-        if current != expected:
+        if current == expected:
+            self._schema_ready = True
+        elif self.settings.is_embedded:
+            # The embedded database belongs to this process's user: bring it to head on first use.
+            await self.migrate()
+        else:
             raise SchemaNotReadyError(
                 f"the database ({self._where}) is at schema revision {current or 'none (empty)'}, "
                 f"this code expects {expected}: run `stratus-db migrate` with the same DATABASE_URL"
             )
-        self._schema_ready = True
 
     # -- units of work --------------------------------------------------------------------------------------------
 
     @asynccontextmanager
-    async def _connection(self) -> AsyncIterator[AsyncConnection]:
+    async def _connection(self, *, read_only: bool = False) -> AsyncIterator[AsyncConnection]:
         try:
             conn = await self.engine.connect()
-        except (TimeoutError, DBAPIError, OSError, PoolTimeoutError) as exc:
+        except PoolTimeoutError as exc:
+            raise DatabaseUnavailableError(
+                f"no free connection in the pool within {self.settings.STRATUS_POOL_TIMEOUT_S} s "
+                "(STRATUS_POOL_SIZE + STRATUS_POOL_MAX_OVERFLOW are all in use)"
+            ) from exc
+        except (TimeoutError, DBAPIError, OSError) as exc:
+            reason = exc.orig if isinstance(exc, DBAPIError) else exc
+            if getattr(reason, "sqlstate", None) in _REFUSED_SQLSTATES:
+                raise ConfigurationError(
+                    f"the database ({self._where}) refused the connection: {reason}; check DATABASE_URL"
+                ) from exc
             error = DatabaseUnavailableError(
-                f"cannot reach the database ({self._where}, from DATABASE_URL): {exc}"
+                f"cannot reach the database ({self._where}, from DATABASE_URL): {reason}"
             )
             error.retryable = True  # nothing was sent, so trying again is always safe
             raise error from exc
         try:
+            if read_only:
+                await conn.execution_options(**{READ_ONLY_OPTION: True})
             yield conn
         finally:
             await conn.close()
 
     @asynccontextmanager
-    async def transaction(self, *, read_only: bool = False) -> AsyncIterator[AsyncConnection]:
-        """One unit of work: commits when the block ends, rolls back if it raises.
-
-        Pass the yielded connection as `tx=` to manager calls so that they share the transaction.
-
-        Raises:
-            DatabaseUnavailableError: the server cannot be reached, or aborted the transaction (then `retryable`).
-            SchemaNotReadyError: a PostgreSQL database is not migrated to head.
-        """
-        await self._ensure_schema()
-        async with self._connection() as conn:
-            if read_only:
-                await conn.execution_options(**{READ_ONLY_OPTION: True})
+    async def _unit_of_work(self, *, read_only: bool = False) -> AsyncIterator[AsyncConnection]:
+        async with self._connection(read_only=read_only) as conn:
             try:
                 async with conn.begin():
                     try:
@@ -178,10 +199,26 @@ class StratusPostgreSQLIntegration:
                 # Raised by COMMIT itself: if the link broke then, the server may have committed.
                 raise self._translate(exc, may_have_committed=not read_only) from exc
 
+    @asynccontextmanager
+    async def transaction(self, *, read_only: bool = False) -> AsyncIterator[AsyncConnection]:
+        """One unit of work: commits when the block ends, rolls back if it raises.
+
+        Pass the yielded connection as `tx=` to manager calls so that they share the transaction.
+
+        Raises:
+            DatabaseUnavailableError: the server cannot be reached, or aborted the transaction (then `retryable`).
+            SchemaNotReadyError: a PostgreSQL database is not migrated to head.
+            ConfigurationError: the server refused DATABASE_URL's credentials or database name.
+        """
+        await self._ensure_schema()
+        async with self._unit_of_work(read_only=read_only) as conn:
+            yield conn
+
     def _translate(self, exc: SQLAlchemyError, *, may_have_committed: bool) -> StratusError:
         """Driver errors that no repository translated with more context."""
         if isinstance(exc, IntegrityError):
             return ConflictError(f"the change breaks a database rule: {exc.orig}")
+        # Messages name the driver's complaint only: the statement's parameters may hold what users wrote.
         if isinstance(exc, DBAPIError):
             if self._backend.is_rolled_back_conflict(exc):
                 return TransientDatabaseError(f"the database aborted the transaction, try again: {exc.orig}")
@@ -191,7 +228,8 @@ class StratusPostgreSQLIntegration:
                 # (this is also how a pooled connection the server closed gets replaced, with no ping per checkout).
                 error.retryable = not may_have_committed
                 return error
-        return DatabaseError(f"the database refused the operation: {exc}")
+        reason = exc.orig if isinstance(exc, DBAPIError) else type(exc).__name__
+        return DatabaseError(f"the database refused the operation: {reason}")
 
     @asynccontextmanager
     async def operation(self, name: str, *, read_only: bool = False) -> AsyncIterator[Operation]:
@@ -272,12 +310,11 @@ class StratusPostgreSQLIntegration:
         revision: str | None = None
         error: str | None = None
         try:
-            async with self._connection() as conn:
+            async with self._unit_of_work(read_only=True) as conn:
                 await conn.execute(text("SELECT 1"))
                 revision = await conn.run_sync(schema.current_revision)
-                await conn.rollback()
-        except (StratusError, SQLAlchemyError) as exc:
-            error = getattr(exc, "message", None) or str(exc)
+        except StratusError as exc:
+            error = exc.message
         expected = schema.head_revision()
         if error is None and revision != expected and not self.settings.is_embedded:
             error = f"schema at revision {revision}, expected {expected}: run `stratus-db migrate`"

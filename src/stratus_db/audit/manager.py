@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any
 
-from pydantic import AwareDatetime, StringConstraints
+from pydantic import AwareDatetime, BaseModel, StringConstraints
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from stratus_db.audit.repository import AuditRepository
@@ -114,7 +114,11 @@ class AuditManager:
             return await op.run(work, tx=tx)
 
 
-def changed_fields(before: dict[str, Any], after: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The fields that differ, as (old values, new values): what an update's audit row keeps."""
-    keys = [key for key in after if before.get(key) != after[key]]
-    return {key: before.get(key) for key in keys}, {key: after[key] for key in keys}
+def changed_fields(before: BaseModel, changes: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """What an update's audit row keeps: (old values, new values) of the fields whose value really changes.
+
+    Values are compared as Python values, so the same instant written in another time zone is no change.
+    """
+    changed = {key for key, value in changes.items() if getattr(before, key) != value}
+    after = type(before).model_validate(before.model_dump() | changes)
+    return before.model_dump(mode="json", include=changed), after.model_dump(mode="json", include=changed)

@@ -12,6 +12,7 @@ from typing import Any, Generic, TypeVar
 from pydantic import BaseModel, ConfigDict
 
 from stratus_db.errors import ValidationError
+from stratus_db.kit.validation import storable_text
 
 T = TypeVar("T")
 
@@ -45,7 +46,7 @@ def decode_cursor(cursor: object, parsers: tuple[Callable[[str], Any], ...]) -> 
         values = json.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
         if not isinstance(values, list) or len(values) != len(parsers):
             raise ValueError(values)
-        return tuple(parse(value) for parse, value in zip(parsers, values, strict=True))
+        return tuple(parse(storable_text(value)) for parse, value in zip(parsers, values, strict=True))
     except (ValueError, TypeError, UnicodeError, binascii.Error):
         raise ValidationError(
             "cursor is not one this API issued: pass back the next_cursor of a previous page"

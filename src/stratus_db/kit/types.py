@@ -9,7 +9,9 @@ from sqlalchemy import JSON, DateTime, Dialect, TypeDecorator
 from sqlalchemy.dialects.postgresql import JSONB
 
 JSONType = JSON().with_variant(JSONB(), "postgresql")
-"""JSONB on PostgreSQL, JSON text on SQLite: one declaration for both."""
+"""JSONB on PostgreSQL, JSON text on SQLite: one declaration for both. Python None is stored as JSON null."""
+NullableJSONType = JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
+"""The same, but Python None is SQL NULL (so `IS NULL` finds it on both backends)."""
 
 
 class UTCDateTime(TypeDecorator[datetime]):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import uuid
 from collections.abc import Mapping
@@ -20,9 +21,14 @@ MAX_JSON_DEPTH = 32
 _InputModel = TypeVar("_InputModel", bound=BaseModel)
 
 
-def _no_nul(value: str) -> str:
+def storable_text(value: str) -> str:
+    """Text both databases can store: no NUL (PostgreSQL refuses it) and valid Unicode (no lone surrogates)."""
     if "\x00" in value:
         raise ValueError("must not contain NUL characters (\\x00)")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("must be valid Unicode text (it contains a lone surrogate)") from None
     return value
 
 
@@ -36,12 +42,12 @@ def _check_json(value: JsonValue, depth: int = 0) -> None:
     if depth > MAX_JSON_DEPTH:
         raise ValueError(f"is nested deeper than {MAX_JSON_DEPTH} levels")
     if isinstance(value, str):
-        _no_nul(value)
+        storable_text(value)
     elif isinstance(value, float) and not math.isfinite(value):
         raise ValueError("must not contain NaN or infinite numbers (JSON has none)")
     elif isinstance(value, Mapping):
         for key, item in value.items():
-            _no_nul(key)
+            storable_text(key)
             _check_json(item, depth + 1)
     elif isinstance(value, list):
         for item in value:
@@ -50,19 +56,21 @@ def _check_json(value: JsonValue, depth: int = 0) -> None:
 
 def _valid_json(value: JsonValue) -> JsonValue:
     _check_json(value)
-    # A cheap upper bound on the serialized size, without serializing twice.
-    if len(repr(value)) > MAX_JSON_BYTES * 2:
-        raise ValueError(f"is larger than {MAX_JSON_BYTES} bytes")
+    size = len(json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
+    if size > MAX_JSON_BYTES:
+        raise ValueError(f"is {size} bytes as JSON; at most {MAX_JSON_BYTES} are accepted")
     return value
 
 
-SafeStr = Annotated[str, AfterValidator(_no_nul)]
-"""Any text without NUL (PostgreSQL cannot store it)."""
-NonEmptyStr = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1), AfterValidator(_no_nul)]
-TextContent = Annotated[str, AfterValidator(_no_nul), AfterValidator(_not_blank)]
+SafeStr = Annotated[str, AfterValidator(storable_text)]
+"""Any text both databases can store, kept exactly as given."""
+NonEmptyStr = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1), AfterValidator(storable_text)
+]
+TextContent = Annotated[str, AfterValidator(storable_text), AfterValidator(_not_blank)]
 """Text kept exactly as given (spaces included) that must say something."""
 SafeJson = Annotated[JsonValue, AfterValidator(_valid_json)]
-"""A JSON document: no NUL, no NaN/Infinity, bounded depth and size."""
+"""A JSON document: storable text only, no NaN/Infinity, bounded depth and size."""
 SafeJsonObject = Annotated[dict[str, JsonValue], AfterValidator(_valid_json)]
 
 
@@ -102,7 +110,7 @@ def parse_uuid(value: object, name: str) -> uuid.UUID:
     """Accept a UUID or its text form; anything else is a ValidationError naming the argument."""
     if isinstance(value, uuid.UUID):
         return value
-    if isinstance(value, str) and "\x00" not in value:
+    if isinstance(value, str):
         try:
             return uuid.UUID(value)
         except ValueError:

@@ -23,6 +23,8 @@ if TYPE_CHECKING:
     from stratus_db.database import StratusPostgreSQLIntegration
 
 TABLE = "memory_entries"
+DEFAULT_IMPORTANCE = 0.5
+"""Importance of a new memory stored without one."""
 
 
 class MemoryManager:
@@ -38,8 +40,8 @@ class MemoryManager:
         user_id: uuid.UUID | str,
         key: str,
         value: Any,
-        memory_type: MemoryType | str = MemoryType.short_term,
-        importance_score: float = 0.5,
+        memory_type: MemoryType | str | None = None,
+        importance_score: float | None = None,
         *,
         ttl: timedelta | float | None = None,
         expires_at: datetime | None = None,
@@ -47,12 +49,14 @@ class MemoryManager:
     ) -> MemoryEntry:
         """Store `value` under `key` for the user; an existing key is updated in place.
 
-        The memory expires after its tier's lifetime (configuration: 24 h short_term, 30 days medium_term, never for
-        long_term and critical by default) unless `ttl` or `expires_at` says otherwise. On update, `value`,
-        `memory_type`, `importance_score` and the expiry take the new values (storing again renews the lifetime);
-        `access_count`, `created_at` and `last_accessed_at` are kept; the audit row keeps the previous values. Storing
-        exactly what is stored writes nothing. A key whose memory has expired starts afresh. A new key that takes the
-        user past the per-user cap evicts the user's least valuable non-critical memories (never this one).
+        A new memory is `short_term` with importance 0.5 unless told otherwise; on update, an argument left out keeps
+        its current value. The memory expires after its tier's lifetime (configuration: 24 h short_term, 30 days
+        medium_term, never for long_term and critical by default), counted from this call, unless `ttl` or
+        `expires_at` says otherwise: storing again renews the lifetime. `access_count`, `created_at` and
+        `last_accessed_at` survive updates; the audit row keeps the previous values. Storing exactly what is stored
+        writes nothing. A key whose memory has expired starts afresh. A new key that takes the user past the per-user
+        cap evicts the user's least valuable non-critical memories (never this one). Concurrent stores of the same new
+        key are safe: one creates it, the others update it.
 
         Args:
             user_id: the owner.
@@ -90,64 +94,92 @@ class MemoryManager:
             async def work(conn: AsyncConnection) -> MemoryEntry:
                 repository = MemoryRepository(conn, data.user_id)
                 now = self._db.clock()
-                expiry: datetime | None
-                if data.ttl is not None:
-                    expiry = now + data.ttl
-                else:
-                    expiry = data.expires_at or self._policy.default_expiry(data.memory_type, now)
-                fields = {
-                    "value": data.value,
-                    "memory_type": data.memory_type,
-                    "importance_score": data.importance_score,
-                    "expires_at": expiry,
-                }
                 before = await repository.get_for_update(data.key)
-                if before is not None and not _is_expired(before, now):
-                    return await self._update(
-                        conn, repository, MemoryEntry.model_validate(before), fields, now
-                    )
-                fresh = fields | {
-                    "access_count": 0,
-                    "created_at": now,
-                    "updated_at": now,
-                    "last_accessed_at": None,
-                }
                 if before is None:
-                    row = await repository.insert(fresh | {"memory_id": memory_id, "key": data.key})
-                else:
-                    row = await repository.set_fields(before["memory_id"], fresh)
-                entry = MemoryEntry.model_validate(row)
-                await self._audit.record(
-                    conn,
-                    action=AuditAction.create,
-                    table_name=TABLE,
-                    record_id=entry.memory_id,
-                    user_id=entry.user_id,
-                    old_values=None
-                    if before is None
-                    else MemoryEntry.model_validate(before).model_dump(mode="json"),
-                    new_values=entry.model_dump(mode="json"),
-                )
-                if entry.memory_type != MemoryType.critical:
-                    await self._enforce_cap(conn, repository, entry, now)
-                return entry
+                    created = await self._create(conn, repository, data, now, memory_id=memory_id)
+                    if created is not None:
+                        return created
+                    # Another transaction created the key since we looked; it is committed and now ours to lock.
+                    before = await repository.get_for_update(data.key)
+                    assert before is not None
+                previous = MemoryEntry.model_validate(before)
+                if previous.expires_at is not None and previous.expires_at <= now:
+                    replaced = await self._create(conn, repository, data, now, replacing=previous)
+                    assert replaced is not None
+                    return replaced
+                return await self._update(conn, repository, data, previous, now)
 
             return await op.run(work, tx=tx)
+
+    def _fields(
+        self, data: MemoryStore, tier: MemoryType, importance: float, now: datetime
+    ) -> dict[str, Any]:
+        """The stored columns for `data` once its tier and importance are known."""
+        if tier == MemoryType.critical and (data.ttl is not None or data.expires_at is not None):
+            raise ValidationError("critical memories never expire: drop ttl and expires_at")
+        expiry: datetime | None
+        if data.ttl is not None:
+            expiry = now + data.ttl
+        else:
+            expiry = data.expires_at or self._policy.default_expiry(tier, now)
+        return {
+            "value": data.value,
+            "memory_type": tier,
+            "importance_score": importance,
+            "expires_at": expiry,
+        }
+
+    async def _create(
+        self,
+        conn: AsyncConnection,
+        repository: MemoryRepository,
+        data: MemoryStore,
+        now: datetime,
+        *,
+        memory_id: uuid.UUID | None = None,
+        replacing: MemoryEntry | None = None,
+    ) -> MemoryEntry | None:
+        """A new memory under `data.key`, or in place of the expired `replacing`; None if the key appeared."""
+        tier = data.memory_type or MemoryType.short_term
+        importance = DEFAULT_IMPORTANCE if data.importance_score is None else data.importance_score
+        fresh = self._fields(data, tier, importance, now) | {
+            "access_count": 0,
+            "created_at": now,
+            "updated_at": now,
+            "last_accessed_at": None,
+        }
+        if replacing is None:
+            row = await repository.insert_if_absent(fresh | {"memory_id": memory_id, "key": data.key})
+            if row is None:
+                return None
+        else:
+            row = await repository.set_fields(replacing.memory_id, fresh)
+        entry = MemoryEntry.model_validate(row)
+        await self._audit.record(
+            conn,
+            action=AuditAction.create,
+            table_name=TABLE,
+            record_id=entry.memory_id,
+            user_id=entry.user_id,
+            old_values=None if replacing is None else replacing.model_dump(mode="json"),
+            new_values=entry.model_dump(mode="json"),
+        )
+        if entry.memory_type != MemoryType.critical:
+            await self._enforce_cap(conn, repository, entry, now)
+        return entry
 
     async def _update(
         self,
         conn: AsyncConnection,
         repository: MemoryRepository,
+        data: MemoryStore,
         previous: MemoryEntry,
-        fields: dict[str, Any],
         now: datetime,
     ) -> MemoryEntry:
-        old_values, new_values = changed_fields(
-            previous.model_dump(mode="json", include=set(fields)),
-            MemoryEntry.model_validate(previous.model_dump() | fields).model_dump(
-                mode="json", include=set(fields)
-            ),
-        )
+        tier = data.memory_type or previous.memory_type
+        importance = previous.importance_score if data.importance_score is None else data.importance_score
+        fields = self._fields(data, tier, importance, now)
+        old_values, new_values = changed_fields(previous, fields)
         if not new_values:
             return previous  # storing what is already stored changes nothing, so there is nothing to audit
         entry = MemoryEntry.model_validate(
@@ -352,8 +384,3 @@ class MemoryManager:
                 if deleted < size:
                     break
             return total
-
-
-def _is_expired(row: dict[str, Any], now: datetime) -> bool:
-    expires_at: datetime | None = row["expires_at"]
-    return expires_at is not None and expires_at <= now

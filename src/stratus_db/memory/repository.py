@@ -6,13 +6,14 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, case, delete, func, insert, literal, or_, select, update
+from sqlalchemy import ColumnElement, and_, case, delete, func, literal, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from stratus_db.errors import NotFoundError, TransientDatabaseError
+from stratus_db.errors import NotFoundError
 from stratus_db.kit.integrity import Violation, violation_of
 from stratus_db.kit.models import table_of
+from stratus_db.kit.sql import insert_for
 from stratus_db.kit.types import UTCDateTime
 from stratus_db.models import MemoryEntry, MemoryType
 
@@ -33,18 +34,21 @@ class MemoryRepository:
         row = (await self.conn.execute(statement)).mappings().one_or_none()
         return None if row is None else dict(row)
 
-    async def insert(self, values: dict[str, Any]) -> dict[str, Any]:
-        statement = insert(_memories).values(user_id=self.user_id, **values).returning(_memories)
+    async def insert_if_absent(self, values: dict[str, Any]) -> dict[str, Any] | None:
+        """Insert a new key; None if a concurrent transaction created it since we looked (no error, no retry)."""
+        statement = (
+            insert_for(self.conn, _memories)
+            .values(user_id=self.user_id, **values)
+            .on_conflict_do_nothing(index_elements=["user_id", "key"])
+            .returning(_memories)
+        )
         try:
-            return dict((await self.conn.execute(statement)).mappings().one())
+            row = (await self.conn.execute(statement)).mappings().one_or_none()
         except IntegrityError as exc:
-            violation = violation_of(exc)
-            if violation is Violation.foreign_key:
+            if violation_of(exc) is Violation.foreign_key:
                 raise NotFoundError(f"user {self.user_id} does not exist") from exc
-            if violation is Violation.unique:
-                # Another transaction created the same key since we looked: the retry will update it instead.
-                raise TransientDatabaseError(f"memory {values['key']!r} was created concurrently") from exc
             raise
+        return None if row is None else dict(row)
 
     async def read_and_count(
         self, key: str, now: datetime, slide_to: dict[MemoryType, datetime]

@@ -22,14 +22,14 @@ class MemoryStore(InputModel):
     user_id: uuid.UUID
     key: MemoryKey
     value: SafeJson
-    memory_type: MemoryType
-    importance_score: Importance
+    memory_type: MemoryType | None = None
+    importance_score: Importance | None = None
     ttl: Annotated[timedelta, Field(gt=timedelta(0), le=MAX_TTL)] | None = None
     """Seconds or a timedelta; overrides the tier's default lifetime."""
     expires_at: AwareDatetime | None = None
 
     @model_validator(mode="after")
-    def _one_expiry_and_none_for_critical(self) -> MemoryStore:
+    def _one_expiry(self) -> MemoryStore:
         if self.ttl is not None and self.expires_at is not None:
             raise ValueError("give ttl or expires_at, not both")
         if self.memory_type == MemoryType.critical and (self.ttl is not None or self.expires_at is not None):

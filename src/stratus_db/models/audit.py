@@ -8,7 +8,7 @@ from sqlalchemy import Index, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from stratus_db.kit.models import Base
-from stratus_db.kit.types import JSONType, UTCDateTime
+from stratus_db.kit.types import NullableJSONType, UTCDateTime
 
 
 class AuditLog(Base):
@@ -22,8 +22,8 @@ class AuditLog(Base):
     action: Mapped[str] = mapped_column(String(50))
     table_name: Mapped[str] = mapped_column(String(63))
     record_id: Mapped[uuid.UUID | None] = mapped_column()
-    old_values: Mapped[Any | None] = mapped_column(JSONType)
-    new_values: Mapped[Any | None] = mapped_column(JSONType)
+    old_values: Mapped[Any | None] = mapped_column(NullableJSONType)
+    new_values: Mapped[Any | None] = mapped_column(NullableJSONType)
     timestamp: Mapped[datetime] = mapped_column(UTCDateTime)
     ip_address: Mapped[str | None] = mapped_column(String(45))
     user_agent: Mapped[str | None] = mapped_column(String(500))

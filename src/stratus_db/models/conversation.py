@@ -5,7 +5,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import CheckConstraint, Enum, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import CheckConstraint, Enum, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from stratus_db.kit.models import Base
@@ -47,4 +47,6 @@ class Conversation(Base):
         CheckConstraint("message_count >= 0 AND total_tokens >= 0", name="counters_non_negative"),
         # list_conversations: one user's conversations, most recent activity first.
         Index(None, "user_id", "last_activity_at", "conversation_id"),
+        # The target of messages' (conversation_id, user_id) foreign key: a message belongs to its owner's conversation.
+        UniqueConstraint("conversation_id", "user_id"),
     )

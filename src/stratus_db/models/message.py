@@ -5,7 +5,16 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import CheckConstraint, Enum, Float, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    CheckConstraint,
+    Enum,
+    Float,
+    ForeignKeyConstraint,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from stratus_db.kit.models import Base
@@ -24,11 +33,9 @@ class Message(Base):
     __tablename__ = "messages"
 
     message_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
-    conversation_id: Mapped[uuid.UUID] = mapped_column(
-        ForeignKey("conversations.conversation_id", ondelete="CASCADE")
-    )
-    # The owner, copied from the conversation by add_message: every query filters by it (and a distributed
-    # deployment shards by it). No foreign key of its own: the conversation's already ties the row to its user.
+    conversation_id: Mapped[uuid.UUID] = mapped_column()
+    # The conversation's owner: every query filters by it, and a distributed deployment shards by it. The composite
+    # foreign key below makes it impossible for a message to name an owner its conversation does not have.
     user_id: Mapped[uuid.UUID] = mapped_column()
     seq: Mapped[int] = mapped_column(Integer)
     agent_name: Mapped[str | None] = mapped_column(String(100))
@@ -52,5 +59,11 @@ class Message(Base):
     __table_args__ = (
         # get_messages reads one conversation in sequence order; the constraint also forbids a duplicate seq.
         UniqueConstraint("conversation_id", "seq"),
+        ForeignKeyConstraint(
+            ["conversation_id", "user_id"],
+            ["conversations.conversation_id", "conversations.user_id"],
+            name="fk_messages_conversation_id_user_id_conversations",
+            ondelete="CASCADE",
+        ),
         CheckConstraint("seq >= 1 AND tokens_used >= 0", name="seq_and_tokens"),
     )

@@ -7,6 +7,8 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, StringConstraints
 
+from stratus_db.kit.validation import SafeStr
+
 
 class PrincipalKind(StrEnum):
     system = "system"
@@ -23,7 +25,7 @@ class Principal(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     kind: PrincipalKind
-    id: Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"^[^\x00]+$")]
+    id: Annotated[SafeStr, StringConstraints(min_length=1, max_length=200)]
 
     @classmethod
     def system(cls, name: str = "system") -> Principal:

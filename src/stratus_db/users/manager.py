@@ -155,10 +155,8 @@ class UserManager:
                 if before is None:
                     raise NotFoundError(f"user {key} does not exist")
                 previous = UserRead.model_validate(before)
-                old_values, new_values = changed_fields(
-                    previous.model_dump(mode="json", include=set(values)),
-                    data.model_dump(mode="json", include=set(values)),
-                )
+                old_values, new_values = changed_fields(previous, values)
+
                 if not new_values:
                     return previous  # nothing changes, so nothing is written or audited
                 now = self._db.clock()
