@@ -43,6 +43,17 @@ _REFUSED_SQLSTATES = frozenset({"28000", "28P01", "3D000"})
 """Unknown role, wrong password, unknown database: configuration mistakes that no retry will fix."""
 
 
+def _kind(exc: SQLAlchemyError) -> str:
+    """The error's class, SQLSTATE and constraint when the driver reports them: no values, no statement text."""
+    orig = getattr(exc, "orig", None)
+    parts = [type(orig).__name__ if orig is not None else type(exc).__name__]
+    if sqlstate := getattr(orig, "sqlstate", None):
+        parts.append(f"SQLSTATE {sqlstate}")
+    if constraint := getattr(getattr(orig, "__cause__", None), "constraint_name", None):
+        parts.append(f"constraint {constraint}")
+    return ", ".join(parts)
+
+
 class Operation:
     """One measured call in progress (see `StratusPostgreSQLIntegration.operation`)."""
 
@@ -215,21 +226,25 @@ class StratusPostgreSQLIntegration:
             yield conn
 
     def _translate(self, exc: SQLAlchemyError, *, may_have_committed: bool) -> StratusError:
-        """Driver errors that no repository translated with more context."""
-        if isinstance(exc, IntegrityError):
-            return ConflictError(f"the change breaks a database rule: {exc.orig}")
-        # Messages name the driver's complaint only: the statement's parameters may hold what users wrote.
+        """Driver errors that no repository translated with more context.
+
+        Messages describe the error by its kind, never by the server's text: that text can quote the values of the
+        statement, which may be what a user wrote.
+        """
         if isinstance(exc, DBAPIError):
             if self._backend.is_rolled_back_conflict(exc):
-                return TransientDatabaseError(f"the database aborted the transaction, try again: {exc.orig}")
+                return TransientDatabaseError(
+                    f"the database aborted the transaction ({_kind(exc)}); nothing was written, try again"
+                )
             if exc.connection_invalidated:
-                error = DatabaseUnavailableError(f"lost the connection to {self._where}: {exc.orig}")
+                error = DatabaseUnavailableError(f"lost the connection to {self._where} ({_kind(exc)})")
                 # Before COMMIT the server rolls back what a lost connection had done, so repeating is safe
                 # (this is also how a pooled connection the server closed gets replaced, with no ping per checkout).
                 error.retryable = not may_have_committed
                 return error
-        reason = exc.orig if isinstance(exc, DBAPIError) else type(exc).__name__
-        return DatabaseError(f"the database refused the operation: {reason}")
+        if isinstance(exc, IntegrityError):
+            return ConflictError(f"the change breaks a database rule ({_kind(exc)})")
+        return DatabaseError(f"the database refused the operation ({_kind(exc)})")
 
     @asynccontextmanager
     async def operation(self, name: str, *, read_only: bool = False) -> AsyncIterator[Operation]:

@@ -2,22 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from stratus_db import ConversationManager, MemoryManager, StratusPostgreSQLIntegration, UserManager
-from tests.fixtures.databases import sqlite_url, throwaway_postgres_database
+from tests.fixtures.databases import settings_for, sqlite_url, throwaway_postgres_database
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 
 
-async def exemplo_uso() -> tuple[uuid.UUID, uuid.UUID]:
+async def exemplo_uso() -> None:
     # Inicializar sistema
     db = StratusPostgreSQLIntegration()
     memory_mgr = MemoryManager(db)
@@ -48,8 +48,6 @@ async def exemplo_uso() -> tuple[uuid.UUID, uuid.UUID]:
         content="Qual o METAR de SBGR?",
         message_type="user_input",
     )
-    await db.close()
-    return user.user_id, conv.conversation_id
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -68,22 +66,19 @@ async def test_the_spec_example_runs_and_stores_everything(
     monkeypatch.setenv("DATABASE_URL", example_database_url)
     monkeypatch.setenv("LOG_LEVEL", "WARNING")
 
-    user_id, conversation_id = await exemplo_uso()
+    await exemplo_uso()  # the spec's code, verbatim: it never closes its handle
 
     db = StratusPostgreSQLIntegration()
     try:
-        user = await UserManager(db).get_user(user_id)
+        user = await UserManager(db).get_user_by_email("joao@aviacao.com")
         assert user is not None
-        assert (user.name, user.email, user.role, user.licenses) == (
-            "João Silva",
-            "joao@aviacao.com",
-            "pilot",
-            ["PP", "PC", "IFR"],
-        )
-        memory = await MemoryManager(db).get_memory(user_id, "preferred_aircraft")
+        assert (user.name, user.role, user.licenses) == ("João Silva", "pilot", ["PP", "PC", "IFR"])
+        memory = await MemoryManager(db).get_memory(user.user_id, "preferred_aircraft")
         assert memory is not None
         assert (memory.value, memory.memory_type, memory.importance_score) == ("Cessna 172", "long_term", 0.8)
-        messages = await ConversationManager(db).get_messages(conversation_id, user_id)
+        (conv,) = (await ConversationManager(db).list_conversations(user.user_id)).items
+        assert (conv.title, conv.message_count) == ("Consulta meteorológica", 1)
+        messages = await ConversationManager(db).get_messages(conv.conversation_id, user.user_id)
         assert [(m.seq, m.content, m.message_type) for m in messages] == [
             (1, "Qual o METAR de SBGR?", "user_input")
         ]
@@ -91,11 +86,13 @@ async def test_the_spec_example_runs_and_stores_everything(
         await db.close()
 
 
-def test_demo_script_runs_on_a_fresh_embedded_database(tmp_path: Path) -> None:
+async def test_demo_script_runs_on_a_fresh_embedded_database_and_again(tmp_path: Path) -> None:
     environment = {key: value for key, value in os.environ.items() if key != "DATABASE_URL"}
     environment |= {"STRATUS_DATA_DIR": str(tmp_path / "data"), "LOG_LEVEL": "WARNING"}
-    for _run in range(2):  # a second run reuses what the first stored
-        completed = subprocess.run(
+    outputs = []
+    for _run in range(2):  # a second run reuses the user the first one created
+        completed = await asyncio.to_thread(
+            subprocess.run,
             [sys.executable, str(REPOSITORY / "demo_database.py")],
             env=environment,
             capture_output=True,
@@ -104,6 +101,17 @@ def test_demo_script_runs_on_a_fresh_embedded_database(tmp_path: Path) -> None:
             check=False,
         )
         assert completed.returncode == 0, completed.stderr
-        assert "user_id" in completed.stdout
-        assert "conversation_id" in completed.stdout
-    assert (tmp_path / "data" / "stratus.db").exists()
+        outputs.append(completed.stdout)
+    assert "Created user" in outputs[0]
+    assert "Reusing user" in outputs[1]
+
+    db = StratusPostgreSQLIntegration(settings_for(sqlite_url(tmp_path / "data" / "stratus.db")))
+    try:
+        user = await UserManager(db).get_user_by_email("joao@aviacao.com")
+        assert user is not None
+        assert str(user.user_id) in outputs[0]
+        conversations = (await ConversationManager(db).list_conversations(user.user_id)).items
+        assert [conv.message_count for conv in conversations] == [2, 2]
+        assert all(str(conv.conversation_id) in "".join(outputs) for conv in conversations)
+    finally:
+        await db.close()

@@ -56,22 +56,29 @@ class TestCreateConversation:
         assert await count_rows(db, "audit_log") == 0
 
     @pytest.mark.parametrize(
-        "arguments",
+        ("arguments", "complaint"),
         [
-            {"title": "   "},
-            {"title": "t" * 501},
-            {"title": "a\x00"},
-            {"context": {"k": float("nan")}},
-            {"user_id": 42},
+            ({"title": "   "}, "title"),
+            ({"title": "t" * 501}, "title"),
+            ({"title": "a\x00"}, "NUL"),
+            ({"context": {"k": float("nan")}}, "NaN"),
+            ({"context": {"k": "\x00"}}, "NUL"),
+            ({"user_id": 42}, "user_id"),
         ],
     )
     async def test_bad_input(
-        self, db: Database, users: UserManager, conversations: ConversationManager, arguments: dict[str, Any]
+        self,
+        db: Database,
+        users: UserManager,
+        conversations: ConversationManager,
+        arguments: dict[str, Any],
+        complaint: str,
     ) -> None:
         user = await create_user(users)
-        with pytest.raises(ValidationError):
+        with pytest.raises(ValidationError, match=complaint):
             await conversations.create_conversation(**({"user_id": user.user_id} | arguments))
         assert await count_rows(db, "conversations") == 0
+        assert await count_rows(db, "audit_log") == 1  # the user's creation only
 
     async def test_another_users_conversation_is_invisible(
         self, users: UserManager, conversations: ConversationManager
@@ -109,7 +116,7 @@ class TestAddMessage:
         stored = await conversations.get_conversation(conv.conversation_id, user.user_id)
         assert stored is not None
         assert (stored.message_count, stored.total_tokens) == (2, first.tokens_used + 30)
-        assert stored.last_activity_at >= second.created_at
+        assert stored.last_activity_at == second.created_at > first.created_at
         assert await count_rows(db, "messages") == 2
 
     async def test_concurrent_appends_get_distinct_gap_free_numbers(
@@ -139,6 +146,8 @@ class TestAddMessage:
             ({"tokens_used": -1}, "tokens_used"),
             ({"response_time": float("inf")}, "response_time"),
             ({"metadata": ["not", "an", "object"]}, "metadata"),
+            ({"metadata": {"fonte": "RED\x00EMET"}}, "NUL"),
+            ({"user_id": "42"}, "user_id"),
             ({"conversation_id": "abc"}, "conversation_id"),
         ],
     )
@@ -157,9 +166,11 @@ class TestAddMessage:
             "user_id": user.user_id,
             "content": "oi",
         }
+        audit_rows = await count_rows(db, "audit_log")
         with pytest.raises(ValidationError, match=complaint):
             await conversations.add_message(**(call | arguments))
         assert await count_rows(db, "messages") == 0
+        assert await count_rows(db, "audit_log") == audit_rows
         stored = await conversations.get_conversation(conv.conversation_id, user.user_id)
         assert stored is not None
         assert stored.message_count == 0
@@ -171,6 +182,17 @@ class TestAddMessage:
         with pytest.raises(NotFoundError, match="does not exist or does not belong"):
             await conversations.add_message(uuid.uuid4(), user.user_id, "oi")
         assert await count_rows(db, "messages") == 0
+        assert await count_rows(db, "audit_log") == 1
+
+    async def test_an_unknown_user_is_not_found(
+        self, db: Database, users: UserManager, conversations: ConversationManager
+    ) -> None:
+        user = await create_user(users)
+        conv = await conversations.create_conversation(user.user_id, "t")
+        with pytest.raises(NotFoundError, match="does not exist or does not belong"):
+            await conversations.add_message(conv.conversation_id, uuid.uuid4(), "oi")
+        assert await count_rows(db, "messages") == 0
+        assert await count_rows(db, "audit_log") == 2
 
     async def test_a_user_cannot_append_to_another_users_conversation(
         self, db: Database, users: UserManager, conversations: ConversationManager
@@ -296,3 +318,28 @@ class TestListConversations:
         user = await create_user(users)
         with pytest.raises(ValidationError):
             await conversations.list_conversations(user.user_id, **arguments)
+
+
+@pytest.mark.parametrize("bad_id", ["42", "'; DROP TABLE conversations; --", "", "\x00"])
+@pytest.mark.parametrize(
+    "call",
+    ["add_message", "get_conversation", "get_messages", "list_conversations", "create_conversation"],
+)
+async def test_a_non_uuid_user_id_is_refused_everywhere(
+    db: Database, users: UserManager, conversations: ConversationManager, call: str, bad_id: str
+) -> None:
+    user = await create_user(users)
+    conv = await conversations.create_conversation(user.user_id, "t")
+    calls: dict[str, dict[str, Any]] = {
+        "add_message": {"conversation_id": conv.conversation_id, "user_id": bad_id, "content": "oi"},
+        "get_conversation": {"conversation_id": conv.conversation_id, "user_id": bad_id},
+        "get_messages": {"conversation_id": conv.conversation_id, "user_id": bad_id},
+        "list_conversations": {"user_id": bad_id},
+        "create_conversation": {"user_id": bad_id, "title": "t"},
+    }
+    arguments = calls[call]
+    with pytest.raises(ValidationError, match="user_id"):
+        await getattr(conversations, call)(**arguments)
+    assert await count_rows(db, "conversations") == 1
+    assert await count_rows(db, "messages") == 0
+    assert await count_rows(db, "audit_log") == 2

@@ -287,3 +287,23 @@ class AuditView:
 
     async def for_record(self, record_id: uuid.UUID) -> list[Any]:
         return list((await self._audit.query(record_id=record_id)).items)
+
+
+@pytest.mark.parametrize("bad_id", ["42", "'; DROP TABLE memory_entries; --", "", "\x00"])
+@pytest.mark.parametrize("call", ["store_memory", "get_memory", "delete_memory", "list_memories"])
+async def test_a_non_uuid_user_id_is_refused_everywhere(
+    db: Database, users: UserManager, memories: MemoryManager, call: str, bad_id: str
+) -> None:
+    user = await create_user(users)
+    await memories.store_memory(user.user_id, "k", "v", "long_term")
+    calls: dict[str, dict[str, Any]] = {
+        "store_memory": {"user_id": bad_id, "key": "k2", "value": "v"},
+        "get_memory": {"user_id": bad_id, "key": "k"},
+        "delete_memory": {"user_id": bad_id, "key": "k"},
+        "list_memories": {"user_id": bad_id},
+    }
+    arguments = calls[call]
+    with pytest.raises(ValidationError, match="user_id"):
+        await getattr(memories, call)(**arguments)
+    assert await count_rows(db, "memory_entries") == 1
+    assert await count_rows(db, "audit_log") == 2
