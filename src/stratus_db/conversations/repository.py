@@ -24,6 +24,7 @@ class ConversationRepository:
         self.conn = conn
         self.user_id = user_id
         self._owned: ColumnElement[bool] = Conversation.user_id == user_id
+        self._owned_messages: ColumnElement[bool] = Message.user_id == user_id
 
     async def insert(self, values: dict[str, Any]) -> dict[str, Any]:
         statement = insert(_conversations).values(user_id=self.user_id, **values).returning(_conversations)
@@ -97,9 +98,7 @@ class ConversationRepository:
         self, conversation_id: uuid.UUID, *, after_seq: int | None, before_seq: int | None, limit: int
     ) -> list[dict[str, Any]]:
         """Messages in sequence order: the first `limit` after `after_seq`, or the last `limit` before `before_seq`."""
-        statement = select(_messages).where(
-            Message.user_id == self.user_id, Message.conversation_id == conversation_id
-        )
+        statement = select(_messages).where(self._owned_messages, Message.conversation_id == conversation_id)
         if after_seq is not None:
             statement = statement.where(Message.seq > after_seq)
         if before_seq is not None:

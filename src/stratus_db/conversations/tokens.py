@@ -7,5 +7,5 @@ CHARACTERS_PER_TOKEN = 3.5
 
 
 def estimate_tokens(text: str) -> int:
-    """`round(len(text) / 3.5)`, at least 1 for any non-empty text."""
-    return max(1, round(len(text) / CHARACTERS_PER_TOKEN)) if text else 0
+    """`round(len(text) / 3.5)`, at least 1 (messages are never empty)."""
+    return max(1, round(len(text) / CHARACTERS_PER_TOKEN))

@@ -15,7 +15,7 @@ from stratus_db.kit.schemas import Page, check_limit, decode_cursor, encode_curs
 from stratus_db.kit.validation import parse_enum, parse_uuid, validate_input
 from stratus_db.models import UserRole
 from stratus_db.users.repository import UserRepository
-from stratus_db.users.schemas import UserCreate, UserRead, UserUpdate
+from stratus_db.users.schemas import EmailLookup, UserCreate, UserRead, UserUpdate
 
 if TYPE_CHECKING:
     from stratus_db.database import StratusPostgreSQLIntegration
@@ -118,8 +118,7 @@ class UserManager:
             ValidationError: `email` is not an e-mail address.
         """
         async with self._db.operation("user.get_by_email", read_only=True) as op:
-            address = validate_input(UserUpdate, {"email": email}).email
-            assert address is not None
+            address = validate_input(EmailLookup, {"email": email}).email
 
             async def work(conn: AsyncConnection) -> UserRead | None:
                 row = await UserRepository(conn).get_by_email(address)

@@ -46,6 +46,10 @@ class UserCreate(InputModel):
     preferences: SafeJsonObject = Field(default_factory=dict)
 
 
+class EmailLookup(InputModel):
+    email: Email
+
+
 class UserUpdate(InputModel):
     """Fields to change; a field left out keeps its value. Only experience_level can be cleared (set to None)."""
 
