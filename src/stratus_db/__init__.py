@@ -19,7 +19,7 @@ from stratus_db.errors import (
 )
 from stratus_db.kit.schemas import Page
 from stratus_db.memory.manager import MemoryManager
-from stratus_db.memory.schemas import MemoryEntry
+from stratus_db.memory.schemas import MemoryEntry, SearchResult
 from stratus_db.models import ConversationStatus, MemoryType, MessageType, UserRole
 from stratus_db.security.principal import Principal, PrincipalKind
 from stratus_db.users.manager import UserManager
@@ -48,6 +48,7 @@ __all__ = [
     "Principal",
     "PrincipalKind",
     "SchemaNotReadyError",
+    "SearchResult",
     "Settings",
     "StratusError",
     "StratusPostgreSQLIntegration",

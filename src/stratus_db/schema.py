@@ -13,6 +13,20 @@ from stratus_db.models import Base
 
 SCRIPT_LOCATION = "stratus_db:migrations"
 
+SEARCH_OBJECT_PREFIX = "memory_entries_fts"
+"""SQLite's FTS5 tables for memory search (and their shadow tables) start with this."""
+SEARCH_COLUMNS = frozenset({"search_vector"})
+"""PostgreSQL's generated tsvector column: backend-specific, so not in the models."""
+
+
+def include_name(name: str | None, type_: str, _parents: object) -> bool:
+    """Leave out of model comparison what the search backends add on one dialect only."""
+    return not (type_ == "table" and name is not None and name.startswith(SEARCH_OBJECT_PREFIX))
+
+
+def include_object(obj: object, name: str | None, type_: str, _reflected: bool, _compare_to: object) -> bool:
+    return not (type_ == "column" and name in SEARCH_COLUMNS)
+
 
 def alembic_config() -> Config:
     config = Config()
@@ -39,5 +53,8 @@ def upgrade_to_head(connection: Connection) -> None:
 
 def schema_drift(connection: Connection) -> list[object]:
     """Differences between the models and the migrated database; empty when they agree."""
-    context = MigrationContext.configure(connection, opts={"compare_type": True})
+    context = MigrationContext.configure(
+        connection,
+        opts={"compare_type": True, "include_name": include_name, "include_object": include_object},
+    )
     return list(compare_metadata(context, Base.metadata))

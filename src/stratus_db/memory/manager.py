@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -13,10 +14,12 @@ from stratus_db.audit.schemas import AuditAction
 from stratus_db.errors import ValidationError
 from stratus_db.kit.ids import new_id
 from stratus_db.kit.schemas import Page, check_limit, decode_cursor, encode_cursor, make_page
+from stratus_db.kit.text import query_terms, search_text
 from stratus_db.kit.validation import parse_enum, parse_uuid, validate_input
-from stratus_db.memory.policy import MemoryPolicy, frequency, recency, standing
+from stratus_db.memory.policy import MemoryPolicy, frequency, recency, search_score, standing
 from stratus_db.memory.repository import ExpiredMemoryRepository, MemoryRepository
-from stratus_db.memory.schemas import MemoryEntry, MemoryLookup, MemoryStore
+from stratus_db.memory.schemas import MemoryEntry, MemoryLookup, MemorySearch, MemoryStore, SearchResult
+from stratus_db.memory.search import SearchFilters, search_backend_for
 from stratus_db.models import MemoryType
 
 if TYPE_CHECKING:
@@ -24,6 +27,9 @@ if TYPE_CHECKING:
 
 TABLE = "memory_entries"
 DEFAULT_IMPORTANCE = 0.5
+CANDIDATE_FACTOR = 5
+MIN_CANDIDATES = 50
+"""search_memories ranks max(limit × 5, 50) lexical candidates by the full score."""
 """Importance of a new memory stored without one."""
 
 
@@ -143,6 +149,7 @@ class MemoryManager:
         tier = data.memory_type or MemoryType.short_term
         importance = DEFAULT_IMPORTANCE if data.importance_score is None else data.importance_score
         fresh = self._fields(data, tier, importance, now) | {
+            "search_text": search_text(data.key, data.value),
             "access_count": 0,
             "created_at": now,
             "updated_at": now,
@@ -182,9 +189,8 @@ class MemoryManager:
         old_values, new_values = changed_fields(previous, fields)
         if not new_values:
             return previous  # storing what is already stored changes nothing, so there is nothing to audit
-        entry = MemoryEntry.model_validate(
-            await repository.set_fields(previous.memory_id, fields | {"updated_at": now})
-        )
+        indexed = {"search_text": search_text(data.key, data.value), "updated_at": now}
+        entry = MemoryEntry.model_validate(await repository.set_fields(previous.memory_id, fields | indexed))
         await self._audit.record(
             conn,
             action=AuditAction.update,
@@ -346,6 +352,76 @@ class MemoryManager:
                 return True
 
             return await op.run(work, tx=tx)
+
+    async def search_memories(
+        self,
+        user_id: uuid.UUID | str,
+        query: str,
+        limit: int = 10,
+        memory_types: Sequence[MemoryType | str] | None = None,
+        min_importance: float | None = None,
+        *,
+        tx: AsyncConnection | None = None,
+    ) -> list[SearchResult]:
+        """The user's live memories most relevant to `query`, best first.
+
+        Lexical relevance (accent-insensitive, stemmed Portuguese full text on key and value, plus trigram
+        similarity for codes and typos) is blended with importance, recency and frequency:
+        `score = 0.6 × lexical + 0.4 × (0.5 × importance + 0.3 × recency + 0.2 × frequency)`. Critical memories come
+        first among equal scores. Searching does not count as access. Any text is a valid query: what is not a word
+        is ignored, and a query with no words finds nothing.
+
+        Raises:
+            ValidationError: a malformed user id, limit (1–100), memory type or min_importance.
+        """
+        async with self._db.operation("memory.search", read_only=True) as op:
+            data = validate_input(
+                MemorySearch,
+                {
+                    "user_id": user_id,
+                    "query": query if isinstance(query, str) else None,
+                    "limit": limit,
+                    "memory_types": None if memory_types is None else tuple(memory_types),
+                    "min_importance": min_importance,
+                },
+            )
+            terms = query_terms(data.query)
+            if not terms:
+                return []
+
+            async def work(conn: AsyncConnection) -> list[SearchResult]:
+                now = self._db.clock()
+                filters = SearchFilters(data.user_id, data.memory_types, data.min_importance, now)
+                # Rank more than asked for: the blend may lift a weaker lexical match above a stronger one.
+                pool = max(data.limit * CANDIDATE_FACTOR, MIN_CANDIDATES)
+                rows = await search_backend_for(conn.dialect.name).candidates(conn, terms, filters, pool)
+                return self._rank(rows, now)[: data.limit]
+
+            return await op.run(work, tx=tx)
+
+    def _rank(self, rows: list[dict[str, Any]], now: datetime) -> list[SearchResult]:
+        results = []
+        for row in rows:
+            entry = MemoryEntry.model_validate(row)
+            lexical = min(max(float(row["lexical"]), 0.0), 1.0)
+            recency_score = recency(
+                entry.last_accessed_at or entry.updated_at, now, self._policy.recency_half_life
+            )
+            frequency_score = frequency(entry.access_count)
+            results.append(
+                SearchResult(
+                    memory=entry,
+                    score=search_score(
+                        lexical, standing(entry.importance_score, recency_score, frequency_score)
+                    ),
+                    lexical=lexical,
+                    importance=entry.importance_score,
+                    recency=recency_score,
+                    frequency=frequency_score,
+                )
+            )
+        results.sort(key=lambda r: (-r.score, r.memory.memory_type != MemoryType.critical, r.memory.key))
+        return results
 
     async def purge_expired(self, *, batch_size: int = 1000) -> int:
         """Delete every expired memory (critical ones never expire), in batches of `batch_size`, each in its own

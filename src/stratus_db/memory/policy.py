@@ -97,8 +97,16 @@ def frequency(access_count: int) -> float:
     return min(1.0, math.log1p(max(access_count, 0)) / math.log1p(FREQUENCY_SATURATION))
 
 
+LEXICAL_WEIGHT = 0.6
+"""Share of a search score that comes from matching the query; the rest is the memory's standing."""
+
+
 def standing(importance: float, recency_score: float, frequency_score: float) -> float:
     """The value of keeping a memory, from 0 to 1: what eviction ranks by, and the non-lexical part of search."""
     return (
         IMPORTANCE_WEIGHT * importance + RECENCY_WEIGHT * recency_score + FREQUENCY_WEIGHT * frequency_score
     )
+
+
+def search_score(lexical: float, standing_score: float) -> float:
+    return LEXICAL_WEIGHT * lexical + (1 - LEXICAL_WEIGHT) * standing_score

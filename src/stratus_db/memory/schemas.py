@@ -56,3 +56,22 @@ class MemoryEntry(FrozenModel):
     created_at: datetime
     updated_at: datetime
     last_accessed_at: datetime | None
+
+
+class SearchResult(FrozenModel):
+    """One memory found by search_memories, with its score and the parts the score is made of (each in [0, 1])."""
+
+    memory: MemoryEntry
+    score: float
+    lexical: float
+    importance: float
+    recency: float
+    frequency: float
+
+
+class MemorySearch(InputModel):
+    user_id: uuid.UUID
+    query: str
+    limit: Annotated[int, Field(ge=1, le=100)]
+    memory_types: tuple[MemoryType, ...] | None = None
+    min_importance: Importance | None = None

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from stratus_db.config import load_settings
 from stratus_db.kit.types import UTCDateTime
 from stratus_db.models import Base
+from stratus_db.schema import include_name, include_object
 
 
 def _render_item(type_: str, obj: Any, autogen_context: AutogenContext) -> str | Literal[False]:
@@ -28,6 +29,8 @@ def _run(connection: Connection) -> None:
         target_metadata=Base.metadata,
         compare_type=True,
         render_item=_render_item,
+        include_name=include_name,
+        include_object=include_object,
         render_as_batch=connection.dialect.name == "sqlite",
     )
     with context.begin_transaction():

@@ -5,7 +5,17 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import CheckConstraint, Enum, Float, ForeignKey, Index, Integer, String, UniqueConstraint
+from sqlalchemy import (
+    CheckConstraint,
+    Enum,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from stratus_db.kit.models import Base
@@ -42,6 +52,9 @@ class MemoryEntry(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
     last_accessed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The folded words of key and value (kit/text.py), written by store_memory. The full-text structures built on
+    # it differ by backend and live outside the models (see memory/search.py and migration 0002).
+    search_text: Mapped[str] = mapped_column(Text, server_default="")
 
     __table_args__ = (
         # One row per key per user; get_memory and list_memories (key order) both read through it.

@@ -1,0 +1,80 @@
+"""Text as search sees it: accents folded, case folded, split into words; and the words of a user's query."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Iterator
+from typing import Any
+
+MAX_SEARCH_TEXT_CHARS = 20_000
+"""How much of a memory's key and value is indexed for search."""
+MAX_QUERY_TERMS = 32
+MAX_TERM_CHARS = 64
+
+_WORD = re.compile(r"[^\W_]+")
+_CAMEL_BOUNDARY = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
+
+
+def fold(text: str) -> str:
+    """Lower-case without accents: "Meteorológica" → "meteorologica"."""
+    decomposed = unicodedata.normalize("NFKD", text)
+    return "".join(char for char in decomposed if not unicodedata.combining(char)).casefold()
+
+
+def words(text: str) -> list[str]:
+    """The folded words of `text`; camelCase, snake_case and punctuation all separate words."""
+    return _WORD.findall(fold(_CAMEL_BOUNDARY.sub(" ", text)))
+
+
+def _flatten(value: Any) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, bool) or value is None:
+        return
+    elif isinstance(value, int | float):
+        yield str(value)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield str(key)
+            yield from _flatten(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _flatten(item)
+
+
+def search_text(key: str, value: Any) -> str:
+    """What search indexes for a memory: the words of its key and of its JSON value (keys and scalars)."""
+    text = " ".join(words(" ".join([key, *_flatten(value)])))
+    return text[:MAX_SEARCH_TEXT_CHARS]
+
+
+def query_terms(query: str) -> list[str]:
+    """The distinct words of a user's query, in order, bounded in number and length.
+
+    Anything goes in: SQL, FTS operators, quotes, NUL, emoji and huge strings all reduce to plain words (possibly
+    none), which is all that ever reaches the search engine.
+    """
+    terms: dict[str, None] = {}
+    for word in words(query[: MAX_QUERY_TERMS * (MAX_TERM_CHARS + 1) * 4]):
+        terms.setdefault(word[:MAX_TERM_CHARS], None)
+        if len(terms) == MAX_QUERY_TERMS:
+            break
+    return list(terms)
+
+
+def _trigrams(word: str) -> set[str]:
+    padded = f"  {word} "  # as pg_trgm pads: a word's start weighs more than its end
+    return {padded[i : i + 3] for i in range(len(padded) - 2)}
+
+
+def best_word_similarity(terms: list[str], text: str) -> float:
+    """The highest trigram similarity (|shared| / |union|, as pg_trgm computes it) between a term and a word of
+    `text`: "cesna" and "cessna" score 0.625, unrelated words near 0."""
+    term_grams = [_trigrams(term) for term in terms]
+    best = 0.0
+    for word in set(text.split()):
+        grams = _trigrams(word)
+        for wanted in term_grams:
+            best = max(best, len(wanted & grams) / len(wanted | grams))
+    return best

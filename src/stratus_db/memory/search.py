@@ -1,0 +1,185 @@
+"""Lexical candidates for search_memories: PostgreSQL and SQLite side by side behind one small interface.
+
+Each backend returns the user's live memories that match the query's words, with a lexical relevance in [0, 1],
+best first; the manager blends it with importance, recency and frequency (memory/policy.py).
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+import snowballstemmer
+from sqlalchemy import (
+    ColumnElement,
+    Float,
+    Select,
+    Uuid,
+    bindparam,
+    cast,
+    func,
+    literal,
+    literal_column,
+    or_,
+    select,
+    text,
+)
+from sqlalchemy.dialects.postgresql import REGCONFIG, TSVECTOR
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from stratus_db.kit.models import table_of
+from stratus_db.kit.text import best_word_similarity
+from stratus_db.kit.types import UTCDateTime
+from stratus_db.models import MemoryEntry, MemoryType
+
+_memories = table_of(MemoryEntry)
+
+
+@dataclass(frozen=True)
+class SearchFilters:
+    user_id: uuid.UUID
+    memory_types: tuple[MemoryType, ...] | None
+    min_importance: float | None
+    now: datetime
+
+
+class MemorySearchBackend(Protocol):
+    async def candidates(
+        self, conn: AsyncConnection, terms: list[str], filters: SearchFilters, limit: int
+    ) -> list[dict[str, Any]]:
+        """Up to `limit` rows of memory_entries plus a `lexical` score in [0, 1], best first."""
+
+
+def _saturate(raw: Any, half: float) -> Any:
+    """raw / (raw + half): 0 for no evidence, 0.5 at `half`, approaching 1."""
+    return raw / (raw + half)
+
+
+class PostgresMemorySearch:
+    """Full text with the `stratus_portuguese` configuration (portuguese stemming after unaccent) over the stored
+    `search_vector`, or'ed with pg_trgm word similarity for typos and codes. The user's rows are found through
+    `uq_memory_entries_user_id_key` (a user has at most STRATUS_MEMORY_MAX_PER_USER of them), so no full-text
+    index spanning all users is needed."""
+
+    CONFIG = "stratus_portuguese"
+    RANK_HALF = 0.1
+    """ts_rank_cd of one matched word (with no length normalization): maps to a lexical score of 0.5."""
+
+    def statement(self, terms: list[str], filters: SearchFilters, limit: int) -> Select[Any]:
+        # The terms are words of letters and digits only (kit/text.py), so "a | b" is always a valid tsquery.
+        query = func.to_tsquery(cast(self.CONFIG, REGCONFIG), " | ".join(terms))
+        words = literal(" ".join(terms))
+        vector = literal_column("memory_entries.search_vector", TSVECTOR)
+        full_text = _saturate(func.ts_rank_cd(vector, query), self.RANK_HALF)
+        trigram = func.word_similarity(words, MemoryEntry.search_text)
+        lexical = func.greatest(full_text, trigram).label("lexical")
+        statement = (
+            select(_memories, lexical)
+            .where(
+                MemoryEntry.user_id == filters.user_id,
+                or_(MemoryEntry.expires_at.is_(None), MemoryEntry.expires_at > filters.now),
+                or_(
+                    vector.op("@@")(query),
+                    words.op("<%")(MemoryEntry.search_text),
+                ),
+            )
+            .order_by(lexical.desc())
+            .limit(limit)
+        )
+        return _filtered(statement, filters)
+
+    async def candidates(
+        self, conn: AsyncConnection, terms: list[str], filters: SearchFilters, limit: int
+    ) -> list[dict[str, Any]]:
+        result = await conn.execute(self.statement(terms, filters, limit))
+        return [dict(row) for row in result.mappings()]
+
+
+class SQLiteMemorySearch:
+    """FTS5: a word index (accents removed) matched by Portuguese stem prefixes — "meteorológica" → meteorolog* —
+    and a trigram index that finds rows sharing trigrams with a term. A trigram-only candidate counts when one of
+    its words is as similar to a term as pg_trgm's default threshold demands (typos, codes)."""
+
+    WORD_HALF = 1.0
+    TRIGRAM_WEIGHT = 0.8
+    """A match found only through trigrams counts for less than a word match."""
+    TRIGRAM_THRESHOLD = 0.5
+    MAX_TRIGRAMS = 96
+
+    def __init__(self) -> None:
+        self._stemmer = snowballstemmer.stemmer("portuguese")
+
+    def _word_query(self, terms: list[str]) -> str:
+        stems = [self._stemmer.stemWord(term) for term in terms]
+        # Quoted, so nothing in a term is FTS syntax; a prefix only when the stem is long enough to mean something.
+        return " OR ".join(
+            f'"{stem}"*' if len(stem) >= 4 else f'"{term}"' for term, stem in zip(terms, stems, strict=True)
+        )
+
+    def _trigram_query(self, terms: list[str]) -> str:
+        grams = dict.fromkeys(
+            term[i : i + 3] for term in terms if len(term) >= 3 for i in range(len(term) - 2)
+        )
+        return " OR ".join(f'"{gram}"' for gram in list(grams)[: self.MAX_TRIGRAMS])
+
+    async def candidates(
+        self, conn: AsyncConnection, terms: list[str], filters: SearchFilters, limit: int
+    ) -> list[dict[str, Any]]:
+        hits = [
+            "SELECT rowid, -bm25(memory_entries_fts) / (-bm25(memory_entries_fts) + :word_half) AS score "
+            "FROM memory_entries_fts WHERE memory_entries_fts MATCH :word_query"
+        ]
+        params: dict[str, Any] = {"word_query": self._word_query(terms), "word_half": self.WORD_HALF}
+        if trigram_query := self._trigram_query(terms):
+            hits.append(
+                "SELECT rowid, 0.0 AS score FROM memory_entries_fts_trigram "
+                "WHERE memory_entries_fts_trigram MATCH :trigram_query"
+            )
+            params["trigram_query"] = trigram_query
+        matches = (
+            text(" UNION ALL ".join(hits))
+            .columns(literal_column("rowid").label("rowid"), literal_column("score", Float).label("score"))
+            .subquery("matches")
+        )
+        best = (
+            select(matches.c.rowid, func.max(matches.c.score).label("word_score"))
+            .group_by(matches.c.rowid)
+            .subquery("best")
+        )
+        rowid: ColumnElement[int] = literal_column("memory_entries.rowid")
+        statement = (
+            select(_memories, best.c.word_score)
+            .join(best, best.c.rowid == rowid)
+            .where(
+                MemoryEntry.user_id == bindparam("owner", filters.user_id, type_=Uuid()),
+                or_(
+                    MemoryEntry.expires_at.is_(None),
+                    MemoryEntry.expires_at > bindparam("now", filters.now, type_=UTCDateTime()),
+                ),
+            )
+            .order_by(best.c.word_score.desc())
+            .limit(limit)
+        )
+        result = await conn.execute(_filtered(statement, filters), params)
+        rows = []
+        for row in result.mappings():
+            similarity = best_word_similarity(terms, row["search_text"])
+            trigram = self.TRIGRAM_WEIGHT * similarity if similarity >= self.TRIGRAM_THRESHOLD else 0.0
+            lexical = max(float(row["word_score"]), trigram)
+            if lexical > 0:
+                rows.append(dict(row) | {"lexical": lexical})
+        return sorted(rows, key=lambda row: -row["lexical"])
+
+
+def _filtered(statement: Select[Any], filters: SearchFilters) -> Select[Any]:
+    if filters.memory_types is not None:
+        statement = statement.where(MemoryEntry.memory_type.in_(filters.memory_types))
+    if filters.min_importance is not None:
+        statement = statement.where(MemoryEntry.importance_score >= filters.min_importance)
+    return statement
+
+
+def search_backend_for(dialect: str) -> MemorySearchBackend:
+    return PostgresMemorySearch() if dialect == "postgresql" else SQLiteMemorySearch()

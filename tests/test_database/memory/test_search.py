@@ -1,0 +1,213 @@
+"""search_memories: accents, stemming, codes, typos, ranking, filters, and any text as a query."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from stratus_db import Database, MemoryManager, UserManager, ValidationError
+from tests.fixtures.clock import ManualClock
+from tests.fixtures.factories import create_user
+
+
+async def _pilot_with_memories(users: UserManager, memories: MemoryManager) -> uuid.UUID:
+    user = await create_user(users)
+    for key, value, tier, importance in [
+        ("preferred_aircraft", "Cessna 172", "long_term", 0.8),
+        ("base", "SBGR Guarulhos", "long_term", 0.6),
+        ("interesse", "informação meteorológica para voos VFR", "medium_term", 0.5),
+        ("cma_validade", {"classe": "CMA 1ª classe", "expira": "2027-03"}, "critical", 0.9),
+        (
+            "ultimaNavegacao",
+            {"origem": "SBKP", "destino": "SBRP", "combustível": "reserva de 45 min"},
+            "short_term",
+            0.4,
+        ),
+    ]:
+        await memories.store_memory(user.user_id, key, value, tier, importance)
+    return user.user_id
+
+
+async def _keys(memories: MemoryManager, user_id: uuid.UUID, query: str, **options: Any) -> list[str]:
+    return [result.memory.key for result in await memories.search_memories(user_id, query, **options)]
+
+
+class TestLexicalMatching:
+    @pytest.mark.parametrize(
+        ("query", "expected"),
+        [
+            ("meteorologia", "interesse"),  # stemmed: meteorológica ~ meteorologia
+            ("METEOROLÓGICAS", "interesse"),  # case, accents and plural
+            ("informacao", "interesse"),  # accent-insensitive
+            ("SBGR", "base"),  # an ICAO code
+            ("sbrp", "ultimaNavegacao"),  # a code inside a JSON value
+            ("Cesna 172", "preferred_aircraft"),  # a typo
+            ("aircraft", "preferred_aircraft"),  # a word of the key (snake_case)
+            ("navegação", "ultimaNavegacao"),  # a word of the key (camelCase)
+            ("combustivel", "ultimaNavegacao"),  # a key inside the JSON value
+            ("validade do CMA", "cma_validade"),
+        ],
+    )
+    async def test_finds_the_memory_a_pilot_means(
+        self, users: UserManager, memories: MemoryManager, query: str, expected: str
+    ) -> None:
+        user_id = await _pilot_with_memories(users, memories)
+        found = await _keys(memories, user_id, query)
+        assert found, f"nothing found for {query!r}"
+        assert found[0] == expected
+
+    async def test_results_carry_the_score_and_its_components(
+        self, users: UserManager, memories: MemoryManager
+    ) -> None:
+        user_id = await _pilot_with_memories(users, memories)
+        (result, *_) = await memories.search_memories(user_id, "SBGR")
+        assert 0 < result.lexical <= 1
+        assert result.importance == result.memory.importance_score == 0.6
+        assert 0 < result.recency <= 1
+        assert result.frequency == 0
+        assert result.score == pytest.approx(0.6 * result.lexical + 0.4 * (0.5 * 0.6 + 0.3 * result.recency))
+
+    async def test_unrelated_words_find_nothing(self, users: UserManager, memories: MemoryManager) -> None:
+        user_id = await _pilot_with_memories(users, memories)
+        assert await _keys(memories, user_id, "helicóptero turbina") == []
+
+    async def test_another_users_memories_are_never_found(
+        self, users: UserManager, memories: MemoryManager
+    ) -> None:
+        await _pilot_with_memories(users, memories)
+        stranger = await create_user(users)
+        assert await _keys(memories, stranger.user_id, "SBGR") == []
+
+    async def test_an_updated_value_is_searched_by_its_new_words(
+        self, users: UserManager, memories: MemoryManager
+    ) -> None:
+        user_id = await _pilot_with_memories(users, memories)
+        await memories.store_memory(user_id, "base", "SBSP Congonhas")
+        assert await _keys(memories, user_id, "SBGR") == []
+        assert await _keys(memories, user_id, "congonhas") == ["base"]
+
+    async def test_deleted_and_expired_memories_are_never_found(
+        self, users: UserManager, memories: MemoryManager, clock: ManualClock
+    ) -> None:
+        user_id = await _pilot_with_memories(users, memories)
+        await memories.delete_memory(user_id, "base")
+        assert await _keys(memories, user_id, "SBGR") == []
+        clock.advance(hours=25)  # the short_term navigation memory expires
+        assert await _keys(memories, user_id, "SBRP") == []
+
+
+class TestRanking:
+    async def test_importance_breaks_a_lexical_tie(self, users: UserManager, memories: MemoryManager) -> None:
+        user = await create_user(users)
+        await memories.store_memory(user.user_id, "nota_a", "pista 09 fechada em SBKP", "long_term", 0.2)
+        await memories.store_memory(user.user_id, "nota_b", "pista 09 fechada em SBKP", "long_term", 0.9)
+        assert await _keys(memories, user.user_id, "pista fechada SBKP") == ["nota_b", "nota_a"]
+
+    async def test_recent_use_ranks_higher(
+        self, users: UserManager, memories: MemoryManager, clock: ManualClock
+    ) -> None:
+        user = await create_user(users)
+        await memories.store_memory(user.user_id, "antiga", "rota SBKP SBRP", "long_term", 0.5)
+        await memories.store_memory(user.user_id, "nova", "rota SBKP SBRP", "long_term", 0.5)
+        clock.advance(days=20)
+        await memories.get_memory(user.user_id, "nova")
+        results = await memories.search_memories(user.user_id, "rota SBKP")
+        assert [r.memory.key for r in results] == ["nova", "antiga"]
+        assert results[0].recency > results[1].recency
+
+    async def test_critical_memories_rank_first_among_equals(
+        self, users: UserManager, memories: MemoryManager
+    ) -> None:
+        user = await create_user(users)
+        await memories.store_memory(user.user_id, "a_comum", "ILS pista 27", "long_term", 0.7)
+        await memories.store_memory(user.user_id, "b_critica", "ILS pista 27", "critical", 0.7)
+        assert await _keys(memories, user.user_id, "ILS 27") == ["b_critica", "a_comum"]
+
+    async def test_limit_types_and_importance_filter(
+        self, users: UserManager, memories: MemoryManager
+    ) -> None:
+        user = await create_user(users)
+        for index, tier in enumerate(["short_term", "medium_term", "long_term", "critical"] * 3):
+            await memories.store_memory(
+                user.user_id, f"metar_{index}", f"METAR SBGR {index}", tier, index / 12
+            )
+        assert len(await memories.search_memories(user.user_id, "metar", limit=5)) == 5
+        tiers = {
+            r.memory.memory_type
+            for r in await memories.search_memories(
+                user.user_id, "metar", memory_types=["critical", "long_term"]
+            )
+        }
+        assert tiers == {"critical", "long_term"}
+        important = await memories.search_memories(user.user_id, "metar", min_importance=0.5)
+        assert sorted(r.memory.importance_score for r in important) == [index / 12 for index in range(6, 12)]
+
+    async def test_searching_does_not_count_as_access(
+        self, users: UserManager, memories: MemoryManager
+    ) -> None:
+        user_id = await _pilot_with_memories(users, memories)
+        await memories.search_memories(user_id, "SBGR")
+        entry = (await memories.list_memories(user_id, "long_term")).items[0]
+        assert entry.access_count == 0
+
+
+class TestHostileQueries:
+    @pytest.mark.parametrize(
+        "query",
+        [
+            "",
+            "   ",
+            "'; DROP TABLE memory_entries; --",
+            '" OR 1=1 --',
+            "SBGR' AND '1'='1",
+            "NEAR(cessna 172) OR base*",
+            "meteoro* AND -sbgr ^base",
+            "a & b | !c <-> d:*",
+            "\x00",
+            "SB\x00GR",
+            "🛩️✈️🌧️",
+            "\ud800 lone surrogate",
+            "x" * 10_000,
+            "cessna " * 2_000,
+            "\\",
+            "%_%",
+        ],
+    )
+    async def test_any_text_is_a_query(self, users: UserManager, memories: MemoryManager, query: str) -> None:
+        user_id = await _pilot_with_memories(users, memories)
+        results = await memories.search_memories(user_id, query)
+        assert isinstance(results, list)
+        assert all(r.memory.user_id == user_id for r in results)
+
+    async def test_the_words_inside_hostile_text_still_count(
+        self, users: UserManager, memories: MemoryManager
+    ) -> None:
+        user_id = await _pilot_with_memories(users, memories)
+        assert (await _keys(memories, user_id, "'; SBGR\x00 --"))[0] == "base"
+
+    @pytest.mark.parametrize(
+        "arguments",
+        [{"limit": 0}, {"limit": 101}, {"memory_types": ["eternal"]}, {"min_importance": 2}, {"query": 42}],
+    )
+    async def test_malformed_arguments_are_validation_errors(
+        self, users: UserManager, memories: MemoryManager, arguments: dict[str, Any]
+    ) -> None:
+        user = await create_user(users)
+        call: dict[str, Any] = {"user_id": user.user_id, "query": "sbgr"} | arguments
+        with pytest.raises(ValidationError):
+            await memories.search_memories(**call)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(query=st.text(max_size=400))
+async def test_no_text_makes_search_fail(
+    db: Database, users: UserManager, memories: MemoryManager, query: str
+) -> None:
+    user = await create_user(users)
+    await memories.store_memory(user.user_id, "base", "SBGR Guarulhos", "long_term", 0.6)
+    results = await memories.search_memories(user.user_id, query)
+    assert all(r.memory.user_id == user.user_id for r in results)
