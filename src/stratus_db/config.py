@@ -99,6 +99,11 @@ class Settings(BaseSettings):
     STRATUS_MEMORY_MAX_PER_USER: Annotated[int, Field(ge=1)] = 1000
     """Cap on one user's non-critical memories; storing one more evicts the least valuable."""
     STRATUS_MEMORY_RECENCY_HALF_LIFE_S: Annotated[float, Field(gt=0)] = 7 * 24 * 3600
+    STRATUS_MEMORY_CACHE_MAX_ENTRIES: Annotated[int, Field(ge=0)] = 10_000
+    """Memories kept in each process's get_memory cache; 0 turns the cache off."""
+    STRATUS_MEMORY_CACHE_MAX_BYTES: Annotated[int, Field(ge=0)] = 32 * 1024 * 1024
+    STRATUS_MEMORY_CACHE_FLUSH_INTERVAL_S: Annotated[float, Field(gt=0, le=60)] = 1.0
+    """How long access counts of cache hits may wait before they are written (close() writes them at once)."""
 
     @field_validator("DATABASE_URL", mode="before")
     @classmethod

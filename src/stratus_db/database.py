@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy import text
+from sqlalchemy import event, text
 from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
@@ -37,6 +37,7 @@ from stratus_db.logging import make_logger
 from stratus_db.security.principal import Principal
 
 T = TypeVar("T")
+E = TypeVar("E")
 
 
 _REFUSED_SQLSTATES = frozenset({"28000", "28P01", "3D000"})
@@ -127,6 +128,33 @@ class StratusPostgreSQLIntegration:
         self._schema_ready = False
         self._schema_lock = asyncio.Lock()
         self.log = make_logger(self.settings.LOG_LEVEL)
+        self._extensions: dict[str, Any] = {}
+        self._closers: list[Callable[[], Awaitable[None]]] = []
+        self._metric_sources: dict[str, Callable[[], dict[str, Any]]] = {}
+
+    def extension(self, name: str, factory: Callable[[], E]) -> E:
+        """The one instance of a per-database helper (a domain's cache), made by `factory` on first use.
+
+        Domain code keeps its shared state here, so that every manager built on this handle sees the same state and
+        the database never needs to know the domains.
+        """
+        if name not in self._extensions:
+            self._extensions[name] = factory()
+        extension: E = self._extensions[name]
+        return extension
+
+    def on_close(self, closer: Callable[[], Awaitable[None]]) -> None:
+        """Run `closer` when the handle closes, before the pool is disposed (e.g. flush buffered writes)."""
+        self._closers.append(closer)
+
+    def add_metrics_source(self, name: str, source: Callable[[], dict[str, Any]]) -> None:
+        """Include `source()` under `name` in `metrics()`."""
+        self._metric_sources[name] = source
+
+    @staticmethod
+    def after_commit(tx: AsyncConnection, callback: Callable[[], None]) -> None:
+        """Call `callback` once `tx`'s outermost transaction commits (never if it rolls back)."""
+        event.listen(tx.sync_connection, "commit", lambda _connection: callback(), once=True)
 
     @property
     def backend(self) -> str:
@@ -349,14 +377,17 @@ class StratusPostgreSQLIntegration:
             "backend": self.backend,
             "operations": self._metrics.snapshot(),
             "pool": self._pool_status().model_dump(),
-        }
+        } | {name: source() for name, source in self._metric_sources.items()}
 
     def metrics_exposition(self) -> bytes:
         """The same metrics in the Prometheus text format."""
         return self._metrics.exposition()
 
     async def close(self) -> None:
-        """Close every pooled connection. The handle must not be used afterwards."""
+        """Flush what helpers buffered, then close every pooled connection. The handle must not be used afterwards."""
+        closers, self._closers = self._closers, []
+        for closer in closers:
+            await closer()
         await self.engine.dispose()
 
     async def __aenter__(self) -> StratusPostgreSQLIntegration:

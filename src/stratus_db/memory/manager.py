@@ -16,6 +16,7 @@ from stratus_db.kit.ids import new_id
 from stratus_db.kit.schemas import Page, check_limit, decode_cursor, encode_cursor, make_page
 from stratus_db.kit.text import query_terms, search_text
 from stratus_db.kit.validation import parse_enum, parse_uuid, validate_input
+from stratus_db.memory.cache import MemoryCache
 from stratus_db.memory.policy import MemoryPolicy, frequency, recency, search_score, standing
 from stratus_db.memory.repository import ExpiredMemoryRepository, MemoryRepository
 from stratus_db.memory.schemas import MemoryEntry, MemoryLookup, MemorySearch, MemoryStore, SearchResult
@@ -40,6 +41,7 @@ class MemoryManager:
         self._db = db
         self._audit = AuditManager(db)
         self._policy = MemoryPolicy.from_settings(db.settings)
+        self._cache = MemoryCache.of(db)
 
     async def store_memory(
         self,
@@ -162,6 +164,7 @@ class MemoryManager:
         else:
             row = await repository.set_fields(replacing.memory_id, fresh)
         entry = MemoryEntry.model_validate(row)
+        await self._cache.invalidate_everywhere(conn, entry.user_id, [entry.key])
         await self._audit.record(
             conn,
             action=AuditAction.create,
@@ -191,6 +194,7 @@ class MemoryManager:
             return previous  # storing what is already stored changes nothing, so there is nothing to audit
         indexed = {"search_text": search_text(data.key, data.value), "updated_at": now}
         entry = MemoryEntry.model_validate(await repository.set_fields(previous.memory_id, fields | indexed))
+        await self._cache.invalidate_everywhere(conn, entry.user_id, [entry.key])
         await self._audit.record(
             conn,
             action=AuditAction.update,
@@ -225,7 +229,9 @@ class MemoryManager:
             return score, candidate["memory_id"]
 
         doomed = [candidate["memory_id"] for candidate in sorted(candidates, key=value_of)[:excess]]
-        for row in await repository.delete_ids(doomed):
+        evicted_rows = await repository.delete_ids(doomed)
+        await self._cache.invalidate_everywhere(conn, stored.user_id, [row["key"] for row in evicted_rows])
+        for row in evicted_rows:
             evicted = MemoryEntry.model_validate(row)
             await self._audit.record(
                 conn,
@@ -243,12 +249,29 @@ class MemoryManager:
 
         A read counts one access (exactly, under concurrency), extends the expiry of sliding tiers, and promotes a
         memory that has been read often enough (short_term → medium_term → long_term; the rules are configured).
+        Outside a caller's transaction, reads are served from the process's cache when they can be: a hit counts its
+        access in memory and writes it within STRATUS_MEMORY_CACHE_FLUSH_INTERVAL_S (and on close()).
 
         Raises:
             ValidationError: `user_id` is not a UUID or `key` is malformed.
         """
         async with self._db.operation("memory.get") as op:
             lookup = validate_input(MemoryLookup, {"user_id": user_id, "key": key})
+            cache_key = (lookup.user_id, lookup.key)
+            use_cache = tx is None and self._cache.enabled
+            if use_cache:
+                await self._cache.start()
+                now = self._db.clock()
+                cached = self._cache.lookup(cache_key, now)
+                if cached is not None:
+                    if self._policy.promotion_for(
+                        cached.memory_type, cached.access_count + 1, cached.importance_score
+                    ):
+                        # The promotion is decided on the database's count, which must first include our hits.
+                        await self._cache.flush()
+                    else:
+                        return self._cache.record_hit(cache_key, cached, now)
+            epoch = self._cache.epoch()
 
             async def work(conn: AsyncConnection) -> MemoryEntry | None:
                 now = self._db.clock()
@@ -264,7 +287,11 @@ class MemoryManager:
                     entry = await self._promote(conn, repository, entry, rule.target, now)
                 return entry
 
-            return await op.run(work, tx=tx)
+            entry = await op.run(work, tx=tx)
+            # A sliding tier's expiry moves with every read, so its reads must reach the database.
+            if use_cache and entry is not None and entry.memory_type not in self._policy.sliding:
+                self._cache.admit(cache_key, entry, epoch)
+            return entry
 
     async def _promote(
         self,
@@ -285,6 +312,7 @@ class MemoryManager:
                 entry.memory_id, {"memory_type": target, "expires_at": expiry, "updated_at": now}
             )
         )
+        await self._cache.invalidate_everywhere(conn, entry.user_id, [entry.key])
         await self._audit.record(
             conn,
             action=AuditAction.promote,
@@ -341,6 +369,7 @@ class MemoryManager:
                 if row is None:
                     return False
                 entry = MemoryEntry.model_validate(row)
+                await self._cache.invalidate_everywhere(conn, entry.user_id, [entry.key])
                 await self._audit.record(
                     conn,
                     action=AuditAction.delete,
@@ -441,6 +470,7 @@ class MemoryManager:
                 for row in deleted:
                     by_user.setdefault(row["user_id"], []).append(row)
                 for owner, rows in by_user.items():
+                    await self._cache.invalidate_everywhere(conn, owner, [row["key"] for row in rows])
                     await self._audit.record(
                         conn,
                         action=AuditAction.purge,

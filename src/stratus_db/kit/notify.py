@@ -1,0 +1,106 @@
+"""Invalidation messages between processes that share a database: PostgreSQL LISTEN/NOTIFY, or nothing (SQLite).
+
+NOTIFY is transactional: a message sent inside a transaction is delivered when it commits, never if it rolls back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import asyncpg
+from sqlalchemy import func, select
+from sqlalchemy.engine import URL
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+MAX_PAYLOAD_BYTES = 7900
+"""PostgreSQL refuses NOTIFY payloads of 8000 bytes or more."""
+
+
+class Notifier(Protocol):
+    @property
+    def listening(self) -> bool:
+        """True while messages from other processes are being received (only then may a cache trust itself)."""
+
+    async def start(self, on_message: Callable[[str], None], on_gap: Callable[[], None]) -> None:
+        """Deliver every message of the channel to `on_message`; call `on_gap` when some may have been missed."""
+
+    async def publish(self, conn: AsyncConnection, payload: str) -> None:
+        """Send `payload` to every listener when `conn`'s transaction commits."""
+
+    async def stop(self) -> None: ...
+
+
+class PostgresNotifier:
+    """One dedicated asyncpg connection per process that LISTENs; reconnects, reporting a gap, when it is lost."""
+
+    RECONNECT_DELAY_S = 0.5
+
+    def __init__(self, url: URL, channel: str) -> None:
+        self._dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
+        self._channel = channel
+        self._connection: Any = None
+        self._on_message: Callable[[str], None] | None = None
+        self._on_gap: Callable[[], None] | None = None
+        self._reconnect: asyncio.Task[None] | None = None
+        self._stopped = False
+
+    @property
+    def listening(self) -> bool:
+        return self._connection is not None and not self._connection.is_closed()
+
+    async def start(self, on_message: Callable[[str], None], on_gap: Callable[[], None]) -> None:
+        self._on_message, self._on_gap = on_message, on_gap
+        await self._connect()
+
+    async def _connect(self) -> None:
+        connection = await asyncpg.connect(self._dsn, timeout=10)
+        await connection.add_listener(self._channel, self._deliver)
+        connection.add_termination_listener(self._lost)
+        self._connection = connection
+
+    def _deliver(self, _connection: object, _pid: int, _channel: str, payload: str) -> None:
+        if self._on_message is not None:
+            self._on_message(payload)
+
+    def _lost(self, _connection: object) -> None:
+        self._connection = None
+        if self._on_gap is not None:
+            self._on_gap()  # messages sent while nobody listened are lost: the cache must forget everything
+        if not self._stopped:
+            self._reconnect = asyncio.get_running_loop().create_task(self._reconnect_until_done())
+
+    async def _reconnect_until_done(self) -> None:
+        while not self._stopped and not self.listening:
+            await asyncio.sleep(self.RECONNECT_DELAY_S)
+            try:
+                await self._connect()
+            except (OSError, asyncpg.PostgresError, TimeoutError):
+                continue
+
+    async def publish(self, conn: AsyncConnection, payload: str) -> None:
+        await conn.execute(select(func.pg_notify(self._channel, payload)))
+
+    async def stop(self) -> None:
+        self._stopped = True
+        if self._reconnect is not None:
+            self._reconnect.cancel()
+        if self._connection is not None and not self._connection.is_closed():
+            await self._connection.close()
+        self._connection = None
+
+
+class InProcessNotifier:
+    """The embedded database serves one process: there is nobody else to tell."""
+
+    listening = True
+
+    async def start(self, on_message: Callable[[str], None], on_gap: Callable[[], None]) -> None:
+        return None
+
+    async def publish(self, conn: AsyncConnection, payload: str) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None

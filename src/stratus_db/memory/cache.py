@@ -1,0 +1,293 @@
+"""The get_memory cache: bounded (entries and bytes), expiry-aware, coherent across processes, counting every hit.
+
+Coherence. Every write path invalidates the key locally at once, again when its transaction commits, and — on
+PostgreSQL — tells every other process through NOTIFY (delivered at commit). A read that missed may only admit what it
+read if no invalidation happened since it began (the epoch check), so a value read before a commit can never outlive
+that commit's invalidation. On PostgreSQL nothing is admitted unless the LISTEN connection is up, and the cache
+forgets everything when that connection is lost.
+
+Counting. A hit counts its access in memory; counts are written in batches every flush interval, and on close().
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import uuid
+from collections import OrderedDict, deque
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Integer, bindparam, case, or_, update
+
+from stratus_db.kit.models import table_of
+from stratus_db.kit.notify import MAX_PAYLOAD_BYTES, InProcessNotifier, Notifier, PostgresNotifier
+from stratus_db.kit.types import UTCDateTime
+from stratus_db.memory.schemas import MemoryEntry
+from stratus_db.models import MemoryEntry as MemoryRow
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncConnection
+
+    from stratus_db.database import StratusPostgreSQLIntegration
+
+CHANNEL = "stratus_memory_cache"
+ENTRY_OVERHEAD_BYTES = 400
+"""Rough size of a cached MemoryEntry beyond its key and JSON value."""
+
+RECENT_INVALIDATIONS = 4096
+"""Invalidations remembered to judge whether a read that began earlier may still be cached."""
+
+CacheKey = tuple[uuid.UUID, str]
+_memories = table_of(MemoryRow)
+
+
+@dataclass
+class _Pending:
+    memory_id: uuid.UUID
+    user_id: uuid.UUID
+    count: int
+    last_accessed_at: datetime
+
+
+class MemoryCache:
+    def __init__(self, db: StratusPostgreSQLIntegration) -> None:
+        settings = db.settings
+        self._db = db
+        self.max_entries = settings.STRATUS_MEMORY_CACHE_MAX_ENTRIES
+        self.max_bytes = settings.STRATUS_MEMORY_CACHE_MAX_BYTES
+        self._flush_interval = settings.STRATUS_MEMORY_CACHE_FLUSH_INTERVAL_S
+        self._entries: OrderedDict[CacheKey, tuple[MemoryEntry, int]] = OrderedDict()
+        self._bytes = 0
+        self._epoch = 0
+        # Recent invalidations as (epoch, user or None for everyone, keys or None for all of them).
+        self._recent: deque[tuple[int, uuid.UUID | None, frozenset[str] | None]] = deque(
+            maxlen=RECENT_INVALIDATIONS
+        )
+        self._pending: dict[CacheKey, _Pending] = {}
+        self._flusher: asyncio.Task[None] | None = None
+        self._waiting_to_flush = False
+        self._notifier: Notifier = (
+            PostgresNotifier(settings.database_url, CHANNEL)
+            if db.backend == "postgresql"
+            else InProcessNotifier()
+        )
+        self._started = False
+        self._start_lock = asyncio.Lock()
+        # Our own messages come back to us: they are recognized and skipped (we invalidated at commit already).
+        self._origin = uuid.uuid4().hex
+        self.hits = self.misses = self.evictions = self.invalidations = 0
+        db.on_close(self.close)
+        db.add_metrics_source("memory_cache", self.stats)
+
+    @classmethod
+    def of(cls, db: StratusPostgreSQLIntegration) -> MemoryCache:
+        """The cache of this database handle, shared by every MemoryManager built on it."""
+        return db.extension("memory.cache", lambda: cls(db))
+
+    @property
+    def enabled(self) -> bool:
+        return self.max_entries > 0 and self.max_bytes > 0
+
+    async def start(self) -> None:
+        """Begin listening for other processes' invalidations (PostgreSQL); until then nothing is cached."""
+        if self._started or not self.enabled:
+            return
+        async with self._start_lock:
+            if not self._started:
+                await self._notifier.start(self._on_message, self.clear)
+                self._started = True
+
+    # -- reads ----------------------------------------------------------------------------------------------------
+
+    def epoch(self) -> int:
+        """Take before reading the database; pass to admit()."""
+        return self._epoch
+
+    def lookup(self, key: CacheKey, now: datetime) -> MemoryEntry | None:
+        """The cached live memory, or None (missing or expired: an expired one is dropped)."""
+        cached = self._entries.get(key)
+        if cached is None:
+            self.misses += 1
+            return None
+        entry = cached[0]
+        if entry.expires_at is not None and entry.expires_at <= now:
+            self._drop(key)
+            self.misses += 1
+            return None
+        self._entries.move_to_end(key)
+        self.hits += 1
+        return entry
+
+    def record_hit(self, key: CacheKey, entry: MemoryEntry, now: datetime) -> MemoryEntry:
+        """Count one access of a cached memory: in the cached copy now, in the database at the next flush."""
+        counted = entry.model_copy(update={"access_count": entry.access_count + 1, "last_accessed_at": now})
+        size = self._entries[key][1]
+        self._entries[key] = (counted, size)
+        pending = self._pending.get(key)
+        if pending is None or pending.memory_id != entry.memory_id:
+            self._pending[key] = _Pending(entry.memory_id, entry.user_id, 1, now)
+        else:
+            pending.count += 1
+            pending.last_accessed_at = now
+        self._schedule_flush()
+        return counted
+
+    def _invalidated_since(self, key: CacheKey, since_epoch: int) -> bool:
+        if since_epoch == self._epoch:
+            return False
+        if not self._recent or self._recent[0][0] > since_epoch + 1:
+            return True  # the log no longer reaches back that far: assume the worst
+        user_id, name = key
+        return any(
+            (who is None or who == user_id) and (names is None or name in names)
+            for epoch, who, names in self._recent
+            if epoch > since_epoch
+        )
+
+    def admit(self, key: CacheKey, entry: MemoryEntry, since_epoch: int) -> None:
+        """Cache what a read found, unless the key was invalidated since the read began or nobody listens."""
+        if not self.enabled or not self._notifier.listening or self._invalidated_since(key, since_epoch):
+            return
+        size = ENTRY_OVERHEAD_BYTES + len(key[1]) + len(json.dumps(entry.value, ensure_ascii=False))
+        if size > self.max_bytes:
+            return
+        self._drop(key)
+        self._entries[key] = (entry, size)
+        self._bytes += size
+        while len(self._entries) > self.max_entries or self._bytes > self.max_bytes:
+            oldest = next(iter(self._entries))
+            self._drop(oldest)
+            self.evictions += 1
+
+    def take_pending(self, key: CacheKey) -> _Pending | None:
+        """Hand the buffered count of one key to a database read that will write it itself."""
+        return self._pending.pop(key, None)
+
+    # -- invalidation ---------------------------------------------------------------------------------------------
+
+    def invalidate(self, user_id: uuid.UUID, keys: list[str] | None = None) -> None:
+        """Forget some keys of a user (all of them when `keys` is None), in this process only."""
+        self._epoch += 1
+        self._recent.append((self._epoch, user_id, None if keys is None else frozenset(keys)))
+        self.invalidations += 1
+        if keys is None:
+            for key in [key for key in self._entries if key[0] == user_id]:
+                self._drop(key)
+        else:
+            for name in keys:
+                self._drop((user_id, name))
+
+    async def invalidate_everywhere(
+        self, tx: AsyncConnection, user_id: uuid.UUID, keys: list[str] | None = None
+    ) -> None:
+        """Invalidate now, again when `tx` commits, and in every other process (NOTIFY, delivered at commit)."""
+        self.invalidate(user_id, keys)
+        self._db.after_commit(tx, lambda: self.invalidate(user_id, keys))
+        if not self.enabled:
+            return
+        message = {"origin": self._origin, "user_id": str(user_id), "keys": keys}
+        payload = json.dumps(message, ensure_ascii=False)
+        if len(payload.encode()) > MAX_PAYLOAD_BYTES:
+            payload = json.dumps(message | {"keys": None})
+        await self._notifier.publish(tx, payload)
+
+    def _on_message(self, payload: str) -> None:
+        try:
+            message = json.loads(payload)
+            if message["origin"] != self._origin:
+                self.invalidate(uuid.UUID(message["user_id"]), message["keys"])
+        except (ValueError, KeyError, TypeError):
+            self.clear()  # a message we cannot read might have named anything
+
+    def clear(self) -> None:
+        self._epoch += 1
+        self._recent.append((self._epoch, None, None))
+        self._entries.clear()
+        self._bytes = 0
+
+    def _drop(self, key: CacheKey) -> None:
+        cached = self._entries.pop(key, None)
+        if cached is not None:
+            self._bytes -= cached[1]
+
+    # -- buffered access counts -----------------------------------------------------------------------------------
+
+    def _schedule_flush(self) -> None:
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.get_running_loop().create_task(self._flush_later())
+
+    async def _flush_later(self) -> None:
+        self._waiting_to_flush = True
+        try:
+            await asyncio.sleep(self._flush_interval)
+        finally:
+            self._waiting_to_flush = False
+        await self.flush()
+
+    async def flush(self) -> int:
+        """Write the buffered access counts in one transaction; returns how many memories were updated."""
+        if not self._pending:
+            return 0
+        batch, self._pending = self._pending, {}
+        last = bindparam("b_last", type_=UTCDateTime())
+        statement = (
+            update(_memories)
+            .where(
+                MemoryRow.memory_id == bindparam("b_memory_id"), MemoryRow.user_id == bindparam("b_user_id")
+            )
+            .values(
+                access_count=MemoryRow.access_count + bindparam("b_count", type_=Integer()),
+                last_accessed_at=case(
+                    (or_(MemoryRow.last_accessed_at.is_(None), MemoryRow.last_accessed_at < last), last),
+                    else_=MemoryRow.last_accessed_at,
+                ),
+            )
+        )
+        parameters = [
+            {
+                "b_memory_id": p.memory_id,
+                "b_user_id": p.user_id,
+                "b_count": p.count,
+                "b_last": p.last_accessed_at,
+            }
+            for p in batch.values()
+        ]
+        try:
+            async with self._db.operation("memory.flush_access_counts") as op:
+                await op.run(lambda conn: conn.execute(statement, parameters))
+        except Exception:
+            # Keep the counts for the next flush rather than lose them.
+            for key, pending in batch.items():
+                current = self._pending.get(key)
+                if current is not None and current.memory_id == pending.memory_id:
+                    current.count += pending.count
+                elif current is None:
+                    self._pending[key] = pending
+            raise
+        return len(parameters)
+
+    async def close(self) -> None:
+        if self._flusher is not None and not self._flusher.done():
+            if self._waiting_to_flush:
+                self._flusher.cancel()  # only the wait is interrupted, never a flush under way
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._flusher
+        await self.flush()
+        await self._notifier.stop()
+        self.clear()
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "enabled": self.enabled,
+            "entries": len(self._entries),
+            "bytes": self._bytes,
+            "hits": self.hits,
+            "misses": self.misses,
+            "evictions": self.evictions,
+            "invalidations": self.invalidations,
+            "pending_access_counts": sum(p.count for p in self._pending.values()),
+            "listening": self._notifier.listening,
+        }

@@ -1,0 +1,281 @@
+"""The get_memory cache: hits, exact access counts, expiry, invalidation by every write path, bounds, and coherence
+between two database handles (two processes) on PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+from sqlalchemy import select, text
+
+from stratus_db import Database, MemoryManager, UserManager
+from stratus_db.memory.cache import MemoryCache
+from stratus_db.models import MemoryEntry as MemoryRow
+from tests.fixtures.clock import ManualClock
+from tests.fixtures.databases import empty_all_tables, settings_for
+from tests.fixtures.factories import create_user
+
+
+def _stats(db: Database) -> dict[str, Any]:
+    stats: dict[str, Any] = db.metrics()["memory_cache"]
+    return stats
+
+
+async def _stored_access_count(db: Database, key: str) -> int:
+    async with db.transaction(read_only=True) as conn:
+        return int(
+            (await conn.execute(select(MemoryRow.access_count).where(MemoryRow.key == key))).scalar_one()
+        )
+
+
+async def _handles_on(base: Database) -> AsyncIterator[Callable[..., Database]]:
+    """Open more handles on the same database (as other processes would), with settings of their own."""
+    opened: list[Database] = []
+
+    def open_handle(**settings: Any) -> Database:
+        handle = Database(settings_for(base.settings.database_url.render_as_string(hide_password=False)))
+        handle.settings = handle.settings.model_copy(update=settings)
+        opened.append(handle)
+        return handle
+
+    yield open_handle
+    for handle in opened:
+        await handle.close()
+    await empty_all_tables(base)
+
+
+@pytest.fixture
+async def second_handle(db: Database) -> AsyncIterator[Callable[..., Database]]:
+    async for opener in _handles_on(db):
+        yield opener
+
+
+@pytest.fixture
+async def postgres_handles(postgresql_db: Database) -> AsyncIterator[Callable[..., Database]]:
+    async for opener in _handles_on(postgresql_db):
+        yield opener
+
+
+class TestHits:
+    async def test_a_second_read_is_a_hit_and_still_counts(
+        self, db: Database, users: UserManager, memories: MemoryManager
+    ) -> None:
+        user = await create_user(users)
+        await memories.store_memory(user.user_id, "base", "SBGR", "long_term")
+        before = _stats(db)
+        first = await memories.get_memory(user.user_id, "base")
+        second = await memories.get_memory(user.user_id, "base")
+        assert first is not None
+        assert second is not None
+        assert (first.access_count, second.access_count) == (1, 2)
+        assert second.last_accessed_at is not None
+        assert first.last_accessed_at is not None
+        assert second.last_accessed_at >= first.last_accessed_at
+        after = _stats(db)
+        assert after["hits"] == before["hits"] + 1
+        assert after["misses"] == before["misses"] + 1
+
+    async def test_hit_counts_reach_the_database_exactly(
+        self, db: Database, users: UserManager, memories: MemoryManager
+    ) -> None:
+        user = await create_user(users)
+        await memories.store_memory(user.user_id, "base", "SBGR", "long_term")
+        await asyncio.gather(*(memories.get_memory(user.user_id, "base") for _ in range(25)))
+        for _ in range(25):
+            await memories.get_memory(user.user_id, "base")
+        await MemoryCache.of(db).flush()
+        assert await _stored_access_count(db, "base") == 50
+
+    async def test_close_writes_the_counts_still_buffered(
+        self, db: Database, second_handle: Callable[..., Database]
+    ) -> None:
+        handle = second_handle(STRATUS_MEMORY_CACHE_FLUSH_INTERVAL_S=60)
+        user = await create_user(UserManager(handle))
+        memories = MemoryManager(handle)
+        await memories.store_memory(user.user_id, "base", "SBGR", "long_term")
+        for _ in range(7):
+            await memories.get_memory(user.user_id, "base")
+        assert await _stored_access_count(db, "base") == 1, "one miss written, six hits buffered"
+        await handle.close()
+        assert await _stored_access_count(db, "base") == 7
+
+    async def test_an_expired_cached_memory_is_not_returned(
+        self, users: UserManager, memories: MemoryManager, clock: ManualClock
+    ) -> None:
+        user = await create_user(users)
+        await memories.store_memory(user.user_id, "metar", "SBGR 33008KT", "medium_term", ttl=60)
+        assert await memories.get_memory(user.user_id, "metar") is not None
+        assert await memories.get_memory(user.user_id, "metar") is not None  # cached
+        clock.advance(minutes=2)
+        assert await memories.get_memory(user.user_id, "metar") is None
+
+
+class TestInvalidation:
+    async def test_every_write_path_invalidates(
+        self, db: Database, users: UserManager, memories: MemoryManager, clock: ManualClock
+    ) -> None:
+        user = await create_user(users)
+        await memories.store_memory(user.user_id, "k", "v1", "long_term", 0.1)
+        await memories.get_memory(user.user_id, "k")
+
+        await memories.store_memory(user.user_id, "k", "v2")
+        read = await memories.get_memory(user.user_id, "k")
+        assert read is not None
+        assert read.value == "v2"
+
+        await memories.delete_memory(user.user_id, "k")
+        assert await memories.get_memory(user.user_id, "k") is None
+
+        await memories.store_memory(user.user_id, "soon", "x", "medium_term", 0.1, ttl=60)
+        await memories.get_memory(user.user_id, "soon")
+        clock.advance(minutes=2)
+        assert await memories.purge_expired() == 1
+        assert await memories.get_memory(user.user_id, "soon") is None
+
+    async def test_promotion_is_seen_by_the_next_read(
+        self, users: UserManager, memories: MemoryManager
+    ) -> None:
+        user = await create_user(users)
+        await memories.store_memory(user.user_id, "base", "SBGR", "short_term", 0.9)
+        tiers = []
+        for _ in range(4):
+            read = await memories.get_memory(user.user_id, "base")
+            assert read is not None
+            tiers.append(read.memory_type.value)
+        assert tiers == ["short_term", "short_term", "medium_term", "medium_term"]
+
+    async def test_eviction_invalidates(self, db: Database, second_handle: Callable[..., Database]) -> None:
+        handle = second_handle(STRATUS_MEMORY_MAX_PER_USER=1)
+        memories = MemoryManager(handle)
+        user = await create_user(UserManager(handle))
+        await memories.store_memory(user.user_id, "old", "x", "long_term", 0.0)
+        await memories.get_memory(user.user_id, "old")
+        await memories.store_memory(user.user_id, "new", "y", "long_term", 0.9)
+        assert await memories.get_memory(user.user_id, "old") is None
+
+    async def test_a_rolled_back_write_leaves_the_cache_right(
+        self, db: Database, users: UserManager, memories: MemoryManager
+    ) -> None:
+        user = await create_user(users)
+        await memories.store_memory(user.user_id, "k", "kept", "long_term")
+
+        async def change_then_fail() -> None:
+            async with db.transaction() as tx:
+                await memories.store_memory(user.user_id, "k", "discarded", tx=tx)
+                raise RuntimeError
+
+        with pytest.raises(RuntimeError):
+            await change_then_fail()
+        for _ in range(2):
+            read = await memories.get_memory(user.user_id, "k")
+            assert read is not None
+            assert read.value == "kept"
+
+
+class TestBounds:
+    async def test_the_least_recently_used_entries_leave_first(
+        self, second_handle: Callable[..., Database]
+    ) -> None:
+        handle = second_handle(STRATUS_MEMORY_CACHE_MAX_ENTRIES=2)
+        memories = MemoryManager(handle)
+        user = await create_user(UserManager(handle))
+        for key in ("a", "b", "c"):
+            await memories.store_memory(user.user_id, key, key, "long_term")
+            await memories.get_memory(user.user_id, key)
+        stats = _stats(handle)
+        assert (stats["entries"], stats["evictions"]) == (2, 1)
+        await memories.get_memory(user.user_id, "a")  # evicted: a miss
+        assert _stats(handle)["misses"] == stats["misses"] + 1
+
+    async def test_the_byte_bound_holds(self, second_handle: Callable[..., Database]) -> None:
+        handle = second_handle(STRATUS_MEMORY_CACHE_MAX_BYTES=20_000)
+        memories = MemoryManager(handle)
+        user = await create_user(UserManager(handle))
+        for index in range(5):
+            await memories.store_memory(user.user_id, f"k{index}", "x" * 6_000, "long_term")
+            await memories.get_memory(user.user_id, f"k{index}")
+        stats = _stats(handle)
+        assert 0 < stats["bytes"] <= 20_000
+        assert stats["entries"] < 5
+
+    async def test_a_disabled_cache_reads_the_database_every_time(
+        self, db: Database, second_handle: Callable[..., Database]
+    ) -> None:
+        handle = second_handle(STRATUS_MEMORY_CACHE_MAX_ENTRIES=0)
+        memories = MemoryManager(handle)
+        user = await create_user(UserManager(handle))
+        await memories.store_memory(user.user_id, "k", "v", "long_term")
+        for _ in range(3):
+            await memories.get_memory(user.user_id, "k")
+        assert await _stored_access_count(db, "k") == 3
+        assert _stats(handle)["entries"] == 0
+
+
+async def test_a_write_in_one_handle_reaches_the_others_cache(
+    postgres_handles: Callable[..., Database],
+) -> None:
+    writer_db, reader_db = postgres_handles(), postgres_handles()
+    writer, reader = MemoryManager(writer_db), MemoryManager(reader_db)
+    user = await create_user(UserManager(writer_db))
+    await writer.store_memory(user.user_id, "base", "SBGR", "long_term")
+    for _ in range(2):
+        read = await reader.get_memory(user.user_id, "base")
+        assert read is not None
+        assert read.value == "SBGR"
+    assert _stats(reader_db)["hits"] == 1
+
+    await writer.store_memory(user.user_id, "base", "SBKP")
+    changed = time.perf_counter()
+    deadline = changed + 5  # a hang guard, not a performance bound (bench/memory.py measures the delay)
+    value = None
+    while value != "SBKP" and time.perf_counter() < deadline:
+        await asyncio.sleep(0.005)
+        read = await reader.get_memory(user.user_id, "base")
+        value = None if read is None else read.value
+    assert value == "SBKP"
+
+
+async def test_counts_from_two_handles_add_up_exactly(
+    postgresql_db: Database, postgres_handles: Callable[..., Database]
+) -> None:
+    first, second = postgres_handles(), postgres_handles()
+    user = await create_user(UserManager(first))
+    await MemoryManager(first).store_memory(user.user_id, "base", "SBGR", "long_term")
+
+    async def read_many(handle: Database) -> None:
+        memories = MemoryManager(handle)
+        for _ in range(30):
+            await memories.get_memory(user.user_id, "base")
+
+    await asyncio.gather(read_many(first), read_many(second))
+    await first.close()
+    await second.close()
+    assert await _stored_access_count(postgresql_db, "base") == 60
+
+
+async def test_losing_the_listen_connection_empties_the_cache_until_it_is_back(
+    postgresql_db: Database, postgres_handles: Callable[..., Database]
+) -> None:
+    handle = postgres_handles()
+    memories = MemoryManager(handle)
+    user = await create_user(UserManager(handle))
+    await memories.store_memory(user.user_id, "base", "SBGR", "long_term")
+    await memories.get_memory(user.user_id, "base")
+    assert _stats(handle)["entries"] == 1
+    async with postgresql_db.engine.connect() as admin:
+        await admin.execute(
+            text(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND query LIKE 'LISTEN%'"
+            )
+        )
+    deadline = time.perf_counter() + 5
+    while _stats(handle)["entries"] and time.perf_counter() < deadline:  # noqa: ASYNC110 - the listener's own timing
+        await asyncio.sleep(0.01)
+    assert _stats(handle)["entries"] == 0
+    while not _stats(handle)["listening"] and time.perf_counter() < deadline:  # noqa: ASYNC110
+        await asyncio.sleep(0.05)
+    assert _stats(handle)["listening"]
