@@ -60,12 +60,36 @@ def use_context(context: RequestContext) -> Iterator[RequestContext]:
         _current.reset(token)
 
 
+class _OperationTrace:
+    """The trace id of one operation, made only when something (an audit row, a log line) first needs it."""
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value: str | None = None
+
+
+_operation_trace: ContextVar[_OperationTrace | None] = ContextVar("stratus_operation_trace", default=None)
+
+
+def current_trace_id() -> str:
+    """The caller's trace id; else the current operation's (made on first use); else a fresh one."""
+    explicit = _current.get().trace_id
+    if explicit is not None:
+        return explicit
+    holder = _operation_trace.get()
+    if holder is None:
+        return new_trace_id()
+    if holder.value is None:
+        holder.value = new_trace_id()
+    return holder.value
+
+
 @contextmanager
-def ensure_trace_id() -> Iterator[RequestContext]:
-    """Give the enclosed operation a trace id if the caller set none, so its logs and audit rows share one."""
-    context = _current.get()
-    if context.trace_id is not None:
-        yield context
-        return
-    with use_context(context.model_copy(update={"trace_id": new_trace_id()})) as traced:
-        yield traced
+def operation_trace() -> Iterator[None]:
+    """Within it, the logs and audit rows of one operation share a trace id when the caller set none."""
+    token = _operation_trace.set(_OperationTrace())
+    try:
+        yield
+    finally:
+        _operation_trace.reset(token)

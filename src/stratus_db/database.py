@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from stratus_db import schema
 from stratus_db.config import Settings, load_settings
-from stratus_db.context import RequestContext, current_context, ensure_trace_id, use_context
+from stratus_db.context import RequestContext, current_context, operation_trace, use_context
 from stratus_db.errors import (
     ConfigurationError,
     ConflictError,
@@ -277,7 +277,7 @@ class StratusPostgreSQLIntegration:
     @asynccontextmanager
     async def operation(self, name: str, *, read_only: bool = False) -> AsyncIterator[Operation]:
         """Measure and log one public call, validation included; `op.run(work)` does its database work."""
-        with ensure_trace_id():
+        with operation_trace():
             started = time.perf_counter()
             try:
                 yield Operation(self, name, read_only)

@@ -13,10 +13,9 @@ from structlog.processors import CallsiteParameter, CallsiteParameterAdder
 from structlog.typing import EventDict, WrappedLogger
 
 from stratus_db.config import LogLevel
-from stratus_db.context import current_context, new_trace_id
+from stratus_db.context import current_trace_id
 
 _LEVELS = {"DEBUG": 10, "INFO": 20, "WARNING": 30, "ERROR": 40, "CRITICAL": 50}
-_SPEC_ORDER = ("timestamp", "level", "log_type", "trace_id", "message", "module", "function", "line")
 
 
 def _peak_memory_mb() -> float:
@@ -26,12 +25,11 @@ def _peak_memory_mb() -> float:
 
 def _spec_shape(_logger: WrappedLogger, _name: str, event: EventDict) -> EventDict:
     """Rename structlog's keys to the spec's and put them first, in the spec's order."""
-    trace_id = current_context().trace_id or new_trace_id()
     shaped: dict[str, Any] = {
         "timestamp": event.pop("timestamp"),
         "level": str(event.pop("level")).upper(),
         "log_type": event.pop("log_type", "DATABASE"),
-        "trace_id": trace_id,
+        "trace_id": current_trace_id(),
         "message": event.pop("event"),
         "module": event.pop("module", None),
         "function": event.pop("func_name", None),
@@ -67,6 +65,6 @@ def make_logger(
         structlog.WriteLogger(stream if stream is not None else sys.stderr),
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level.value]),
-        cache_logger_on_first_use=False,
+        cache_logger_on_first_use=True,
     )
     return logger

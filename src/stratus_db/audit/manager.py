@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from stratus_db.audit.repository import AuditRepository
 from stratus_db.audit.schemas import AuditAction, AuditEvent
-from stratus_db.context import current_context
+from stratus_db.context import current_context, current_trace_id
 from stratus_db.kit.schemas import Page, aware_datetime, check_limit, decode_cursor, encode_cursor, make_page
 from stratus_db.kit.validation import InputModel, validate_input
 
@@ -61,7 +61,7 @@ class AuditManager:
                 "ip_address": context.ip_address,
                 "user_agent": context.user_agent,
                 "actor": context.principal.actor,
-                "trace_id": context.trace_id,
+                "trace_id": current_trace_id(),
                 "purpose": context.purpose,
             }
         )

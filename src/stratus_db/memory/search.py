@@ -18,7 +18,6 @@ from sqlalchemy import (
     Select,
     Uuid,
     bindparam,
-    cast,
     func,
     literal,
     literal_column,
@@ -26,7 +25,7 @@ from sqlalchemy import (
     select,
     text,
 )
-from sqlalchemy.dialects.postgresql import REGCONFIG, TSVECTOR
+from sqlalchemy.dialects.postgresql import TSVECTOR
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from stratus_db.kit.models import table_of
@@ -69,7 +68,7 @@ class PostgresMemorySearch:
 
     def statement(self, terms: list[str], filters: SearchFilters, limit: int) -> Select[Any]:
         # The terms are words of letters and digits only (kit/text.py), so "a | b" is always a valid tsquery.
-        query = func.to_tsquery(cast(self.CONFIG, REGCONFIG), " | ".join(terms))
+        query = func.to_tsquery(literal_column(f"'{self.CONFIG}'::regconfig"), " | ".join(terms))
         words = literal(" ".join(terms))
         vector = literal_column("memory_entries.search_vector", TSVECTOR)
         full_text = _saturate(func.ts_rank_cd(vector, query), self.RANK_HALF)

@@ -1,0 +1,323 @@
+"""Memory benchmark: stratus_db against hand-written asyncpg (the floor) and LangGraph's AsyncPostgresStore (the peer).
+
+    make bench          (or: .venv/bin/python bench/memory.py [--users 1000] [--per-user 100])
+
+Builds a throw-away PostgreSQL database with USERS × PER_USER memories whose values are sentences of the Portuguese
+aviation corpus (bench/data), loads the same items into the peer's tables, then measures each operation at
+concurrency 1 and 16 in one run and writes the table into docs/benchmarks.md. Not a test: nothing here asserts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import random
+import sys
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+from langgraph.store.base import PutOp
+from langgraph.store.postgres.aio import AsyncPostgresStore
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from stratus_db import Database, MemoryManager
+from stratus_db.kit.ids import new_id
+from stratus_db.kit.text import query_terms, search_text
+from tests.fixtures.databases import settings_for, throwaway_postgres_database
+
+ROOT = Path(__file__).resolve().parents[1]
+CORPUS = ROOT / "bench" / "data" / "conversas-aviacao.jsonl"
+RESULTS = ROOT / "docs" / "benchmarks.md"
+TOPICS = [
+    "preferred_aircraft", "base", "ultimo_metar", "rota_frequente", "cma_validade", "habilitacao", "combustivel",
+    "peso_balanceamento", "notam", "instrutor", "prova_teorica", "jornada", "manutencao", "plano_de_voo",
+]  # fmt: skip
+QUERIES = [
+    "meteorologia SBGR", "METAR", "Cesna 172", "combustível reserva", "validade do CMA", "NOTAM pista fechada",
+    "peso e balanceamento", "plano de voo IFR", "inspeção de 100 horas", "vento cruzado", "jornada RBAC 135",
+    "prova teórica piloto privado", "TAF SBKP", "navegação VFR",
+]  # fmt: skip
+
+FLOOR_UPSERT = """
+WITH up AS (
+    INSERT INTO memory_entries (memory_id, user_id, memory_type, key, value, importance_score, access_count,
+                                created_at, updated_at, search_text)
+    VALUES ($1, $2, 'long_term', $3, $4::jsonb, 0.5, 0, now(), now(), $5)
+    ON CONFLICT (user_id, key) DO UPDATE
+        SET value = EXCLUDED.value, updated_at = EXCLUDED.updated_at, search_text = EXCLUDED.search_text
+    RETURNING memory_id, user_id
+)
+INSERT INTO audit_log (audit_id, user_id, action, table_name, record_id, new_values, timestamp, actor)
+SELECT $6, user_id, 'update', 'memory_entries', memory_id, $4::jsonb, now(), 'system:bench' FROM up
+"""
+FLOOR_READ = """
+UPDATE memory_entries SET access_count = access_count + 1, last_accessed_at = now()
+WHERE user_id = $1 AND key = $2 AND (expires_at IS NULL OR expires_at > now())
+RETURNING *
+"""
+FLOOR_SEARCH = """
+SELECT memory_id, key, value, ts_rank_cd(search_vector, query) AS rank
+FROM memory_entries, to_tsquery('stratus_portuguese', $2) AS query
+WHERE user_id = $1 AND search_vector @@ query
+ORDER BY rank DESC LIMIT 10
+"""
+
+
+@dataclass
+class Result:
+    system: str
+    operation: str
+    concurrency: int
+    ops: int
+    seconds: float
+    latencies: list[float]
+
+    @property
+    def throughput(self) -> float:
+        return self.ops / self.seconds
+
+    def percentile(self, fraction: float) -> float:
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] * 1000
+
+
+async def measure(
+    system: str, operation: str, call: Callable[[int], Awaitable[Any]], ops: int, concurrency: int
+) -> Result:
+    latencies: list[float] = []
+    counter = iter(range(ops))
+
+    async def worker() -> None:
+        for index in counter:
+            started = time.perf_counter()
+            await call(index)
+            latencies.append(time.perf_counter() - started)
+
+    began = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    result = Result(system, operation, concurrency, ops, time.perf_counter() - began, latencies)
+    print(
+        f"{system:<22} {operation:<18} c={concurrency:<3} {result.throughput:>9,.0f} ops/s   "
+        f"p50 {result.percentile(0.5):7.3f} ms   p95 {result.percentile(0.95):7.3f} ms",
+        flush=True,
+    )
+    return result
+
+
+def corpus_sentences() -> list[str]:
+    sentences = []
+    for line in CORPUS.read_text(encoding="utf-8").splitlines():
+        content = json.loads(line)["content"]
+        sentences += [
+            part.strip() for part in content.replace("\n", " ").split(". ") if len(part.strip()) > 30
+        ]
+    return sentences
+
+
+async def seed(
+    url: str, users: list[uuid.UUID], per_user: int, sentences: list[str]
+) -> dict[uuid.UUID, list[str]]:
+    """Users and memories written with COPY (seeding is not what is measured); returns each user's keys."""
+    rng = random.Random(7)
+    keys: dict[uuid.UUID, list[str]] = {}
+    now = datetime.now(UTC)
+    connection = await asyncpg.connect(url.replace("postgresql+asyncpg", "postgresql"))
+    try:
+        await connection.copy_records_to_table(
+            "users",
+            records=[
+                (u, f"Piloto {i}", f"piloto{i}@bench.com.br", "pilot", "[]", None, "{}", now, now, now)
+                for i, u in enumerate(users)
+            ],
+        )
+        rows = []
+        for user in users:
+            keys[user] = [f"{TOPICS[i % len(TOPICS)]}_{i}" for i in range(per_user)]
+            for key in keys[user]:
+                value = rng.choice(sentences)
+                rows.append(
+                    (new_id(), user, "long_term", key, json.dumps(value), rng.random(), 0, None, now, now, None,
+                     search_text(key, value))
+                )  # fmt: skip
+        await connection.copy_records_to_table(
+            "memory_entries",
+            records=rows,
+            columns=[
+                "memory_id", "user_id", "memory_type", "key", "value", "importance_score", "access_count",
+                "expires_at", "created_at", "updated_at", "last_accessed_at", "search_text",
+            ],
+        )  # fmt: skip
+        await connection.execute("ANALYZE")
+    finally:
+        await connection.close()
+    return keys
+
+
+async def run(user_count: int, per_user: int) -> list[Result]:
+    sentences = corpus_sentences()
+    rng = random.Random(11)
+    users = [new_id() for _ in range(user_count)]
+    results: list[Result] = []
+    async with throwaway_postgres_database() as url:
+        print(f"seeding {user_count * per_user:,} memories over {user_count:,} users …", flush=True)
+        keys = await seed(url, users, per_user, sentences)
+        plain = url.replace("postgresql+asyncpg", "postgresql")
+
+        def pick(index: int) -> tuple[uuid.UUID, str]:
+            user = users[(index * 7919) % len(users)]
+            return user, keys[user][(index * 31) % per_user]
+
+        async with AsyncPostgresStore.from_conn_string(
+            plain, pool_config={"min_size": 16, "max_size": 16}
+        ) as store:
+            await store.setup()
+            for start in range(0, len(users), 50):
+                await store.abatch(
+                    [
+                        PutOp(("users", str(user)), key, {"text": rng.choice(sentences)})
+                        for user in users[start : start + 50]
+                        for key in keys[user]
+                    ]
+                )
+            pool = await asyncpg.create_pool(plain, min_size=16, max_size=16)
+            cold = Database(settings_for(url))
+            cold.settings = cold.settings.model_copy(
+                update={
+                    "STRATUS_MEMORY_CACHE_MAX_ENTRIES": 0,
+                    "STRATUS_POOL_SIZE": 16,
+                    "LOG_LEVEL": "WARNING",
+                }
+            )
+            cached = Database(settings_for(url))
+            cold_memories, cached_memories = MemoryManager(cold), MemoryManager(cached)
+            try:
+                for concurrency, ops in ((1, 1500), (16, 6000)):
+                    # store: an existing key gets a new value (the audit row records the change)
+                    results.append(await measure("stratus_db", "store_memory", lambda i: cold_memories.store_memory(
+                        *pick(i), f"{rng.choice(sentences)} #{i}"), ops, concurrency))  # fmt: skip
+
+                    async def floor_store(i: int) -> None:
+                        user, key = pick(i)
+                        value = f"{rng.choice(sentences)} #{i}"
+                        await pool.execute(FLOOR_UPSERT, new_id(), user, key, json.dumps(value),
+                                           search_text(key, value), new_id())  # fmt: skip
+
+                    results.append(
+                        await measure("asyncpg (floor)", "upsert+audit", floor_store, ops, concurrency)
+                    )
+                    results.append(await measure("langgraph (peer)", "aput", lambda i: store.aput(
+                        ("users", str(pick(i)[0])), pick(i)[1], {"text": f"{rng.choice(sentences)} #{i}"}),
+                        ops, concurrency))  # fmt: skip
+
+                    results.append(await measure("stratus_db", "get_memory (cold)",
+                                                 lambda i: cold_memories.get_memory(*pick(i)), ops, concurrency))  # fmt: skip
+                    results.append(await measure("asyncpg (floor)", "read+count",
+                                                 lambda i: pool.fetchrow(FLOOR_READ, *pick(i)), ops, concurrency))  # fmt: skip
+                    results.append(await measure("langgraph (peer)", "aget", lambda i: store.aget(
+                        ("users", str(pick(i)[0])), pick(i)[1]), ops, concurrency))  # fmt: skip
+
+                    hot = pick(0)
+                    await cached_memories.get_memory(*hot)
+                    results.append(await measure("stratus_db", "get_memory (cached)",
+                                                 lambda i, hot=hot: cached_memories.get_memory(*hot), ops, concurrency))  # fmt: skip
+
+                    results.append(await measure("stratus_db", "search_memories", lambda i: cold_memories.search_memories(
+                        pick(i)[0], QUERIES[i % len(QUERIES)]), ops, concurrency))  # fmt: skip
+                    results.append(await measure("asyncpg (floor)", "full-text query", lambda i: pool.fetch(
+                        FLOOR_SEARCH, pick(i)[0], " | ".join(query_terms(QUERIES[i % len(QUERIES)]))),
+                        ops, concurrency))  # fmt: skip
+                    results.append(await measure("langgraph (peer)", "asearch", lambda i: store.asearch(
+                        ("users", str(pick(i)[0])), query=QUERIES[i % len(QUERIES)], limit=10), ops, concurrency))  # fmt: skip
+            finally:
+                await cold.close()
+                await cached.close()
+                await pool.close()
+    return results
+
+
+def environment() -> str:
+    cpu = "unknown CPU"
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    packages = ", ".join(
+        f"{name} {version(name)}"
+        for name in ("sqlalchemy", "asyncpg", "psycopg", "langgraph-checkpoint-postgres", "pydantic")
+    )
+    return f"{cpu}, {os.cpu_count()} cores; Python {platform.python_version()}; {packages}"
+
+
+def write_markdown(results: list[Result], server: str, user_count: int, per_user: int) -> None:
+    rows = [
+        "| System | Operation | Concurrency | ops/s | p50 ms | p95 ms |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    rows += [
+        f"| {r.system} | {r.operation} | {r.concurrency} | {r.throughput:,.0f} | {r.percentile(0.5):.3f} | "
+        f"{r.percentile(0.95):.3f} |"
+        for r in results
+    ]
+    section = "\n".join(
+        [
+            "<!-- memory:start -->",
+            "## Memory (`bench/memory.py`)",
+            "",
+            f"Run {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {environment()}; {server}, local socket over TCP. "
+            f"{user_count:,} users × {per_user} memories = {user_count * per_user:,} memories; values are sentences "
+            "of the Portuguese aviation corpus. `get_memory (cold)` runs with the cache off; `(cached)` reads one "
+            "hot key. One run; the machine is noisy, so read the ratios, not the last digit.",
+            "",
+            *rows,
+            "<!-- memory:end -->",
+        ]
+    )
+    existing = RESULTS.read_text(encoding="utf-8") if RESULTS.exists() else "# Benchmarks\n"
+    if "<!-- memory:start -->" in existing:
+        head, _, rest = existing.partition("<!-- memory:start -->")
+        _, _, tail = rest.partition("<!-- memory:end -->")
+        existing = head + section + tail
+    else:
+        existing = existing.rstrip() + "\n\n" + section + "\n"
+    RESULTS.write_text(existing, encoding="utf-8")
+
+
+async def server_version() -> str:
+    async with throwaway_postgres_database(migrate=False) as url:
+        connection = await asyncpg.connect(url.replace("postgresql+asyncpg", "postgresql"))
+        try:
+            return "PostgreSQL " + str(await connection.fetchval("SHOW server_version"))
+        finally:
+            await connection.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--users", type=int, default=1000)
+    parser.add_argument("--per-user", type=int, default=100)
+    parser.add_argument("--no-write", action="store_true", help="print only; leave docs/benchmarks.md alone")
+    arguments = parser.parse_args()
+    os.environ.setdefault("LOG_LEVEL", "WARNING")
+    results = asyncio.run(run(arguments.users, arguments.per_user))
+    if not arguments.no_write:
+        write_markdown(results, asyncio.run(server_version()), arguments.users, arguments.per_user)
+        print(f"written to {RESULTS.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
