@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install demo test lint typecheck pytest lock clean
+.PHONY: install demo test lint typecheck pytest bench lock clean
 
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,11 @@ pytest: install
 	$(BIN)/pytest
 
 test: lint typecheck pytest
+
+# Benchmarks against a local PostgreSQL (not part of `make test`); results go to docs/benchmarks.md.
+bench: install
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c requirements.lock -e ".[dev,bench]"
+	$(BIN)/python bench/memory.py
 
 # Re-pin every dependency after changing pyproject.toml.
 lock: install
