@@ -64,15 +64,20 @@ class Operation:
         self.read_only = read_only
 
     async def run(
-        self, work: Callable[[AsyncConnection], Awaitable[T]], *, tx: AsyncConnection | None = None
+        self,
+        work: Callable[[AsyncConnection], Awaitable[T]],
+        *,
+        tx: AsyncConnection | None = None,
+        single_statement: bool = False,
     ) -> T:
         """Run `work` in a transaction of its own, retried on transient failures, or inside the caller's `tx`.
 
         In the caller's transaction the work runs under a savepoint: if it fails, none of it stays behind to be
-        committed with the caller's other work.
+        committed with the caller's other work. `single_statement=True` promises that `work` sends one statement,
+        which is atomic on its own: on PostgreSQL it then runs without BEGIN and COMMIT (one round trip, not three).
         """
         if tx is None:
-            return await self._db._run_with_retries(self.name, work, self.read_only)
+            return await self._db._run_with_retries(self.name, work, self.read_only, single_statement)
         try:
             async with tx.begin_nested():
                 return await work(tx)
@@ -239,6 +244,18 @@ class StratusPostgreSQLIntegration:
                 raise self._translate(exc, may_have_committed=not read_only) from exc
 
     @asynccontextmanager
+    async def _autocommit(self, *, read_only: bool) -> AsyncIterator[AsyncConnection]:
+        """A connection outside any transaction: each statement commits as it completes."""
+        await self._ensure_schema()
+        async with self._connection(read_only=read_only) as conn:
+            await conn.execution_options(isolation_level="AUTOCOMMIT")
+            try:
+                yield conn
+            except SQLAlchemyError as exc:
+                # A write whose connection broke may have committed: only a read is repeated.
+                raise self._translate(exc, may_have_committed=not read_only) from exc
+
+    @asynccontextmanager
     async def transaction(self, *, read_only: bool = False) -> AsyncIterator[AsyncConnection]:
         """One unit of work: commits when the block ends, rolls back if it raises.
 
@@ -294,12 +311,22 @@ class StratusPostgreSQLIntegration:
             log(f"{name} succeeded", operation=name, duration_ms=seconds * 1000)
 
     async def _run_with_retries(
-        self, name: str, work: Callable[[AsyncConnection], Awaitable[T]], read_only: bool
+        self,
+        name: str,
+        work: Callable[[AsyncConnection], Awaitable[T]],
+        read_only: bool,
+        single_statement: bool = False,
     ) -> T:
         attempts = self.settings.STRATUS_RETRY_ATTEMPTS
+        autocommit = single_statement and self._backend.autocommit_single_statements
         for attempt in range(1, attempts + 1):
             try:
-                async with self.transaction(read_only=read_only) as conn:
+                scope = (
+                    self._autocommit(read_only=read_only)
+                    if autocommit
+                    else self.transaction(read_only=read_only)
+                )
+                async with scope as conn:
                     return await work(conn)
             except DatabaseUnavailableError as exc:
                 if not exc.retryable or attempt == attempts:

@@ -154,6 +154,17 @@ class MemoryCache:
         size = ENTRY_OVERHEAD_BYTES + len(key[1]) + len(json.dumps(entry.value, ensure_ascii=False))
         if size > self.max_bytes:
             return
+        # The database's count lacks our buffered hits, and reads that raced may arrive out of order: the cached
+        # count is never behind what this process has already counted.
+        pending = self._pending.get(key)
+        count = entry.access_count + (
+            pending.count if pending and pending.memory_id == entry.memory_id else 0
+        )
+        current = self._entries.get(key)
+        if current is not None and current[0].memory_id == entry.memory_id:
+            count = max(count, current[0].access_count)
+        if count != entry.access_count:
+            entry = entry.model_copy(update={"access_count": count})
         self._drop(key)
         self._entries[key] = (entry, size)
         self._bytes += size

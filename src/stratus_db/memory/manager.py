@@ -273,21 +273,28 @@ class MemoryManager:
                         return self._cache.record_hit(cache_key, cached, now)
             epoch = self._cache.epoch()
 
-            async def work(conn: AsyncConnection) -> MemoryEntry | None:
+            async def read(conn: AsyncConnection) -> MemoryEntry | None:
                 now = self._db.clock()
                 repository = MemoryRepository(conn, lookup.user_id)
                 row = await repository.read_and_count(lookup.key, now, self._policy.sliding_expiries(now))
-                if row is None:
-                    return None
-                entry = MemoryEntry.model_validate(row)
+                return None if row is None else MemoryEntry.model_validate(row)
+
+            # The read and its count are one statement; a promotion, when due, is a transaction of its own.
+            entry = await op.run(read, tx=tx, single_statement=True)
+            if entry is not None:
                 rule = self._policy.promotion_for(
                     entry.memory_type, entry.access_count, entry.importance_score
                 )
                 if rule is not None:
-                    entry = await self._promote(conn, repository, entry, rule.target, now)
-                return entry
+                    promotable = entry
 
-            entry = await op.run(work, tx=tx)
+                    async def promote(conn: AsyncConnection) -> MemoryEntry:
+                        repository = MemoryRepository(conn, lookup.user_id)
+                        return await self._promote(
+                            conn, repository, promotable, rule.target, self._db.clock()
+                        )
+
+                    entry = await op.run(promote, tx=tx)
             # A sliding tier's expiry moves with every read, so its reads must reach the database.
             if use_cache and entry is not None and entry.memory_type not in self._policy.sliding:
                 self._cache.admit(cache_key, entry, epoch)
@@ -307,11 +314,16 @@ class MemoryManager:
             expiry = None
         else:
             expiry = max(entry.expires_at, tier_expiry)
-        promoted = MemoryEntry.model_validate(
-            await repository.set_fields(
-                entry.memory_id, {"memory_type": target, "expires_at": expiry, "updated_at": now}
-            )
+        row = await repository.change_tier(
+            entry.memory_id,
+            entry.memory_type,
+            {"memory_type": target, "expires_at": expiry, "updated_at": now},
         )
+        if row is None:
+            # A concurrent read promoted it first (or it was changed): return what is stored now.
+            current = await repository.get_for_update(entry.key)
+            return entry if current is None else MemoryEntry.model_validate(current)
+        promoted = MemoryEntry.model_validate(row)
         await self._cache.invalidate_everywhere(conn, entry.user_id, [entry.key])
         await self._audit.record(
             conn,
@@ -426,7 +438,7 @@ class MemoryManager:
                 rows = await search_backend_for(conn.dialect.name).candidates(conn, terms, filters, pool)
                 return self._rank(rows, now)[: data.limit]
 
-            return await op.run(work, tx=tx)
+            return await op.run(work, tx=tx, single_statement=True)
 
     def _rank(self, rows: list[dict[str, Any]], now: datetime) -> list[SearchResult]:
         results = []

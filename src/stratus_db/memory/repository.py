@@ -87,6 +87,19 @@ class MemoryRepository:
         )
         return dict((await self.conn.execute(statement)).mappings().one())
 
+    async def change_tier(
+        self, memory_id: uuid.UUID, from_tier: MemoryType, values: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        """Update a memory only if it is still in `from_tier`, so concurrent promotions happen once."""
+        statement = (
+            update(_memories)
+            .where(self._owned, MemoryEntry.memory_id == memory_id, MemoryEntry.memory_type == from_tier)
+            .values(**values)
+            .returning(_memories)
+        )
+        row = (await self.conn.execute(statement)).mappings().one_or_none()
+        return None if row is None else dict(row)
+
     async def count_live(self, now: datetime, *, exclude_tier: MemoryType) -> int:
         statement = (
             select(func.count())
