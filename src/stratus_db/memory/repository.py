@@ -11,6 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from stratus_db.errors import NotFoundError
+from stratus_db.kit import driver
 from stratus_db.kit.integrity import Violation, violation_of
 from stratus_db.kit.models import table_of
 from stratus_db.kit.sql import insert_for
@@ -18,6 +19,13 @@ from stratus_db.kit.types import UTCDateTime
 from stratus_db.models import MemoryEntry, MemoryType
 
 _memories = table_of(MemoryEntry)
+_PG_READ_AND_COUNT = """-- read_and_count on PostgreSQL without sliding tiers: the same statement the Core branch builds
+
+UPDATE memory_entries SET access_count = access_count + 1, last_accessed_at = $3
+WHERE user_id = $1 AND key = $2 AND (expires_at IS NULL OR expires_at > $3)
+RETURNING memory_id, user_id, memory_type, key, value, importance_score, access_count, expires_at, created_at,
+          updated_at, last_accessed_at
+"""
 
 
 class MemoryRepository:
@@ -57,6 +65,10 @@ class MemoryRepository:
 
         `slide_to` maps sliding tiers to the expiry a read extends them to; a later expiry is never shortened.
         """
+        if not slide_to and self.conn.dialect.name == "postgresql":
+            # The hottest read: a prepared statement on the driver (kit/driver.py says why).
+            rows = await driver.fetch(self.conn, _PG_READ_AND_COUNT, self.user_id, key, now)
+            return rows[0] if rows else None
         values: dict[str, Any] = {"access_count": MemoryEntry.access_count + 1, "last_accessed_at": now}
         if slide_to:
             values["expires_at"] = case(

@@ -19,15 +19,14 @@ from sqlalchemy import (
     Uuid,
     bindparam,
     func,
-    literal,
     literal_column,
     or_,
     select,
     text,
 )
-from sqlalchemy.dialects.postgresql import TSVECTOR
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from stratus_db.kit import driver
 from stratus_db.kit.models import table_of
 from stratus_db.kit.text import best_word_similarity
 from stratus_db.kit.types import UTCDateTime
@@ -60,40 +59,45 @@ class PostgresMemorySearch:
     """Full text with the `stratus_portuguese` configuration (portuguese stemming after unaccent) over the stored
     `search_vector`, or'ed with pg_trgm word similarity for typos and codes. The user's rows are found through
     `uq_memory_entries_user_id_key` (a user has at most STRATUS_MEMORY_MAX_PER_USER of them), so no full-text
-    index spanning all users is needed."""
+    index spanning all users is needed. A prepared statement on the driver: this is a hot path (kit/driver.py)."""
 
-    CONFIG = "stratus_portuguese"
     RANK_HALF = 0.1
     """ts_rank_cd of one matched word (with no length normalization): maps to a lexical score of 0.5."""
 
-    def statement(self, terms: list[str], filters: SearchFilters, limit: int) -> Select[Any]:
-        # The terms are words of letters and digits only (kit/text.py), so "a | b" is always a valid tsquery.
-        query = func.to_tsquery(literal_column(f"'{self.CONFIG}'::regconfig"), " | ".join(terms))
-        words = literal(" ".join(terms))
-        vector = literal_column("memory_entries.search_vector", TSVECTOR)
-        full_text = _saturate(func.ts_rank_cd(vector, query), self.RANK_HALF)
-        trigram = func.word_similarity(words, MemoryEntry.search_text)
-        lexical = func.greatest(full_text, trigram).label("lexical")
-        statement = (
-            select(_memories, lexical)
-            .where(
-                MemoryEntry.user_id == filters.user_id,
-                or_(MemoryEntry.expires_at.is_(None), MemoryEntry.expires_at > filters.now),
-                or_(
-                    vector.op("@@")(query),
-                    words.op("<%")(MemoryEntry.search_text),
-                ),
-            )
-            .order_by(lexical.desc())
-            .limit(limit)
-        )
-        return _filtered(statement, filters)
+    SQL = """
+        SELECT memory_id, user_id, memory_type, key, value, importance_score, access_count, expires_at,
+               created_at, updated_at, last_accessed_at,
+               greatest(rank / (rank + $7), similarity) AS lexical
+        FROM (
+            SELECT m.*, ts_rank_cd(m.search_vector, query) AS rank, word_similarity($3, m.search_text) AS similarity
+            FROM memory_entries AS m, to_tsquery('stratus_portuguese'::regconfig, $2) AS query
+            WHERE m.user_id = $1
+              AND (m.expires_at IS NULL OR m.expires_at > $4)
+              AND ($5::text[] IS NULL OR m.memory_type = ANY($5::text[]))
+              AND ($6::float8 IS NULL OR m.importance_score >= $6)
+              AND (m.search_vector @@ query OR $3 <% m.search_text)
+        ) AS matched
+        ORDER BY lexical DESC
+        LIMIT $8
+    """
+    """The terms are words of letters and digits only (kit/text.py), so "a | b" is always a valid tsquery."""
 
     async def candidates(
         self, conn: AsyncConnection, terms: list[str], filters: SearchFilters, limit: int
     ) -> list[dict[str, Any]]:
-        result = await conn.execute(self.statement(terms, filters, limit))
-        return [dict(row) for row in result.mappings()]
+        tiers = None if filters.memory_types is None else [tier.value for tier in filters.memory_types]
+        return await driver.fetch(
+            conn,
+            self.SQL,
+            filters.user_id,
+            " | ".join(terms),
+            " ".join(terms),
+            filters.now,
+            tiers,
+            filters.min_importance,
+            self.RANK_HALF,
+            limit,
+        )
 
 
 class SQLiteMemorySearch:

@@ -1,0 +1,44 @@
+"""Prepared statements straight on the asyncpg connection under a SQLAlchemy connection (PostgreSQL hot paths).
+
+SQLAlchemy builds the schema and most statements; on the few calls that run thousands of times a second, its
+per-execution work costs as much as the database does (bench/memory.py: get_memory 1,400 → 2,800 reads/s at
+concurrency 16). asyncpg caches each statement's preparation per connection. Errors become StratusErrors here, as
+every other driver error does in database.py.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from stratus_db.errors import DatabaseError, DatabaseUnavailableError, StratusError, TransientDatabaseError
+
+_RETRY_SQLSTATES = frozenset({"40001", "40P01", "55P03"})
+
+
+def _translate(exc: Exception) -> StratusError:
+    sqlstate = getattr(exc, "sqlstate", None)
+    kind = type(exc).__name__ + (f", SQLSTATE {sqlstate}" if sqlstate else "")
+    if sqlstate in _RETRY_SQLSTATES:
+        return TransientDatabaseError(
+            f"the database aborted the statement ({kind}); nothing was written, try again"
+        )
+    if isinstance(exc, asyncpg.PostgresError):
+        return DatabaseError(f"the database refused the operation ({kind})")
+    # The statement may or may not have run when the connection broke: not retried.
+    return DatabaseUnavailableError(f"lost the connection to PostgreSQL ({kind})")
+
+
+async def fetch(conn: AsyncConnection, sql: str, *arguments: Any) -> list[dict[str, Any]]:
+    """Run `sql` (with $1, $2… placeholders) as a prepared statement; rows as dicts (jsonb already decoded)."""
+    driver_connection = (await conn.get_raw_connection()).driver_connection
+    assert driver_connection is not None, "a checked-out connection always has its driver connection"
+    try:
+        records = await driver_connection.fetch(sql, *arguments)
+    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+        if not isinstance(exc, asyncpg.PostgresError):
+            await conn.invalidate()  # never hand a broken connection to the next caller
+        raise _translate(exc) from exc
+    return [dict(record) for record in records]
