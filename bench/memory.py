@@ -276,7 +276,7 @@ def write_markdown(results: list[Result], server: str, user_count: int, per_user
             "<!-- memory:start -->",
             "## Memory (`bench/memory.py`)",
             "",
-            f"Run {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {environment()}; {server}, local socket over TCP. "
+            f"Run {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {environment()}; {server} on 127.0.0.1 over TCP. "
             f"{user_count:,} users × {per_user} memories = {user_count * per_user:,} memories; values are sentences "
             "of the Portuguese aviation corpus. `get_memory (cold)` runs with the cache off; `(cached)` reads one "
             "hot key. One run; the machine is noisy, so read the ratios, not the last digit.",

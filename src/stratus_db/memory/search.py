@@ -50,11 +50,6 @@ class MemorySearchBackend(Protocol):
         """Up to `limit` rows of memory_entries plus a `lexical` score in [0, 1], best first."""
 
 
-def _saturate(raw: Any, half: float) -> Any:
-    """raw / (raw + half): 0 for no evidence, 0.5 at `half`, approaching 1."""
-    return raw / (raw + half)
-
-
 class PostgresMemorySearch:
     """Full text with the `stratus_portuguese` configuration (portuguese stemming after unaccent) over the stored
     `search_vector`, or'ed with pg_trgm word similarity for typos and codes. The user's rows are found through
