@@ -191,14 +191,7 @@ async def run(user_count: int, per_user: int) -> list[Result]:
                     ]
                 )
             pool = await asyncpg.create_pool(plain, min_size=16, max_size=16)
-            cold = Database(settings_for(url))
-            cold.settings = cold.settings.model_copy(
-                update={
-                    "STRATUS_MEMORY_CACHE_MAX_ENTRIES": 0,
-                    "STRATUS_POOL_SIZE": 16,
-                    "LOG_LEVEL": "WARNING",
-                }
-            )
+            cold = Database(settings_for(url).model_copy(update={"STRATUS_MEMORY_CACHE_MAX_ENTRIES": 0}))
             cached = Database(settings_for(url))
             cold_memories, cached_memories = MemoryManager(cold), MemoryManager(cached)
             try:

@@ -36,8 +36,8 @@ async def _handles_on(base: Database) -> AsyncIterator[Callable[..., Database]]:
     opened: list[Database] = []
 
     def open_handle(**settings: Any) -> Database:
-        handle = Database(settings_for(base.settings.database_url.render_as_string(hide_password=False)))
-        handle.settings = handle.settings.model_copy(update=settings)
+        url = base.settings.database_url.render_as_string(hide_password=False)
+        handle = Database(settings_for(url).model_copy(update=settings))
         opened.append(handle)
         return handle
 
