@@ -10,6 +10,9 @@ from sqlalchemy.exc import DBAPIError
 
 from stratus_db.config import Settings
 
+ROLLED_BACK_SQLSTATES = frozenset({"40001", "40P01", "55P03"})
+"""Serialization failure, deadlock, lock not available: PostgreSQL rolled the work back, so a retry is safe."""
+
 READ_ONLY_OPTION = "stratus_read_only"
 """Execution option marking a connection's transaction as read-only (SQLite then takes no write lock)."""
 
@@ -35,9 +38,6 @@ class Backend(Protocol):
 class PostgresBackend:
     name = "postgresql"
     autocommit_single_statements = True
-    _RETRY_SQLSTATES = frozenset(
-        {"40001", "40P01", "55P03"}
-    )  # serialization failure, deadlock, lock not available
 
     def engine_options(self, settings: Settings) -> dict[str, Any]:
         # Every statement here is parameterized and index-driven (one user's rows): the generic plan is the right
@@ -61,7 +61,7 @@ class PostgresBackend:
         return None
 
     def is_rolled_back_conflict(self, exc: DBAPIError) -> bool:
-        return getattr(exc.orig, "sqlstate", None) in self._RETRY_SQLSTATES
+        return getattr(exc.orig, "sqlstate", None) in ROLLED_BACK_SQLSTATES
 
     def describe(self, url: URL) -> str:
         host = url.host or url.query.get("host") or "localhost"

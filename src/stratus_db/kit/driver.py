@@ -14,31 +14,44 @@ import asyncpg
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from stratus_db.errors import DatabaseError, DatabaseUnavailableError, StratusError, TransientDatabaseError
+from stratus_db.kit.backends import ROLLED_BACK_SQLSTATES
 
-_RETRY_SQLSTATES = frozenset({"40001", "40P01", "55P03"})
 
-
-def _translate(exc: Exception) -> StratusError:
+def _translate(exc: Exception, *, read_only: bool) -> StratusError:
     sqlstate = getattr(exc, "sqlstate", None)
     kind = type(exc).__name__ + (f", SQLSTATE {sqlstate}" if sqlstate else "")
-    if sqlstate in _RETRY_SQLSTATES:
+    if sqlstate in ROLLED_BACK_SQLSTATES:
         return TransientDatabaseError(
             f"the database aborted the statement ({kind}); nothing was written, try again"
         )
     if isinstance(exc, asyncpg.PostgresError):
         return DatabaseError(f"the database refused the operation ({kind})")
-    # The statement may or may not have run when the connection broke: not retried.
-    return DatabaseUnavailableError(f"lost the connection to PostgreSQL ({kind})")
+    error = DatabaseUnavailableError(f"lost the connection to PostgreSQL ({kind})")
+    # A write may or may not have run when the connection broke; a read is safe to repeat.
+    error.retryable = read_only
+    return error
 
 
-async def fetch(conn: AsyncConnection, sql: str, *arguments: Any) -> list[dict[str, Any]]:
-    """Run `sql` (with $1, $2… placeholders) as a prepared statement; rows as dicts (jsonb already decoded)."""
+async def fetch(
+    conn: AsyncConnection, sql: str, *arguments: Any, read_only: bool = False
+) -> list[dict[str, Any]]:
+    """Run `sql` (with $1, $2… placeholders) as a prepared statement; rows as dicts (jsonb already decoded).
+
+    Raises:
+        DatabaseUnavailableError: the connection is or gets lost (retryable when nothing can have been written).
+        TransientDatabaseError / DatabaseError: the server refused the statement.
+    """
     driver_connection = (await conn.get_raw_connection()).driver_connection
     assert driver_connection is not None, "a checked-out connection always has its driver connection"
+    if driver_connection.is_closed():
+        await conn.invalidate()
+        error = DatabaseUnavailableError("the pooled connection to PostgreSQL was closed; nothing was sent")
+        error.retryable = True
+        raise error
     try:
         records = await driver_connection.fetch(sql, *arguments)
     except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
         if not isinstance(exc, asyncpg.PostgresError):
             await conn.invalidate()  # never hand a broken connection to the next caller
-        raise _translate(exc) from exc
+        raise _translate(exc, read_only=read_only) from exc
     return [dict(record) for record in records]

@@ -76,8 +76,11 @@ class PostgresNotifier:
             await asyncio.sleep(self.RECONNECT_DELAY_S)
             try:
                 await self._connect()
-            except (OSError, asyncpg.PostgresError, TimeoutError):
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
                 continue
+            if self._on_gap is not None:
+                # A read that began while nobody listened may finish now: it must not be trusted either.
+                self._on_gap()
 
     async def publish(self, conn: AsyncConnection, payload: str) -> None:
         await conn.execute(select(func.pg_notify(self._channel, payload)))

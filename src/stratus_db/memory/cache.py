@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+import asyncpg
 from sqlalchemy import Integer, bindparam, case, or_, update
 
 from stratus_db.kit.models import table_of
@@ -69,6 +70,7 @@ class MemoryCache:
         self._pending: dict[CacheKey, _Pending] = {}
         self._flusher: asyncio.Task[None] | None = None
         self._waiting_to_flush = False
+        self._closed = False
         self._notifier: Notifier = (
             PostgresNotifier(settings.database_url, CHANNEL)
             if db.backend == "postgresql"
@@ -97,7 +99,14 @@ class MemoryCache:
             return
         async with self._start_lock:
             if not self._started:
-                await self._notifier.start(self._on_message, self.clear)
+                try:
+                    await self._notifier.start(self._on_message, self.clear)
+                except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                    # No listener, no caching: reads go to the database (which reports its own unavailability).
+                    self._db.log.warning(
+                        "memory cache cannot listen for invalidations", error=type(exc).__name__
+                    )
+                    return
                 self._started = True
 
     # -- reads ----------------------------------------------------------------------------------------------------
@@ -173,10 +182,6 @@ class MemoryCache:
             self._drop(oldest)
             self.evictions += 1
 
-    def take_pending(self, key: CacheKey) -> _Pending | None:
-        """Hand the buffered count of one key to a database read that will write it itself."""
-        return self._pending.pop(key, None)
-
     # -- invalidation ---------------------------------------------------------------------------------------------
 
     def invalidate(self, user_id: uuid.UUID, keys: list[str] | None = None) -> None:
@@ -197,8 +202,7 @@ class MemoryCache:
         """Invalidate now, again when `tx` commits, and in every other process (NOTIFY, delivered at commit)."""
         self.invalidate(user_id, keys)
         self._db.after_commit(tx, lambda: self.invalidate(user_id, keys))
-        if not self.enabled:
-            return
+        # Published even when this process caches nothing: the other processes may.
         message = {"origin": self._origin, "user_id": str(user_id), "keys": keys}
         payload = json.dumps(message, ensure_ascii=False)
         if len(payload.encode()) > MAX_PAYLOAD_BYTES:
@@ -227,6 +231,8 @@ class MemoryCache:
     # -- buffered access counts -----------------------------------------------------------------------------------
 
     def _schedule_flush(self) -> None:
+        if self._closed:
+            return
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.get_running_loop().create_task(self._flush_later())
 
@@ -236,13 +242,22 @@ class MemoryCache:
             await asyncio.sleep(self._flush_interval)
         finally:
             self._waiting_to_flush = False
-        await self.flush()
+        # A failure is logged by the operation and the counts are rescheduled: nobody awaits this task.
+        with contextlib.suppress(Exception):
+            await self.flush()
 
     async def flush(self) -> int:
-        """Write the buffered access counts in one transaction; returns how many memories were updated."""
+        """Write the buffered access counts in one transaction; returns how many memories were updated.
+
+        Shielded: a caller that is cancelled while waiting does not cancel the write, and counts that could not be
+        written are kept for the next flush.
+        """
         if not self._pending:
             return 0
         batch, self._pending = self._pending, {}
+        return await asyncio.shield(self._write(batch))
+
+    async def _write(self, batch: dict[CacheKey, _Pending]) -> int:
         last = bindparam("b_last", type_=UTCDateTime())
         statement = (
             update(_memories)
@@ -257,26 +272,27 @@ class MemoryCache:
                 ),
             )
         )
-        parameters = [
+        # In key order, so that two processes flushing the same memories lock them in the same order.
+        parameters: list[dict[str, Any]] = [
             {
                 "b_memory_id": p.memory_id,
                 "b_user_id": p.user_id,
                 "b_count": p.count,
                 "b_last": p.last_accessed_at,
             }
-            for p in batch.values()
+            for p in sorted(batch.values(), key=lambda pending: pending.memory_id)
         ]
         try:
             async with self._db.operation("memory.flush_access_counts") as op:
                 await op.run(lambda conn: conn.execute(statement, parameters))
-        except Exception:
-            # Keep the counts for the next flush rather than lose them.
+        except BaseException:
             for key, pending in batch.items():
                 current = self._pending.get(key)
                 if current is not None and current.memory_id == pending.memory_id:
                     current.count += pending.count
                 elif current is None:
                     self._pending[key] = pending
+            self._schedule_flush()
             raise
         return len(parameters)
 
@@ -284,11 +300,14 @@ class MemoryCache:
         if self._flusher is not None and not self._flusher.done():
             if self._waiting_to_flush:
                 self._flusher.cancel()  # only the wait is interrupted, never a flush under way
-            with contextlib.suppress(asyncio.CancelledError):
+            with contextlib.suppress(Exception, asyncio.CancelledError):
                 await self._flusher
-        await self.flush()
-        await self._notifier.stop()
-        self.clear()
+        try:
+            await self.flush()
+        finally:
+            self._closed = True
+            await self._notifier.stop()
+            self.clear()
 
     def stats(self) -> dict[str, Any]:
         return {

@@ -92,6 +92,7 @@ class PostgresMemorySearch:
             filters.min_importance,
             self.RANK_HALF,
             limit,
+            read_only=True,
         )
 
 
