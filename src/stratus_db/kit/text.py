@@ -13,7 +13,6 @@ MAX_QUERY_TERMS = 32
 MAX_TERM_CHARS = 64
 
 _WORD = re.compile(r"[^\W_]+")
-_CAMEL_BOUNDARY = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 
 
 def fold(text: str) -> str:
@@ -22,9 +21,21 @@ def fold(text: str) -> str:
     return "".join(char for char in decomposed if not unicodedata.combining(char)).casefold()
 
 
+def _split_camel_case(text: str) -> str:
+    """ "dataÚltimoVoo" → "data Último Voo": a capital after a lower-case letter or a digit starts a word."""
+    pieces: list[str] = []
+    previous = ""
+    for char in text:
+        if char.isupper() and (previous.islower() or previous.isdigit()):
+            pieces.append(" ")
+        pieces.append(char)
+        previous = char
+    return "".join(pieces)
+
+
 def words(text: str) -> list[str]:
     """The folded words of `text`; camelCase, snake_case and punctuation all separate words."""
-    return _WORD.findall(fold(_CAMEL_BOUNDARY.sub(" ", text)))
+    return _WORD.findall(fold(_split_camel_case(text)))
 
 
 def _flatten(value: Any) -> Iterator[str]:

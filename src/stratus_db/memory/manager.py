@@ -42,6 +42,7 @@ class MemoryManager:
         self._audit = AuditManager(db)
         self._policy = MemoryPolicy.from_settings(db.settings)
         self._cache = MemoryCache.of(db)
+        self._search = search_backend_for(db.backend)
 
     async def store_memory(
         self,
@@ -162,7 +163,8 @@ class MemoryManager:
             if row is None:
                 return None
         else:
-            row = await repository.set_fields(replacing.memory_id, fresh)
+            # A new memory under an old key: a new id, so counts buffered for the expired one never reach it.
+            row = await repository.set_fields(replacing.memory_id, fresh | {"memory_id": new_id()})
         entry = MemoryEntry.model_validate(row)
         await self._cache.invalidate_everywhere(conn, entry.user_id, [entry.key])
         await self._audit.record(
@@ -204,12 +206,16 @@ class MemoryManager:
             old_values=old_values,
             new_values=new_values,
         )
+        if previous.memory_type == MemoryType.critical and entry.memory_type != MemoryType.critical:
+            await self._enforce_cap(conn, repository, entry, now)  # it counts towards the cap from now on
         return entry
 
     async def _enforce_cap(
         self, conn: AsyncConnection, repository: MemoryRepository, stored: MemoryEntry, now: datetime
     ) -> None:
         """Evict the user's least valuable non-critical memories beyond the cap, never `stored` itself."""
+        # One user's stores take turns here, or two new keys could each see room for one.
+        await repository.lock_owner()
         excess = (
             await repository.count_live(now, exclude_tier=MemoryType.critical) - self._policy.max_per_user
         )
@@ -281,20 +287,26 @@ class MemoryManager:
 
             # The read and its count are one statement; a promotion, when due, is a transaction of its own.
             entry = await op.run(read, tx=tx, single_statement=True)
-            if entry is not None:
-                rule = self._policy.promotion_for(
-                    entry.memory_type, entry.access_count, entry.importance_score
-                )
-                if rule is not None:
-                    promotable = entry
+            if entry is not None and self._policy.promotion_for(
+                entry.memory_type, entry.access_count, entry.importance_score
+            ):
+                read_entry = entry
 
-                    async def promote(conn: AsyncConnection) -> MemoryEntry:
-                        repository = MemoryRepository(conn, lookup.user_id)
-                        return await self._promote(
-                            conn, repository, promotable, rule.target, self._db.clock()
-                        )
+                async def promote(conn: AsyncConnection) -> MemoryEntry:
+                    # Decided again on the locked row: a store may have changed tier, importance or expiry since.
+                    repository = MemoryRepository(conn, lookup.user_id)
+                    row = await repository.get_for_update(lookup.key)
+                    if row is None or row["memory_id"] != read_entry.memory_id:
+                        return read_entry
+                    current = MemoryEntry.model_validate(row)
+                    rule = self._policy.promotion_for(
+                        current.memory_type, current.access_count, current.importance_score
+                    )
+                    if rule is None:
+                        return current
+                    return await self._promote(conn, repository, current, rule.target, self._db.clock())
 
-                    entry = await op.run(promote, tx=tx)
+                entry = await op.run(promote, tx=tx)
             # A sliding tier's expiry moves with every read, so its reads must reach the database.
             if use_cache and entry is not None and entry.memory_type not in self._policy.sliding:
                 self._cache.admit(cache_key, entry, epoch)
@@ -314,15 +326,9 @@ class MemoryManager:
             expiry = None
         else:
             expiry = max(entry.expires_at, tier_expiry)
-        row = await repository.change_tier(
-            entry.memory_id,
-            entry.memory_type,
-            {"memory_type": target, "expires_at": expiry, "updated_at": now},
+        row = await repository.set_fields(
+            entry.memory_id, {"memory_type": target, "expires_at": expiry, "updated_at": now}
         )
-        if row is None:
-            # A concurrent read promoted it first (or it was changed): return what is stored now.
-            current = await repository.get_for_update(entry.key)
-            return entry if current is None else MemoryEntry.model_validate(current)
         promoted = MemoryEntry.model_validate(row)
         await self._cache.invalidate_everywhere(conn, entry.user_id, [entry.key])
         await self._audit.record(
@@ -377,7 +383,7 @@ class MemoryManager:
             lookup = validate_input(MemoryLookup, {"user_id": user_id, "key": key})
 
             async def work(conn: AsyncConnection) -> bool:
-                row = await MemoryRepository(conn, lookup.user_id).delete(lookup.key)
+                row = await MemoryRepository(conn, lookup.user_id).delete(lookup.key, self._db.clock())
                 if row is None:
                     return False
                 entry = MemoryEntry.model_validate(row)
@@ -435,7 +441,7 @@ class MemoryManager:
                 filters = SearchFilters(data.user_id, data.memory_types, data.min_importance, now)
                 # Rank more than asked for: the blend may lift a weaker lexical match above a stronger one.
                 pool = max(data.limit * CANDIDATE_FACTOR, MIN_CANDIDATES)
-                rows = await search_backend_for(conn.dialect.name).candidates(conn, terms, filters, pool)
+                rows = await self._search.candidates(conn, terms, filters, pool)
                 return self._rank(rows, now)[: data.limit]
 
             return await op.run(work, tx=tx, single_statement=True)

@@ -16,7 +16,7 @@ from stratus_db.kit.integrity import Violation, violation_of
 from stratus_db.kit.models import table_of
 from stratus_db.kit.sql import insert_for
 from stratus_db.kit.types import UTCDateTime
-from stratus_db.models import MemoryEntry, MemoryType
+from stratus_db.models import MemoryEntry, MemoryType, User
 
 _memories = table_of(MemoryEntry)
 _PG_READ_AND_COUNT = """-- read_and_count on PostgreSQL without sliding tiers: the same statement the Core branch builds
@@ -99,18 +99,14 @@ class MemoryRepository:
         )
         return dict((await self.conn.execute(statement)).mappings().one())
 
-    async def change_tier(
-        self, memory_id: uuid.UUID, from_tier: MemoryType, values: dict[str, Any]
-    ) -> dict[str, Any] | None:
-        """Update a memory only if it is still in `from_tier`, so concurrent promotions happen once."""
-        statement = (
-            update(_memories)
-            .where(self._owned, MemoryEntry.memory_id == memory_id, MemoryEntry.memory_type == from_tier)
-            .values(**values)
-            .returning(_memories)
-        )
-        row = (await self.conn.execute(statement)).mappings().one_or_none()
-        return None if row is None else dict(row)
+    async def lock_owner(self) -> None:
+        """Serialize this user's cap enforcement: lock the user's row (SQLite's writers are serialized already).
+
+        FOR NO KEY UPDATE: it excludes other cap checks of the user but not the KEY SHARE locks that foreign-key
+        checks of concurrent inserts take, which FOR UPDATE would deadlock with.
+        """
+        statement = select(User.user_id).where(User.user_id == self.user_id).with_for_update(key_share=True)
+        await self.conn.execute(statement)
 
     async def count_live(self, now: datetime, *, exclude_tier: MemoryType) -> int:
         statement = (
@@ -156,8 +152,11 @@ class MemoryRepository:
             statement = statement.where(MemoryEntry.key > after_key)
         return [dict(row) for row in (await self.conn.execute(statement)).mappings()]
 
-    async def delete(self, key: str) -> dict[str, Any] | None:
-        statement = delete(_memories).where(self._owned, MemoryEntry.key == key).returning(_memories)
+    async def delete(self, key: str, now: datetime) -> dict[str, Any] | None:
+        """Delete the live memory under `key` (an expired one is already gone for every reader; the purge takes it)."""
+        statement = (
+            delete(_memories).where(self._owned, MemoryEntry.key == key, self._live(now)).returning(_memories)
+        )
         row = (await self.conn.execute(statement)).mappings().one_or_none()
         return None if row is None else dict(row)
 
@@ -181,12 +180,6 @@ class ExpiredMemoryRepository:
         statement = (
             delete(_memories)
             .where(MemoryEntry.memory_id.in_(batch.scalar_subquery()))
-            .returning(
-                MemoryEntry.memory_id,
-                MemoryEntry.user_id,
-                MemoryEntry.key,
-                MemoryEntry.memory_type,
-                MemoryEntry.expires_at,
-            )
+            .returning(MemoryEntry.memory_id, MemoryEntry.user_id, MemoryEntry.key)
         )
         return [dict(row) for row in (await self.conn.execute(statement)).mappings()]

@@ -64,18 +64,27 @@ class PostgresMemorySearch:
                created_at, updated_at, last_accessed_at,
                greatest(rank / (rank + $7), similarity) AS lexical
         FROM (
-            SELECT m.*, ts_rank_cd(m.search_vector, query) AS rank, word_similarity($3, m.search_text) AS similarity
+            SELECT m.*, m.search_vector @@ query AS matched, ts_rank_cd(m.search_vector, query) AS rank,
+                   (SELECT coalesce(max(word_similarity(term, m.search_text)), 0)
+                    FROM unnest($3::text[]) AS term) AS similarity
             FROM memory_entries AS m, to_tsquery('stratus_portuguese'::regconfig, $2) AS query
             WHERE m.user_id = $1
               AND (m.expires_at IS NULL OR m.expires_at > $4)
               AND ($5::text[] IS NULL OR m.memory_type = ANY($5::text[]))
               AND ($6::float8 IS NULL OR m.importance_score >= $6)
-              AND (m.search_vector @@ query OR $3 <% m.search_text)
-        ) AS matched
+        ) AS scored
+        WHERE matched OR similarity >= $9
         ORDER BY lexical DESC
         LIMIT $8
     """
-    """The terms are words of letters and digits only (kit/text.py), so "a | b" is always a valid tsquery."""
+    """Each term is compared on its own (a typo among other words still counts). The terms are words of letters and
+    digits only (kit/text.py), so "a | b" is always a valid tsquery."""
+    TRIGRAM_THRESHOLD = 0.6
+    """pg_trgm's default word_similarity_threshold."""
+    MIN_TRIGRAM_TERM = 4
+    """Shorter words are left to full text: their few trigrams match almost anything."""
+    MAX_TRIGRAM_TERMS = 4
+    """Each compared term costs a similarity per row: the longest few carry the typos and codes worth finding."""
 
     async def candidates(
         self, conn: AsyncConnection, terms: list[str], filters: SearchFilters, limit: int
@@ -86,12 +95,15 @@ class PostgresMemorySearch:
             self.SQL,
             filters.user_id,
             " | ".join(terms),
-            " ".join(terms),
+            sorted((term for term in terms if len(term) >= self.MIN_TRIGRAM_TERM), key=len, reverse=True)[
+                : self.MAX_TRIGRAM_TERMS
+            ],
             filters.now,
             tiers,
             filters.min_importance,
             self.RANK_HALF,
             limit,
+            self.TRIGRAM_THRESHOLD,
             read_only=True,
         )
 

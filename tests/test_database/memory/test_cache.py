@@ -279,3 +279,50 @@ async def test_losing_the_listen_connection_empties_the_cache_until_it_is_back(
     while not _stats(handle)["listening"] and time.perf_counter() < deadline:  # noqa: ASYNC110
         await asyncio.sleep(0.05)
     assert _stats(handle)["listening"]
+
+
+async def test_a_writer_without_a_cache_still_invalidates_the_others(
+    postgres_handles: Callable[..., Database],
+) -> None:
+    writer_db, reader_db = postgres_handles(STRATUS_MEMORY_CACHE_MAX_ENTRIES=0), postgres_handles()
+    writer, reader = MemoryManager(writer_db), MemoryManager(reader_db)
+    user = await create_user(UserManager(writer_db))
+    await writer.store_memory(user.user_id, "base", "SBGR", "long_term")
+    await writer.store_memory(user.user_id, "rota", "SBKP-SBRP", "long_term")
+    for key in ("base", "base", "rota", "rota"):
+        await reader.get_memory(user.user_id, key)
+    assert _stats(reader_db)["hits"] == 2
+
+    await writer.store_memory(user.user_id, "base", "SBKP")
+    await writer.delete_memory(user.user_id, "rota")
+    deadline = time.perf_counter() + 5  # a hang guard, not a performance bound
+    while _stats(reader_db)["entries"] and time.perf_counter() < deadline:  # noqa: ASYNC110
+        await asyncio.sleep(0.005)
+    read = await reader.get_memory(user.user_id, "base")
+    assert read is not None
+    assert read.value == "SBKP"
+    assert await reader.get_memory(user.user_id, "rota") is None
+
+
+async def test_an_expired_key_stored_again_does_not_inherit_buffered_counts(
+    db: Database, users: UserManager, memories: MemoryManager, clock: ManualClock
+) -> None:
+    user = await create_user(users)
+    first = await memories.store_memory(user.user_id, "metar", "SBGR", "long_term", ttl=60)
+    for _ in range(3):
+        await memories.get_memory(user.user_id, "metar")  # one miss, two buffered hits
+    clock.advance(minutes=2)
+    fresh = await memories.store_memory(user.user_id, "metar", "SBKP", "long_term")
+    assert fresh.memory_id != first.memory_id
+    await MemoryCache.of(db).flush()
+    assert await _stored_access_count(db, "metar") == 0
+    assert await memories.delete_memory(user.user_id, "metar") is True
+
+
+async def test_deleting_an_expired_memory_finds_nothing(
+    users: UserManager, memories: MemoryManager, clock: ManualClock
+) -> None:
+    user = await create_user(users)
+    await memories.store_memory(user.user_id, "metar", "SBGR", "long_term", ttl=60)
+    clock.advance(minutes=2)
+    assert await memories.delete_memory(user.user_id, "metar") is False

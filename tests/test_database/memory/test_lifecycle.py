@@ -224,3 +224,23 @@ class TestPurgeExpired:
     async def test_a_bad_batch_size_is_refused(self, memories: MemoryManager, batch_size: int) -> None:
         with pytest.raises(ValidationError, match="1 to 10000"):
             await memories.purge_expired(batch_size=batch_size)
+
+
+async def test_the_cap_holds_when_new_keys_arrive_together(
+    db: Database, users: UserManager, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    memories = _manager_with(db, monkeypatch, STRATUS_MEMORY_MAX_PER_USER=5)
+    user = await create_user(users)
+    await asyncio.gather(*(memories.store_memory(user.user_id, f"k{n}", n, "long_term") for n in range(12)))
+    assert len((await memories.list_memories(user.user_id)).items) == 5
+
+
+async def test_a_memory_leaving_the_critical_tier_counts_towards_the_cap(
+    db: Database, users: UserManager, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    memories = _manager_with(db, monkeypatch, STRATUS_MEMORY_MAX_PER_USER=1)
+    user = await create_user(users)
+    await memories.store_memory(user.user_id, "was_critical", "x", "critical", 0.9)
+    await memories.store_memory(user.user_id, "ordinary", "y", "long_term", 0.1)
+    await memories.store_memory(user.user_id, "was_critical", "x", "long_term", 0.9)
+    assert [entry.key for entry in (await memories.list_memories(user.user_id)).items] == ["was_critical"]

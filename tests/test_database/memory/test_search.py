@@ -120,12 +120,16 @@ class TestRanking:
         assert results[0].recency > results[1].recency
 
     async def test_critical_memories_rank_first_among_equals(
-        self, users: UserManager, memories: MemoryManager
+        self, users: UserManager, memories: MemoryManager, clock: ManualClock
     ) -> None:
         user = await create_user(users)
+        # Stored at the same instant with the same text and importance: every score component is equal.
+        # The critical one sorts last by key, so only the tie-break can put it first.
         await memories.store_memory(user.user_id, "a_comum", "ILS pista 27", "long_term", 0.7)
-        await memories.store_memory(user.user_id, "b_critica", "ILS pista 27", "critical", 0.7)
-        assert await _keys(memories, user.user_id, "ILS 27") == ["b_critica", "a_comum"]
+        await memories.store_memory(user.user_id, "z_critica", "ILS pista 27", "critical", 0.7)
+        results = await memories.search_memories(user.user_id, "ILS 27")
+        assert results[0].score == results[1].score
+        assert [r.memory.key for r in results] == ["z_critica", "a_comum"]
 
     async def test_limit_types_and_importance_filter(
         self, users: UserManager, memories: MemoryManager
@@ -211,3 +215,17 @@ async def test_no_text_makes_search_fail(
     await memories.store_memory(user.user_id, "base", "SBGR Guarulhos", "long_term", 0.6)
     results = await memories.search_memories(user.user_id, query)
     assert all(r.memory.user_id == user.user_id for r in results)
+
+
+async def test_a_typo_among_other_words_still_finds_the_memory(
+    users: UserManager, memories: MemoryManager
+) -> None:
+    user_id = await _pilot_with_memories(users, memories)
+    assert (await _keys(memories, user_id, "qual é a aeronave Cesna preferida"))[0] == "preferred_aircraft"
+
+
+def test_words_split_camel_case_beyond_ascii() -> None:
+    from stratus_db.kit.text import words
+
+    assert words("dataÚltimoVoo") == ["data", "ultimo", "voo"]
+    assert words("preferred_aircraft-2024.v2") == ["preferred", "aircraft", "2024", "v2"]
