@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 
 from alembic import command
@@ -53,3 +55,55 @@ async def test_postgres_migrations_match_the_models_and_walk_down_and_up() -> No
 
 async def test_sqlite_migrations_match_the_models_and_walk_down_and_up(tmp_path: Path) -> None:
     await _check_migrations(sqlite_url(tmp_path / "migrations.db"))
+
+
+async def _memory_stored_before_search_becomes_searchable(url: str) -> None:
+    from sqlalchemy import text as sql
+
+    from stratus_db import MemoryManager
+
+    db = Database(settings_for(url))
+    try:
+        async with db.engine.begin() as conn:
+
+            def to_0001(connection: Connection) -> None:
+                config = alembic_config()
+                config.attributes["connection"] = connection
+                command.upgrade(config, "0001")
+
+            await conn.run_sync(to_0001)
+            user_id, memory_id = uuid.uuid4(), uuid.uuid4()
+
+            def uuid_value(value: uuid.UUID) -> object:
+                return value.hex if db.backend == "sqlite" else value
+
+            now = "2026-01-01 00:00:00" if db.backend == "sqlite" else datetime.now(UTC)
+            await conn.execute(
+                sql(
+                    "INSERT INTO users (user_id, name, email, role, licenses, preferences, created_at, updated_at, "
+                    "last_active) VALUES (:u, 'Ana', 'ana@aero.com.br', 'pilot', '[]', '{}', :t, :t, :t)"
+                ),
+                {"u": uuid_value(user_id), "t": now},
+            )
+            await conn.execute(
+                sql(
+                    "INSERT INTO memory_entries (memory_id, user_id, memory_type, key, value, importance_score, "
+                    "access_count, created_at, updated_at) VALUES (:m, :u, 'long_term', 'base', '\"SBGR Guarulhos\"', "
+                    "0.5, 0, :t, :t)"
+                ),
+                {"m": uuid_value(memory_id), "u": uuid_value(user_id), "t": now},
+            )
+        await db.migrate()
+        found = await MemoryManager(db).search_memories(user_id, "guarulhos")
+        assert [result.memory.memory_id for result in found] == [memory_id]
+    finally:
+        await db.close()
+
+
+async def test_postgres_upgrade_makes_existing_memories_searchable() -> None:
+    async with throwaway_postgres_database(migrate=False) as url:
+        await _memory_stored_before_search_becomes_searchable(url)
+
+
+async def test_sqlite_upgrade_makes_existing_memories_searchable(tmp_path: Path) -> None:
+    await _memory_stored_before_search_becomes_searchable(sqlite_url(tmp_path / "upgrade.db"))

@@ -35,7 +35,8 @@ POSTGRES_DOWNGRADE = [
 ]
 
 # External-content FTS5 indexes over memory_entries.search_text, kept in step by triggers. Word index: accents removed,
-# matched by stem prefix. Trigram index: typos and codes.
+# matched by stem prefix. Trigram index: typos and codes. They follow memory_entries' implicit rowid: a later revision
+# that rebuilds memory_entries (a batch migration) must re-create the triggers and run both 'rebuild' commands.
 SQLITE_UPGRADE = [
     "CREATE VIRTUAL TABLE memory_entries_fts USING fts5(search_text, content='memory_entries', "
     "content_rowid='rowid', tokenize='unicode61 remove_diacritics 2')",
@@ -71,8 +72,31 @@ SQLITE_DOWNGRADE = [
 ]
 
 
+def _backfill_search_text() -> None:
+    """Memories stored before this revision get their search text, or search could never find them."""
+    # The one import of application code in a revision: the text must be folded exactly as store_memory folds it.
+    from stratus_db.kit.text import search_text
+
+    bind = op.get_bind()
+    memories = sa.table(
+        "memory_entries",
+        sa.column("memory_id", sa.Uuid()),
+        sa.column("key", sa.String()),
+        sa.column("value", sa.JSON()),
+    )
+    rows = bind.execute(sa.select(memories.c.memory_id, memories.c.key, memories.c.value)).all()
+    if rows:
+        bind.execute(
+            sa.text("UPDATE memory_entries SET search_text = :text WHERE memory_id = :memory_id").bindparams(
+                sa.bindparam("memory_id", type_=sa.Uuid())
+            ),
+            [{"memory_id": row.memory_id, "text": search_text(row.key, row.value)} for row in rows],
+        )
+
+
 def upgrade() -> None:
     op.add_column("memory_entries", sa.Column("search_text", sa.Text(), server_default="", nullable=False))
+    _backfill_search_text()
     statements = POSTGRES_UPGRADE if op.get_bind().dialect.name == "postgresql" else SQLITE_UPGRADE
     for statement in statements:
         op.execute(statement)
