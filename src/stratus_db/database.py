@@ -158,7 +158,10 @@ class StratusPostgreSQLIntegration:
 
     @staticmethod
     def after_commit(tx: AsyncConnection, callback: Callable[[], None]) -> None:
-        """Call `callback` once `tx`'s outermost transaction commits (never if it rolls back)."""
+        """Call `callback` when `tx`'s outermost transaction commits — just before COMMIT is sent — never on rollback.
+
+        Callers use it to forget cached state; a reader racing the commit still waits on the writer's row locks.
+        """
         event.listen(tx.sync_connection, "commit", lambda _connection: callback(), once=True)
 
     @property

@@ -1,10 +1,12 @@
 """The get_memory cache: bounded (entries and bytes), expiry-aware, coherent across processes, counting every hit.
 
-Coherence. Every write path invalidates the key locally at once, again when its transaction commits, and — on
-PostgreSQL — tells every other process through NOTIFY (delivered at commit). A read that missed may only admit what it
+Coherence. Every write path invalidates the key locally at once, again as its transaction commits, and — on
+PostgreSQL — tells every other process through NOTIFY (delivered at commit), whether or not this process caches. A read that missed may only admit what it
 read if no invalidation happened since it began (the epoch check), so a value read before a commit can never outlive
-that commit's invalidation. On PostgreSQL nothing is admitted unless the LISTEN connection is up, and the cache
-forgets everything when that connection is lost.
+that commit's invalidation (and a cached read is an UPDATE, which waits for a writer's row lock). On PostgreSQL
+nothing is admitted unless the LISTEN connection is up; the cache forgets everything when that connection is lost
+and again when it is back. With SQLite the cache is coherent within one process only: several processes on one
+embedded file should turn it off (STRATUS_MEMORY_CACHE_MAX_ENTRIES=0).
 
 Counting. A hit counts its access in memory; counts are written in batches every flush interval, and on close().
 """
@@ -110,6 +112,10 @@ class MemoryCache:
                 self._started = True
 
     # -- reads ----------------------------------------------------------------------------------------------------
+
+    def __contains__(self, key: CacheKey) -> bool:
+        """Whether this process holds `(user_id, key)` (expired or not)."""
+        return key in self._entries
 
     def epoch(self) -> int:
         """Take before reading the database; pass to admit()."""

@@ -28,10 +28,10 @@ if TYPE_CHECKING:
 
 TABLE = "memory_entries"
 DEFAULT_IMPORTANCE = 0.5
+"""Importance of a new memory stored without one."""
 CANDIDATE_FACTOR = 5
 MIN_CANDIDATES = 50
 """search_memories ranks max(limit × 5, 50) lexical candidates by the full score."""
-"""Importance of a new memory stored without one."""
 
 
 class MemoryManager:

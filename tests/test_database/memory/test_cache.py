@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -35,9 +37,9 @@ async def _handles_on(base: Database) -> AsyncIterator[Callable[..., Database]]:
     """Open more handles on the same database (as other processes would), with settings of their own."""
     opened: list[Database] = []
 
-    def open_handle(**settings: Any) -> Database:
+    def open_handle(clock: Callable[[], datetime] | None = None, **settings: Any) -> Database:
         url = base.settings.database_url.render_as_string(hide_password=False)
-        handle = Database(settings_for(url).model_copy(update=settings))
+        handle = Database(settings_for(url).model_copy(update=settings), clock=clock or ManualClock())
         opened.append(handle)
         return handle
 
@@ -229,7 +231,7 @@ async def test_a_write_in_one_handle_reaches_the_others_cache(
 
     await writer.store_memory(user.user_id, "base", "SBKP")
     changed = time.perf_counter()
-    deadline = changed + 5  # a hang guard, not a performance bound (bench/memory.py measures the delay)
+    deadline = changed + 5  # a hang guard, not a performance bound (the test prints nothing about speed)
     value = None
     while value != "SBKP" and time.perf_counter() < deadline:
         await asyncio.sleep(0.005)
@@ -326,3 +328,42 @@ async def test_deleting_an_expired_memory_finds_nothing(
     await memories.store_memory(user.user_id, "metar", "SBGR", "long_term", ttl=60)
     clock.advance(minutes=2)
     assert await memories.delete_memory(user.user_id, "metar") is False
+
+
+async def _wait_until_forgotten(handle: Database, user_id: uuid.UUID, key: str) -> None:
+    deadline = time.perf_counter() + 5  # a hang guard, not a performance bound
+    while (user_id, key) in MemoryCache.of(handle) and time.perf_counter() < deadline:  # noqa: ASYNC110
+        await asyncio.sleep(0.005)
+
+
+async def test_promotion_purge_and_eviction_in_one_handle_reach_the_others_cache(
+    postgres_handles: Callable[..., Database],
+) -> None:
+    later = ManualClock()
+    writer_db = postgres_handles(clock=later, STRATUS_MEMORY_MAX_PER_USER=2)
+    reader_db = postgres_handles()
+    writer, reader = MemoryManager(writer_db), MemoryManager(reader_db)
+    user = await create_user(UserManager(writer_db))
+    await writer.store_memory(user.user_id, "promoted", "SBGR", "short_term", 0.9)
+    await writer.store_memory(user.user_id, "purged", "SBKP", "medium_term", 0.9, ttl=3600)
+    for key in ("promoted", "purged", "promoted", "purged"):
+        await reader.get_memory(user.user_id, key)
+
+    for _ in range(2):  # with the reader's two reads, the third read promotes
+        await writer.get_memory(user.user_id, "promoted")
+    await _wait_until_forgotten(reader_db, user.user_id, "promoted")
+    read = await reader.get_memory(user.user_id, "promoted")
+    assert read is not None
+    assert read.memory_type == "medium_term"
+
+    later.advance(hours=2)
+    assert await writer.purge_expired() == 1
+    await _wait_until_forgotten(reader_db, user.user_id, "purged")
+    assert await reader.get_memory(user.user_id, "purged") is None
+
+    await writer.store_memory(user.user_id, "trivial", "x", "long_term", 0.0)
+    for _ in range(2):
+        await reader.get_memory(user.user_id, "trivial")
+    await writer.store_memory(user.user_id, "newest", "y", "long_term", 0.9)  # over the cap: evicts "trivial"
+    await _wait_until_forgotten(reader_db, user.user_id, "trivial")
+    assert await reader.get_memory(user.user_id, "trivial") is None
