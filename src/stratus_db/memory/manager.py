@@ -166,13 +166,10 @@ class MemoryManager:
             # A new memory under an old key: a new id, so counts buffered for the expired one never reach it.
             row = await repository.set_fields(replacing.memory_id, fresh | {"memory_id": new_id()})
         entry = MemoryEntry.model_validate(row)
-        await self._cache.invalidate_everywhere(conn, entry.user_id, [entry.key])
-        await self._audit.record(
+        await self._record_change(
             conn,
-            action=AuditAction.create,
-            table_name=TABLE,
-            record_id=entry.memory_id,
-            user_id=entry.user_id,
+            AuditAction.create,
+            entry,
             old_values=None if replacing is None else replacing.model_dump(mode="json"),
             new_values=entry.model_dump(mode="json"),
         )
@@ -196,15 +193,8 @@ class MemoryManager:
             return previous  # storing what is already stored changes nothing, so there is nothing to audit
         indexed = {"search_text": search_text(data.key, data.value), "updated_at": now}
         entry = MemoryEntry.model_validate(await repository.set_fields(previous.memory_id, fields | indexed))
-        await self._cache.invalidate_everywhere(conn, entry.user_id, [entry.key])
-        await self._audit.record(
-            conn,
-            action=AuditAction.update,
-            table_name=TABLE,
-            record_id=entry.memory_id,
-            user_id=entry.user_id,
-            old_values=old_values,
-            new_values=new_values,
+        await self._record_change(
+            conn, AuditAction.update, entry, old_values=old_values, new_values=new_values
         )
         if previous.memory_type == MemoryType.critical and entry.memory_type != MemoryType.critical:
             await self._enforce_cap(conn, repository, entry, now)  # it counts towards the cap from now on
@@ -239,14 +229,32 @@ class MemoryManager:
         await self._cache.invalidate_everywhere(conn, stored.user_id, [row["key"] for row in evicted_rows])
         for row in evicted_rows:
             evicted = MemoryEntry.model_validate(row)
-            await self._audit.record(
-                conn,
-                action=AuditAction.evict,
-                table_name=TABLE,
-                record_id=evicted.memory_id,
-                user_id=evicted.user_id,
-                old_values=evicted.model_dump(mode="json"),
+            await self._record_change(
+                conn, AuditAction.evict, evicted, old_values=evicted.model_dump(mode="json"), invalidate=False
             )
+
+    async def _record_change(
+        self,
+        conn: AsyncConnection,
+        action: AuditAction,
+        entry: MemoryEntry,
+        *,
+        old_values: Any = None,
+        new_values: Any = None,
+        invalidate: bool = True,
+    ) -> None:
+        """What every change of a memory owes, in its transaction: the caches' invalidation and the audit row."""
+        if invalidate:
+            await self._cache.invalidate_everywhere(conn, entry.user_id, [entry.key])
+        await self._audit.record(
+            conn,
+            action=action,
+            table_name=TABLE,
+            record_id=entry.memory_id,
+            user_id=entry.user_id,
+            old_values=old_values,
+            new_values=new_values,
+        )
 
     async def get_memory(
         self, user_id: uuid.UUID | str, key: str, *, tx: AsyncConnection | None = None
@@ -330,13 +338,10 @@ class MemoryManager:
             entry.memory_id, {"memory_type": target, "expires_at": expiry, "updated_at": now}
         )
         promoted = MemoryEntry.model_validate(row)
-        await self._cache.invalidate_everywhere(conn, entry.user_id, [entry.key])
-        await self._audit.record(
+        await self._record_change(
             conn,
-            action=AuditAction.promote,
-            table_name=TABLE,
-            record_id=entry.memory_id,
-            user_id=entry.user_id,
+            AuditAction.promote,
+            entry,
             old_values=entry.model_dump(mode="json", include={"memory_type", "expires_at", "access_count"}),
             new_values=promoted.model_dump(mode="json", include={"memory_type", "expires_at"}),
         )
@@ -387,14 +392,8 @@ class MemoryManager:
                 if row is None:
                     return False
                 entry = MemoryEntry.model_validate(row)
-                await self._cache.invalidate_everywhere(conn, entry.user_id, [entry.key])
-                await self._audit.record(
-                    conn,
-                    action=AuditAction.delete,
-                    table_name=TABLE,
-                    record_id=entry.memory_id,
-                    user_id=entry.user_id,
-                    old_values=entry.model_dump(mode="json"),
+                await self._record_change(
+                    conn, AuditAction.delete, entry, old_values=entry.model_dump(mode="json")
                 )
                 return True
 
