@@ -60,14 +60,24 @@ class PostgresMemorySearch:
     """ts_rank_cd of one matched word (with no length normalization): maps to a lexical score of 0.5."""
 
     SQL = """
+        WITH unmatched AS (
+            -- Words the user's full text already knows need no typo matching; only the rest are compared by trigram.
+            SELECT coalesce(array_agg(term), '{}') AS terms
+            FROM unnest($3::text[]) AS term
+            WHERE NOT EXISTS (
+                SELECT 1 FROM memory_entries AS known
+                WHERE known.user_id = $1
+                  AND known.search_vector @@ to_tsquery('stratus_portuguese'::regconfig, term)
+            )
+        )
         SELECT memory_id, user_id, memory_type, key, value, importance_score, access_count, expires_at,
                created_at, updated_at, last_accessed_at,
                greatest(rank / (rank + $7), similarity) AS lexical
         FROM (
             SELECT m.*, m.search_vector @@ query AS matched, ts_rank_cd(m.search_vector, query) AS rank,
                    (SELECT coalesce(max(word_similarity(term, m.search_text)), 0)
-                    FROM unnest($3::text[]) AS term) AS similarity
-            FROM memory_entries AS m, to_tsquery('stratus_portuguese'::regconfig, $2) AS query
+                    FROM unnest(unmatched.terms) AS term) AS similarity
+            FROM memory_entries AS m, unmatched, to_tsquery('stratus_portuguese'::regconfig, $2) AS query
             WHERE m.user_id = $1
               AND (m.expires_at IS NULL OR m.expires_at > $4)
               AND ($5::text[] IS NULL OR m.memory_type = ANY($5::text[]))
@@ -77,8 +87,8 @@ class PostgresMemorySearch:
         ORDER BY lexical DESC
         LIMIT $8
     """
-    """Each term is compared on its own (a typo among other words still counts). The terms are words of letters and
-    digits only (kit/text.py), so "a | b" is always a valid tsquery."""
+    """Each unknown term is compared on its own (a typo among other words still counts). The terms are words of letters
+    and digits only (kit/text.py), so "a | b" and each single term are always valid tsqueries."""
     TRIGRAM_THRESHOLD = 0.6
     """pg_trgm's default word_similarity_threshold."""
     MIN_TRIGRAM_TERM = 4
