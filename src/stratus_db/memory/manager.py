@@ -441,33 +441,35 @@ class MemoryManager:
                 # Rank more than asked for: the blend may lift a weaker lexical match above a stronger one.
                 pool = max(data.limit * CANDIDATE_FACTOR, MIN_CANDIDATES)
                 rows = await self._search.candidates(conn, terms, filters, pool)
-                return self._rank(rows, now)[: data.limit]
+                return self._rank(rows, now, data.limit)
 
             return await op.run(work, tx=tx, single_statement=True)
 
-    def _rank(self, rows: list[dict[str, Any]], now: datetime) -> list[SearchResult]:
-        results = []
+    def _rank(self, rows: list[dict[str, Any]], now: datetime, limit: int) -> list[SearchResult]:
+        """Score every candidate, then build results for the best `limit` only (models cost more than scores)."""
+        scored = []
         for row in rows:
-            entry = MemoryEntry.model_validate(row)
             lexical = min(max(float(row["lexical"]), 0.0), 1.0)
             recency_score = recency(
-                entry.last_accessed_at or entry.updated_at, now, self._policy.recency_half_life
+                row["last_accessed_at"] or row["updated_at"], now, self._policy.recency_half_life
             )
-            frequency_score = frequency(entry.access_count)
-            results.append(
-                SearchResult(
-                    memory=entry,
-                    score=search_score(
-                        lexical, standing(entry.importance_score, recency_score, frequency_score)
-                    ),
-                    lexical=lexical,
-                    importance=entry.importance_score,
-                    recency=recency_score,
-                    frequency=frequency_score,
-                )
+            frequency_score = frequency(row["access_count"])
+            score = search_score(lexical, standing(row["importance_score"], recency_score, frequency_score))
+            scored.append((score, lexical, recency_score, frequency_score, row))
+        scored.sort(
+            key=lambda item: (-item[0], item[4]["memory_type"] != MemoryType.critical, item[4]["key"])
+        )
+        return [
+            SearchResult(
+                memory=MemoryEntry.model_validate(row),
+                score=score,
+                lexical=lexical,
+                importance=row["importance_score"],
+                recency=recency_score,
+                frequency=frequency_score,
             )
-        results.sort(key=lambda r: (-r.score, r.memory.memory_type != MemoryType.critical, r.memory.key))
-        return results
+            for score, lexical, recency_score, frequency_score, row in scored[:limit]
+        ]
 
     async def purge_expired(self, *, batch_size: int = 1000) -> int:
         """Delete every expired memory (critical ones never expire), in batches of `batch_size`, each in its own
