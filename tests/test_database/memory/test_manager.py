@@ -10,9 +10,22 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from stratus_db import Database, MemoryManager, NotFoundError, UserManager, ValidationError
+from stratus_db import (
+    AuditEvent,
+    AuditManager,
+    Database,
+    MemoryManager,
+    NotFoundError,
+    UserManager,
+    ValidationError,
+)
 from tests.fixtures.clock import ManualClock
 from tests.fixtures.factories import count_rows, create_user
+
+
+async def _audit_of(db: Database, record_id: uuid.UUID) -> list[AuditEvent]:
+    """One record's audit rows, newest first."""
+    return (await AuditManager(db).query(record_id=record_id)).items
 
 
 class TestStoreMemory:
@@ -30,7 +43,7 @@ class TestStoreMemory:
         )
         assert entry.access_count == 0
         assert await count_rows(db, "memory_entries") == 1
-        events = await AuditView(db).for_record(entry.memory_id)
+        events = await _audit_of(db, entry.memory_id)
         assert [(e.action, e.new_values["value"]) for e in events] == [("create", "SBGR")]
 
     async def test_an_existing_key_is_updated_in_place_and_the_old_value_stays_in_the_audit(
@@ -50,7 +63,7 @@ class TestStoreMemory:
         assert second.access_count == 1, "an update keeps the access count"
         assert second.created_at == first.created_at
         assert await count_rows(db, "memory_entries") == 1
-        update = (await AuditView(db).for_record(first.memory_id))[0]
+        update = (await _audit_of(db, first.memory_id))[0]
         assert update.action == "update"
         assert update.old_values == {
             "value": "Cessna 152",
@@ -239,7 +252,7 @@ class TestDeleteMemory:
         assert await memories.delete_memory(user.user_id, "base") is True
         assert await memories.get_memory(user.user_id, "base") is None
         assert await count_rows(db, "memory_entries") == 0
-        deletion = (await AuditView(db).for_record(entry.memory_id))[0]
+        deletion = (await _audit_of(db, entry.memory_id))[0]
         assert deletion.action == "delete"
         assert deletion.old_values["value"] == "SBGR"
 
@@ -275,18 +288,6 @@ async def test_any_text_without_nul_round_trips(
     entry = await memories.get_memory(user.user_id, key)
     assert entry is not None
     assert (entry.key, entry.value) == (key, {"texto": text})
-
-
-class AuditView:
-    """Reads one record's audit rows, newest first."""
-
-    def __init__(self, db: Database) -> None:
-        from stratus_db import AuditManager
-
-        self._audit = AuditManager(db)
-
-    async def for_record(self, record_id: uuid.UUID) -> list[Any]:
-        return list((await self._audit.query(record_id=record_id)).items)
 
 
 @pytest.mark.parametrize("bad_id", ["42", "'; DROP TABLE memory_entries; --", "", "\x00"])
