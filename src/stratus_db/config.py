@@ -105,6 +105,16 @@ class Settings(BaseSettings):
     STRATUS_MEMORY_CACHE_FLUSH_INTERVAL_S: Annotated[float, Field(gt=0, le=60)] = 1.0
     """How long access counts of cache hits may wait before they are written (close() writes them at once)."""
 
+    # Conversation history (see docs/conversations.md).
+    STRATUS_PACK_ARCHIVED_MESSAGES: bool = True
+    """archive_conversation stores message bodies zstd-compressed unless told otherwise."""
+    STRATUS_SUMMARY_THRESHOLD_TOKENS: Annotated[int, Field(ge=0)] = 8000
+    """add_message folds older history into the summary once a conversation's unsummarized tokens pass this; 0: never."""
+    STRATUS_SUMMARY_KEEP_LAST: Annotated[int, Field(ge=0)] = 20
+    """Messages the automatic compression leaves in the context window."""
+    STRATUS_SUMMARY_MAX_TOKENS: Annotated[int, Field(ge=16, le=100_000)] = 600
+    """Largest summary compress_history writes."""
+
     @field_validator("DATABASE_URL", mode="before")
     @classmethod
     def _normalize_url(cls, value: Any) -> Any:

@@ -13,19 +13,23 @@ from stratus_db.models import Base
 
 SCRIPT_LOCATION = "stratus_db:migrations"
 
-SEARCH_OBJECT_PREFIX = "memory_entries_fts"
-"""SQLite's FTS5 tables for memory search (and their shadow tables) start with this."""
+SEARCH_TABLE_PREFIXES = ("memory_entries_fts", "messages_fts")
+"""SQLite's FTS5 tables for memory and message search (and their shadow tables) start with these."""
 SEARCH_COLUMNS = frozenset({"search_vector"})
-"""PostgreSQL's generated tsvector column: backend-specific, so not in the models."""
+"""PostgreSQL's tsvector columns: backend-specific, so not in the models."""
+SEARCH_INDEXES = frozenset({"ix_messages_search"})
+"""PostgreSQL's full-text indexes over those columns."""
 
 
 def include_name(name: str | None, type_: str, _parents: object) -> bool:
     """Leave out of model comparison what the search backends add on one dialect only."""
-    return not (type_ == "table" and name is not None and name.startswith(SEARCH_OBJECT_PREFIX))
+    return not (type_ == "table" and name is not None and name.startswith(SEARCH_TABLE_PREFIXES))
 
 
 def include_object(obj: object, name: str | None, type_: str, _reflected: bool, _compare_to: object) -> bool:
-    return not (type_ == "column" and name in SEARCH_COLUMNS)
+    return not (
+        (type_ == "column" and name in SEARCH_COLUMNS) or (type_ == "index" and name in SEARCH_INDEXES)
+    )
 
 
 def alembic_config() -> Config:

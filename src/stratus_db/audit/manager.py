@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from stratus_db.audit.repository import AuditRepository
 from stratus_db.audit.schemas import AuditAction, AuditEvent
 from stratus_db.context import current_context, current_trace_id
+from stratus_db.kit.ids import new_id
 from stratus_db.kit.schemas import Page, aware_datetime, check_limit, decode_cursor, encode_cursor, make_page
 from stratus_db.kit.validation import InputModel, validate_input
 
@@ -48,23 +49,49 @@ class AuditManager:
         new_values: Any | None = None,
     ) -> None:
         """Append one audit row in `tx`, with actor, trace id, address, user agent and purpose from the context."""
-        context = current_context()
         await AuditRepository(tx).append(
-            {
-                "timestamp": self._db.clock(),
-                "user_id": user_id,
-                "action": str(action),
-                "table_name": table_name,
-                "record_id": record_id,
-                "old_values": old_values,
-                "new_values": new_values,
-                "ip_address": context.ip_address,
-                "user_agent": context.user_agent,
-                "actor": context.principal.actor,
-                "trace_id": current_trace_id(),
-                "purpose": context.purpose,
-            }
+            self.row(
+                action=action,
+                table_name=table_name,
+                record_id=record_id,
+                user_id=user_id,
+                old_values=old_values,
+                new_values=new_values,
+            )
         )
+
+    @staticmethod
+    async def append(tx: AsyncConnection, rows: list[dict[str, Any]]) -> None:
+        """Write audit rows built by `row` (one statement for a batch)."""
+        await AuditRepository(tx).append(*rows)
+
+    def row(
+        self,
+        *,
+        action: AuditAction | str,
+        table_name: str,
+        record_id: uuid.UUID | None,
+        user_id: uuid.UUID | None,
+        old_values: Any | None = None,
+        new_values: Any | None = None,
+    ) -> dict[str, Any]:
+        """The audit row `record` writes, for a statement that writes it together with its change (hot paths)."""
+        context = current_context()
+        return {
+            "audit_id": new_id(),
+            "timestamp": self._db.clock(),
+            "user_id": user_id,
+            "action": str(action),
+            "table_name": table_name,
+            "record_id": record_id,
+            "old_values": old_values,
+            "new_values": new_values,
+            "ip_address": context.ip_address,
+            "user_agent": context.user_agent,
+            "actor": context.principal.actor,
+            "trace_id": current_trace_id(),
+            "purpose": context.purpose,
+        }
 
     async def query(
         self,

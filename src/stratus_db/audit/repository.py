@@ -9,7 +9,6 @@ from typing import Any
 from sqlalchemy import Select, and_, insert, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from stratus_db.kit.ids import new_id
 from stratus_db.kit.models import table_of
 from stratus_db.models import AuditLog
 
@@ -20,8 +19,10 @@ class AuditRepository:
     def __init__(self, conn: AsyncConnection) -> None:
         self.conn = conn
 
-    async def append(self, values: dict[str, Any]) -> None:
-        await self.conn.execute(insert(_audit).values(audit_id=new_id(), **values))
+    async def append(self, *rows: dict[str, Any]) -> None:
+        """Insert audit rows (AuditManager.row builds them)."""
+        if rows:
+            await self.conn.execute(insert(_audit), list(rows))
 
     def query_statement(
         self,

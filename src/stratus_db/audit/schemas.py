@@ -17,7 +17,14 @@ class AuditAction(StrEnum):
     evict = "evict"
     """A memory removed to keep its user under the per-user cap."""
     purge = "purge"
-    """Expired memories deleted by purge_expired (one row per user per batch, listing the ids)."""
+    """Rows deleted for good: expired memories (one row per user per batch, listing the ids), a conversation."""
+    archive = "archive"
+    restore = "restore"
+    """An archived or deleted conversation made active again."""
+    summarize = "summarize"
+    """compress_history folded older messages into the conversation's summary."""
+    import_ = "import"
+    """import_messages: one row per imported batch."""
 
 
 class AuditEvent(FrozenModel):

@@ -3,14 +3,25 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from stratus_db.audit.manager import AuditManager
+from stratus_db.audit.manager import AuditManager, changed_fields
 from stratus_db.audit.schemas import AuditAction
+from stratus_db.conversations import packing, window
 from stratus_db.conversations.repository import ConversationRepository
-from stratus_db.conversations.schemas import Conversation, ConversationCreate, Message, MessageCreate
+from stratus_db.conversations.schemas import (
+    ContextWindow,
+    Conversation,
+    ConversationCreate,
+    ConversationUpdate,
+    Message,
+    MessageBatch,
+    MessageCreate,
+    MessageInput,
+)
 from stratus_db.conversations.tokens import estimate_tokens
 from stratus_db.errors import ConflictError, NotFoundError, ValidationError
 from stratus_db.kit.ids import new_id
@@ -19,28 +30,65 @@ from stratus_db.kit.validation import parse_enum, parse_uuid, validate_input
 from stratus_db.models import ConversationStatus, MessageType
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from stratus_db.database import StratusPostgreSQLIntegration
 
 CONVERSATIONS = "conversations"
 MESSAGES = "messages"
 VISIBLE_STATUSES = (ConversationStatus.active, ConversationStatus.archived)
 """What list_conversations shows when no status is asked for: deleted conversations are hidden."""
+MAX_CONTEXT_TOKENS = 2_000_000
 
 
-def _message_audit_values(message: Message) -> dict[str, Any]:
+def _message_audit_values(message: Mapping[str, Any]) -> dict[str, Any]:
     # The audit trail outlives erasure, so it records that a message was written, never what it said.
     return {
-        "conversation_id": str(message.conversation_id),
-        "seq": message.seq,
-        "message_type": message.message_type.value,
-        "agent_name": message.agent_name,
-        "tokens_used": message.tokens_used,
-        "content_chars": len(message.content),
+        "conversation_id": str(message["conversation_id"]),
+        "message_type": message["message_type"].value,
+        "agent_name": message["agent_name"],
+        "tokens_used": message["tokens_used"],
+        "content_chars": len(message["content"]),
     }
 
 
+def _conversation_audit_values(conversation: Conversation) -> dict[str, Any]:
+    # Title, context and summary are the user's words: erasure must be able to remove them, so the trail keeps counts.
+    return {
+        "status": conversation.status.value,
+        "message_count": conversation.message_count,
+        "total_tokens": conversation.total_tokens,
+    }
+
+
+def message_from_row(row: Mapping[str, Any]) -> Message:
+    """A stored message as the API returns it: a packed body is unpacked (conversations/packing.py)."""
+    content = row["content"]
+    if content is None:
+        content = packing.unpack(row["packed_content"])
+    return Message(
+        message_id=row["message_id"],
+        conversation_id=row["conversation_id"],
+        user_id=row["user_id"],
+        seq=row["seq"],
+        agent_name=row["agent_name"],
+        message_type=MessageType(row["message_type"]),
+        content=content,
+        metadata=row["metadata"],
+        tokens_used=row["tokens_used"],
+        response_time=row["response_time"],
+        created_at=row["created_at"],
+    )
+
+
+def _not_found(conversation_id: uuid.UUID, user_id: uuid.UUID) -> NotFoundError:
+    return NotFoundError(
+        f"conversation {conversation_id} does not exist or does not belong to user {user_id}"
+    )
+
+
 class ConversationManager:
-    """Create and read conversations, append and read messages. Every change is audited."""
+    """Conversations and their messages: lifecycle, appends, reads and the context window. Every change is audited."""
 
     def __init__(self, db: StratusPostgreSQLIntegration) -> None:
         self._db = db
@@ -78,6 +126,7 @@ class ConversationManager:
                 "status": ConversationStatus.active,
                 "context": data.context,
                 "summary": None,
+                "summarized_through_seq": 0,
                 "message_count": 0,
                 "total_tokens": 0,
                 "created_at": now,
@@ -95,7 +144,7 @@ class ConversationManager:
                     table_name=CONVERSATIONS,
                     record_id=conversation.conversation_id,
                     user_id=conversation.user_id,
-                    new_values=conversation.model_dump(mode="json"),
+                    new_values=_conversation_audit_values(conversation),
                 )
                 return conversation
 
@@ -154,6 +203,220 @@ class ConversationManager:
 
             return await op.run(work, tx=tx)
 
+    async def update_conversation(
+        self,
+        conversation_id: uuid.UUID | str,
+        user_id: uuid.UUID | str,
+        *,
+        title: str | None = None,
+        context: dict[str, Any] | None = None,
+        tx: AsyncConnection | None = None,
+    ) -> Conversation:
+        """Change the title and/or replace the context of an active or archived conversation.
+
+        An argument left out (None) keeps its value. Changing nothing writes nothing.
+
+        Raises:
+            ValidationError: a malformed argument, or neither title nor context given; nothing is written.
+            NotFoundError: no such conversation for this user.
+            ConflictError: the conversation is deleted (restore it first).
+        """
+        async with self._db.operation("conversation.update") as op:
+            data = validate_input(
+                ConversationUpdate,
+                {"conversation_id": conversation_id, "user_id": user_id, "title": title, "context": context},
+            )
+            changes = data.model_dump(include={"title", "context"}, exclude_none=True)
+            if not changes:
+                raise ValidationError("update_conversation needs a title or a context to change")
+
+            async def work(conn: AsyncConnection) -> Conversation:
+                repository, current = await self._locked(conn, data.conversation_id, data.user_id)
+                if current.status == ConversationStatus.deleted:
+                    raise ConflictError(
+                        f"conversation {current.conversation_id} is deleted: restore it before changing it"
+                    )
+                _, new_values = changed_fields(current, changes)
+                if not new_values:
+                    return current
+                updated = Conversation.model_validate(
+                    await repository.set_fields(
+                        current.conversation_id, changes | {"updated_at": self._db.clock()}
+                    )
+                )
+                # Which fields changed, not what they said (see _conversation_audit_values).
+                await self._audit.record(
+                    conn,
+                    action=AuditAction.update,
+                    table_name=CONVERSATIONS,
+                    record_id=current.conversation_id,
+                    user_id=current.user_id,
+                    new_values={"changed": sorted(new_values)},
+                )
+                return updated
+
+            return await op.run(work, tx=tx)
+
+    async def archive_conversation(
+        self,
+        conversation_id: uuid.UUID | str,
+        user_id: uuid.UUID | str,
+        *,
+        pack: bool | None = None,
+        tx: AsyncConnection | None = None,
+    ) -> Conversation:
+        """Archive an active conversation: it stays listed and readable but takes no more messages.
+
+        Args:
+            pack: store its message bodies compressed (zstd, conversations/packing.py); reading them back is
+                transparent. Default: the STRATUS_PACK_ARCHIVED_MESSAGES setting (on).
+
+        Archiving an archived conversation changes nothing (but packs it when asked to).
+
+        Raises:
+            NotFoundError: no such conversation for this user.
+            ConflictError: the conversation is deleted.
+        """
+        should_pack = self._db.settings.STRATUS_PACK_ARCHIVED_MESSAGES if pack is None else pack
+        if not isinstance(should_pack, bool):
+            raise ValidationError(f"pack must be True, False or None, got {pack!r}")
+        return await self._change_status(
+            "conversation.archive",
+            conversation_id,
+            user_id,
+            to=ConversationStatus.archived,
+            allowed_from=(ConversationStatus.active, ConversationStatus.archived),
+            action=AuditAction.archive,
+            pack=should_pack,
+            tx=tx,
+        )
+
+    async def delete_conversation(
+        self, conversation_id: uuid.UUID | str, user_id: uuid.UUID | str, *, tx: AsyncConnection | None = None
+    ) -> Conversation:
+        """Soft-delete: the conversation is hidden from lists and takes no messages; `restore_conversation` undoes it.
+
+        For erasure, use `purge_conversation`. Deleting a deleted conversation changes nothing.
+
+        Raises:
+            NotFoundError: no such conversation for this user.
+        """
+        return await self._change_status(
+            "conversation.delete",
+            conversation_id,
+            user_id,
+            to=ConversationStatus.deleted,
+            allowed_from=tuple(ConversationStatus),
+            action=AuditAction.delete,
+            tx=tx,
+        )
+
+    async def restore_conversation(
+        self, conversation_id: uuid.UUID | str, user_id: uuid.UUID | str, *, tx: AsyncConnection | None = None
+    ) -> Conversation:
+        """Make an archived or deleted conversation active again (packed bodies stay packed and readable).
+
+        Raises:
+            NotFoundError: no such conversation for this user.
+        """
+        return await self._change_status(
+            "conversation.restore",
+            conversation_id,
+            user_id,
+            to=ConversationStatus.active,
+            allowed_from=tuple(ConversationStatus),
+            action=AuditAction.restore,
+            tx=tx,
+        )
+
+    async def _change_status(
+        self,
+        name: str,
+        conversation_id: uuid.UUID | str,
+        user_id: uuid.UUID | str,
+        *,
+        to: ConversationStatus,
+        allowed_from: tuple[ConversationStatus, ...],
+        action: AuditAction,
+        pack: bool = False,
+        tx: AsyncConnection | None,
+    ) -> Conversation:
+        async with self._db.operation(name) as op:
+            key = parse_uuid(conversation_id, "conversation_id")
+            owner = parse_uuid(user_id, "user_id")
+
+            async def work(conn: AsyncConnection) -> Conversation:
+                repository, current = await self._locked(conn, key, owner)
+                if current.status not in allowed_from:
+                    raise ConflictError(
+                        f"conversation {key} is {current.status.value}: it cannot become {to.value}"
+                    )
+                packed = await self._pack(repository, key) if pack else 0
+                if current.status == to and not packed:
+                    return current
+                updated = current
+                if current.status != to:
+                    updated = Conversation.model_validate(
+                        await repository.set_fields(key, {"status": to, "updated_at": self._db.clock()})
+                    )
+                await self._audit.record(
+                    conn,
+                    action=action,
+                    table_name=CONVERSATIONS,
+                    record_id=key,
+                    user_id=owner,
+                    old_values={"status": current.status.value},
+                    new_values={"status": to.value} | ({"packed_messages": packed} if pack else {}),
+                )
+                return updated
+
+            return await op.run(work, tx=tx)
+
+    @staticmethod
+    async def _pack(repository: ConversationRepository, conversation_id: uuid.UUID) -> int:
+        """Compress the bodies of the conversation's messages not packed yet; how many were."""
+        bodies = await repository.message_bodies(conversation_id)
+        await repository.pack_messages([(message_id, packing.pack(text)) for message_id, text in bodies])
+        return len(bodies)
+
+    async def purge_conversation(
+        self, conversation_id: uuid.UUID | str, user_id: uuid.UUID | str, *, tx: AsyncConnection | None = None
+    ) -> int:
+        """Delete the conversation and all its messages for good (LGPD erasure), whatever its status.
+
+        The audit row keeps counts, not content. Returns how many messages were deleted.
+
+        Raises:
+            NotFoundError: no such conversation for this user.
+        """
+        async with self._db.operation("conversation.purge") as op:
+            key = parse_uuid(conversation_id, "conversation_id")
+            owner = parse_uuid(user_id, "user_id")
+
+            async def work(conn: AsyncConnection) -> int:
+                repository, current = await self._locked(conn, key, owner)
+                await repository.delete(key)
+                await self._audit.record(
+                    conn,
+                    action=AuditAction.purge,
+                    table_name=CONVERSATIONS,
+                    record_id=key,
+                    user_id=owner,
+                    old_values=_conversation_audit_values(current),
+                )
+                return current.message_count
+
+            return await op.run(work, tx=tx)
+
+    async def _locked(
+        self, conn: AsyncConnection, conversation_id: uuid.UUID, user_id: uuid.UUID
+    ) -> tuple[ConversationRepository, Conversation]:
+        repository = ConversationRepository(conn, user_id)
+        row = await repository.get(conversation_id, for_update=True)
+        if row is None:
+            raise _not_found(conversation_id, user_id)
+        return repository, Conversation.model_validate(row)
+
     async def add_message(
         self,
         conversation_id: uuid.UUID | str,
@@ -169,6 +432,8 @@ class ConversationManager:
     ) -> Message:
         """Append a message to the user's active conversation and update its counters, in one transaction.
 
+        On PostgreSQL the message, the counters and the audit row are one statement: one round trip.
+
         Args:
             conversation_id: the conversation, which must belong to `user_id` and be active.
             user_id: the owner.
@@ -176,7 +441,7 @@ class ConversationManager:
             message_type: user_input, agent_response or system.
             agent_name: the agent that answered (letters, digits, `_ . -`), for agent responses.
             metadata: a JSON object.
-            tokens_used: when None, estimated as round(len(content) / 3.5).
+            tokens_used: when None, estimated as round(len(content) / 3.5) (conversations/tokens.py).
             response_time: seconds the agent took.
             tx: a transaction from `db.transaction()` to join.
 
@@ -202,41 +467,91 @@ class ConversationManager:
                     "response_time": response_time,
                 },
             )
-            tokens = data.tokens_used if data.tokens_used is not None else estimate_tokens(data.content)
-            message_id = new_id()
+            values = self._message_values(data, data.conversation_id, self._db.clock())
+            audit_row = self._audit.row(
+                action=AuditAction.create,
+                table_name=MESSAGES,
+                record_id=values["message_id"],
+                user_id=data.user_id,
+                new_values=_message_audit_values(values),
+            )
 
             async def work(conn: AsyncConnection) -> Message:
                 repository = ConversationRepository(conn, data.user_id)
-                now = self._db.clock()
-                seq = await repository.take_sequence_number(data.conversation_id, tokens, now)
+                seq = await repository.append(values, audit_row)
                 if seq is None:
                     raise await self._why_not_appendable(repository, data.conversation_id)
-                row = await repository.insert_message(
-                    {
-                        "message_id": message_id,
-                        "conversation_id": data.conversation_id,
-                        "seq": seq,
-                        "agent_name": data.agent_name,
-                        "message_type": data.message_type,
-                        "content": data.content,
-                        "metadata": data.metadata,
-                        "tokens_used": tokens,
-                        "response_time": data.response_time,
-                        "created_at": now,
-                    }
-                )
-                message = Message.model_validate(row)
-                await self._audit.record(
-                    conn,
-                    action=AuditAction.create,
-                    table_name=MESSAGES,
-                    record_id=message.message_id,
-                    user_id=message.user_id,
-                    new_values=_message_audit_values(message),
-                )
-                return message
+                return message_from_row(values | {"seq": seq, "user_id": data.user_id})
+
+            return await op.run(work, tx=tx, single_statement=True)
+
+    async def add_messages(
+        self,
+        conversation_id: uuid.UUID | str,
+        user_id: uuid.UUID | str,
+        messages: Sequence[Mapping[str, Any]],
+        *,
+        tx: AsyncConnection | None = None,
+    ) -> list[Message]:
+        """Append a batch of messages (each a mapping of `add_message`'s arguments) in one transaction, in order.
+
+        All or nothing: one bad message refuses the whole batch. Up to 10,000 messages per call.
+
+        Raises:
+            ValidationError: a malformed argument (the error names the message's index); nothing is written.
+            NotFoundError: no such conversation for this user.
+            ConflictError: the conversation is archived or deleted.
+        """
+        async with self._db.operation("conversation.add_messages") as op:
+            if not isinstance(messages, list | tuple):
+                raise ValidationError("messages must be a list of mappings of add_message's arguments")
+            batch = validate_input(
+                MessageBatch,
+                {"conversation_id": conversation_id, "user_id": user_id, "messages": list(messages)},
+            )
+            now = self._db.clock()
+            rows = [self._message_values(item, batch.conversation_id, now) for item in batch.messages]
+
+            async def work(conn: AsyncConnection) -> list[Message]:
+                repository = ConversationRepository(conn, batch.user_id)
+                tokens = sum(row["tokens_used"] for row in rows)
+                last = await repository.take_sequence_numbers(batch.conversation_id, len(rows), tokens, now)
+                if last is None:
+                    raise await self._why_not_appendable(repository, batch.conversation_id)
+                numbered = [row | {"seq": last - len(rows) + 1 + index} for index, row in enumerate(rows)]
+                await repository.insert_messages(numbered)
+                audit_rows = [
+                    self._audit.row(
+                        action=AuditAction.create,
+                        table_name=MESSAGES,
+                        record_id=row["message_id"],
+                        user_id=batch.user_id,
+                        new_values=_message_audit_values(row) | {"seq": row["seq"]},
+                    )
+                    for row in numbered
+                ]
+                await self._audit.append(conn, audit_rows)
+                return [message_from_row(row | {"user_id": batch.user_id}) for row in numbered]
 
             return await op.run(work, tx=tx)
+
+    @staticmethod
+    def _message_values(data: MessageInput, conversation_id: uuid.UUID, now: datetime) -> dict[str, Any]:
+        """The columns of a new message, but its `seq` (and `user_id`, which the repository sets)."""
+        return {
+            "message_id": new_id(),
+            "conversation_id": conversation_id,
+            "agent_name": data.agent_name,
+            "message_type": data.message_type,
+            "content": data.content,
+            "packed_content": None,
+            "metadata": data.metadata,
+            "tokens_used": data.tokens_used
+            if data.tokens_used is not None
+            else estimate_tokens(data.content),
+            "response_time": data.response_time,
+            "created_at": now,
+        }
 
     @staticmethod
     async def _why_not_appendable(
@@ -244,9 +559,7 @@ class ConversationManager:
     ) -> Exception:
         row = await repository.get(conversation_id)
         if row is None:
-            return NotFoundError(
-                f"conversation {conversation_id} does not exist or does not belong to user {repository.user_id}"
-            )
+            return _not_found(conversation_id, repository.user_id)
         return ConflictError(
             f"conversation {conversation_id} is {row['status']}: messages can only be added to an active conversation"
         )
@@ -261,7 +574,7 @@ class ConversationManager:
         before_seq: int | None = None,
         tx: AsyncConnection | None = None,
     ) -> list[Message]:
-        """Messages of the user's conversation in sequence order.
+        """Messages of the user's conversation in sequence order, summarized ones included.
 
         Without bounds, the first `limit` messages; with `after_seq`, the `limit` messages that follow it; with only
         `before_seq`, the `limit` messages just before it (still oldest first), which pages backwards from the end.
@@ -284,9 +597,63 @@ class ConversationManager:
                 repository = ConversationRepository(conn, owner)
                 rows = await repository.messages(key, after_seq=after_seq, before_seq=before_seq, limit=limit)
                 if not rows and await repository.get(key) is None:
-                    raise NotFoundError(
-                        f"conversation {key} does not exist or does not belong to user {owner}"
-                    )
-                return [Message.model_validate(row) for row in rows]
+                    raise _not_found(key, owner)
+                return [message_from_row(row) for row in rows]
 
             return await op.run(work, tx=tx)
+
+    async def get_context(
+        self,
+        conversation_id: uuid.UUID | str,
+        user_id: uuid.UUID | str,
+        max_tokens: int,
+        *,
+        tx: AsyncConnection | None = None,
+    ) -> ContextWindow:
+        """What an agent sends its model: the summary (if any, and if it fits) and the newest messages that fit.
+
+        Never more than `max_tokens` in all, never half a message (rules in conversations/window.py). Works on
+        conversations of any status.
+
+        Raises:
+            ValidationError: a malformed id, or max_tokens not an integer from 1 to 2,000,000.
+            NotFoundError: no such conversation for this user.
+        """
+        async with self._db.operation("conversation.get_context", read_only=True) as op:
+            key = parse_uuid(conversation_id, "conversation_id")
+            owner = parse_uuid(user_id, "user_id")
+            if (
+                isinstance(max_tokens, bool)
+                or not isinstance(max_tokens, int)
+                or not 1 <= max_tokens <= MAX_CONTEXT_TOKENS
+            ):
+                raise ValidationError(
+                    f"max_tokens must be an integer from 1 to {MAX_CONTEXT_TOKENS:,}, got {max_tokens!r}"
+                )
+
+            async def work(conn: AsyncConnection) -> ContextWindow:
+                rows = await ConversationRepository(conn, owner).context(key, max_tokens)
+                if rows is None:
+                    raise _not_found(key, owner)
+                return _window(key, max_tokens, rows)
+
+            return await op.run(work, tx=tx, single_statement=True)
+
+
+def _window(conversation_id: uuid.UUID, max_tokens: int, rows: list[dict[str, Any]]) -> ContextWindow:
+    """Fit the rows ConversationRepository.context read (newest first) into the budget."""
+    summary = rows[0]["summary"]
+    candidates = [row for row in rows if row["message_id"] is not None]
+    with_summary, taken = window.fit(summary, [row["tokens_used"] for row in candidates], max_tokens)
+    chosen = [message_from_row(row) for row in reversed(candidates[:taken])]
+    summary_cost = window.summary_tokens(summary) if with_summary else 0
+    unsummarized = rows[0]["message_count"] - rows[0]["summarized_through_seq"]
+    return ContextWindow(
+        conversation_id=conversation_id,
+        max_tokens=max_tokens,
+        summary=summary if with_summary else None,
+        summary_tokens=summary_cost,
+        messages=chosen,
+        total_tokens=summary_cost + sum(window.message_tokens(message.tokens_used) for message in chosen),
+        omitted_messages=unsummarized - len(chosen),
+    )

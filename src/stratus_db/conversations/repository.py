@@ -2,21 +2,67 @@
 
 from __future__ import annotations
 
+import json
 import uuid
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, insert, or_, select, update
+from sqlalchemy import ColumnElement, and_, bindparam, case, delete, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from stratus_db.errors import NotFoundError
+from stratus_db.kit import driver
 from stratus_db.kit.integrity import Violation, violation_of
 from stratus_db.kit.models import table_of
-from stratus_db.models import Conversation, ConversationStatus, Message
+from stratus_db.models import AuditLog, Conversation, ConversationStatus, Message
 
 _conversations = table_of(Conversation)
 _messages = table_of(Message)
+_audit = table_of(AuditLog)
+
+_PG_APPEND = """-- add_message on PostgreSQL: count, insert and audit in one statement (one round trip, autocommit)
+WITH counted AS (
+    UPDATE conversations
+    SET message_count = message_count + 1, total_tokens = total_tokens + $9,
+        last_activity_at = $11, updated_at = $11
+    WHERE conversation_id = $2 AND user_id = $3 AND status = 'active'
+    RETURNING message_count AS seq
+), inserted AS (
+    INSERT INTO messages (message_id, conversation_id, user_id, seq, agent_name, message_type, content, metadata,
+                          tokens_used, response_time, created_at)
+    SELECT $1, $2, $3, seq, $4, $5, $6, $7::jsonb, $9, $10, $11 FROM counted
+    RETURNING seq
+), audited AS (
+    INSERT INTO audit_log (audit_id, user_id, action, table_name, record_id, old_values, new_values, timestamp,
+                           ip_address, user_agent, actor, trace_id, purpose)
+    SELECT $12, $3, 'create', 'messages', $1, NULL, $8::jsonb || jsonb_build_object('seq', seq), $11,
+           $13, $14, $15, $16, $17
+    FROM inserted
+)
+SELECT seq FROM inserted
+"""
+
+_PG_CONTEXT = """-- get_context on PostgreSQL: the conversation and its newest unsummarized messages within the budget
+SELECT c.summary, c.summarized_through_seq, c.message_count, recent.*
+FROM conversations AS c
+LEFT JOIN LATERAL (
+    SELECT newest.*, sum(greatest(newest.tokens_used, 1)) OVER (ORDER BY newest.seq DESC) AS running_tokens
+    FROM (
+        SELECT m.message_id, m.conversation_id, m.user_id, m.seq, m.agent_name, m.message_type, m.content,
+               m.metadata, m.tokens_used, m.response_time, m.created_at, m.packed_content
+        FROM messages AS m
+        WHERE m.conversation_id = c.conversation_id AND m.seq > c.summarized_through_seq
+        ORDER BY m.seq DESC
+        LIMIT $3
+    ) AS newest
+) AS recent ON recent.running_tokens <= $3
+WHERE c.conversation_id = $1 AND c.user_id = $2
+ORDER BY recent.seq DESC
+"""
+"""A message counts at least one token in a window, so no more than max_tokens of them can fit: the LIMIT bounds the
+work, and the running sum keeps the contiguous newest messages that fit."""
 
 
 class ConversationRepository:
@@ -35,10 +81,27 @@ class ConversationRepository:
                 raise NotFoundError(f"user {self.user_id} does not exist") from exc
             raise
 
-    async def get(self, conversation_id: uuid.UUID) -> dict[str, Any] | None:
+    async def get(self, conversation_id: uuid.UUID, *, for_update: bool = False) -> dict[str, Any] | None:
         statement = select(_conversations).where(self._owned, Conversation.conversation_id == conversation_id)
+        if for_update:
+            statement = statement.with_for_update()
         row = (await self.conn.execute(statement)).mappings().one_or_none()
         return None if row is None else dict(row)
+
+    async def set_fields(self, conversation_id: uuid.UUID, values: dict[str, Any]) -> dict[str, Any]:
+        statement = (
+            update(_conversations)
+            .where(self._owned, Conversation.conversation_id == conversation_id)
+            .values(**values)
+            .returning(_conversations)
+        )
+        return dict((await self.conn.execute(statement)).mappings().one())
+
+    async def delete(self, conversation_id: uuid.UUID) -> None:
+        """Delete the conversation; its messages go with it (ON DELETE CASCADE)."""
+        await self.conn.execute(
+            delete(_conversations).where(self._owned, Conversation.conversation_id == conversation_id)
+        )
 
     async def page(
         self,
@@ -65,10 +128,10 @@ class ConversationRepository:
             )
         return [dict(row) for row in (await self.conn.execute(statement)).mappings()]
 
-    async def take_sequence_number(
-        self, conversation_id: uuid.UUID, tokens: int, now: datetime
+    async def take_sequence_numbers(
+        self, conversation_id: uuid.UUID, count: int, tokens: int, now: datetime
     ) -> int | None:
-        """Count one more message on an active conversation and return its sequence number.
+        """Count `count` more messages on an active conversation; the last of their sequence numbers.
 
         The row lock this UPDATE takes serializes concurrent appends, so numbers are distinct and gap-free.
         None when the conversation is missing, foreign or not active.
@@ -81,7 +144,7 @@ class ConversationRepository:
                 Conversation.status == ConversationStatus.active,
             )
             .values(
-                message_count=Conversation.message_count + 1,
+                message_count=Conversation.message_count + count,
                 total_tokens=Conversation.total_tokens + tokens,
                 last_activity_at=now,
                 updated_at=now,
@@ -90,9 +153,48 @@ class ConversationRepository:
         )
         return (await self.conn.execute(statement)).scalar_one_or_none()
 
-    async def insert_message(self, values: dict[str, Any]) -> dict[str, Any]:
-        statement = insert(_messages).values(user_id=self.user_id, **values).returning(_messages)
-        return dict((await self.conn.execute(statement)).mappings().one())
+    async def insert_messages(self, rows: Sequence[dict[str, Any]]) -> None:
+        await self.conn.execute(insert(_messages), [{"user_id": self.user_id, **row} for row in rows])
+
+    async def append(self, message: dict[str, Any], audit_row: dict[str, Any]) -> int | None:
+        """Insert one message with the next sequence number, count it and write its audit row; the number.
+
+        `audit_row["new_values"]` gets the `seq`. None when the conversation is missing, foreign or not active.
+        """
+        if self.conn.dialect.name == "postgresql":
+            # The hottest write of the platform: one prepared statement on the driver (kit/driver.py says why).
+            rows = await driver.fetch(
+                self.conn,
+                _PG_APPEND,
+                message["message_id"],
+                message["conversation_id"],
+                self.user_id,
+                message["agent_name"],
+                message["message_type"].value,
+                message["content"],
+                json.dumps(message["metadata"]),
+                json.dumps(audit_row["new_values"]),
+                message["tokens_used"],
+                message["response_time"],
+                message["created_at"],
+                audit_row["audit_id"],
+                audit_row["ip_address"],
+                audit_row["user_agent"],
+                audit_row["actor"],
+                audit_row["trace_id"],
+                audit_row["purpose"],
+            )
+            return None if not rows else int(rows[0]["seq"])
+        seq = await self.take_sequence_numbers(
+            message["conversation_id"], 1, message["tokens_used"], message["created_at"]
+        )
+        if seq is None:
+            return None
+        await self.insert_messages([message | {"seq": seq}])
+        await self.conn.execute(
+            insert(_audit).values(**audit_row | {"new_values": audit_row["new_values"] | {"seq": seq}})
+        )
+        return seq
 
     async def messages(
         self, conversation_id: uuid.UUID, *, after_seq: int | None, before_seq: int | None, limit: int
@@ -107,3 +209,62 @@ class ConversationRepository:
         statement = statement.order_by(Message.seq.desc() if newest_first else Message.seq).limit(limit)
         rows = [dict(row) for row in (await self.conn.execute(statement)).mappings()]
         return rows[::-1] if newest_first else rows
+
+    async def context(self, conversation_id: uuid.UUID, max_tokens: int) -> list[dict[str, Any]] | None:
+        """The conversation's summary and its newest unsummarized messages whose tokens add up to ≤ max_tokens.
+
+        One row per message, newest first, each carrying `summary` and `summarized_through_seq`; a single row with
+        `message_id` None when no message fits; None when the conversation does not exist for this user. Each row
+        also carries the conversation's `message_count`.
+        """
+        if self.conn.dialect.name == "postgresql":
+            rows = await driver.fetch(
+                self.conn, _PG_CONTEXT, conversation_id, self.user_id, max_tokens, read_only=True
+            )
+            return rows or None
+        head = (
+            await self.conn.execute(
+                select(
+                    Conversation.summary, Conversation.summarized_through_seq, Conversation.message_count
+                ).where(self._owned, Conversation.conversation_id == conversation_id)
+            )
+        ).one_or_none()
+        if head is None:
+            return None
+        newest = (
+            select(_messages)
+            .where(
+                self._owned_messages,
+                Message.conversation_id == conversation_id,
+                Message.seq > head.summarized_through_seq,
+            )
+            .order_by(Message.seq.desc())
+            .limit(max_tokens)
+            .subquery()
+        )
+        at_least_one = case((newest.c.tokens_used < 1, 1), else_=newest.c.tokens_used)
+        running = func.sum(at_least_one).over(order_by=newest.c.seq.desc()).label("running_tokens")
+        windowed = select(newest, running).subquery()
+        statement = (
+            select(windowed).where(windowed.c.running_tokens <= max_tokens).order_by(windowed.c.seq.desc())
+        )
+        rows = [dict(row) for row in (await self.conn.execute(statement)).mappings()]
+        summary = dict(head._mapping)
+        return [summary | row for row in rows] or [summary | {"message_id": None}]
+
+    async def message_bodies(self, conversation_id: uuid.UUID) -> list[tuple[uuid.UUID, str]]:
+        """(message_id, content) of the conversation's messages not packed yet."""
+        statement = select(Message.message_id, Message.content).where(
+            self._owned_messages, Message.conversation_id == conversation_id, Message.content.is_not(None)
+        )
+        return [(row.message_id, row.content) for row in await self.conn.execute(statement)]
+
+    async def pack_messages(self, packed: Sequence[tuple[uuid.UUID, bytes]]) -> None:
+        """Replace each message's `content` by its packed body."""
+        if packed:
+            statement = (
+                update(_messages)
+                .where(self._owned_messages, Message.message_id == bindparam("packed_id"))
+                .values(content=None, packed_content=bindparam("body"))
+            )
+            await self.conn.execute(statement, [{"packed_id": key, "body": body} for key, body in packed])

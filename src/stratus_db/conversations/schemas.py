@@ -11,6 +11,8 @@ from stratus_db.kit.validation import InputModel, NonEmptyStr, SafeJsonObject, T
 from stratus_db.models.conversation import ConversationStatus
 from stratus_db.models.message import MessageType
 
+MAX_BATCH = 10_000
+"""Most messages one add_messages call appends (import_messages takes any number)."""
 MAX_CONTENT_CHARS = 1_000_000
 """Longest message accepted (about 285k tokens): far above any model's context, well below a mistake."""
 
@@ -25,15 +27,33 @@ class ConversationCreate(InputModel):
     context: SafeJsonObject = Field(default_factory=dict)
 
 
-class MessageCreate(InputModel):
+class ConversationUpdate(InputModel):
     conversation_id: uuid.UUID
     user_id: uuid.UUID
+    title: Title | None = None
+    context: SafeJsonObject | None = None
+
+
+class MessageInput(InputModel):
+    """One message of `add_messages` or `import_messages`: the arguments of `add_message` after the owner."""
+
     content: Content
     message_type: MessageType
     agent_name: AgentName | None = None
     metadata: SafeJsonObject = Field(default_factory=dict)
     tokens_used: Annotated[int, Field(ge=0, le=10_000_000)] | None = None
     response_time: Annotated[float, Field(ge=0, le=86_400, allow_inf_nan=False)] | None = None
+
+
+class MessageCreate(MessageInput):
+    conversation_id: uuid.UUID
+    user_id: uuid.UUID
+
+
+class MessageBatch(InputModel):
+    conversation_id: uuid.UUID
+    user_id: uuid.UUID
+    messages: Annotated[list[MessageInput], Field(min_length=1, max_length=MAX_BATCH)]
 
 
 class Conversation(FrozenModel):
@@ -43,6 +63,7 @@ class Conversation(FrozenModel):
     status: ConversationStatus
     context: dict[str, Any]
     summary: str | None
+    summarized_through_seq: int
     message_count: int
     total_tokens: int
     created_at: datetime
@@ -62,3 +83,19 @@ class Message(FrozenModel):
     tokens_used: int
     response_time: float | None
     created_at: datetime
+
+
+class ContextWindow(FrozenModel):
+    """What an agent sends its model: the summary of the older history (when it fits) and the newest messages.
+
+    `total_tokens` = `summary_tokens` (0 without a summary) + the messages' tokens, never more than the budget.
+    """
+
+    conversation_id: uuid.UUID
+    max_tokens: int
+    summary: str | None
+    summary_tokens: int
+    messages: list[Message]
+    total_tokens: int
+    omitted_messages: int
+    """Unsummarized messages older than the window that did not fit."""

@@ -36,6 +36,8 @@ class Conversation(Base):
     )
     context: Mapped[dict[str, Any]] = mapped_column(JSONType)
     summary: Mapped[str | None] = mapped_column(Text)
+    # compress_history folded messages 1..summarized_through_seq into `summary`: they leave the context window.
+    summarized_through_seq: Mapped[int] = mapped_column(Integer, server_default="0")
     # message_count doubles as the sequence counter: an append takes seq = message_count + 1 under the row lock.
     message_count: Mapped[int] = mapped_column(Integer)
     total_tokens: Mapped[int] = mapped_column(Integer)
@@ -45,6 +47,9 @@ class Conversation(Base):
 
     __table_args__ = (
         CheckConstraint("message_count >= 0 AND total_tokens >= 0", name="counters_non_negative"),
+        CheckConstraint(
+            "summarized_through_seq >= 0 AND summarized_through_seq <= message_count", name="summarized_range"
+        ),
         # list_conversations: one user's conversations, most recent activity first.
         Index(None, "user_id", "last_activity_at", "conversation_id"),
         # The target of messages' (conversation_id, user_id) foreign key: a message belongs to its owner's conversation.

@@ -10,7 +10,9 @@ from sqlalchemy import (
     Enum,
     Float,
     ForeignKeyConstraint,
+    Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     UniqueConstraint,
@@ -49,7 +51,10 @@ class Message(Base):
             validate_strings=True,
         )
     )
-    content: Mapped[str] = mapped_column(Text)
+    # Exactly one of the two holds the body: `content` as written, or `packed_content`, its zstd frame
+    # (conversations/packing.py), once an archived conversation has been packed.
+    content: Mapped[str | None] = mapped_column(Text)
+    packed_content: Mapped[bytes | None] = mapped_column(LargeBinary)
     # `metadata` is reserved on declarative classes; the column keeps the spec's name.
     message_metadata: Mapped[dict[str, Any]] = mapped_column("metadata", JSONType)
     tokens_used: Mapped[int] = mapped_column(Integer)
@@ -66,4 +71,7 @@ class Message(Base):
             ondelete="CASCADE",
         ),
         CheckConstraint("seq >= 1 AND tokens_used >= 0", name="seq_and_tokens"),
+        CheckConstraint("(content IS NULL) <> (packed_content IS NULL)", name="one_body"),
+        # Usage statistics and search: one user's messages over a time range.
+        Index(None, "user_id", "created_at"),
     )

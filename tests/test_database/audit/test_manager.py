@@ -144,7 +144,8 @@ class TestQueryAfterEachWrite:
         assert event.record_id == conversation.conversation_id
         assert event.user_id == user.user_id
         assert isinstance(event.new_values, dict)
-        assert event.new_values["title"] == "Consulta meteorológica"
+        # The title is the user's words: the trail keeps the status and counters, not what the user wrote.
+        assert event.new_values == {"status": "active", "message_count": 0, "total_tokens": 0}
         assert await count_rows(db, "audit_log") == 2
 
     async def test_add_message_leaves_one_create_row_on_messages(
