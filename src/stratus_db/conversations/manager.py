@@ -478,10 +478,13 @@ class ConversationManager:
 
             async def work(conn: AsyncConnection) -> Message:
                 repository = ConversationRepository(conn, data.user_id)
-                seq = await repository.append(values, audit_row)
-                if seq is None:
+                appended = await repository.append(values, audit_row)
+                if appended is None:
                     raise await self._why_not_appendable(repository, data.conversation_id)
-                return message_from_row(values | {"seq": seq, "user_id": data.user_id})
+                seq, created_at = appended
+                return message_from_row(
+                    values | {"seq": seq, "created_at": created_at, "user_id": data.user_id}
+                )
 
             return await op.run(work, tx=tx, single_statement=True)
 
@@ -515,10 +518,14 @@ class ConversationManager:
             async def work(conn: AsyncConnection) -> list[Message]:
                 repository = ConversationRepository(conn, batch.user_id)
                 tokens = sum(row["tokens_used"] for row in rows)
-                last = await repository.take_sequence_numbers(batch.conversation_id, len(rows), tokens, now)
-                if last is None:
+                taken = await repository.take_sequence_numbers(batch.conversation_id, len(rows), tokens, now)
+                if taken is None:
                     raise await self._why_not_appendable(repository, batch.conversation_id)
-                numbered = [row | {"seq": last - len(rows) + 1 + index} for index, row in enumerate(rows)]
+                last, created_at = taken
+                numbered = [
+                    row | {"seq": last - len(rows) + 1 + index, "created_at": created_at}
+                    for index, row in enumerate(rows)
+                ]
                 await repository.insert_messages(numbered)
                 audit_rows = [
                     self._audit.row(

@@ -38,7 +38,7 @@ class MessageInput(InputModel):
     """One message of `add_messages` or `import_messages`: the arguments of `add_message` after the owner."""
 
     content: Content
-    message_type: MessageType
+    message_type: MessageType = MessageType.user_input
     agent_name: AgentName | None = None
     metadata: SafeJsonObject = Field(default_factory=dict)
     tokens_used: Annotated[int, Field(ge=0, le=10_000_000)] | None = None
