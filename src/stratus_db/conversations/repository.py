@@ -21,6 +21,9 @@ from stratus_db.models import AuditLog, Conversation, ConversationStatus, Messag
 _conversations = table_of(Conversation)
 _messages = table_of(Message)
 _audit = table_of(AuditLog)
+MESSAGES_TABLE = _messages.name
+COPY_THRESHOLD = 100
+"""From this many messages on, PostgreSQL takes them by binary COPY rather than a multi-row INSERT."""
 
 _PG_APPEND = """-- add_message on PostgreSQL: count, insert and audit in one statement (one round trip, autocommit)
 WITH counted AS (
@@ -159,7 +162,22 @@ class ConversationRepository:
         return None if row is None else (row.message_count, row.last_activity_at)
 
     async def insert_messages(self, rows: Sequence[dict[str, Any]]) -> None:
+        if self.conn.dialect.name == "postgresql" and len(rows) >= COPY_THRESHOLD:
+            columns = [column.name for column in _messages.c]
+            await driver.copy_records(
+                self.conn, MESSAGES_TABLE, columns, (self._record(row, columns) for row in rows)
+            )
+            return
         await self.conn.execute(insert(_messages), [{"user_id": self.user_id, **row} for row in rows])
+
+    def _record(self, row: dict[str, Any], columns: list[str]) -> tuple[Any, ...]:
+        """A message as COPY takes it: values in column order, enums as text, jsonb as a JSON string."""
+        values = row | {
+            "user_id": self.user_id,
+            "message_type": row["message_type"].value,
+            "metadata": json.dumps(row["metadata"]),
+        }
+        return tuple(values[column] for column in columns)
 
     async def append(self, message: dict[str, Any], audit_row: dict[str, Any]) -> tuple[int, datetime] | None:
         """Insert one message with the next sequence number, count it and write its audit row.
