@@ -16,20 +16,23 @@ import asyncio
 import bisect
 import heapq
 import math
+import os
 import re
 import unicodedata
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-import openai
 import snowballstemmer
 from pydantic import SecretStr
 
 from stratus_db.conversations.tokens import estimate_tokens
 from stratus_db.errors import ConfigurationError, SummarizerUnavailableError, ValidationError
 from stratus_db.kit.text import fold
+
+if TYPE_CHECKING:
+    import openai
 
 MESSAGE_TYPES = ("user_input", "agent_response", "system")
 
@@ -352,10 +355,14 @@ CODE_WEIGHT = 2.0
 """An aviation code (SBGR, 34006KT, FL100, PR-ABC, METAR) counts as much as this many ordinary words."""
 NUMBER_WEIGHT = 1.5
 """A number or time (1.500 ft, 14h30, 09:00) counts as much as this many ordinary words."""
+WEIGHTED_PER_SENTENCE = 4
+"""Only a sentence's first few codes and numbers get their extra weight: a raw TAF of 25 groups is one fact, not
+25, and must not outrank everything else."""
 QUESTION_FACTOR = 2.0
 """A question the user asked: what they wanted to know is what an agent most needs to remember."""
-SYSTEM_FACTOR = 1.5
-"""System messages hold the conversation's standing context (who the user is, what they fly)."""
+SYSTEM_FACTOR = 3.0
+"""System messages hold the conversation's standing context (who the user is, what they fly): it should survive
+every fold."""
 LEAD_FACTOR = 1.2
 """The first sentence of a message usually states its point."""
 PREVIOUS_SUMMARY_FACTOR = 1.5
@@ -363,10 +370,13 @@ PREVIOUS_SUMMARY_FACTOR = 1.5
 PREVIOUS_SUMMARY_SHARE = 0.5
 """While new sentences still want room, the previous summary may take at most this share of the budget; so a
 summary folded many times keeps learning, and what is left over goes to whichever sentences remain."""
+THIN_SENTENCE_FACTOR = 0.25
+"""A sentence with fewer than two content terms ("Cabeçalho", "Entendi.") rarely carries anything on its own."""
 LENGTH_EXPONENT = 0.6
 """Sentences are chosen by gain / length ** LENGTH_EXPONENT: below 1, so that long informative sentences are not
 crowded out by fragments; above 0, so that one long sentence does not eat a budget several short ones would use
 better."""
+_PREFIX_TYPES = {"Usuário": "user_input", "Agente": "agent_response", "Sistema": "system"}
 OFFLOAD_CHARACTERS = 64_000
 """Above this much input text, summarizing runs in a worker thread so the event loop stays responsive."""
 
@@ -404,7 +414,10 @@ class _Analyzer:
     def terms(self, sentence: str) -> tuple[tuple[str, ...], tuple[float, ...]]:
         """The sentence's distinct terms in order of appearance, with the weight of their kind."""
         terms: dict[str, float] = {}
+        codes = numbers = 0
         for token in _TOKEN.findall(sentence):
+            if token in terms:
+                continue
             has_digit = any(char.isdigit() for char in token)
             if (
                 token in AVIATION_TERMS
@@ -412,9 +425,11 @@ class _Analyzer:
                 or _REGISTRATION.fullmatch(token)
                 or (has_digit and any(char.isupper() for char in token))
             ):
-                terms.setdefault(token, CODE_WEIGHT)
+                codes += 1
+                terms[token] = CODE_WEIGHT if codes <= WEIGHTED_PER_SENTENCE else 1.0
             elif has_digit:
-                terms.setdefault(token, NUMBER_WEIGHT)
+                numbers += 1
+                terms[token] = NUMBER_WEIGHT if numbers <= WEIGHTED_PER_SENTENCE else 1.0
             else:
                 word = token.casefold()
                 if len(word) > MAX_STEMMED_CHARS:
@@ -436,36 +451,41 @@ def _collect(
         line = _Line(prefix=prefix, previous=previous, sentence_indexes=[])
         for position, text in enumerate(texts):
             terms, kinds = analyzer.terms(text)
+            weight = factor(position, text) * (THIN_SENTENCE_FACTOR if len(terms) < 2 else 1.0)
             line.sentence_indexes.append(len(sentences))
-            sentences.append(_Sentence(text, len(lines), terms, kinds, factor(position, text)))
+            sentences.append(_Sentence(text, len(lines), terms, kinds, weight))
         if line.sentence_indexes:
             lines.append(line)
+
+    def factor_for(message_type: str | None, base: float) -> Callable[[int, str], float]:
+        def factor(position: int, text: str) -> float:
+            value = base * (LEAD_FACTOR if position == 0 else 1.0)
+            if message_type == "user_input" and text.rstrip("\"'”’)»").endswith("?"):
+                value *= QUESTION_FACTOR
+            if message_type == "system":
+                value *= SYSTEM_FACTOR
+            return value
+
+        return factor
 
     for raw in _plain_lines(previous_summary or ""):
         line_text = _SPACES.sub(" ", raw).strip()
         prefix_match = _SPEAKER.match(line_text)
         prefix = prefix_match.group() if prefix_match else ""
+        # A line this summarizer wrote names its speaker: it keeps the standing of that speaker's messages.
+        speaker = _PREFIX_TYPES.get(prefix.split(" ", 1)[0].rstrip(":")) if prefix else None
         add_line(
             prefix,
             True,
             split_sentences(line_text[len(prefix) :]),
-            lambda _position, _text: PREVIOUS_SUMMARY_FACTOR,
+            factor_for(speaker, PREVIOUS_SUMMARY_FACTOR),
         )
 
     for message in sorted(messages, key=lambda message: message.seq):
         texts = [
             sentence for line_text in _plain_lines(message.content) for sentence in split_sentences(line_text)
         ]
-
-        def message_factor(position: int, text: str, message: SummaryInput = message) -> float:
-            factor = LEAD_FACTOR if position == 0 else 1.0
-            if message.message_type == "user_input" and text.rstrip("\"'”’)»").endswith("?"):
-                factor *= QUESTION_FACTOR
-            if message.message_type == "system":
-                factor *= SYSTEM_FACTOR
-            return factor
-
-        add_line(f"{speaker_label(message)}: ", False, texts, message_factor)
+        add_line(f"{speaker_label(message)}: ", False, texts, factor_for(message.message_type, 1.0))
     return lines, sentences
 
 
@@ -635,6 +655,11 @@ def _transcript(messages: Sequence[SummaryInput], previous_summary: str | None) 
     return "\n\n".join(parts)
 
 
+def _wrap(transcript: str) -> str:
+    """The user message: the material to summarize between markers the prompt tells the model to treat as data."""
+    return f"<conversa>\n{transcript}\n</conversa>"
+
+
 class OpenAISummarizer:
     """Summaries written by an OpenAI model (or any server speaking the Chat Completions API).
 
@@ -678,6 +703,9 @@ class OpenAISummarizer:
         self.max_retries = max_retries
         self.max_input_tokens = max_input_tokens
         self.temperature = temperature
+        # Imported here, not at the top: the SDK costs ~0.4 s to import, which only its users should pay.
+        import openai
+
         self._client = openai.AsyncOpenAI(
             api_key=key, base_url=base_url, timeout=timeout, max_retries=max_retries
         )
@@ -698,17 +726,21 @@ class OpenAISummarizer:
         transcript = _transcript(messages, previous_summary)
         if not transcript:
             return ""
-        if estimate_tokens(transcript) > self.max_input_tokens:
-            transcript = "Resumo anterior:\n" + extractive_summary(
-                messages, previous_summary=previous_summary, max_tokens=self.max_input_tokens
+        if estimate_tokens(_wrap(transcript)) > self.max_input_tokens:
+            heading = "Trechos selecionados da conversa (resumo anterior e mensagens novas):\n"
+            room = max(1, self.max_input_tokens - estimate_tokens(_wrap(heading)))
+            transcript = heading + extractive_summary(
+                messages, previous_summary=previous_summary, max_tokens=room
             )
         prompt = SYSTEM_PROMPT.format(max_tokens=max_tokens, max_words=max(1, max_tokens * 3 // 5))
+        import openai  # already loaded by __init__
+
         try:
             response = await self._client.chat.completions.create(
                 model=self.model,
                 messages=[
                     {"role": "system", "content": prompt},
-                    {"role": "user", "content": f"<conversa>\n{transcript}\n</conversa>"},
+                    {"role": "user", "content": _wrap(transcript)},
                 ],
                 # max_completion_tokens, not the deprecated max_tokens, which reasoning models reject.
                 max_completion_tokens=max_tokens,
@@ -727,6 +759,8 @@ class OpenAISummarizer:
         return trim_to_budget(text, max_tokens)
 
     def _translate(self, exc: openai.OpenAIError) -> Exception:
+        import openai  # already loaded by __init__
+
         where = f"summarizer model {self.model} at {self.base_url}"
         attempts = f"{self.max_retries + 1} attempt{'s' if self.max_retries else ''}"
         if isinstance(exc, openai.APITimeoutError):
@@ -767,7 +801,7 @@ def _drop_unfinished_sentence(text: str) -> str:
 
 
 def summarizer_from_environment(
-    environ: Mapping[str, str],
+    environ: Mapping[str, str] | None = None,
     *,
     model: str = DEFAULT_OPENAI_MODEL,
     timeout: float = DEFAULT_TIMEOUT_SECONDS,
@@ -775,19 +809,25 @@ def summarizer_from_environment(
 ) -> Summarizer:
     """`OpenAISummarizer` when OPENAI_API_KEY is set (with OPENAI_BASE_URL if set), else `ExtractiveSummarizer`.
 
+    Meant for the CLI and the app factory, the only places that read the environment.
+
     Args:
-        environ: the environment to read, normally `os.environ` (passed in: only the CLI and app factory read it).
+        environ: the variables to read; None reads `os.environ`.
         model: the chat model for the OpenAI summarizer.
         timeout: seconds per request for the OpenAI summarizer.
         max_retries: retries for the OpenAI summarizer.
+
+    Raises:
+        ConfigurationError: the OpenAI settings are out of range.
     """
-    api_key = environ.get("OPENAI_API_KEY", "").strip()
+    variables = os.environ if environ is None else environ
+    api_key = variables.get("OPENAI_API_KEY", "").strip()
     if not api_key:
         return ExtractiveSummarizer()
     return OpenAISummarizer(
         api_key,
         model=model,
-        base_url=environ.get("OPENAI_BASE_URL", "").strip() or None,
+        base_url=variables.get("OPENAI_BASE_URL", "").strip() or None,
         timeout=timeout,
         max_retries=max_retries,
     )
