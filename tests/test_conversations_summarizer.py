@@ -96,6 +96,7 @@ class TestSentenceSplitting:
             ),
             ("São aprox. 20 min de voo. Depois, pouso.", ["São aprox. 20 min de voo.", "Depois, pouso."]),
             ("Falei com J. Pereira ontem.", ["Falei com J. Pereira ontem."]),
+            ("Há CB. Evite a área.", ["Há CB.", "Evite a área."]),
             ("Passos: 1. abrir o plano 2. enviar", ["Passos: 1. abrir o plano 2. enviar"]),
             ("Veja www.redemet.aer.mil.br. Depois ligue.", ["Veja www.redemet.aer.mil.br.", "Depois ligue."]),
             ("entendi. e o CB de tarde? vou ver", ["entendi.", "e o CB de tarde?", "vou ver"]),

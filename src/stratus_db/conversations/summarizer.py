@@ -106,7 +106,7 @@ _WEATHER_REPORT = re.compile(r"\b(?:METAR|SPECI|TAF)(?:\s+[A-Z0-9/+\-]+(?:\.[A-Z
 """A coded weather report: the keyword and the upper-case groups after it. Nothing inside it ends a sentence."""
 
 TITLES = frozenset({"sr", "sra", "srta", "dr", "dra", "prof", "profa", "eng", "cmte", "cte", "cel", "ten", "maj",
-                    "gen", "brig", "sgt", "cb", "av", "exmo", "exma", "sto", "sta"})  # fmt: skip
+                    "gen", "brig", "sgt", "av", "exmo", "exma", "sto", "sta"})  # fmt: skip
 """Abbreviations that always precede a name ("Cmte. Silva"): their dot never ends a sentence."""
 ABBREVIATIONS = TITLES | frozenset({
     "aprox", "etc", "ex", "p", "pag", "pags", "fig", "art", "arts", "inc", "cap", "vol", "tel", "obs", "min", "max",
@@ -238,9 +238,8 @@ def truncate_on_word(text: str, max_tokens: int) -> str:
         while cut > 0 and unicodedata.combining(text[cut]):
             cut -= 1
     head = text[:cut].rstrip(" ,;:–-")
-    while head and not _fits(
-        head + "…", max_tokens
-    ):  # only for an estimator that is not a function of length
+    # Only an estimator that is not a function of length could need this.
+    while head and not _fits(head + "…", max_tokens):
         head = head[:-1]
     return head + "…"
 
@@ -302,7 +301,7 @@ def _shorten_until_fits(lines: list[str], max_tokens: int) -> str:
 
 def _check_budget(max_tokens: int) -> None:
     if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
-        raise ValidationError(f"max_tokens must be a positive integer (tokens); got {max_tokens!r}")
+        raise ValidationError(f"max_tokens must be a positive integer (tokens); got {repr(max_tokens)[:40]}")
 
 
 def speaker_label(message: SummaryInput) -> str:
