@@ -76,7 +76,6 @@ class AuditManager:
         new_values: Any | None = None,
     ) -> dict[str, Any]:
         """The audit row `record` writes, for a statement that writes it together with its change (hot paths)."""
-        context = current_context()
         return {
             "audit_id": new_id(),
             "timestamp": self._db.clock(),
@@ -86,12 +85,7 @@ class AuditManager:
             "record_id": record_id,
             "old_values": old_values,
             "new_values": new_values,
-            "ip_address": context.ip_address,
-            "user_agent": context.user_agent,
-            "actor": context.principal.actor,
-            "trace_id": current_trace_id(),
-            "purpose": context.purpose,
-        }
+        } | context_columns()
 
     async def query(
         self,
@@ -139,6 +133,19 @@ class AuditManager:
                 )
 
             return await op.run(work, tx=tx)
+
+
+def context_columns() -> dict[str, Any]:
+    """The columns of an audit row that come from the request context: who acted, from where, under which trace and
+    why. Taken inside the operation (its trace id) by code that writes the row later, in a batch."""
+    context = current_context()
+    return {
+        "ip_address": context.ip_address,
+        "user_agent": context.user_agent,
+        "actor": context.principal.actor,
+        "trace_id": current_trace_id(),
+        "purpose": context.purpose,
+    }
 
 
 def changed_fields(before: BaseModel, changes: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -34,10 +34,19 @@ class OperationMetrics:
             buckets=DURATION_BUCKETS_S,
             registry=self.registry,
         )
+        self._children: dict[str, tuple[Counter, Histogram]] = {}
 
     def observe(self, operation: str, seconds: float, error: BaseException | None = None) -> None:
-        self._calls.labels(operation).inc()
-        self._duration.labels(operation).observe(seconds)
+        children = self._children.get(operation)
+        if children is None:
+            # Looking a labelled child up costs more than using it; operations are few, so keep them.
+            children = self._children[operation] = (
+                self._calls.labels(operation),
+                self._duration.labels(operation),
+            )
+        calls, duration = children
+        calls.inc()
+        duration.observe(seconds)
         if error is not None:
             self._errors.labels(operation, type(error).__name__).inc()
 

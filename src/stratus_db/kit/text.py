@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 MAX_SEARCH_TEXT_CHARS = 20_000
@@ -14,15 +14,36 @@ MAX_TERM_CHARS = 64
 
 _WORD = re.compile(r"[^\W_]+")
 
+_TABLES_END = "\u0370"
+"""Latin letters, IPA, modifier letters and the combining diacritical marks: characters below this one are what
+Portuguese text (and its NFKD decomposition) is made of, and the tables below answer for them in C, exactly as the
+character-by-character definitions do. Text with any character beyond takes the character-by-character way."""
+
+
+def _character_class(predicate: Callable[[str], bool]) -> str:
+    return "".join(re.escape(char) for code in range(ord(_TABLES_END)) if predicate(char := chr(code)))
+
+
+_BEYOND_TABLES = re.compile(f"[^\x00-{re.escape(chr(ord(_TABLES_END) - 1))}]")
+_COMBINING = re.compile(f"[{_character_class(lambda char: unicodedata.combining(char) != 0)}]")
+_CAMEL_CASE_BOUNDARY = re.compile(
+    f"(?<=[{_character_class(lambda char: char.islower() or char.isdigit())}])"
+    f"(?=[{_character_class(str.isupper)}])"
+)
+
 
 def fold(text: str) -> str:
     """Lower-case without accents: "Meteorológica" → "meteorologica"."""
     decomposed = unicodedata.normalize("NFKD", text)
+    if _BEYOND_TABLES.search(decomposed) is None:
+        return _COMBINING.sub("", decomposed).casefold()
     return "".join(char for char in decomposed if not unicodedata.combining(char)).casefold()
 
 
 def _split_camel_case(text: str) -> str:
     """ "dataÚltimoVoo" → "data Último Voo": a capital after a lower-case letter or a digit starts a word."""
+    if _BEYOND_TABLES.search(text) is None:
+        return _CAMEL_CASE_BOUNDARY.sub(" ", text)
     pieces: list[str] = []
     previous = ""
     for char in text:

@@ -209,11 +209,15 @@ class MemoryCache:
         self.invalidate(user_id, keys)
         self._db.after_commit(tx, lambda: self.invalidate(user_id, keys))
         # Published even when this process caches nothing: the other processes may.
+        await self._notifier.publish(tx, self.notification(user_id, keys))
+
+    def notification(self, user_id: uuid.UUID, keys: list[str] | None) -> str:
+        """The NOTIFY payload (on CHANNEL) that makes the other processes forget `keys` of the user (None: all)."""
         message = {"origin": self._origin, "user_id": str(user_id), "keys": keys}
         payload = json.dumps(message, ensure_ascii=False)
         if len(payload.encode()) > MAX_PAYLOAD_BYTES:
             payload = json.dumps(message | {"keys": None})
-        await self._notifier.publish(tx, payload)
+        return payload
 
     def _on_message(self, payload: str) -> None:
         try:

@@ -5,11 +5,12 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import datetime, timedelta
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from stratus_db.audit.manager import AuditManager, changed_fields
+from stratus_db.audit.manager import AuditManager, changed_fields, context_columns
 from stratus_db.audit.schemas import AuditAction
 from stratus_db.errors import ValidationError
 from stratus_db.kit.ids import new_id
@@ -17,6 +18,7 @@ from stratus_db.kit.schemas import Page, check_limit, decode_cursor, encode_curs
 from stratus_db.kit.text import query_terms, search_text
 from stratus_db.kit.validation import parse_enum, parse_uuid, validate_input
 from stratus_db.memory.cache import MemoryCache
+from stratus_db.memory.coalescing import MemoryUpdate, store_coalescer_for
 from stratus_db.memory.policy import MemoryPolicy, frequency, recency, search_score, standing
 from stratus_db.memory.repository import ExpiredMemoryRepository, MemoryRepository
 from stratus_db.memory.schemas import MemoryEntry, MemoryLookup, MemorySearch, MemoryStore, SearchResult
@@ -34,6 +36,11 @@ MIN_CANDIDATES = 50
 """search_memories ranks max(limit × 5, 50) lexical candidates by the full score."""
 
 
+def _leaves_critical(previous: MemoryEntry, tier: MemoryType) -> bool:
+    """Whether an update moves a memory out of the critical tier: from then on it counts towards the cap."""
+    return previous.memory_type == MemoryType.critical and tier != MemoryType.critical
+
+
 class MemoryManager:
     """Store, read, list and delete memories. Writes are audited; an expired memory is never returned."""
 
@@ -43,6 +50,7 @@ class MemoryManager:
         self._policy = MemoryPolicy.from_settings(db.settings)
         self._cache = MemoryCache.of(db)
         self._search = search_backend_for(db.backend)
+        self._coalescer = store_coalescer_for(db)
 
     async def store_memory(
         self,
@@ -98,6 +106,13 @@ class MemoryManager:
                 raise ValidationError(
                     "expires_at must be in the future; to remove a memory, use delete_memory"
                 )
+            if tx is None and self._coalescer is not None:
+                # Outside a caller's transaction, concurrent updates share one statement (memory/coalescing.py).
+                coalesced = await self._coalescer.store(
+                    data.user_id, data.key, partial(self._plan_store, data), context_columns()
+                )
+                if coalesced is not None:
+                    return coalesced
             memory_id = new_id()
 
             async def work(conn: AsyncConnection) -> MemoryEntry:
@@ -177,6 +192,31 @@ class MemoryManager:
             await self._enforce_cap(conn, repository, entry, now)
         return entry
 
+    def _changes(self, data: MemoryStore, previous: MemoryEntry, now: datetime) -> MemoryUpdate | None:
+        """What storing `data` over the live memory `previous` changes; None when it changes nothing."""
+        tier = data.memory_type or previous.memory_type
+        importance = previous.importance_score if data.importance_score is None else data.importance_score
+        fields = self._fields(data, tier, importance, now)
+        old_values, new_values = changed_fields(previous, fields)
+        if not new_values:
+            return None
+        indexed = {"search_text": search_text(data.key, data.value), "updated_at": now}
+        return MemoryUpdate(previous, fields | indexed, old_values, new_values)
+
+    def _plan_store(
+        self, data: MemoryStore, previous: MemoryEntry, now: datetime
+    ) -> MemoryEntry | MemoryUpdate | None:
+        """The coalesced path's decision (memory/coalescing.py), the same as `store_memory`'s own; None for what
+        only the locking path does: an expired key starts afresh, a memory leaving the critical tier meets the cap."""
+        if previous.expires_at is not None and previous.expires_at <= now:
+            return None
+        update = self._changes(data, previous, now)
+        if update is None:
+            return previous
+        if _leaves_critical(previous, update.values["memory_type"]):
+            return None
+        return update
+
     async def _update(
         self,
         conn: AsyncConnection,
@@ -185,18 +225,14 @@ class MemoryManager:
         previous: MemoryEntry,
         now: datetime,
     ) -> MemoryEntry:
-        tier = data.memory_type or previous.memory_type
-        importance = previous.importance_score if data.importance_score is None else data.importance_score
-        fields = self._fields(data, tier, importance, now)
-        old_values, new_values = changed_fields(previous, fields)
-        if not new_values:
+        update = self._changes(data, previous, now)
+        if update is None:
             return previous  # storing what is already stored changes nothing, so there is nothing to audit
-        indexed = {"search_text": search_text(data.key, data.value), "updated_at": now}
-        entry = MemoryEntry.model_validate(await repository.set_fields(previous.memory_id, fields | indexed))
+        entry = MemoryEntry.model_validate(await repository.set_fields(previous.memory_id, update.values))
         await self._record_change(
-            conn, AuditAction.update, entry, old_values=old_values, new_values=new_values
+            conn, AuditAction.update, entry, old_values=update.old_values, new_values=update.new_values
         )
-        if previous.memory_type == MemoryType.critical and entry.memory_type != MemoryType.critical:
+        if _leaves_critical(previous, entry.memory_type):
             await self._enforce_cap(conn, repository, entry, now)  # it counts towards the cap from now on
         return entry
 

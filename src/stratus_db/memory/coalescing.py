@@ -1,0 +1,230 @@
+"""Coalescing of concurrent store_memory calls on PostgreSQL: many callers' updates in one statement.
+
+LangGraph's store owes its put throughput to writing the puts of concurrent callers together; on two cores the Python
+client, not the server, is what limits one-statement-per-call writers (docs/benchmarks.md). Here the calls that
+update a live key — what agents mostly do — share the work: each caller validates its arguments first, then queues
+its store; a batch reads the rows of all its keys in one statement, decides each store in Python exactly as the
+one-at-a-time path does (`MemoryManager._plan_store`), and writes every change with its audit row and its NOTIFY in
+one more statement, which only touches a row that still holds what its decision was made on. Both statements run
+outside any transaction: each is atomic, and the guard makes the pair behave as if the row had been locked at the
+read.
+
+Every call the batch does not finish goes back to its caller, which runs the ordinary locking transaction: a new key
+(the per-user cap), an expired key (a new memory), a memory leaving the critical tier (the cap), a row changed since
+it was read, a batch whose statement failed. So each caller gets its own result or its own error, and one caller's
+trouble never fails the others. Only a connection lost while the write was in flight fails the callers whose
+changes it carried, as it fails a lone store: whether it committed cannot be known.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import uuid
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from stratus_db.errors import DatabaseUnavailableError, StratusError
+from stratus_db.kit.ids import new_id
+from stratus_db.memory.cache import CHANNEL, MemoryCache
+from stratus_db.memory.repository import CoalescedStoreRepository
+from stratus_db.memory.schemas import MemoryEntry
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncConnection
+
+    from stratus_db.database import StratusPostgreSQLIntegration
+
+
+MAX_BATCH = 64
+"""Stores written by one statement at most; the rest wait for the next batch."""
+
+
+@dataclass(frozen=True)
+class MemoryUpdate:
+    """What storing over a live memory changes: the columns to write and the audit row's old and new values."""
+
+    previous: MemoryEntry
+    values: dict[str, Any]
+    """value, memory_type, importance_score, expires_at, search_text and updated_at."""
+    old_values: dict[str, Any]
+    new_values: dict[str, Any]
+
+
+Plan = Callable[[MemoryEntry, datetime], "MemoryEntry | MemoryUpdate | None"]
+"""Decides one store from the stored row and the batch's time: the memory itself when storing changes nothing, the
+update to write, or None when the store needs the locking path."""
+
+
+@dataclass(eq=False)
+class _QueuedStore:
+    user_id: uuid.UUID
+    key: str
+    plan: Plan
+    audit_columns: dict[str, Any]
+    """The audit row's context columns, taken in the caller's operation (its actor and trace id)."""
+    outcome: asyncio.Future[MemoryEntry | None] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+    def settle(self, entry: MemoryEntry | None) -> None:
+        if not self.outcome.done():  # a caller cancelled meanwhile no longer listens
+            self.outcome.set_result(entry)
+
+    def fail(self, error: StratusError) -> None:
+        if not self.outcome.done():
+            self.outcome.set_exception(error)
+
+
+class StoreCoalescer:
+    """The queue of one database handle's stores; one batch at a time is read, decided and written."""
+
+    def __init__(self, db: StratusPostgreSQLIntegration) -> None:
+        self._db = db
+        self._cache = MemoryCache.of(db)
+        self._queue: deque[_QueuedStore] = deque()
+        self._runner: asyncio.Task[None] | None = None
+        db.on_close(self.close)
+
+    @classmethod
+    def of(cls, db: StratusPostgreSQLIntegration) -> StoreCoalescer:
+        """The coalescer of this database handle, shared by every MemoryManager built on it."""
+        return db.extension("memory.store_coalescer", lambda: cls(db))
+
+    async def store(
+        self, user_id: uuid.UUID, key: str, plan: Plan, audit_columns: dict[str, Any]
+    ) -> MemoryEntry | None:
+        """The stored memory, or None when the caller must store it on the locking path itself.
+
+        Raises:
+            DatabaseUnavailableError: the connection was lost while this store's write was in flight.
+        """
+        queued = _QueuedStore(user_id, key, plan, audit_columns)
+        self._queue.append(queued)
+        if self._runner is None or self._runner.done():
+            # The stores queued while it starts, and while a batch is in flight, form the next batch.
+            self._runner = asyncio.get_running_loop().create_task(self._run())
+        return await queued.outcome
+
+    async def _run(self) -> None:
+        while self._queue:
+            batch = self._next_batch()
+            try:
+                # A failure here is logged by the batch's operation; it must not strand the stores still queued.
+                with contextlib.suppress(Exception):
+                    await self._write(batch)
+            finally:
+                # Whatever went wrong, nobody is left waiting: the rest take the locking path.
+                for queued in batch:
+                    queued.settle(None)
+
+    def _next_batch(self) -> list[_QueuedStore]:
+        """The oldest stores, one per key: a later store of a key must see the earlier one, so it waits its turn."""
+        batch: list[_QueuedStore] = []
+        keys: set[tuple[uuid.UUID, str]] = set()
+        later: list[_QueuedStore] = []
+        while self._queue and len(batch) < MAX_BATCH:
+            queued = self._queue.popleft()
+            if queued.outcome.done():
+                continue  # its caller was cancelled before anything was written
+            if (queued.user_id, queued.key) in keys:
+                later.append(queued)
+            else:
+                keys.add((queued.user_id, queued.key))
+                batch.append(queued)
+        self._queue.extendleft(reversed(later))
+        return batch
+
+    async def _write(self, batch: list[_QueuedStore]) -> None:
+        async with self._db.operation("memory.store_batch") as op:
+            now = self._db.clock()
+
+            async def read(conn: AsyncConnection) -> list[dict[str, Any]]:
+                return await CoalescedStoreRepository(conn).read_keys(
+                    [queued.user_id for queued in batch], [queued.key for queued in batch]
+                )
+
+            try:
+                rows = await op.run(read, single_statement=True)
+            except StratusError:
+                return  # every store takes the locking path, where its own error (if any) is raised again
+            stored = {(row["user_id"], row["key"]): row for row in rows}
+            updates: list[tuple[_QueuedStore, MemoryUpdate]] = []
+            for queued in batch:
+                row = stored.get((queued.user_id, queued.key))
+                if row is None:
+                    continue  # a new key: the cap
+                try:
+                    decision = queued.plan(MemoryEntry.model_validate(row), now)
+                except StratusError:
+                    continue  # its caller's own run raises it, with the locking path's message
+                if isinstance(decision, MemoryUpdate):
+                    updates.append((queued, decision))
+                else:
+                    queued.settle(decision)
+            if not updates:
+                return
+            changes = [self._change(queued, update) for queued, update in updates]
+            for queued, _update in updates:
+                self._cache.invalidate(queued.user_id, [queued.key])
+
+            async def write(conn: AsyncConnection) -> list[dict[str, Any]]:
+                return await CoalescedStoreRepository(conn).apply_updates(
+                    changes, now=now, audited_at=self._db.clock(), channel=CHANNEL
+                )
+
+            try:
+                written = await op.run(write, single_statement=True)
+            except DatabaseUnavailableError as exc:
+                if exc.retryable:
+                    return
+                for queued, _update in updates:
+                    # Each caller gets an error of its own (an exception object is not shared between tasks).
+                    error = DatabaseUnavailableError(exc.message)
+                    error.__cause__ = exc
+                    queued.fail(error)
+                return
+            except StratusError:
+                return
+            by_id = {row["memory_id"]: row for row in written}
+            for queued, update in updates:
+                row = by_id.get(update.previous.memory_id)
+                if row is not None:
+                    # Committed: forget again what a concurrent read may have cached while the write was in flight.
+                    self._cache.invalidate(queued.user_id, [queued.key])
+                    row.pop("notified")
+                    queued.settle(MemoryEntry.model_validate(row))
+
+    def _change(self, queued: _QueuedStore, update: MemoryUpdate) -> dict[str, Any]:
+        values, previous = update.values, update.previous
+        return {
+            "memory_id": previous.memory_id,
+            "user_id": previous.user_id,
+            "value": json.dumps(values["value"]),
+            "memory_type": str(values["memory_type"]),
+            "importance_score": values["importance_score"],
+            "expires_at": values["expires_at"],
+            "search_text": values["search_text"],
+            "read_value": json.dumps(previous.value),
+            "read_memory_type": str(previous.memory_type),
+            "read_importance_score": previous.importance_score,
+            "read_expires_at": previous.expires_at,
+            "audit_id": new_id(),
+            "old_values": json.dumps(update.old_values),
+            "new_values": json.dumps(update.new_values),
+            "notification": self._cache.notification(previous.user_id, [previous.key]),
+        } | queued.audit_columns
+
+    async def close(self) -> None:
+        """Let the batch under way finish (its callers are waiting for it) before the pool closes."""
+        if self._runner is not None and not self._runner.done():
+            await asyncio.shield(self._runner)
+
+
+def store_coalescer_for(db: StratusPostgreSQLIntegration) -> StoreCoalescer | None:
+    """PostgreSQL's coalescer; none for SQLite, whose one writer at a time leaves nothing to share."""
+    return StoreCoalescer.of(db) if db.backend == "postgresql" else None
