@@ -3,35 +3,43 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from stratus_db.audit.manager import AuditManager, changed_fields
 from stratus_db.audit.schemas import AuditAction
-from stratus_db.conversations import packing, window
+from stratus_db.conversations import packing, stats, window
 from stratus_db.conversations.repository import ConversationRepository
 from stratus_db.conversations.schemas import (
     ContextWindow,
     Conversation,
     ConversationCreate,
+    ConversationStats,
     ConversationUpdate,
+    ImportResult,
     Message,
     MessageBatch,
     MessageCreate,
+    MessageImportBatch,
     MessageInput,
+    MessageQuery,
+    SearchHit,
+    StatsWindow,
+    UsageStats,
 )
+from stratus_db.conversations.search import message_search_for
 from stratus_db.conversations.tokens import estimate_tokens
 from stratus_db.errors import ConflictError, NotFoundError, ValidationError
 from stratus_db.kit.ids import new_id
 from stratus_db.kit.schemas import Page, aware_datetime, check_limit, decode_cursor, encode_cursor, make_page
+from stratus_db.kit.text import query_terms
 from stratus_db.kit.validation import parse_enum, parse_uuid, validate_input
 from stratus_db.models import ConversationStatus, MessageType
 
 if TYPE_CHECKING:
-    from datetime import datetime
-
     from stratus_db.database import StratusPostgreSQLIntegration
 
 CONVERSATIONS = "conversations"
@@ -93,6 +101,7 @@ class ConversationManager:
     def __init__(self, db: StratusPostgreSQLIntegration) -> None:
         self._db = db
         self._audit = AuditManager(db)
+        self._search = message_search_for(db.backend)
 
     async def create_conversation(
         self,
@@ -478,10 +487,13 @@ class ConversationManager:
 
             async def work(conn: AsyncConnection) -> Message:
                 repository = ConversationRepository(conn, data.user_id)
-                seq = await repository.append(values, audit_row)
-                if seq is None:
+                appended = await repository.append(values, audit_row)
+                if appended is None:
                     raise await self._why_not_appendable(repository, data.conversation_id)
-                return message_from_row(values | {"seq": seq, "user_id": data.user_id})
+                seq, created_at = appended
+                return message_from_row(
+                    values | {"seq": seq, "created_at": created_at, "user_id": data.user_id}
+                )
 
             return await op.run(work, tx=tx, single_statement=True)
 
@@ -515,10 +527,14 @@ class ConversationManager:
             async def work(conn: AsyncConnection) -> list[Message]:
                 repository = ConversationRepository(conn, batch.user_id)
                 tokens = sum(row["tokens_used"] for row in rows)
-                last = await repository.take_sequence_numbers(batch.conversation_id, len(rows), tokens, now)
-                if last is None:
+                taken = await repository.take_sequence_numbers(batch.conversation_id, len(rows), tokens, now)
+                if taken is None:
                     raise await self._why_not_appendable(repository, batch.conversation_id)
-                numbered = [row | {"seq": last - len(rows) + 1 + index} for index, row in enumerate(rows)]
+                last, created_at = taken
+                numbered = [
+                    row | {"seq": last - len(rows) + 1 + index, "created_at": created_at}
+                    for index, row in enumerate(rows)
+                ]
                 await repository.insert_messages(numbered)
                 audit_rows = [
                     self._audit.row(
@@ -532,6 +548,89 @@ class ConversationManager:
                 ]
                 await self._audit.append(conn, audit_rows)
                 return [message_from_row(row | {"user_id": batch.user_id}) for row in numbered]
+
+            return await op.run(work, tx=tx)
+
+    async def import_messages(
+        self,
+        conversation_id: uuid.UUID | str,
+        user_id: uuid.UUID | str,
+        messages: Iterable[Mapping[str, Any]],
+        *,
+        tx: AsyncConnection | None = None,
+    ) -> ImportResult:
+        """Bulk-append existing history (a migration from another system) to the user's active conversation.
+
+        Each message is a mapping of `add_message`'s arguments plus an optional `created_at` (aware datetime, the
+        time it was originally written; default now), appended in the order given. PostgreSQL takes them by binary
+        COPY; sequence numbers and counters are exact afterwards, and the import is one audit event (one row listing
+        the count and the range of sequence numbers, not one row per message). All or nothing.
+
+        Raises:
+            ValidationError: a malformed message (the error names its index), or `created_at` going backwards along
+                the batch; nothing is written.
+            NotFoundError: no such conversation for this user.
+            ConflictError: the conversation is archived or deleted.
+        """
+        async with self._db.operation("conversation.import_messages") as op:
+            if isinstance(messages, str | bytes | Mapping) or not isinstance(messages, Iterable):
+                raise ValidationError("messages must be an iterable of mappings of add_message's arguments")
+            batch = validate_input(
+                MessageImportBatch,
+                {"conversation_id": conversation_id, "user_id": user_id, "messages": list(messages)},
+            )
+            now = self._db.clock()
+            rows = []
+            previous: datetime | None = None
+            for index, item in enumerate(batch.messages):
+                if item.created_at is not None:
+                    if previous is not None and item.created_at < previous:
+                        raise ValidationError(
+                            f"messages.{index}.created_at is earlier than the message before it: import history "
+                            "in the order it was written"
+                        )
+                    previous = item.created_at
+                rows.append(self._message_values(item, batch.conversation_id, item.created_at or now))
+            tokens = sum(row["tokens_used"] for row in rows)
+
+            async def work(conn: AsyncConnection) -> ImportResult:
+                repository = ConversationRepository(conn, batch.user_id)
+                if not rows:
+                    if await repository.get(batch.conversation_id) is None:
+                        raise _not_found(batch.conversation_id, batch.user_id)
+                    return ImportResult(
+                        conversation_id=batch.conversation_id,
+                        imported=0,
+                        first_seq=None,
+                        last_seq=None,
+                        total_tokens=0,
+                    )
+                latest = max(row["created_at"] for row in rows)
+                taken = await repository.take_sequence_numbers(
+                    batch.conversation_id, len(rows), tokens, latest
+                )
+                if taken is None:
+                    raise await self._why_not_appendable(repository, batch.conversation_id)
+                first = taken[0] - len(rows) + 1
+                await repository.insert_messages(
+                    [row | {"seq": first + index} for index, row in enumerate(rows)]
+                )
+                result = ImportResult(
+                    conversation_id=batch.conversation_id,
+                    imported=len(rows),
+                    first_seq=first,
+                    last_seq=taken[0],
+                    total_tokens=tokens,
+                )
+                await self._audit.record(
+                    conn,
+                    action=AuditAction.import_,
+                    table_name=MESSAGES,
+                    record_id=batch.conversation_id,
+                    user_id=batch.user_id,
+                    new_values=result.model_dump(mode="json", exclude={"conversation_id"}),
+                )
+                return result
 
             return await op.run(work, tx=tx)
 
@@ -638,6 +737,100 @@ class ConversationManager:
                 return _window(key, max_tokens, rows)
 
             return await op.run(work, tx=tx, single_statement=True)
+
+    async def search_messages(
+        self, user_id: uuid.UUID | str, query: str, limit: int = 20, *, tx: AsyncConnection | None = None
+    ) -> list[SearchHit]:
+        """The user's messages most relevant to `query`, best first, from conversations that are not deleted.
+
+        Accent-insensitive, stemmed Portuguese full text ("meteorológica" finds "meteorologia"); a message matches
+        when it has any of the query's words, and ranks higher with more of them. Packed (archived) messages are
+        found too. Any text is a valid query: what is not a word is ignored, and a query with no words finds nothing.
+
+        Raises:
+            ValidationError: a malformed user id, a query that is not text, or limit outside 1–100.
+        """
+        async with self._db.operation("conversation.search_messages", read_only=True) as op:
+            data = validate_input(
+                MessageQuery,
+                {"user_id": user_id, "query": query if isinstance(query, str) else None, "limit": limit},
+            )
+            terms = query_terms(data.query)
+            if not terms:
+                return []
+
+            async def work(conn: AsyncConnection) -> list[SearchHit]:
+                rows = await self._search.matches(conn, data.user_id, terms, data.limit)
+                return [SearchHit(message=message_from_row(row), score=row["score"]) for row in rows]
+
+            return await op.run(work, tx=tx, single_statement=True)
+
+    async def get_usage_stats(
+        self,
+        user_id: uuid.UUID | str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        *,
+        tx: AsyncConnection | None = None,
+    ) -> UsageStats:
+        """Usage of one user (or of everyone, without `user_id`) in [since, until), computed by the database.
+
+        Conversations started, messages and tokens per UTC day; messages, tokens, average and 95th-percentile
+        response time per agent; messages per type. Purged conversations are gone from the statistics too.
+
+        Raises:
+            ValidationError: a malformed user id, a naive datetime, or until not after since.
+        """
+        async with self._db.operation("conversation.usage_stats", read_only=True) as op:
+            window_ = validate_input(StatsWindow, {"user_id": user_id, "since": since, "until": until})
+            scope = stats.Scope(user_id=window_.user_id, since=window_.since, until=window_.until)
+
+            async def work(conn: AsyncConnection) -> UsageStats:
+                per_day = await stats.daily_usage(conn, scope)
+                return UsageStats(
+                    user_id=window_.user_id,
+                    since=window_.since,
+                    until=window_.until,
+                    conversations=sum(day.conversations for day in per_day),
+                    messages=sum(day.messages for day in per_day),
+                    tokens=sum(day.tokens for day in per_day),
+                    per_day=per_day,
+                    per_agent=await stats.agent_usage(conn, scope),
+                    per_type=await stats.type_usage(conn, scope),
+                )
+
+            return await op.run(work, tx=tx)
+
+    async def get_conversation_stats(
+        self, conversation_id: uuid.UUID | str, user_id: uuid.UUID | str, *, tx: AsyncConnection | None = None
+    ) -> ConversationStats:
+        """One conversation's messages and tokens, per agent (with response times) and per type.
+
+        Raises:
+            ValidationError: a malformed id.
+            NotFoundError: no such conversation for this user.
+        """
+        async with self._db.operation("conversation.conversation_stats", read_only=True) as op:
+            key = parse_uuid(conversation_id, "conversation_id")
+            owner = parse_uuid(user_id, "user_id")
+            scope = stats.Scope(user_id=owner, conversation_id=key)
+
+            async def work(conn: AsyncConnection) -> ConversationStats:
+                conversation = await ConversationRepository(conn, owner).get(key)
+                if conversation is None:
+                    raise _not_found(key, owner)
+                first, last = await stats.message_span(conn, scope)
+                return ConversationStats(
+                    conversation_id=key,
+                    messages=conversation["message_count"],
+                    tokens=conversation["total_tokens"],
+                    first_message_at=first,
+                    last_message_at=last,
+                    per_agent=await stats.agent_usage(conn, scope),
+                    per_type=await stats.type_usage(conn, scope),
+                )
+
+            return await op.run(work, tx=tx)
 
 
 def _window(conversation_id: uuid.UUID, max_tokens: int, rows: list[dict[str, Any]]) -> ContextWindow:

@@ -21,19 +21,22 @@ from stratus_db.models import AuditLog, Conversation, ConversationStatus, Messag
 _conversations = table_of(Conversation)
 _messages = table_of(Message)
 _audit = table_of(AuditLog)
+MESSAGES_TABLE = _messages.name
+COPY_THRESHOLD = 100
+"""From this many messages on, PostgreSQL takes them by binary COPY rather than a multi-row INSERT."""
 
 _PG_APPEND = """-- add_message on PostgreSQL: count, insert and audit in one statement (one round trip, autocommit)
 WITH counted AS (
     UPDATE conversations
     SET message_count = message_count + 1, total_tokens = total_tokens + $9,
-        last_activity_at = $11, updated_at = $11
+        last_activity_at = greatest(last_activity_at, $11), updated_at = $11
     WHERE conversation_id = $2 AND user_id = $3 AND status = 'active'
-    RETURNING message_count AS seq
+    RETURNING message_count AS seq, last_activity_at AS created_at
 ), inserted AS (
     INSERT INTO messages (message_id, conversation_id, user_id, seq, agent_name, message_type, content, metadata,
                           tokens_used, response_time, created_at)
-    SELECT $1, $2, $3, seq, $4, $5, $6, $7::jsonb, $9, $10, $11 FROM counted
-    RETURNING seq
+    SELECT $1, $2, $3, seq, $4, $5, $6, $7::jsonb, $9, $10, created_at FROM counted
+    RETURNING seq, created_at
 ), audited AS (
     INSERT INTO audit_log (audit_id, user_id, action, table_name, record_id, old_values, new_values, timestamp,
                            ip_address, user_agent, actor, trace_id, purpose)
@@ -41,7 +44,7 @@ WITH counted AS (
            $13, $14, $15, $16, $17
     FROM inserted
 )
-SELECT seq FROM inserted
+SELECT seq, created_at FROM inserted
 """
 
 _PG_CONTEXT = """-- get_context on PostgreSQL: the conversation and its newest unsummarized messages within the budget
@@ -130,11 +133,13 @@ class ConversationRepository:
 
     async def take_sequence_numbers(
         self, conversation_id: uuid.UUID, count: int, tokens: int, now: datetime
-    ) -> int | None:
-        """Count `count` more messages on an active conversation; the last of their sequence numbers.
+    ) -> tuple[int, datetime] | None:
+        """Count `count` more messages on an active conversation: the last of their sequence numbers, and their time.
 
-        The row lock this UPDATE takes serializes concurrent appends, so numbers are distinct and gap-free.
-        None when the conversation is missing, foreign or not active.
+        The row lock this UPDATE takes serializes concurrent appends, so numbers are distinct and gap-free. Their
+        time is `now`, or the conversation's last activity if a concurrent append that took its clock later
+        committed first: a message is never older than the one before it. None when the conversation is missing,
+        foreign or not active.
         """
         statement = (
             update(_conversations)
@@ -146,20 +151,39 @@ class ConversationRepository:
             .values(
                 message_count=Conversation.message_count + count,
                 total_tokens=Conversation.total_tokens + tokens,
-                last_activity_at=now,
+                last_activity_at=case(
+                    (Conversation.last_activity_at > now, Conversation.last_activity_at), else_=now
+                ),
                 updated_at=now,
             )
-            .returning(Conversation.message_count)
+            .returning(Conversation.message_count, Conversation.last_activity_at)
         )
-        return (await self.conn.execute(statement)).scalar_one_or_none()
+        row = (await self.conn.execute(statement)).one_or_none()
+        return None if row is None else (row.message_count, row.last_activity_at)
 
     async def insert_messages(self, rows: Sequence[dict[str, Any]]) -> None:
+        if self.conn.dialect.name == "postgresql" and len(rows) >= COPY_THRESHOLD:
+            columns = [column.name for column in _messages.c]
+            await driver.copy_records(
+                self.conn, MESSAGES_TABLE, columns, (self._record(row, columns) for row in rows)
+            )
+            return
         await self.conn.execute(insert(_messages), [{"user_id": self.user_id, **row} for row in rows])
 
-    async def append(self, message: dict[str, Any], audit_row: dict[str, Any]) -> int | None:
-        """Insert one message with the next sequence number, count it and write its audit row; the number.
+    def _record(self, row: dict[str, Any], columns: list[str]) -> tuple[Any, ...]:
+        """A message as COPY takes it: values in column order, enums as text, jsonb as a JSON string."""
+        values = row | {
+            "user_id": self.user_id,
+            "message_type": row["message_type"].value,
+            "metadata": json.dumps(row["metadata"]),
+        }
+        return tuple(values[column] for column in columns)
 
-        `audit_row["new_values"]` gets the `seq`. None when the conversation is missing, foreign or not active.
+    async def append(self, message: dict[str, Any], audit_row: dict[str, Any]) -> tuple[int, datetime] | None:
+        """Insert one message with the next sequence number, count it and write its audit row.
+
+        Returns its `seq` and `created_at` (see take_sequence_numbers); `audit_row["new_values"]` gets the `seq`.
+        None when the conversation is missing, foreign or not active.
         """
         if self.conn.dialect.name == "postgresql":
             # The hottest write of the platform: one prepared statement on the driver (kit/driver.py says why).
@@ -184,17 +208,18 @@ class ConversationRepository:
                 audit_row["trace_id"],
                 audit_row["purpose"],
             )
-            return None if not rows else int(rows[0]["seq"])
-        seq = await self.take_sequence_numbers(
+            return None if not rows else (rows[0]["seq"], rows[0]["created_at"])
+        taken = await self.take_sequence_numbers(
             message["conversation_id"], 1, message["tokens_used"], message["created_at"]
         )
-        if seq is None:
+        if taken is None:
             return None
-        await self.insert_messages([message | {"seq": seq}])
+        seq, created_at = taken
+        await self.insert_messages([message | {"seq": seq, "created_at": created_at}])
         await self.conn.execute(
             insert(_audit).values(**audit_row | {"new_values": audit_row["new_values"] | {"seq": seq}})
         )
-        return seq
+        return taken
 
     async def messages(
         self, conversation_id: uuid.UUID, *, after_seq: int | None, before_seq: int | None, limit: int

@@ -1,10 +1,10 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import date, datetime
 from typing import Annotated, Any
 
-from pydantic import Field, StringConstraints
+from pydantic import AwareDatetime, Field, StringConstraints, model_validator
 
 from stratus_db.kit.schemas import FrozenModel
 from stratus_db.kit.validation import InputModel, NonEmptyStr, SafeJsonObject, TextContent
@@ -38,11 +38,17 @@ class MessageInput(InputModel):
     """One message of `add_messages` or `import_messages`: the arguments of `add_message` after the owner."""
 
     content: Content
-    message_type: MessageType
+    message_type: MessageType = MessageType.user_input
     agent_name: AgentName | None = None
     metadata: SafeJsonObject = Field(default_factory=dict)
     tokens_used: Annotated[int, Field(ge=0, le=10_000_000)] | None = None
     response_time: Annotated[float, Field(ge=0, le=86_400, allow_inf_nan=False)] | None = None
+
+
+class MessageImport(MessageInput):
+    """One message of import_messages: it may keep the time it was originally written."""
+
+    created_at: AwareDatetime | None = None
 
 
 class MessageCreate(MessageInput):
@@ -54,6 +60,30 @@ class MessageBatch(InputModel):
     conversation_id: uuid.UUID
     user_id: uuid.UUID
     messages: Annotated[list[MessageInput], Field(min_length=1, max_length=MAX_BATCH)]
+
+
+class MessageImportBatch(InputModel):
+    conversation_id: uuid.UUID
+    user_id: uuid.UUID
+    messages: list[MessageImport]
+
+
+class MessageQuery(InputModel):
+    user_id: uuid.UUID
+    query: str
+    limit: Annotated[int, Field(ge=1, le=100)]
+
+
+class StatsWindow(InputModel):
+    user_id: uuid.UUID | None = None
+    since: AwareDatetime | None = None
+    until: AwareDatetime | None = None
+
+    @model_validator(mode="after")
+    def _ordered(self) -> StatsWindow:
+        if self.since is not None and self.until is not None and self.until <= self.since:
+            raise ValueError("until must be later than since")
+        return self
 
 
 class Conversation(FrozenModel):
@@ -99,3 +129,62 @@ class ContextWindow(FrozenModel):
     total_tokens: int
     omitted_messages: int
     """Unsummarized messages older than the window that did not fit."""
+
+
+class ImportResult(FrozenModel):
+    conversation_id: uuid.UUID
+    imported: int
+    first_seq: int | None
+    """None when nothing was imported."""
+    last_seq: int | None
+    total_tokens: int
+    """Tokens of the imported messages."""
+
+
+class SearchHit(FrozenModel):
+    """One message found by search_messages, with its relevance in [0, 1)."""
+
+    message: Message
+    score: float
+
+
+class DailyUsage(FrozenModel):
+    day: date
+    """UTC calendar day."""
+    conversations: int
+    """Conversations started that day."""
+    messages: int
+    tokens: int
+
+
+class AgentUsage(FrozenModel):
+    agent_name: str | None
+    """None groups the messages no agent wrote (the users' own, system messages)."""
+    messages: int
+    tokens: int
+    average_response_time: float | None
+    p95_response_time: float | None
+    """Linear interpolation between the closest ranks, as PostgreSQL's percentile_cont(0.95)."""
+
+
+class UsageStats(FrozenModel):
+    user_id: uuid.UUID | None
+    """None: every user."""
+    since: datetime | None
+    until: datetime | None
+    conversations: int
+    messages: int
+    tokens: int
+    per_day: list[DailyUsage]
+    per_agent: list[AgentUsage]
+    per_type: dict[MessageType, int]
+
+
+class ConversationStats(FrozenModel):
+    conversation_id: uuid.UUID
+    messages: int
+    tokens: int
+    first_message_at: datetime | None
+    last_message_at: datetime | None
+    per_agent: list[AgentUsage]
+    per_type: dict[MessageType, int]

@@ -8,6 +8,7 @@ every other driver error does in database.py.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import asyncpg
@@ -55,3 +56,23 @@ async def fetch(
             await conn.invalidate()  # never hand a broken connection to the next caller
         raise _translate(exc, read_only=read_only) from exc
     return [dict(record) for record in records]
+
+
+async def copy_records(
+    conn: AsyncConnection, table: str, columns: Sequence[str], records: Iterable[Sequence[Any]]
+) -> None:
+    """COPY `records` into `table` (binary COPY, the fastest way into PostgreSQL), inside `conn`'s transaction.
+
+    Values go through the connection's codecs, as `fetch`'s arguments do (jsonb as a JSON string).
+
+    Raises:
+        DatabaseUnavailableError / TransientDatabaseError / DatabaseError: as for `fetch`.
+    """
+    driver_connection = (await conn.get_raw_connection()).driver_connection
+    assert driver_connection is not None, "a checked-out connection always has its driver connection"
+    try:
+        await driver_connection.copy_records_to_table(table, records=records, columns=list(columns))
+    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+        if not isinstance(exc, asyncpg.PostgresError):
+            await conn.invalidate()
+        raise _translate(exc, read_only=False) from exc

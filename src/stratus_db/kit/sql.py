@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Table
+from datetime import date
+from typing import Any
+
+from sqlalchemy import Date, Table
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.functions import FunctionElement
 
 
 def insert_for(conn: AsyncConnection, table: Table) -> postgresql.Insert | sqlite.Insert:
@@ -12,3 +18,22 @@ def insert_for(conn: AsyncConnection, table: Table) -> postgresql.Insert | sqlit
     if conn.dialect.name == "postgresql":
         return postgresql.insert(table)
     return sqlite.insert(table)
+
+
+class utc_day(FunctionElement[date]):  # lower case: it reads as the SQL function it is
+    """The UTC calendar day of a UTCDateTime column: `timezone('UTC', t)::date` / SQLite's `date(t)`."""
+
+    type = Date()
+    inherit_cache = True
+    name = "utc_day"
+
+
+@compiles(utc_day, "postgresql")
+def _utc_day_postgresql(element: utc_day, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"CAST(timezone('UTC', {compiler.process(element.clauses, **kw)}) AS DATE)"
+
+
+@compiles(utc_day, "sqlite")
+def _utc_day_sqlite(element: utc_day, compiler: SQLCompiler, **kw: Any) -> str:
+    # UTCDateTime stores SQLite timestamps as UTC text, 'YYYY-MM-DD HH:MM:SS…'.
+    return f"date({compiler.process(element.clauses, **kw)})"

@@ -1,0 +1,106 @@
+"""search_messages: PostgreSQL and SQLite full text side by side behind one small interface.
+
+Each backend returns the user's messages that match any of the query's words, in conversations that are not
+deleted, with a relevance in [0, 1), best first (newer first among equals).
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any, Protocol
+
+import snowballstemmer
+from sqlalchemy import Float, Integer, Uuid, bindparam, literal_column, select, text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from stratus_db.kit import driver
+from stratus_db.kit.models import table_of
+from stratus_db.models import Conversation, ConversationStatus, Message
+
+_messages = table_of(Message)
+
+
+class MessageSearchBackend(Protocol):
+    async def matches(
+        self, conn: AsyncConnection, user_id: uuid.UUID, terms: list[str], limit: int
+    ) -> list[dict[str, Any]]:
+        """Up to `limit` rows of messages plus a `score` in [0, 1), best first."""
+
+
+class PostgresMessageSearch:
+    """`stratus_portuguese` full text (Portuguese stems after unaccent) over the stored `search_vector`, found
+    through the (user_id, search_vector) GIN index; ranked by ts_rank_cd (more and closer matched words rank higher)."""
+
+    RANK_HALF = 0.1
+    """ts_rank_cd of one matched word: maps to a score of 0.5."""
+    SQL = """
+        SELECT m.message_id, m.conversation_id, m.user_id, m.seq, m.agent_name, m.message_type, m.content,
+               m.metadata, m.tokens_used, m.response_time, m.created_at, m.packed_content,
+               ts_rank_cd(m.search_vector, query) / (ts_rank_cd(m.search_vector, query) + $3) AS score
+        FROM messages AS m
+        JOIN conversations AS c ON c.conversation_id = m.conversation_id AND c.user_id = m.user_id,
+             to_tsquery('stratus_portuguese'::regconfig, $2) AS query
+        WHERE m.user_id = $1 AND m.search_vector @@ query AND c.status <> 'deleted'
+        ORDER BY score DESC, m.created_at DESC, m.message_id DESC
+        LIMIT $4
+    """
+    """The terms are words of letters and digits only (kit/text.py), so "a | b" is always a valid tsquery."""
+
+    async def matches(
+        self, conn: AsyncConnection, user_id: uuid.UUID, terms: list[str], limit: int
+    ) -> list[dict[str, Any]]:
+        return await driver.fetch(
+            conn, self.SQL, user_id, " | ".join(terms), self.RANK_HALF, limit, read_only=True
+        )
+
+
+class SQLiteMessageSearch:
+    """FTS5 word index (accents removed) matched by Portuguese stem prefixes — "meteorológica" → meteorolog* —
+    ranked by bm25."""
+
+    BM25_HALF = 1.0
+
+    def __init__(self) -> None:
+        self._stemmer = snowballstemmer.stemmer("portuguese")
+
+    def word_query(self, terms: list[str]) -> str:
+        stems = self._stemmer.stemWords(terms)
+        # Quoted, so nothing in a term is FTS syntax; a prefix only when the stem is long enough to mean something.
+        return " OR ".join(
+            f'"{stem}"*' if len(stem) >= 4 else f'"{term}"' for term, stem in zip(terms, stems, strict=True)
+        )
+
+    async def matches(
+        self, conn: AsyncConnection, user_id: uuid.UUID, terms: list[str], limit: int
+    ) -> list[dict[str, Any]]:
+        hits = (
+            text(
+                "SELECT rowid, -bm25(messages_fts) / (-bm25(messages_fts) + :half) AS score "
+                "FROM messages_fts WHERE messages_fts MATCH :query"
+            )
+            .columns(
+                literal_column("rowid", Integer).label("rowid"), literal_column("score", Float).label("score")
+            )
+            .subquery("hits")
+        )
+        statement = (
+            select(_messages, hits.c.score)
+            .join(hits, hits.c.rowid == literal_column("messages.rowid"))
+            .join(
+                Conversation,
+                (Conversation.conversation_id == Message.conversation_id)
+                & (Conversation.user_id == Message.user_id),
+            )
+            .where(
+                Message.user_id == bindparam("owner", user_id, type_=Uuid()),
+                Conversation.status != ConversationStatus.deleted,
+            )
+            .order_by(hits.c.score.desc(), Message.created_at.desc(), Message.message_id.desc())
+            .limit(limit)
+        )
+        result = await conn.execute(statement, {"query": self.word_query(terms), "half": self.BM25_HALF})
+        return [dict(row) for row in result.mappings()]
+
+
+def message_search_for(dialect: str) -> MessageSearchBackend:
+    return PostgresMessageSearch() if dialect == "postgresql" else SQLiteMessageSearch()

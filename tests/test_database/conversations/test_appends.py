@@ -1,0 +1,176 @@
+"""Appends: batches, and exact numbering when several processes append to one conversation at once."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import textwrap
+
+import pytest
+
+from stratus_db import (
+    AuditManager,
+    ConflictError,
+    ConversationManager,
+    Database,
+    UserManager,
+    ValidationError,
+)
+from tests.fixtures.factories import count_rows, create_user
+
+PROCESSES = 4
+APPENDS_PER_PROCESS = 50
+
+_APPENDER = textwrap.dedent(
+    """
+    import asyncio, sys
+    from stratus_db import ConversationManager, Database, Settings
+
+    async def main(url, conversation_id, user_id, worker, count):
+        db = Database(Settings(DATABASE_URL=url, LOG_LEVEL="WARNING", STRATUS_RETRY_ATTEMPTS=10))
+        conversations = ConversationManager(db)
+        try:
+            await asyncio.gather(*(
+                conversations.add_message(conversation_id, user_id, f"processo {worker} mensagem {n}", tokens_used=3)
+                for n in range(count)
+            ))
+        finally:
+            await db.close()
+
+    asyncio.run(main(sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])))
+    """
+)
+
+
+async def test_200_appends_from_several_processes_get_distinct_gap_free_numbers_and_exact_counters(
+    db: Database, users: UserManager, conversations: ConversationManager
+) -> None:
+    user = await create_user(users)
+    conv = await conversations.create_conversation(user.user_id, "concorrência")
+    url = db.settings.database_url.render_as_string(hide_password=False)
+    workers = [
+        await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            _APPENDER,
+            url,
+            str(conv.conversation_id),
+            str(user.user_id),
+            str(worker),
+            str(APPENDS_PER_PROCESS),
+            stderr=asyncio.subprocess.PIPE,
+        )
+        for worker in range(PROCESSES)
+    ]
+    for worker in workers:
+        _, stderr = await worker.communicate()
+        assert worker.returncode == 0, stderr.decode()
+    total = PROCESSES * APPENDS_PER_PROCESS
+    messages = await conversations.get_messages(conv.conversation_id, user.user_id, limit=1000)
+    assert [message.seq for message in messages] == list(range(1, total + 1))
+    assert len({message.content for message in messages}) == total
+    stored = await conversations.get_conversation(conv.conversation_id, user.user_id)
+    assert stored is not None
+    assert (stored.message_count, stored.total_tokens) == (total, 3 * total)
+    assert stored.last_activity_at == max(message.created_at for message in messages)
+    audited = await AuditManager(db).query(table_name="messages", limit=total)
+    assert sorted(event.new_values["seq"] for event in audited.items) == list(range(1, total + 1))
+
+
+class TestAddMessages:
+    async def test_appends_a_batch_in_order_with_counters_and_one_audit_row_each(
+        self, db: Database, users: UserManager, conversations: ConversationManager
+    ) -> None:
+        user = await create_user(users)
+        conv = await conversations.create_conversation(user.user_id, "lote")
+        await conversations.add_message(conv.conversation_id, user.user_id, "primeira")
+        batch = await conversations.add_messages(
+            conv.conversation_id,
+            user.user_id,
+            [
+                {"content": "Qual o METAR de SBGR?"},
+                {
+                    "content": "SBGR 141200Z 34006KT CAVOK",
+                    "message_type": "agent_response",
+                    "agent_name": "meteorologia",
+                    "metadata": {"fonte": "REDEMET"},
+                    "tokens_used": 40,
+                    "response_time": 1.5,
+                },
+            ],
+        )
+        assert [(m.seq, m.content) for m in batch] == [
+            (2, "Qual o METAR de SBGR?"),
+            (3, "SBGR 141200Z 34006KT CAVOK"),
+        ]
+        assert (batch[1].agent_name, batch[1].metadata, batch[1].response_time) == (
+            "meteorologia",
+            {"fonte": "REDEMET"},
+            1.5,
+        )
+        assert await conversations.get_messages(conv.conversation_id, user.user_id, after_seq=1) == batch
+        stored = await conversations.get_conversation(conv.conversation_id, user.user_id)
+        assert stored is not None
+        first_tokens = round(len("primeira") / 3.5)
+        assert (stored.message_count, stored.total_tokens) == (3, first_tokens + batch[0].tokens_used + 40)
+        events = (await AuditManager(db).query(table_name="messages")).items
+        assert sorted(event.new_values["seq"] for event in events) == [1, 2, 3]
+
+    @pytest.mark.parametrize(
+        ("messages", "complaint"),
+        [
+            ([], "at least 1"),
+            ("texto", "list"),
+            ([{"content": "ok"}, {"content": ""}], "messages.1.content"),
+            ([{"content": "ok", "tokens_used": -5}], "tokens_used"),
+            ([{"content": "ok", "surprise": 1}], "surprise"),
+            ([{"content": "ok\x00"}], "NUL"),
+        ],
+    )
+    async def test_one_bad_message_refuses_the_whole_batch(
+        self,
+        db: Database,
+        users: UserManager,
+        conversations: ConversationManager,
+        messages: object,
+        complaint: str,
+    ) -> None:
+        user = await create_user(users)
+        conv = await conversations.create_conversation(user.user_id, "lote")
+        with pytest.raises(ValidationError, match=complaint):
+            await conversations.add_messages(conv.conversation_id, user.user_id, messages)  # type: ignore[arg-type]
+        assert await count_rows(db, "messages") == 0
+        stored = await conversations.get_conversation(conv.conversation_id, user.user_id)
+        assert stored is not None
+        assert stored.message_count == 0
+
+    async def test_a_batch_to_an_archived_conversation_is_refused(
+        self, db: Database, users: UserManager, conversations: ConversationManager
+    ) -> None:
+        user = await create_user(users)
+        conv = await conversations.create_conversation(user.user_id, "lote")
+        await conversations.archive_conversation(conv.conversation_id, user.user_id)
+        with pytest.raises(ConflictError, match="archived"):
+            await conversations.add_messages(conv.conversation_id, user.user_id, [{"content": "oi"}])
+        assert await count_rows(db, "messages") == 0
+
+    async def test_a_batch_joins_the_callers_transaction_and_rolls_back_with_it(
+        self, db: Database, users: UserManager, conversations: ConversationManager
+    ) -> None:
+        user = await create_user(users)
+        conv = await conversations.create_conversation(user.user_id, "lote")
+
+        async def append_then_give_up() -> None:
+            async with db.transaction() as tx:
+                await conversations.add_messages(
+                    conv.conversation_id, user.user_id, [{"content": "a"}], tx=tx
+                )
+                await conversations.add_message(conv.conversation_id, user.user_id, "b", tx=tx)
+                raise RuntimeError("o chamador desistiu")
+
+        with pytest.raises(RuntimeError, match="desistiu"):
+            await append_then_give_up()
+        assert await count_rows(db, "messages") == 0
+        stored = await conversations.get_conversation(conv.conversation_id, user.user_id)
+        assert stored is not None
+        assert (stored.message_count, stored.total_tokens) == (0, 0)
