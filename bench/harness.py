@@ -60,7 +60,7 @@ class Contender:
 
 def report(result: Result) -> None:
     print(
-        f"{result.system:<22} {result.operation:<22} c={result.concurrency:<3} "
+        f"{result.system:<30} {result.operation:<22} c={result.concurrency:<3} "
         f"{result.throughput:>9,.0f} {result.unit}/s   "
         f"p50 {result.percentile(0.5):7.3f} ms   p95 {result.percentile(0.95):7.3f} ms",
         flush=True,
