@@ -114,6 +114,11 @@ class Settings(BaseSettings):
     """Messages the automatic compression leaves in the context window."""
     STRATUS_SUMMARY_MAX_TOKENS: Annotated[int, Field(ge=16, le=100_000)] = 600
     """Largest summary compress_history writes."""
+    STRATUS_SUMMARY_MODEL: str = "gpt-4o-mini"
+    """Chat model of the OpenAI summarizer (used when OPENAI_API_KEY is set; otherwise the offline extractive one)."""
+    OPENAI_API_KEY: SecretStr | None = None
+    OPENAI_BASE_URL: str | None = None
+    """Another server speaking the Chat Completions API (Azure OpenAI, a local model, a test stub)."""
 
     @field_validator("DATABASE_URL", mode="before")
     @classmethod

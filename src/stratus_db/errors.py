@@ -64,3 +64,21 @@ class DatabaseError(StratusError):
     """The database refused an operation for a reason that is not the caller's input."""
 
     status_code = 500
+
+
+class StoredDataError(DatabaseError):
+    """A stored value cannot be decoded: its bytes are corrupt, or it was written by a newer version (a compression
+    dictionary this version does not ship). Retrying will not help; the row needs attention."""
+
+
+class SummarizerUnavailableError(StratusError):
+    """The summarization service failed (unreachable, too slow, rate-limited, or it refused the request); nothing
+    was summarized."""
+
+    status_code = 503
+    retryable: bool
+    """True when the same request may succeed later (timeout, rate limit, server error)."""
+
+    def __init__(self, message: str, *, retryable: bool) -> None:
+        super().__init__(message)
+        self.retryable = retryable

@@ -12,8 +12,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from stratus_db.audit.manager import AuditManager, changed_fields
 from stratus_db.audit.schemas import AuditAction
 from stratus_db.conversations import packing, stats, window
+from stratus_db.conversations.history import HistoryCompression
 from stratus_db.conversations.repository import ConversationRepository
 from stratus_db.conversations.schemas import (
+    CompressionResult,
     ContextWindow,
     Conversation,
     ConversationCreate,
@@ -31,6 +33,7 @@ from stratus_db.conversations.schemas import (
     UsageStats,
 )
 from stratus_db.conversations.search import message_search_for
+from stratus_db.conversations.summarizer import Summarizer, SummaryInput
 from stratus_db.conversations.tokens import estimate_tokens
 from stratus_db.errors import ConflictError, NotFoundError, ValidationError
 from stratus_db.kit.ids import new_id
@@ -102,6 +105,7 @@ class ConversationManager:
         self._db = db
         self._audit = AuditManager(db)
         self._search = message_search_for(db.backend)
+        self._history = HistoryCompression.of(db)
 
     async def create_conversation(
         self,
@@ -136,6 +140,7 @@ class ConversationManager:
                 "context": data.context,
                 "summary": None,
                 "summarized_through_seq": 0,
+                "summarized_tokens": 0,
                 "message_count": 0,
                 "total_tokens": 0,
                 "created_at": now,
@@ -490,9 +495,9 @@ class ConversationManager:
                 appended = await repository.append(values, audit_row)
                 if appended is None:
                     raise await self._why_not_appendable(repository, data.conversation_id)
-                seq, created_at = appended
+                self._compress_if_long(data.conversation_id, data.user_id, appended.unsummarized, tx)
                 return message_from_row(
-                    values | {"seq": seq, "created_at": created_at, "user_id": data.user_id}
+                    values | {"seq": appended.seq, "created_at": appended.created_at, "user_id": data.user_id}
                 )
 
             return await op.run(work, tx=tx, single_statement=True)
@@ -530,9 +535,8 @@ class ConversationManager:
                 taken = await repository.take_sequence_numbers(batch.conversation_id, len(rows), tokens, now)
                 if taken is None:
                     raise await self._why_not_appendable(repository, batch.conversation_id)
-                last, created_at = taken
                 numbered = [
-                    row | {"seq": last - len(rows) + 1 + index, "created_at": created_at}
+                    row | {"seq": taken.seq - len(rows) + 1 + index, "created_at": taken.created_at}
                     for index, row in enumerate(rows)
                 ]
                 await repository.insert_messages(numbered)
@@ -547,6 +551,7 @@ class ConversationManager:
                     for row in numbered
                 ]
                 await self._audit.append(conn, audit_rows)
+                self._compress_if_long(batch.conversation_id, batch.user_id, taken.unsummarized, tx)
                 return [message_from_row(row | {"user_id": batch.user_id}) for row in numbered]
 
             return await op.run(work, tx=tx)
@@ -611,7 +616,7 @@ class ConversationManager:
                 )
                 if taken is None:
                     raise await self._why_not_appendable(repository, batch.conversation_id)
-                first = taken[0] - len(rows) + 1
+                first = taken.seq - len(rows) + 1
                 await repository.insert_messages(
                     [row | {"seq": first + index} for index, row in enumerate(rows)]
                 )
@@ -619,7 +624,7 @@ class ConversationManager:
                     conversation_id=batch.conversation_id,
                     imported=len(rows),
                     first_seq=first,
-                    last_seq=taken[0],
+                    last_seq=taken.seq,
                     total_tokens=tokens,
                 )
                 await self._audit.record(
@@ -633,6 +638,131 @@ class ConversationManager:
                 return result
 
             return await op.run(work, tx=tx)
+
+    def _compress_if_long(
+        self, conversation_id: uuid.UUID, user_id: uuid.UUID, unsummarized: int, tx: AsyncConnection | None
+    ) -> None:
+        """Ask for a background compress_history once the window holds more than the threshold's tokens.
+
+        Not from inside a caller's transaction, which may still roll back: the next append outside one asks again.
+        """
+        threshold = self._db.settings.STRATUS_SUMMARY_THRESHOLD_TOKENS
+        if tx is None and threshold and unsummarized > threshold:
+            self._history.schedule(conversation_id, lambda: self.compress_history(conversation_id, user_id))
+
+    async def wait_for_compressions(self) -> None:
+        """Until the background compressions that appends asked for have finished (`db.close()` waits too)."""
+        await self._history.wait()
+
+    async def compress_history(
+        self,
+        conversation_id: uuid.UUID | str,
+        user_id: uuid.UUID | str,
+        keep_last: int | None = None,
+        *,
+        summarizer: Summarizer | None = None,
+        tx: AsyncConnection | None = None,
+    ) -> CompressionResult:
+        """Fold all but the newest `keep_last` messages into the conversation's summary.
+
+        The folded messages stay stored and readable (get_messages) but leave the context window (get_context). The
+        summarizer receives the previous summary and the newly folded messages and returns the new summary within
+        STRATUS_SUMMARY_MAX_TOKENS: by default the offline extractive one, or OpenAI's when OPENAI_API_KEY is set.
+        It runs outside any transaction of ours (a remote model may take seconds); if another compression of the
+        same conversation commits meanwhile, this one writes nothing. Idempotent: with nothing new to fold, nothing is
+        written. Works on conversations of any status.
+
+        Args:
+            keep_last: messages to leave in the window; default STRATUS_SUMMARY_KEEP_LAST.
+            summarizer: use this one instead of the configured one.
+
+        Raises:
+            ValidationError: a malformed id or keep_last; nothing is written.
+            NotFoundError: no such conversation for this user.
+            SummarizerUnavailableError: the remote summarizer failed; nothing is written.
+        """
+        async with self._db.operation("conversation.compress_history") as op:
+            key = parse_uuid(conversation_id, "conversation_id")
+            owner = parse_uuid(user_id, "user_id")
+            keep = self._db.settings.STRATUS_SUMMARY_KEEP_LAST if keep_last is None else keep_last
+            if isinstance(keep, bool) or not isinstance(keep, int) or keep < 0:
+                raise ValidationError(f"keep_last must be a non-negative integer, got {keep_last!r}")
+
+            async def read(conn: AsyncConnection) -> tuple[Conversation, list[dict[str, Any]]]:
+                repository = ConversationRepository(conn, owner)
+                row = await repository.get(key)
+                if row is None:
+                    raise _not_found(key, owner)
+                current = Conversation.model_validate(row)
+                through = current.message_count - keep
+                if through <= current.summarized_through_seq:
+                    return current, []
+                return current, await repository.messages_between(
+                    key, current.summarized_through_seq, through
+                )
+
+            before, folded = await op.run(read, tx=tx)
+            if not folded:
+                return CompressionResult(
+                    conversation_id=key,
+                    folded_messages=0,
+                    summarized_through_seq=before.summarized_through_seq,
+                    summary_tokens=window.summary_tokens(before.summary),
+                )
+            messages = [message_from_row(row) for row in folded]
+            summary = await (summarizer or self._history.summarizer).summarize(
+                [
+                    SummaryInput(
+                        seq=message.seq,
+                        message_type=message.message_type.value,
+                        agent_name=message.agent_name,
+                        content=message.content,
+                    )
+                    for message in messages
+                ],
+                previous_summary=before.summary,
+                max_tokens=self._db.settings.STRATUS_SUMMARY_MAX_TOKENS,
+            )
+            through = messages[-1].seq
+            folded_tokens = sum(message.tokens_used for message in messages)
+
+            async def write(conn: AsyncConnection) -> CompressionResult:
+                repository, current = await self._locked(conn, key, owner)
+                if current.summarized_through_seq != before.summarized_through_seq:
+                    # Another compression got there first: its summary stands.
+                    return CompressionResult(
+                        conversation_id=key,
+                        folded_messages=0,
+                        summarized_through_seq=current.summarized_through_seq,
+                        summary_tokens=window.summary_tokens(current.summary),
+                    )
+                await repository.set_fields(
+                    key,
+                    {
+                        "summary": summary or None,
+                        "summarized_through_seq": through,
+                        "summarized_tokens": current.summarized_tokens + folded_tokens,
+                        "updated_at": self._db.clock(),
+                    },
+                )
+                result = CompressionResult(
+                    conversation_id=key,
+                    folded_messages=len(messages),
+                    summarized_through_seq=through,
+                    summary_tokens=window.summary_tokens(summary),
+                )
+                await self._audit.record(
+                    conn,
+                    action=AuditAction.summarize,
+                    table_name=CONVERSATIONS,
+                    record_id=key,
+                    user_id=owner,
+                    old_values={"summarized_through_seq": before.summarized_through_seq},
+                    new_values=result.model_dump(mode="json", exclude={"conversation_id"}),
+                )
+                return result
+
+            return await op.run(write, tx=tx)
 
     @staticmethod
     def _message_values(data: MessageInput, conversation_id: uuid.UUID, now: datetime) -> dict[str, Any]:

@@ -7,7 +7,7 @@ import uuid
 from collections.abc import Sequence
 from datetime import datetime
 from functools import cached_property
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import ColumnElement, and_, bindparam, case, delete, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
@@ -32,12 +32,12 @@ WITH counted AS (
     SET message_count = message_count + 1, total_tokens = total_tokens + $9,
         last_activity_at = greatest(last_activity_at, $11), updated_at = $11
     WHERE conversation_id = $2 AND user_id = $3 AND status = 'active'
-    RETURNING message_count AS seq, last_activity_at AS created_at
+    RETURNING message_count AS seq, last_activity_at AS created_at, total_tokens - summarized_tokens AS unsummarized
 ), inserted AS (
     INSERT INTO messages (message_id, conversation_id, user_id, seq, agent_name, message_type, content, metadata,
                           tokens_used, response_time, created_at)
     SELECT $1, $2, $3, seq, $4, $5, $6, $7::jsonb, $9, $10, created_at FROM counted
-    RETURNING seq, created_at
+    RETURNING seq
 ), audited AS (
     INSERT INTO audit_log (audit_id, user_id, action, table_name, record_id, old_values, new_values, timestamp,
                            ip_address, user_agent, actor, trace_id, purpose)
@@ -45,7 +45,7 @@ WITH counted AS (
            $13, $14, $15, $16, $17
     FROM inserted
 )
-SELECT seq, created_at FROM inserted
+SELECT counted.* FROM counted JOIN inserted USING (seq)
 """
 
 _PG_CONTEXT = """-- get_context on PostgreSQL: the conversation and its newest unsummarized messages within the budget
@@ -67,6 +67,14 @@ ORDER BY recent.seq DESC
 """
 """A message counts at least one token in a window, so no more than max_tokens of them can fit: the LIMIT bounds the
 work, and the running sum keeps the contiguous newest messages that fit."""
+
+
+class Appended(NamedTuple):
+    seq: int
+    """The (last) appended message's sequence number."""
+    created_at: datetime
+    unsummarized: int
+    """The conversation's tokens outside its summary, after the append."""
 
 
 class ConversationRepository:
@@ -142,7 +150,7 @@ class ConversationRepository:
 
     async def take_sequence_numbers(
         self, conversation_id: uuid.UUID, count: int, tokens: int, now: datetime
-    ) -> tuple[int, datetime] | None:
+    ) -> Appended | None:
         """Count `count` more messages on an active conversation: the last of their sequence numbers, and their time.
 
         The row lock this UPDATE takes serializes concurrent appends, so numbers are distinct and gap-free. Their
@@ -165,10 +173,14 @@ class ConversationRepository:
                 ),
                 updated_at=now,
             )
-            .returning(Conversation.message_count, Conversation.last_activity_at)
+            .returning(
+                Conversation.message_count,
+                Conversation.last_activity_at,
+                Conversation.total_tokens - Conversation.summarized_tokens,
+            )
         )
         row = (await self.conn.execute(statement)).one_or_none()
-        return None if row is None else (row.message_count, row.last_activity_at)
+        return None if row is None else Appended(*row)
 
     async def insert_messages(self, rows: Sequence[dict[str, Any]]) -> None:
         if self.conn.dialect.name == "postgresql" and len(rows) >= COPY_THRESHOLD:
@@ -188,11 +200,10 @@ class ConversationRepository:
         }
         return tuple(values[column] for column in columns)
 
-    async def append(self, message: dict[str, Any], audit_row: dict[str, Any]) -> tuple[int, datetime] | None:
+    async def append(self, message: dict[str, Any], audit_row: dict[str, Any]) -> Appended | None:
         """Insert one message with the next sequence number, count it and write its audit row.
 
-        Returns its `seq` and `created_at` (see take_sequence_numbers); `audit_row["new_values"]` gets the `seq`.
-        None when the conversation is missing, foreign or not active.
+        `audit_row["new_values"]` gets the `seq`. None when the conversation is missing, foreign or not active.
         """
         if self.conn.dialect.name == "postgresql":
             # The hottest write of the platform: one prepared statement on the driver (kit/driver.py says why).
@@ -217,16 +228,15 @@ class ConversationRepository:
                 audit_row["trace_id"],
                 audit_row["purpose"],
             )
-            return None if not rows else (rows[0]["seq"], rows[0]["created_at"])
+            return None if not rows else Appended(**rows[0])
         taken = await self.take_sequence_numbers(
             message["conversation_id"], 1, message["tokens_used"], message["created_at"]
         )
         if taken is None:
             return None
-        seq, created_at = taken
-        await self.insert_messages([message | {"seq": seq, "created_at": created_at}])
+        await self.insert_messages([message | {"seq": taken.seq, "created_at": taken.created_at}])
         await self.conn.execute(
-            insert(_audit).values(**audit_row | {"new_values": audit_row["new_values"] | {"seq": seq}})
+            insert(_audit).values(**audit_row | {"new_values": audit_row["new_values"] | {"seq": taken.seq}})
         )
         return taken
 
@@ -302,3 +312,19 @@ class ConversationRepository:
                 .values(content=None, packed_content=bindparam("body"))
             )
             await self.conn.execute(statement, [{"packed_id": key, "body": body} for key, body in packed])
+
+    async def messages_between(
+        self, conversation_id: uuid.UUID, after_seq: int, through_seq: int
+    ) -> list[dict[str, Any]]:
+        """Messages with after_seq < seq ≤ through_seq, in order."""
+        statement = (
+            select(_messages)
+            .where(
+                self._owned_messages,
+                Message.conversation_id == conversation_id,
+                Message.seq > after_seq,
+                Message.seq <= through_seq,
+            )
+            .order_by(Message.seq)
+        )
+        return [dict(row) for row in (await self.conn.execute(statement)).mappings()]

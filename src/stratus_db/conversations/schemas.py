@@ -94,6 +94,8 @@ class Conversation(FrozenModel):
     context: dict[str, Any]
     summary: str | None
     summarized_through_seq: int
+    """Messages 1…summarized_through_seq are folded into `summary`: stored and readable, out of the context window."""
+    summarized_tokens: int
     message_count: int
     total_tokens: int
     created_at: datetime
@@ -188,3 +190,11 @@ class ConversationStats(FrozenModel):
     last_message_at: datetime | None
     per_agent: list[AgentUsage]
     per_type: dict[MessageType, int]
+
+
+class CompressionResult(FrozenModel):
+    conversation_id: uuid.UUID
+    folded_messages: int
+    """Messages folded by this call (0: nothing to do, nothing written)."""
+    summarized_through_seq: int
+    summary_tokens: int

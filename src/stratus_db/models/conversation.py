@@ -38,6 +38,8 @@ class Conversation(Base):
     summary: Mapped[str | None] = mapped_column(Text)
     # compress_history folded messages 1..summarized_through_seq into `summary`: they leave the context window.
     summarized_through_seq: Mapped[int] = mapped_column(Integer, server_default="0")
+    summarized_tokens: Mapped[int] = mapped_column(Integer, server_default="0")
+    """Tokens of the folded messages: total_tokens − summarized_tokens is what the context window still holds."""
     # message_count doubles as the sequence counter: an append takes seq = message_count + 1 under the row lock.
     message_count: Mapped[int] = mapped_column(Integer)
     total_tokens: Mapped[int] = mapped_column(Integer)
@@ -48,7 +50,8 @@ class Conversation(Base):
     __table_args__ = (
         CheckConstraint("message_count >= 0 AND total_tokens >= 0", name="counters_non_negative"),
         CheckConstraint(
-            "summarized_through_seq >= 0 AND summarized_through_seq <= message_count", name="summarized_range"
+            "summarized_through_seq BETWEEN 0 AND message_count AND summarized_tokens BETWEEN 0 AND total_tokens",
+            name="summarized_range",
         ),
         # list_conversations: one user's conversations, most recent activity first.
         Index(None, "user_id", "last_activity_at", "conversation_id"),

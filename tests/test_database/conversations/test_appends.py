@@ -27,7 +27,9 @@ _APPENDER = textwrap.dedent(
     from stratus_db import ConversationManager, Database, Settings
 
     async def main(url, conversation_id, user_id, worker, count):
-        db = Database(Settings(DATABASE_URL=url, LOG_LEVEL="WARNING", STRATUS_RETRY_ATTEMPTS=10))
+        db = Database(Settings(
+            DATABASE_URL=url, LOG_LEVEL="WARNING", STRATUS_RETRY_ATTEMPTS=10, STRATUS_POOL_SIZE=4, STRATUS_POOL_MAX_OVERFLOW=0
+        ))
         conversations = ConversationManager(db)
         try:
             await asyncio.gather(*(

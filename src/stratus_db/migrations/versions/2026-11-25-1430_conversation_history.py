@@ -62,13 +62,14 @@ SQLITE_DOWNGRADE = [
 
 
 def upgrade() -> None:
-    op.add_column(
-        "conversations",
-        sa.Column("summarized_through_seq", sa.Integer(), server_default="0", nullable=False),
-    )
     with op.batch_alter_table("conversations") as batch:
+        batch.add_column(
+            sa.Column("summarized_through_seq", sa.Integer(), server_default="0", nullable=False)
+        )
+        batch.add_column(sa.Column("summarized_tokens", sa.Integer(), server_default="0", nullable=False))
         batch.create_check_constraint(
-            "summarized_range", "summarized_through_seq >= 0 AND summarized_through_seq <= message_count"
+            "summarized_range",
+            "summarized_through_seq BETWEEN 0 AND message_count AND summarized_tokens BETWEEN 0 AND total_tokens",
         )
     with op.batch_alter_table("messages") as batch:
         batch.add_column(sa.Column("packed_content", sa.LargeBinary(), nullable=True))
@@ -95,4 +96,5 @@ def downgrade() -> None:
         batch.drop_column("packed_content")
     with op.batch_alter_table("conversations") as batch:
         batch.drop_constraint(op.f("ck_conversations_summarized_range"), type_="check")
+        batch.drop_column("summarized_tokens")
         batch.drop_column("summarized_through_seq")

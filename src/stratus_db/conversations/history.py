@@ -1,0 +1,66 @@
+"""Background history compression: add_message asks for it once a conversation's window grows past the threshold.
+
+A summary can take seconds (a remote model), so it never runs inside the append that triggered it: one task per
+conversation at a time runs `compress_history` after the append committed. A failed compression is logged and
+tried again by a later append; `db.close()` waits for the tasks in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+from stratus_db.conversations.summarizer import Summarizer, summarizer_from_environment
+
+if TYPE_CHECKING:
+    from stratus_db.database import StratusPostgreSQLIntegration
+
+
+class HistoryCompression:
+    """The summarizer and the in-flight background compressions of one database handle."""
+
+    def __init__(self, db: StratusPostgreSQLIntegration) -> None:
+        self._db = db
+        settings = db.settings
+        self.summarizer: Summarizer = summarizer_from_environment(
+            {
+                "OPENAI_API_KEY": settings.OPENAI_API_KEY.get_secret_value()
+                if settings.OPENAI_API_KEY
+                else "",
+                "OPENAI_BASE_URL": settings.OPENAI_BASE_URL or "",
+            },
+            model=settings.STRATUS_SUMMARY_MODEL,
+        )
+        self._running: dict[uuid.UUID, asyncio.Task[None]] = {}
+        db.on_close(self.wait)
+
+    @classmethod
+    def of(cls, db: StratusPostgreSQLIntegration) -> HistoryCompression:
+        return db.extension("conversations.history", lambda: cls(db))
+
+    def schedule(self, conversation_id: uuid.UUID, compress: Callable[[], Awaitable[object]]) -> None:
+        """Run `compress` in the background unless this conversation's compression is already running."""
+        if conversation_id in self._running:
+            return
+
+        async def run() -> None:
+            try:
+                await compress()
+            except Exception as exc:  # a background task has no caller to raise to
+                self._db.log.warning(
+                    "background history compression failed",
+                    operation="conversation.compress_history",
+                    conversation_id=str(conversation_id),
+                    error=type(exc).__name__,
+                )
+            finally:
+                self._running.pop(conversation_id, None)
+
+        self._running[conversation_id] = asyncio.get_running_loop().create_task(run())
+
+    async def wait(self) -> None:
+        """Until every compression in flight has finished."""
+        while self._running:
+            await asyncio.gather(*self._running.values(), return_exceptions=True)

@@ -1,0 +1,245 @@
+"""compress_history: summaries that take older messages out of the context window, by hand and automatically."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Sequence
+
+import pytest
+
+from stratus_db import (
+    AuditManager,
+    ConversationManager,
+    Database,
+    NotFoundError,
+    UserManager,
+    ValidationError,
+)
+from stratus_db.conversations.summarizer import ExtractiveSummarizer, SummaryInput
+from stratus_db.errors import SummarizerUnavailableError
+from tests.fixtures.factories import count_rows, create_user
+
+
+class RecordingSummarizer:
+    """A summarizer whose output says what it was given (the protocol is the seam for remote models)."""
+
+    def __init__(self, gate: asyncio.Event | None = None, fail: bool = False) -> None:
+        self.calls: list[tuple[list[int], str | None, int]] = []
+        self.called = asyncio.Event()
+        self._gate = gate
+        self._fail = fail
+
+    async def summarize(
+        self, messages: Sequence[SummaryInput], *, previous_summary: str | None, max_tokens: int
+    ) -> str:
+        self.calls.append(([m.seq for m in messages], previous_summary, max_tokens))
+        self.called.set()
+        if self._gate is not None:
+            await self._gate.wait()
+        if self._fail:
+            raise SummarizerUnavailableError("o modelo não respondeu", retryable=True)
+        return f"resumo das mensagens {messages[0].seq}–{messages[-1].seq}"
+
+
+async def _conversation(
+    users: UserManager, conversations: ConversationManager, count: int
+) -> tuple[uuid.UUID, uuid.UUID]:
+    user = await create_user(users)
+    conv = await conversations.create_conversation(user.user_id, "briefing")
+    await conversations.add_messages(
+        conv.conversation_id,
+        user.user_id,
+        [
+            {"content": f"Mensagem {n}: METAR SBGR e teto para VFR.", "tokens_used": 10}
+            for n in range(1, count + 1)
+        ],
+    )
+    return conv.conversation_id, user.user_id
+
+
+async def test_folds_older_messages_which_leave_the_window_but_stay_readable(
+    db: Database, users: UserManager, conversations: ConversationManager
+) -> None:
+    conversation_id, user_id = await _conversation(users, conversations, 10)
+    summarizer = RecordingSummarizer()
+    result = await conversations.compress_history(
+        conversation_id, user_id, keep_last=4, summarizer=summarizer
+    )
+    assert (result.folded_messages, result.summarized_through_seq) == (6, 6)
+    assert summarizer.calls == [([1, 2, 3, 4, 5, 6], None, db.settings.STRATUS_SUMMARY_MAX_TOKENS)]
+    stored = await conversations.get_conversation(conversation_id, user_id)
+    assert stored is not None
+    assert (stored.summary, stored.summarized_through_seq, stored.summarized_tokens) == (
+        "resumo das mensagens 1–6",
+        6,
+        60,
+    )
+    context = await conversations.get_context(conversation_id, user_id, 10_000)
+    assert context.summary == "resumo das mensagens 1–6"
+    assert [m.seq for m in context.messages] == [7, 8, 9, 10]
+    assert len(await conversations.get_messages(conversation_id, user_id)) == 10
+    events = (await AuditManager(db).query(record_id=conversation_id, action="summarize")).items
+    assert [(e.old_values, e.new_values) for e in events] == [
+        (
+            {"summarized_through_seq": 0},
+            {"folded_messages": 6, "summarized_through_seq": 6, "summary_tokens": result.summary_tokens},
+        )
+    ]
+
+
+async def test_idempotent_then_incremental_with_the_previous_summary(
+    db: Database, users: UserManager, conversations: ConversationManager
+) -> None:
+    conversation_id, user_id = await _conversation(users, conversations, 6)
+    summarizer = RecordingSummarizer()
+    await conversations.compress_history(conversation_id, user_id, keep_last=2, summarizer=summarizer)
+    audit_rows = await count_rows(db, "audit_log")
+    again = await conversations.compress_history(conversation_id, user_id, keep_last=2, summarizer=summarizer)
+    assert (again.folded_messages, again.summarized_through_seq) == (0, 4)
+    assert await count_rows(db, "audit_log") == audit_rows
+    assert len(summarizer.calls) == 1
+    await conversations.add_messages(conversation_id, user_id, [{"content": "nova"}, {"content": "outra"}])
+    later = await conversations.compress_history(conversation_id, user_id, keep_last=2, summarizer=summarizer)
+    assert (later.folded_messages, later.summarized_through_seq) == (2, 6)
+    assert summarizer.calls[-1][:2] == ([5, 6], "resumo das mensagens 1–4")
+
+
+async def test_keeping_more_than_there_is_folds_nothing(
+    users: UserManager, conversations: ConversationManager
+) -> None:
+    conversation_id, user_id = await _conversation(users, conversations, 3)
+    summarizer = RecordingSummarizer()
+    result = await conversations.compress_history(
+        conversation_id, user_id, keep_last=3, summarizer=summarizer
+    )
+    assert (result.folded_messages, summarizer.calls) == (0, [])
+
+
+async def test_the_default_summarizer_is_offline_extractive_and_within_budget(
+    db: Database, users: UserManager, conversations: ConversationManager
+) -> None:
+    conversation_id, user_id = await _conversation(users, conversations, 30)
+    await conversations.archive_conversation(
+        conversation_id, user_id, pack=True
+    )  # folded bodies are unpacked
+    result = await conversations.compress_history(conversation_id, user_id, keep_last=0)
+    assert result.folded_messages == 30
+    assert 0 < result.summary_tokens <= db.settings.STRATUS_SUMMARY_MAX_TOKENS
+    stored = await conversations.get_conversation(conversation_id, user_id)
+    assert stored is not None
+    assert stored.summary is not None
+    assert "SBGR" in stored.summary
+    expected = await ExtractiveSummarizer().summarize(
+        [
+            SummaryInput(
+                seq=m.seq, message_type=m.message_type.value, agent_name=m.agent_name, content=m.content
+            )
+            for m in await conversations.get_messages(conversation_id, user_id)
+        ],
+        previous_summary=None,
+        max_tokens=db.settings.STRATUS_SUMMARY_MAX_TOKENS,
+    )
+    assert stored.summary == expected
+
+
+async def test_two_compressions_at_once_fold_once(
+    users: UserManager, conversations: ConversationManager
+) -> None:
+    conversation_id, user_id = await _conversation(users, conversations, 8)
+    gate = asyncio.Event()
+    slow, fast = RecordingSummarizer(gate), RecordingSummarizer()
+    first = asyncio.create_task(
+        conversations.compress_history(conversation_id, user_id, keep_last=2, summarizer=slow)
+    )
+    await slow.called.wait()  # the first compression has read the conversation and waits for its model
+    second = await conversations.compress_history(conversation_id, user_id, keep_last=2, summarizer=fast)
+    gate.set()
+    late = await first
+    assert (second.folded_messages, late.folded_messages) == (6, 0)
+    stored = await conversations.get_conversation(conversation_id, user_id)
+    assert stored is not None
+    assert (stored.summarized_through_seq, stored.summarized_tokens) == (6, 60)
+
+
+async def test_a_failing_summarizer_writes_nothing(
+    db: Database, users: UserManager, conversations: ConversationManager
+) -> None:
+    conversation_id, user_id = await _conversation(users, conversations, 5)
+    audit_rows = await count_rows(db, "audit_log")
+    with pytest.raises(SummarizerUnavailableError):
+        await conversations.compress_history(
+            conversation_id, user_id, summarizer=RecordingSummarizer(fail=True), keep_last=1
+        )
+    stored = await conversations.get_conversation(conversation_id, user_id)
+    assert stored is not None
+    assert (stored.summary, stored.summarized_through_seq) == (None, 0)
+    assert await count_rows(db, "audit_log") == audit_rows
+
+
+@pytest.mark.parametrize("keep_last", [-1, 1.5, "2", True])
+async def test_bad_keep_last(
+    users: UserManager, conversations: ConversationManager, keep_last: object
+) -> None:
+    conversation_id, user_id = await _conversation(users, conversations, 2)
+    with pytest.raises(ValidationError, match="keep_last"):
+        await conversations.compress_history(conversation_id, user_id, keep_last=keep_last)  # type: ignore[arg-type]
+
+
+async def test_another_users_conversation_is_not_found(
+    users: UserManager, conversations: ConversationManager
+) -> None:
+    conversation_id, _ = await _conversation(users, conversations, 2)
+    intruder = await create_user(users)
+    with pytest.raises(NotFoundError, match="does not belong"):
+        await conversations.compress_history(conversation_id, intruder.user_id)
+
+
+async def test_appends_past_the_threshold_compress_in_the_background(
+    db: Database, users: UserManager
+) -> None:
+    eager = Database(
+        db.settings.model_copy(
+            update={"STRATUS_SUMMARY_THRESHOLD_TOKENS": 50, "STRATUS_SUMMARY_KEEP_LAST": 2}
+        )
+    )
+    try:
+        conversations = ConversationManager(eager)
+        user = await create_user(users)
+        conv = await conversations.create_conversation(user.user_id, "longa")
+        for n in range(5):  # 50 tokens: not past the threshold yet
+            await conversations.add_message(
+                conv.conversation_id, user.user_id, f"pergunta {n}", tokens_used=10
+            )
+        await conversations.wait_for_compressions()
+        untouched = await conversations.get_conversation(conv.conversation_id, user.user_id)
+        assert untouched is not None
+        assert untouched.summarized_through_seq == 0
+        await conversations.add_message(
+            conv.conversation_id, user.user_id, "Qual o METAR de SBGR?", tokens_used=10
+        )
+        await conversations.wait_for_compressions()
+        stored = await conversations.get_conversation(conv.conversation_id, user.user_id)
+        assert stored is not None
+        assert (stored.summarized_through_seq, stored.summarized_tokens) == (4, 40)
+        assert stored.summary
+        context = await conversations.get_context(conv.conversation_id, user.user_id, 1000)
+        assert [m.seq for m in context.messages] == [5, 6]
+    finally:
+        await eager.close()
+
+
+async def test_close_waits_for_background_compressions(db: Database, users: UserManager) -> None:
+    eager = Database(
+        db.settings.model_copy(update={"STRATUS_SUMMARY_THRESHOLD_TOKENS": 5, "STRATUS_SUMMARY_KEEP_LAST": 0})
+    )
+    conversations = ConversationManager(eager)
+    user = await create_user(users)
+    conv = await conversations.create_conversation(user.user_id, "longa")
+    await conversations.add_message(
+        conv.conversation_id, user.user_id, "Qual o METAR de SBGR?", tokens_used=10
+    )
+    await eager.close()
+    stored = await ConversationManager(db).get_conversation(conv.conversation_id, user.user_id)
+    assert stored is not None
+    assert stored.summarized_through_seq == 1
