@@ -250,9 +250,15 @@ async def run(sizes: Sizes) -> tuple[list[Result], dict[str, Any]]:
             for _ in range(sizes.append_ops + 4 * POOL_SIZE)
         ]
 
+        # Background compression is off: it is an operation of its own (compress_history), which the floor and the
+        # peer do not do, and the busy conversations here would pass its threshold within seconds.
         db = Database(
             settings_for(url).model_copy(
-                update={"STRATUS_POOL_SIZE": POOL_SIZE, "STRATUS_POOL_MAX_OVERFLOW": 0}
+                update={
+                    "STRATUS_POOL_SIZE": POOL_SIZE,
+                    "STRATUS_POOL_MAX_OVERFLOW": 0,
+                    "STRATUS_SUMMARY_THRESHOLD_TOKENS": 0,
+                }
             )
         )
         conversations = ConversationManager(db)
@@ -523,7 +529,8 @@ def write_markdown(results: list[Result], facts: dict[str, Any], sizes: Sizes, l
             "hand-written statement on asyncpg; the peer writes one row and keeps no counters. `get_context` reads "
             f"{facts['returned']} of {sizes.history:,} messages (max_tokens={facts['budget']:,}); the peer reads a "
             f"{facts['peer_returned']}-message session. Imports are {sizes.import_rows:,} rows into a fresh "
-            "conversation per call. Contenders take turns in slices within one run: read the ratios, not the "
+            "conversation per call. Background compression (STRATUS_SUMMARY_THRESHOLD_TOKENS) is off. Contenders take "
+            "turns in slices within one run: read the ratios, not the "
             "last digit.",
             "",
             *results_table(results, throughput_header="Throughput"),
