@@ -1,10 +1,11 @@
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
 from stratus_db import AuditManager, ConversationManager, Database, MemoryManager, UserManager
+from tests.fixtures.chat_completions import ChatCompletionsStub, chat_completions_stub
 from tests.fixtures.clock import ManualClock
 from tests.fixtures.databases import empty_all_tables, settings_for, sqlite_url, throwaway_postgres_database
 
@@ -60,6 +61,15 @@ def clock(db: Database, monkeypatch: pytest.MonkeyPatch) -> ManualClock:
     manual = ManualClock()
     monkeypatch.setattr(db, "clock", manual)
     return manual
+
+
+@pytest.fixture
+def stub(monkeypatch: pytest.MonkeyPatch) -> Iterator[ChatCompletionsStub]:
+    """A local server speaking the Chat Completions API (tests/fixtures/chat_completions.py)."""
+    for variable in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+        monkeypatch.delenv(variable, raising=False)  # the stub is on localhost: never through a proxy
+    with chat_completions_stub() as server:
+        yield server
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ import re
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -26,7 +25,7 @@ from stratus_db.conversations.summarizer import (
 )
 from stratus_db.conversations.tokens import estimate_tokens
 from stratus_db.errors import ConfigurationError, SummarizerUnavailableError, ValidationError
-from tests.fixtures.chat_completions import ChatCompletionsStub, Reply, chat_completions_stub
+from tests.fixtures.chat_completions import ChatCompletionsStub, Reply
 
 CORPUS = Path(__file__).resolve().parents[1] / "bench" / "data" / "conversas-aviacao.jsonl"
 LIST_MARKER = re.compile(r"^\s*(?:[-*•]|\d{1,2}[.)])\s+")
@@ -357,14 +356,6 @@ class TestTrimToBudget:
 
 # -------------------------------------------------------------------------------------------------------------
 # OpenAISummarizer against a local Chat Completions server
-
-
-@pytest.fixture
-def stub(monkeypatch: pytest.MonkeyPatch) -> Iterator[ChatCompletionsStub]:
-    for variable in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
-        monkeypatch.delenv(variable, raising=False)  # the stub is on localhost: never through a proxy
-    with chat_completions_stub() as server:
-        yield server
 
 
 FAST_RETRY = {"retry-after-ms": "5"}

@@ -57,10 +57,11 @@ async def test_sqlite_migrations_match_the_models_and_walk_down_and_up(tmp_path:
     await _check_migrations(sqlite_url(tmp_path / "migrations.db"))
 
 
-async def _memory_stored_before_search_becomes_searchable(url: str) -> None:
+async def _rows_stored_before_search_become_searchable(url: str) -> None:
+    """Memories (revision 0002) and messages (0003) written under revision 0001 are found after the upgrade."""
     from sqlalchemy import text as sql
 
-    from stratus_db import MemoryManager
+    from stratus_db import ConversationManager, MemoryManager
 
     db = Database(settings_for(url))
     try:
@@ -93,17 +94,44 @@ async def _memory_stored_before_search_becomes_searchable(url: str) -> None:
                 ),
                 {"m": uuid_value(memory_id), "u": uuid_value(user_id), "t": now},
             )
+            conversation_id, message_id = uuid.uuid4(), uuid.uuid4()
+            await conn.execute(
+                sql(
+                    "INSERT INTO conversations (conversation_id, user_id, status, context, message_count, "
+                    "total_tokens, created_at, updated_at, last_activity_at) "
+                    "VALUES (:c, :u, 'active', '{}', 1, 9, :t, :t, :t)"
+                ),
+                {"c": uuid_value(conversation_id), "u": uuid_value(user_id), "t": now},
+            )
+            await conn.execute(
+                sql(
+                    "INSERT INTO messages (message_id, conversation_id, user_id, seq, message_type, content, "
+                    "metadata, tokens_used, created_at) "
+                    "VALUES (:m, :c, :u, 1, 'user_input', 'Previsão meteorológica para Guarulhos', '{}', 9, :t)"
+                ),
+                {
+                    "m": uuid_value(message_id),
+                    "c": uuid_value(conversation_id),
+                    "u": uuid_value(user_id),
+                    "t": now,
+                },
+            )
         await db.migrate()
         found = await MemoryManager(db).search_memories(user_id, "guarulhos")
         assert [result.memory.memory_id for result in found] == [memory_id]
+        hits = await ConversationManager(db).search_messages(user_id, "meteorologia")
+        assert [hit.message.message_id for hit in hits] == [message_id]
+        conversation = await ConversationManager(db).get_conversation(conversation_id, user_id)
+        assert conversation is not None
+        assert (conversation.summarized_through_seq, conversation.summarized_tokens) == (0, 0)
     finally:
         await db.close()
 
 
-async def test_postgres_upgrade_makes_existing_memories_searchable() -> None:
+async def test_postgres_upgrade_makes_existing_memories_and_messages_searchable() -> None:
     async with throwaway_postgres_database(migrate=False) as url:
-        await _memory_stored_before_search_becomes_searchable(url)
+        await _rows_stored_before_search_become_searchable(url)
 
 
-async def test_sqlite_upgrade_makes_existing_memories_searchable(tmp_path: Path) -> None:
-    await _memory_stored_before_search_becomes_searchable(sqlite_url(tmp_path / "upgrade.db"))
+async def test_sqlite_upgrade_makes_existing_memories_and_messages_searchable(tmp_path: Path) -> None:
+    await _rows_stored_before_search_become_searchable(sqlite_url(tmp_path / "upgrade.db"))

@@ -116,6 +116,8 @@ class Settings(BaseSettings):
     """Largest summary compress_history writes."""
     STRATUS_SUMMARY_MODEL: str = "gpt-4o-mini"
     """Chat model of the OpenAI summarizer (used when OPENAI_API_KEY is set; otherwise the offline extractive one)."""
+    STRATUS_SUMMARY_TIMEOUT_S: Annotated[float, Field(gt=0, le=600)] = 30.0
+    """Per request to the OpenAI summarizer, which retries twice (timeouts, 429, 5xx) before giving up."""
     OPENAI_API_KEY: SecretStr | None = None
     OPENAI_BASE_URL: str | None = None
     """Another server speaking the Chat Completions API (Azure OpenAI, a local model, a test stub)."""

@@ -177,8 +177,13 @@ class StratusPostgreSQLIntegration:
         Raises:
             DatabaseUnavailableError: the database cannot be reached.
         """
-        async with self._unit_of_work() as conn:
-            await conn.run_sync(schema.upgrade_to_head)
+        async with self._connection() as conn, self._backend.schema_change(conn):
+            try:
+                async with conn.begin():
+                    await conn.run_sync(schema.upgrade_to_head)
+                    await conn.run_sync(schema.check_references)
+            except SQLAlchemyError as exc:
+                raise self._translate(exc, may_have_committed=False) from exc
         self._schema_ready = True
         return schema.head_revision()
 

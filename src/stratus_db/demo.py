@@ -76,6 +76,24 @@ async def run_demo(db: StratusPostgreSQLIntegration) -> None:
             speaker = message.agent_name or message.message_type.value
             print(f"   [{message.seq}] {speaker}: {message.content}")
 
+        print("\nConversation tools:")
+        window = await conv_mgr.get_context(conv.conversation_id, user.user_id, max_tokens=40)
+        print(
+            f"   context within 40 tokens: {len(window.messages)} message(s), {window.total_tokens} tokens, "
+            f"{window.omitted_messages} left out"
+        )
+        hits = await conv_mgr.search_messages(user.user_id, "meteorológico visibilidade")
+        print(f"   search 'meteorológico visibilidade': {len(hits)} hit(s), best seq {hits[0].message.seq}")
+        folded = await conv_mgr.compress_history(conv.conversation_id, user.user_id, keep_last=1)
+        summarized = await conv_mgr.get_conversation(conv.conversation_id, user.user_id)
+        assert summarized is not None
+        print(
+            f"   compress_history(keep_last=1): folded {folded.folded_messages}, summary {summarized.summary!r}"
+        )
+        usage = await conv_mgr.get_usage_stats(user.user_id)
+        agents = ", ".join(f"{agent.agent_name or 'users'}: {agent.messages}" for agent in usage.per_agent)
+        print(f"   usage: {usage.conversations} conversation(s), {usage.messages} messages ({agents})")
+
         print("\nAudit trail of this user (newest first):")
         for event in (await audit_mgr.query(user_id=user.user_id, limit=10)).items:
             print(

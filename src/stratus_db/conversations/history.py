@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
-from stratus_db.conversations.summarizer import Summarizer, summarizer_from_environment
+from stratus_db.conversations.summarizer import OpenAISummarizer, Summarizer, summarizer_from_environment
 
 if TYPE_CHECKING:
     from stratus_db.database import StratusPostgreSQLIntegration
@@ -32,9 +32,10 @@ class HistoryCompression:
                 "OPENAI_BASE_URL": settings.OPENAI_BASE_URL or "",
             },
             model=settings.STRATUS_SUMMARY_MODEL,
+            timeout=settings.STRATUS_SUMMARY_TIMEOUT_S,
         )
         self._running: dict[uuid.UUID, asyncio.Task[None]] = {}
-        db.on_close(self.wait)
+        db.on_close(self.close)
 
     @classmethod
     def of(cls, db: StratusPostgreSQLIntegration) -> HistoryCompression:
@@ -64,3 +65,8 @@ class HistoryCompression:
         """Until every compression in flight has finished."""
         while self._running:
             await asyncio.gather(*self._running.values(), return_exceptions=True)
+
+    async def close(self) -> None:
+        await self.wait()
+        if isinstance(self.summarizer, OpenAISummarizer):
+            await self.summarizer.close()

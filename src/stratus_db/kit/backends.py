@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, Protocol
 
 from sqlalchemy import Engine, event
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from stratus_db.config import Settings
 
@@ -33,6 +36,9 @@ class Backend(Protocol):
 
     def describe(self, url: URL) -> str:
         """Where the database is, for error messages (never the password)."""
+
+    def schema_change(self, conn: AsyncConnection) -> AbstractAsyncContextManager[None]:
+        """Wrap a migration's transaction on `conn` (opened inside this block) in what the dialect needs."""
 
 
 class PostgresBackend:
@@ -62,6 +68,10 @@ class PostgresBackend:
 
     def is_rolled_back_conflict(self, exc: DBAPIError) -> bool:
         return getattr(exc.orig, "sqlstate", None) in ROLLED_BACK_SQLSTATES
+
+    @asynccontextmanager
+    async def schema_change(self, conn: AsyncConnection) -> AsyncIterator[None]:
+        yield  # PostgreSQL alters tables in place, inside the migration's transaction
 
     def describe(self, url: URL) -> str:
         host = url.host or url.query.get("host") or "localhost"
@@ -101,6 +111,23 @@ class SQLiteBackend:
     def is_rolled_back_conflict(self, exc: DBAPIError) -> bool:
         text = str(exc.orig).lower()
         return "database is locked" in text or "database is busy" in text
+
+    @asynccontextmanager
+    async def schema_change(self, conn: AsyncConnection) -> AsyncIterator[None]:
+        """Foreign keys off for the migration, then checked.
+
+        SQLite alters most tables by copying them into a new one and dropping the old (Alembic's batch mode); with
+        foreign keys enforced, dropping `conversations` would cascade to every message. The pragma only takes effect
+        outside a transaction, hence on the driver connection before BEGIN; `PRAGMA foreign_key_check` then proves
+        before COMMIT that the migration left every reference intact (as SQLite's own documentation prescribes).
+        """
+        driver_connection = (await conn.get_raw_connection()).driver_connection
+        assert driver_connection is not None, "a checked-out connection always has its driver connection"
+        await driver_connection.execute("PRAGMA foreign_keys=OFF")
+        try:
+            yield
+        finally:
+            await driver_connection.execute("PRAGMA foreign_keys=ON")
 
     def describe(self, url: URL) -> str:
         return f"SQLite file {url.database}"

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import Sequence
 
 import pytest
+from pydantic import SecretStr
 
 from stratus_db import (
     AuditManager,
@@ -18,6 +20,7 @@ from stratus_db import (
 )
 from stratus_db.conversations.summarizer import ExtractiveSummarizer, SummaryInput
 from stratus_db.errors import SummarizerUnavailableError
+from tests.fixtures.chat_completions import ChatCompletionsStub, Reply
 from tests.fixtures.factories import count_rows, create_user
 
 
@@ -243,3 +246,28 @@ async def test_close_waits_for_background_compressions(db: Database, users: User
     stored = await ConversationManager(db).get_conversation(conv.conversation_id, user.user_id)
     assert stored is not None
     assert stored.summarized_through_seq == 1
+
+
+async def test_with_an_openai_key_the_configured_server_summarizes(
+    db: Database, users: UserManager, stub: ChatCompletionsStub
+) -> None:
+    stub.replies = [Reply(content="Piloto prepara navegação VFR com METAR de SBGR.")]
+    remote = Database(
+        db.settings.model_copy(
+            update={"OPENAI_API_KEY": SecretStr("sk-teste"), "OPENAI_BASE_URL": stub.base_url}
+        )
+    )
+    try:
+        conversations = ConversationManager(remote)
+        conversation_id, user_id = await _conversation(users, conversations, 3)
+        result = await conversations.compress_history(conversation_id, user_id, keep_last=1)
+    finally:
+        await remote.close()
+    assert result.folded_messages == 2
+    (request,) = stub.requests
+    assert request.headers["authorization"] == "Bearer sk-teste"
+    assert request.body["model"] == db.settings.STRATUS_SUMMARY_MODEL
+    assert "Mensagem 2: METAR SBGR" in json.dumps(request.body, ensure_ascii=False)
+    stored = await ConversationManager(db).get_conversation(conversation_id, user_id)
+    assert stored is not None
+    assert stored.summary == "Piloto prepara navegação VFR com METAR de SBGR."
