@@ -13,17 +13,11 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import random
 import sys
-import time
 import uuid
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from importlib.metadata import version
 from pathlib import Path
-from typing import Any
 
 import asyncpg
 from langgraph.store.base import PutOp
@@ -31,18 +25,28 @@ from langgraph.store.postgres.aio import AsyncPostgresStore
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.harness import (
+    RESULTS,
+    ROOT,
+    Result,
+    corpus_sentences,
+    driver_url,
+    environment,
+    measure,
+    results_table,
+    server_version,
+    write_section,
+)
 from stratus_db import Database, MemoryManager
 from stratus_db.kit.ids import new_id
 from stratus_db.kit.text import query_terms, search_text
 from tests.fixtures.databases import settings_for, throwaway_postgres_database
 
-ROOT = Path(__file__).resolve().parents[1]
-CORPUS = ROOT / "bench" / "data" / "conversas-aviacao.jsonl"
-RESULTS = ROOT / "docs" / "benchmarks.md"
 TOPICS = [
     "preferred_aircraft", "base", "ultimo_metar", "rota_frequente", "cma_validade", "habilitacao", "combustivel",
     "peso_balanceamento", "notam", "instrutor", "prova_teorica", "jornada", "manutencao", "plano_de_voo",
 ]  # fmt: skip
+PACKAGES = ("sqlalchemy", "asyncpg", "psycopg", "langgraph-checkpoint-postgres", "pydantic")
 QUERIES = [
     "meteorologia SBGR", "METAR", "Cesna 172", "combustível reserva", "validade do CMA", "NOTAM pista fechada",
     "peso e balanceamento", "plano de voo IFR", "inspeção de 100 horas", "vento cruzado", "jornada RBAC 135",
@@ -74,57 +78,6 @@ ORDER BY rank DESC LIMIT 10
 """
 
 
-@dataclass
-class Result:
-    system: str
-    operation: str
-    concurrency: int
-    ops: int
-    seconds: float
-    latencies: list[float]
-
-    @property
-    def throughput(self) -> float:
-        return self.ops / self.seconds
-
-    def percentile(self, fraction: float) -> float:
-        ordered = sorted(self.latencies)
-        return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] * 1000
-
-
-async def measure(
-    system: str, operation: str, call: Callable[[int], Awaitable[Any]], ops: int, concurrency: int
-) -> Result:
-    latencies: list[float] = []
-    counter = iter(range(ops))
-
-    async def worker() -> None:
-        for index in counter:
-            started = time.perf_counter()
-            await call(index)
-            latencies.append(time.perf_counter() - started)
-
-    began = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    result = Result(system, operation, concurrency, ops, time.perf_counter() - began, latencies)
-    print(
-        f"{system:<22} {operation:<18} c={concurrency:<3} {result.throughput:>9,.0f} ops/s   "
-        f"p50 {result.percentile(0.5):7.3f} ms   p95 {result.percentile(0.95):7.3f} ms",
-        flush=True,
-    )
-    return result
-
-
-def corpus_sentences() -> list[str]:
-    sentences = []
-    for line in CORPUS.read_text(encoding="utf-8").splitlines():
-        content = json.loads(line)["content"]
-        sentences += [
-            part.strip() for part in content.replace("\n", " ").split(". ") if len(part.strip()) > 30
-        ]
-    return sentences
-
-
 async def seed(
     url: str, users: list[uuid.UUID], per_user: int, sentences: list[str]
 ) -> dict[uuid.UUID, list[str]]:
@@ -132,7 +85,7 @@ async def seed(
     rng = random.Random(7)
     keys: dict[uuid.UUID, list[str]] = {}
     now = datetime.now(UTC)
-    connection = await asyncpg.connect(url.replace("postgresql+asyncpg", "postgresql"))
+    connection = await asyncpg.connect(driver_url(url))
     try:
         await connection.copy_records_to_table(
             "users",
@@ -164,7 +117,7 @@ async def seed(
     return keys
 
 
-async def run(user_count: int, per_user: int) -> list[Result]:
+async def run(user_count: int, per_user: int) -> tuple[list[Result], str]:
     sentences = corpus_sentences()
     rng = random.Random(11)
     users = [new_id() for _ in range(user_count)]
@@ -172,7 +125,8 @@ async def run(user_count: int, per_user: int) -> list[Result]:
     async with throwaway_postgres_database() as url:
         print(f"seeding {user_count * per_user:,} memories over {user_count:,} users …", flush=True)
         keys = await seed(url, users, per_user, sentences)
-        plain = url.replace("postgresql+asyncpg", "postgresql")
+        server = await server_version(url)
+        plain = driver_url(url)
 
         def pick(index: int) -> tuple[uuid.UUID, str]:
             user = users[(index * 7919) % len(users)]
@@ -236,65 +190,23 @@ async def run(user_count: int, per_user: int) -> list[Result]:
                 await cold.close()
                 await cached.close()
                 await pool.close()
-    return results
-
-
-def environment() -> str:
-    cpu = "unknown CPU"
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    packages = ", ".join(
-        f"{name} {version(name)}"
-        for name in ("sqlalchemy", "asyncpg", "psycopg", "langgraph-checkpoint-postgres", "pydantic")
-    )
-    return f"{cpu}, {os.cpu_count()} cores; Python {platform.python_version()}; {packages}"
+    return results, server
 
 
 def write_markdown(results: list[Result], server: str, user_count: int, per_user: int) -> None:
-    rows = [
-        "| System | Operation | Concurrency | ops/s | p50 ms | p95 ms |",
-        "|---|---|---:|---:|---:|---:|",
-    ]
-    rows += [
-        f"| {r.system} | {r.operation} | {r.concurrency} | {r.throughput:,.0f} | {r.percentile(0.5):.3f} | "
-        f"{r.percentile(0.95):.3f} |"
-        for r in results
-    ]
-    section = "\n".join(
+    write_section(
+        "memory",
         [
-            "<!-- memory:start -->",
             "## Memory (`bench/memory.py`)",
             "",
-            f"Run {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {environment()}; {server} on 127.0.0.1 over TCP. "
+            f"Run {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {environment(PACKAGES)}; {server} on 127.0.0.1 over TCP. "
             f"{user_count:,} users × {per_user} memories = {user_count * per_user:,} memories; values are sentences "
             "of the Portuguese aviation corpus. `get_memory (cold)` runs with the cache off; `(cached)` reads one "
             "hot key. One run; the machine is noisy, so read the ratios, not the last digit.",
             "",
-            *rows,
-            "<!-- memory:end -->",
-        ]
+            *results_table(results),
+        ],
     )
-    existing = RESULTS.read_text(encoding="utf-8") if RESULTS.exists() else "# Benchmarks\n"
-    if "<!-- memory:start -->" in existing:
-        head, _, rest = existing.partition("<!-- memory:start -->")
-        _, _, tail = rest.partition("<!-- memory:end -->")
-        existing = head + section + tail
-    else:
-        existing = existing.rstrip() + "\n\n" + section + "\n"
-    RESULTS.write_text(existing, encoding="utf-8")
-
-
-async def server_version() -> str:
-    async with throwaway_postgres_database(migrate=False) as url:
-        connection = await asyncpg.connect(url.replace("postgresql+asyncpg", "postgresql"))
-        try:
-            return "PostgreSQL " + str(await connection.fetchval("SHOW server_version"))
-        finally:
-            await connection.close()
 
 
 def main() -> None:
@@ -306,9 +218,9 @@ def main() -> None:
     parser.add_argument("--no-write", action="store_true", help="print only; leave docs/benchmarks.md alone")
     arguments = parser.parse_args()
     os.environ.setdefault("LOG_LEVEL", "WARNING")
-    results = asyncio.run(run(arguments.users, arguments.per_user))
+    results, server = asyncio.run(run(arguments.users, arguments.per_user))
     if not arguments.no_write:
-        write_markdown(results, asyncio.run(server_version()), arguments.users, arguments.per_user)
+        write_markdown(results, server, arguments.users, arguments.per_user)
         print(f"written to {RESULTS.relative_to(ROOT)}")
 
 

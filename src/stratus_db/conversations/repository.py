@@ -6,6 +6,7 @@ import json
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
+from functools import cached_property
 from typing import Any, NamedTuple
 
 from sqlalchemy import ColumnElement, and_, bindparam, case, delete, func, insert, or_, select, update
@@ -80,8 +81,16 @@ class ConversationRepository:
     def __init__(self, conn: AsyncConnection, user_id: uuid.UUID) -> None:
         self.conn = conn
         self.user_id = user_id
-        self._owned: ColumnElement[bool] = Conversation.user_id == user_id
-        self._owned_messages: ColumnElement[bool] = Message.user_id == user_id
+
+    # The ownership filters are built on first use: building both cost add_message a tenth of its client time
+    # (22 µs a call), and the PostgreSQL hot paths, whose SQL carries the filter itself, never use them.
+    @cached_property
+    def _owned(self) -> ColumnElement[bool]:
+        return Conversation.user_id == self.user_id
+
+    @cached_property
+    def _owned_messages(self) -> ColumnElement[bool]:
+        return Message.user_id == self.user_id
 
     async def insert(self, values: dict[str, Any]) -> dict[str, Any]:
         statement = insert(_conversations).values(user_id=self.user_id, **values).returning(_conversations)

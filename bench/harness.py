@@ -1,0 +1,196 @@
+"""What every benchmark script shares: timing under concurrency, the corpus, the machine line, docs/benchmarks.md.
+
+Not a test and not part of the package: the scripts in bench/ import it (`from bench.harness import …`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import os
+import platform
+import time
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+ROOT = Path(__file__).resolve().parents[1]
+CORPUS = ROOT / "bench" / "data" / "conversas-aviacao.jsonl"
+RESULTS = ROOT / "docs" / "benchmarks.md"
+
+
+@dataclass
+class Result:
+    system: str
+    operation: str
+    concurrency: int
+    ops: int
+    seconds: float
+    latencies: list[float]
+    unit: str = "ops"
+    """What `throughput` counts per second: calls ("ops"), or the rows each call carries ("rows")."""
+    items_per_op: int = 1
+
+    @property
+    def throughput(self) -> float:
+        return self.ops * self.items_per_op / self.seconds
+
+    def percentile(self, fraction: float) -> float:
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] * 1000
+
+
+@dataclass
+class Contender:
+    """One system's way of doing the operation being compared: `call(index)` does op number `index`."""
+
+    system: str
+    operation: str
+    call: Callable[[int], Awaitable[Any]]
+    unit: str = "ops"
+    items_per_op: int = 1
+    latencies: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def report(result: Result) -> None:
+    print(
+        f"{result.system:<30} {result.operation:<22} c={result.concurrency:<3} "
+        f"{result.throughput:>9,.0f} {result.unit}/s   "
+        f"p50 {result.percentile(0.5):7.3f} ms   p95 {result.percentile(0.95):7.3f} ms",
+        flush=True,
+    )
+
+
+async def _timed(
+    call: Callable[[int], Awaitable[Any]], indexes: Iterable[int], concurrency: int, latencies: list[float]
+) -> float:
+    """Run `call` over `indexes` with `concurrency` workers; the wall time, each call's latency into `latencies`."""
+    counter: Iterator[int] = iter(indexes)
+
+    async def worker() -> None:
+        for index in counter:
+            started = time.perf_counter()
+            await call(index)
+            latencies.append(time.perf_counter() - started)
+
+    began = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return time.perf_counter() - began
+
+
+async def measure(
+    system: str, operation: str, call: Callable[[int], Awaitable[Any]], ops: int, concurrency: int
+) -> Result:
+    """Time `ops` calls of `call(0)`, `call(1)`… spread over `concurrency` tasks, and print the figures."""
+    latencies: list[float] = []
+    seconds = await _timed(call, range(ops), concurrency, latencies)
+    result = Result(system, operation, concurrency, ops, seconds, latencies)
+    report(result)
+    return result
+
+
+async def compare(
+    contenders: list[Contender], ops: int, concurrency: int, *, rounds: int = 3, warmup: int = 0
+) -> list[Result]:
+    """Time each contender over the same `ops` indexes at `concurrency`, interleaved in `rounds` slices.
+
+    Other work on the machine comes and goes; taking turns in slices spreads it over every contender, so the ratios
+    between them hold better than when each runs its whole share in one go. `warmup` calls per contender first
+    (indexes after the measured ones) fill statement caches and pools; they are not counted.
+    """
+    for contender in contenders:
+        contender.latencies, contender.seconds = [], 0.0
+        if warmup:
+            await _timed(contender.call, range(ops, ops + warmup), concurrency, [])
+    bounds = [ops * part // rounds for part in range(rounds + 1)]
+    for start, stop in itertools.pairwise(bounds):
+        for contender in contenders:
+            contender.seconds += await _timed(
+                contender.call, range(start, stop), concurrency, contender.latencies
+            )
+    results = [
+        Result(c.system, c.operation, concurrency, ops, c.seconds, c.latencies, c.unit, c.items_per_op)
+        for c in contenders
+    ]
+    for result in results:
+        report(result)
+    return results
+
+
+def corpus_messages() -> list[dict[str, Any]]:
+    """The messages of the Portuguese aviation corpus (bench/data/README.md), in conversation order."""
+    return [json.loads(line) for line in CORPUS.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def corpus_sentences() -> list[str]:
+    sentences = []
+    for message in corpus_messages():
+        content = message["content"]
+        sentences += [
+            part.strip() for part in content.replace("\n", " ").split(". ") if len(part.strip()) > 30
+        ]
+    return sentences
+
+
+def environment(packages: Iterable[str]) -> str:
+    """The machine, Python and the given packages' versions, for the line above a results table."""
+    cpu = "unknown CPU"
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    listed = ", ".join(f"{name} {version(name)}" for name in packages)
+    return f"{cpu}, {os.cpu_count()} cores; Python {platform.python_version()}; {listed}"
+
+
+def driver_url(url: str) -> str:
+    """asyncpg's and psycopg's spelling of a SQLAlchemy `postgresql+asyncpg://` URL."""
+    return url.replace("postgresql+asyncpg", "postgresql")
+
+
+async def server_version(url: str) -> str:
+    connection = await asyncpg.connect(driver_url(url))
+    try:
+        return "PostgreSQL " + str(await connection.fetchval("SHOW server_version"))
+    finally:
+        await connection.close()
+
+
+def results_table(results: Iterable[Result], *, throughput_header: str = "ops/s") -> list[str]:
+    """Markdown rows; with a throughput header other than ops/s, each figure carries its unit."""
+    rows = [
+        f"| System | Operation | Concurrency | {throughput_header} | p50 ms | p95 ms |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        figure = f"{r.throughput:,.0f}" if throughput_header == "ops/s" else f"{r.throughput:,.0f} {r.unit}/s"
+        rows.append(
+            f"| {r.system} | {r.operation} | {r.concurrency} | {figure} | {r.percentile(0.5):.3f} | "
+            f"{r.percentile(0.95):.3f} |"
+        )
+    return rows
+
+
+def write_section(name: str, lines: list[str]) -> None:
+    """Put `lines` between the `<!-- name:start -->` and `<!-- name:end -->` markers of docs/benchmarks.md.
+
+    Everything outside the markers is kept; a section not there yet is appended.
+    """
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    section = "\n".join([start, *lines, end])
+    existing = RESULTS.read_text(encoding="utf-8") if RESULTS.exists() else "# Benchmarks\n"
+    if start in existing:
+        head, _, rest = existing.partition(start)
+        _, _, tail = rest.partition(end)
+        existing = head + section + tail
+    else:
+        existing = existing.rstrip() + "\n\n" + section + "\n"
+    RESULTS.write_text(existing, encoding="utf-8")
