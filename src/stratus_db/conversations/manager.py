@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from stratus_db.audit.manager import AuditManager, changed_fields
 from stratus_db.audit.schemas import AuditAction
 from stratus_db.conversations import packing, stats, window
+from stratus_db.conversations.coalescing import AppendCoalescer
 from stratus_db.conversations.history import HistoryCompression
 from stratus_db.conversations.repository import ConversationRepository
 from stratus_db.conversations.schemas import (
@@ -107,6 +108,8 @@ class ConversationManager:
         self._audit = AuditManager(db)
         self._search = message_search_for(db.backend)
         self._history = HistoryCompression.of(db)
+        # PostgreSQL writes concurrent appends together; SQLite's one writer at a time leaves nothing to share.
+        self._appends = AppendCoalescer.of(db) if db.backend == "postgresql" else None
 
     async def create_conversation(
         self,
@@ -492,6 +495,15 @@ class ConversationManager:
                 user_id=data.user_id,
                 new_values=_message_audit_values(values),
             )
+
+            if self._appends is not None and tx is None:
+                coalesced = await self._appends.append(values | {"user_id": data.user_id}, audit_row)
+                if coalesced is not None:
+                    self._compress_if_long(data.conversation_id, data.user_id, coalesced.unsummarized, tx)
+                    return message_from_row(
+                        values
+                        | {"seq": coalesced.seq, "created_at": coalesced.created_at, "user_id": data.user_id}
+                    )
 
             async def work(conn: AsyncConnection) -> Message:
                 repository = ConversationRepository(conn, data.user_id)

@@ -48,6 +48,50 @@ WITH counted AS (
 SELECT counted.* FROM counted JOIN inserted USING (seq)
 """
 
+_PG_APPEND_MANY = """-- coalesced add_message calls on PostgreSQL: one statement for many callers' appends
+WITH input AS (
+    SELECT *
+    FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
+                $9::int[], $10::float8[], $11::timestamptz[], $12::uuid[], $13::text[], $14::text[], $15::text[],
+                $16::text[], $17::text[])
+         WITH ORDINALITY AS i(message_id, conversation_id, user_id, agent_name, message_type, content, metadata,
+                              audit_values, tokens_used, response_time, called_at, audit_id, ip_address, user_agent,
+                              actor, trace_id, purpose, position)
+), per_conversation AS (
+    SELECT conversation_id, user_id, count(*)::int AS appended, sum(tokens_used)::int AS tokens,
+           max(called_at) AS called_at
+    FROM input GROUP BY conversation_id, user_id
+), counted AS (
+    UPDATE conversations AS c
+    SET message_count = c.message_count + p.appended, total_tokens = c.total_tokens + p.tokens,
+        last_activity_at = greatest(c.last_activity_at, p.called_at), updated_at = p.called_at
+    FROM per_conversation AS p
+    WHERE c.conversation_id = p.conversation_id AND c.user_id = p.user_id AND c.status = 'active'
+    RETURNING c.conversation_id, c.message_count - p.appended AS base, c.last_activity_at AS created_at,
+              c.total_tokens - c.summarized_tokens AS unsummarized
+), numbered AS (
+    SELECT i.*, counted.base + row_number() OVER (PARTITION BY i.conversation_id ORDER BY i.position) AS seq,
+           counted.created_at, counted.unsummarized
+    FROM input AS i JOIN counted USING (conversation_id)
+), inserted AS (
+    INSERT INTO messages (message_id, conversation_id, user_id, seq, agent_name, message_type, content, metadata,
+                          tokens_used, response_time, created_at)
+    SELECT message_id, conversation_id, user_id, seq, agent_name, message_type, content, metadata::jsonb,
+           tokens_used, response_time, created_at
+    FROM numbered
+), audited AS (
+    INSERT INTO audit_log (audit_id, user_id, action, table_name, record_id, old_values, new_values, timestamp,
+                           ip_address, user_agent, actor, trace_id, purpose)
+    SELECT audit_id, user_id, 'create', 'messages', message_id, NULL,
+           audit_values::jsonb || jsonb_build_object('seq', seq), called_at, ip_address, user_agent, actor,
+           trace_id, purpose
+    FROM numbered
+)
+SELECT message_id, seq, created_at, unsummarized FROM numbered
+"""
+"""The messages of one conversation are numbered in the order their callers queued them; a conversation the UPDATE
+does not count (missing, foreign, not active) leaves its messages out of the result."""
+
 _PG_CONTEXT = """-- get_context on PostgreSQL: the conversation and its newest unsummarized messages within the budget
 SELECT c.summary, c.summarized_through_seq, c.message_count, recent.*
 FROM conversations AS c
@@ -239,6 +283,43 @@ class ConversationRepository:
             insert(_audit).values(**audit_row | {"new_values": audit_row["new_values"] | {"seq": taken.seq}})
         )
         return taken
+
+    @staticmethod
+    async def append_many(
+        conn: AsyncConnection, appends: Sequence[tuple[dict[str, Any], dict[str, Any]]]
+    ) -> dict[uuid.UUID, Appended]:
+        """Append messages of any users and conversations in one statement (PostgreSQL; AppendCoalescer).
+
+        Each append is a message with its `user_id` and its audit row, as for `append`. Returns what was appended by
+        message id; a message whose conversation is missing, foreign or not active is not in it.
+        """
+        columns: list[list[Any]] = [[] for _ in range(17)]
+        for message, audit_row in appends:
+            values = (
+                message["message_id"],
+                message["conversation_id"],
+                message["user_id"],
+                message["agent_name"],
+                message["message_type"].value,
+                message["content"],
+                json.dumps(message["metadata"]),
+                json.dumps(audit_row["new_values"]),
+                message["tokens_used"],
+                message["response_time"],
+                message["created_at"],
+                audit_row["audit_id"],
+                audit_row["ip_address"],
+                audit_row["user_agent"],
+                audit_row["actor"],
+                audit_row["trace_id"],
+                audit_row["purpose"],
+            )
+            for column, value in zip(columns, values, strict=True):
+                column.append(value)
+        rows = await driver.fetch(conn, _PG_APPEND_MANY, *columns)
+        return {
+            row["message_id"]: Appended(row["seq"], row["created_at"], row["unsummarized"]) for row in rows
+        }
 
     async def messages(
         self, conversation_id: uuid.UUID, *, after_seq: int | None, before_seq: int | None, limit: int

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import textwrap
+import uuid
 
 import pytest
 
@@ -176,3 +177,40 @@ class TestAddMessages:
         stored = await conversations.get_conversation(conv.conversation_id, user.user_id)
         assert stored is not None
         assert (stored.message_count, stored.total_tokens) == (0, 0)
+
+
+async def test_concurrent_appends_to_many_conversations_each_get_their_own_result_or_error(
+    db: Database, users: UserManager, conversations: ConversationManager
+) -> None:
+    """On PostgreSQL these appends are written together (conversations/coalescing.py): a refused one among them fails
+    alone, with the error it would get on its own."""
+    owner = await create_user(users)
+    stranger = await create_user(users)
+    open_ones = [
+        (await conversations.create_conversation(owner.user_id, f"c{n}")).conversation_id for n in range(3)
+    ]
+    archived = (await conversations.create_conversation(owner.user_id, "arquivada")).conversation_id
+    await conversations.archive_conversation(archived, owner.user_id)
+    calls = [(conversation_id, owner.user_id) for conversation_id in open_ones for _ in range(10)]
+    calls[5:5] = [(archived, owner.user_id), (open_ones[0], stranger.user_id), (uuid.uuid4(), owner.user_id)]
+    results = await asyncio.gather(
+        *(
+            conversations.add_message(conversation_id, user_id, f"mensagem {n}", tokens_used=2)
+            for n, (conversation_id, user_id) in enumerate(calls)
+        ),
+        return_exceptions=True,
+    )
+    errors = [type(result).__name__ for result in results if isinstance(result, Exception)]
+    assert errors == ["ConflictError", "NotFoundError", "NotFoundError"]
+    for conversation_id in open_ones:
+        messages = await conversations.get_messages(conversation_id, owner.user_id)
+        assert [m.seq for m in messages] == list(range(1, 11))
+        stored = await conversations.get_conversation(conversation_id, owner.user_id)
+        assert stored is not None
+        assert (stored.message_count, stored.total_tokens) == (10, 20)
+    assert await count_rows(db, "messages") == 30
+    audited = await AuditManager(db).query(table_name="messages", limit=100)
+    assert len(audited.items) == 30
+    assert {event.record_id for event in audited.items} == {
+        result.message_id for result in results if not isinstance(result, BaseException)
+    }
