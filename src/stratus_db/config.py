@@ -106,6 +106,8 @@ class Settings(BaseSettings):
     """How long access counts of cache hits may wait before they are written (close() writes them at once)."""
 
     # Conversation history (see docs/conversations.md).
+    STRATUS_CONTEXT_CACHE_CONVERSATIONS: Annotated[int, Field(ge=0)] = 1000
+    """Conversations whose newest messages each process keeps for get_context; 0 turns the cache off."""
     STRATUS_PACK_ARCHIVED_MESSAGES: bool = True
     """archive_conversation stores message bodies zstd-compressed unless told otherwise."""
     STRATUS_SUMMARY_THRESHOLD_TOKENS: Annotated[int, Field(ge=0)] = 8000

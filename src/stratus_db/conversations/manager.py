@@ -15,6 +15,7 @@ from stratus_db.audit.schemas import AuditAction
 from stratus_db.conversations import packing, stats, window
 from stratus_db.conversations.coalescing import AppendCoalescer
 from stratus_db.conversations.history import HistoryCompression
+from stratus_db.conversations.recent import RecentMessages, Tail
 from stratus_db.conversations.repository import ConversationRepository
 from stratus_db.conversations.schemas import (
     CompressionResult,
@@ -74,15 +75,20 @@ def _conversation_audit_values(conversation: Conversation) -> dict[str, Any]:
     }
 
 
-def message_from_row(row: Mapping[str, Any]) -> Message:
-    """A stored message as the API returns it: a packed body is unpacked (conversations/packing.py)."""
+def message_from_row(
+    row: Mapping[str, Any], conversation_id: uuid.UUID | None = None, user_id: uuid.UUID | None = None
+) -> Message:
+    """A stored message as the API returns it: a packed body is unpacked (conversations/packing.py).
+
+    Callers that know the conversation and the owner pass them: the row's copies (driver UUIDs) cost more to convert.
+    """
     content = row["content"]
     if content is None:
         content = packing.unpack(row["packed_content"])
     return Message(
         message_id=row["message_id"],
-        conversation_id=row["conversation_id"],
-        user_id=row["user_id"],
+        conversation_id=row["conversation_id"] if conversation_id is None else conversation_id,
+        user_id=row["user_id"] if user_id is None else user_id,
         seq=row["seq"],
         agent_name=row["agent_name"],
         message_type=MessageType(row["message_type"]),
@@ -110,6 +116,9 @@ class ConversationManager:
         self._history = HistoryCompression.of(db)
         # PostgreSQL writes concurrent appends together; SQLite's one writer at a time leaves nothing to share.
         self._appends = AppendCoalescer.of(db) if db.backend == "postgresql" else None
+        self._recent = db.extension(
+            "conversations.recent", lambda: RecentMessages(db.settings.STRATUS_CONTEXT_CACHE_CONVERSATIONS)
+        )
 
     async def create_conversation(
         self,
@@ -875,13 +884,79 @@ class ConversationManager:
                     f"max_tokens must be an integer from 1 to {MAX_CONTEXT_TOKENS:,}, got {max_tokens!r}"
                 )
 
-            async def work(conn: AsyncConnection) -> ContextWindow:
-                rows = await ConversationRepository(conn, owner).context(key, max_tokens)
-                if rows is None:
-                    raise _not_found(key, owner)
-                return _window(key, max_tokens, rows)
+            # A read inside a caller's transaction may see rows that roll back: it neither uses nor fills the cache.
+            tail = self._recent.get(key, owner) if tx is None else None
 
-            return await op.run(work, tx=tx, single_statement=True)
+            async def work(conn: AsyncConnection) -> ContextWindow:
+                repository = ConversationRepository(conn, owner)
+                rows = await repository.context(
+                    key, max_tokens, after_seq=0 if tail is None else tail.last_seq
+                )
+                if rows is None:
+                    self._recent.drop(key)
+                    raise _not_found(key, owner)
+                context = self._fit(key, owner, max_tokens, rows, tail, cache=tx is None)
+                if context is None:  # the cached tail does not reach back far enough for this budget
+                    rows = await repository.context(key, max_tokens)
+                    assert rows is not None, "the conversation was there a statement ago, in this transaction"
+                    context = self._fit(key, owner, max_tokens, rows, None, cache=tx is None)
+                    assert context is not None, "a read without a tail always fits"
+                return context
+
+            return await op.run(work, tx=tx, single_statement=True)  # each read stands on its own
+
+    def _fit(
+        self,
+        conversation_id: uuid.UUID,
+        user_id: uuid.UUID,
+        max_tokens: int,
+        rows: list[dict[str, Any]],
+        tail: Tail | None,
+        *,
+        cache: bool,
+    ) -> ContextWindow | None:
+        """The window from what ConversationRepository.context read (newest first) and the cached tail it continues;
+        None when the budget reaches past the tail and the older messages must be read."""
+        head = rows[0]
+        summary, summarized, count = head["summary"], head["summarized_through_seq"], head["message_count"]
+        delta = [
+            message_from_row(row, conversation_id, user_id)
+            for row in reversed(rows)
+            if row["message_id"] is not None
+        ]
+        unsummarized = count - summarized
+        after = summarized if tail is None else max(summarized, tail.last_seq)
+        joins_tail = tail is not None and tail.last_seq <= count and len(delta) == count - after
+        if joins_tail:
+            assert tail is not None
+            candidates = [message for message in tail.messages if message.seq > summarized] + delta
+            cut_by_budget = False
+        else:
+            candidates = delta
+            cut_by_budget = (
+                len(delta) < count - summarized
+            )  # the next older message did not fit in the budget
+        newest_first = [message.tokens_used for message in reversed(candidates)]
+        with_summary, taken = window.fit(summary, newest_first, max_tokens)
+        if tail is not None and not cut_by_budget and taken == len(candidates) < unsummarized:
+            return None
+        if cache:
+            fitting = window.fit(None, newest_first, max_tokens)[1]
+            self._recent.put(
+                conversation_id,
+                Tail(user_id, tuple(candidates[len(candidates) - fitting :]), count),
+            )
+        chosen = candidates[len(candidates) - taken :]
+        summary_cost = window.summary_tokens(summary) if with_summary else 0
+        return ContextWindow(
+            conversation_id=conversation_id,
+            max_tokens=max_tokens,
+            summary=summary if with_summary else None,
+            summary_tokens=summary_cost,
+            messages=chosen,
+            total_tokens=summary_cost + sum(window.message_tokens(message.tokens_used) for message in chosen),
+            omitted_messages=unsummarized - len(chosen),
+        )
 
     async def search_messages(
         self, user_id: uuid.UUID | str, query: str, limit: int = 20, *, tx: AsyncConnection | None = None
@@ -976,22 +1051,3 @@ class ConversationManager:
                 )
 
             return await op.run(work, tx=tx)
-
-
-def _window(conversation_id: uuid.UUID, max_tokens: int, rows: list[dict[str, Any]]) -> ContextWindow:
-    """Fit the rows ConversationRepository.context read (newest first) into the budget."""
-    summary = rows[0]["summary"]
-    candidates = [row for row in rows if row["message_id"] is not None]
-    with_summary, taken = window.fit(summary, [row["tokens_used"] for row in candidates], max_tokens)
-    chosen = [message_from_row(row) for row in reversed(candidates[:taken])]
-    summary_cost = window.summary_tokens(summary) if with_summary else 0
-    unsummarized = rows[0]["message_count"] - rows[0]["summarized_through_seq"]
-    return ContextWindow(
-        conversation_id=conversation_id,
-        max_tokens=max_tokens,
-        summary=summary if with_summary else None,
-        summary_tokens=summary_cost,
-        messages=chosen,
-        total_tokens=summary_cost + sum(window.message_tokens(message.tokens_used) for message in chosen),
-        omitted_messages=unsummarized - len(chosen),
-    )

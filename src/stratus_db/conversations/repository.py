@@ -101,7 +101,7 @@ LEFT JOIN LATERAL (
         SELECT m.message_id, m.conversation_id, m.user_id, m.seq, m.agent_name, m.message_type, m.content,
                m.metadata, m.tokens_used, m.response_time, m.created_at, m.packed_content
         FROM messages AS m
-        WHERE m.conversation_id = c.conversation_id AND m.seq > c.summarized_through_seq
+        WHERE m.conversation_id = c.conversation_id AND m.seq > greatest(c.summarized_through_seq, $4)
         ORDER BY m.seq DESC
         LIMIT $3
     ) AS newest
@@ -335,8 +335,11 @@ class ConversationRepository:
         rows = [dict(row) for row in (await self.conn.execute(statement)).mappings()]
         return rows[::-1] if newest_first else rows
 
-    async def context(self, conversation_id: uuid.UUID, max_tokens: int) -> list[dict[str, Any]] | None:
-        """The conversation's summary and its newest unsummarized messages whose tokens add up to ≤ max_tokens.
+    async def context(
+        self, conversation_id: uuid.UUID, max_tokens: int, *, after_seq: int = 0
+    ) -> list[dict[str, Any]] | None:
+        """The conversation's summary and its newest unsummarized messages numbered after `after_seq` whose tokens
+        add up to ≤ max_tokens.
 
         One row per message, newest first, each carrying `summary` and `summarized_through_seq`; a single row with
         `message_id` None when no message fits; None when the conversation does not exist for this user. Each row
@@ -344,7 +347,7 @@ class ConversationRepository:
         """
         if self.conn.dialect.name == "postgresql":
             rows = await driver.fetch(
-                self.conn, _PG_CONTEXT, conversation_id, self.user_id, max_tokens, read_only=True
+                self.conn, _PG_CONTEXT, conversation_id, self.user_id, max_tokens, after_seq, read_only=True
             )
             return rows or None
         head = (
@@ -361,7 +364,7 @@ class ConversationRepository:
             .where(
                 self._owned_messages,
                 Message.conversation_id == conversation_id,
-                Message.seq > head.summarized_through_seq,
+                Message.seq > max(head.summarized_through_seq, after_seq),
             )
             .order_by(Message.seq.desc())
             .limit(max_tokens)
