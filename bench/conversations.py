@@ -262,6 +262,10 @@ async def run(sizes: Sizes) -> tuple[list[Result], dict[str, Any]]:
             )
         )
         conversations = ConversationManager(db)
+        # The same reads without the per-process tail cache (conversations/recent.py): what a read costs when the
+        # process has not seen the conversation yet, e.g. the first turn after a restart.
+        uncached_db = Database(db.settings.model_copy(update={"STRATUS_CONTEXT_CACHE_CONVERSATIONS": 0}))
+        uncached = ConversationManager(uncached_db)
 
         async def keep_session(_connection: asyncpg.Connection) -> None:
             # The floor is one round trip a call: asyncpg's default reset on release would add a second.
@@ -340,6 +344,10 @@ async def run(sizes: Sizes) -> tuple[list[Result], dict[str, Any]]:
                 owner = long_ones[index % len(long_ones)]
                 return await conversations.get_context(owner.conversation_id, owner.user_id, budget)
 
+            async def stratus_context_uncached(index: int) -> Any:
+                owner = long_ones[index % len(long_ones)]
+                return await uncached.get_context(owner.conversation_id, owner.user_id, budget)
+
             async def floor_context(index: int) -> Any:
                 owner = long_ones[index % len(long_ones)]
                 return await pool.fetch(FLOOR_CONTEXT, owner.conversation_id, owner.user_id, budget)
@@ -396,6 +404,11 @@ async def run(sizes: Sizes) -> tuple[list[Result], dict[str, Any]]:
                 results += await compare(
                     [
                         Contender("stratus_db", f"get_context ({facts['returned']} msgs)", stratus_context),
+                        Contender(
+                            "stratus_db (no cache)",
+                            f"get_context ({facts['returned']} msgs)",
+                            stratus_context_uncached,
+                        ),
                         Contender("asyncpg (floor)", "window query", floor_context),
                         Contender(
                             "langchain (peer)", f"aget_messages ({facts['peer_returned']})", peer_read(False)
@@ -429,6 +442,7 @@ async def run(sizes: Sizes) -> tuple[list[Result], dict[str, Any]]:
                 )
         finally:
             await db.close()
+            await uncached_db.close()
             await pool.close()
             await peer_pool.close()
     return results, facts

@@ -926,25 +926,21 @@ class ConversationManager:
         ]
         unsummarized = count - summarized
         after = summarized if tail is None else max(summarized, tail.last_seq)
-        joins_tail = tail is not None and tail.last_seq <= count and len(delta) == count - after
-        if joins_tail:
-            assert tail is not None
+        if tail is not None and tail.last_seq <= count and len(delta) == count - after:
+            # The new messages join the tail: together they are the conversation's newest, without a gap.
             candidates = [message for message in tail.messages if message.seq > summarized] + delta
-            cut_by_budget = False
         else:
             candidates = delta
-            cut_by_budget = (
-                len(delta) < count - summarized
-            )  # the next older message did not fit in the budget
         newest_first = [message.tokens_used for message in reversed(candidates)]
         with_summary, taken = window.fit(summary, newest_first, max_tokens)
-        if tail is not None and not cut_by_budget and taken == len(candidates) < unsummarized:
+        if taken == len(candidates) < unsummarized:
+            # Everything known fits, even the message that once marked the budget's edge: older ones might too.
             return None
         if cache:
-            fitting = window.fit(None, newest_first, max_tokens)[1]
+            # What fits this budget, and the first message that does not (the edge a larger budget starts from).
+            kept = min(len(candidates), window.fit(None, newest_first, max_tokens)[1] + 1)
             self._recent.put(
-                conversation_id,
-                Tail(user_id, tuple(candidates[len(candidates) - fitting :]), count),
+                conversation_id, Tail(user_id, tuple(candidates[len(candidates) - kept :]), count)
             )
         chosen = candidates[len(candidates) - taken :]
         summary_cost = window.summary_tokens(summary) if with_summary else 0

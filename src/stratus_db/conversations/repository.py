@@ -98,19 +98,20 @@ FROM conversations AS c
 LEFT JOIN LATERAL (
     SELECT newest.*, sum(greatest(newest.tokens_used, 1)) OVER (ORDER BY newest.seq DESC) AS running_tokens
     FROM (
-        SELECT m.message_id, m.conversation_id, m.user_id, m.seq, m.agent_name, m.message_type, m.content,
-               m.metadata, m.tokens_used, m.response_time, m.created_at, m.packed_content
+        SELECT m.message_id, m.seq, m.agent_name, m.message_type, m.content, m.metadata, m.tokens_used,
+               m.response_time, m.created_at, m.packed_content
         FROM messages AS m
         WHERE m.conversation_id = c.conversation_id AND m.seq > greatest(c.summarized_through_seq, $4)
         ORDER BY m.seq DESC
-        LIMIT $3
+        LIMIT $3 + 1
     ) AS newest
-) AS recent ON recent.running_tokens <= $3
+) AS recent ON recent.running_tokens - greatest(recent.tokens_used, 1) <= $3
 WHERE c.conversation_id = $1 AND c.user_id = $2
 ORDER BY recent.seq DESC
 """
-"""A message counts at least one token in a window, so no more than max_tokens of them can fit: the LIMIT bounds the
-work, and the running sum keeps the contiguous newest messages that fit."""
+"""A message counts at least one token in a window, so no more than max_tokens of them can fit. The rows are the
+newest messages that fit, then the first that does not (when there is one): the boundary tells a cached tail whether
+a larger budget needs older messages (conversations/recent.py)."""
 
 
 class Appended(NamedTuple):
@@ -339,7 +340,7 @@ class ConversationRepository:
         self, conversation_id: uuid.UUID, max_tokens: int, *, after_seq: int = 0
     ) -> list[dict[str, Any]] | None:
         """The conversation's summary and its newest unsummarized messages numbered after `after_seq` whose tokens
-        add up to ≤ max_tokens.
+        add up to ≤ max_tokens, and the next older one (the first that does not fit), if any.
 
         One row per message, newest first, each carrying `summary` and `summarized_through_seq`; a single row with
         `message_id` None when no message fits; None when the conversation does not exist for this user. Each row
@@ -367,14 +368,16 @@ class ConversationRepository:
                 Message.seq > max(head.summarized_through_seq, after_seq),
             )
             .order_by(Message.seq.desc())
-            .limit(max_tokens)
+            .limit(max_tokens + 1)
             .subquery()
         )
         at_least_one = case((newest.c.tokens_used < 1, 1), else_=newest.c.tokens_used)
         running = func.sum(at_least_one).over(order_by=newest.c.seq.desc()).label("running_tokens")
-        windowed = select(newest, running).subquery()
+        windowed = select(newest, running, at_least_one.label("weight")).subquery()
         statement = (
-            select(windowed).where(windowed.c.running_tokens <= max_tokens).order_by(windowed.c.seq.desc())
+            select(windowed)
+            .where(windowed.c.running_tokens - windowed.c.weight <= max_tokens)
+            .order_by(windowed.c.seq.desc())
         )
         rows = [dict(row) for row in (await self.conn.execute(statement)).mappings()]
         summary = dict(head._mapping)
