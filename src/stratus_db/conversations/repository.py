@@ -61,11 +61,18 @@ WITH input AS (
     SELECT conversation_id, user_id, count(*)::int AS appended, sum(tokens_used)::int AS tokens,
            max(called_at) AS called_at
     FROM input GROUP BY conversation_id, user_id
+), locked AS (
+    -- Row locks in one order (by id) for every batch: two batches in flight never wait for each other in a cycle.
+    SELECT c.conversation_id
+    FROM conversations AS c JOIN per_conversation AS p USING (conversation_id, user_id)
+    WHERE c.status = 'active'
+    ORDER BY c.conversation_id
+    FOR NO KEY UPDATE OF c
 ), counted AS (
     UPDATE conversations AS c
     SET message_count = c.message_count + p.appended, total_tokens = c.total_tokens + p.tokens,
         last_activity_at = greatest(c.last_activity_at, p.called_at), updated_at = p.called_at
-    FROM per_conversation AS p
+    FROM per_conversation AS p JOIN locked USING (conversation_id)
     WHERE c.conversation_id = p.conversation_id AND c.user_id = p.user_id AND c.status = 'active'
     RETURNING c.conversation_id, c.message_count - p.appended AS base, c.last_activity_at AS created_at,
               c.total_tokens - c.summarized_tokens AS unsummarized
