@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
 from alembic import command
 from sqlalchemy import Connection, inspect
+from sqlalchemy import text as sql_text
 
 from stratus_db import Database
 from stratus_db.models import Base
@@ -135,3 +137,90 @@ async def test_postgres_upgrade_makes_existing_memories_and_messages_searchable(
 
 async def test_sqlite_upgrade_makes_existing_memories_and_messages_searchable(tmp_path: Path) -> None:
     await _rows_stored_before_search_become_searchable(sqlite_url(tmp_path / "upgrade.db"))
+
+
+async def _search_survives_revision_0004_both_ways(url: str) -> None:
+    """A memory stored under revision 0003 is found by words and by a typo after 0004, its vector follows a new value
+    (kept by the trigger, no longer generated), and after a downgrade to 0003 the (again generated) index finds it."""
+    from stratus_db import MemoryManager
+    from stratus_db.kit.text import search_text
+
+    def walk(target: str, *, down: bool = False) -> Callable[[Connection], None]:
+        def run(connection: Connection) -> None:
+            config = alembic_config()
+            config.attributes["connection"] = connection
+            (command.downgrade if down else command.upgrade)(config, target)
+
+        return run
+
+    db = Database(settings_for(url))
+    try:
+        user_id = uuid.uuid4()
+
+        def uuid_value(value: uuid.UUID) -> object:
+            return value.hex if db.backend == "sqlite" else value
+
+        now = "2026-01-01 00:00:00" if db.backend == "sqlite" else datetime.now(UTC)
+        async with db.engine.begin() as conn:
+            await conn.run_sync(walk("0003"))
+            await conn.execute(
+                sql_text(
+                    "INSERT INTO users (user_id, name, email, role, licenses, preferences, created_at, updated_at, "
+                    "last_active) VALUES (:u, 'Ana', 'ana@aero.com.br', 'pilot', '[]', '{}', :t, :t, :t)"
+                ),
+                {"u": uuid_value(user_id), "t": now},
+            )
+            await conn.execute(
+                sql_text(
+                    "INSERT INTO memory_entries (memory_id, user_id, memory_type, key, value, importance_score, "
+                    "access_count, created_at, updated_at, search_text) VALUES (:m, :u, 'long_term', 'base', "
+                    "'\"SBGR Guarulhos\"', 0.5, 0, :t, :t, :s)"
+                ),
+                {
+                    "m": uuid_value(uuid.uuid4()),
+                    "u": uuid_value(user_id),
+                    "t": now,
+                    "s": search_text("base", "SBGR Guarulhos"),
+                },
+            )
+
+        async with db.engine.begin() as conn:
+            await conn.run_sync(walk("head"))
+        memories = MemoryManager(db)
+        for query in ("guarulhos", "Guarulos", "SBGR"):
+            assert [r.memory.key for r in await memories.search_memories(user_id, query)] == ["base"], query
+        await memories.store_memory(user_id, "base", "SBKP Viracopos")
+        assert await memories.search_memories(user_id, "guarulhos") == []
+        assert [r.memory.key for r in await memories.search_memories(user_id, "viracopos")] == ["base"]
+
+        async with db.engine.begin() as conn:
+            await conn.run_sync(walk("0003", down=True))
+            if db.backend == "postgresql":
+                generated = await conn.scalar(
+                    sql_text(
+                        "SELECT attgenerated::text FROM pg_attribute "
+                        "WHERE attrelid = 'memory_entries'::regclass AND attname = 'search_vector'"
+                    )
+                )
+                assert generated == "s"
+                found = sql_text(
+                    "SELECT key FROM memory_entries "
+                    "WHERE search_vector @@ to_tsquery('stratus_portuguese', 'viracopos')"
+                )
+            else:
+                found = sql_text(
+                    "SELECT key FROM memory_entries WHERE rowid IN "
+                    "(SELECT rowid FROM memory_entries_fts WHERE memory_entries_fts MATCH 'viracopos')"
+                )
+            assert (await conn.execute(found)).scalars().all() == ["base"]
+    finally:
+        await db.close()
+
+
+async def test_postgres_revision_0004_keeps_memories_searchable_up_and_down() -> None:
+    async with throwaway_postgres_database(migrate=False) as url:
+        await _search_survives_revision_0004_both_ways(url)
+
+
+async def test_sqlite_revision_0004_keeps_memories_searchable_up_and_down(tmp_path: Path) -> None:
+    await _search_survives_revision_0004_both_ways(sqlite_url(tmp_path / "revision-0004.db"))

@@ -148,11 +148,38 @@ def context_columns() -> dict[str, Any]:
     }
 
 
+def same_value(old: Any, new: Any) -> bool:
+    """Whether storing `new` over `old` changes nothing, compared as JSON: by type and value, so `true` is not `1`
+    and `1.0` is not `1` (each reads back as what was stored), objects whatever their key order, arrays in order.
+    Datetimes are compared as instants: the same instant written in another time zone is no change."""
+    if isinstance(old, bool) or isinstance(new, bool):
+        return isinstance(old, bool) and isinstance(new, bool) and old == new
+    if isinstance(old, float) or isinstance(new, float):
+        return isinstance(old, float) and isinstance(new, float) and old == new
+    if isinstance(old, dict) or isinstance(new, dict):
+        return (
+            isinstance(old, dict)
+            and isinstance(new, dict)
+            and old.keys() == new.keys()
+            and all(same_value(item, new[key]) for key, item in old.items())
+        )
+    if isinstance(old, list | tuple) or isinstance(new, list | tuple):
+        return (
+            isinstance(old, list | tuple)
+            and isinstance(new, list | tuple)
+            and len(old) == len(new)
+            and all(same_value(a, b) for a, b in zip(old, new, strict=True))
+        )
+    # int with int, str (or a str enum) with str, datetime with datetime (as instants), None, UUIDs…
+    return bool(old == new)
+
+
 def changed_fields(before: BaseModel, changes: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """What an update's audit row keeps: (old values, new values) of the fields whose value really changes.
 
-    Values are compared as Python values, so the same instant written in another time zone is no change.
+    Values are compared as JSON (`same_value`): `true` over `1` is a change; the same instant written in another
+    time zone is not.
     """
-    changed = {key for key, value in changes.items() if getattr(before, key) != value}
+    changed = {key for key, value in changes.items() if not same_value(getattr(before, key), value)}
     after = type(before).model_validate(before.model_dump() | changes)
     return before.model_dump(mode="json", include=changed), after.model_dump(mode="json", include=changed)

@@ -216,8 +216,9 @@ updated AS (
         expires_at = c.expires_at, search_text = c.search_text, updated_at = $21
     FROM change AS c
     -- Only a row that still holds what the change was decided on: otherwise its caller takes the locking path.
+    -- Values compare as text: jsonb's = holds 1 and 1.0 equal, which the decision does not (audit.same_value).
     WHERE m.memory_id = c.memory_id AND m.user_id = c.user_id
-      AND m.value = c.read_value::jsonb AND m.memory_type = c.read_memory_type
+      AND m.value::text = c.read_value::jsonb::text AND m.memory_type = c.read_memory_type
       AND m.importance_score = c.read_importance_score AND m.expires_at IS NOT DISTINCT FROM c.read_expires_at
     RETURNING m.memory_id, m.user_id, m.memory_type, m.key, m.value, m.importance_score, m.access_count,
               m.expires_at, m.created_at, m.updated_at, m.last_accessed_at

@@ -51,50 +51,73 @@ class MemorySearchBackend(Protocol):
 
 
 class PostgresMemorySearch:
-    """Full text with the `stratus_portuguese` configuration (portuguese stemming after unaccent) over the stored
-    `search_vector`, or'ed with pg_trgm word similarity for typos and codes. The user's rows are found through
-    `uq_memory_entries_user_id_key` (a user has at most STRATUS_MEMORY_MAX_PER_USER of them), so no full-text
-    index spanning all users is needed. A prepared statement on the driver: this is a hot path (kit/driver.py)."""
+    """Full text with the `stratus_portuguese` configuration (portuguese stemming after unaccent) over
+    `search_vector` (kept by a trigger from `search_text`), or'ed with pg_trgm word similarity for typos and codes.
+
+    The user's rows are found through `uq_memory_entries_user_id_key` (a user has at most
+    STRATUS_MEMORY_MAX_PER_USER of them), so no full-text index spanning all users is needed. The trigram stage reads
+    `ix_memory_entries_search_trigram` (GIN on user_id and search_text), so `word_similarity` is computed only for the
+    few rows of the user that share enough trigrams with a term, not for every row. A prepared statement on the
+    driver: this is a hot path (kit/driver.py)."""
 
     RANK_HALF = 0.1
     """ts_rank_cd of one matched word (with no length normalization): maps to a lexical score of 0.5."""
-
-    SQL = """
-        WITH unmatched AS (
-            -- Words the user's full text already knows need no typo matching; only the rest are compared by trigram.
-            SELECT coalesce(array_agg(term), '{}') AS terms
-            FROM unnest($3::text[]) AS term
-            WHERE NOT EXISTS (
-                SELECT 1 FROM memory_entries AS known
-                WHERE known.user_id = $1
-                  AND known.search_vector @@ to_tsquery('stratus_portuguese'::regconfig, term)
-            )
-        )
-        SELECT memory_id, user_id, memory_type, key, value, importance_score, access_count, expires_at,
-               created_at, updated_at, last_accessed_at,
-               greatest(rank / (rank + $7), similarity) AS lexical
-        FROM (
-            SELECT m.*, m.search_vector @@ query AS matched, ts_rank_cd(m.search_vector, query) AS rank,
-                   (SELECT coalesce(max(word_similarity(term, m.search_text)), 0)
-                    FROM unnest(unmatched.terms) AS term) AS similarity
-            FROM memory_entries AS m, unmatched, to_tsquery('stratus_portuguese'::regconfig, $2) AS query
-            WHERE m.user_id = $1
-              AND (m.expires_at IS NULL OR m.expires_at > $4)
-              AND ($5::text[] IS NULL OR m.memory_type = ANY($5::text[]))
-              AND ($6::float8 IS NULL OR m.importance_score >= $6)
-        ) AS scored
-        WHERE matched OR similarity >= $9
-        ORDER BY lexical DESC
-        LIMIT $8
-    """
-    """Each unknown term is compared on its own (a typo among other words still counts). The terms are words of letters
-    and digits only (kit/text.py), so "a | b" and each single term are always valid tsqueries."""
     TRIGRAM_THRESHOLD = 0.6
-    """pg_trgm's default word_similarity_threshold."""
+    """A term matches a text whose word_similarity with it is at least this. The index's `%>` operator uses the
+    server's pg_trgm.word_similarity_threshold, whose default is this value: the statement checks the constant
+    again, so a lower server setting only costs time, a higher one would hide matches (tests check the default)."""
     MIN_TRIGRAM_TERM = 4
     """Shorter words are left to full text: their few trigrams match almost anything."""
     MAX_TRIGRAM_TERMS = 4
-    """Each compared term costs a similarity per row: the longest few carry the typos and codes worth finding."""
+    """Each compared term costs an index scan: the longest few carry the typos and codes worth finding."""
+
+    # One `%>` per term slot rather than `%> ANY(terms)`: a generic plan costs an array parameter as ten index scans
+    # and would then rather compute the similarity of every row of the user (EXPLAIN in tests/…/test_search.py).
+    _SIMILAR_TO_A_TERM = " OR ".join(
+        f"m.search_text %> u.terms[{slot}]" for slot in range(1, MAX_TRIGRAM_TERMS + 1)
+    )
+    _SEARCHED = """m.user_id = $1
+              AND (m.expires_at IS NULL OR m.expires_at > $4)
+              AND ($5::text[] IS NULL OR m.memory_type = ANY($5::text[]))
+              AND ($6::float8 IS NULL OR m.importance_score >= $6)"""
+
+    SQL = f"""
+        WITH terms AS MATERIALIZED (
+            -- Each term's tsquery is built once, not once for every row it is checked against.
+            SELECT term, to_tsquery('stratus_portuguese'::regconfig, term) AS query FROM unnest($3::text[]) AS term
+        ),
+        unmatched AS MATERIALIZED (
+            -- Words the searched memories already know need no typo matching; only the rest are compared by trigram.
+            SELECT coalesce(array_agg(t.term), '{{}}') AS terms
+            FROM terms AS t
+            WHERE NOT EXISTS (
+                SELECT 1 FROM memory_entries AS m WHERE {_SEARCHED} AND m.search_vector @@ t.query
+            )
+        ),
+        alike AS MATERIALIZED (
+            -- ix_memory_entries_search_trigram gives the rows word-similar to a term; only they are compared.
+            SELECT m.memory_id,
+                   (SELECT max(word_similarity(term, m.search_text)) FROM unnest(u.terms) AS term) AS similarity
+            FROM memory_entries AS m, unmatched AS u
+            WHERE m.user_id = $1 AND ({_SIMILAR_TO_A_TERM})
+        )
+        SELECT memory_id, user_id, memory_type, key, value, importance_score, access_count, expires_at,
+               created_at, updated_at, last_accessed_at,
+               greatest(rank / (rank + $7), coalesce(similarity, 0)) AS lexical
+        FROM (
+            SELECT m.*, ts_rank_cd(m.search_vector, query) AS rank, s.similarity
+            FROM memory_entries AS m
+                 CROSS JOIN to_tsquery('stratus_portuguese'::regconfig, $2) AS query
+                 LEFT JOIN alike AS s ON s.memory_id = m.memory_id
+            WHERE {_SEARCHED}
+              AND (m.search_vector @@ query OR s.similarity >= $9)
+        ) AS scored
+        ORDER BY lexical DESC
+        LIMIT $8
+    """
+    """Each unknown term is compared on its own (a typo among other words still counts); a similarity counts from
+    the threshold up. The terms are words of letters and digits only (kit/text.py), so "a | b" and each single term
+    are always valid tsqueries."""
 
     async def candidates(
         self, conn: AsyncConnection, terms: list[str], filters: SearchFilters, limit: int

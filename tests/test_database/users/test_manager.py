@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -353,6 +354,21 @@ class TestUpdateUser:
         assert event.old_values == {"name": "João Silva", "preferences": {}}
         assert event.new_values == {"name": "João P. Silva", "preferences": {"a": 1}}
         assert await written_rows(db) == (1, 2)
+
+    async def test_a_preference_of_another_json_type_is_a_change(
+        self, db: Database, users: UserManager, audit: AuditManager
+    ) -> None:
+        user = await create_user(users)
+        await users.update_user(user.user_id, preferences={"notify": 1, "radius_nm": 50})
+
+        updated = await users.update_user(user.user_id, preferences={"notify": True, "radius_nm": 50.0})
+
+        stored = await users.get_user(user.user_id)
+        assert stored is not None
+        for entry in (updated, stored):
+            assert json.dumps(entry.preferences) == json.dumps({"notify": True, "radius_nm": 50.0})
+        event = (await audit.query(record_id=user.user_id, action="update")).items[0]
+        assert json.dumps(event.old_values) == json.dumps({"preferences": {"notify": 1, "radius_nm": 50}})
 
     async def test_hostile_but_valid_text_round_trips_exactly(self, users: UserManager) -> None:
         user = await create_user(users)
