@@ -18,7 +18,7 @@ SEARCH_TABLE_PREFIXES = ("memory_entries_fts", "messages_fts")
 """SQLite's FTS5 tables for memory and message search (and their shadow tables) start with these."""
 SEARCH_COLUMNS = frozenset({"search_vector"})
 """PostgreSQL's tsvector columns: backend-specific, so not in the models."""
-SEARCH_INDEXES = frozenset({"ix_messages_search", "ix_memory_entries_search_trigram"})
+SEARCH_INDEXES = frozenset({"ix_messages_search"})
 """PostgreSQL's full-text and trigram indexes over those columns and over memory_entries.search_text."""
 
 

@@ -55,24 +55,23 @@ class PostgresMemorySearch:
     `search_vector` (kept by a trigger from `search_text`), or'ed with pg_trgm word similarity for typos and codes.
 
     The user's rows are found through `uq_memory_entries_user_id_key` (a user has at most
-    STRATUS_MEMORY_MAX_PER_USER of them), so no full-text index spanning all users is needed. The trigram stage reads
-    `ix_memory_entries_search_trigram` (GIN on user_id and search_text), so `word_similarity` is computed only for the
-    few rows of the user that share enough trigrams with a term, not for every row. A prepared statement on the
-    driver: this is a hot path (kit/driver.py)."""
+    STRATUS_MEMORY_MAX_PER_USER of them), so no full-text index spanning all users is needed. The trigram stage runs
+    only for the query's words that none of the searched memories knows, and compares them with the user's rows (a
+    trigram index would spare that work but costs every store far more: migration 0004 says by how much). A prepared
+    statement on the driver: this is a hot path (kit/driver.py)."""
 
     RANK_HALF = 0.1
     """ts_rank_cd of one matched word (with no length normalization): maps to a lexical score of 0.5."""
     TRIGRAM_THRESHOLD = 0.6
-    """A term matches a text whose word_similarity with it is at least this. The index's `%>` operator uses the
-    server's pg_trgm.word_similarity_threshold, whose default is this value: the statement checks the constant
-    again, so a lower server setting only costs time, a higher one would hide matches (tests check the default)."""
+    """A term matches a text whose word_similarity with it is at least this. The `%>` operator uses the server's
+    pg_trgm.word_similarity_threshold, whose default is this value: the statement checks the constant again, so a
+    lower server setting only costs time, a higher one would hide matches (tests check the default)."""
     MIN_TRIGRAM_TERM = 4
     """Shorter words are left to full text: their few trigrams match almost anything."""
     MAX_TRIGRAM_TERMS = 4
-    """Each compared term costs an index scan: the longest few carry the typos and codes worth finding."""
+    """Each compared term costs a comparison per row: the longest few carry the typos and codes worth finding."""
 
-    # One `%>` per term slot rather than `%> ANY(terms)`: a generic plan costs an array parameter as ten index scans
-    # and would then rather compute the similarity of every row of the user (EXPLAIN in tests/…/test_search.py).
+    # One `%>` per term slot: a missing term is NULL, which matches nothing at no cost.
     _SIMILAR_TO_A_TERM = " OR ".join(
         f"m.search_text %> u.terms[{slot}]" for slot in range(1, MAX_TRIGRAM_TERMS + 1)
     )
@@ -95,7 +94,7 @@ class PostgresMemorySearch:
             )
         ),
         alike AS MATERIALIZED (
-            -- ix_memory_entries_search_trigram gives the rows word-similar to a term; only they are compared.
+            -- The user's rows word-similar to an unknown term (the `%>` test), with their best similarity.
             SELECT m.memory_id,
                    (SELECT max(word_similarity(term, m.search_text)) FROM unnest(u.terms) AS term) AS similarity
             FROM memory_entries AS m, unmatched AS u

@@ -1,4 +1,4 @@
-"""memory search indexes: a per-user trigram index on search_text, and search_vector kept by a trigger
+"""memory search vector kept by a trigger
 
 Revision ID: 0004
 Revises: 0003
@@ -7,9 +7,6 @@ Create Date: 2026-11-25 15:00:00
 PostgreSQL only (SQLite's FTS5 tables from 0002 already index search_text), written by hand and kept out of the
 models (schema.py):
 
-- `ix_memory_entries_search_trigram`, GIN on `(user_id, search_text gin_trgm_ops)` (`btree_gin`, created by 0003):
-  search_memories' typo and code matching (`term <% search_text`) reads one user's candidate rows from it instead
-  of computing `word_similarity` against every row of the user.
 - `search_vector` becomes a plain column kept by triggers that run only when `search_text` changes: as a stored
   generated column it was computed again (`to_tsvector` with unaccent and the Portuguese stemmer) by every update of
   the row, including every access count of get_memory and every cache flush.
@@ -39,13 +36,11 @@ POSTGRES_UPGRADE = [
     "CREATE TRIGGER memory_entries_search_vector_update BEFORE UPDATE OF search_text ON memory_entries "
     "FOR EACH ROW WHEN (OLD.search_text IS DISTINCT FROM NEW.search_text) "
     "EXECUTE FUNCTION memory_entries_search_vector()",
-    # search_memories' trigram stage: one user's rows that may be word-similar to a query term (memory/search.py).
-    # fastupdate off: a search would otherwise read the whole pending list, which every store appends to.
-    "CREATE INDEX ix_memory_entries_search_trigram ON memory_entries "
-    "USING gin (user_id, search_text gin_trgm_ops) WITH (fastupdate = off)",
 ]
+# No trigram index on search_text: a GIN (user_id, search_text gin_trgm_ops) index made search_memories 1.45× faster
+# at concurrency 16 but store_memory 3.8× slower (every changed value writes ~100 trigrams into it; bench/memory.py,
+# docs/benchmarks.md). The typo stage compares one user's rows, at most STRATUS_MEMORY_MAX_PER_USER of them.
 POSTGRES_DOWNGRADE = [
-    "DROP INDEX ix_memory_entries_search_trigram",
     "DROP TRIGGER memory_entries_search_vector_update ON memory_entries",
     "DROP TRIGGER memory_entries_search_vector_insert ON memory_entries",
     "DROP FUNCTION memory_entries_search_vector()",
