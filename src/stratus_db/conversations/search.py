@@ -9,12 +9,12 @@ from __future__ import annotations
 import uuid
 from typing import Any, Protocol
 
-import snowballstemmer
 from sqlalchemy import Float, Integer, Uuid, bindparam, literal_column, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from stratus_db.kit import driver
 from stratus_db.kit.models import table_of
+from stratus_db.kit.text import fts5_stem_query
 from stratus_db.models import Conversation, ConversationStatus, Message
 
 _messages = table_of(Message)
@@ -60,16 +60,6 @@ class SQLiteMessageSearch:
 
     BM25_HALF = 1.0
 
-    def __init__(self) -> None:
-        self._stemmer = snowballstemmer.stemmer("portuguese")
-
-    def word_query(self, terms: list[str]) -> str:
-        stems = self._stemmer.stemWords(terms)
-        # Quoted, so nothing in a term is FTS syntax; a prefix only when the stem is long enough to mean something.
-        return " OR ".join(
-            f'"{stem}"*' if len(stem) >= 4 else f'"{term}"' for term, stem in zip(terms, stems, strict=True)
-        )
-
     async def matches(
         self, conn: AsyncConnection, user_id: uuid.UUID, terms: list[str], limit: int
     ) -> list[dict[str, Any]]:
@@ -98,7 +88,7 @@ class SQLiteMessageSearch:
             .order_by(hits.c.score.desc(), Message.created_at.desc(), Message.message_id.desc())
             .limit(limit)
         )
-        result = await conn.execute(statement, {"query": self.word_query(terms), "half": self.BM25_HALF})
+        result = await conn.execute(statement, {"query": fts5_stem_query(terms), "half": self.BM25_HALF})
         return [dict(row) for row in result.mappings()]
 
 

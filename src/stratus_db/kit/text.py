@@ -7,6 +7,8 @@ import unicodedata
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import snowballstemmer
+
 MAX_SEARCH_TEXT_CHARS = 20_000
 """How much of a memory's key and value is indexed for search."""
 MAX_QUERY_TERMS = 32
@@ -110,3 +112,21 @@ def best_word_similarity(terms: list[str], text: str) -> float:
         for wanted in term_grams:
             best = max(best, len(wanted & grams) / len(wanted | grams))
     return best
+
+
+_PORTUGUESE_STEMMER = snowballstemmer.stemmer("portuguese")
+MIN_PREFIX_STEM = 4
+"""Shorter stems would match too many words as prefixes: such terms are matched whole."""
+
+
+def fts5_stem_query(terms: list[str]) -> str:
+    """An SQLite FTS5 query matching any of `terms` by its Portuguese stem as a prefix ("meteorológica" →
+    `"meteorolog"*`), for an index that folds accents as `words` does.
+
+    Every term is quoted, so nothing in it is FTS syntax (the terms are words of letters and digits anyway).
+    """
+    stems = _PORTUGUESE_STEMMER.stemWords(terms)
+    return " OR ".join(
+        f'"{stem}"*' if len(stem) >= MIN_PREFIX_STEM else f'"{term}"'
+        for term, stem in zip(terms, stems, strict=True)
+    )

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-import snowballstemmer
 from sqlalchemy import (
     ColumnElement,
     Float,
@@ -28,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from stratus_db.kit import driver
 from stratus_db.kit.models import table_of
-from stratus_db.kit.text import best_word_similarity
+from stratus_db.kit.text import best_word_similarity, fts5_stem_query
 from stratus_db.kit.types import UTCDateTime
 from stratus_db.models import MemoryEntry, MemoryType
 
@@ -151,16 +150,6 @@ class SQLiteMemorySearch:
     TRIGRAM_THRESHOLD = 0.5
     MAX_TRIGRAMS = 96
 
-    def __init__(self) -> None:
-        self._stemmer = snowballstemmer.stemmer("portuguese")
-
-    def _word_query(self, terms: list[str]) -> str:
-        stems = [self._stemmer.stemWord(term) for term in terms]
-        # Quoted, so nothing in a term is FTS syntax; a prefix only when the stem is long enough to mean something.
-        return " OR ".join(
-            f'"{stem}"*' if len(stem) >= 4 else f'"{term}"' for term, stem in zip(terms, stems, strict=True)
-        )
-
     def _trigram_query(self, terms: list[str]) -> str:
         grams = dict.fromkeys(
             term[i : i + 3] for term in terms if len(term) >= 3 for i in range(len(term) - 2)
@@ -174,7 +163,7 @@ class SQLiteMemorySearch:
             "SELECT rowid, -bm25(memory_entries_fts) / (-bm25(memory_entries_fts) + :word_half) AS score "
             "FROM memory_entries_fts WHERE memory_entries_fts MATCH :word_query"
         ]
-        params: dict[str, Any] = {"word_query": self._word_query(terms), "word_half": self.WORD_HALF}
+        params: dict[str, Any] = {"word_query": fts5_stem_query(terms), "word_half": self.WORD_HALF}
         if trigram_query := self._trigram_query(terms):
             hits.append(
                 "SELECT rowid, 0.0 AS score FROM memory_entries_fts_trigram "
