@@ -57,7 +57,10 @@ class AppendCoalescer:
         self._db = db
         self._queue: deque[_QueuedAppend] = deque()
         self._runner: asyncio.Task[None] | None = None
+        self._counts = {"statements": 0, "appended": 0, "returned": 0, "failed_statements": 0}
+        """Statements sent, appends they wrote, appends handed back to their callers, statements that failed."""
         db.on_close(self.close)
+        db.add_metrics_source("append_coalescer", lambda: dict(self._counts))
 
     @classmethod
     def of(cls, db: StratusPostgreSQLIntegration) -> AppendCoalescer:
@@ -102,18 +105,27 @@ class AppendCoalescer:
                     conn, [(queued.message, queued.audit_row) for queued in batch]
                 )
 
+            self._counts["statements"] += 1
             try:
                 appended = await op.run(write, single_statement=True)
-            except DatabaseUnavailableError as exc:
-                if not exc.retryable:
+            except StratusError as exc:
+                self._counts["failed_statements"] += 1
+                self._counts["returned"] += len(batch)
+                self._db.log.warning(
+                    "append batch failed: its appends are made one by one",
+                    operation="conversation.append_batch",
+                    appends=len(batch),
+                    error=type(exc).__name__,
+                )
+                if isinstance(exc, DatabaseUnavailableError) and not exc.retryable:
                     for queued in batch:
                         # Each caller gets an error of its own (an exception object is not shared between tasks).
                         error = DatabaseUnavailableError(exc.message)
                         error.__cause__ = exc
                         queued.fail(error)
-                return
-            except StratusError:
-                return  # nothing was written: each caller appends alone and meets its own error, if any
+                return  # otherwise nothing was written: each caller appends alone and meets its own error, if any
+            self._counts["appended"] += len(appended)
+            self._counts["returned"] += len(batch) - len(appended)
             for queued in batch:
                 queued.settle(appended.get(queued.message["message_id"]))
 

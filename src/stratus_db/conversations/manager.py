@@ -16,7 +16,7 @@ from stratus_db.conversations import packing, stats, window
 from stratus_db.conversations.coalescing import AppendCoalescer
 from stratus_db.conversations.history import HistoryCompression
 from stratus_db.conversations.recent import RecentMessages, Tail
-from stratus_db.conversations.repository import ConversationRepository
+from stratus_db.conversations.repository import Appended, ConversationRepository
 from stratus_db.conversations.schemas import (
     CompressionResult,
     ContextWindow,
@@ -36,13 +36,13 @@ from stratus_db.conversations.schemas import (
     UsageStats,
 )
 from stratus_db.conversations.search import message_search_for
-from stratus_db.conversations.summarizer import Summarizer, SummaryInput
+from stratus_db.conversations.summarizer import Summarizer, SummaryInput, trim_to_budget
 from stratus_db.conversations.tokens import estimate_tokens
-from stratus_db.errors import ConflictError, NotFoundError, ValidationError
+from stratus_db.errors import ConflictError, NotFoundError, SummarizerUnavailableError, ValidationError
 from stratus_db.kit.ids import new_id
 from stratus_db.kit.schemas import Page, aware_datetime, check_limit, decode_cursor, encode_cursor, make_page
 from stratus_db.kit.text import query_terms
-from stratus_db.kit.validation import parse_enum, parse_uuid, validate_input
+from stratus_db.kit.validation import parse_enum, parse_uuid, storable_text, validate_input
 from stratus_db.models import ConversationStatus, MessageType
 
 if TYPE_CHECKING:
@@ -505,26 +505,23 @@ class ConversationManager:
                 new_values=_message_audit_values(values),
             )
 
+            appended = None
             if self._appends is not None and tx is None:
-                coalesced = await self._appends.append(values | {"user_id": data.user_id}, audit_row)
-                if coalesced is not None:
-                    self._compress_if_long(data.conversation_id, data.user_id, coalesced.unsummarized, tx)
-                    return message_from_row(
-                        values
-                        | {"seq": coalesced.seq, "created_at": coalesced.created_at, "user_id": data.user_id}
-                    )
+                appended = await self._appends.append(values | {"user_id": data.user_id}, audit_row)
+            if appended is None:
 
-            async def work(conn: AsyncConnection) -> Message:
-                repository = ConversationRepository(conn, data.user_id)
-                appended = await repository.append(values, audit_row)
-                if appended is None:
-                    raise await self._why_not_appendable(repository, data.conversation_id)
-                self._compress_if_long(data.conversation_id, data.user_id, appended.unsummarized, tx)
-                return message_from_row(
-                    values | {"seq": appended.seq, "created_at": appended.created_at, "user_id": data.user_id}
-                )
+                async def work(conn: AsyncConnection) -> Appended:
+                    repository = ConversationRepository(conn, data.user_id)
+                    alone = await repository.append(values, audit_row)
+                    if alone is None:
+                        raise await self._why_not_appendable(repository, data.conversation_id)
+                    return alone
 
-            return await op.run(work, tx=tx, single_statement=True)
+                appended = await op.run(work, tx=tx, single_statement=True)
+            self._compress_if_long(data.conversation_id, data.user_id, appended.unsummarized, tx)
+            return message_from_row(
+                values | {"seq": appended.seq, "created_at": appended.created_at, "user_id": data.user_id}
+            )
 
     async def add_messages(
         self,
@@ -553,7 +550,7 @@ class ConversationManager:
             now = self._db.clock()
             rows = [self._message_values(item, batch.conversation_id, now) for item in batch.messages]
 
-            async def work(conn: AsyncConnection) -> list[Message]:
+            async def work(conn: AsyncConnection) -> tuple[list[Message], int]:
                 repository = ConversationRepository(conn, batch.user_id)
                 tokens = sum(row["tokens_used"] for row in rows)
                 taken = await repository.take_sequence_numbers(batch.conversation_id, len(rows), tokens, now)
@@ -575,10 +572,13 @@ class ConversationManager:
                     for row in numbered
                 ]
                 await self._audit.append(conn, audit_rows)
-                self._compress_if_long(batch.conversation_id, batch.user_id, taken.unsummarized, tx)
-                return [message_from_row(row | {"user_id": batch.user_id}) for row in numbered]
+                return [
+                    message_from_row(row | {"user_id": batch.user_id}) for row in numbered
+                ], taken.unsummarized
 
-            return await op.run(work, tx=tx)
+            appended, unsummarized = await op.run(work, tx=tx)
+            self._compress_if_long(batch.conversation_id, batch.user_id, unsummarized, tx)
+            return appended
 
     async def import_messages(
         self,
@@ -668,11 +668,19 @@ class ConversationManager:
     ) -> None:
         """Ask for a background compress_history once the window holds more than the threshold's tokens.
 
-        Not from inside a caller's transaction, which may still roll back: the next append outside one asks again.
+        Called after the append committed; not for appends inside a caller's transaction, which may still roll
+        back: the next append outside one asks again.
         """
         threshold = self._db.settings.STRATUS_SUMMARY_THRESHOLD_TOKENS
         if tx is None and threshold and unsummarized > threshold:
-            self._history.schedule(conversation_id, lambda: self.compress_history(conversation_id, user_id))
+            # The kept messages hold at most half the threshold, so the next compression waits for as many tokens
+            # again, however long the messages are (not one summarizer call per append).
+            self._history.schedule(
+                conversation_id,
+                lambda: self._compress(
+                    conversation_id, user_id, None, keep_tokens=threshold // 2, summarizer=None
+                ),
+            )
 
     async def wait_for_compressions(self) -> None:
         """Until the background compressions that appends asked for have finished (`db.close()` waits too)."""
@@ -705,6 +713,21 @@ class ConversationManager:
             NotFoundError: no such conversation for this user.
             SummarizerUnavailableError: the remote summarizer failed; nothing is written.
         """
+        return await self._compress(
+            conversation_id, user_id, keep_last, keep_tokens=None, summarizer=summarizer, tx=tx
+        )
+
+    async def _compress(
+        self,
+        conversation_id: uuid.UUID | str,
+        user_id: uuid.UUID | str,
+        keep_last: int | None,
+        *,
+        keep_tokens: int | None,
+        summarizer: Summarizer | None,
+        tx: AsyncConnection | None = None,
+    ) -> CompressionResult:
+        """compress_history; `keep_tokens` also caps what the kept messages may weigh (the automatic compression)."""
         async with self._db.operation("conversation.compress_history") as op:
             key = parse_uuid(conversation_id, "conversation_id")
             owner = parse_uuid(user_id, "user_id")
@@ -718,7 +741,14 @@ class ConversationManager:
                 if row is None:
                     raise _not_found(key, owner)
                 current = Conversation.model_validate(row)
-                through = current.message_count - keep
+                kept = keep
+                if keep_tokens is not None:
+                    newest = await repository.messages(
+                        key, after_seq=None, before_seq=current.message_count + 1, limit=max(keep, 1)
+                    )
+                    weights = [message["tokens_used"] for message in reversed(newest)][:keep]
+                    kept = window.fit(None, weights, keep_tokens)[1]
+                through = current.message_count - kept
                 if through <= current.summarized_through_seq:
                     return current, []
                 return current, await repository.messages_between(
@@ -747,6 +777,7 @@ class ConversationManager:
                 previous_summary=before.summary,
                 max_tokens=self._db.settings.STRATUS_SUMMARY_MAX_TOKENS,
             )
+            summary = self._checked_summary(summary)
             through = messages[-1].seq
             folded_tokens = sum(message.tokens_used for message in messages)
 
@@ -787,6 +818,22 @@ class ConversationManager:
                 return result
 
             return await op.run(write, tx=tx)
+
+    def _checked_summary(self, summary: object) -> str:
+        """What a summarizer returned, as it may be stored: text without NUL, within STRATUS_SUMMARY_MAX_TOKENS."""
+        if not isinstance(summary, str):
+            raise SummarizerUnavailableError(
+                f"the summarizer returned {type(summary).__name__}, not text; nothing was written",
+                retryable=False,
+            )
+        try:
+            text = storable_text(summary)
+        except ValueError as exc:
+            raise SummarizerUnavailableError(
+                f"the summarizer returned text that cannot be stored ({exc}); nothing was written",
+                retryable=False,
+            ) from exc
+        return trim_to_budget(text, self._db.settings.STRATUS_SUMMARY_MAX_TOKENS)
 
     @staticmethod
     def _message_values(data: MessageInput, conversation_id: uuid.UUID, now: datetime) -> dict[str, Any]:

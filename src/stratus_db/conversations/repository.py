@@ -58,7 +58,7 @@ WITH input AS (
                               audit_values, tokens_used, response_time, called_at, audit_id, ip_address, user_agent,
                               actor, trace_id, purpose, position)
 ), per_conversation AS (
-    SELECT conversation_id, user_id, count(*)::int AS appended, sum(tokens_used)::int AS tokens,
+    SELECT conversation_id, user_id, count(*)::int AS appended, sum(tokens_used)::bigint AS tokens,
            max(called_at) AS called_at
     FROM input GROUP BY conversation_id, user_id
 ), locked AS (
@@ -74,12 +74,13 @@ WITH input AS (
         last_activity_at = greatest(c.last_activity_at, p.called_at), updated_at = p.called_at
     FROM per_conversation AS p JOIN locked USING (conversation_id)
     WHERE c.conversation_id = p.conversation_id AND c.user_id = p.user_id AND c.status = 'active'
-    RETURNING c.conversation_id, c.message_count - p.appended AS base, c.last_activity_at AS created_at,
-              c.total_tokens - c.summarized_tokens AS unsummarized
+    RETURNING c.conversation_id, c.user_id, c.message_count - p.appended AS base,
+              c.last_activity_at AS created_at, c.total_tokens - c.summarized_tokens AS unsummarized
 ), numbered AS (
+    -- By conversation AND owner: another user's append to this conversation was not counted, so it is not written.
     SELECT i.*, counted.base + row_number() OVER (PARTITION BY i.conversation_id ORDER BY i.position) AS seq,
            counted.created_at, counted.unsummarized
-    FROM input AS i JOIN counted USING (conversation_id)
+    FROM input AS i JOIN counted USING (conversation_id, user_id)
 ), inserted AS (
     INSERT INTO messages (message_id, conversation_id, user_id, seq, agent_name, message_type, content, metadata,
                           tokens_used, response_time, created_at)

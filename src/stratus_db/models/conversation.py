@@ -5,7 +5,17 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import CheckConstraint, Enum, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Enum,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from stratus_db.kit.models import Base
@@ -38,11 +48,12 @@ class Conversation(Base):
     summary: Mapped[str | None] = mapped_column(Text)
     # compress_history folded messages 1..summarized_through_seq into `summary`: they leave the context window.
     summarized_through_seq: Mapped[int] = mapped_column(Integer, server_default="0")
-    summarized_tokens: Mapped[int] = mapped_column(Integer, server_default="0")
+    summarized_tokens: Mapped[int] = mapped_column(BigInteger, server_default="0")
     """Tokens of the folded messages: total_tokens − summarized_tokens is what the context window still holds."""
     # message_count doubles as the sequence counter: an append takes seq = message_count + 1 under the row lock.
     message_count: Mapped[int] = mapped_column(Integer)
-    total_tokens: Mapped[int] = mapped_column(Integer)
+    # 64 bits: a message may count up to 10 million tokens, and a conversation takes any number of messages.
+    total_tokens: Mapped[int] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
     last_activity_at: Mapped[datetime] = mapped_column(UTCDateTime)

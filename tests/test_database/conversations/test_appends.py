@@ -193,6 +193,7 @@ async def test_concurrent_appends_to_many_conversations_each_get_their_own_resul
     await conversations.archive_conversation(archived, owner.user_id)
     calls = [(conversation_id, owner.user_id) for conversation_id in open_ones for _ in range(10)]
     calls[5:5] = [(archived, owner.user_id), (open_ones[0], stranger.user_id), (uuid.uuid4(), owner.user_id)]
+    before = _batching(db)
     results = await asyncio.gather(
         *(
             conversations.add_message(conversation_id, user_id, f"mensagem {n}", tokens_used=2)
@@ -214,3 +215,16 @@ async def test_concurrent_appends_to_many_conversations_each_get_their_own_resul
     assert {event.record_id for event in audited.items} == {
         result.message_id for result in results if not isinstance(result, BaseException)
     }
+    if db.backend == "postgresql":
+        # The good appends were written by batch statements, none of which failed: the refused three, and only
+        # they, went back to their callers.
+        after = _batching(db)
+        assert after["failed_statements"] == before["failed_statements"]
+        assert after["appended"] - before["appended"] == 30
+        assert after["returned"] - before["returned"] == 3
+
+
+def _batching(db: Database) -> dict[str, int]:
+    """The append coalescer's counts (PostgreSQL); zeros where appends are not coalesced (SQLite)."""
+    counts: dict[str, int] = db.metrics().get("append_coalescer", {})
+    return {name: counts.get(name, 0) for name in ("statements", "appended", "returned", "failed_statements")}

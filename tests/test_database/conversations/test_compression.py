@@ -271,3 +271,66 @@ async def test_with_an_openai_key_the_configured_server_summarizes(
     stored = await ConversationManager(db).get_conversation(conversation_id, user_id)
     assert stored is not None
     assert stored.summary == "Piloto prepara navegação VFR com METAR de SBGR."
+
+
+@pytest.mark.parametrize(
+    ("returned", "complaint"),
+    [(None, "NoneType, not text"), (42, "int, not text"), ("resumo\x00", "NUL")],
+)
+async def test_a_summarizer_returning_what_cannot_be_stored_writes_nothing(
+    db: Database, users: UserManager, conversations: ConversationManager, returned: object, complaint: str
+) -> None:
+    class Broken:
+        async def summarize(
+            self, messages: Sequence[SummaryInput], *, previous_summary: str | None, max_tokens: int
+        ) -> object:
+            return returned
+
+    conversation_id, user_id = await _conversation(users, conversations, 3)
+    with pytest.raises(SummarizerUnavailableError, match=complaint):
+        await conversations.compress_history(conversation_id, user_id, keep_last=1, summarizer=Broken())  # type: ignore[arg-type]
+    stored = await conversations.get_conversation(conversation_id, user_id)
+    assert stored is not None
+    assert (stored.summary, stored.summarized_through_seq) == (None, 0)
+
+
+async def test_an_over_long_summary_is_trimmed_to_the_budget(
+    db: Database, users: UserManager, conversations: ConversationManager
+) -> None:
+    class Verbose:
+        async def summarize(
+            self, messages: Sequence[SummaryInput], *, previous_summary: str | None, max_tokens: int
+        ) -> str:
+            return "Frase longa sobre METAR e TAF. " * 1000
+
+    conversation_id, user_id = await _conversation(users, conversations, 3)
+    result = await conversations.compress_history(conversation_id, user_id, keep_last=1, summarizer=Verbose())
+    assert 0 < result.summary_tokens <= db.settings.STRATUS_SUMMARY_MAX_TOKENS
+
+
+async def test_automatic_compression_keeps_at_most_half_the_threshold_so_long_messages_do_not_resummarize(
+    db: Database, users: UserManager
+) -> None:
+    eager = Database(
+        db.settings.model_copy(
+            update={"STRATUS_SUMMARY_THRESHOLD_TOKENS": 1000, "STRATUS_SUMMARY_KEEP_LAST": 20}
+        )
+    )
+    try:
+        conversations = ConversationManager(eager)
+        user = await create_user(users)
+        conv = await conversations.create_conversation(user.user_id, "longa")
+        for n in range(12):  # 500 tokens each: 20 kept messages would be 10 times the threshold
+            await conversations.add_message(
+                conv.conversation_id, user.user_id, f"resposta {n}", tokens_used=500
+            )
+            await conversations.wait_for_compressions()
+        events = (await AuditManager(db).query(record_id=conv.conversation_id, action="summarize")).items
+        stored = await conversations.get_conversation(conv.conversation_id, user.user_id)
+        assert stored is not None
+        # Past 1,000 tokens (the 3rd message) a compression keeps what fits in 500 tokens: one message. Then each
+        # compression waits until the window passes 1,000 again: every second message, not every message.
+        assert stored.total_tokens - stored.summarized_tokens <= 1000
+        assert len(events) == 5
+    finally:
+        await eager.close()

@@ -66,7 +66,8 @@ def upgrade() -> None:
         batch.add_column(
             sa.Column("summarized_through_seq", sa.Integer(), server_default="0", nullable=False)
         )
-        batch.add_column(sa.Column("summarized_tokens", sa.Integer(), server_default="0", nullable=False))
+        batch.add_column(sa.Column("summarized_tokens", sa.BigInteger(), server_default="0", nullable=False))
+        batch.alter_column("total_tokens", existing_type=sa.Integer(), type_=sa.BigInteger())
         batch.create_check_constraint(
             "summarized_range",
             "summarized_through_seq BETWEEN 0 AND message_count AND summarized_tokens BETWEEN 0 AND total_tokens",
@@ -97,4 +98,5 @@ def downgrade() -> None:
     with op.batch_alter_table("conversations") as batch:
         batch.drop_constraint(op.f("ck_conversations_summarized_range"), type_="check")
         batch.drop_column("summarized_tokens")
+        batch.alter_column("total_tokens", existing_type=sa.BigInteger(), type_=sa.Integer())
         batch.drop_column("summarized_through_seq")
