@@ -33,17 +33,27 @@ class Notifier(Protocol):
 
 
 class PostgresNotifier:
-    """One dedicated asyncpg connection per process that LISTENs; reconnects, reporting a gap, when it is lost."""
+    """One dedicated asyncpg connection per process that LISTENs; reconnects, reporting a gap, when it is lost.
+
+    A connection that dies silently (a NAT or load balancer drops it without a reset) would otherwise look alive
+    until the OS gave up on it, hours later, while every message meanwhile was lost: a heartbeat query every
+    `heartbeat_s` that does not answer within `heartbeat_timeout_s` counts as a lost connection.
+    """
 
     RECONNECT_DELAY_S = 0.5
 
-    def __init__(self, url: URL, channel: str) -> None:
+    def __init__(
+        self, url: URL, channel: str, *, heartbeat_s: float = 5.0, heartbeat_timeout_s: float = 2.0
+    ) -> None:
         self._dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
         self._channel = channel
+        self._heartbeat_s = heartbeat_s
+        self._heartbeat_timeout_s = heartbeat_timeout_s
         self._connection: Any = None
         self._on_message: Callable[[str], None] | None = None
         self._on_gap: Callable[[], None] | None = None
         self._reconnect: asyncio.Task[None] | None = None
+        self._heartbeat: asyncio.Task[None] | None = None
         self._stopped = False
 
     @property
@@ -53,6 +63,24 @@ class PostgresNotifier:
     async def start(self, on_message: Callable[[str], None], on_gap: Callable[[], None]) -> None:
         self._on_message, self._on_gap = on_message, on_gap
         await self._connect()
+        self._heartbeat = asyncio.get_running_loop().create_task(self._beat())
+
+    async def _beat(self) -> None:
+        while not self._stopped:
+            await asyncio.sleep(self._heartbeat_s)
+            connection = self._connection
+            if connection is None or connection.is_closed():
+                continue  # already lost: the reconnect loop is at work
+            ping = asyncio.ensure_future(connection.fetchval("SELECT 1"))
+            # Not wait_for: cancelling the query would wait for the cancellation to reach a server that does not
+            # answer. A ping left waiting fails when the connection is terminated.
+            await asyncio.wait({ping}, timeout=self._heartbeat_timeout_s)
+            if ping.done() and ping.exception() is None:
+                continue
+            ping.add_done_callback(lambda task: task.cancelled() or task.exception())  # retrieved, not logged
+            if self._connection is connection:
+                connection.terminate()  # no goodbye to a peer that does not answer
+                self._lost(connection)
 
     async def _connect(self) -> None:
         connection = await asyncpg.connect(self._dsn, timeout=10)
@@ -64,7 +92,9 @@ class PostgresNotifier:
         if self._on_message is not None:
             self._on_message(payload)
 
-    def _lost(self, _connection: object) -> None:
+    def _lost(self, connection: object) -> None:
+        if self._connection is not connection:
+            return  # reported already (the heartbeat and the termination listener may both see one loss)
         self._connection = None
         if self._on_gap is not None:
             self._on_gap()  # messages sent while nobody listened are lost: the cache must forget everything
@@ -87,11 +117,15 @@ class PostgresNotifier:
 
     async def stop(self) -> None:
         self._stopped = True
-        if self._reconnect is not None:
-            self._reconnect.cancel()
-        if self._connection is not None and not self._connection.is_closed():
-            await self._connection.close()
-        self._connection = None
+        for task in (self._reconnect, self._heartbeat):
+            if task is not None:
+                task.cancel()
+        connection, self._connection = self._connection, None
+        if connection is not None and not connection.is_closed():
+            try:
+                await connection.close(timeout=self._heartbeat_timeout_s)
+            except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                connection.terminate()  # a server that does not answer gets no goodbye
 
 
 class InProcessNotifier:
