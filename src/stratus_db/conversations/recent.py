@@ -49,6 +49,3 @@ class RecentMessages:
 
     def drop(self, conversation_id: uuid.UUID) -> None:
         self._tails.pop(conversation_id, None)
-
-    def __len__(self) -> int:
-        return len(self._tails)
