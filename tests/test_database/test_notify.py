@@ -74,7 +74,7 @@ async def test_a_silently_dropped_listen_connection_reports_a_gap_and_listens_ag
     proxy = FreezableProxy(url.host or "127.0.0.1", url.port or 5432)
     await proxy.start()
     notifier = PostgresNotifier(
-        url.set(host="127.0.0.1", port=proxy.port), CHANNEL, heartbeat_s=0.2, heartbeat_timeout_s=0.5
+        url.set(host="127.0.0.1", port=proxy.port), CHANNEL, heartbeat_s=0.2, heartbeat_timeout_s=1.0
     )
     received: list[str] = []
     arrived, gap = asyncio.Event(), asyncio.Event()
