@@ -12,24 +12,21 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import os
-import platform
 import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from importlib.metadata import version
 from pathlib import Path
 from types import ModuleType
 
 import zstandard
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.harness import ROOT, environment, write_section
 from stratus_db.conversations.packing import COMPRESSION_LEVEL, pack, unpack
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "docs" / "benchmarks.md"
-START, END = "<!-- compression:start -->", "<!-- compression:end -->"
 ROUNDS = 7
 MIN_ROUND_SECONDS = 0.2
 
@@ -123,56 +120,35 @@ def run() -> tuple[list[Row], int, int, str]:
     return rows, raw_bytes, len(messages), held_out_names
 
 
-def markdown(rows: Sequence[Row], raw_bytes: int, message_count: int, held_out_names: str) -> str:
-    lines = [
+def markdown(rows: Sequence[Row], raw_bytes: int, message_count: int, held_out_names: str) -> list[str]:
+    """The compression section of docs/benchmarks.md, without its markers."""
+    table = [
         "| Method | Frames | Packed bytes | Ratio | Pack µs/frame | Pack MB/s | Unpack µs/frame | Unpack MB/s |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
-        lines.append(
+        table.append(
             f"| {row.method} | {row.frames} | {row.packed_bytes:,} | {raw_bytes / row.packed_bytes:.2f}× "
             f"| {row.pack_seconds / row.frames * 1e6:.1f} | {raw_bytes / row.pack_seconds / 1e6:.1f} "
             f"| {row.unpack_seconds / row.frames * 1e6:.1f} | {raw_bytes / row.unpack_seconds / 1e6:.1f} |"
         )
     packed = [row.packed_bytes for row in rows]
-    cpu = "unknown CPU"
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    return "\n".join(
-        [
-            START,
-            "## Message compression (`bench/compression.py`)",
-            "",
-            f"Run {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {cpu}, {os.cpu_count()} cores; Python "
-            f"{platform.python_version()}; zstandard {version('zstandard')} (libzstd {'.'.join(map(str, zstandard.ZSTD_VERSION))}). "
-            f"Held-out conversations {held_out_names}: {message_count} messages, {raw_bytes:,} bytes of UTF-8 "
-            "text. The dictionary (`messages-v1.zdict`, 16 KiB) was trained on the other half only "
-            "(`scripts/train_message_dictionary.py`). Frames carry a 4-byte checksum. Ratio = raw bytes / packed "
-            "bytes; speeds in MB/s of raw text, best of 7 rounds.",
-            "",
-            *lines,
-            "",
-            f"The dictionary makes per-message frames {1 - packed[2] / packed[0]:.0%} smaller than without one at "
-            f"the same level; one frame per whole conversation would save only {1 - packed[4] / packed[2]:.0%} "
-            "more, and every read would then decompress the whole conversation.",
-            END,
-        ]
-    )
-
-
-def write_markdown(section: str) -> None:
-    existing = RESULTS.read_text(encoding="utf-8") if RESULTS.exists() else "# Benchmarks\n"
-    if START in existing:
-        head, _, rest = existing.partition(START)
-        _, _, tail = rest.partition(END)
-        existing = head + section + tail
-    else:
-        existing = existing.rstrip() + "\n\n" + section + "\n"
-    RESULTS.write_text(existing, encoding="utf-8")
+    libzstd = ".".join(map(str, zstandard.ZSTD_VERSION))
+    return [
+        "## Message compression (`bench/compression.py`)",
+        "",
+        f"Run {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {environment(['zstandard'])} (libzstd {libzstd}). "
+        f"Held-out conversations {held_out_names}: {message_count} messages, {raw_bytes:,} bytes of UTF-8 "
+        "text. The dictionary (`messages-v1.zdict`, 16 KiB) was trained on the other half only "
+        "(`scripts/train_message_dictionary.py`). Frames carry a 4-byte checksum. Ratio = raw bytes / packed "
+        "bytes; speeds in MB/s of raw text, best of 7 rounds.",
+        "",
+        *table,
+        "",
+        f"The dictionary makes per-message frames {1 - packed[2] / packed[0]:.0%} smaller than without one at "
+        f"the same level; one frame per whole conversation would save only {1 - packed[4] / packed[2]:.0%} "
+        "more, and every read would then decompress the whole conversation.",
+    ]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -182,9 +158,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-write", action="store_true", help="print only; leave docs/benchmarks.md alone")
     arguments = parser.parse_args(argv)
     section = markdown(*run())
-    print(section)
+    print("\n".join(section))
     if not arguments.no_write:
-        write_markdown(section)
+        write_section("compression", section)
     return 0
 
 

@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 
 import asyncpg
-import pytest
 from sqlalchemy.engine import make_url
 
 from stratus_db.kit.notify import PostgresNotifier
@@ -110,8 +109,8 @@ async def test_a_silently_dropped_listen_connection_reports_a_gap_and_listens_ag
         await proxy.stop()
 
 
-@pytest.mark.parametrize("heartbeat_s", [0.05])
-async def test_a_healthy_connection_survives_its_heartbeats(postgres_url: str, heartbeat_s: float) -> None:
+async def test_a_healthy_connection_survives_its_heartbeats(postgres_url: str) -> None:
+    heartbeat_s = 0.05
     notifier = PostgresNotifier(
         make_url(postgres_url), CHANNEL, heartbeat_s=heartbeat_s, heartbeat_timeout_s=5
     )

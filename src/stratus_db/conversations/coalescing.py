@@ -18,11 +18,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from stratus_db.conversations.repository import Appended, ConversationRepository
 from stratus_db.errors import DatabaseUnavailableError, StratusError
+from stratus_db.kit.coalescing import Queued
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection
@@ -34,20 +35,9 @@ MAX_BATCH = 256
 
 
 @dataclass(eq=False)
-class _QueuedAppend:
+class _QueuedAppend(Queued[Appended | None]):
     message: dict[str, Any]
     audit_row: dict[str, Any]
-    outcome: asyncio.Future[Appended | None] = field(
-        default_factory=lambda: asyncio.get_running_loop().create_future()
-    )
-
-    def settle(self, appended: Appended | None) -> None:
-        if not self.outcome.done():  # a caller cancelled meanwhile no longer listens
-            self.outcome.set_result(appended)
-
-    def fail(self, error: StratusError) -> None:
-        if not self.outcome.done():
-            self.outcome.set_exception(error)
 
 
 class AppendCoalescer:

@@ -122,6 +122,31 @@ newest messages that fit, then the first that does not (when there is one): the 
 a larger budget needs older messages (conversations/recent.py)."""
 
 
+def _append_arguments(
+    message: dict[str, Any], user_id: uuid.UUID, audit_row: dict[str, Any]
+) -> tuple[Any, ...]:
+    """The parameters $1… of _PG_APPEND for one message; _PG_APPEND_MANY takes each as an array, in the same order."""
+    return (
+        message["message_id"],
+        message["conversation_id"],
+        user_id,
+        message["agent_name"],
+        message["message_type"].value,
+        message["content"],
+        json.dumps(message["metadata"]),
+        json.dumps(audit_row["new_values"]),
+        message["tokens_used"],
+        message["response_time"],
+        message["created_at"],
+        audit_row["audit_id"],
+        audit_row["ip_address"],
+        audit_row["user_agent"],
+        audit_row["actor"],
+        audit_row["trace_id"],
+        audit_row["purpose"],
+    )
+
+
 class Appended(NamedTuple):
     seq: int
     """The (last) appended message's sequence number."""
@@ -261,25 +286,7 @@ class ConversationRepository:
         if self.conn.dialect.name == "postgresql":
             # The hottest write of the platform: one prepared statement on the driver (kit/driver.py says why).
             rows = await driver.fetch(
-                self.conn,
-                _PG_APPEND,
-                message["message_id"],
-                message["conversation_id"],
-                self.user_id,
-                message["agent_name"],
-                message["message_type"].value,
-                message["content"],
-                json.dumps(message["metadata"]),
-                json.dumps(audit_row["new_values"]),
-                message["tokens_used"],
-                message["response_time"],
-                message["created_at"],
-                audit_row["audit_id"],
-                audit_row["ip_address"],
-                audit_row["user_agent"],
-                audit_row["actor"],
-                audit_row["trace_id"],
-                audit_row["purpose"],
+                self.conn, _PG_APPEND, *_append_arguments(message, self.user_id, audit_row)
             )
             return None if not rows else Appended(**rows[0])
         taken = await self.take_sequence_numbers(
@@ -302,29 +309,17 @@ class ConversationRepository:
         Each append is a message with its `user_id` and its audit row, as for `append`. Returns what was appended by
         message id; a message whose conversation is missing, foreign or not active is not in it.
         """
-        columns: list[list[Any]] = [[] for _ in range(17)]
-        for message, audit_row in appends:
-            values = (
-                message["message_id"],
-                message["conversation_id"],
-                message["user_id"],
-                message["agent_name"],
-                message["message_type"].value,
-                message["content"],
-                json.dumps(message["metadata"]),
-                json.dumps(audit_row["new_values"]),
-                message["tokens_used"],
-                message["response_time"],
-                message["created_at"],
-                audit_row["audit_id"],
-                audit_row["ip_address"],
-                audit_row["user_agent"],
-                audit_row["actor"],
-                audit_row["trace_id"],
-                audit_row["purpose"],
+        # One array per parameter of the one-message statement, in the same order.
+        columns = [
+            list(column)
+            for column in zip(
+                *(
+                    _append_arguments(message, message["user_id"], audit_row)
+                    for message, audit_row in appends
+                ),
+                strict=True,
             )
-            for column, value in zip(columns, values, strict=True):
-                column.append(value)
+        ]
         rows = await driver.fetch(conn, _PG_APPEND_MANY, *columns)
         return {
             row["message_id"]: Appended(row["seq"], row["created_at"], row["unsummarized"]) for row in rows

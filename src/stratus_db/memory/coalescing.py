@@ -24,11 +24,12 @@ import json
 import uuid
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from stratus_db.errors import DatabaseUnavailableError, StratusError
+from stratus_db.kit.coalescing import Queued
 from stratus_db.kit.ids import new_id
 from stratus_db.memory.cache import CHANNEL, MemoryCache
 from stratus_db.memory.repository import CoalescedStoreRepository
@@ -61,23 +62,12 @@ update to write, or None when the store needs the locking path."""
 
 
 @dataclass(eq=False)
-class _QueuedStore:
+class _QueuedStore(Queued[MemoryEntry | None]):
     user_id: uuid.UUID
     key: str
     plan: Plan
     audit_columns: dict[str, Any]
     """The audit row's context columns, taken in the caller's operation (its actor and trace id)."""
-    outcome: asyncio.Future[MemoryEntry | None] = field(
-        default_factory=lambda: asyncio.get_running_loop().create_future()
-    )
-
-    def settle(self, entry: MemoryEntry | None) -> None:
-        if not self.outcome.done():  # a caller cancelled meanwhile no longer listens
-            self.outcome.set_result(entry)
-
-    def fail(self, error: StratusError) -> None:
-        if not self.outcome.done():
-            self.outcome.set_exception(error)
 
 
 class StoreCoalescer:
