@@ -117,7 +117,10 @@ async def seed(
     return keys
 
 
-async def run(user_count: int, per_user: int) -> tuple[list[Result], str]:
+OPERATIONS = ("store", "get", "search")
+
+
+async def run(user_count: int, per_user: int, only: tuple[str, ...]) -> tuple[list[Result], str]:
     sentences = corpus_sentences()
     rng = random.Random(11)
     users = [new_id() for _ in range(user_count)]
@@ -148,44 +151,46 @@ async def run(user_count: int, per_user: int) -> tuple[list[Result], str]:
             cold = Database(settings_for(url).model_copy(update={"STRATUS_MEMORY_CACHE_MAX_ENTRIES": 0}))
             cached = Database(settings_for(url))
             cold_memories, cached_memories = MemoryManager(cold), MemoryManager(cached)
+            hot = pick(0)
+
+            async def stratus_store(i: int) -> None:
+                await cold_memories.store_memory(*pick(i), f"{rng.choice(sentences)} #{i}")
+
+            async def floor_store(i: int) -> None:
+                user, key = pick(i)
+                value = f"{rng.choice(sentences)} #{i}"
+                await pool.execute(FLOOR_UPSERT, new_id(), user, key, json.dumps(value), search_text(key, value),
+                                   new_id())  # fmt: skip
+
+            operations = {
+                # store: an existing key gets a new value (the audit row records the change)
+                "store": [
+                    ("stratus_db", "store_memory", stratus_store),
+                    ("asyncpg (floor)", "upsert+audit", floor_store),
+                    ("langgraph (peer)", "aput", lambda i: store.aput(
+                        ("users", str(pick(i)[0])), pick(i)[1], {"text": f"{rng.choice(sentences)} #{i}"})),
+                ],
+                "get": [
+                    ("stratus_db", "get_memory (cold)", lambda i: cold_memories.get_memory(*pick(i))),
+                    ("asyncpg (floor)", "read+count", lambda i: pool.fetchrow(FLOOR_READ, *pick(i))),
+                    ("langgraph (peer)", "aget", lambda i: store.aget(("users", str(pick(i)[0])), pick(i)[1])),
+                    ("stratus_db", "get_memory (cached)", lambda i: cached_memories.get_memory(*hot)),
+                ],
+                "search": [
+                    ("stratus_db", "search_memories", lambda i: cold_memories.search_memories(
+                        pick(i)[0], QUERIES[i % len(QUERIES)])),
+                    ("asyncpg (floor)", "full-text query", lambda i: pool.fetch(
+                        FLOOR_SEARCH, pick(i)[0], " | ".join(query_terms(QUERIES[i % len(QUERIES)])))),
+                    ("langgraph (peer)", "asearch", lambda i: store.asearch(
+                        ("users", str(pick(i)[0])), query=QUERIES[i % len(QUERIES)], limit=10)),
+                ],
+            }  # fmt: skip
             try:
+                await cached_memories.get_memory(*hot)
                 for concurrency, ops in ((1, 1500), (16, 6000)):
-                    # store: an existing key gets a new value (the audit row records the change)
-                    results.append(await measure("stratus_db", "store_memory", lambda i: cold_memories.store_memory(
-                        *pick(i), f"{rng.choice(sentences)} #{i}"), ops, concurrency))  # fmt: skip
-
-                    async def floor_store(i: int) -> None:
-                        user, key = pick(i)
-                        value = f"{rng.choice(sentences)} #{i}"
-                        await pool.execute(FLOOR_UPSERT, new_id(), user, key, json.dumps(value),
-                                           search_text(key, value), new_id())  # fmt: skip
-
-                    results.append(
-                        await measure("asyncpg (floor)", "upsert+audit", floor_store, ops, concurrency)
-                    )
-                    results.append(await measure("langgraph (peer)", "aput", lambda i: store.aput(
-                        ("users", str(pick(i)[0])), pick(i)[1], {"text": f"{rng.choice(sentences)} #{i}"}),
-                        ops, concurrency))  # fmt: skip
-
-                    results.append(await measure("stratus_db", "get_memory (cold)",
-                                                 lambda i: cold_memories.get_memory(*pick(i)), ops, concurrency))  # fmt: skip
-                    results.append(await measure("asyncpg (floor)", "read+count",
-                                                 lambda i: pool.fetchrow(FLOOR_READ, *pick(i)), ops, concurrency))  # fmt: skip
-                    results.append(await measure("langgraph (peer)", "aget", lambda i: store.aget(
-                        ("users", str(pick(i)[0])), pick(i)[1]), ops, concurrency))  # fmt: skip
-
-                    hot = pick(0)
-                    await cached_memories.get_memory(*hot)
-                    results.append(await measure("stratus_db", "get_memory (cached)",
-                                                 lambda i, hot=hot: cached_memories.get_memory(*hot), ops, concurrency))  # fmt: skip
-
-                    results.append(await measure("stratus_db", "search_memories", lambda i: cold_memories.search_memories(
-                        pick(i)[0], QUERIES[i % len(QUERIES)]), ops, concurrency))  # fmt: skip
-                    results.append(await measure("asyncpg (floor)", "full-text query", lambda i: pool.fetch(
-                        FLOOR_SEARCH, pick(i)[0], " | ".join(query_terms(QUERIES[i % len(QUERIES)]))),
-                        ops, concurrency))  # fmt: skip
-                    results.append(await measure("langgraph (peer)", "asearch", lambda i: store.asearch(
-                        ("users", str(pick(i)[0])), query=QUERIES[i % len(QUERIES)], limit=10), ops, concurrency))  # fmt: skip
+                    for name in only:
+                        for system, operation, call in operations[name]:
+                            results.append(await measure(system, operation, call, ops, concurrency))
             finally:
                 await cold.close()
                 await cached.close()
@@ -215,11 +220,18 @@ def main() -> None:
     )
     parser.add_argument("--users", type=int, default=1000)
     parser.add_argument("--per-user", type=int, default=100)
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        choices=OPERATIONS,
+        default=list(OPERATIONS),
+        help="measure only these operations",
+    )
     parser.add_argument("--no-write", action="store_true", help="print only; leave docs/benchmarks.md alone")
     arguments = parser.parse_args()
     os.environ.setdefault("LOG_LEVEL", "WARNING")
-    results, server = asyncio.run(run(arguments.users, arguments.per_user))
-    if not arguments.no_write:
+    results, server = asyncio.run(run(arguments.users, arguments.per_user, tuple(arguments.only)))
+    if not arguments.no_write and tuple(arguments.only) == OPERATIONS:
         write_markdown(results, server, arguments.users, arguments.per_user)
         print(f"written to {RESULTS.relative_to(ROOT)}")
 
