@@ -228,3 +228,41 @@ def _batching(db: Database) -> dict[str, int]:
     """The append coalescer's counts (PostgreSQL); zeros where appends are not coalesced (SQLite)."""
     counts: dict[str, int] = db.metrics().get("append_coalescer", {})
     return {name: counts.get(name, 0) for name in ("statements", "appended", "returned", "failed_statements")}
+
+
+async def test_concurrent_appends_are_numbered_in_call_order_and_spread_over_two_statements(
+    db: Database, users: UserManager, conversations: ConversationManager
+) -> None:
+    """On PostgreSQL, callers that queue together leave in two statements, so that one half's callers prepare their
+    next appends while the server writes the other half; a conversation's appends all go in one of them."""
+    owner = await create_user(users)
+    busy = (await conversations.create_conversation(owner.user_id, "movimentada")).conversation_id
+    quiet = [
+        (await conversations.create_conversation(owner.user_id, f"c{n}")).conversation_id for n in range(16)
+    ]
+
+    before = _batching(db)
+    one_conversation = await asyncio.gather(
+        *(conversations.add_message(busy, owner.user_id, f"mensagem {n}", tokens_used=1) for n in range(16))
+    )
+    stored = await conversations.get_messages(busy, owner.user_id)
+    assert sorted(message.seq for message in one_conversation) == list(range(1, 17))
+    assert {(m.seq, m.content) for m in one_conversation} == {(m.seq, m.content) for m in stored}
+    after_one = _batching(db)
+
+    many_conversations = await asyncio.gather(
+        *(conversations.add_message(c, owner.user_id, "primeira", tokens_used=1) for c in quiet)
+    )
+    assert [message.seq for message in many_conversations] == [1] * 16
+    for conversation_id in quiet:
+        conversation = await conversations.get_conversation(conversation_id, owner.user_id)
+        assert conversation is not None
+        assert conversation.message_count == 1
+    if db.backend == "postgresql":
+        after_many = _batching(db)
+        # Sixteen appends to one conversation: one statement, numbered in the order the callers queued.
+        assert [message.seq for message in one_conversation] == list(range(1, 17))
+        assert after_one["statements"] - before["statements"] == 1
+        # Sixteen conversations: two statements of eight, in flight together.
+        assert after_many["statements"] - after_one["statements"] == 2
+        assert after_many["appended"] - before["appended"] == 32
