@@ -97,7 +97,8 @@ def query_terms(query: str) -> list[str]:
     return list(terms)
 
 
-def _trigrams(word: str) -> set[str]:
+def trigrams(word: str) -> set[str]:
+    """The trigrams pg_trgm takes from one word of letters and digits (lower case, no accents)."""
     padded = f"  {word} "  # as pg_trgm pads: a word's start weighs more than its end
     return {padded[i : i + 3] for i in range(len(padded) - 2)}
 
@@ -105,10 +106,10 @@ def _trigrams(word: str) -> set[str]:
 def best_word_similarity(terms: list[str], text: str) -> float:
     """The highest trigram similarity (|shared| / |union|, as pg_trgm computes it) between a term and a word of
     `text`: "cesna" and "cessna" score 0.625, unrelated words near 0."""
-    term_grams = [_trigrams(term) for term in terms]
+    term_grams = [trigrams(term) for term in terms]
     best = 0.0
     for word in set(text.split()):
-        grams = _trigrams(word)
+        grams = trigrams(word)
         for wanted in term_grams:
             best = max(best, len(wanted & grams) / len(wanted | grams))
     return best

@@ -6,6 +6,8 @@ best first; the manager blends it with importance, recency and frequency (memory
 
 from __future__ import annotations
 
+import functools
+import math
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -27,7 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from stratus_db.kit import driver
 from stratus_db.kit.models import table_of
-from stratus_db.kit.text import best_word_similarity, fts5_stem_query
+from stratus_db.kit.text import best_word_similarity, fts5_stem_query, trigrams
 from stratus_db.kit.types import UTCDateTime
 from stratus_db.models import MemoryEntry, MemoryType
 
@@ -49,94 +51,190 @@ class MemorySearchBackend(Protocol):
         """Up to `limit` rows of memory_entries plus a `lexical` score in [0, 1], best first."""
 
 
+@dataclass(frozen=True)
+class TrigramScreen:
+    """A necessary condition for `word_similarity(term, text) >= threshold` that costs substring tests only.
+
+    pg_trgm's word_similarity is at most (the term's trigrams found in the text) / (the term's trigrams), so a text
+    can reach the threshold only if it holds at least `needed` of them; and a trigram of a letters-and-digits term
+    that a text holds leaves its letters (pg_trgm's padding spaces aside) as a substring of that text. So a text
+    that contains fewer than `needed` of `pieces` cannot match, nor can one that contains none of `any_of` (any
+    len(pieces) - needed + 1 of them: it misses more than the term can spare). The server computes word_similarity
+    (tens of microseconds a row) only for the texts that pass both.
+    """
+
+    any_of: tuple[str, ...]
+    """LIKE patterns: a text that can match contains one of them."""
+    pieces: tuple[str, ...]
+    needed: int
+
+    @staticmethod
+    @functools.lru_cache(maxsize=4096)
+    def of(term: str, threshold: float) -> TrigramScreen:
+        """The screen of one query term (the same terms come back often: they are computed once)."""
+        if not term.isascii():
+            # pg_trgm hashes the trigrams of other characters, and may split words elsewhere: no screening.
+            return TrigramScreen(any_of=("%",), pieces=(), needed=0)
+        # Any len - needed + 1 of the trigrams make a correct any_of; the rarest make the most selective one.
+        pieces = tuple(sorted((gram.strip() for gram in trigrams(term)), key=_rarity, reverse=True))
+        # Rounded down by a hair, so that float error can only let more texts through, never fewer.
+        needed = math.ceil(threshold * len(pieces) - 1e-9)
+        return TrigramScreen(
+            any_of=tuple(f"%{piece}%" for piece in pieces[: len(pieces) - needed + 1]),
+            pieces=pieces,
+            needed=needed,
+        )
+
+
+_LETTERS_BY_FREQUENCY = "aeosridmntculpvgqhfbzjxkwy"
+"""In Portuguese text, most frequent first; digits and anything else are rarer still."""
+
+
+def _rarity(piece: str) -> tuple[int, int, str]:
+    """Longer pieces first (a text holds fewer of them), then those of rarer letters."""
+    rare = len(_LETTERS_BY_FREQUENCY)
+    letters = sum(rank if (rank := _LETTERS_BY_FREQUENCY.find(char)) >= 0 else rare for char in piece)
+    return len(piece), letters, piece
+
+
+_ENTRY_COLUMNS = (
+    "memory_id, user_id, memory_type, key, value, importance_score, access_count, expires_at, created_at, "
+    "updated_at, last_accessed_at"
+)
+
+
+def _columns_of(alias: str) -> str:
+    return ", ".join(f"{alias}.{column}" for column in _ENTRY_COLUMNS.split(", "))
+
+
 class PostgresMemorySearch:
     """Full text with the `stratus_portuguese` configuration (portuguese stemming after unaccent) over
     `search_vector` (kept by a trigger from `search_text`), or'ed with pg_trgm word similarity for typos and codes.
 
     The user's rows are found through `uq_memory_entries_user_id_key` (a user has at most
     STRATUS_MEMORY_MAX_PER_USER of them), so no full-text index spanning all users is needed. The trigram stage runs
-    only for the query's words that none of the searched memories knows, and compares them with the user's rows (a
-    trigram index would spare that work but costs every store far more: migration 0004 says by how much). A prepared
-    statement on the driver: this is a hot path (kit/driver.py)."""
+    only for the query's words that none of the searched memories knows, and only on the rows that a TrigramScreen
+    lets through (a trigram index would spare that work but costs every store far more: migration 0004 says by how
+    much). Prepared statements on the driver, one for each number of trigram terms: this is a hot path
+    (kit/driver.py)."""
 
     RANK_HALF = 0.1
     """ts_rank_cd of one matched word (with no length normalization): maps to a lexical score of 0.5."""
     TRIGRAM_THRESHOLD = 0.6
-    """A term matches a text whose word_similarity with it is at least this. The `%>` operator uses the server's
-    pg_trgm.word_similarity_threshold, whose default is this value: the statement checks the constant again, so a
-    lower server setting only costs time, a higher one would hide matches (tests check the default)."""
+    """A term matches a text whose word_similarity with it is at least this (pg_trgm's default for `%>`, which the
+    statements do not use: the server's setting changes nothing)."""
     MIN_TRIGRAM_TERM = 4
     """Shorter words are left to full text: their few trigrams match almost anything."""
     MAX_TRIGRAM_TERMS = 4
     """Each compared term costs a comparison per row: the longest few carry the typos and codes worth finding."""
 
-    # One `%>` per term slot: a missing term is NULL, which matches nothing at no cost.
-    _SIMILAR_TO_A_TERM = " OR ".join(
-        f"m.search_text %> u.terms[{slot}]" for slot in range(1, MAX_TRIGRAM_TERMS + 1)
-    )
     _SEARCHED = """m.user_id = $1
-              AND (m.expires_at IS NULL OR m.expires_at > $4)
-              AND ($5::text[] IS NULL OR m.memory_type = ANY($5::text[]))
-              AND ($6::float8 IS NULL OR m.importance_score >= $6)"""
+                  AND (m.expires_at IS NULL OR m.expires_at > $3)
+                  AND ($4::text[] IS NULL OR m.memory_type = ANY($4::text[]))
+                  AND ($5::float8 IS NULL OR m.importance_score >= $5)"""
+    _HITS = f"""
+                -- The user's searched rows that match the query, with their rank.
+                SELECT {_columns_of("m")}, m.search_vector, ts_rank_cd(m.search_vector, query) AS rank
+                FROM memory_entries AS m CROSS JOIN to_tsquery('stratus_portuguese'::regconfig, $2) AS query
+                WHERE {_SEARCHED}
+                  AND m.search_vector @@ query"""
+    _FIRST_TERM_PARAMETER = 9
+    """Each trigram term takes four parameters from here on: the term, then its screen's any_of, pieces, needed."""
 
-    SQL = f"""
-        WITH terms AS MATERIALIZED (
-            -- Each term's tsquery is built once, not once for every row it is checked against.
-            SELECT term, to_tsquery('stratus_portuguese'::regconfig, term) AS query FROM unnest($3::text[]) AS term
-        ),
-        unmatched AS MATERIALIZED (
-            -- Words the searched memories already know need no typo matching; only the rest are compared by trigram.
-            SELECT coalesce(array_agg(t.term), '{{}}') AS terms
-            FROM terms AS t
-            WHERE NOT EXISTS (
-                SELECT 1 FROM memory_entries AS m WHERE {_SEARCHED} AND m.search_vector @@ t.query
-            )
-        ),
-        alike AS MATERIALIZED (
-            -- The user's rows word-similar to an unknown term (the `%>` test), with their best similarity.
-            SELECT m.memory_id,
-                   (SELECT max(word_similarity(term, m.search_text)) FROM unnest(u.terms) AS term) AS similarity
-            FROM memory_entries AS m, unmatched AS u
-            WHERE m.user_id = $1 AND ({_SIMILAR_TO_A_TERM})
+    @classmethod
+    def statement(cls, typo_terms: int) -> str:
+        """The search statement for a query with `typo_terms` trigram terms (their parameters after the eight
+        common ones: user, tsquery, now, tiers, min_importance, RANK_HALF, limit, TRIGRAM_THRESHOLD)."""
+        if typo_terms == 0:
+            return f"""
+            SELECT {_ENTRY_COLUMNS}, rank / (rank + $6) AS lexical
+            FROM ({cls._HITS}
+            ) AS hits
+            ORDER BY lexical DESC
+            LIMIT $7
+            """
+        slots = range(typo_terms)
+        first = [cls._FIRST_TERM_PARAMETER + 4 * slot for slot in slots]
+        unknown = ",\n                       ".join(
+            f"NOT coalesce(bool_or(hits.search_vector @@ term_query_{slot}), false) AS term_{slot}"
+            for slot in slots
         )
-        SELECT memory_id, user_id, memory_type, key, value, importance_score, access_count, expires_at,
-               created_at, updated_at, last_accessed_at,
-               greatest(rank / (rank + $7), coalesce(similarity, 0)) AS lexical
-        FROM (
-            SELECT m.*, ts_rank_cd(m.search_vector, query) AS rank, s.similarity
-            FROM memory_entries AS m
-                 CROSS JOIN to_tsquery('stratus_portuguese'::regconfig, $2) AS query
-                 LEFT JOIN alike AS s ON s.memory_id = m.memory_id
-            WHERE {_SEARCHED}
-              AND (m.search_vector @@ query OR s.similarity >= $9)
-        ) AS scored
-        ORDER BY lexical DESC
-        LIMIT $8
-    """
-    """Each unknown term is compared on its own (a typo among other words still counts); a similarity counts from
-    the threshold up. The terms are words of letters and digits only (kit/text.py), so "a | b" and each single term
-    are always valid tsqueries."""
+        term_queries = "".join(
+            f"\n                     CROSS JOIN to_tsquery('stratus_portuguese'::regconfig, ${first[slot]})"
+            f" AS term_query_{slot}"
+            for slot in slots
+        )
+        similarities = ",".join(
+            f"""
+                        CASE WHEN unknown.term_{slot} AND m.search_text LIKE ANY (${first[slot] + 1}::text[]) THEN
+                            CASE WHEN (SELECT count(*) FROM unnest(${first[slot] + 2}::text[]) AS piece
+                                       WHERE strpos(m.search_text, piece) > 0) >= ${first[slot] + 3}::int
+                            THEN word_similarity(${first[slot]}, m.search_text) END
+                        END"""
+            for slot in slots
+        )
+        any_unknown = " OR ".join(f"unknown.term_{slot}" for slot in slots)
+        return f"""
+            WITH hits AS MATERIALIZED ({cls._HITS}
+            ),
+            unknown AS MATERIALIZED (
+                -- For each trigram term, whether no searched row knows it as a word. Only hits can: a row that
+                -- matches a term matches the query, which or's the terms.
+                SELECT {unknown}
+                FROM hits{term_queries}
+            ),
+            typos AS MATERIALIZED (
+                -- The rows an unknown term may be a typo or a code of: each term's screen first, word_similarity
+                -- only for the rows it lets through; the best term counts, from the threshold up. Read only when
+                -- a term is unknown.
+                SELECT *
+                FROM (
+                    SELECT {_columns_of("m")}, greatest({similarities}
+                    ) AS similarity
+                    FROM unknown JOIN memory_entries AS m ON ({any_unknown}) AND {cls._SEARCHED}
+                    -- A fence: merged into the outer query, each similarity would be computed once per mention.
+                    OFFSET 0
+                ) AS compared
+                WHERE similarity >= $8
+            )
+            SELECT {_columns_of("hits")},
+                   greatest(hits.rank / (hits.rank + $6), coalesce(typos.similarity, 0)) AS lexical
+            FROM hits LEFT JOIN typos USING (memory_id)
+            UNION ALL
+            SELECT {_columns_of("typos")}, typos.similarity
+            FROM typos
+            WHERE NOT EXISTS (SELECT FROM hits WHERE hits.memory_id = typos.memory_id)
+            ORDER BY lexical DESC
+            LIMIT $7
+            """
+
+    def __init__(self) -> None:
+        self._statements = [self.statement(count) for count in range(self.MAX_TRIGRAM_TERMS + 1)]
 
     async def candidates(
         self, conn: AsyncConnection, terms: list[str], filters: SearchFilters, limit: int
     ) -> list[dict[str, Any]]:
+        # The terms are words of letters and digits only (kit/text.py), so "a | b" and each single term are always
+        # valid tsqueries, and never LIKE patterns.
         tiers = None if filters.memory_types is None else [tier.value for tier in filters.memory_types]
-        return await driver.fetch(
-            conn,
-            self.SQL,
+        typo_terms = sorted(
+            (term for term in terms if len(term) >= self.MIN_TRIGRAM_TERM), key=len, reverse=True
+        )[: self.MAX_TRIGRAM_TERMS]
+        arguments: list[Any] = [
             filters.user_id,
             " | ".join(terms),
-            sorted((term for term in terms if len(term) >= self.MIN_TRIGRAM_TERM), key=len, reverse=True)[
-                : self.MAX_TRIGRAM_TERMS
-            ],
             filters.now,
             tiers,
             filters.min_importance,
             self.RANK_HALF,
             limit,
-            self.TRIGRAM_THRESHOLD,
-            read_only=True,
-        )
+        ]
+        if typo_terms:
+            arguments.append(self.TRIGRAM_THRESHOLD)
+            for term in typo_terms:
+                screen = TrigramScreen.of(term, self.TRIGRAM_THRESHOLD)
+                arguments += [term, screen.any_of, screen.pieces, screen.needed]
+        return await driver.fetch(conn, self._statements[len(typo_terms)], *arguments, read_only=True)
 
 
 class SQLiteMemorySearch:

@@ -231,17 +231,15 @@ def test_words_split_camel_case_beyond_ascii() -> None:
     assert words("preferred_aircraft-2024.v2") == ["preferred", "aircraft", "2024", "v2"]
 
 
-async def test_the_servers_trigram_threshold_is_the_one_search_checks(
+async def test_the_servers_trigram_threshold_changes_nothing(
     db: Database, users: UserManager, memories: MemoryManager
 ) -> None:
-    """PostgreSQL: `%>` uses pg_trgm.word_similarity_threshold, which must be search.py's constant; SQLite: the FTS5
-    trigram index finds a code by its trigrams."""
+    """PostgreSQL: search compares word_similarity with its own threshold, never through `%>` and the server's
+    pg_trgm.word_similarity_threshold, so a stricter server setting hides no typo; SQLite: the FTS5 trigram index
+    finds a code by its trigrams."""
     from sqlalchemy import text
 
-    from stratus_db.memory.search import PostgresMemorySearch
-
     user_id = await _pilot_with_memories(users, memories)
-    assert (await _keys(memories, user_id, "Cesna"))[0] == "preferred_aircraft"
     async with db.transaction() as conn:
         if db.backend == "sqlite":
             matches = await conn.execute(
@@ -251,7 +249,66 @@ async def test_the_servers_trigram_threshold_is_the_one_search_checks(
             )
             assert matches.scalar_one() == 1
             return
-        threshold = await conn.execute(
-            text("SELECT current_setting('pg_trgm.word_similarity_threshold')::float8")
+        await conn.execute(text("SET LOCAL pg_trgm.word_similarity_threshold = 0.95"))
+        found = await memories.search_memories(user_id, "Cesna", tx=conn)
+    assert found[0].memory.key == "preferred_aircraft"
+
+
+_typo_alphabet = "abcdeøç0123"
+"""Few letters, so that a typo's similarity with its word often lands near the threshold, both sides of it; ø is a
+letter pg_trgm hashes (and accents fold: ç is c)."""
+
+
+def _with_typo(word: str, position: int, kind: int, letter: str) -> str:
+    position %= len(word)
+    if kind == 0:
+        return word[:position] + word[position + 1 :]
+    if kind == 1:
+        return word[:position] + letter + word[position + 1 :]
+    return word[:position] + letter + word[position:]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    words=st.lists(st.text(_typo_alphabet, min_size=4, max_size=9), min_size=1, max_size=4),
+    position=st.integers(0, 8),
+    kind=st.integers(0, 2),
+    letter=st.sampled_from(_typo_alphabet),
+)
+async def test_a_typo_similar_enough_to_a_stored_word_finds_its_memory(
+    db: Database,
+    users: UserManager,
+    memories: MemoryManager,
+    words: list[str],
+    position: int,
+    kind: int,
+    letter: str,
+) -> None:
+    """Whatever spares the server its trigram comparisons (PostgreSQL screens the rows first) never hides a memory
+    that the backend's trigram measure puts at or above its threshold."""
+    from sqlalchemy import text
+
+    from stratus_db.kit.text import best_word_similarity, query_terms, search_text
+    from stratus_db.memory.search import PostgresMemorySearch, SQLiteMemorySearch
+
+    query = _with_typo(words[0], position, kind, letter)
+    (term,) = query_terms(query) or [""]
+    if len(term) < PostgresMemorySearch.MIN_TRIGRAM_TERM:
+        return
+    user = await create_user(users)
+    stored = await memories.store_memory(user.user_id, "nota", " ".join(words), "long_term", 0.5)
+    if db.backend == "sqlite":
+        similar = (
+            best_word_similarity([term], search_text("nota", " ".join(words)))
+            >= SQLiteMemorySearch.TRIGRAM_THRESHOLD
         )
-        assert threshold.scalar_one() == PostgresMemorySearch.TRIGRAM_THRESHOLD
+    else:
+        async with db.transaction() as conn:
+            similarity = await conn.execute(
+                text("SELECT word_similarity(:term, search_text) FROM memory_entries WHERE memory_id = :id"),
+                {"term": term, "id": stored.memory_id},
+            )
+            similar = similarity.scalar_one() >= PostgresMemorySearch.TRIGRAM_THRESHOLD
+    found = [result.memory.key for result in await memories.search_memories(user.user_id, query)]
+    if similar:
+        assert found == ["nota"], (query, words)
