@@ -20,7 +20,11 @@ from stratus_db.kit.validation import parse_enum, parse_uuid, validate_input
 from stratus_db.memory.cache import CacheKey, MemoryCache
 from stratus_db.memory.coalescing import MemoryUpdate, store_coalescer_for
 from stratus_db.memory.policy import MemoryPolicy, frequency, recency, search_score, standing
-from stratus_db.memory.repository import ExpiredMemoryRepository, MemoryRepository
+from stratus_db.memory.repository import (
+    ExpiredMemoryRepository,
+    MemoryRepository,
+    read_and_count_on_its_own,
+)
 from stratus_db.memory.schemas import MemoryEntry, MemoryLookup, MemorySearch, MemoryStore, SearchResult
 from stratus_db.memory.search import SearchFilters, search_backend_for
 from stratus_db.models import MemoryType
@@ -51,6 +55,8 @@ class MemoryManager:
         self._cache = MemoryCache.of(db)
         self._search = search_backend_for(db.backend)
         self._coalescer = store_coalescer_for(db)
+        # A read that extends no expiry is one plain statement on PostgreSQL: it needs no SQLAlchemy Connection.
+        self._reads_on_their_own = db.backend == "postgresql" and not self._policy.reads_slide
 
     async def store_memory(
         self,
@@ -330,7 +336,11 @@ class MemoryManager:
                 return None if row is None else MemoryEntry.model_validate(row)
 
             # The read and its count are one statement; a promotion, when due, is a transaction of its own.
-            entry = await op.run(read, tx=tx, single_statement=True)
+            if tx is None and self._reads_on_their_own:
+                row = await read_and_count_on_its_own(op, owner, name, self._db.clock())
+                entry = None if row is None else MemoryEntry.model_validate(row)
+            else:
+                entry = await op.run(read, tx=tx, single_statement=True)
             if entry is not None and self._policy.promotion_for(
                 entry.memory_type, entry.access_count, entry.importance_score
             ):
