@@ -77,6 +77,8 @@ class TestHits:
         assert second.last_accessed_at is not None
         assert first.last_accessed_at is not None
         assert second.last_accessed_at >= first.last_accessed_at
+        counted = {"access_count", "last_accessed_at"}
+        assert second.model_dump(exclude=counted) == first.model_dump(exclude=counted)
         after = _stats(db)
         assert after["hits"] == before["hits"] + 1
         assert after["misses"] == before["misses"] + 1
