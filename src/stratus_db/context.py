@@ -9,7 +9,7 @@ import ipaddress
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, StringConstraints
@@ -85,11 +85,13 @@ def current_trace_id() -> str:
     return holder.value
 
 
-@contextmanager
-def operation_trace() -> Iterator[None]:
-    """Within it, the logs and audit rows of one operation share a trace id when the caller set none."""
-    token = _operation_trace.set(_OperationTrace())
-    try:
-        yield
-    finally:
-        _operation_trace.reset(token)
+def begin_operation_trace() -> Token[_OperationTrace | None]:
+    """From now on, the logs and audit rows of one operation share a trace id when the caller set none.
+
+    Pass the token to `end_operation_trace` when the operation ends (database.py's `Operation` does both).
+    """
+    return _operation_trace.set(_OperationTrace())
+
+
+def end_operation_trace(token: Token[_OperationTrace | None]) -> None:
+    _operation_trace.reset(token)

@@ -1,13 +1,16 @@
-"""kit/driver.py: prepared statements on the asyncpg connection still give typed errors and leave the pool sound."""
+"""kit/driver.py: prepared statements on the asyncpg connection still give typed errors and leave the pool sound,
+also on a connection taken straight from the pool (`Operation.fetch`)."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 
+import asyncpg
 import pytest
 from sqlalchemy import text
 
-from stratus_db import Database, DatabaseError, DatabaseUnavailableError
+from stratus_db import Database, DatabaseError, DatabaseUnavailableError, MemoryManager
 from stratus_db.kit import driver
 from tests.fixtures.databases import settings_for
 
@@ -43,3 +46,51 @@ async def test_a_lost_connection_is_reported_and_never_reused(postgresql_db: Dat
         await query_after_the_server_killed_the_connection()
     async with postgresql_db.transaction() as conn:
         assert await driver.fetch(conn, "SELECT 1 AS one") == [{"one": 1}]
+
+
+@pytest.fixture
+async def one_connection_db(postgres_url: str) -> AsyncIterator[Database]:
+    settings = settings_for(postgres_url).model_copy(
+        update={"STRATUS_POOL_SIZE": 1, "STRATUS_POOL_MAX_OVERFLOW": 0, "STRATUS_POOL_TIMEOUT_S": 0.2}
+    )
+    db = Database(settings)
+    yield db
+    await db.close()
+
+
+async def test_pooled_rows_come_back_as_dicts_with_json_decoded(postgresql_db: Database) -> None:
+    # That the statement commits on its own: test_cache.py's disabled-cache test reads back the counts it wrote.
+    async with postgresql_db.operation("test.pooled", read_only=True) as op:
+        rows = await op.fetch("SELECT $1::int AS n, '{\"a\": [1, 2]}'::jsonb AS doc", 7)
+    assert rows == [{"n": 7, "doc": {"a": [1, 2]}}]
+
+
+async def test_a_pooled_connection_the_server_closed_is_replaced(one_connection_db: Database) -> None:
+    async with one_connection_db.operation("test.first", read_only=True) as op:
+        (first,) = await op.fetch("SELECT pg_backend_pid() AS pid")
+    admin = await asyncpg.connect(
+        one_connection_db.settings.database_url.set(drivername="postgresql").render_as_string(
+            hide_password=False
+        )
+    )
+    try:
+        assert await admin.fetchval(
+            "SELECT pg_terminate_backend($1, 60000)", first["pid"]
+        )  # waits for its exit
+    finally:
+        await admin.close()
+    async with one_connection_db.operation("test.after", read_only=True) as op:
+        (after,) = await op.fetch("SELECT pg_backend_pid() AS pid")
+    assert after["pid"] != first["pid"]
+    assert one_connection_db.metrics()["operations"]["test.after"]["retries"] == 1
+
+
+async def test_an_exhausted_pool_is_one_clear_error_for_a_pooled_read(one_connection_db: Database) -> None:
+    memories = MemoryManager(one_connection_db)
+    assert (
+        await memories.get_memory(uuid.uuid4(), "k") is None
+    )  # the schema is checked: the next read needs the pool
+    async with one_connection_db.transaction():  # holds the only connection
+        with pytest.raises(DatabaseUnavailableError, match="no free connection in the pool"):
+            await memories.get_memory(uuid.uuid4(), "k")
+    assert await memories.get_memory(uuid.uuid4(), "k") is None

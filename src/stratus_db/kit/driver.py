@@ -8,11 +8,14 @@ every other driver error does in database.py.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from functools import partial
 from typing import Any
 
 import asyncpg
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.pool import PoolProxiedConnection
+from sqlalchemy.util import greenlet_spawn
 
 from stratus_db.errors import DatabaseError, DatabaseUnavailableError, StratusError, TransientDatabaseError
 from stratus_db.kit.backends import ROLLED_BACK_SQLSTATES
@@ -44,8 +47,31 @@ async def fetch(
     """
     driver_connection = (await conn.get_raw_connection()).driver_connection
     assert driver_connection is not None, "a checked-out connection always has its driver connection"
+    return await _fetch(driver_connection, conn.invalidate, sql, arguments, read_only)
+
+
+async def fetch_pooled(
+    pooled: PoolProxiedConnection, sql: str, *arguments: Any, read_only: bool = False
+) -> list[dict[str, Any]]:
+    """`fetch` on a connection taken straight from the pool (`AsyncEngine.raw_connection()`), which has no
+    transaction: the statement commits as it completes. Raises as `fetch` does."""
+    driver_connection = pooled.driver_connection
+    assert driver_connection is not None, "a checked-out connection always has its driver connection"
+    # Invalidating closes the driver connection, which awaits the driver: SQLAlchemy's pool does that in a greenlet.
+    return await _fetch(
+        driver_connection, partial(greenlet_spawn, pooled.invalidate), sql, arguments, read_only
+    )
+
+
+async def _fetch(
+    driver_connection: asyncpg.Connection,
+    invalidate: Callable[[], Awaitable[Any]],
+    sql: str,
+    arguments: tuple[Any, ...],
+    read_only: bool,
+) -> list[dict[str, Any]]:
     if driver_connection.is_closed():
-        await conn.invalidate()
+        await invalidate()
         error = DatabaseUnavailableError("the pooled connection to PostgreSQL was closed; nothing was sent")
         error.retryable = True
         raise error
@@ -53,7 +79,7 @@ async def fetch(
         records = await driver_connection.fetch(sql, *arguments)
     except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
         if not isinstance(exc, asyncpg.PostgresError):
-            await conn.invalidate()  # never hand a broken connection to the next caller
+            await invalidate()  # never hand a broken connection to the next caller
         raise _translate(exc, read_only=read_only) from exc
     return [dict(record) for record in records]
 

@@ -2,19 +2,42 @@
 
 from __future__ import annotations
 
+from bisect import bisect_left
+from collections.abc import Iterator
+from itertools import accumulate
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, generate_latest
+from prometheus_client.metrics_core import CounterMetricFamily, HistogramMetricFamily, Metric
 
 DURATION_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_BUCKET_LABELS = [str(bound) for bound in DURATION_BUCKETS_S] + ["+Inf"]
+"""The histogram's `le` labels, as prometheus-client writes them ("0.0005" … "10.0", "+Inf")."""
+
+
+class _Timings:
+    """One operation's calls, their total duration, and how many fell in each bucket (the last one is +Inf)."""
+
+    __slots__ = ("buckets", "calls", "seconds")
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.seconds = 0.0
+        self.buckets = [0] * len(_BUCKET_LABELS)
 
 
 class OperationMetrics:
+    """Every public call's count and duration; errors and retries by type.
+
+    Calls and durations are plain arithmetic here, made into prometheus-client's counter and histogram families only
+    when read (this class is the registry's collector for them): every public call records one, and prometheus-client's
+    Counter and Histogram (locks, checks, three increments) took 1.9 µs a call against 0.25 µs. Errors and retries are
+    rare and stay prometheus-client Counters.
+    """
+
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
-        self._calls = Counter(
-            "stratus_db_operations", "Operations run, by name", ["operation"], registry=self.registry
-        )
+        self._timings: dict[str, _Timings] = {}
         self._errors = Counter(
             "stratus_db_operation_errors",
             "Operations that raised, by name and error type",
@@ -27,28 +50,35 @@ class OperationMetrics:
             ["operation"],
             registry=self.registry,
         )
-        self._duration = Histogram(
-            "stratus_db_operation_duration_seconds",
-            "Wall time of operations, retries included",
-            ["operation"],
-            buckets=DURATION_BUCKETS_S,
-            registry=self.registry,
-        )
-        self._children: dict[str, tuple[Counter, Histogram]] = {}
+        self.registry.register(self)
 
     def observe(self, operation: str, seconds: float, error: BaseException | None = None) -> None:
-        children = self._children.get(operation)
-        if children is None:
-            # Looking a labelled child up costs more than using it; operations are few, so keep them.
-            children = self._children[operation] = (
-                self._calls.labels(operation),
-                self._duration.labels(operation),
-            )
-        calls, duration = children
-        calls.inc()
-        duration.observe(seconds)
+        timings = self._timings.get(operation)
+        if timings is None:
+            timings = self._timings[operation] = _Timings()
+        timings.calls += 1
+        timings.seconds += seconds
+        # The first bound at or above `seconds` is Prometheus's `le` bucket; past the last bound it is +Inf.
+        timings.buckets[bisect_left(DURATION_BUCKETS_S, seconds)] += 1
         if error is not None:
             self._errors.labels(operation, type(error).__name__).inc()
+
+    def collect(self) -> Iterator[Metric]:
+        """The calls counter and the duration histogram, as the registry asks for them."""
+        calls = CounterMetricFamily("stratus_db_operations", "Operations run, by name", labels=["operation"])
+        duration = HistogramMetricFamily(
+            "stratus_db_operation_duration_seconds",
+            "Wall time of operations, retries included",
+            labels=["operation"],
+        )
+        for operation, timings in list(self._timings.items()):
+            calls.add_metric([operation], timings.calls)
+            cumulative = accumulate(timings.buckets)
+            duration.add_metric(
+                [operation], list(zip(_BUCKET_LABELS, cumulative, strict=True)), timings.seconds
+            )
+        yield calls
+        yield duration
 
     def retried(self, operation: str) -> None:
         self._retries.labels(operation).inc()

@@ -17,10 +17,14 @@ from stratus_db.kit.ids import new_id
 from stratus_db.kit.schemas import Page, check_limit, decode_cursor, encode_cursor, make_page
 from stratus_db.kit.text import query_terms, search_text
 from stratus_db.kit.validation import parse_enum, parse_uuid, validate_input
-from stratus_db.memory.cache import MemoryCache
+from stratus_db.memory.cache import CacheKey, MemoryCache
 from stratus_db.memory.coalescing import MemoryUpdate, store_coalescer_for
 from stratus_db.memory.policy import MemoryPolicy, frequency, recency, search_score, standing
-from stratus_db.memory.repository import ExpiredMemoryRepository, MemoryRepository
+from stratus_db.memory.repository import (
+    ExpiredMemoryRepository,
+    MemoryRepository,
+    read_and_count_on_its_own,
+)
 from stratus_db.memory.schemas import MemoryEntry, MemoryLookup, MemorySearch, MemoryStore, SearchResult
 from stratus_db.memory.search import SearchFilters, search_backend_for
 from stratus_db.models import MemoryType
@@ -51,6 +55,8 @@ class MemoryManager:
         self._cache = MemoryCache.of(db)
         self._search = search_backend_for(db.backend)
         self._coalescer = store_coalescer_for(db)
+        # A read that extends no expiry is one plain statement on PostgreSQL: it needs no SQLAlchemy Connection.
+        self._reads_on_their_own = db.backend == "postgresql" and not self._policy.reads_slide
 
     async def store_memory(
         self,
@@ -306,9 +312,9 @@ class MemoryManager:
             ValidationError: `user_id` is not a UUID or `key` is malformed.
         """
         async with self._db.operation("memory.get") as op:
-            lookup = validate_input(MemoryLookup, {"user_id": user_id, "key": key})
-            cache_key = (lookup.user_id, lookup.key)
             use_cache = tx is None and self._cache.enabled
+            cache_key = self._valid_lookup(user_id, key, use_cache)
+            owner, name = cache_key
             if use_cache:
                 await self._cache.start()
                 now = self._db.clock()
@@ -325,12 +331,16 @@ class MemoryManager:
 
             async def read(conn: AsyncConnection) -> MemoryEntry | None:
                 now = self._db.clock()
-                repository = MemoryRepository(conn, lookup.user_id)
-                row = await repository.read_and_count(lookup.key, now, self._policy.sliding_expiries(now))
+                repository = MemoryRepository(conn, owner)
+                row = await repository.read_and_count(name, now, self._policy.sliding_expiries(now))
                 return None if row is None else MemoryEntry.model_validate(row)
 
             # The read and its count are one statement; a promotion, when due, is a transaction of its own.
-            entry = await op.run(read, tx=tx, single_statement=True)
+            if tx is None and self._reads_on_their_own:
+                row = await read_and_count_on_its_own(op, owner, name, self._db.clock())
+                entry = None if row is None else MemoryEntry.model_validate(row)
+            else:
+                entry = await op.run(read, tx=tx, single_statement=True)
             if entry is not None and self._policy.promotion_for(
                 entry.memory_type, entry.access_count, entry.importance_score
             ):
@@ -338,8 +348,8 @@ class MemoryManager:
 
                 async def promote(conn: AsyncConnection) -> MemoryEntry:
                     # Decided again on the locked row: a store may have changed tier, importance or expiry since.
-                    repository = MemoryRepository(conn, lookup.user_id)
-                    row = await repository.get_for_update(lookup.key)
+                    repository = MemoryRepository(conn, owner)
+                    row = await repository.get_for_update(name)
                     if row is None or row["memory_id"] != read_entry.memory_id:
                         return read_entry
                     current = MemoryEntry.model_validate(row)
@@ -355,6 +365,22 @@ class MemoryManager:
             if use_cache and entry is not None and entry.memory_type not in self._policy.sliding:
                 self._cache.admit(cache_key, entry, epoch)
             return entry
+
+    def _valid_lookup(self, user_id: object, key: object, use_cache: bool) -> CacheKey:
+        """get_memory's arguments, validated: as `(user_id, key)`, the cache's key.
+
+        A pair the cache holds was validated before it was admitted, and validation returns a UUID (asyncpg's too)
+        and a str as they were given: such arguments are valid already, and a hit skips validating them again.
+        """
+        if (
+            use_cache
+            and isinstance(user_id, uuid.UUID)
+            and type(key) is str
+            and (user_id, key) in self._cache
+        ):
+            return user_id, key
+        lookup = validate_input(MemoryLookup, {"user_id": user_id, "key": key})
+        return lookup.user_id, lookup.key
 
     async def _promote(
         self,

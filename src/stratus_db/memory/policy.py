@@ -64,6 +64,11 @@ class MemoryPolicy:
         ttl = self.ttls[tier]
         return None if ttl is None else now + ttl
 
+    @property
+    def reads_slide(self) -> bool:
+        """Whether a read extends some memory's expiry: a sliding tier has a lifetime."""
+        return any(self.ttls[tier] is not None for tier in self.sliding)
+
     def sliding_expiries(self, now: datetime) -> dict[MemoryType, datetime]:
         """For each sliding tier with a TTL, the expiry a read at `now` extends a memory to."""
         return {tier: now + ttl for tier in self.sliding if (ttl := self.ttls[tier]) is not None}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import ColumnElement, and_, case, delete, func, literal, or_, select, update
 from sqlalchemy.exc import IntegrityError
@@ -19,6 +19,9 @@ from stratus_db.kit.sql import insert_for
 from stratus_db.kit.types import UTCDateTime
 from stratus_db.models import MemoryEntry, MemoryType, User
 
+if TYPE_CHECKING:
+    from stratus_db.database import Operation
+
 _memories = table_of(MemoryEntry)
 _PG_READ_AND_COUNT = """-- read_and_count on PostgreSQL without sliding tiers: the same statement the Core branch builds
 
@@ -27,6 +30,15 @@ WHERE user_id = $1 AND key = $2 AND (expires_at IS NULL OR expires_at > $3)
 RETURNING memory_id, user_id, memory_type, key, value, importance_score, access_count, expires_at, created_at,
           updated_at, last_accessed_at
 """
+
+
+async def read_and_count_on_its_own(
+    op: Operation, user_id: uuid.UUID, key: str, now: datetime
+) -> dict[str, Any] | None:
+    """`MemoryRepository.read_and_count` outside any transaction, on PostgreSQL when no tier slides: the cold
+    get_memory's statement on a pooled driver connection of its own (`Operation.fetch`), one round trip."""
+    rows = await op.fetch(_PG_READ_AND_COUNT, user_id, key, now)
+    return rows[0] if rows else None
 
 
 class MemoryRepository:

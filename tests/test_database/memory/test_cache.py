@@ -14,6 +14,7 @@ import pytest
 from sqlalchemy import select, text
 
 from stratus_db import Database, MemoryManager, UserManager
+from stratus_db.errors import ValidationError
 from stratus_db.memory.cache import MemoryCache
 from stratus_db.models import MemoryEntry as MemoryRow
 from tests.fixtures.clock import ManualClock
@@ -76,6 +77,8 @@ class TestHits:
         assert second.last_accessed_at is not None
         assert first.last_accessed_at is not None
         assert second.last_accessed_at >= first.last_accessed_at
+        counted = {"access_count", "last_accessed_at"}
+        assert second.model_dump(exclude=counted) == first.model_dump(exclude=counted)
         after = _stats(db)
         assert after["hits"] == before["hits"] + 1
         assert after["misses"] == before["misses"] + 1
@@ -103,6 +106,31 @@ class TestHits:
         assert await _stored_access_count(db, "base") == 1, "one miss written, six hits buffered"
         await handle.close()
         assert await _stored_access_count(db, "base") == 7
+
+    async def test_a_cached_key_still_refuses_malformed_arguments_and_serves_its_text_form(
+        self, db: Database, users: UserManager, memories: MemoryManager
+    ) -> None:
+        user = await create_user(users)
+        await memories.store_memory(user.user_id, "base", "SBGR", "long_term")
+        assert await memories.get_memory(user.user_id, "base") is not None  # cached from now on
+        malformed: list[tuple[Any, Any]] = [
+            (user.user_id, "base\x00"),
+            (user.user_id, ""),
+            (user.user_id, "b" * 201),
+            (str(user.user_id) + "0", "base"),
+            (None, "base"),
+            (user.user_id, None),
+        ]
+        for user_id, key in malformed:
+            with pytest.raises(ValidationError):
+                await memories.get_memory(user_id, key)
+        before = _stats(db)
+        entry = await memories.get_memory(str(user.user_id), "base")
+        assert entry is not None
+        assert entry.access_count == 2
+        assert _stats(db)["hits"] == before["hits"] + 1
+        await MemoryCache.of(db).flush()
+        assert await _stored_access_count(db, "base") == 2
 
     async def test_an_expired_cached_memory_is_not_returned(
         self, users: UserManager, memories: MemoryManager, clock: ManualClock
