@@ -3,7 +3,7 @@
 On two cores the Python around each statement, not PostgreSQL, limits a writer that sends one statement per call
 (docs/benchmarks.md). So appends are queued and written in batches: each caller validates its message and builds its
 audit row first, then queues; a batch counts, numbers, inserts and audits all of its messages in one statement
-(ConversationRepository.append_many), which is atomic on its own and runs without BEGIN/COMMIT. Two statements are
+(conversations/repository.py appends_statement), which is atomic on its own and runs without BEGIN/COMMIT. Two statements are
 in flight at most, on different conversations, so that the callers of one prepare their next appends while the
 server writes the other.
 
@@ -23,12 +23,11 @@ from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from stratus_db.conversations.repository import Appended, ConversationRepository
+from stratus_db.conversations.repository import Appended, appended_by_message, appends_statement
 from stratus_db.errors import DatabaseUnavailableError, StratusError
 from stratus_db.kit.coalescing import Queued
 
 if TYPE_CHECKING:
-    from sqlalchemy.ext.asyncio import AsyncConnection
 
     from stratus_db.database import StratusPostgreSQLIntegration
 
@@ -137,19 +136,10 @@ class AppendCoalescer:
         if not batch:
             return
         async with self._db.operation("conversation.append_batch") as op:
-
-            async def write(conn: AsyncConnection) -> dict[Any, Appended]:
-                if len(batch) == 1:  # alone: the lighter one-message statement
-                    message, audit_row = batch[0].message, batch[0].audit_row
-                    one = await ConversationRepository(conn, message["user_id"]).append(message, audit_row)
-                    return {} if one is None else {message["message_id"]: one}
-                return await ConversationRepository.append_many(
-                    conn, [(queued.message, queued.audit_row) for queued in batch]
-                )
-
+            statement, arguments = appends_statement([(queued.message, queued.audit_row) for queued in batch])
             self._counts["statements"] += 1
             try:
-                appended = await op.run(write, single_statement=True)
+                appended = appended_by_message(await op.fetch(statement, *arguments))
             except StratusError as exc:
                 self._counts["failed_statements"] += 1
                 self._counts["returned"] += len(batch)

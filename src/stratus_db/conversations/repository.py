@@ -45,7 +45,7 @@ WITH counted AS (
            $13, $14, $15, $16, $17
     FROM inserted
 )
-SELECT counted.* FROM counted JOIN inserted USING (seq)
+SELECT $1::uuid AS message_id, counted.* FROM counted JOIN inserted USING (seq)
 """
 
 _PG_APPEND_MANY = """-- coalesced add_message calls on PostgreSQL: one statement for many callers' appends
@@ -153,6 +153,29 @@ class Appended(NamedTuple):
     created_at: datetime
     unsummarized: int
     """The conversation's tokens outside its summary, after the append."""
+
+
+def appends_statement(
+    appends: Sequence[tuple[dict[str, Any], dict[str, Any]]],
+) -> tuple[str, tuple[Any, ...]]:
+    """The one PostgreSQL statement, and its arguments, that appends messages of any users and conversations
+    (AppendCoalescer): each a message with its `user_id`, and its audit row. A lone message takes the lighter
+    one-message statement. Their rows go to `appended_by_message`."""
+    if len(appends) == 1:
+        message, audit_row = appends[0]
+        return _PG_APPEND, _append_arguments(message, message["user_id"], audit_row)
+    # One array per parameter of the one-message statement, in the same order.
+    columns = zip(
+        *(_append_arguments(message, message["user_id"], audit_row) for message, audit_row in appends),
+        strict=True,
+    )
+    return _PG_APPEND_MANY, tuple(list(column) for column in columns)
+
+
+def appended_by_message(rows: list[dict[str, Any]]) -> dict[uuid.UUID, Appended]:
+    """What an append statement wrote, by message id; a message whose conversation is missing, foreign or not active
+    is not in it."""
+    return {row["message_id"]: Appended(row["seq"], row["created_at"], row["unsummarized"]) for row in rows}
 
 
 class ConversationRepository:
@@ -288,7 +311,7 @@ class ConversationRepository:
             rows = await driver.fetch(
                 self.conn, _PG_APPEND, *_append_arguments(message, self.user_id, audit_row)
             )
-            return None if not rows else Appended(**rows[0])
+            return appended_by_message(rows).get(message["message_id"])
         taken = await self.take_sequence_numbers(
             message["conversation_id"], 1, message["tokens_used"], message["created_at"]
         )
@@ -299,31 +322,6 @@ class ConversationRepository:
             insert(_audit).values(**audit_row | {"new_values": audit_row["new_values"] | {"seq": taken.seq}})
         )
         return taken
-
-    @staticmethod
-    async def append_many(
-        conn: AsyncConnection, appends: Sequence[tuple[dict[str, Any], dict[str, Any]]]
-    ) -> dict[uuid.UUID, Appended]:
-        """Append messages of any users and conversations in one statement (PostgreSQL; AppendCoalescer).
-
-        Each append is a message with its `user_id` and its audit row, as for `append`. Returns what was appended by
-        message id; a message whose conversation is missing, foreign or not active is not in it.
-        """
-        # One array per parameter of the one-message statement, in the same order.
-        columns = [
-            list(column)
-            for column in zip(
-                *(
-                    _append_arguments(message, message["user_id"], audit_row)
-                    for message, audit_row in appends
-                ),
-                strict=True,
-            )
-        ]
-        rows = await driver.fetch(conn, _PG_APPEND_MANY, *columns)
-        return {
-            row["message_id"]: Appended(row["seq"], row["created_at"], row["unsummarized"]) for row in rows
-        }
 
     async def messages(
         self, conversation_id: uuid.UUID, *, after_seq: int | None, before_seq: int | None, limit: int
