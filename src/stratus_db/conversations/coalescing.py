@@ -28,7 +28,6 @@ from stratus_db.errors import DatabaseUnavailableError, StratusError
 from stratus_db.kit.coalescing import Queued
 
 if TYPE_CHECKING:
-
     from stratus_db.database import StratusPostgreSQLIntegration
 
 MAX_BATCH = 256

@@ -32,12 +32,10 @@ from stratus_db.errors import DatabaseUnavailableError, StratusError
 from stratus_db.kit.coalescing import Queued
 from stratus_db.kit.ids import new_id
 from stratus_db.memory.cache import CHANNEL, MemoryCache
-from stratus_db.memory.repository import CoalescedStoreRepository
+from stratus_db.memory.repository import apply_updates_statement, read_keys_statement
 from stratus_db.memory.schemas import MemoryEntry
 
 if TYPE_CHECKING:
-    from sqlalchemy.ext.asyncio import AsyncConnection
-
     from stratus_db.database import StratusPostgreSQLIntegration
 
 
@@ -133,13 +131,11 @@ class StoreCoalescer:
         async with self._db.operation("memory.store_batch") as op:
             now = self._db.clock()
 
-            async def read(conn: AsyncConnection) -> list[dict[str, Any]]:
-                return await CoalescedStoreRepository(conn).read_keys(
+            try:
+                sql, arguments = read_keys_statement(
                     [queued.user_id for queued in batch], [queued.key for queued in batch]
                 )
-
-            try:
-                rows = await op.run(read, single_statement=True)
+                rows = await op.fetch(sql, *arguments)
             except StratusError:
                 return  # every store takes the locking path, where its own error (if any) is raised again
             stored = {(row["user_id"], row["key"]): row for row in rows}
@@ -162,13 +158,11 @@ class StoreCoalescer:
             for queued, _update in updates:
                 self._cache.invalidate(queued.user_id, [queued.key])
 
-            async def write(conn: AsyncConnection) -> list[dict[str, Any]]:
-                return await CoalescedStoreRepository(conn).apply_updates(
+            try:
+                sql, arguments = apply_updates_statement(
                     changes, now=now, audited_at=self._db.clock(), channel=CHANNEL
                 )
-
-            try:
-                written = await op.run(write, single_statement=True)
+                written = await op.fetch(sql, *arguments)
             except DatabaseUnavailableError as exc:
                 if exc.retryable:
                     return

@@ -248,34 +248,33 @@ FROM updated AS u JOIN change AS c ON c.memory_id = u.memory_id
 """
 
 
-class CoalescedStoreRepository:
-    """The coalesced store_memory path on PostgreSQL (memory/coalescing.py): many users' rows per statement, each
-    addressed by its own owner — `(user_id, key)` or `(memory_id, user_id)` — so no row is reached without it."""
+# The coalesced store_memory path on PostgreSQL (memory/coalescing.py): many users' rows per statement, each addressed
+# by its own owner — `(user_id, key)` or `(memory_id, user_id)` — so no row is reached without it. Statements and their
+# arguments, for `Operation.fetch`.
 
-    def __init__(self, conn: AsyncConnection) -> None:
-        self.conn = conn
 
-    async def read_keys(self, owners: list[uuid.UUID], keys: list[str]) -> list[dict[str, Any]]:
-        """The rows stored under each (owners[i], keys[i]) that exists, expired or not."""
-        return await driver.fetch(self.conn, _PG_READ_KEYS, owners, keys, read_only=True)
+def read_keys_statement(owners: list[uuid.UUID], keys: list[str]) -> tuple[str, tuple[Any, ...]]:
+    """The rows stored under each (owners[i], keys[i]) that exists, expired or not."""
+    return _PG_READ_KEYS, (owners, keys)
 
-    async def apply_updates(
-        self, changes: list[dict[str, Any]], *, now: datetime, audited_at: datetime, channel: str
-    ) -> list[dict[str, Any]]:
-        """Update each memory that still holds its `read_*` values (`updated_at = now`), with its audit row
-        (`action = update`, at `audited_at`) and its NOTIFY on `channel`, in one statement; returns the updated rows
-        (the others were changed meanwhile).
 
-        Each change has memory_id, user_id, value (JSON text), memory_type, importance_score, expires_at,
-        search_text; read_value (JSON text), read_memory_type, read_importance_score, read_expires_at; and the audit
-        row's audit_id, old_values and new_values (JSON text), ip_address, user_agent, actor, trace_id, purpose; and
-        the notification payload.
-        """
-        columns = (
-            "memory_id", "user_id", "value", "memory_type", "importance_score", "expires_at", "search_text",
-            "read_value", "read_memory_type", "read_importance_score", "read_expires_at",
-            "audit_id", "old_values", "new_values", "ip_address", "user_agent", "actor", "trace_id", "purpose",
-            "notification",
-        )  # fmt: skip
-        arrays = [[change[column] for change in changes] for column in columns]
-        return await driver.fetch(self.conn, _PG_APPLY_UPDATES, *arrays, now, audited_at, channel)
+def apply_updates_statement(
+    changes: list[dict[str, Any]], *, now: datetime, audited_at: datetime, channel: str
+) -> tuple[str, tuple[Any, ...]]:
+    """Update each memory that still holds its `read_*` values (`updated_at = now`), with its audit row
+    (`action = update`, at `audited_at`) and its NOTIFY on `channel`, in one statement, which returns the updated rows
+    (the others were changed meanwhile).
+
+    Each change has memory_id, user_id, value (JSON text), memory_type, importance_score, expires_at,
+    search_text; read_value (JSON text), read_memory_type, read_importance_score, read_expires_at; and the audit
+    row's audit_id, old_values and new_values (JSON text), ip_address, user_agent, actor, trace_id, purpose; and
+    the notification payload.
+    """
+    columns = (
+        "memory_id", "user_id", "value", "memory_type", "importance_score", "expires_at", "search_text",
+        "read_value", "read_memory_type", "read_importance_score", "read_expires_at",
+        "audit_id", "old_values", "new_values", "ip_address", "user_agent", "actor", "trace_id", "purpose",
+        "notification",
+    )  # fmt: skip
+    arrays = [[change[column] for change in changes] for column in columns]
+    return _PG_APPLY_UPDATES, (*arrays, now, audited_at, channel)
