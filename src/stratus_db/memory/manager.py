@@ -35,9 +35,6 @@ if TYPE_CHECKING:
 TABLE = "memory_entries"
 DEFAULT_IMPORTANCE = 0.5
 """Importance of a new memory stored without one."""
-CANDIDATE_FACTOR = 5
-MIN_CANDIDATES = 50
-"""search_memories ranks max(limit × 5, 50) lexical candidates by the full score."""
 
 
 def _leaves_critical(previous: MemoryEntry, tier: MemoryType) -> bool:
@@ -53,7 +50,7 @@ class MemoryManager:
         self._audit = AuditManager(db)
         self._policy = MemoryPolicy.from_settings(db.settings)
         self._cache = MemoryCache.of(db)
-        self._search = search_backend_for(db.backend)
+        self._search = search_backend_for(db.backend, self._policy.recency_half_life)
         self._coalescer = store_coalescer_for(db)
         # A read that extends no expiry is one plain statement on PostgreSQL: it needs no SQLAlchemy Connection.
         self._reads_on_their_own = db.backend == "postgresql" and not self._policy.reads_slide
@@ -500,15 +497,16 @@ class MemoryManager:
             async def work(conn: AsyncConnection) -> list[SearchResult]:
                 now = self._db.clock()
                 filters = SearchFilters(data.user_id, data.memory_types, data.min_importance, now)
-                # Rank more than asked for: the blend may lift a weaker lexical match above a stronger one.
-                pool = max(data.limit * CANDIDATE_FACTOR, MIN_CANDIDATES)
-                rows = await self._search.candidates(conn, terms, filters, pool)
+                rows = await self._search.candidates(conn, terms, filters, data.limit)
                 return self._rank(rows, now, data.limit)
 
             return await op.run(work, tx=tx, single_statement=True)
 
     def _rank(self, rows: list[dict[str, Any]], now: datetime, limit: int) -> list[SearchResult]:
-        """Score every candidate, then build results for the best `limit` only (models cost more than scores)."""
+        """Score every candidate, then build results for the best `limit` only (models cost more than scores).
+
+        PostgreSQL's candidates are already those best `limit`, chosen by the same score in the statement; scoring
+        them again here gives each result its components."""
         scored = []
         for row in rows:
             lexical = min(max(float(row["lexical"]), 0.0), 1.0)

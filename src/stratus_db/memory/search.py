@@ -1,7 +1,8 @@
 """Lexical candidates for search_memories: PostgreSQL and SQLite side by side behind one small interface.
 
-Each backend returns the user's live memories that match the query's words, with a lexical relevance in [0, 1],
-best first; the manager blends it with importance, recency and frequency (memory/policy.py).
+Each backend returns the user's live memories that match the query's words, each with a lexical relevance in [0, 1];
+the manager blends it with importance, recency and frequency (memory/policy.py) and keeps the best. PostgreSQL ranks
+by that blend in the statement and returns only the best rows; SQLite returns a wider pool ranked by lexical score.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import functools
 import math
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from sqlalchemy import (
@@ -31,6 +32,13 @@ from stratus_db.kit import driver
 from stratus_db.kit.models import table_of
 from stratus_db.kit.text import best_word_similarity, fts5_stem_query, trigrams
 from stratus_db.kit.types import UTCDateTime
+from stratus_db.memory.policy import (
+    FREQUENCY_SATURATION,
+    FREQUENCY_WEIGHT,
+    IMPORTANCE_WEIGHT,
+    LEXICAL_WEIGHT,
+    RECENCY_WEIGHT,
+)
 from stratus_db.models import MemoryEntry, MemoryType
 
 _memories = table_of(MemoryEntry)
@@ -48,7 +56,8 @@ class MemorySearchBackend(Protocol):
     async def candidates(
         self, conn: AsyncConnection, terms: list[str], filters: SearchFilters, limit: int
     ) -> list[dict[str, Any]]:
-        """Up to `limit` rows of memory_entries plus a `lexical` score in [0, 1], best first."""
+        """Rows of memory_entries plus a `lexical` score in [0, 1], among which are the best `limit` by
+        policy.search_score (the manager scores them again and keeps those), in no particular order."""
 
 
 @dataclass(frozen=True)
@@ -107,9 +116,40 @@ def _columns_of(alias: str) -> str:
     return ", ".join(f"{alias}.{column}" for column in _ENTRY_COLUMNS.split(", "))
 
 
+_UNDERFLOW_HALF_LIVES = 1074
+"""0.5 to a larger power underflows a float8, which PostgreSQL reports as an error where Python returns 0; 2^-1074
+is as good as 0 next to any lexical score."""
+
+
+def _search_score_sql(row: str, *, now: str, half_life_s: str) -> str:
+    """policy.search_score(lexical, policy.standing(importance, recency, frequency)) of `row` (memory_entries
+    columns plus `lexical`) as a float8 SQL expression. It is built from policy.py's weights and follows its
+    operations in the same order, so SQL and Python rank alike (but for the last bits of a float)."""
+
+    def weight(value: float) -> str:
+        return f"{value!r}::float8"
+
+    age_s = (
+        f"greatest(extract(epoch FROM {now} - coalesce({row}.last_accessed_at, {row}.updated_at))::float8, 0)"
+    )
+    recency = f"power(0.5::float8, least({age_s} / {half_life_s}, {_UNDERFLOW_HALF_LIVES}))"
+    frequency = (
+        f"least(1::float8, ln(1 + greatest({row}.access_count, 0)::float8)"
+        f" / {weight(math.log1p(FREQUENCY_SATURATION))})"
+    )
+    standing = (
+        f"{weight(IMPORTANCE_WEIGHT)} * {row}.importance_score + {weight(RECENCY_WEIGHT)} * {recency}"
+        f" + {weight(FREQUENCY_WEIGHT)} * {frequency}"
+    )
+    return f"{weight(LEXICAL_WEIGHT)} * {row}.lexical + {weight(1 - LEXICAL_WEIGHT)} * ({standing})"
+
+
 class PostgresMemorySearch:
     """Full text with the `stratus_portuguese` configuration (portuguese stemming after unaccent) over
     `search_vector` (kept by a trigger from `search_text`), or'ed with pg_trgm word similarity for typos and codes.
+
+    The statement ranks its rows by the full search score (policy.py's blend, _search_score_sql) and returns only the
+    best `limit`: each row sent costs the client more than scoring it costs the server.
 
     The user's rows are found through `uq_memory_entries_user_id_key` (a user has at most
     STRATUS_MEMORY_MAX_PER_USER of them), so no full-text index spanning all users is needed. The trigram stage runs
@@ -138,20 +178,29 @@ class PostgresMemorySearch:
                 FROM memory_entries AS m CROSS JOIN to_tsquery('stratus_portuguese'::regconfig, $2) AS query
                 WHERE {_SEARCHED}
                   AND m.search_vector @@ query"""
-    _FIRST_TERM_PARAMETER = 9
+    _FIRST_TERM_PARAMETER = 10
     """Each trigram term takes four parameters from here on: the term, then its screen's any_of, pieces, needed."""
+    _BEST_FIRST = f"""
+            ORDER BY {_search_score_sql("found", now="$3", half_life_s="$8")} DESC,
+                     found.memory_type <> 'critical',
+                     found.key COLLATE "C"
+            LIMIT $7"""
+    """The order of MemoryManager._rank (critical first among equal scores, then key in code point order, which is
+    what the C collation compares)."""
 
     @classmethod
     def statement(cls, typo_terms: int) -> str:
-        """The search statement for a query with `typo_terms` trigram terms (their parameters after the eight
-        common ones: user, tsquery, now, tiers, min_importance, RANK_HALF, limit, TRIGRAM_THRESHOLD)."""
+        """The search statement for a query with `typo_terms` trigram terms (their parameters after the nine
+        common ones: user, tsquery, now, tiers, min_importance, RANK_HALF, limit, recency half-life in seconds,
+        TRIGRAM_THRESHOLD)."""
         if typo_terms == 0:
             return f"""
-            SELECT {_ENTRY_COLUMNS}, rank / (rank + $6) AS lexical
-            FROM ({cls._HITS}
-            ) AS hits
-            ORDER BY lexical DESC
-            LIMIT $7
+            SELECT {_columns_of("found")}, found.lexical
+            FROM (
+                SELECT {_ENTRY_COLUMNS}, rank / (rank + $6) AS lexical
+                FROM ({cls._HITS}
+                ) AS hits
+            ) AS found{cls._BEST_FIRST}
             """
         slots = range(typo_terms)
         first = [cls._FIRST_TERM_PARAMETER + 4 * slot for slot in slots]
@@ -195,25 +244,28 @@ class PostgresMemorySearch:
                     -- A fence: merged into the outer query, each similarity would be computed once per mention.
                     OFFSET 0
                 ) AS compared
-                WHERE similarity >= $8
+                WHERE similarity >= $9
             )
-            SELECT {_columns_of("hits")},
-                   greatest(hits.rank / (hits.rank + $6), coalesce(typos.similarity, 0)) AS lexical
-            FROM hits LEFT JOIN typos USING (memory_id)
-            UNION ALL
-            SELECT {_columns_of("typos")}, typos.similarity
-            FROM typos
-            WHERE NOT EXISTS (SELECT FROM hits WHERE hits.memory_id = typos.memory_id)
-            ORDER BY lexical DESC
-            LIMIT $7
+            SELECT {_columns_of("found")}, found.lexical
+            FROM (
+                SELECT {_columns_of("hits")},
+                       greatest(hits.rank / (hits.rank + $6), coalesce(typos.similarity, 0)) AS lexical
+                FROM hits LEFT JOIN typos USING (memory_id)
+                UNION ALL
+                SELECT {_columns_of("typos")}, typos.similarity
+                FROM typos
+                WHERE NOT EXISTS (SELECT FROM hits WHERE hits.memory_id = typos.memory_id)
+            ) AS found{cls._BEST_FIRST}
             """
 
-    def __init__(self) -> None:
+    def __init__(self, recency_half_life: timedelta) -> None:
+        self._half_life_s = recency_half_life.total_seconds()
         self._statements = [self.statement(count) for count in range(self.MAX_TRIGRAM_TERMS + 1)]
 
     async def candidates(
         self, conn: AsyncConnection, terms: list[str], filters: SearchFilters, limit: int
     ) -> list[dict[str, Any]]:
+        """The best `limit` rows by search score, ranked in the statement: only they cross the wire."""
         # The terms are words of letters and digits only (kit/text.py), so "a | b" and each single term are always
         # valid tsqueries, and never LIKE patterns.
         tiers = None if filters.memory_types is None else [tier.value for tier in filters.memory_types]
@@ -228,6 +280,7 @@ class PostgresMemorySearch:
             filters.min_importance,
             self.RANK_HALF,
             limit,
+            self._half_life_s,
         ]
         if typo_terms:
             arguments.append(self.TRIGRAM_THRESHOLD)
@@ -242,6 +295,10 @@ class SQLiteMemorySearch:
     and a trigram index that finds rows sharing trigrams with a term. A trigram-only candidate counts when one of
     its words is as similar to a term as pg_trgm's default threshold demands (typos, codes)."""
 
+    POOL_FACTOR = 5
+    MIN_POOL = 50
+    """The best max(limit × 5, 50) rows by lexical score are returned, for the manager to rank by the full score
+    (the blend may lift a weaker lexical match above a stronger one)."""
     WORD_HALF = 1.0
     TRIGRAM_WEIGHT = 0.8
     """A match found only through trigrams counts for less than a word match."""
@@ -290,7 +347,7 @@ class SQLiteMemorySearch:
                 ),
             )
             .order_by(best.c.word_score.desc())
-            .limit(limit)
+            .limit(max(limit * self.POOL_FACTOR, self.MIN_POOL))
         )
         result = await conn.execute(_filtered(statement, filters), params)
         rows = []
@@ -300,7 +357,7 @@ class SQLiteMemorySearch:
             lexical = max(float(row["word_score"]), trigram)
             if lexical > 0:
                 rows.append(dict(row) | {"lexical": lexical})
-        return sorted(rows, key=lambda row: -row["lexical"])
+        return rows
 
 
 def _filtered(statement: Select[Any], filters: SearchFilters) -> Select[Any]:
@@ -311,5 +368,7 @@ def _filtered(statement: Select[Any], filters: SearchFilters) -> Select[Any]:
     return statement
 
 
-def search_backend_for(dialect: str) -> MemorySearchBackend:
-    return PostgresMemorySearch() if dialect == "postgresql" else SQLiteMemorySearch()
+def search_backend_for(dialect: str, recency_half_life: timedelta) -> MemorySearchBackend:
+    if dialect == "postgresql":
+        return PostgresMemorySearch(recency_half_life)
+    return SQLiteMemorySearch()

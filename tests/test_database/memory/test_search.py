@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -10,6 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from stratus_db import Database, MemoryManager, UserManager, ValidationError
+from stratus_db.memory.policy import frequency, recency, search_score, standing
 from tests.fixtures.clock import ManualClock
 from tests.fixtures.factories import create_user
 
@@ -130,6 +132,60 @@ class TestRanking:
         results = await memories.search_memories(user.user_id, "ILS 27")
         assert results[0].score == results[1].score
         assert [r.memory.key for r in results] == ["z_critica", "a_comum"]
+        # PostgreSQL picks the best rows in the statement: the tie-break must hold there too.
+        assert await _keys(memories, user.user_id, "ILS 27", limit=1) == ["z_critica"]
+
+    async def test_standing_can_outweigh_a_stronger_lexical_match_even_at_limit_one(
+        self, users: UserManager, memories: MemoryManager, clock: ManualClock
+    ) -> None:
+        """The best `limit` are chosen by the full score, not by lexical relevance first (PostgreSQL chooses them in
+        the statement, so a statement that ranked by lexical relevance alone would return `forte` here)."""
+        user = await create_user(users)
+        for index in range(
+            8
+        ):  # unrelated memories, so that SQLite's bm25 gives the query's words some weight
+            await memories.store_memory(
+                user.user_id, f"outra_{index}", f"abastecimento {index}", "long_term", 0.5
+            )
+        await memories.store_memory(
+            user.user_id, "forte", "pista fechada em SBKP, pista fechada em SBKP", "long_term", 0.0
+        )
+        clock.advance(days=365)  # `forte` was last used a year ago: its recency is nil
+        await memories.store_memory(user.user_id, "fraca", "SBKP operando normalmente hoje", "long_term", 1.0)
+
+        both = {r.memory.key: r for r in await memories.search_memories(user.user_id, "pista fechada SBKP")}
+        assert (
+            both["forte"].lexical > both["fraca"].lexical
+        )  # the premise: `forte` is the better lexical match
+        assert both["fraca"].score > both["forte"].score
+        assert await _keys(memories, user.user_id, "pista fechada SBKP", limit=1) == ["fraca"]
+
+    async def test_score_components_are_policy_functions_of_the_memory(
+        self, db: Database, users: UserManager, memories: MemoryManager, clock: ManualClock
+    ) -> None:
+        user = await create_user(users)
+        await memories.store_memory(user.user_id, "usada", "rota SBKP SBRP", "long_term", 0.7)
+        await memories.store_memory(user.user_id, "esquecida", "rota SBKP SBGR", "medium_term", 0.3)
+        clock.advance(hours=30)
+        await memories.get_memory(user.user_id, "usada")  # counted: one access, last used 30 h after storing
+        clock.advance(days=3, hours=5)
+        half_life = timedelta(seconds=db.settings.STRATUS_MEMORY_RECENCY_HALF_LIFE_S)
+
+        results = await memories.search_memories(user.user_id, "rota SBKP")
+        assert {r.memory.key for r in results} == {"usada", "esquecida"}
+        for result in results:
+            entry = result.memory
+            assert result.importance == entry.importance_score
+            assert result.recency == recency(entry.last_accessed_at or entry.updated_at, clock.now, half_life)
+            assert result.frequency == frequency(entry.access_count)
+            assert result.score == search_score(
+                result.lexical, standing(result.importance, result.recency, result.frequency)
+            )
+            assert 0 < result.lexical <= 1
+        by_key = {r.memory.key: r for r in results}
+        assert by_key["usada"].memory.access_count == 1
+        assert 0 < by_key["esquecida"].recency < by_key["usada"].recency < 1
+        assert by_key["usada"].frequency > by_key["esquecida"].frequency == 0
 
     async def test_limit_types_and_importance_filter(
         self, users: UserManager, memories: MemoryManager
