@@ -26,7 +26,7 @@ from stratus_db.memory.repository import (
     read_and_count_on_its_own,
 )
 from stratus_db.memory.schemas import MemoryEntry, MemoryLookup, MemorySearch, MemoryStore, SearchResult
-from stratus_db.memory.search import SearchFilters, search_backend_for
+from stratus_db.memory.search import PostgresMemorySearch, SearchFilters, search_backend_for
 from stratus_db.models import MemoryType
 
 if TYPE_CHECKING:
@@ -494,13 +494,17 @@ class MemoryManager:
             if not terms:
                 return []
 
-            async def work(conn: AsyncConnection) -> list[SearchResult]:
-                now = self._db.clock()
-                filters = SearchFilters(data.user_id, data.memory_types, data.min_importance, now)
-                rows = await self._search.candidates(conn, terms, filters, data.limit)
-                return self._rank(rows, now, data.limit)
+            now = self._db.clock()
+            filters = SearchFilters(data.user_id, data.memory_types, data.min_importance, now)
+            if tx is None and isinstance(self._search, PostgresMemorySearch):
+                # One plain statement: it needs no SQLAlchemy Connection (Operation.fetch).
+                sql, arguments = self._search.statement(terms, filters, data.limit)
+                return self._rank(await op.fetch(sql, *arguments), now, data.limit)
 
-            return await op.run(work, tx=tx, single_statement=True)
+            async def work(conn: AsyncConnection) -> list[dict[str, Any]]:
+                return await self._search.candidates(conn, terms, filters, data.limit)
+
+            return self._rank(await op.run(work, tx=tx, single_statement=True), now, data.limit)
 
     def _rank(self, rows: list[dict[str, Any]], now: datetime, limit: int) -> list[SearchResult]:
         """Score every candidate, then build results for the best `limit` only (models cost more than scores).

@@ -189,7 +189,7 @@ class PostgresMemorySearch:
     what the C collation compares)."""
 
     @classmethod
-    def statement(cls, typo_terms: int) -> str:
+    def sql_for(cls, typo_terms: int) -> str:
         """The search statement for a query with `typo_terms` trigram terms (their parameters after the nine
         common ones: user, tsquery, now, tiers, min_importance, RANK_HALF, limit, recency half-life in seconds,
         TRIGRAM_THRESHOLD)."""
@@ -260,12 +260,17 @@ class PostgresMemorySearch:
 
     def __init__(self, recency_half_life: timedelta) -> None:
         self._half_life_s = recency_half_life.total_seconds()
-        self._statements = [self.statement(count) for count in range(self.MAX_TRIGRAM_TERMS + 1)]
+        self._statements = [self.sql_for(count) for count in range(self.MAX_TRIGRAM_TERMS + 1)]
 
     async def candidates(
         self, conn: AsyncConnection, terms: list[str], filters: SearchFilters, limit: int
     ) -> list[dict[str, Any]]:
         """The best `limit` rows by search score, ranked in the statement: only they cross the wire."""
+        sql, arguments = self.statement(terms, filters, limit)
+        return await driver.fetch(conn, sql, *arguments, read_only=True)
+
+    def statement(self, terms: list[str], filters: SearchFilters, limit: int) -> tuple[str, list[Any]]:
+        """`candidates`' statement and its arguments, for `Operation.fetch` outside a caller's transaction."""
         # The terms are words of letters and digits only (kit/text.py), so "a | b" and each single term are always
         # valid tsqueries, and never LIKE patterns.
         tiers = None if filters.memory_types is None else [tier.value for tier in filters.memory_types]
@@ -287,7 +292,7 @@ class PostgresMemorySearch:
             for term in typo_terms:
                 screen = TrigramScreen.of(term, self.TRIGRAM_THRESHOLD)
                 arguments += [term, screen.any_of, screen.pieces, screen.needed]
-        return await driver.fetch(conn, self._statements[len(typo_terms)], *arguments, read_only=True)
+        return self._statements[len(typo_terms)], arguments
 
 
 class SQLiteMemorySearch:
