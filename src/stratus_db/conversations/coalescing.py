@@ -3,9 +3,9 @@
 On two cores the Python around each statement, not PostgreSQL, limits a writer that sends one statement per call
 (docs/benchmarks.md). So appends are queued and written in batches: each caller validates its message and builds its
 audit row first, then queues; a batch counts, numbers, inserts and audits all of its messages in one statement
-(conversations/repository.py appends_statement), which is atomic on its own and runs without BEGIN/COMMIT. Two statements are
-in flight at most, on different conversations, so that the callers of one prepare their next appends while the
-server writes the other.
+(repository.py appends_statement), which is atomic on its own and runs without BEGIN/COMMIT. Two statements are in
+flight at most, on different conversations, so that the callers of one prepare their next appends while the server
+writes the other.
 
 A message whose conversation the statement did not count (missing, foreign, archived or deleted), and every message of
 a batch whose statement failed (a deadlock with another process's batch, say: nothing of it was written), goes back
@@ -132,8 +132,6 @@ class AppendCoalescer:
                 queued.settle(None)  # whatever went wrong, nobody is left waiting
 
     async def _write(self, batch: list[_QueuedAppend]) -> None:
-        if not batch:
-            return
         async with self._db.operation("conversation.append_batch") as op:
             statement, arguments = appends_statement([(queued.message, queued.audit_row) for queued in batch])
             self._counts["statements"] += 1
