@@ -148,8 +148,12 @@ async def run(user_count: int, per_user: int, only: tuple[str, ...]) -> tuple[li
                     ]
                 )
             pool = await asyncpg.create_pool(plain, min_size=16, max_size=16)
-            cold = Database(settings_for(url).model_copy(update={"STRATUS_MEMORY_CACHE_MAX_ENTRIES": 0}))
-            cached = Database(settings_for(url))
+            # Every system gets a pool of 16 connections, as many as the higher concurrency, and no overflow.
+            pooled = settings_for(url).model_copy(
+                update={"STRATUS_POOL_SIZE": 16, "STRATUS_POOL_MAX_OVERFLOW": 0}
+            )
+            cold = Database(pooled.model_copy(update={"STRATUS_MEMORY_CACHE_MAX_ENTRIES": 0}))
+            cached = Database(pooled)
             cold_memories, cached_memories = MemoryManager(cold), MemoryManager(cached)
             hot = pick(0)
 
@@ -205,7 +209,8 @@ def write_markdown(results: list[Result], server: str, user_count: int, per_user
             "## Memory (`bench/memory.py`)",
             "",
             f"Run {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {environment(PACKAGES)}; {server} on 127.0.0.1 over TCP. "
-            f"{user_count:,} users × {per_user} memories = {user_count * per_user:,} memories; values are sentences "
+            f"{user_count:,} users × {per_user} memories = {user_count * per_user:,} memories; every system on a pool of "
+            "16 connections; values are sentences "
             "of the Portuguese aviation corpus. `get_memory (cold)` runs with the cache off; `(cached)` reads one "
             "hot key. One run; the machine is noisy, so read the ratios, not the last digit.",
             "",
