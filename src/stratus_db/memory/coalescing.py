@@ -127,6 +127,15 @@ class StoreCoalescer:
         self._queue.extendleft(reversed(later))
         return batch
 
+    def _log_fallback(self, statement: str, stores: int, error: StratusError) -> None:
+        # The locking path still stores everything, only slower: without this line a broken batch shows as slowness.
+        self._db.log.warning(
+            f"store batch {statement} failed: its stores take the locking path",
+            operation="memory.store_batch",
+            stores=stores,
+            error=type(error).__name__,
+        )
+
     async def _write(self, batch: list[_QueuedStore]) -> None:
         async with self._db.operation("memory.store_batch") as op:
             now = self._db.clock()
@@ -136,8 +145,10 @@ class StoreCoalescer:
                     [queued.user_id for queued in batch], [queued.key for queued in batch]
                 )
                 rows = await op.fetch(sql, *arguments)
-            except StratusError:
-                return  # every store takes the locking path, where its own error (if any) is raised again
+            except StratusError as exc:
+                # Every store takes the locking path, where its own error (if any) is raised again.
+                self._log_fallback("read", len(batch), exc)
+                return
             stored = {(row["user_id"], row["key"]): row for row in rows}
             updates: list[tuple[_QueuedStore, MemoryUpdate]] = []
             for queued in batch:
@@ -164,6 +175,7 @@ class StoreCoalescer:
                 )
                 written = await op.fetch(sql, *arguments)
             except DatabaseUnavailableError as exc:
+                self._log_fallback("write", len(updates), exc)
                 if exc.retryable:
                     return
                 for queued, _update in updates:
@@ -172,7 +184,8 @@ class StoreCoalescer:
                     error.__cause__ = exc
                     queued.fail(error)
                 return
-            except StratusError:
+            except StratusError as exc:
+                self._log_fallback("write", len(updates), exc)
                 return
             by_id = {row["memory_id"]: row for row in written}
             for queued, update in updates:
