@@ -119,16 +119,21 @@ class Operation:
         except SQLAlchemyError as exc:
             raise self._db._translate(exc, may_have_committed=False) from exc
 
-    async def fetch(self, sql: str, *arguments: Any) -> list[dict[str, Any]]:
+    async def fetch(self, sql: str, *arguments: Any, read_only: bool | None = None) -> list[dict[str, Any]]:
         """Run one statement on PostgreSQL (with $1, $2… placeholders) outside any transaction: it commits as it
         completes. Rows as dicts; retried as `run` retries. For the hottest single statements (kit/driver.py).
+        `read_only` (default: the operation's) says whether a lost connection may be retried: a pure read may, even
+        inside a writing operation.
 
         The pooled asyncpg connection is used without a SQLAlchemy Connection around it: building one, setting
         AUTOCOMMIT on it and closing it cost 50 µs (concurrency 16) to 140 µs (concurrency 1) of client CPU per call,
         a fifth to a third of a cold get_memory.
         """
         return await self._db._run_with_retries(
-            self.name, partial(self._db._fetch_pooled, sql, arguments, self.read_only)
+            self.name,
+            partial(
+                self._db._fetch_pooled, sql, arguments, self.read_only if read_only is None else read_only
+            ),
         )
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import uuid
 from collections import deque
 from dataclasses import dataclass
@@ -76,7 +77,8 @@ class AppendCoalescer:
         # leave together in the next one.
         if not self._dispatch_pending:
             self._dispatch_pending = True
-            asyncio.get_running_loop().call_soon(self._dispatch)
+            # In a context of its own: the batch's operation logs under its own trace id, not its first caller's.
+            asyncio.get_running_loop().call_soon(self._dispatch, context=contextvars.Context())
 
     def _dispatch(self) -> None:
         """Send what is queued while fewer than MAX_IN_FLIGHT statements are out.
@@ -104,7 +106,7 @@ class AppendCoalescer:
     @staticmethod
     def _next_batch(ready: list[_QueuedAppend], *, free: int) -> list[_QueuedAppend]:
         """About an equal share of the ready appends for each free slot, in queue order; a conversation's appends
-        all go in one statement."""
+        all go in one statement (up to MAX_BATCH: the rest follow in the next)."""
         share = -(-len(ready) // free)
         batch: list[_QueuedAppend] = []
         taken: set[uuid.UUID] = set()
@@ -138,15 +140,18 @@ class AppendCoalescer:
             try:
                 appended = appended_by_message(await op.fetch(statement, *arguments))
             except StratusError as exc:
+                lost = isinstance(exc, DatabaseUnavailableError) and not exc.retryable
                 self._counts["failed_statements"] += 1
-                self._counts["returned"] += len(batch)
+                self._counts["returned"] += 0 if lost else len(batch)
                 self._db.log.warning(
-                    "append batch failed: its appends are made one by one",
+                    "append batch lost its connection: its appends fail, they may have been written"
+                    if lost
+                    else "append batch failed: its appends are made one by one",
                     operation="conversation.append_batch",
                     appends=len(batch),
                     error=type(exc).__name__,
                 )
-                if isinstance(exc, DatabaseUnavailableError) and not exc.retryable:
+                if lost:
                     for queued in batch:
                         # Each caller gets an error of its own (an exception object is not shared between tasks).
                         error = DatabaseUnavailableError(exc.message)
@@ -162,6 +167,6 @@ class AppendCoalescer:
         """Let the statements under way finish (their callers are waiting for them) before the pool closes."""
         while self._in_flight or self._queue:
             if self._in_flight:
-                await asyncio.shield(asyncio.gather(*self._in_flight))
+                await asyncio.shield(asyncio.gather(*self._in_flight, return_exceptions=True))
             else:
                 await asyncio.sleep(0)  # the queue's dispatch is due: let it send

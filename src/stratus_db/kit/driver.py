@@ -1,4 +1,5 @@
-"""Prepared statements straight on the asyncpg connection under a SQLAlchemy connection (PostgreSQL hot paths).
+"""Prepared statements straight on the asyncpg connection (PostgreSQL hot paths): under a SQLAlchemy connection
+(`fetch`), or taken from the pool on its own (`fetch_pooled`, for `Operation.fetch`).
 
 SQLAlchemy builds the schema and most statements; on the few calls that run thousands of times a second, its
 per-execution work costs as much as the database does (bench/memory.py: get_memory 1,400 → 2,800 reads/s at

@@ -127,10 +127,14 @@ class StoreCoalescer:
         self._queue.extendleft(reversed(later))
         return batch
 
-    def _log_fallback(self, statement: str, stores: int, error: StratusError) -> None:
+    def _log_failure(
+        self, statement: str, stores: int, error: StratusError, *, callers_fail: bool = False
+    ) -> None:
         # The locking path still stores everything, only slower: without this line a broken batch shows as slowness.
         self._db.log.warning(
-            f"store batch {statement} failed: its stores take the locking path",
+            f"store batch {statement} lost its connection: its stores fail, they may have been written"
+            if callers_fail
+            else f"store batch {statement} failed: its stores take the locking path",
             operation="memory.store_batch",
             stores=stores,
             error=type(error).__name__,
@@ -144,10 +148,10 @@ class StoreCoalescer:
                 sql, arguments = read_keys_statement(
                     [queued.user_id for queued in batch], [queued.key for queued in batch]
                 )
-                rows = await op.fetch(sql, *arguments)
+                rows = await op.fetch(sql, *arguments, read_only=True)
             except StratusError as exc:
                 # Every store takes the locking path, where its own error (if any) is raised again.
-                self._log_fallback("read", len(batch), exc)
+                self._log_failure("read", len(batch), exc)
                 return
             stored = {(row["user_id"], row["key"]): row for row in rows}
             updates: list[tuple[_QueuedStore, MemoryUpdate]] = []
@@ -175,7 +179,7 @@ class StoreCoalescer:
                 )
                 written = await op.fetch(sql, *arguments)
             except DatabaseUnavailableError as exc:
-                self._log_fallback("write", len(updates), exc)
+                self._log_failure("write", len(updates), exc, callers_fail=not exc.retryable)
                 if exc.retryable:
                     return
                 for queued, _update in updates:
@@ -185,7 +189,7 @@ class StoreCoalescer:
                     queued.fail(error)
                 return
             except StratusError as exc:
-                self._log_fallback("write", len(updates), exc)
+                self._log_failure("write", len(updates), exc)
                 return
             by_id = {row["memory_id"]: row for row in written}
             for queued, update in updates:

@@ -56,8 +56,9 @@ class MemorySearchBackend(Protocol):
     async def candidates(
         self, conn: AsyncConnection, terms: list[str], filters: SearchFilters, limit: int
     ) -> list[dict[str, Any]]:
-        """Rows of memory_entries plus a `lexical` score in [0, 1], among which are the best `limit` by
-        policy.search_score (the manager scores them again and keeps those), in no particular order."""
+        """Rows of memory_entries plus a `lexical` score in [0, 1], in no particular order, among which are the best
+        `limit` by policy.search_score (the manager scores them again and keeps those): exactly those on PostgreSQL,
+        which ranks in the statement; on SQLite the best max(5 × limit, 50) by lexical score."""
 
 
 @dataclass(frozen=True)
@@ -205,7 +206,9 @@ class PostgresMemorySearch:
         slots = range(typo_terms)
         first = [cls._FIRST_TERM_PARAMETER + 4 * slot for slot in slots]
         unknown = ",\n                       ".join(
-            f"NOT coalesce(bool_or(hits.search_vector @@ term_query_{slot}), false) AS term_{slot}"
+            # A stop word ("para", "como") has an empty tsquery: no row knows it, but it is no typo either.
+            f"NOT coalesce(bool_or(hits.search_vector @@ term_query_{slot}), false)"
+            f" AND numnode(to_tsquery('stratus_portuguese'::regconfig, ${first[slot]})) > 0 AS term_{slot}"
             for slot in slots
         )
         term_queries = "".join(

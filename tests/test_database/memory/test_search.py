@@ -280,6 +280,20 @@ async def test_a_typo_among_other_words_still_finds_the_memory(
     assert (await _keys(memories, user_id, "qual é a aeronave Cesna preferida"))[0] == "preferred_aircraft"
 
 
+async def test_a_stop_word_in_the_query_is_not_taken_for_a_typo(
+    db: Database, users: UserManager, memories: MemoryManager
+) -> None:
+    """PostgreSQL's full text ignores "para"; its trigrams would match every text that contains it, perfectly. (SQLite's
+    FTS5 has no stop words: there "para" is a word like any other, weighed by bm25.)"""
+    user = await create_user(users)
+    await memories.store_memory(user.user_id, "base", "aeródromo SBKP Campinas", "long_term", 0.1)
+    await memories.store_memory(user.user_id, "nota", "material para estudo da prova", "long_term", 0.9)
+    keys = await _keys(memories, user.user_id, "plano para SBKP")
+    assert "base" in keys
+    if db.backend == "postgresql":
+        assert keys == ["base"]
+
+
 def test_words_split_camel_case_beyond_ascii() -> None:
     from stratus_db.kit.text import words
 
