@@ -84,6 +84,7 @@ class Operation:
         self.read_only = read_only
 
     async def __aenter__(self) -> Operation:
+        self._db._operations_in_flight += 1
         self._trace = begin_operation_trace()
         self._started = time.perf_counter()
         return self
@@ -95,6 +96,7 @@ class Operation:
             self._db._observe(self.name, self.read_only, time.perf_counter() - self._started, exc)
         finally:
             end_operation_trace(self._trace)
+            self._db._operation_ended()
 
     async def run(
         self,
@@ -187,6 +189,9 @@ class StratusPostgreSQLIntegration:
         self.log = make_logger(self.settings.LOG_LEVEL)
         self._extensions: dict[str, Any] = {}
         self._closers: list[Callable[[], Awaitable[None]]] = []
+        self._operations_in_flight = 0
+        self._drained: asyncio.Event | None = None
+        """Set when the last operation under way ends while close() waits for it."""
         self._metric_sources: dict[str, Callable[[], dict[str, Any]]] = {}
 
     def extension(self, name: str, factory: Callable[[], E]) -> E:
@@ -482,8 +487,18 @@ class StratusPostgreSQLIntegration:
         """The same metrics in the Prometheus text format."""
         return self._metrics.exposition()
 
+    def _operation_ended(self) -> None:
+        self._operations_in_flight -= 1
+        if self._operations_in_flight == 0 and self._drained is not None:
+            self._drained.set()
+
     async def close(self) -> None:
-        """Flush what helpers buffered, then close every pooled connection. The handle must not be used afterwards."""
+        """Wait for the calls under way (a graceful shutdown), flush what helpers buffered, then close every pooled
+        connection. The handle must not be used afterwards; close() must not be awaited inside a call."""
+        while self._operations_in_flight:
+            self._drained = asyncio.Event()
+            await self._drained.wait()
+        self._drained = None
         closers, self._closers = self._closers, []
         for closer in closers:
             await closer()

@@ -266,3 +266,29 @@ async def test_concurrent_appends_are_numbered_in_call_order_and_spread_over_two
         # Sixteen conversations: two statements of eight, in flight together.
         assert after_many["statements"] - after_one["statements"] == 2
         assert after_many["appended"] - before["appended"] == 32
+
+
+async def test_closing_the_database_lets_queued_and_in_flight_appends_finish(
+    db: Database, users: UserManager, conversations: ConversationManager
+) -> None:
+    owner = await create_user(users)
+    conversation_ids = [
+        (await conversations.create_conversation(owner.user_id, f"c{n}")).conversation_id for n in range(4)
+    ]
+    closing = Database(db.settings)
+    appending = ConversationManager(closing)
+    calls = [
+        asyncio.ensure_future(
+            appending.add_message(conversation_ids[n % 4], owner.user_id, f"mensagem {n}", tokens_used=1)
+        )
+        for n in range(40)
+    ]
+    await asyncio.sleep(0)  # every call is under way: validated and queued, some statements sent
+    await closing.close()
+    assert all(call.done() for call in calls), "close() returned while appends were still waiting"
+    appended = [call.result() for call in calls]
+    assert sorted(m.content for m in appended) == sorted(f"mensagem {n}" for n in range(40))
+    assert await count_rows(db, "messages") == 40
+    for conversation_id in conversation_ids:
+        stored = await conversations.get_messages(conversation_id, owner.user_id)
+        assert [m.seq for m in stored] == list(range(1, 11))
