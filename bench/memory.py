@@ -1,6 +1,6 @@
 """Memory benchmark: stratus_db against hand-written asyncpg (the floor) and LangGraph's AsyncPostgresStore (the peer).
 
-    make bench          (or: .venv/bin/python bench/memory.py [--users 1000] [--per-user 100])
+    make bench-memory   (or: .venv/bin/python bench/memory.py [--users 1000] [--per-user 100] [--only store get search])
 
 Builds a throw-away PostgreSQL database with USERS × PER_USER memories whose values are sentences of the Portuguese
 aviation corpus (bench/data), loads the same items into the peer's tables, then measures each operation at
