@@ -7,23 +7,12 @@ import unicodedata
 from hypothesis import given
 from hypothesis import strategies as st
 
-from stratus_db.kit.text import _split_camel_case, fold
+from stratus_db.kit.text import _split_camel_case, fold, split_camel_case_by_character
 
 
 def _fold_by_character(text: str) -> str:
     decomposed = unicodedata.normalize("NFKD", text)
     return "".join(char for char in decomposed if not unicodedata.combining(char)).casefold()
-
-
-def _split_camel_case_by_character(text: str) -> str:
-    pieces: list[str] = []
-    previous = ""
-    for char in text:
-        if char.isupper() and (previous.islower() or previous.isdigit()):
-            pieces.append(" ")
-        pieces.append(char)
-        previous = char
-    return "".join(pieces)
 
 
 # Mostly the characters the tables answer for, where a mismatch would hide, and some of any other kind.
@@ -38,7 +27,7 @@ def test_folding_matches_its_definition(text: str) -> None:
 
 @given(_text)
 def test_camel_case_splitting_matches_its_definition(text: str) -> None:
-    assert _split_camel_case(text) == _split_camel_case_by_character(text)
+    assert _split_camel_case(text) == split_camel_case_by_character(text)
 
 
 def test_every_character_the_tables_cover_is_folded_and_split_by_its_definition() -> None:
@@ -47,4 +36,4 @@ def test_every_character_the_tables_cover_is_folded_and_split_by_its_definition(
         # Each character after a lower-case letter (is it a capital?) and before a capital (does it start one?).
         for text in (char, "a" + char, char + "A", "1" + char, char + char):
             assert fold(text) == _fold_by_character(text), text
-            assert _split_camel_case(text) == _split_camel_case_by_character(text), text
+            assert _split_camel_case(text) == split_camel_case_by_character(text), text

@@ -46,6 +46,12 @@ def _split_camel_case(text: str) -> str:
     """ "dataÚltimoVoo" → "data Último Voo": a capital after a lower-case letter or a digit starts a word."""
     if _BEYOND_TABLES.search(text) is None:
         return _CAMEL_CASE_BOUNDARY.sub(" ", text)
+    return split_camel_case_by_character(text)
+
+
+def split_camel_case_by_character(text: str) -> str:
+    """The definition that _CAMEL_CASE_BOUNDARY is built from, one character at a time: for text beyond its tables
+    (tests check that the two agree)."""
     pieces: list[str] = []
     previous = ""
     for char in text:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 
 import pytest
 from pydantic import SecretStr
@@ -198,16 +199,26 @@ async def test_another_users_conversation_is_not_found(
         await conversations.compress_history(conversation_id, intruder.user_id)
 
 
-async def test_appends_past_the_threshold_compress_in_the_background(
-    db: Database, users: UserManager
-) -> None:
+@asynccontextmanager
+async def _compressing_past(
+    db: Database, *, threshold: int, keep_last: int
+) -> AsyncIterator[ConversationManager]:
+    """Conversations on a handle of their own that compresses automatically past `threshold` tokens."""
     eager = Database(
         db.settings.model_copy(
-            update={"STRATUS_SUMMARY_THRESHOLD_TOKENS": 50, "STRATUS_SUMMARY_KEEP_LAST": 2}
+            update={"STRATUS_SUMMARY_THRESHOLD_TOKENS": threshold, "STRATUS_SUMMARY_KEEP_LAST": keep_last}
         )
     )
     try:
-        conversations = ConversationManager(eager)
+        yield ConversationManager(eager)
+    finally:
+        await eager.close()
+
+
+async def test_appends_past_the_threshold_compress_in_the_background(
+    db: Database, users: UserManager
+) -> None:
+    async with _compressing_past(db, threshold=50, keep_last=2) as conversations:
         user = await create_user(users)
         conv = await conversations.create_conversation(user.user_id, "longa")
         for n in range(5):  # 50 tokens: not past the threshold yet
@@ -228,8 +239,6 @@ async def test_appends_past_the_threshold_compress_in_the_background(
         assert stored.summary
         context = await conversations.get_context(conv.conversation_id, user.user_id, 1000)
         assert [m.seq for m in context.messages] == [5, 6]
-    finally:
-        await eager.close()
 
 
 async def test_close_waits_for_background_compressions(db: Database, users: UserManager) -> None:
@@ -311,13 +320,7 @@ async def test_an_over_long_summary_is_trimmed_to_the_budget(
 async def test_automatic_compression_keeps_at_most_half_the_threshold_so_long_messages_do_not_resummarize(
     db: Database, users: UserManager
 ) -> None:
-    eager = Database(
-        db.settings.model_copy(
-            update={"STRATUS_SUMMARY_THRESHOLD_TOKENS": 1000, "STRATUS_SUMMARY_KEEP_LAST": 20}
-        )
-    )
-    try:
-        conversations = ConversationManager(eager)
+    async with _compressing_past(db, threshold=1000, keep_last=20) as conversations:
         user = await create_user(users)
         conv = await conversations.create_conversation(user.user_id, "longa")
         for n in range(12):  # 500 tokens each: 20 kept messages would be 10 times the threshold
@@ -332,5 +335,3 @@ async def test_automatic_compression_keeps_at_most_half_the_threshold_so_long_me
         # compression waits until the window passes 1,000 again: every second message, not every message.
         assert stored.total_tokens - stored.summarized_tokens <= 1000
         assert len(events) == 5
-    finally:
-        await eager.close()
