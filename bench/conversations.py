@@ -190,7 +190,14 @@ def message_records(owner: Owned, batch: list[dict[str, Any]]) -> list[tuple[Any
     ]  # fmt: skip
 
 
-async def run(sizes: Sizes) -> tuple[list[Result], dict[str, Any]]:
+WITHOUT_MESSAGE_SEARCH = [
+    "ALTER TABLE messages DISABLE TRIGGER messages_search_vector",
+    "DROP INDEX ix_messages_search",
+]
+"""The experiment --without-message-search: what the full-text indexing of messages costs every system's appends."""
+
+
+async def run(sizes: Sizes, *, without_message_search: bool = False) -> tuple[list[Result], dict[str, Any]]:
     corpus = corpus_messages()
     rng = random.Random(17)
     facts: dict[str, Any] = {}
@@ -236,6 +243,8 @@ async def run(sizes: Sizes) -> tuple[list[Result], dict[str, Any]]:
                 await seeding.copy_records_to_table(
                     "messages", records=message_records(owner, history), columns=MESSAGE_COLUMNS
                 )
+            for statement in WITHOUT_MESSAGE_SEARCH if without_message_search else []:
+                await seeding.execute(statement)
             await seeding.execute("ANALYZE")
         finally:
             await seeding.close()
@@ -575,6 +584,11 @@ def main() -> None:
     parser.add_argument("--imports", type=int, default=32, help="import calls per system at concurrency 16")
     parser.add_argument("--rounds", type=int, default=3, help="slices the contenders take turns in")
     parser.add_argument("--no-write", action="store_true", help="print only; leave docs/benchmarks.md alone")
+    parser.add_argument(
+        "--without-message-search",
+        action="store_true",
+        help="an experiment (implies --no-write): messages are not indexed for full-text search, for any system",
+    )
     arguments = parser.parse_args()
     sizes = Sizes(
         users=arguments.users,
@@ -593,12 +607,12 @@ def main() -> None:
         rounds=arguments.rounds,
     )
     os.environ.setdefault("LOG_LEVEL", "WARNING")
-    results, facts = asyncio.run(run(sizes))
+    results, facts = asyncio.run(run(sizes, without_message_search=arguments.without_message_search))
     listed = targets(results)
     print()
     for line in targets_table(listed):
         print(line)
-    if not arguments.no_write:
+    if not (arguments.no_write or arguments.without_message_search):
         write_markdown(results, facts, sizes, listed)
         print(f"written to {RESULTS.relative_to(ROOT)}")
 

@@ -25,12 +25,27 @@ RESULTS = ROOT / "docs" / "benchmarks.md"
 
 
 @dataclass
+class Spent:
+    """Time spent by a run of calls: wall seconds, and CPU seconds of this process and of the PostgreSQL server."""
+
+    wall: float = 0.0
+    client_cpu: float = 0.0
+    server_cpu: float = 0.0
+
+    def __iadd__(self, other: Spent) -> Spent:
+        self.wall += other.wall
+        self.client_cpu += other.client_cpu
+        self.server_cpu += other.server_cpu
+        return self
+
+
+@dataclass
 class Result:
     system: str
     operation: str
     concurrency: int
     ops: int
-    seconds: float
+    spent: Spent
     latencies: list[float]
     unit: str = "ops"
     """What `throughput` counts per second: calls ("ops"), or the rows each call carries ("rows")."""
@@ -38,7 +53,17 @@ class Result:
 
     @property
     def throughput(self) -> float:
-        return self.ops * self.items_per_op / self.seconds
+        return self.ops * self.items_per_op / self.spent.wall
+
+    @property
+    def client_cpu_us(self) -> float:
+        """Microseconds of this process's CPU per unit of throughput (call or row)."""
+        return self.spent.client_cpu * 1e6 / (self.ops * self.items_per_op)
+
+    @property
+    def server_cpu_us(self) -> float:
+        """Microseconds of PostgreSQL's CPU (all its processes on this machine) per unit of throughput."""
+        return self.spent.server_cpu * 1e6 / (self.ops * self.items_per_op)
 
     def percentile(self, fraction: float) -> float:
         ordered = sorted(self.latencies)
@@ -55,22 +80,45 @@ class Contender:
     unit: str = "ops"
     items_per_op: int = 1
     latencies: list[float] = field(default_factory=list)
-    seconds: float = 0.0
+    spent: Spent = field(default_factory=Spent)
 
 
 def report(result: Result) -> None:
     print(
         f"{result.system:<30} {result.operation:<22} c={result.concurrency:<3} "
         f"{result.throughput:>9,.0f} {result.unit}/s   "
-        f"p50 {result.percentile(0.5):7.3f} ms   p95 {result.percentile(0.95):7.3f} ms",
+        f"p50 {result.percentile(0.5):7.3f} ms   p95 {result.percentile(0.95):7.3f} ms   "
+        f"CPU µs/{result.unit[:-1]}: client {result.client_cpu_us:5.0f}, server {result.server_cpu_us:5.0f}",
         flush=True,
     )
 
 
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def server_cpu_seconds() -> float:
+    """User and system CPU seconds used so far by every PostgreSQL process of this machine (from /proc), as the
+    server the benchmarks use runs here (127.0.0.1) and nothing else uses it meanwhile. 0 without /proc."""
+    proc, total = Path("/proc"), 0
+    if not proc.is_dir():
+        return 0.0
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue  # the process ended
+        name, fields = stat[stat.index("(") + 1 : stat.rindex(")")], stat[stat.rindex(")") + 2 :].split()
+        if name.startswith("postgres"):
+            total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+    return total / _CLOCK_TICKS
+
+
 async def _timed(
     call: Callable[[int], Awaitable[Any]], indexes: Iterable[int], concurrency: int, latencies: list[float]
-) -> float:
-    """Run `call` over `indexes` with `concurrency` workers; the wall time, each call's latency into `latencies`."""
+) -> Spent:
+    """Run `call` over `indexes` with `concurrency` workers; the time spent, each call's latency into `latencies`."""
     counter: Iterator[int] = iter(indexes)
 
     async def worker() -> None:
@@ -79,9 +127,9 @@ async def _timed(
             await call(index)
             latencies.append(time.perf_counter() - started)
 
-    began = time.perf_counter()
+    began, client, server = time.perf_counter(), time.process_time(), server_cpu_seconds()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return time.perf_counter() - began
+    return Spent(time.perf_counter() - began, time.process_time() - client, server_cpu_seconds() - server)
 
 
 async def measure(
@@ -89,8 +137,8 @@ async def measure(
 ) -> Result:
     """Time `ops` calls of `call(0)`, `call(1)`… spread over `concurrency` tasks, and print the figures."""
     latencies: list[float] = []
-    seconds = await _timed(call, range(ops), concurrency, latencies)
-    result = Result(system, operation, concurrency, ops, seconds, latencies)
+    spent = await _timed(call, range(ops), concurrency, latencies)
+    result = Result(system, operation, concurrency, ops, spent, latencies)
     report(result)
     return result
 
@@ -105,17 +153,17 @@ async def compare(
     (indexes after the measured ones) fill statement caches and pools; they are not counted.
     """
     for contender in contenders:
-        contender.latencies, contender.seconds = [], 0.0
+        contender.latencies, contender.spent = [], Spent()
         if warmup:
             await _timed(contender.call, range(ops, ops + warmup), concurrency, [])
     bounds = [ops * part // rounds for part in range(rounds + 1)]
     for start, stop in itertools.pairwise(bounds):
         for contender in contenders:
-            contender.seconds += await _timed(
+            contender.spent += await _timed(
                 contender.call, range(start, stop), concurrency, contender.latencies
             )
     results = [
-        Result(c.system, c.operation, concurrency, ops, c.seconds, c.latencies, c.unit, c.items_per_op)
+        Result(c.system, c.operation, concurrency, ops, c.spent, c.latencies, c.unit, c.items_per_op)
         for c in contenders
     ]
     for result in results:
@@ -165,16 +213,18 @@ async def server_version(url: str) -> str:
 
 
 def results_table(results: Iterable[Result], *, throughput_header: str = "ops/s") -> list[str]:
-    """Markdown rows; with a throughput header other than ops/s, each figure carries its unit."""
+    """Markdown rows; with a throughput header other than ops/s, each figure carries its unit. CPU columns are
+    microseconds per unit of throughput (call or row): this process's, and the PostgreSQL server's."""
     rows = [
-        f"| System | Operation | Concurrency | {throughput_header} | p50 ms | p95 ms |",
-        "|---|---|---:|---:|---:|---:|",
+        f"| System | Operation | Concurrency | {throughput_header} | p50 ms | p95 ms | client CPU µs | "
+        "server CPU µs |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         figure = f"{r.throughput:,.0f}" if throughput_header == "ops/s" else f"{r.throughput:,.0f} {r.unit}/s"
         rows.append(
             f"| {r.system} | {r.operation} | {r.concurrency} | {figure} | {r.percentile(0.5):.3f} | "
-            f"{r.percentile(0.95):.3f} |"
+            f"{r.percentile(0.95):.3f} | {r.client_cpu_us:,.0f} | {r.server_cpu_us:,.0f} |"
         )
     return rows
 
