@@ -3,6 +3,7 @@ also on a connection taken straight from the pool (`Operation.fetch`)."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 
@@ -94,3 +95,72 @@ async def test_an_exhausted_pool_is_one_clear_error_for_a_pooled_read(one_connec
         with pytest.raises(DatabaseUnavailableError, match="no free connection in the pool"):
             await memories.get_memory(uuid.uuid4(), "k")
     assert await memories.get_memory(uuid.uuid4(), "k") is None
+
+
+async def _backend_pid(db: Database) -> int:
+    async with db.operation("test.pid", read_only=True) as op:
+        (row,) = await op.fetch("SELECT pg_backend_pid() AS pid")
+    pid: int = row["pid"]
+    return pid
+
+
+async def test_a_statement_the_driver_refuses_is_a_database_error_and_keeps_the_connection(
+    one_connection_db: Database,
+) -> None:
+    before = await _backend_pid(one_connection_db)
+    with pytest.raises(DatabaseError, match="driver refused the statement") as refused:
+        async with one_connection_db.operation("test.refused", read_only=True) as op:
+            await op.fetch("SELECT $1::int AS n", 1, 2)  # one argument too many
+    assert not isinstance(refused.value, DatabaseUnavailableError)
+    assert await _backend_pid(one_connection_db) == before, "a sound connection is not thrown away"
+
+
+async def _terminate_while_running(db: Database, marker: str) -> int:
+    """Wait until a statement containing `marker` runs, terminate its backend, return the backend's pid."""
+    admin = await asyncpg.connect(
+        db.settings.database_url.set(drivername="postgresql").render_as_string(hide_password=False)
+    )
+    try:
+        for _ in range(500):
+            pid = await admin.fetchval(
+                "SELECT pid FROM pg_stat_activity WHERE state = 'active' AND query LIKE $1 AND pid <> pg_backend_pid()",
+                f"%{marker}%",
+            )
+            if pid is not None:
+                assert await admin.fetchval("SELECT pg_terminate_backend($1, 60000)", pid)
+                return int(pid)
+            await asyncio.sleep(0.01)
+        raise AssertionError(f"no running statement contains {marker}")
+    finally:
+        await admin.close()
+
+
+async def test_a_connection_killed_under_a_read_is_replaced_and_the_read_repeated(
+    one_connection_db: Database,
+) -> None:
+    async def read() -> list[dict[str, object]]:
+        async with one_connection_db.operation("test.killed_read", read_only=True) as op:
+            return await op.fetch(
+                "SELECT pg_backend_pid() AS pid, pg_sleep(0.5) AS slept, 'killed-read' AS marker"
+            )
+
+    reading = asyncio.create_task(read())
+    killed = await _terminate_while_running(one_connection_db, "killed-read' AS marker")
+    (row,) = await reading
+    assert row["pid"] != killed
+    assert one_connection_db.metrics()["operations"]["test.killed_read"]["retries"] == 1
+
+
+async def test_a_connection_killed_under_a_write_is_reported_lost_not_refused(
+    one_connection_db: Database,
+) -> None:
+    async def write() -> None:
+        async with one_connection_db.operation("test.killed_write") as op:
+            await op.fetch("SELECT pg_sleep(0.5) AS slept, 'killed-write' AS marker")
+
+    writing = asyncio.create_task(write())
+    killed = await _terminate_while_running(one_connection_db, "killed-write' AS marker")
+    with pytest.raises(DatabaseUnavailableError, match="lost the connection to PostgreSQL") as lost:
+        await writing
+    assert lost.value.retryable is False, "whether a write committed is unknown: it is not repeated"
+    assert await _backend_pid(one_connection_db) != killed

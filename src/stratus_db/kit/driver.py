@@ -21,20 +21,38 @@ from sqlalchemy.util import greenlet_spawn
 from stratus_db.errors import DatabaseError, DatabaseUnavailableError, StratusError, TransientDatabaseError
 from stratus_db.kit.backends import ROLLED_BACK_SQLSTATES
 
+CONNECTION_LOST_SQLSTATES = frozenset({"57P01", "57P02", "57P03"})
+"""Administrator, crash or startup shutdown: the server ends the session. (Class 08, connection exceptions, too.)"""
 
-def _translate(exc: Exception, *, read_only: bool) -> StratusError:
+
+def _connection_lost(exc: Exception, driver_connection: asyncpg.Connection) -> bool:
+    """Whether `exc` left the connection unusable: closed under the statement (asyncpg raises
+    ConnectionDoesNotExistError, a PostgresError of class 08, or the server's FATAL shutdown error), or broken on
+    the socket. A client-side refusal (wrong number of arguments, a value it cannot encode) leaves it sound."""
+    sqlstate = getattr(exc, "sqlstate", None) or ""
+    return (
+        driver_connection.is_closed()
+        or isinstance(exc, OSError)
+        or sqlstate.startswith("08")
+        or sqlstate in CONNECTION_LOST_SQLSTATES
+    )
+
+
+def _translate(exc: Exception, *, lost: bool, read_only: bool) -> StratusError:
     sqlstate = getattr(exc, "sqlstate", None)
     kind = type(exc).__name__ + (f", SQLSTATE {sqlstate}" if sqlstate else "")
+    if lost:
+        error = DatabaseUnavailableError(f"lost the connection to PostgreSQL ({kind})")
+        # A write may or may not have run when the connection broke; a read is safe to repeat.
+        error.retryable = read_only
+        return error
     if sqlstate in ROLLED_BACK_SQLSTATES:
         return TransientDatabaseError(
             f"the database aborted the statement ({kind}); nothing was written, try again"
         )
     if isinstance(exc, asyncpg.PostgresError):
         return DatabaseError(f"the database refused the operation ({kind})")
-    error = DatabaseUnavailableError(f"lost the connection to PostgreSQL ({kind})")
-    # A write may or may not have run when the connection broke; a read is safe to repeat.
-    error.retryable = read_only
-    return error
+    return DatabaseError(f"the driver refused the statement before sending it ({kind})")
 
 
 async def fetch(
@@ -79,9 +97,10 @@ async def _fetch(
     try:
         records = await driver_connection.fetch(sql, *arguments)
     except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
-        if not isinstance(exc, asyncpg.PostgresError):
+        lost = _connection_lost(exc, driver_connection)
+        if lost:
             await invalidate()  # never hand a broken connection to the next caller
-        raise _translate(exc, read_only=read_only) from exc
+        raise _translate(exc, lost=lost, read_only=read_only) from exc
     return [dict(record) for record in records]
 
 
@@ -100,6 +119,7 @@ async def copy_records(
     try:
         await driver_connection.copy_records_to_table(table, records=records, columns=list(columns))
     except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
-        if not isinstance(exc, asyncpg.PostgresError):
+        lost = _connection_lost(exc, driver_connection)
+        if lost:
             await conn.invalidate()
-        raise _translate(exc, read_only=False) from exc
+        raise _translate(exc, lost=lost, read_only=False) from exc
