@@ -164,6 +164,21 @@ def peer_message(message: dict[str, Any]) -> BaseMessage:
     return SystemMessage(content=message["content"])
 
 
+async def seed_users(connection: asyncpg.Connection, users: list[uuid.UUID]) -> None:
+    now = datetime.now(UTC)
+    await connection.copy_records_to_table(
+        "users",
+        records=[
+            (u, f"Piloto {i}", f"piloto{i}@bench.com.br", "pilot", "[]", None, "{}", now, now, now)
+            for i, u in enumerate(users)
+        ],
+        columns=[
+            "user_id", "name", "email", "role", "licenses", "experience_level", "preferences", "created_at",
+            "updated_at", "last_active",
+        ],
+    )  # fmt: skip
+
+
 async def seed_conversations(
     connection: asyncpg.Connection, owned: list[Owned], *, messages: int = 0, tokens: int = 0
 ) -> None:
@@ -223,18 +238,7 @@ async def run(sizes: Sizes, *, without_message_search: bool = False) -> tuple[li
         )
         seeding = await asyncpg.connect(plain)
         try:
-            now = datetime.now(UTC)
-            await seeding.copy_records_to_table(
-                "users",
-                records=[
-                    (u, f"Piloto {i}", f"piloto{i}@bench.com.br", "pilot", "[]", None, "{}", now, now, now)
-                    for i, u in enumerate(users)
-                ],
-                columns=[
-                    "user_id", "name", "email", "role", "licenses", "experience_level", "preferences",
-                    "created_at", "updated_at", "last_active",
-                ],
-            )  # fmt: skip
+            await seed_users(seeding, users)
             await seed_conversations(seeding, chats + fresh["stratus_db"] + fresh["asyncpg"])
             await seed_conversations(
                 seeding, long_ones, messages=sizes.history, tokens=sum(m["tokens_used"] for m in history)
