@@ -132,17 +132,6 @@ async def _timed(
     return Spent(time.perf_counter() - began, time.process_time() - client, server_cpu_seconds() - server)
 
 
-async def measure(
-    system: str, operation: str, call: Callable[[int], Awaitable[Any]], ops: int, concurrency: int
-) -> Result:
-    """Time `ops` calls of `call(0)`, `call(1)`… spread over `concurrency` tasks, and print the figures."""
-    latencies: list[float] = []
-    spent = await _timed(call, range(ops), concurrency, latencies)
-    result = Result(system, operation, concurrency, ops, spent, latencies)
-    report(result)
-    return result
-
-
 async def compare(
     contenders: list[Contender], ops: int, concurrency: int, *, rounds: int = 3, warmup: int = 0
 ) -> list[Result]:

@@ -28,11 +28,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.harness import (
     RESULTS,
     ROOT,
+    Contender,
     Result,
+    compare,
     corpus_sentences,
     driver_url,
     environment,
-    measure,
     results_table,
     server_version,
     write_section,
@@ -193,8 +194,15 @@ async def run(user_count: int, per_user: int, only: tuple[str, ...]) -> tuple[li
                 await cached_memories.get_memory(*hot)
                 for concurrency, ops in ((1, 1500), (16, 6000)):
                     for name in only:
-                        for system, operation, call in operations[name]:
-                            results.append(await measure(system, operation, call, ops, concurrency))
+                        results += await compare(
+                            [
+                                Contender(system, operation, call)
+                                for system, operation, call in operations[name]
+                            ],
+                            ops,
+                            concurrency,
+                            warmup=4 * concurrency,
+                        )
             finally:
                 await cold.close()
                 await cached.close()
@@ -212,7 +220,8 @@ def write_markdown(results: list[Result], server: str, user_count: int, per_user
             f"{user_count:,} users × {per_user} memories = {user_count * per_user:,} memories; every system on a pool of "
             "16 connections; values are sentences "
             "of the Portuguese aviation corpus. `get_memory (cold)` runs with the cache off; `(cached)` reads one "
-            "hot key. One run; the machine is noisy, so read the ratios, not the last digit.",
+            "hot key. The systems of one operation take turns in three slices within one run (bench/harness.py "
+            "`compare`): the machine is noisy, so read the ratios, not the last digit.",
             "",
             *results_table(results),
         ],
