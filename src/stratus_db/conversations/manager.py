@@ -457,11 +457,17 @@ class ConversationManager:
         tokens_used: int | None = None,
         response_time: float | None = None,
         *,
+        message_id: uuid.UUID | str | None = None,
         tx: AsyncConnection | None = None,
     ) -> Message:
         """Append a message to the user's active conversation and update its counters, in one transaction.
 
         On PostgreSQL the message, the counters and the audit row are one statement: one round trip.
+
+        A call that failed with DatabaseUnavailableError may or may not have stored its message. To repeat it
+        safely, give the message an id of your own (`message_id`, a UUID, preferably a UUIDv7): a call with an id
+        already stored in this conversation returns the stored message and writes nothing, so the message is
+        stored once however often the call is repeated.
 
         Args:
             conversation_id: the conversation, which must belong to `user_id` and be active.
@@ -472,6 +478,7 @@ class ConversationManager:
             metadata: a JSON object.
             tokens_used: when None, estimated as round(len(content) / 3.5) (conversations/tokens.py).
             response_time: seconds the agent took.
+            message_id: the message's id (by default a new UUIDv7); see above.
             tx: a transaction from `db.transaction()` to join.
 
         Returns:
@@ -480,7 +487,7 @@ class ConversationManager:
         Raises:
             ValidationError: a malformed argument; nothing is written.
             NotFoundError: no such conversation for this user.
-            ConflictError: the conversation is archived or deleted.
+            ConflictError: the conversation is archived or deleted, or `message_id` is another message's.
         """
         async with self._db.operation("conversation.add_message") as op:
             data = validate_input(
@@ -494,9 +501,10 @@ class ConversationManager:
                     "metadata": {} if metadata is None else metadata,
                     "tokens_used": tokens_used,
                     "response_time": response_time,
+                    "message_id": message_id,
                 },
             )
-            values = self._message_values(data, data.conversation_id, self._db.clock())
+            values = self._message_values(data, data.conversation_id, self._db.clock(), data.message_id)
             audit_row = self._audit.row(
                 action=AuditAction.create,
                 table_name=MESSAGES,
@@ -517,7 +525,16 @@ class ConversationManager:
                         raise await self._why_not_appendable(repository, data.conversation_id)
                     return alone
 
-                appended = await op.run(work, tx=tx, single_statement=True)
+                try:
+                    appended = await op.run(work, tx=tx, single_statement=True)
+                except ConflictError:
+                    repeated_id = data.message_id
+                    if repeated_id is None:
+                        raise
+                    stored = await op.run(lambda conn: self._stored_before(conn, data, repeated_id), tx=tx)
+                    if stored is None:
+                        raise
+                    return stored
             self._compress_if_long(data.conversation_id, data.user_id, appended.unsummarized, tx)
             return message_from_row(
                 values | {"seq": appended.seq, "created_at": appended.created_at, "user_id": data.user_id}
@@ -836,10 +853,39 @@ class ConversationManager:
         return trim_to_budget(text, self._db.settings.STRATUS_SUMMARY_MAX_TOKENS)
 
     @staticmethod
-    def _message_values(data: MessageInput, conversation_id: uuid.UUID, now: datetime) -> dict[str, Any]:
+    async def _stored_before(
+        conn: AsyncConnection, data: MessageCreate, message_id: uuid.UUID
+    ) -> Message | None:
+        """The message a repeated add_message stored before, or None when `message_id` is not one of the user's.
+
+        Raises:
+            ConflictError: the user's message with this id is another message.
+        """
+        row = await ConversationRepository(conn, data.user_id).message(message_id)
+        if row is None:
+            return None
+        stored = message_from_row(row)
+        same_message = (
+            stored.conversation_id == data.conversation_id
+            and stored.content == data.content
+            and stored.message_type == data.message_type
+            and stored.agent_name == data.agent_name
+            and stored.metadata == data.metadata
+        )
+        if not same_message:
+            raise ConflictError(
+                f"message_id {message_id} is already another message (other conversation, text, type, agent or "
+                "metadata): give each message its own id, and repeat a call only with the same arguments"
+            )
+        return stored
+
+    @staticmethod
+    def _message_values(
+        data: MessageInput, conversation_id: uuid.UUID, now: datetime, message_id: uuid.UUID | None = None
+    ) -> dict[str, Any]:
         """The columns of a new message, but its `seq` (and `user_id`, which the repository sets)."""
         return {
-            "message_id": new_id(),
+            "message_id": new_id() if message_id is None else message_id,
             "conversation_id": conversation_id,
             "agent_name": data.agent_name,
             "message_type": data.message_type,

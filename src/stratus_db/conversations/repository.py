@@ -323,6 +323,12 @@ class ConversationRepository:
         )
         return taken
 
+    async def message(self, message_id: uuid.UUID) -> dict[str, Any] | None:
+        """The user's message with this id, in whichever conversation."""
+        statement = select(_messages).where(self._owned_messages, Message.message_id == message_id)
+        row = (await self.conn.execute(statement)).mappings().one_or_none()
+        return None if row is None else dict(row)
+
     async def messages(
         self, conversation_id: uuid.UUID, *, after_seq: int | None, before_seq: int | None, limit: int
     ) -> list[dict[str, Any]]:

@@ -54,6 +54,8 @@ class MessageImport(MessageInput):
 class MessageCreate(MessageInput):
     conversation_id: uuid.UUID
     user_id: uuid.UUID
+    message_id: uuid.UUID | None = None
+    """The caller's id for the message, which makes a repeated call safe (add_message)."""
 
 
 class MessageBatch(InputModel):

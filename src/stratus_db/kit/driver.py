@@ -18,7 +18,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.pool import PoolProxiedConnection
 from sqlalchemy.util import greenlet_spawn
 
-from stratus_db.errors import DatabaseError, DatabaseUnavailableError, StratusError, TransientDatabaseError
+from stratus_db.errors import (
+    ConflictError,
+    DatabaseError,
+    DatabaseUnavailableError,
+    StratusError,
+    TransientDatabaseError,
+)
 from stratus_db.kit.backends import ROLLED_BACK_SQLSTATES
 
 CONNECTION_LOST_SQLSTATES = frozenset({"57P01", "57P02", "57P03"})
@@ -50,6 +56,9 @@ def _translate(exc: Exception, *, lost: bool, read_only: bool) -> StratusError:
         return TransientDatabaseError(
             f"the database aborted the statement ({kind}); nothing was written, try again"
         )
+    if isinstance(exc, asyncpg.IntegrityConstraintViolationError):
+        # Class 23, as database.py translates SQLAlchemy's IntegrityError.
+        return ConflictError(f"the change breaks a database rule ({kind})")
     if isinstance(exc, asyncpg.PostgresError):
         return DatabaseError(f"the database refused the operation ({kind})")
     return DatabaseError(f"the driver refused the statement before sending it ({kind})")

@@ -292,3 +292,123 @@ async def test_closing_the_database_lets_queued_and_in_flight_appends_finish(
     for conversation_id in conversation_ids:
         stored = await conversations.get_messages(conversation_id, owner.user_id)
         assert [m.seq for m in stored] == list(range(1, 11))
+
+
+class TestRepeatedAppends:
+    """add_message(message_id=…): a call repeated after an error that left its outcome unknown stores the message
+    once."""
+
+    async def test_a_repeat_returns_the_stored_message_and_writes_nothing(
+        self, db: Database, users: UserManager, conversations: ConversationManager
+    ) -> None:
+        owner = await create_user(users)
+        conv = await conversations.create_conversation(owner.user_id, "retentativas")
+        message_id = uuid.uuid4()
+
+        first = await conversations.add_message(
+            conv.conversation_id, owner.user_id, "Qual o METAR de SBGR?", message_id=message_id, tokens_used=4
+        )
+        again = await conversations.add_message(
+            conv.conversation_id,
+            owner.user_id,
+            "Qual o METAR de SBGR?",
+            message_id=str(message_id),
+            tokens_used=4,
+        )
+
+        assert first.message_id == message_id
+        assert again == first
+        stored = await conversations.get_conversation(conv.conversation_id, owner.user_id)
+        assert stored is not None
+        assert (stored.message_count, stored.total_tokens) == (1, 4)
+        assert await count_rows(db, "messages") == 1
+        assert len((await AuditManager(db).query(record_id=message_id)).items) == 1
+
+    async def test_concurrent_repeats_store_the_message_once_beside_other_appends(
+        self, db: Database, users: UserManager, conversations: ConversationManager
+    ) -> None:
+        owner = await create_user(users)
+        conv = await conversations.create_conversation(owner.user_id, "concorrentes")
+        message_id = uuid.uuid4()
+
+        results = await asyncio.gather(
+            *(
+                conversations.add_message(
+                    conv.conversation_id, owner.user_id, "repetida", message_id=message_id, tokens_used=2
+                )
+                for _ in range(8)
+            ),
+            *(
+                conversations.add_message(conv.conversation_id, owner.user_id, f"outra {n}", tokens_used=1)
+                for n in range(8)
+            ),
+        )
+
+        repeats = results[:8]
+        assert all(result == repeats[0] for result in repeats)
+        messages = await conversations.get_messages(conv.conversation_id, owner.user_id, limit=100)
+        assert [m.seq for m in messages] == list(range(1, 10))
+        assert [m.content for m in messages].count("repetida") == 1
+        stored = await conversations.get_conversation(conv.conversation_id, owner.user_id)
+        assert stored is not None
+        assert (stored.message_count, stored.total_tokens) == (9, 10)
+
+    async def test_a_repeat_in_the_callers_transaction_returns_the_stored_message(
+        self, db: Database, users: UserManager, conversations: ConversationManager
+    ) -> None:
+        owner = await create_user(users)
+        conv = await conversations.create_conversation(owner.user_id, "na transação")
+        message_id = uuid.uuid4()
+
+        async with db.transaction() as tx:
+            first = await conversations.add_message(
+                conv.conversation_id, owner.user_id, "uma vez", message_id=message_id, tx=tx
+            )
+            again = await conversations.add_message(
+                conv.conversation_id, owner.user_id, "uma vez", message_id=message_id, tx=tx
+            )
+
+        assert again == first
+        assert await count_rows(db, "messages") == 1
+
+    async def test_an_id_that_is_another_message_is_a_conflict_and_writes_nothing(
+        self, db: Database, users: UserManager, conversations: ConversationManager
+    ) -> None:
+        owner = await create_user(users)
+        stranger = await create_user(users)
+        conv = await conversations.create_conversation(owner.user_id, "primeira")
+        other = await conversations.create_conversation(owner.user_id, "segunda")
+        strangers = await conversations.create_conversation(stranger.user_id, "alheia")
+        message_id = uuid.uuid4()
+        await conversations.add_message(
+            conv.conversation_id, owner.user_id, "original", message_id=message_id
+        )
+
+        with pytest.raises(ConflictError, match="already another message"):
+            await conversations.add_message(
+                other.conversation_id, owner.user_id, "original", message_id=message_id
+            )
+        with pytest.raises(ConflictError, match="already another message"):
+            await conversations.add_message(
+                conv.conversation_id, owner.user_id, "mudada", message_id=message_id
+            )
+        with pytest.raises(ConflictError):
+            await conversations.add_message(
+                strangers.conversation_id, stranger.user_id, "original", message_id=message_id
+            )
+        with pytest.raises(ValidationError, match="message_id"):
+            await conversations.add_message(
+                conv.conversation_id, owner.user_id, "texto", message_id="nem-uuid"
+            )
+
+        assert await count_rows(db, "messages") == 1
+        for conversation_id, user_id in (
+            (other.conversation_id, owner.user_id),
+            (strangers.conversation_id, stranger.user_id),
+        ):
+            stored = await conversations.get_conversation(conversation_id, user_id)
+            assert stored is not None
+            assert stored.message_count == 0
+        original = await conversations.get_conversation(conv.conversation_id, owner.user_id)
+        assert original is not None
+        assert original.message_count == 1
