@@ -528,10 +528,11 @@ class ConversationManager:
                 try:
                     appended = await op.run(work, tx=tx, single_statement=True)
                 except ConflictError:
-                    repeated_id = data.message_id
-                    if repeated_id is None:
-                        raise
-                    stored = await op.run(lambda conn: self._stored_before(conn, data, repeated_id), tx=tx)
+                    # The message may be stored already: the caller repeats a call with its message_id, or a batch
+                    # that carried this append committed although its outcome never reached us (cancelled during
+                    # COMMIT), and appending alone then meets its own id.
+                    appended_id: uuid.UUID = values["message_id"]
+                    stored = await op.run(lambda conn: self._stored_before(conn, data, appended_id), tx=tx)
                     if stored is None:
                         raise
                     return stored
