@@ -108,7 +108,7 @@ async def test_a_statement_the_driver_refuses_is_a_database_error_and_keeps_the_
     one_connection_db: Database,
 ) -> None:
     before = await _backend_pid(one_connection_db)
-    with pytest.raises(DatabaseError, match="driver refused the statement") as refused:
+    with pytest.raises(DatabaseError, match="the driver refused the statement") as refused:
         async with one_connection_db.operation("test.refused", read_only=True) as op:
             await op.fetch("SELECT $1::int AS n", 1, 2)  # one argument too many
     assert not isinstance(refused.value, DatabaseUnavailableError)
@@ -164,3 +164,31 @@ async def test_a_connection_killed_under_a_write_is_reported_lost_not_refused(
         await writing
     assert lost.value.retryable is False, "whether a write committed is unknown: it is not repeated"
     assert await _backend_pid(one_connection_db) != killed
+
+
+async def test_the_servers_goodbye_counts_as_a_lost_connection_and_a_refusal_does_not(
+    postgres_url: str,
+) -> None:
+    """What `_connection_lost` decides from the error alone, on an open connection: the server's FATAL shutdown errors
+    and connection exceptions (class 08) mean the session is over even before asyncpg marks the connection closed."""
+    connection = await asyncpg.connect(
+        settings_for(postgres_url)
+        .database_url.set(drivername="postgresql")
+        .render_as_string(hide_password=False)
+    )
+    try:
+        for lost in (
+            asyncpg.exceptions.AdminShutdownError("terminating connection due to administrator command"),
+            asyncpg.exceptions.CrashShutdownError("crash"),
+            asyncpg.exceptions.ConnectionFailureError("connection failure"),
+            ConnectionResetError("reset by peer"),
+        ):
+            assert driver._connection_lost(lost, connection), lost
+        for refused in (
+            asyncpg.exceptions.UniqueViolationError("duplicate key"),
+            asyncpg.exceptions.DataError("invalid input for query argument $1"),
+            asyncpg.InterfaceError("the server expects 1 argument for this query, 2 were passed"),
+        ):
+            assert not driver._connection_lost(refused, connection), refused
+    finally:
+        await connection.close()

@@ -40,6 +40,7 @@ from stratus_db.conversations.summarizer import Summarizer, SummaryInput, trim_t
 from stratus_db.conversations.tokens import estimate_tokens
 from stratus_db.errors import ConflictError, NotFoundError, SummarizerUnavailableError, ValidationError
 from stratus_db.kit.ids import new_id
+from stratus_db.kit.integrity import broke_a_rule
 from stratus_db.kit.schemas import Page, aware_datetime, check_limit, decode_cursor, encode_cursor, make_page
 from stratus_db.kit.text import query_terms
 from stratus_db.kit.validation import parse_enum, parse_uuid, storable_text, validate_input
@@ -525,14 +526,19 @@ class ConversationManager:
                         raise await self._why_not_appendable(repository, data.conversation_id)
                     return alone
 
+                async def stored_before(conn: AsyncConnection) -> Message | None:
+                    return await self._stored_before(ConversationRepository(conn, data.user_id), data, values)
+
                 try:
                     appended = await op.run(work, tx=tx, single_statement=True)
-                except ConflictError:
-                    # The message may be stored already: the caller repeats a call with its message_id, or a batch
-                    # that carried this append committed although its outcome never reached us (cancelled during
-                    # COMMIT), and appending alone then meets its own id.
-                    appended_id: uuid.UUID = values["message_id"]
-                    stored = await op.run(lambda conn: self._stored_before(conn, data, appended_id), tx=tx)
+                except ConflictError as exc:
+                    # The message may be stored already: the caller repeats a call with its message_id (then even in
+                    # a conversation archived since), or a batch that carried this append wrote it although its
+                    # outcome never reached us (cancelled while its statement was in flight), and appending alone
+                    # met its own id.
+                    if data.message_id is None and not broke_a_rule(exc):
+                        raise
+                    stored = await op.run(stored_before, tx=tx, single_statement=True)
                     if stored is None:
                         raise
                     return stored
@@ -855,28 +861,32 @@ class ConversationManager:
 
     @staticmethod
     async def _stored_before(
-        conn: AsyncConnection, data: MessageCreate, message_id: uuid.UUID
+        repository: ConversationRepository, data: MessageCreate, values: Mapping[str, Any]
     ) -> Message | None:
-        """The message a repeated add_message stored before, or None when `message_id` is not one of the user's.
+        """The message a repeated add_message stored before (`values` are the columns the repeat would write), or
+        None when its id is not one of the user's messages.
 
         Raises:
             ConflictError: the user's message with this id is another message.
         """
-        row = await ConversationRepository(conn, data.user_id).message(message_id)
+        row = await repository.message(values["message_id"])
         if row is None:
             return None
         stored = message_from_row(row)
         same_message = (
-            stored.conversation_id == data.conversation_id
-            and stored.content == data.content
-            and stored.message_type == data.message_type
-            and stored.agent_name == data.agent_name
-            and stored.metadata == data.metadata
+            stored.conversation_id == values["conversation_id"]
+            and stored.content == values["content"]
+            and stored.message_type == values["message_type"]
+            and stored.agent_name == values["agent_name"]
+            and stored.metadata == values["metadata"]
+            and stored.tokens_used == values["tokens_used"]
+            and stored.response_time == values["response_time"]
         )
         if not same_message:
             raise ConflictError(
-                f"message_id {message_id} is already another message (other conversation, text, type, agent or "
-                "metadata): give each message its own id, and repeat a call only with the same arguments"
+                f"message_id {values['message_id']} is already another message (other conversation, text, type, "
+                "agent, metadata, tokens or response time): give each message its own id, and repeat a call only "
+                "with the same arguments"
             )
         return stored
 

@@ -61,7 +61,21 @@ def _translate(exc: Exception, *, lost: bool, read_only: bool) -> StratusError:
         return ConflictError(f"the change breaks a database rule ({kind})")
     if isinstance(exc, asyncpg.PostgresError):
         return DatabaseError(f"the database refused the operation ({kind})")
-    return DatabaseError(f"the driver refused the statement before sending it ({kind})")
+    return DatabaseError(f"the driver refused the statement ({kind})")
+
+
+async def _failed(
+    exc: Exception,
+    driver_connection: asyncpg.Connection,
+    invalidate: Callable[[], Awaitable[Any]],
+    *,
+    read_only: bool,
+) -> StratusError:
+    """The StratusError for a statement that raised `exc`, after invalidating the connection if it is lost."""
+    lost = _connection_lost(exc, driver_connection)
+    if lost:
+        await invalidate()  # never hand a broken connection to the next caller
+    return _translate(exc, lost=lost, read_only=read_only)
 
 
 async def fetch(
@@ -106,10 +120,7 @@ async def _fetch(
     try:
         records = await driver_connection.fetch(sql, *arguments)
     except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
-        lost = _connection_lost(exc, driver_connection)
-        if lost:
-            await invalidate()  # never hand a broken connection to the next caller
-        raise _translate(exc, lost=lost, read_only=read_only) from exc
+        raise await _failed(exc, driver_connection, invalidate, read_only=read_only) from exc
     return [dict(record) for record in records]
 
 
@@ -128,7 +139,4 @@ async def copy_records(
     try:
         await driver_connection.copy_records_to_table(table, records=records, columns=list(columns))
     except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
-        lost = _connection_lost(exc, driver_connection)
-        if lost:
-            await conn.invalidate()
-        raise _translate(exc, lost=lost, read_only=False) from exc
+        raise await _failed(exc, driver_connection, conn.invalidate, read_only=False) from exc

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+import asyncpg
 from sqlalchemy.exc import IntegrityError
 
 
@@ -38,3 +39,9 @@ def violation_of(exc: IntegrityError) -> Violation:
         if message.startswith(prefix):
             return violation
     return Violation.other
+
+
+def broke_a_rule(exc: BaseException) -> bool:
+    """Whether a translated error (a ConflictError, say) came from an integrity violation of the database, on
+    either path (SQLAlchemy's IntegrityError, or asyncpg's class 23 on the driver path), not from a domain check."""
+    return isinstance(exc.__cause__, IntegrityError | asyncpg.IntegrityConstraintViolationError)

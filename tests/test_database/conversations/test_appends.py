@@ -17,6 +17,8 @@ from stratus_db import (
     UserManager,
     ValidationError,
 )
+from stratus_db.conversations import coalescing
+from tests.fixtures.databases import empty_all_tables
 from tests.fixtures.factories import count_rows, create_user
 
 PROCESSES = 4
@@ -370,6 +372,31 @@ class TestRepeatedAppends:
 
         assert again == first
         assert await count_rows(db, "messages") == 1
+        stored = await conversations.get_conversation(conv.conversation_id, owner.user_id)
+        assert stored is not None
+        assert (stored.message_count, stored.total_tokens) == (1, first.tokens_used)
+
+    async def test_a_repeat_after_the_conversation_was_archived_returns_the_stored_message(
+        self, db: Database, users: UserManager, conversations: ConversationManager
+    ) -> None:
+        owner = await create_user(users)
+        conv = await conversations.create_conversation(owner.user_id, "arquivada depois")
+        message_id = uuid.uuid4()
+        first = await conversations.add_message(
+            conv.conversation_id, owner.user_id, "antes do arquivo", message_id=message_id
+        )
+        await conversations.archive_conversation(conv.conversation_id, owner.user_id)
+
+        again = await conversations.add_message(
+            conv.conversation_id, owner.user_id, "antes do arquivo", message_id=message_id
+        )
+
+        assert again == first
+        with pytest.raises(ConflictError, match="archived"):
+            await conversations.add_message(
+                conv.conversation_id, owner.user_id, "nova", message_id=uuid.uuid4()
+            )
+        assert await count_rows(db, "messages") == 1
 
     async def test_an_id_that_is_another_message_is_a_conflict_and_writes_nothing(
         self, db: Database, users: UserManager, conversations: ConversationManager
@@ -392,10 +419,17 @@ class TestRepeatedAppends:
             await conversations.add_message(
                 conv.conversation_id, owner.user_id, "mudada", message_id=message_id
             )
-        with pytest.raises(ConflictError):
+        with pytest.raises(ConflictError, match="already another message"):
+            await conversations.add_message(
+                conv.conversation_id, owner.user_id, "original", message_id=message_id, tokens_used=99
+            )
+        with pytest.raises(ConflictError) as foreign:
             await conversations.add_message(
                 strangers.conversation_id, stranger.user_id, "original", message_id=message_id
             )
+        # Whose message holds the id is not the stranger's business.
+        assert "already another message" not in foreign.value.message
+        assert str(owner.user_id) not in foreign.value.message
         with pytest.raises(ValidationError, match="message_id"):
             await conversations.add_message(
                 conv.conversation_id, owner.user_id, "texto", message_id="nem-uuid"
@@ -412,3 +446,36 @@ class TestRepeatedAppends:
         original = await conversations.get_conversation(conv.conversation_id, owner.user_id)
         assert original is not None
         assert original.message_count == 1
+
+
+async def test_an_append_whose_batch_wrote_it_without_telling_finds_its_message(
+    postgresql_db: Database,
+) -> None:
+    """A batch statement that wrote its appends but whose outcome never reached its callers (a batch cancelled while
+    its statement was in flight) hands them back to append alone: each meets its own id and gets its stored message.
+    PostgreSQL only: SQLite does not batch appends."""
+    db = postgresql_db
+    conversations = ConversationManager(db)
+    try:
+        owner = await create_user(UserManager(db))
+        conv = await conversations.create_conversation(owner.user_id, "resultado perdido")
+        with pytest.MonkeyPatch.context() as patch:
+            # The statement runs and commits; what it returned is lost, so every caller is handed back.
+            patch.setattr(coalescing, "appended_by_message", lambda rows: {})
+            results = await asyncio.gather(
+                *(
+                    conversations.add_message(
+                        conv.conversation_id, owner.user_id, f"mensagem {n}", tokens_used=1
+                    )
+                    for n in range(4)
+                )
+            )
+        messages = await conversations.get_messages(conv.conversation_id, owner.user_id)
+        assert sorted(m.message_id for m in messages) == sorted(r.message_id for r in results)
+        assert sorted(r.seq for r in results) == [1, 2, 3, 4]
+        stored = await conversations.get_conversation(conv.conversation_id, owner.user_id)
+        assert stored is not None
+        assert (stored.message_count, stored.total_tokens) == (4, 4)
+        assert db.metrics()["append_coalescer"]["returned"] >= 4, "the appends were handed back"
+    finally:
+        await empty_all_tables(db)
