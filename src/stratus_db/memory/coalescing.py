@@ -1,17 +1,21 @@
-"""Coalescing of concurrent store_memory calls on PostgreSQL: many callers' updates in one statement.
+"""Coalescing of concurrent store_memory calls on PostgreSQL: many callers' updates, and new keys, in one statement.
 
 LangGraph's store owes its put throughput to writing the puts of concurrent callers together; on two cores the Python
-client, not the server, is what limits one-statement-per-call writers (docs/benchmarks.md). Here the calls that
-update a live key — what agents mostly do — share the work: each caller validates its arguments first, then queues
-its store; a batch reads the rows of all its keys in one statement, decides each store in Python exactly as the
-one-at-a-time path does (`MemoryManager._plan_store`), and writes every change with its audit row and its NOTIFY in
-one more statement, which only touches a row that still holds what its decision was made on. Both statements run
-outside any transaction: each is atomic, and the guard makes the pair behave as if the row had been locked at the
-read.
+client, not the server, is what limits one-statement-per-call writers (docs/benchmarks.md). Here concurrent stores
+share the work: each caller validates its arguments first, then queues its store; a batch reads the rows of all its
+keys in one statement and decides each store in Python exactly as the one-at-a-time path does.
+
+- A live key's update (`MemoryManager._plan_store`) is written with its audit row and its NOTIFY in one more
+  statement, which only touches a row that still holds what its decision was made on. Both statements run outside
+  any transaction: each is atomic, and the guard makes the pair behave as if the row had been locked at the read.
+- A new key (`MemoryManager._plan_create`) is created in one short transaction for the whole batch: it locks the
+  owners (as the locking path does, so no two cap checks of one user overlap), counts their live memories, and
+  inserts, with their audit rows and NOTIFYs, the new memories that keep each owner within the cap.
 
 Every call the batch does not finish goes back to its caller, which runs the ordinary locking transaction: a new key
-(the per-user cap), an expired key (a new memory), a memory leaving the critical tier (the cap), a row changed since
-it was read, a batch whose statement failed. So each caller gets its own result or its own error, and one caller's
+that needs an eviction (or whose owner another transaction holds, or does not exist), an expired key (a new memory),
+a memory leaving the critical tier (the cap), a key created or changed since it was read, a batch whose statement
+failed. So each caller gets its own result or its own error, and one caller's
 trouble never fails the others. Only a connection lost while the write was in flight fails the callers whose
 changes it carried, as it fails a lone store: whether it committed cannot be known.
 """
@@ -28,15 +32,25 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from sqlalchemy.ext.asyncio import AsyncConnection
+
 from stratus_db.errors import DatabaseUnavailableError, StratusError
+from stratus_db.kit import driver
 from stratus_db.kit.coalescing import Queued
 from stratus_db.kit.ids import new_id
 from stratus_db.memory.cache import CHANNEL, MemoryCache
-from stratus_db.memory.repository import apply_updates_statement, read_keys_statement
+from stratus_db.memory.repository import (
+    apply_updates_statement,
+    count_live_statement,
+    create_statement,
+    lock_owners_statement,
+    read_keys_statement,
+)
 from stratus_db.memory.schemas import MemoryEntry
+from stratus_db.models import MemoryType
 
 if TYPE_CHECKING:
-    from stratus_db.database import StratusPostgreSQLIntegration
+    from stratus_db.database import Operation, StratusPostgreSQLIntegration
 
 
 MAX_BATCH = 64
@@ -59,11 +73,26 @@ Plan = Callable[[MemoryEntry, datetime], "MemoryEntry | MemoryUpdate | None"]
 update to write, or None when the store needs the locking path."""
 
 
+@dataclass(frozen=True)
+class MemoryCreate:
+    """What storing a key the user does not have writes: the new memory, its search text and its audit row's new
+    values."""
+
+    entry: MemoryEntry
+    search_text: str
+    new_values: dict[str, Any]
+
+
+CreatePlan = Callable[[datetime], MemoryCreate]
+"""The new memory one store writes when its key does not exist, from the batch's time."""
+
+
 @dataclass(eq=False)
 class _QueuedStore(Queued[MemoryEntry | None]):
     user_id: uuid.UUID
     key: str
     plan: Plan
+    create: CreatePlan
     audit_columns: dict[str, Any]
     """The audit row's context columns, taken in the caller's operation (its actor and trace id)."""
 
@@ -84,14 +113,14 @@ class StoreCoalescer:
         return db.extension("memory.store_coalescer", lambda: cls(db))
 
     async def store(
-        self, user_id: uuid.UUID, key: str, plan: Plan, audit_columns: dict[str, Any]
+        self, user_id: uuid.UUID, key: str, plan: Plan, create: CreatePlan, audit_columns: dict[str, Any]
     ) -> MemoryEntry | None:
         """The stored memory, or None when the caller must store it on the locking path itself.
 
         Raises:
             DatabaseUnavailableError: the connection was lost while this store's write was in flight.
         """
-        queued = _QueuedStore(user_id, key, plan, audit_columns)
+        queued = _QueuedStore(user_id, key, plan, create, audit_columns)
         self._queue.append(queued)
         if self._runner is None or self._runner.done():
             # The stores queued while it starts, and while a batch is in flight, form the next batch.
@@ -155,11 +184,13 @@ class StoreCoalescer:
                 return
             stored = {(row["user_id"], row["key"]): row for row in rows}
             updates: list[tuple[_QueuedStore, MemoryUpdate]] = []
+            creates: list[tuple[_QueuedStore, MemoryCreate]] = []
             for queued in batch:
                 row = stored.get((queued.user_id, queued.key))
-                if row is None:
-                    continue  # a new key: the cap
                 try:
+                    if row is None:
+                        creates.append((queued, queued.create(now)))
+                        continue
                     decision = queued.plan(MemoryEntry.model_validate(row), now)
                 except StratusError:
                     continue  # its caller's own run raises it, with the locking path's message
@@ -167,38 +198,111 @@ class StoreCoalescer:
                     updates.append((queued, decision))
                 else:
                     queued.settle(decision)
-            if not updates:
-                return
-            changes = [self._change(queued, update) for queued, update in updates]
-            for queued, _update in updates:
-                self._cache.invalidate(queued.user_id, [queued.key])
+            if updates:
+                await self._apply_updates(op, updates, now)
+            if creates:
+                await self._apply_creates(op, creates, now)
 
-            try:
-                sql, arguments = apply_updates_statement(
-                    changes, now=now, audited_at=self._db.clock(), channel=CHANNEL
-                )
-                written = await op.fetch(sql, *arguments)
-            except DatabaseUnavailableError as exc:
-                self._log_failure("write", len(updates), exc, callers_fail=not exc.retryable)
-                if exc.retryable:
-                    return
-                for queued, _update in updates:
-                    # Each caller gets an error of its own (an exception object is not shared between tasks).
-                    error = DatabaseUnavailableError(exc.message)
-                    error.__cause__ = exc
-                    queued.fail(error)
-                return
-            except StratusError as exc:
-                self._log_failure("write", len(updates), exc)
-                return
-            by_id = {row["memory_id"]: row for row in written}
-            for queued, update in updates:
-                row = by_id.get(update.previous.memory_id)
-                if row is not None:
-                    # Committed: forget again what a concurrent read may have cached while the write was in flight.
-                    self._cache.invalidate(queued.user_id, [queued.key])
-                    row.pop("notified")
-                    queued.settle(MemoryEntry.model_validate(row))
+    def _fail_all(self, stores: list[_QueuedStore], exc: DatabaseUnavailableError) -> None:
+        for queued in stores:
+            # Each caller gets an error of its own (an exception object is not shared between tasks).
+            error = DatabaseUnavailableError(exc.message)
+            error.__cause__ = exc
+            queued.fail(error)
+
+    async def _apply_updates(
+        self, op: Operation, updates: list[tuple[_QueuedStore, MemoryUpdate]], now: datetime
+    ) -> None:
+        changes = [self._change(queued, update) for queued, update in updates]
+        for queued, _update in updates:
+            self._cache.invalidate(queued.user_id, [queued.key])
+        try:
+            sql, arguments = apply_updates_statement(
+                changes, now=now, audited_at=self._db.clock(), channel=CHANNEL
+            )
+            written = await op.fetch(sql, *arguments)
+        except DatabaseUnavailableError as exc:
+            self._log_failure("write", len(updates), exc, callers_fail=not exc.retryable)
+            if not exc.retryable:
+                self._fail_all([queued for queued, _update in updates], exc)
+            return
+        except StratusError as exc:
+            self._log_failure("write", len(updates), exc)
+            return
+        by_id = {row["memory_id"]: row for row in written}
+        for queued, update in updates:
+            row = by_id.get(update.previous.memory_id)
+            if row is not None:
+                # Committed: forget again what a concurrent read may have cached while the write was in flight.
+                self._cache.invalidate(queued.user_id, [queued.key])
+                row.pop("notified")
+                queued.settle(MemoryEntry.model_validate(row))
+
+    async def _apply_creates(
+        self, op: Operation, creates: list[tuple[_QueuedStore, MemoryCreate]], now: datetime
+    ) -> None:
+        """Create the new keys in one transaction: lock their owners, count their live memories, and write those
+        that leave each owner within the cap, with their audit rows and NOTIFYs. The rest take the locking path:
+        an owner another transaction holds (it checks the cap now), a missing owner (NotFoundError), a store that
+        needs an eviction, a key created meanwhile."""
+        cap = self._db.settings.STRATUS_MEMORY_MAX_PER_USER
+        owners = sorted({queued.user_id for queued, _create in creates})
+
+        async def work(conn: AsyncConnection) -> list[dict[str, Any]]:
+            sql, arguments = lock_owners_statement(owners)
+            locked = {row["user_id"] for row in await driver.fetch(conn, sql, *arguments)}
+            sql, arguments = count_live_statement(sorted(locked), now, exclude_tier=MemoryType.critical)
+            live = {row["user_id"]: row["live"] for row in await driver.fetch(conn, sql, *arguments)}
+            room = {owner: cap - live.get(owner, 0) for owner in locked}
+            accepted = []
+            for queued, create in creates:
+                if queued.user_id not in locked:
+                    continue
+                if create.entry.memory_type != MemoryType.critical:
+                    if room[queued.user_id] <= 0:
+                        continue  # the locking path evicts to make room
+                    room[queued.user_id] -= 1
+                accepted.append(self._creation(queued, create))
+            if not accepted:
+                return []
+            sql, arguments = create_statement(accepted, now=now, audited_at=self._db.clock(), channel=CHANNEL)
+            return await driver.fetch(conn, sql, *arguments)
+
+        for queued, _create in creates:
+            self._cache.invalidate(queued.user_id, [queued.key])
+        try:
+            written = await op.run(work)
+        except DatabaseUnavailableError as exc:
+            self._log_failure("create", len(creates), exc, callers_fail=not exc.retryable)
+            if not exc.retryable:
+                self._fail_all([queued for queued, _create in creates], exc)
+            return
+        except StratusError as exc:
+            self._log_failure("create", len(creates), exc)
+            return
+        by_id = {row["memory_id"]: row for row in written}
+        for queued, create in creates:
+            row = by_id.get(create.entry.memory_id)
+            if row is not None:
+                self._cache.invalidate(queued.user_id, [queued.key])
+                row.pop("notified")
+                queued.settle(MemoryEntry.model_validate(row))
+
+    def _creation(self, queued: _QueuedStore, create: MemoryCreate) -> dict[str, Any]:
+        entry = create.entry
+        return {
+            "memory_id": entry.memory_id,
+            "user_id": entry.user_id,
+            "memory_type": str(entry.memory_type),
+            "key": entry.key,
+            "value": json.dumps(entry.value),
+            "importance_score": entry.importance_score,
+            "expires_at": entry.expires_at,
+            "search_text": create.search_text,
+            "audit_id": new_id(),
+            "new_values": json.dumps(create.new_values),
+            "notification": self._cache.notification(entry.user_id, [entry.key]),
+        } | queued.audit_columns
 
     def _change(self, queued: _QueuedStore, update: MemoryUpdate) -> dict[str, Any]:
         values, previous = update.values, update.previous

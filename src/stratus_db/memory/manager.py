@@ -18,7 +18,7 @@ from stratus_db.kit.schemas import Page, check_limit, decode_cursor, encode_curs
 from stratus_db.kit.text import query_terms, search_text
 from stratus_db.kit.validation import parse_enum, parse_uuid, validate_input
 from stratus_db.memory.cache import CacheKey, MemoryCache
-from stratus_db.memory.coalescing import MemoryUpdate, store_coalescer_for
+from stratus_db.memory.coalescing import MemoryCreate, MemoryUpdate, store_coalescer_for
 from stratus_db.memory.policy import MemoryPolicy, frequency, recency, search_score, standing
 from stratus_db.memory.repository import (
     ExpiredMemoryRepository,
@@ -109,14 +109,18 @@ class MemoryManager:
                 raise ValidationError(
                     "expires_at must be in the future; to remove a memory, use delete_memory"
                 )
+            memory_id = new_id()
             if tx is None and self._coalescer is not None:
-                # Outside a caller's transaction, concurrent updates share one statement (memory/coalescing.py).
+                # Outside a caller's transaction, concurrent stores share statements (memory/coalescing.py).
                 coalesced = await self._coalescer.store(
-                    data.user_id, data.key, partial(self._plan_store, data), context_columns()
+                    data.user_id,
+                    data.key,
+                    partial(self._plan_store, data),
+                    partial(self._plan_create, data, memory_id),
+                    context_columns(),
                 )
                 if coalesced is not None:
                     return coalesced
-            memory_id = new_id()
 
             async def work(conn: AsyncConnection) -> MemoryEntry:
                 repository = MemoryRepository(conn, data.user_id)
@@ -167,15 +171,7 @@ class MemoryManager:
         replacing: MemoryEntry | None = None,
     ) -> MemoryEntry | None:
         """A new memory under `data.key`, or in place of the expired `replacing`; None if the key appeared."""
-        tier = data.memory_type or MemoryType.short_term
-        importance = DEFAULT_IMPORTANCE if data.importance_score is None else data.importance_score
-        fresh = self._fields(data, tier, importance, now) | {
-            "search_text": search_text(data.key, data.value),
-            "access_count": 0,
-            "created_at": now,
-            "updated_at": now,
-            "last_accessed_at": None,
-        }
+        fresh = self._fresh(data, now)
         if replacing is None:
             row = await repository.insert_if_absent(fresh | {"memory_id": memory_id, "key": data.key})
             if row is None:
@@ -194,6 +190,26 @@ class MemoryManager:
         if entry.memory_type != MemoryType.critical:
             await self._enforce_cap(conn, repository, entry, now)
         return entry
+
+    def _fresh(self, data: MemoryStore, now: datetime) -> dict[str, Any]:
+        """The columns of a new memory for `data` (but its id and key): short_term with importance 0.5 by default."""
+        tier = data.memory_type or MemoryType.short_term
+        importance = DEFAULT_IMPORTANCE if data.importance_score is None else data.importance_score
+        return self._fields(data, tier, importance, now) | {
+            "search_text": search_text(data.key, data.value),
+            "access_count": 0,
+            "created_at": now,
+            "updated_at": now,
+            "last_accessed_at": None,
+        }
+
+    def _plan_create(self, data: MemoryStore, memory_id: uuid.UUID, now: datetime) -> MemoryCreate:
+        """The coalesced path's new memory (memory/coalescing.py), as `_create` would write it for a new key."""
+        fresh = self._fresh(data, now)
+        entry = MemoryEntry.model_validate(
+            fresh | {"memory_id": memory_id, "user_id": data.user_id, "key": data.key}
+        )
+        return MemoryCreate(entry, fresh["search_text"], entry.model_dump(mode="json"))
 
     def _changes(self, data: MemoryStore, previous: MemoryEntry, now: datetime) -> MemoryUpdate | None:
         """What storing `data` over the live memory `previous` changes; None when it changes nothing."""

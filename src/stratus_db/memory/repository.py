@@ -278,3 +278,81 @@ def apply_updates_statement(
     )  # fmt: skip
     arrays = [[change[column] for change in changes] for column in columns]
     return _PG_APPLY_UPDATES, (*arrays, now, audited_at, channel)
+
+
+_PG_LOCK_OWNERS = """-- the coalesced store's creations: lock the owners whose caps it checks, in one order
+
+SELECT user_id FROM users WHERE user_id = ANY($1::uuid[]) ORDER BY user_id FOR NO KEY UPDATE SKIP LOCKED
+"""
+"""SKIP LOCKED: an owner whose row another transaction holds is checking its cap right now; its stores take the
+locking path, which waits its turn. FOR NO KEY UPDATE, as `MemoryRepository.lock_owner`."""
+_PG_COUNT_LIVE = """-- the coalesced store's creations: each locked owner's live memories that count towards the cap
+
+SELECT user_id, count(*)::int AS live
+FROM memory_entries
+WHERE user_id = ANY($1::uuid[]) AND (expires_at IS NULL OR expires_at > $2) AND memory_type <> $3
+GROUP BY user_id
+"""
+_PG_CREATE = """-- the coalesced store's creations: new memories with their audit rows and NOTIFYs, one statement
+
+WITH fresh AS (
+    SELECT *
+    FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::float8[], $7::timestamptz[],
+                $8::text[], $9::uuid[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[], $15::text[],
+                $16::text[])
+        AS f (memory_id, user_id, memory_type, key, value, importance_score, expires_at, search_text,
+              audit_id, new_values, ip_address, user_agent, actor, trace_id, purpose, notification)
+),
+inserted AS (
+    INSERT INTO memory_entries (memory_id, user_id, memory_type, key, value, importance_score, access_count,
+                                expires_at, created_at, updated_at, last_accessed_at, search_text)
+    SELECT memory_id, user_id, memory_type, key, value::jsonb, importance_score, 0, expires_at, $17, $17, NULL,
+           search_text
+    FROM fresh
+    -- A key created since the batch read it: its caller takes the locking path, which updates it.
+    ON CONFLICT (user_id, key) DO NOTHING
+    RETURNING memory_id, user_id, memory_type, key, value, importance_score, access_count, expires_at, created_at,
+              updated_at, last_accessed_at
+),
+audited AS (
+    INSERT INTO audit_log (audit_id, user_id, action, table_name, record_id, old_values, new_values, timestamp,
+                           ip_address, user_agent, actor, trace_id, purpose)
+    SELECT f.audit_id, f.user_id, 'create', 'memory_entries', f.memory_id, NULL, f.new_values::jsonb, $18,
+           f.ip_address, f.user_agent, f.actor, f.trace_id, f.purpose
+    FROM fresh AS f JOIN inserted AS i ON i.memory_id = f.memory_id
+)
+-- NOTIFY is delivered when the transaction commits, and only for the rows it created.
+SELECT i.*, pg_notify($19, f.notification)::text AS notified
+FROM inserted AS i JOIN fresh AS f ON f.memory_id = i.memory_id
+"""
+
+
+def lock_owners_statement(owners: list[uuid.UUID]) -> tuple[str, tuple[Any, ...]]:
+    """Lock those of `owners` no other transaction holds; returns the locked owners' `user_id`."""
+    return _PG_LOCK_OWNERS, (owners,)
+
+
+def count_live_statement(
+    owners: list[uuid.UUID], now: datetime, *, exclude_tier: MemoryType
+) -> tuple[str, tuple[Any, ...]]:
+    """Each owner's live memories outside `exclude_tier` (`user_id`, `live`); an owner with none has no row."""
+    return _PG_COUNT_LIVE, (owners, now, str(exclude_tier))
+
+
+def create_statement(
+    creations: list[dict[str, Any]], *, now: datetime, audited_at: datetime, channel: str
+) -> tuple[str, tuple[Any, ...]]:
+    """Insert each new memory whose key is still free (`created_at = updated_at = now`), with its audit row
+    (`action = create`, at `audited_at`) and its NOTIFY on `channel`, in one statement, which returns the created
+    rows.
+
+    Each creation has memory_id, user_id, memory_type, key, value (JSON text), importance_score, expires_at,
+    search_text; the audit row's audit_id, new_values (JSON text), ip_address, user_agent, actor, trace_id,
+    purpose; and the notification payload.
+    """
+    columns = (
+        "memory_id", "user_id", "memory_type", "key", "value", "importance_score", "expires_at", "search_text",
+        "audit_id", "new_values", "ip_address", "user_agent", "actor", "trace_id", "purpose", "notification",
+    )  # fmt: skip
+    arrays = [[creation[column] for creation in creations] for column in columns]
+    return _PG_CREATE, (*arrays, now, audited_at, channel)

@@ -220,3 +220,38 @@ async def test_a_row_changed_between_the_batch_read_and_its_write_is_stored_on_t
         "changed meanwhile",
         "ours",
     )
+
+
+async def test_concurrent_new_keys_are_created_together_each_with_its_audit_row(
+    db: Database, users: UserManager, memories: MemoryManager
+) -> None:
+    owners = [await create_user(users) for _ in range(3)]
+    batches_before = _batches(db)
+
+    outcomes = await asyncio.gather(
+        *(
+            memories.store_memory(owners[n % 3].user_id, f"nova_{n}", f"valor {n}", "long_term", 0.6)
+            for n in range(24)
+        ),
+        memories.store_memory(uuid.uuid4(), "nova", "de ninguém"),
+        return_exceptions=True,
+    )
+
+    created = [outcome for outcome in outcomes[:24] if isinstance(outcome, MemoryEntry)]
+    assert [(e.key, e.value, e.memory_type, e.importance_score, e.access_count) for e in created] == [
+        (f"nova_{n}", f"valor {n}", "long_term", 0.6, 0) for n in range(24)
+    ]
+    assert isinstance(outcomes[24], NotFoundError)
+    for n, entry in enumerate(created):
+        assert entry.user_id == owners[n % 3].user_id
+        events = (await AuditManager(db).query(record_id=entry.memory_id)).items
+        assert [(e.action, e.user_id, e.old_values, e.new_values) for e in events] == [
+            ("create", entry.user_id, None, entry.model_dump(mode="json"))
+        ]
+    stored: dict[str, Any] = {}
+    for owner in owners:
+        stored |= await _stored_values(db, owner.user_id)
+    assert stored == {f"nova_{n}": f"valor {n}" for n in range(24)}
+    if db.backend == "postgresql":
+        # Created together: the memories of one batch share its time (the locking path takes one per store).
+        assert len({entry.created_at for entry in created}) <= _batches(db) - batches_before < 24
