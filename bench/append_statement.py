@@ -34,6 +34,7 @@ from bench.harness import (
     driver_url,
     environment,
     server_cpu_seconds,
+    server_cpu_since,
     write_section,
 )
 from stratus_db.conversations.repository import appends_statement
@@ -95,7 +96,7 @@ async def cost_by_size(
         before = server_cpu_seconds()
         for sql, arguments in batches[10:]:
             await connection.fetch(sql, *arguments)
-        cost[size] = (server_cpu_seconds() - before) * 1e6 / repetitions
+        cost[size] = server_cpu_since(before) * 1e6 / repetitions
         print(f"  {size:2} appends: {cost[size]:6.0f} µs a statement, {cost[size] / size:4.0f} µs a message")
     return cost
 

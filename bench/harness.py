@@ -96,12 +96,12 @@ def report(result: Result) -> None:
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def server_cpu_seconds() -> float:
-    """User and system CPU seconds used so far by every PostgreSQL process of this machine (from /proc), as the
-    server the benchmarks use runs here (127.0.0.1) and nothing else uses it meanwhile. 0 without /proc."""
-    proc, total = Path("/proc"), 0
+def server_cpu_seconds() -> dict[int, float]:
+    """User and system CPU seconds used so far by each PostgreSQL process of this machine, by pid (from /proc), as
+    the server the benchmarks use runs here (127.0.0.1) and nothing else uses it meanwhile. Empty without /proc."""
+    proc, used = Path("/proc"), {}
     if not proc.is_dir():
-        return 0.0
+        return used
     for entry in proc.iterdir():
         if not entry.name.isdigit():
             continue
@@ -111,8 +111,14 @@ def server_cpu_seconds() -> float:
             continue  # the process ended
         name, fields = stat[stat.index("(") + 1 : stat.rindex(")")], stat[stat.rindex(")") + 2 :].split()
         if name.startswith("postgres"):
-            total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
-    return total / _CLOCK_TICKS
+            used[int(entry.name)] = (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS  # utime, stime
+    return used
+
+
+def server_cpu_since(before: dict[int, float]) -> float:
+    """PostgreSQL CPU seconds used since `before` (a `server_cpu_seconds()` reading) by the processes alive now; a
+    process that ended meanwhile (a closed connection, an autovacuum worker) takes its share with it."""
+    return sum(seconds - before.get(pid, 0.0) for pid, seconds in server_cpu_seconds().items())
 
 
 async def _timed(
@@ -132,7 +138,7 @@ async def _timed(
     client, began = time.process_time(), time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     wall, client_cpu = time.perf_counter() - began, time.process_time() - client
-    return Spent(wall, client_cpu, server_cpu_seconds() - server)
+    return Spent(wall, client_cpu, server_cpu_since(server))
 
 
 async def compare(

@@ -1,6 +1,6 @@
 """Memory benchmark: stratus_db against hand-written asyncpg (the floor) and LangGraph's AsyncPostgresStore (the peer).
 
-    make bench-memory   (or: .venv/bin/python bench/memory.py [--users 1000] [--per-user 100] [--only store get search])
+    make bench-memory   (or: .venv/bin/python bench/memory.py [--users 1000] [--per-user 100] [--only store create get search])
 
 Builds a throw-away PostgreSQL database with USERS × PER_USER memories whose values are sentences of the Portuguese
 aviation corpus (bench/data), loads the same items into the peer's tables, then measures each operation at
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import random
@@ -118,7 +119,7 @@ async def seed(
     return keys
 
 
-OPERATIONS = ("store", "get", "search")
+OPERATIONS = ("store", "create", "get", "search")
 
 
 async def run(user_count: int, per_user: int, only: tuple[str, ...]) -> tuple[list[Result], str]:
@@ -167,6 +168,18 @@ async def run(user_count: int, per_user: int, only: tuple[str, ...]) -> tuple[li
                 await pool.execute(FLOOR_UPSERT, new_id(), user, key, json.dumps(value), search_text(key, value),
                                    new_id())  # fmt: skip
 
+            fresh_keys = itertools.count()
+
+            async def stratus_create(i: int) -> None:
+                user = pick(i)[0]
+                await cold_memories.store_memory(user, f"nova_{next(fresh_keys)}", f"{rng.choice(sentences)} #{i}",
+                                                 "long_term")  # fmt: skip
+
+            async def floor_create(i: int) -> None:
+                user, key, value = pick(i)[0], f"nova_{next(fresh_keys)}", f"{rng.choice(sentences)} #{i}"
+                await pool.execute(FLOOR_UPSERT, new_id(), user, key, json.dumps(value), search_text(key, value),
+                                   new_id())  # fmt: skip
+
             operations = {
                 # store: an existing key gets a new value (the audit row records the change)
                 "store": [
@@ -174,6 +187,14 @@ async def run(user_count: int, per_user: int, only: tuple[str, ...]) -> tuple[li
                     ("asyncpg (floor)", "upsert+audit", floor_store),
                     ("langgraph (peer)", "aput", lambda i: store.aput(
                         ("users", str(pick(i)[0])), pick(i)[1], {"text": f"{rng.choice(sentences)} #{i}"})),
+                ],
+                # create: a key the user does not have yet (stratus_db checks the per-user cap)
+                "create": [
+                    ("stratus_db", "store_memory (new key)", stratus_create),
+                    ("asyncpg (floor)", "insert+audit", floor_create),
+                    ("langgraph (peer)", "aput (new key)", lambda i: store.aput(
+                        ("users", str(pick(i)[0])), f"nova_{next(fresh_keys)}",
+                        {"text": f"{rng.choice(sentences)} #{i}"})),
                 ],
                 "get": [
                     ("stratus_db", "get_memory (cold)", lambda i: cold_memories.get_memory(*pick(i))),
@@ -219,8 +240,9 @@ def write_markdown(results: list[Result], server: str, user_count: int, per_user
             f"Run {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {environment(PACKAGES)}; {server} on 127.0.0.1 over TCP. "
             f"{user_count:,} users × {per_user} memories = {user_count * per_user:,} memories; every system on a pool of "
             "16 connections; values are sentences "
-            "of the Portuguese aviation corpus. `get_memory (cold)` runs with the cache off; `(cached)` reads one "
-            "hot key. The systems of one operation take turns in three slices within one run (bench/harness.py "
+            "of the Portuguese aviation corpus. `store_memory` gives an existing key a new value; `(new key)` stores a key "
+            "the user does not have yet (stratus_db checks the per-user cap). `get_memory (cold)` runs with the cache "
+            "off; `(cached)` reads one hot key. The systems of one operation take turns in three slices within one run (bench/harness.py "
             "`compare`): the machine is noisy, so read the ratios, not the last digit.",
             "",
             *results_table(results),
