@@ -192,3 +192,12 @@ async def test_the_servers_goodbye_counts_as_a_lost_connection_and_a_refusal_doe
             assert not driver._connection_lost(refused, connection), refused
     finally:
         await connection.close()
+
+
+async def test_a_driver_statement_first_in_a_transaction_belongs_to_it(postgresql_db: Database) -> None:
+    """SQLAlchemy sends BEGIN with its own first statement only; kit/driver.py sends it before a driver statement
+    that comes first, so the statement does not commit on its own."""
+    async with postgresql_db.transaction() as conn:
+        (first,) = await driver.fetch(conn, "SELECT txid_current() AS xid, now() AS at")
+        (second,) = await driver.fetch(conn, "SELECT txid_current() AS xid, now() AS at")
+    assert (first["xid"], first["at"]) == (second["xid"], second["at"]), "one transaction, not two"

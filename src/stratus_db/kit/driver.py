@@ -78,6 +78,28 @@ async def _failed(
     return _translate(exc, lost=lost, read_only=read_only)
 
 
+async def _in_transaction(conn: AsyncConnection) -> asyncpg.Connection:
+    """The asyncpg connection under `conn`, inside `conn`'s transaction.
+
+    SQLAlchemy's asyncpg adapter sends BEGIN only when its own first statement runs: a statement sent straight on the
+    driver before any would run outside the transaction and commit on its own. So the BEGIN is sent here, as the
+    adapter would send it (nothing is sent when the connection is in AUTOCOMMIT).
+    """
+    adapter = (await conn.get_raw_connection()).dbapi_connection
+    driver_connection = adapter.driver_connection if adapter is not None else None
+    assert adapter is not None and driver_connection is not None, "a checked-out connection has its driver"
+    if conn.in_transaction() and adapter._transaction is None:
+        async with adapter._execute_mutex:
+            if adapter._transaction is None:
+                try:
+                    await adapter._start_transaction()
+                except Exception as exc:
+                    # The adapter raises its DBAPI wrapper of the driver's error: translate the driver's own.
+                    cause = exc.__cause__ if isinstance(exc.__cause__, Exception) else exc
+                    raise await _failed(cause, driver_connection, conn.invalidate, read_only=False) from exc
+    return driver_connection
+
+
 async def fetch(
     conn: AsyncConnection, sql: str, *arguments: Any, read_only: bool = False
 ) -> list[dict[str, Any]]:
@@ -87,8 +109,7 @@ async def fetch(
         DatabaseUnavailableError: the connection is or gets lost (retryable when nothing can have been written).
         TransientDatabaseError / DatabaseError: the server refused the statement.
     """
-    driver_connection = (await conn.get_raw_connection()).driver_connection
-    assert driver_connection is not None, "a checked-out connection always has its driver connection"
+    driver_connection = await _in_transaction(conn)
     return await _fetch(driver_connection, conn.invalidate, sql, arguments, read_only)
 
 
@@ -134,8 +155,7 @@ async def copy_records(
     Raises:
         DatabaseUnavailableError / TransientDatabaseError / DatabaseError: as for `fetch`.
     """
-    driver_connection = (await conn.get_raw_connection()).driver_connection
-    assert driver_connection is not None, "a checked-out connection always has its driver connection"
+    driver_connection = await _in_transaction(conn)
     try:
         await driver_connection.copy_records_to_table(table, records=records, columns=list(columns))
     except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
