@@ -86,8 +86,9 @@ async def _in_transaction(conn: AsyncConnection) -> asyncpg.Connection:
     adapter would send it (nothing is sent when the connection is in AUTOCOMMIT).
     """
     adapter = (await conn.get_raw_connection()).dbapi_connection
-    driver_connection = adapter.driver_connection if adapter is not None else None
-    assert adapter is not None and driver_connection is not None, "a checked-out connection has its driver"
+    assert adapter is not None, "a checked-out connection has its DBAPI connection"
+    driver_connection = adapter.driver_connection
+    assert driver_connection is not None, "a checked-out connection always has its driver connection"
     if conn.in_transaction() and adapter._transaction is None:
         async with adapter._execute_mutex:
             if adapter._transaction is None:
