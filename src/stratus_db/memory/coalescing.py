@@ -55,6 +55,8 @@ if TYPE_CHECKING:
 
 MAX_BATCH = 64
 """Stores written by one statement at most; the rest wait for the next batch."""
+CREATE_LOCK_TIMEOUT = "50ms"
+"""Longest wait for a lock in a batch's creations (PostgreSQL's lock_timeout): past it they take the locking path."""
 
 
 @dataclass(frozen=True)
@@ -75,12 +77,11 @@ update to write, or None when the store needs the locking path."""
 
 @dataclass(frozen=True)
 class MemoryCreate:
-    """What storing a key the user does not have writes: the new memory, its search text and its audit row's new
-    values."""
+    """What storing a key the user does not have writes: the new memory and its search text (its audit row's new
+    values are the memory)."""
 
     entry: MemoryEntry
     search_text: str
-    new_values: dict[str, Any]
 
 
 CreatePlan = Callable[[datetime], MemoryCreate]
@@ -201,7 +202,7 @@ class StoreCoalescer:
             if updates:
                 await self._apply_updates(op, updates, now)
             if creates:
-                await self._apply_creates(op, creates, now)
+                await self._apply_creates(creates, now)
 
     def _fail_all(self, stores: list[_QueuedStore], exc: DatabaseUnavailableError) -> None:
         for queued in stores:
@@ -229,64 +230,89 @@ class StoreCoalescer:
         except StratusError as exc:
             self._log_failure("write", len(updates), exc)
             return
+        self._settle_written([(queued, update.previous.memory_id) for queued, update in updates], written)
+
+    async def _apply_creates(self, creates: list[tuple[_QueuedStore, MemoryCreate]], now: datetime) -> None:
+        """Create the new keys in one transaction: lock their owners, count their live memories, and write those
+        that leave each owner within the cap, with their audit rows and NOTIFYs.
+
+        The rest take the locking path: an owner another transaction holds (it checks the cap now), a missing owner
+        (NotFoundError), a store that needs an eviction, a key created meanwhile. Waiting is bounded
+        (CREATE_LOCK_TIMEOUT): a key that another transaction is inserting, or locks taken in another order by the
+        locking path, send the whole batch's creations there rather than hold up every store queued behind it. Not
+        retried, for the same reason."""
+        accepted: list[tuple[_QueuedStore, MemoryCreate]] = []
+        for queued, _create in creates:
+            self._cache.invalidate(queued.user_id, [queued.key])
+        try:
+            async with self._db.transaction() as conn:
+                written = await self._create_within(conn, creates, now, accepted)
+        except DatabaseUnavailableError as exc:
+            may_have_committed = not exc.retryable and bool(accepted)
+            self._log_failure("create", len(creates), exc, callers_fail=may_have_committed)
+            if may_have_committed:
+                self._fail_all([queued for queued, _create in accepted], exc)
+            return
+        except StratusError as exc:
+            self._log_failure("create", len(creates), exc)
+            return
+        self._settle_written([(queued, create.entry.memory_id) for queued, create in accepted], written)
+
+    async def _create_within(
+        self,
+        conn: AsyncConnection,
+        creates: list[tuple[_QueuedStore, MemoryCreate]],
+        now: datetime,
+        accepted: list[tuple[_QueuedStore, MemoryCreate]],
+    ) -> list[dict[str, Any]]:
+        """`_apply_creates`' transaction; `accepted` receives the creations it sends."""
+        sql, arguments = lock_owners_statement(
+            list({queued.user_id for queued, _create in creates}), lock_timeout=CREATE_LOCK_TIMEOUT
+        )
+        locked = [row["user_id"] for row in await driver.fetch(conn, sql, *arguments)]
+        if not locked:
+            return []
+        # After the locks, in a statement of its own: READ COMMITTED takes its snapshot when a statement starts.
+        sql, arguments = count_live_statement(locked, now, exclude_tier=MemoryType.critical)
+        live = {row["user_id"]: row["live"] for row in await driver.fetch(conn, sql, *arguments)}
+        room = {owner: self._db.settings.STRATUS_MEMORY_MAX_PER_USER - live.get(owner, 0) for owner in locked}
+        for queued, create in creates:
+            if queued.user_id not in room:
+                continue
+            if create.entry.memory_type != MemoryType.critical:
+                if room[queued.user_id] <= 0:
+                    continue  # the locking path evicts to make room
+                room[queued.user_id] -= 1
+            accepted.append((queued, create))
+        if not accepted:
+            return []
+        sql, arguments = create_statement(
+            [self._creation(queued, create) for queued, create in accepted],
+            now=now,
+            audited_at=self._db.clock(),
+            channel=CHANNEL,
+        )
+        return await driver.fetch(conn, sql, *arguments)
+
+    def _settle_written(
+        self, stores: list[tuple[_QueuedStore, uuid.UUID]], written: list[dict[str, Any]]
+    ) -> None:
+        """Give each store whose memory (by id) a statement wrote its row; the others take the locking path."""
         by_id = {row["memory_id"]: row for row in written}
-        for queued, update in updates:
-            row = by_id.get(update.previous.memory_id)
+        for queued, memory_id in stores:
+            row = by_id.get(memory_id)
             if row is not None:
                 # Committed: forget again what a concurrent read may have cached while the write was in flight.
                 self._cache.invalidate(queued.user_id, [queued.key])
                 row.pop("notified")
                 queued.settle(MemoryEntry.model_validate(row))
 
-    async def _apply_creates(
-        self, op: Operation, creates: list[tuple[_QueuedStore, MemoryCreate]], now: datetime
-    ) -> None:
-        """Create the new keys in one transaction: lock their owners, count their live memories, and write those
-        that leave each owner within the cap, with their audit rows and NOTIFYs. The rest take the locking path:
-        an owner another transaction holds (it checks the cap now), a missing owner (NotFoundError), a store that
-        needs an eviction, a key created meanwhile."""
-        cap = self._db.settings.STRATUS_MEMORY_MAX_PER_USER
-        owners = sorted({queued.user_id for queued, _create in creates})
-
-        async def work(conn: AsyncConnection) -> list[dict[str, Any]]:
-            sql, arguments = lock_owners_statement(owners)
-            locked = {row["user_id"] for row in await driver.fetch(conn, sql, *arguments)}
-            sql, arguments = count_live_statement(sorted(locked), now, exclude_tier=MemoryType.critical)
-            live = {row["user_id"]: row["live"] for row in await driver.fetch(conn, sql, *arguments)}
-            room = {owner: cap - live.get(owner, 0) for owner in locked}
-            accepted = []
-            for queued, create in creates:
-                if queued.user_id not in locked:
-                    continue
-                if create.entry.memory_type != MemoryType.critical:
-                    if room[queued.user_id] <= 0:
-                        continue  # the locking path evicts to make room
-                    room[queued.user_id] -= 1
-                accepted.append(self._creation(queued, create))
-            if not accepted:
-                return []
-            sql, arguments = create_statement(accepted, now=now, audited_at=self._db.clock(), channel=CHANNEL)
-            return await driver.fetch(conn, sql, *arguments)
-
-        for queued, _create in creates:
-            self._cache.invalidate(queued.user_id, [queued.key])
-        try:
-            written = await op.run(work)
-        except DatabaseUnavailableError as exc:
-            self._log_failure("create", len(creates), exc, callers_fail=not exc.retryable)
-            if not exc.retryable:
-                self._fail_all([queued for queued, _create in creates], exc)
-            return
-        except StratusError as exc:
-            self._log_failure("create", len(creates), exc)
-            return
-        by_id = {row["memory_id"]: row for row in written}
-        for queued, create in creates:
-            row = by_id.get(create.entry.memory_id)
-            if row is not None:
-                self._cache.invalidate(queued.user_id, [queued.key])
-                row.pop("notified")
-                queued.settle(MemoryEntry.model_validate(row))
+    def _audited(self, queued: _QueuedStore) -> dict[str, Any]:
+        """The columns every coalesced write adds: its audit row's id and context, and its NOTIFY's payload."""
+        return {
+            "audit_id": new_id(),
+            "notification": self._cache.notification(queued.user_id, [queued.key]),
+        } | queued.audit_columns
 
     def _creation(self, queued: _QueuedStore, create: MemoryCreate) -> dict[str, Any]:
         entry = create.entry
@@ -299,10 +325,8 @@ class StoreCoalescer:
             "importance_score": entry.importance_score,
             "expires_at": entry.expires_at,
             "search_text": create.search_text,
-            "audit_id": new_id(),
-            "new_values": json.dumps(create.new_values),
-            "notification": self._cache.notification(entry.user_id, [entry.key]),
-        } | queued.audit_columns
+            "new_values": json.dumps(entry.model_dump(mode="json")),
+        } | self._audited(queued)
 
     def _change(self, queued: _QueuedStore, update: MemoryUpdate) -> dict[str, Any]:
         values, previous = update.values, update.previous
@@ -318,11 +342,9 @@ class StoreCoalescer:
             "read_memory_type": str(previous.memory_type),
             "read_importance_score": previous.importance_score,
             "read_expires_at": previous.expires_at,
-            "audit_id": new_id(),
             "old_values": json.dumps(update.old_values),
             "new_values": json.dumps(update.new_values),
-            "notification": self._cache.notification(previous.user_id, [previous.key]),
-        } | queued.audit_columns
+        } | self._audited(queued)
 
     async def close(self) -> None:
         """Let the batch under way finish (its callers are waiting for it) before the pool closes."""

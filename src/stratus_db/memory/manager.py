@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -151,8 +151,11 @@ class MemoryManager:
         expiry: datetime | None
         if data.ttl is not None:
             expiry = now + data.ttl
+        elif data.expires_at is not None:
+            # In UTC, as stored and read back: the audit row of a coalesced creation records it as given.
+            expiry = data.expires_at.astimezone(UTC)
         else:
-            expiry = data.expires_at or self._policy.default_expiry(tier, now)
+            expiry = self._policy.default_expiry(tier, now)
         return {
             "value": data.value,
             "memory_type": tier,
@@ -209,7 +212,7 @@ class MemoryManager:
         entry = MemoryEntry.model_validate(
             fresh | {"memory_id": memory_id, "user_id": data.user_id, "key": data.key}
         )
-        return MemoryCreate(entry, fresh["search_text"], entry.model_dump(mode="json"))
+        return MemoryCreate(entry, fresh["search_text"])
 
     def _changes(self, data: MemoryStore, previous: MemoryEntry, now: datetime) -> MemoryUpdate | None:
         """What storing `data` over the live memory `previous` changes; None when it changes nothing."""

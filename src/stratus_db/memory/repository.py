@@ -280,12 +280,18 @@ def apply_updates_statement(
     return _PG_APPLY_UPDATES, (*arrays, now, audited_at, channel)
 
 
-_PG_LOCK_OWNERS = """-- the coalesced store's creations: lock the owners whose caps it checks, in one order
+_PG_LOCK_OWNERS = """-- the coalesced store's creations: bound the transaction's lock waits, lock the owners in one order
 
-SELECT user_id FROM users WHERE user_id = ANY($1::uuid[]) ORDER BY user_id FOR NO KEY UPDATE SKIP LOCKED
+WITH bounded AS MATERIALIZED (SELECT set_config('lock_timeout', $2, true))
+SELECT owner.user_id
+FROM users AS owner CROSS JOIN bounded
+WHERE owner.user_id = ANY($1::uuid[])
+ORDER BY owner.user_id
+FOR NO KEY UPDATE OF owner SKIP LOCKED
 """
 """SKIP LOCKED: an owner whose row another transaction holds is checking its cap right now; its stores take the
-locking path, which waits its turn. FOR NO KEY UPDATE, as `MemoryRepository.lock_owner`."""
+locking path, which waits its turn. FOR NO KEY UPDATE, as `MemoryRepository.lock_owner`. The lock_timeout holds for
+the rest of the transaction (set_config's `is_local`)."""
 _PG_COUNT_LIVE = """-- the coalesced store's creations: each locked owner's live memories that count towards the cap
 
 SELECT user_id, count(*)::int AS live
@@ -327,9 +333,10 @@ FROM inserted AS i JOIN fresh AS f ON f.memory_id = i.memory_id
 """
 
 
-def lock_owners_statement(owners: list[uuid.UUID]) -> tuple[str, tuple[Any, ...]]:
-    """Lock those of `owners` no other transaction holds; returns the locked owners' `user_id`."""
-    return _PG_LOCK_OWNERS, (owners,)
+def lock_owners_statement(owners: list[uuid.UUID], *, lock_timeout: str) -> tuple[str, tuple[Any, ...]]:
+    """Lock those of `owners` no other transaction holds, and have the rest of the transaction wait at most
+    `lock_timeout` (e.g. "50ms") for a lock; returns the locked owners' `user_id`."""
+    return _PG_LOCK_OWNERS, (owners, lock_timeout)
 
 
 def count_live_statement(

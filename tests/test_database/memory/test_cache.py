@@ -7,7 +7,6 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
-from datetime import datetime
 from typing import Any
 
 import pytest
@@ -18,7 +17,7 @@ from stratus_db.errors import ValidationError
 from stratus_db.memory.cache import MemoryCache
 from stratus_db.models import MemoryEntry as MemoryRow
 from tests.fixtures.clock import ManualClock
-from tests.fixtures.databases import empty_all_tables, settings_for
+from tests.fixtures.databases import handles_on
 from tests.fixtures.factories import create_user
 
 
@@ -34,31 +33,15 @@ async def _stored_access_count(db: Database, key: str) -> int:
         )
 
 
-async def _handles_on(base: Database) -> AsyncIterator[Callable[..., Database]]:
-    """Open more handles on the same database (as other processes would), with settings of their own."""
-    opened: list[Database] = []
-
-    def open_handle(clock: Callable[[], datetime] | None = None, **settings: Any) -> Database:
-        url = base.settings.database_url.render_as_string(hide_password=False)
-        handle = Database(settings_for(url).model_copy(update=settings), clock=clock or ManualClock())
-        opened.append(handle)
-        return handle
-
-    yield open_handle
-    for handle in opened:
-        await handle.close()
-    await empty_all_tables(base)
-
-
 @pytest.fixture
 async def second_handle(db: Database) -> AsyncIterator[Callable[..., Database]]:
-    async for opener in _handles_on(db):
+    async for opener in handles_on(db):
         yield opener
 
 
 @pytest.fixture
 async def postgres_handles(postgresql_db: Database) -> AsyncIterator[Callable[..., Database]]:
-    async for opener in _handles_on(postgresql_db):
+    async for opener in handles_on(postgresql_db):
         yield opener
 
 

@@ -7,11 +7,12 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
-from sqlalchemy import select, text, update
+from sqlalchemy import func, select, text, update
 
 from stratus_db import (
     AuditManager,
@@ -23,7 +24,7 @@ from stratus_db import (
     ValidationError,
 )
 from stratus_db.models import MemoryEntry as MemoryRow
-from tests.fixtures.databases import empty_all_tables
+from tests.fixtures.databases import empty_all_tables, handles_on
 from tests.fixtures.factories import count_rows, create_user
 
 
@@ -255,3 +256,79 @@ async def test_concurrent_new_keys_are_created_together_each_with_its_audit_row(
     if db.backend == "postgresql":
         # Created together: the memories of one batch share its time (the locking path takes one per store).
         assert len({entry.created_at for entry in created}) <= _batches(db) - batches_before < 24
+
+
+async def _live_count(db: Database, user_id: uuid.UUID) -> int:
+    async with db.transaction(read_only=True) as conn:
+        return int(
+            (
+                await conn.execute(
+                    select(func.count()).select_from(MemoryRow).where(MemoryRow.user_id == user_id)
+                )
+            ).scalar_one()
+        )
+
+
+@pytest.fixture
+async def other_processes(postgresql_db: Database) -> AsyncIterator[Callable[..., Database]]:
+    async for opener in handles_on(postgresql_db):
+        yield opener
+
+
+async def test_two_processes_creating_new_keys_keep_a_user_within_the_cap(
+    other_processes: Callable[..., Database],
+) -> None:
+    """Each process creates its new keys in batches (one transaction per batch: lock the owner, count, insert);
+    together they never leave the user above the cap."""
+    first, second = (other_processes(STRATUS_MEMORY_MAX_PER_USER=10) for _ in range(2))
+    for trial in range(20):
+        user = await create_user(UserManager(first))
+
+        async def create_many(handle: Database, side: str, user_id: uuid.UUID = user.user_id) -> None:
+            memories = MemoryManager(handle)
+            await asyncio.gather(
+                *(memories.store_memory(user_id, f"{side}_{n}", n, "long_term") for n in range(8))
+            )
+
+        await asyncio.gather(create_many(first, "a"), create_many(second, "b"))
+        assert await _live_count(first, user.user_id) == 10, f"trial {trial}"
+
+
+async def test_a_key_another_transaction_is_creating_holds_up_no_other_store(
+    other_processes: Callable[..., Database],
+) -> None:
+    """A batch whose creation meets a key that another transaction is inserting stops waiting at once
+    (CREATE_LOCK_TIMEOUT) and sends its creations to the locking path: the other stores queued in the process go
+    on while that transaction is still open."""
+    holder, process = other_processes(), other_processes()
+    owner = await create_user(UserManager(holder))
+    bystander = await create_user(UserManager(holder))
+    memories = MemoryManager(process)
+    async with holder.transaction() as tx:
+        # A critical memory: its creation takes no owner lock, only the key's.
+        await MemoryManager(holder).store_memory(owner.user_id, "cma", "2027-03", "critical", tx=tx)
+        same_key = asyncio.create_task(memories.store_memory(owner.user_id, "cma", "2028-03", "critical"))
+        unrelated = asyncio.create_task(memories.store_memory(bystander.user_id, "base", "SBGR", "long_term"))
+        done, _pending = await asyncio.wait({unrelated}, timeout=30)  # a bound on a hang, not a speed target
+        assert unrelated in done, "the unrelated store went on while the other transaction held the key"
+        assert not same_key.done(), (
+            "the store of the held key waits for that transaction, on the locking path"
+        )
+    stored = await same_key
+    assert (stored.key, stored.value) == ("cma", "2028-03")
+    assert (await unrelated).value == "SBGR"
+
+
+async def test_an_expiry_given_in_another_time_zone_is_stored_and_audited_in_utc(
+    db: Database, users: UserManager, memories: MemoryManager
+) -> None:
+    user = await create_user(users)
+    brasilia = datetime.now(timezone(timedelta(hours=-3))) + timedelta(days=2)
+
+    entry = await memories.store_memory(user.user_id, "voo", "amanhã", "short_term", expires_at=brasilia)
+
+    assert entry.expires_at == brasilia
+    assert entry.expires_at is not None
+    assert entry.expires_at.utcoffset() == timedelta(0)
+    (event,) = (await AuditManager(db).query(record_id=entry.memory_id)).items
+    assert event.new_values == entry.model_dump(mode="json"), "the audit row records what is stored"
