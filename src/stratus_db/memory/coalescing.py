@@ -242,13 +242,17 @@ class StoreCoalescer:
         locking path, send the whole batch's creations there rather than hold up every store queued behind it. Not
         retried, for the same reason."""
         accepted: list[tuple[_QueuedStore, MemoryCreate]] = []
+        committing = False
         for queued, _create in creates:
             self._cache.invalidate(queued.user_id, [queued.key])
         try:
             async with self._db.transaction() as conn:
                 written = await self._create_within(conn, creates, now, accepted)
+                committing = True
         except DatabaseUnavailableError as exc:
-            may_have_committed = not exc.retryable and bool(accepted)
+            # Before COMMIT nothing was written: the locking path stores everything. During it, the accepted
+            # creations may have been: their callers fail, as a lone store's would.
+            may_have_committed = committing and not exc.retryable and bool(accepted)
             self._log_failure("create", len(creates), exc, callers_fail=may_have_committed)
             if may_have_committed:
                 self._fail_all([queued for queued, _create in accepted], exc)
