@@ -6,6 +6,7 @@ import asyncio
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -526,9 +527,6 @@ class ConversationManager:
                         raise await self._why_not_appendable(repository, data.conversation_id)
                     return alone
 
-                async def stored_before(conn: AsyncConnection) -> Message | None:
-                    return await self._stored_before(ConversationRepository(conn, data.user_id), data, values)
-
                 try:
                     appended = await op.run(work, tx=tx, single_statement=True)
                 except ConflictError as exc:
@@ -538,7 +536,9 @@ class ConversationManager:
                     # met its own id.
                     if data.message_id is None and not broke_a_rule(exc):
                         raise
-                    stored = await op.run(stored_before, tx=tx, single_statement=True)
+                    stored = await op.run(
+                        partial(self._stored_before, data=data, values=values), tx=tx, single_statement=True
+                    )
                     if stored is None:
                         raise
                     return stored
@@ -861,7 +861,7 @@ class ConversationManager:
 
     @staticmethod
     async def _stored_before(
-        repository: ConversationRepository, data: MessageCreate, values: Mapping[str, Any]
+        conn: AsyncConnection, *, data: MessageCreate, values: Mapping[str, Any]
     ) -> Message | None:
         """The message a repeated add_message stored before (`values` are the columns the repeat would write), or
         None when its id is not one of the user's messages.
@@ -869,7 +869,7 @@ class ConversationManager:
         Raises:
             ConflictError: the user's message with this id is another message.
         """
-        row = await repository.message(values["message_id"])
+        row = await ConversationRepository(conn, data.user_id).message(values["message_id"])
         if row is None:
             return None
         stored = message_from_row(row)

@@ -204,8 +204,13 @@ class StoreCoalescer:
             if creates:
                 await self._apply_creates(creates, now)
 
-    def _fail_all(self, stores: list[_QueuedStore], exc: DatabaseUnavailableError) -> None:
-        for queued in stores:
+    def _write_failed(
+        self, statement: str, stores: int, exc: StratusError, *, maybe_written: list[_QueuedStore]
+    ) -> None:
+        """A batch's write failed: the callers whose stores it may have written (the connection was lost while it
+        was in flight) fail, as a lone store would; every other store takes the locking path."""
+        self._log_failure(statement, stores, exc, callers_fail=bool(maybe_written))
+        for queued in maybe_written:
             # Each caller gets an error of its own (an exception object is not shared between tasks).
             error = DatabaseUnavailableError(exc.message)
             error.__cause__ = exc
@@ -222,13 +227,11 @@ class StoreCoalescer:
                 changes, now=now, audited_at=self._db.clock(), channel=CHANNEL
             )
             written = await op.fetch(sql, *arguments)
-        except DatabaseUnavailableError as exc:
-            self._log_failure("write", len(updates), exc, callers_fail=not exc.retryable)
-            if not exc.retryable:
-                self._fail_all([queued for queued, _update in updates], exc)
-            return
         except StratusError as exc:
-            self._log_failure("write", len(updates), exc)
+            lost = isinstance(exc, DatabaseUnavailableError) and not exc.retryable
+            self._write_failed(
+                "write", len(updates), exc, maybe_written=[queued for queued, _ in updates] if lost else []
+            )
             return
         self._settle_written([(queued, update.previous.memory_id) for queued, update in updates], written)
 
@@ -249,16 +252,13 @@ class StoreCoalescer:
             async with self._db.transaction() as conn:
                 written = await self._create_within(conn, creates, now, accepted)
                 committing = True
-        except DatabaseUnavailableError as exc:
-            # Before COMMIT nothing was written: the locking path stores everything. During it, the accepted
-            # creations may have been: their callers fail, as a lone store's would.
-            may_have_committed = committing and not exc.retryable and bool(accepted)
-            self._log_failure("create", len(creates), exc, callers_fail=may_have_committed)
-            if may_have_committed:
-                self._fail_all([queued for queued, _create in accepted], exc)
-            return
         except StratusError as exc:
-            self._log_failure("create", len(creates), exc)
+            # Before COMMIT nothing was written: the locking path stores everything. During it, the accepted
+            # creations may have been.
+            lost = committing and isinstance(exc, DatabaseUnavailableError) and not exc.retryable
+            self._write_failed(
+                "create", len(creates), exc, maybe_written=[queued for queued, _ in accepted] if lost else []
+            )
             return
         self._settle_written([(queued, create.entry.memory_id) for queued, create in accepted], written)
 

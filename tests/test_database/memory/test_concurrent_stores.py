@@ -258,7 +258,7 @@ async def test_concurrent_new_keys_are_created_together_each_with_its_audit_row(
         assert len({entry.created_at for entry in created}) <= _batches(db) - batches_before < 24
 
 
-async def _live_count(db: Database, user_id: uuid.UUID) -> int:
+async def _memory_count(db: Database, user_id: uuid.UUID) -> int:
     async with db.transaction(read_only=True) as conn:
         return int(
             (
@@ -291,7 +291,7 @@ async def test_two_processes_creating_new_keys_keep_a_user_within_the_cap(
             )
 
         await asyncio.gather(create_many(first, "a"), create_many(second, "b"))
-        assert await _live_count(first, user.user_id) == 10, f"trial {trial}"
+        assert await _memory_count(first, user.user_id) == 10, f"trial {trial}"
 
 
 async def test_a_key_another_transaction_is_creating_holds_up_no_other_store(
