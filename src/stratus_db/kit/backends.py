@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, Protocol
 
+import asyncpg
 from sqlalchemy import Engine, event
-from sqlalchemy.engine import URL
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.engine import URL, ExceptionContext
+from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.pool import ConnectionPoolEntry
 
 from stratus_db.config import Settings
 
@@ -41,9 +44,24 @@ class Backend(Protocol):
         """Wrap a migration's transaction on `conn` (opened inside this block) in what the dialect needs."""
 
 
+_OPENED_AT = "stratus_opened_at"
+"""Key in a pooled connection's `info`: when it was opened (time.monotonic())."""
+
+
 class PostgresBackend:
+    """Connections are screened as they leave the pool: one the server closed while it sat idle, or one opened
+    before another connection was found dead (a restart or a mass termination ends them all, and the closed socket
+    may not have been noticed yet), is replaced there, before any statement is sent. So once the server is healthy
+    again the next calls succeed, where each would otherwise find a dead connection per attempt and run out of
+    attempts. SQLAlchemy's pool does the same for the disconnects it detects itself; this also covers the ones the
+    driver path (kit/driver.py) detects."""
+
     name = "postgresql"
     autocommit_single_statements = True
+
+    def __init__(self) -> None:
+        self._suspect_before = 0.0
+        """Connections opened at or before this time (time.monotonic()) are replaced at checkout."""
 
     def engine_options(self, settings: Settings) -> dict[str, Any]:
         # Every statement here is parameterized and index-driven (one user's rows): the generic plan is the right
@@ -64,7 +82,33 @@ class PostgresBackend:
         }
 
     def install(self, engine: Engine) -> None:
-        return None
+        event.listen(engine, "connect", self._stamp)
+        event.listen(engine, "checkout", self._screen)
+        event.listen(engine, "invalidate", self._suspect_the_others)
+        event.listen(engine, "handle_error", self._stuck_protocol_is_a_disconnect)
+
+    @staticmethod
+    def _stamp(_dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+        record.info[_OPENED_AT] = time.monotonic()
+
+    def _screen(self, dbapi_connection: Any, record: ConnectionPoolEntry, _proxy: Any) -> None:
+        # DisconnectionError makes the pool replace the connection and check out the new one.
+        if dbapi_connection.driver_connection.is_closed():
+            raise DisconnectionError("the server closed the pooled connection while it was idle")
+        if record.info.get(_OPENED_AT, 0.0) <= self._suspect_before:
+            raise DisconnectionError("opened before another pooled connection was found dead")
+
+    def _suspect_the_others(self, _dbapi_connection: Any, record: ConnectionPoolEntry, _exc: Any) -> None:
+        # Only a connection newer than the last loss moves the mark: replacing the suspects does not renew it.
+        if record.info.get(_OPENED_AT, 0.0) > self._suspect_before:
+            self._suspect_before = time.monotonic()
+
+    @staticmethod
+    def _stuck_protocol_is_a_disconnect(context: ExceptionContext) -> None:
+        # The adapter wraps asyncpg's InternalClientError (kit/driver.py DRIVER_ERRORS) in a DBAPI InternalError,
+        # which SQLAlchemy would take for a refusal and hand the broken connection to the next caller.
+        if isinstance(context.original_exception.__cause__, asyncpg.exceptions.InternalClientError):
+            context.is_disconnect = True
 
     def is_rolled_back_conflict(self, exc: DBAPIError) -> bool:
         return getattr(exc.orig, "sqlstate", None) in ROLLED_BACK_SQLSTATES

@@ -30,15 +30,27 @@ from stratus_db.kit.backends import ROLLED_BACK_SQLSTATES
 CONNECTION_LOST_SQLSTATES = frozenset({"57P01", "57P02", "57P03"})
 """Administrator, crash or startup shutdown: the server ends the session. (Class 08, connection exceptions, too.)"""
 
+DRIVER_ERRORS = (
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.InternalClientError,
+    OSError,
+)
+"""What a statement sent on the driver may raise: the server's refusals, the driver's own, a broken socket.
+InternalClientError is no InterfaceError: asyncpg raises it when its protocol is stuck in another state, as after
+the server ended the session between two statements ("cannot switch to state 12; another operation (2) is in
+progress") before the closed socket was noticed."""
+
 
 def _connection_lost(exc: Exception, driver_connection: asyncpg.Connection) -> bool:
     """Whether `exc` left the connection unusable: closed under the statement (asyncpg raises
-    ConnectionDoesNotExistError, a PostgresError of class 08, or the server's FATAL shutdown error), or broken on
-    the socket. A client-side refusal (wrong number of arguments, a value it cannot encode) leaves it sound."""
+    ConnectionDoesNotExistError, a PostgresError of class 08, or the server's FATAL shutdown error), broken on the
+    socket, or its protocol stuck (InternalClientError). A client-side refusal (wrong number of arguments, a value
+    it cannot encode) leaves it sound."""
     sqlstate = getattr(exc, "sqlstate", None) or ""
     return (
         driver_connection.is_closed()
-        or isinstance(exc, OSError)
+        or isinstance(exc, OSError | asyncpg.exceptions.InternalClientError)
         or sqlstate.startswith("08")
         or sqlstate in CONNECTION_LOST_SQLSTATES
     )
@@ -141,7 +153,7 @@ async def _fetch(
         raise error
     try:
         records = await driver_connection.fetch(sql, *arguments)
-    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+    except DRIVER_ERRORS as exc:
         raise await _failed(exc, driver_connection, invalidate, read_only=read_only) from exc
     return [dict(record) for record in records]
 
@@ -159,5 +171,5 @@ async def copy_records(
     driver_connection = await _in_transaction(conn)
     try:
         await driver_connection.copy_records_to_table(table, records=records, columns=list(columns))
-    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+    except DRIVER_ERRORS as exc:
         raise await _failed(exc, driver_connection, conn.invalidate, read_only=False) from exc
