@@ -19,6 +19,7 @@ from stratus_db.database import Database, HealthStatus, StratusPostgreSQLIntegra
 from stratus_db.errors import (
     ConfigurationError,
     ConflictError,
+    DatabaseClosedError,
     DatabaseError,
     DatabaseUnavailableError,
     NotFoundError,
@@ -27,6 +28,7 @@ from stratus_db.errors import (
     StratusError,
     SummarizerUnavailableError,
     TransientDatabaseError,
+    UnexpectedError,
     ValidationError,
 )
 from stratus_db.kit.schemas import Page
@@ -50,6 +52,7 @@ __all__ = [
     "ConversationStats",
     "ConversationStatus",
     "Database",
+    "DatabaseClosedError",
     "DatabaseError",
     "DatabaseUnavailableError",
     "ExtractiveSummarizer",
@@ -75,6 +78,7 @@ __all__ = [
     "Summarizer",
     "SummarizerUnavailableError",
     "TransientDatabaseError",
+    "UnexpectedError",
     "UsageStats",
     "UserManager",
     "UserRead",

@@ -32,11 +32,13 @@ from stratus_db.context import (
 from stratus_db.errors import (
     ConfigurationError,
     ConflictError,
+    DatabaseClosedError,
     DatabaseError,
     DatabaseUnavailableError,
     SchemaNotReadyError,
     StratusError,
     TransientDatabaseError,
+    UnexpectedError,
 )
 from stratus_db.kit import driver
 from stratus_db.kit.backends import READ_ONLY_OPTION, backend_for
@@ -84,6 +86,7 @@ class Operation:
         self.read_only = read_only
 
     async def __aenter__(self) -> Operation:
+        self._db._refuse_if_closed()
         self._db._operations_in_flight += 1
         self._trace = begin_operation_trace()
         self._started = time.perf_counter()
@@ -94,6 +97,13 @@ class Operation:
     ) -> None:
         try:
             self._db._observe(self.name, self.read_only, time.perf_counter() - self._started, exc)
+            if isinstance(exc, Exception) and not isinstance(exc, StratusError):
+                # Every error that leaves the library is a StratusError: one that nothing translated is a defect,
+                # reported as such with its traceback (the caller still gets it as the cause).
+                self._db.log.error(f"{self.name} failed unexpectedly", operation=self.name, exc_info=exc)
+                raise UnexpectedError(
+                    f"{self.name} failed unexpectedly ({type(exc).__name__}); the log has the traceback"
+                ) from exc
         finally:
             end_operation_trace(self._trace)
             self._db._operation_ended()
@@ -193,6 +203,7 @@ class StratusPostgreSQLIntegration:
         self._drained: asyncio.Event | None = None
         """Set when the last operation under way ends while close() waits for it."""
         self._metric_sources: dict[str, Callable[[], dict[str, Any]]] = {}
+        self._closed = False
 
     def extension(self, name: str, factory: Callable[[], E]) -> E:
         """The one instance of a per-database helper (a domain's cache), made by `factory` on first use.
@@ -286,8 +297,16 @@ class StratusPostgreSQLIntegration:
         error.retryable = True  # nothing was sent, so trying again is always safe
         return error
 
+    def _refuse_if_closed(self) -> None:
+        # A disposed engine would quietly open a new pool that nothing ever closes.
+        if self._closed:
+            raise DatabaseClosedError(
+                f"this handle on {self._where} was closed: open a new StratusPostgreSQLIntegration"
+            )
+
     @asynccontextmanager
     async def _connection(self, *, read_only: bool = False) -> AsyncIterator[AsyncConnection]:
+        self._refuse_if_closed()
         try:
             conn = await self.engine.connect()
         except _CHECKOUT_ERRORS as exc:
@@ -405,6 +424,7 @@ class StratusPostgreSQLIntegration:
         self, sql: str, arguments: tuple[Any, ...], read_only: bool
     ) -> list[dict[str, Any]]:
         await self._ensure_schema()
+        self._refuse_if_closed()
         try:
             pooled = await self.engine.raw_connection()
         except _CHECKOUT_ERRORS as exc:
@@ -494,7 +514,10 @@ class StratusPostgreSQLIntegration:
 
     async def close(self) -> None:
         """Wait for the calls under way (a graceful shutdown), flush what helpers buffered, then close every pooled
-        connection. The handle must not be used afterwards; close() must not be awaited inside a call."""
+        connection. Calls made afterwards raise DatabaseClosedError; closing again does nothing. close() must not
+        be awaited inside a call."""
+        if self._closed:
+            return
         while self._operations_in_flight:
             self._drained = asyncio.Event()
             await self._drained.wait()
@@ -502,6 +525,7 @@ class StratusPostgreSQLIntegration:
         closers, self._closers = self._closers, []
         for closer in closers:
             await closer()
+        self._closed = True
         await self.engine.dispose()
 
     async def __aenter__(self) -> StratusPostgreSQLIntegration:

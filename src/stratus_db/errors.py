@@ -66,6 +66,18 @@ class DatabaseError(StratusError):
     status_code = 500
 
 
+class DatabaseClosedError(StratusError):
+    """The handle was closed (`close()`): it opens no new connection. Make a new handle to go on."""
+
+    status_code = 503
+
+
+class UnexpectedError(StratusError):
+    """A failure stratus_db has no better name for: a defect. The log has its traceback under the call's trace id."""
+
+    status_code = 500
+
+
 class StoredDataError(DatabaseError):
     """A stored value cannot be decoded: its bytes are corrupt, or it was written by a newer version (a compression
     dictionary this version does not ship). Retrying will not help; the row needs attention."""

@@ -52,6 +52,7 @@ def make_logger(
     """A logger that writes one JSON object per line to `stream` (default: standard error)."""
     processors: list[Any] = [
         structlog.processors.add_log_level,
+        structlog.processors.format_exc_info,  # exc_info=... becomes an "exception" field with the traceback
         structlog.processors.TimeStamper(fmt="iso", utc=True, key="timestamp"),
         CallsiteParameterAdder(
             [CallsiteParameter.MODULE, CallsiteParameter.FUNC_NAME, CallsiteParameter.LINENO],

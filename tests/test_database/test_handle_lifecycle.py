@@ -1,0 +1,83 @@
+"""A handle's life: closed, it refuses every call instead of quietly opening a pool nothing would close; and an error
+nothing translated still leaves the library as a StratusError, with its traceback in the log."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+
+from stratus_db import (
+    ConversationManager,
+    Database,
+    DatabaseClosedError,
+    MemoryManager,
+    UnexpectedError,
+    UserManager,
+)
+from stratus_db.config import LogLevel
+from stratus_db.logging import make_logger
+from tests.fixtures.databases import handles_on
+from tests.fixtures.factories import count_rows, create_user
+
+
+@pytest.fixture
+async def open_handle(db: Database) -> AsyncIterator[Callable[..., Database]]:
+    async for opener in handles_on(db):
+        yield opener
+
+
+async def test_a_closed_handle_refuses_every_call_and_opens_no_connection(
+    db: Database, open_handle: Callable[..., Database]
+) -> None:
+    handle = open_handle()
+    users, memories = UserManager(handle), MemoryManager(handle)
+    user = await create_user(users)
+    await memories.store_memory(user.user_id, "base", "SBGR", "long_term")
+    await memories.get_memory(user.user_id, "base")  # cached: a hit needs no connection
+    await handle.close()
+
+    calls: dict[str, Callable[[], Awaitable[object]]] = {
+        "create_user": lambda: create_user(users),
+        "get_user": lambda: users.get_user(user.user_id),
+        "get_memory": lambda: memories.get_memory(user.user_id, "base"),
+        "store_memory": lambda: memories.store_memory(user.user_id, "other", "SBKP"),
+        "create_conversation": lambda: ConversationManager(handle).create_conversation(user_id=user.user_id),
+    }
+    for name, call in calls.items():
+        with pytest.raises(DatabaseClosedError, match="was closed"):
+            await call()
+        assert handle.engine.pool.checkedin() == 0, f"{name} opened a connection"  # type: ignore[attr-defined]
+    with pytest.raises(DatabaseClosedError):
+        async with handle.transaction():
+            pass
+    health = await handle.health_check()
+    assert not health.healthy
+    assert health.error is not None
+    assert "closed" in health.error
+    await handle.close()  # closing twice is harmless
+    assert handle.engine.pool.checkedin() == 0  # type: ignore[attr-defined]
+    assert await count_rows(db, "users") == 1
+    assert await count_rows(db, "memory_entries") == 1
+
+
+async def test_an_error_nothing_translated_is_an_unexpected_error_with_its_traceback_logged(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stream = io.StringIO()
+    monkeypatch.setattr(db, "log", make_logger(LogLevel.WARNING, stream))
+
+    async def defective_call() -> None:
+        async with db.operation("test.defect"):
+            nothing: dict[str, int] = {}
+            nothing["key"]  # the defect under test
+
+    with pytest.raises(UnexpectedError, match=r"test\.defect failed unexpectedly \(KeyError\)") as raised:
+        await defective_call()
+    assert isinstance(raised.value.__cause__, KeyError)
+    (line,) = [json.loads(text) for text in stream.getvalue().splitlines()[1:]]
+    assert line["message"] == "test.defect failed unexpectedly"
+    assert "KeyError: 'key'" in line["exception"]
+    assert db.metrics()["operations"]["test.defect"]["errors"] == 1
