@@ -5,8 +5,9 @@ PostgreSQL — tells every other process through NOTIFY (delivered at commit), w
 read if no invalidation happened since it began (the epoch check), so a value read before a commit can never outlive
 that commit's invalidation (and a cached read is an UPDATE, which waits for a writer's row lock). On PostgreSQL
 nothing is admitted unless the LISTEN connection is up; the cache forgets everything when that connection is lost
-and again when it is back. With SQLite the cache is coherent within one process only: several processes on one
-embedded file should turn it off (STRATUS_MEMORY_CACHE_MAX_ENTRIES=0).
+and again when it is back. On SQLite, where no message can be sent, every write moves a change count in the file
+(kit/notify.py) and every lookup and admission first reads it, forgetting everything when another process moved
+it: several processes on one embedded file never serve each other's stale values.
 
 Counting. A hit counts its access in memory; counts are written in batches every flush interval, and on close().
 """
@@ -26,7 +27,7 @@ import asyncpg
 from sqlalchemy import Integer, bindparam, case, or_, update
 
 from stratus_db.kit.models import table_of
-from stratus_db.kit.notify import MAX_PAYLOAD_BYTES, InProcessNotifier, Notifier, PostgresNotifier
+from stratus_db.kit.notify import MAX_PAYLOAD_BYTES, Notifier, PostgresNotifier, SQLiteChangeCounter
 from stratus_db.kit.types import UTCDateTime
 from stratus_db.memory.schemas import MemoryEntry
 from stratus_db.models import MemoryEntry as MemoryRow
@@ -76,7 +77,7 @@ class MemoryCache:
         self._notifier: Notifier = (
             PostgresNotifier(settings.database_url, CHANNEL)
             if db.backend == "postgresql"
-            else InProcessNotifier()
+            else SQLiteChangeCounter(str(settings.database_url.database))
         )
         self._started = False
         self._start_lock = asyncio.Lock()
@@ -123,6 +124,7 @@ class MemoryCache:
 
     def lookup(self, key: CacheKey, now: datetime) -> MemoryEntry | None:
         """The cached live memory, or None (missing or expired: an expired one is dropped)."""
+        self._notifier.poll()
         cached = self._entries.get(key)
         if cached is None:
             self.misses += 1
@@ -168,6 +170,7 @@ class MemoryCache:
 
     def admit(self, key: CacheKey, entry: MemoryEntry, since_epoch: int) -> None:
         """Cache what a read found, unless the key was invalidated since the read began or nobody listens."""
+        self._notifier.poll()
         if not self.enabled or not self._notifier.listening or self._invalidated_since(key, since_epoch):
             return
         size = ENTRY_OVERHEAD_BYTES + len(key[1]) + len(json.dumps(entry.value, ensure_ascii=False))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -35,6 +36,8 @@ if TYPE_CHECKING:
 TABLE = "memory_entries"
 DEFAULT_IMPORTANCE = 0.5
 """Importance of a new memory stored without one."""
+HITS_PER_TURN = 64
+"""Cache hits served in a row before get_memory yields to the event loop (a turn costs about as much as a hit)."""
 
 
 def _leaves_critical(previous: MemoryEntry, tier: MemoryType) -> bool:
@@ -342,6 +345,10 @@ class MemoryManager:
                         # The promotion is decided on the database's count, which must first include our hits.
                         await self._cache.flush()
                     else:
+                        if self._cache.hits % HITS_PER_TURN == 0:
+                            # A hit awaits no I/O: a task reading only cached memories would otherwise never let
+                            # the event loop run anything else, the access-count flush included.
+                            await asyncio.sleep(0)
                         return self._cache.record_hit(cache_key, cached, now)
             epoch = self._cache.epoch()
 

@@ -7,6 +7,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -378,3 +379,77 @@ async def test_promotion_purge_and_eviction_in_one_handle_reach_the_others_cache
     await writer.store_memory(user.user_id, "newest", "y", "long_term", 0.9)  # over the cap: evicts "trivial"
     await _wait_until_forgotten(reader_db, user.user_id, "trivial")
     assert await reader.get_memory(user.user_id, "trivial") is None
+
+
+@pytest.fixture
+async def sqlite_handles(sqlite_db: Database) -> AsyncIterator[Callable[..., Database]]:
+    async for opener in handles_on(sqlite_db):
+        yield opener
+
+
+async def test_two_handles_on_one_sqlite_file_never_serve_what_the_other_changed(
+    sqlite_handles: Callable[..., Database],
+) -> None:
+    """Two processes on the embedded file: the next read after the other's write sees it, with no delay at all."""
+    writer_db, reader_db = sqlite_handles(), sqlite_handles()
+    writer, reader = MemoryManager(writer_db), MemoryManager(reader_db)
+    user = await create_user(UserManager(writer_db))
+    for key, value in (("changed", "SBGR"), ("deleted", "SBKP"), ("expiring", "SBRP")):
+        await writer.store_memory(user.user_id, key, value, "long_term")
+        for _ in range(2):
+            await reader.get_memory(user.user_id, key)
+    assert _stats(reader_db)["hits"] == 3, "the reader serves all three from its cache"
+
+    await writer.store_memory(user.user_id, "changed", "SBSP")
+    changed = await reader.get_memory(user.user_id, "changed")
+    assert changed is not None
+    assert changed.value == "SBSP"
+
+    assert await writer.delete_memory(user.user_id, "deleted") is True
+    assert await reader.get_memory(user.user_id, "deleted") is None
+
+    soon = reader_db.clock() + timedelta(minutes=1)
+    await writer.store_memory(user.user_id, "expiring", "SBRP", expires_at=soon)
+    reader_db.clock.advance(minutes=2)  # type: ignore[attr-defined]
+    assert await reader.get_memory(user.user_id, "expiring") is None
+
+    hits = _stats(reader_db)["hits"]
+    for _ in range(2):  # the other's writes emptied the cache: a miss, then (nothing changed since) a hit
+        again = await reader.get_memory(user.user_id, "changed")
+        assert again is not None
+        assert again.value == "SBSP"
+    assert _stats(reader_db)["hits"] == hits + 1
+
+
+async def test_a_task_reading_only_cached_memories_lets_the_others_run(
+    db: Database, users: UserManager, second_handle: Callable[..., Database]
+) -> None:
+    """A hit awaits no I/O: a loop of hits alone must still give the event loop (and the count flush) turns."""
+    handle = second_handle(STRATUS_MEMORY_CACHE_FLUSH_INTERVAL_S=0.001)
+    memories = MemoryManager(handle)
+    user = await create_user(users)
+    await memories.store_memory(user.user_id, "base", "SBGR", "long_term")
+    await memories.get_memory(user.user_id, "base")
+    reads = 5000
+    other_turns = 0
+    reading = True
+
+    async def other_task() -> None:
+        nonlocal other_turns
+        while reading:
+            other_turns += 1
+            await asyncio.sleep(0)
+
+    other = asyncio.create_task(other_task())
+    await asyncio.sleep(0)  # the other task starts
+    turns_before = other_turns
+    for _ in range(reads):
+        await memories.get_memory(user.user_id, "base")
+    pending_after_the_loop = _stats(handle)["pending_access_counts"]
+    turns_during = other_turns - turns_before
+    reading = False
+    await other
+    assert turns_during > 0, "the other task never ran while the hits went on"
+    assert pending_after_the_loop < reads, "no access count was written while the hits went on"
+    await handle.close()
+    assert await _stored_access_count(db, "base") == reads + 1
