@@ -165,20 +165,3 @@ def _operation(call: str) -> str:
         "get_context": "conversation.get_context",
         "add_message": "conversation.add_message",
     }[call]
-
-
-async def test_a_call_never_fails_on_a_dead_connection_while_the_server_is_up(own_postgres_url: str) -> None:
-    """Ended while idle, the pool's connections are replaced as they are taken: a read is not even retried."""
-    db = Database(settings_for(own_postgres_url).model_copy(update={"STRATUS_MEMORY_CACHE_MAX_ENTRIES": 0}))
-    admin = await _admin(own_postgres_url)
-    try:
-        workload = _Workload(db)
-        await workload.seed()
-        await asyncio.gather(*(workload.calls()["get_memory"]() for _ in range(8)))
-        await _terminate_all_but(admin)
-        for _ in range(8):
-            await workload.calls()["get_memory"]()
-        assert db.metrics()["operations"]["memory.get"]["retries"] == 0
-    finally:
-        await admin.close()
-        await db.close()
