@@ -22,21 +22,18 @@ changes it carried, as it fails a lone store: whether it committed cannot be kno
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import uuid
-from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from stratus_db.errors import DatabaseUnavailableError, StratusError
 from stratus_db.kit import driver
-from stratus_db.kit.coalescing import Queued
+from stratus_db.kit.batching import Batcher, Outcome, each_caller_fails
 from stratus_db.kit.ids import new_id
 from stratus_db.memory.cache import CHANNEL, MemoryCache
 from stratus_db.memory.repository import (
@@ -52,6 +49,8 @@ from stratus_db.models import MemoryType
 if TYPE_CHECKING:
     from stratus_db.database import Operation, StratusPostgreSQLIntegration
 
+
+T = TypeVar("T")
 
 MAX_BATCH = 64
 """Stores written by one statement at most; the rest wait for the next batch."""
@@ -88,8 +87,8 @@ CreatePlan = Callable[[datetime], MemoryCreate]
 """The new memory one store writes when its key does not exist, from the batch's time."""
 
 
-@dataclass(eq=False)
-class _QueuedStore(Queued[MemoryEntry | None]):
+@dataclass(frozen=True)
+class _Store:
     user_id: uuid.UUID
     key: str
     plan: Plan
@@ -98,15 +97,25 @@ class _QueuedStore(Queued[MemoryEntry | None]):
     """The audit row's context columns, taken in the caller's operation (its actor and trace id)."""
 
 
+def _memory_key(store: _Store) -> tuple[uuid.UUID, str]:
+    return store.user_id, store.key
+
+
+Decided = tuple[int, _Store, T]
+"""A store's place in its batch, the store, and what the batch decided for it."""
+
+
 class StoreCoalescer:
-    """The queue of one database handle's stores; one batch at a time is read, decided and written."""
+    """The stores of one database handle, batched (kit/batching.py): one batch at a time is read, decided and
+    written, with at most one store of a key (a later store of a key must see the earlier one: it waits)."""
 
     def __init__(self, db: StratusPostgreSQLIntegration) -> None:
         self._db = db
         self._cache = MemoryCache.of(db)
-        self._queue: deque[_QueuedStore] = deque()
-        self._runner: asyncio.Task[None] | None = None
-        db.on_close(self.close)
+        self._batcher: Batcher[_Store, MemoryEntry] = Batcher(
+            self._write, key=_memory_key, key_together=False, max_batch=MAX_BATCH, max_in_flight=1
+        )
+        db.on_close(self._batcher.close)
 
     @classmethod
     def of(cls, db: StratusPostgreSQLIntegration) -> StoreCoalescer:
@@ -121,41 +130,7 @@ class StoreCoalescer:
         Raises:
             DatabaseUnavailableError: the connection was lost while this store's write was in flight.
         """
-        queued = _QueuedStore(user_id, key, plan, create, audit_columns)
-        self._queue.append(queued)
-        if self._runner is None or self._runner.done():
-            # The stores queued while it starts, and while a batch is in flight, form the next batch.
-            self._runner = asyncio.get_running_loop().create_task(self._run())
-        return await queued.outcome
-
-    async def _run(self) -> None:
-        while self._queue:
-            batch = self._next_batch()
-            try:
-                # A failure here is logged by the batch's operation; it must not strand the stores still queued.
-                with contextlib.suppress(Exception):
-                    await self._write(batch)
-            finally:
-                # Whatever went wrong, nobody is left waiting: the rest take the locking path.
-                for queued in batch:
-                    queued.settle(None)
-
-    def _next_batch(self) -> list[_QueuedStore]:
-        """The oldest stores, one per key: a later store of a key must see the earlier one, so it waits its turn."""
-        batch: list[_QueuedStore] = []
-        keys: set[tuple[uuid.UUID, str]] = set()
-        later: list[_QueuedStore] = []
-        while self._queue and len(batch) < MAX_BATCH:
-            queued = self._queue.popleft()
-            if queued.outcome.done():
-                continue  # its caller was cancelled before anything was written
-            if (queued.user_id, queued.key) in keys:
-                later.append(queued)
-            else:
-                keys.add((queued.user_id, queued.key))
-                batch.append(queued)
-        self._queue.extendleft(reversed(later))
-        return batch
+        return await self._batcher.submit(_Store(user_id, key, plan, create, audit_columns))
 
     def _log_failure(
         self, statement: str, stores: int, error: StratusError, *, callers_fail: bool = False
@@ -170,58 +145,62 @@ class StoreCoalescer:
             error=type(error).__name__,
         )
 
-    async def _write(self, batch: list[_QueuedStore]) -> None:
+    async def _write(self, batch: list[_Store]) -> Sequence[Outcome[MemoryEntry]]:
+        """Each store's stored memory; None for those that take the locking path (where a store's own error, if
+        any, is raised again with the locking path's message)."""
+        outcomes: list[Outcome[MemoryEntry]] = [None] * len(batch)
         async with self._db.operation("memory.store_batch") as op:
             now = self._db.clock()
-
             try:
                 sql, arguments = read_keys_statement(
-                    [queued.user_id for queued in batch], [queued.key for queued in batch]
+                    [store.user_id for store in batch], [store.key for store in batch]
                 )
                 rows = await op.fetch(sql, *arguments, read_only=True)
             except StratusError as exc:
-                # Every store takes the locking path, where its own error (if any) is raised again.
                 self._log_failure("read", len(batch), exc)
-                return
+                return outcomes
             stored = {(row["user_id"], row["key"]): row for row in rows}
-            updates: list[tuple[_QueuedStore, MemoryUpdate]] = []
-            creates: list[tuple[_QueuedStore, MemoryCreate]] = []
-            for queued in batch:
-                row = stored.get((queued.user_id, queued.key))
+            updates: list[Decided[MemoryUpdate]] = []
+            creates: list[Decided[MemoryCreate]] = []
+            for index, store in enumerate(batch):
+                row = stored.get((store.user_id, store.key))
                 try:
                     if row is None:
-                        creates.append((queued, queued.create(now)))
+                        creates.append((index, store, store.create(now)))
                         continue
-                    decision = queued.plan(MemoryEntry.model_validate(row), now)
+                    decision = store.plan(MemoryEntry.model_validate(row), now)
                 except StratusError:
-                    continue  # its caller's own run raises it, with the locking path's message
+                    continue
                 if isinstance(decision, MemoryUpdate):
-                    updates.append((queued, decision))
+                    updates.append((index, store, decision))
                 else:
-                    queued.settle(decision)
+                    outcomes[index] = decision
             if updates:
-                await self._apply_updates(op, updates, now)
+                outcomes = self._merged(outcomes, await self._apply_updates(op, updates, now))
             if creates:
-                await self._apply_creates(creates, now)
+                outcomes = self._merged(outcomes, await self._apply_creates(creates, now))
+        return outcomes
+
+    @staticmethod
+    def _merged(
+        outcomes: list[Outcome[MemoryEntry]], more: dict[int, Outcome[MemoryEntry]]
+    ) -> list[Outcome[MemoryEntry]]:
+        return [more.get(index, outcome) for index, outcome in enumerate(outcomes)]
 
     def _write_failed(
-        self, statement: str, stores: int, exc: StratusError, *, maybe_written: list[_QueuedStore]
-    ) -> None:
+        self, statement: str, stores: int, exc: StratusError, *, maybe_written: list[int]
+    ) -> dict[int, Outcome[MemoryEntry]]:
         """A batch's write failed: the callers whose stores it may have written (the connection was lost while it
         was in flight) fail, as a lone store would; every other store takes the locking path."""
         self._log_failure(statement, stores, exc, callers_fail=bool(maybe_written))
-        for queued in maybe_written:
-            # Each caller gets an error of its own (an exception object is not shared between tasks).
-            error = DatabaseUnavailableError(exc.message)
-            error.__cause__ = exc
-            queued.fail(error)
+        return dict(zip(maybe_written, each_caller_fails(exc, len(maybe_written)), strict=True))
 
     async def _apply_updates(
-        self, op: Operation, updates: list[tuple[_QueuedStore, MemoryUpdate]], now: datetime
-    ) -> None:
-        changes = [self._change(queued, update) for queued, update in updates]
-        for queued, _update in updates:
-            self._cache.invalidate(queued.user_id, [queued.key])
+        self, op: Operation, updates: list[Decided[MemoryUpdate]], now: datetime
+    ) -> dict[int, Outcome[MemoryEntry]]:
+        changes = [self._change(store, update) for _index, store, update in updates]
+        for _index, store, _update in updates:
+            self._cache.invalidate(store.user_id, [store.key])
         try:
             sql, arguments = apply_updates_statement(
                 changes, now=now, audited_at=self._db.clock(), channel=CHANNEL
@@ -229,13 +208,16 @@ class StoreCoalescer:
             written = await op.fetch(sql, *arguments)
         except StratusError as exc:
             lost = isinstance(exc, DatabaseUnavailableError) and not exc.retryable
-            self._write_failed(
-                "write", len(updates), exc, maybe_written=[queued for queued, _ in updates] if lost else []
+            return self._write_failed(
+                "write", len(updates), exc, maybe_written=[index for index, _, _ in updates] if lost else []
             )
-            return
-        self._settle_written([(queued, update.previous.memory_id) for queued, update in updates], written)
+        return self._settled(
+            [(index, store, update.previous.memory_id) for index, store, update in updates], written
+        )
 
-    async def _apply_creates(self, creates: list[tuple[_QueuedStore, MemoryCreate]], now: datetime) -> None:
+    async def _apply_creates(
+        self, creates: list[Decided[MemoryCreate]], now: datetime
+    ) -> dict[int, Outcome[MemoryEntry]]:
         """Create the new keys in one transaction: lock their owners, count their live memories, and write those
         that leave each owner within the cap, with their audit rows and NOTIFYs.
 
@@ -244,10 +226,10 @@ class StoreCoalescer:
         (CREATE_LOCK_TIMEOUT): a key that another transaction is inserting, or locks taken in another order by the
         locking path, send the whole batch's creations there rather than hold up every store queued behind it. Not
         retried, for the same reason."""
-        accepted: list[tuple[_QueuedStore, MemoryCreate]] = []
+        accepted: list[Decided[MemoryCreate]] = []
         committing = False
-        for queued, _create in creates:
-            self._cache.invalidate(queued.user_id, [queued.key])
+        for _index, store, _create in creates:
+            self._cache.invalidate(store.user_id, [store.key])
         try:
             async with self._db.transaction() as conn:
                 written = await self._create_within(conn, creates, now, accepted)
@@ -256,22 +238,23 @@ class StoreCoalescer:
             # Before COMMIT nothing was written: the locking path stores everything. During it, the accepted
             # creations may have been.
             lost = committing and isinstance(exc, DatabaseUnavailableError) and not exc.retryable
-            self._write_failed(
-                "create", len(creates), exc, maybe_written=[queued for queued, _ in accepted] if lost else []
+            return self._write_failed(
+                "create", len(creates), exc, maybe_written=[index for index, _, _ in accepted] if lost else []
             )
-            return
-        self._settle_written([(queued, create.entry.memory_id) for queued, create in accepted], written)
+        return self._settled(
+            [(index, store, create.entry.memory_id) for index, store, create in accepted], written
+        )
 
     async def _create_within(
         self,
         conn: AsyncConnection,
-        creates: list[tuple[_QueuedStore, MemoryCreate]],
+        creates: list[Decided[MemoryCreate]],
         now: datetime,
-        accepted: list[tuple[_QueuedStore, MemoryCreate]],
+        accepted: list[Decided[MemoryCreate]],
     ) -> list[dict[str, Any]]:
         """`_apply_creates`' transaction; `accepted` receives the creations it sends."""
         sql, arguments = lock_owners_statement(
-            list({queued.user_id for queued, _create in creates}), lock_timeout=CREATE_LOCK_TIMEOUT
+            list({store.user_id for _index, store, _create in creates}), lock_timeout=CREATE_LOCK_TIMEOUT
         )
         locked = [row["user_id"] for row in await driver.fetch(conn, sql, *arguments)]
         if not locked:
@@ -280,45 +263,48 @@ class StoreCoalescer:
         sql, arguments = count_live_statement(locked, now, exclude_tier=MemoryType.critical)
         live = {row["user_id"]: row["live"] for row in await driver.fetch(conn, sql, *arguments)}
         room = {owner: self._db.settings.STRATUS_MEMORY_MAX_PER_USER - live.get(owner, 0) for owner in locked}
-        for queued, create in creates:
-            if queued.user_id not in room:
+        for decided in creates:
+            _index, store, create = decided
+            if store.user_id not in room:
                 continue
             if create.entry.memory_type != MemoryType.critical:
-                if room[queued.user_id] <= 0:
+                if room[store.user_id] <= 0:
                     continue  # the locking path evicts to make room
-                room[queued.user_id] -= 1
-            accepted.append((queued, create))
+                room[store.user_id] -= 1
+            accepted.append(decided)
         if not accepted:
             return []
         sql, arguments = create_statement(
-            [self._creation(queued, create) for queued, create in accepted],
+            [self._creation(store, create) for _index, store, create in accepted],
             now=now,
             audited_at=self._db.clock(),
             channel=CHANNEL,
         )
         return await driver.fetch(conn, sql, *arguments)
 
-    def _settle_written(
-        self, stores: list[tuple[_QueuedStore, uuid.UUID]], written: list[dict[str, Any]]
-    ) -> None:
-        """Give each store whose memory (by id) a statement wrote its row; the others take the locking path."""
+    def _settled(
+        self, stores: list[tuple[int, _Store, uuid.UUID]], written: list[dict[str, Any]]
+    ) -> dict[int, Outcome[MemoryEntry]]:
+        """Each store whose memory (by id) a statement wrote gets its row; the others take the locking path."""
         by_id = {row["memory_id"]: row for row in written}
-        for queued, memory_id in stores:
+        outcomes: dict[int, Outcome[MemoryEntry]] = {}
+        for index, store, memory_id in stores:
             row = by_id.get(memory_id)
             if row is not None:
                 # Committed: forget again what a concurrent read may have cached while the write was in flight.
-                self._cache.invalidate(queued.user_id, [queued.key])
+                self._cache.invalidate(store.user_id, [store.key])
                 row.pop("notified")
-                queued.settle(MemoryEntry.model_validate(row))
+                outcomes[index] = MemoryEntry.model_validate(row)
+        return outcomes
 
-    def _audited(self, queued: _QueuedStore) -> dict[str, Any]:
+    def _audited(self, store: _Store) -> dict[str, Any]:
         """The columns every coalesced write adds: its audit row's id and context, and its NOTIFY's payload."""
         return {
             "audit_id": new_id(),
-            "notification": self._cache.notification(queued.user_id, [queued.key]),
-        } | queued.audit_columns
+            "notification": self._cache.notification(store.user_id, [store.key]),
+        } | store.audit_columns
 
-    def _creation(self, queued: _QueuedStore, create: MemoryCreate) -> dict[str, Any]:
+    def _creation(self, store: _Store, create: MemoryCreate) -> dict[str, Any]:
         entry = create.entry
         return {
             "memory_id": entry.memory_id,
@@ -330,9 +316,9 @@ class StoreCoalescer:
             "expires_at": entry.expires_at,
             "search_text": create.search_text,
             "new_values": json.dumps(entry.model_dump(mode="json")),
-        } | self._audited(queued)
+        } | self._audited(store)
 
-    def _change(self, queued: _QueuedStore, update: MemoryUpdate) -> dict[str, Any]:
+    def _change(self, store: _Store, update: MemoryUpdate) -> dict[str, Any]:
         values, previous = update.values, update.previous
         return {
             "memory_id": previous.memory_id,
@@ -348,12 +334,7 @@ class StoreCoalescer:
             "read_expires_at": previous.expires_at,
             "old_values": json.dumps(update.old_values),
             "new_values": json.dumps(update.new_values),
-        } | self._audited(queued)
-
-    async def close(self) -> None:
-        """Let the batch under way finish (its callers are waiting for it) before the pool closes."""
-        if self._runner is not None and not self._runner.done():
-            await asyncio.shield(self._runner)
+        } | self._audited(store)
 
 
 def store_coalescer_for(db: StratusPostgreSQLIntegration) -> StoreCoalescer | None:
