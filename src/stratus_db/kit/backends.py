@@ -15,9 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from stratus_db.config import Settings
-
-ROLLED_BACK_SQLSTATES = frozenset({"40001", "40P01", "55P03"})
-"""Serialization failure, deadlock, lock not available: PostgreSQL rolled the work back, so a retry is safe."""
+from stratus_db.kit import driver
+from stratus_db.kit.driver import ROLLED_BACK_SQLSTATES
 
 READ_ONLY_OPTION = "stratus_read_only"
 """Execution option marking a connection's transaction as read-only (SQLite then takes no write lock)."""
@@ -82,6 +81,7 @@ class PostgresBackend:
         }
 
     def install(self, engine: Engine) -> None:
+        driver.install(engine)
         event.listen(engine, "connect", self._stamp)
         event.listen(engine, "checkout", self._screen)
         event.listen(engine, "invalidate", self._suspect_the_others)

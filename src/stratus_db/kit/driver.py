@@ -14,6 +14,7 @@ from functools import partial
 from typing import Any
 
 import asyncpg
+from sqlalchemy import Connection, Engine, event
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.pool import PoolProxiedConnection
 from sqlalchemy.util import greenlet_spawn
@@ -25,8 +26,9 @@ from stratus_db.errors import (
     StratusError,
     TransientDatabaseError,
 )
-from stratus_db.kit.backends import ROLLED_BACK_SQLSTATES
 
+ROLLED_BACK_SQLSTATES = frozenset({"40001", "40P01", "55P03"})
+"""Serialization failure, deadlock, lock not available: PostgreSQL rolled the work back, so a retry is safe."""
 CONNECTION_LOST_SQLSTATES = frozenset({"57P01", "57P02", "57P03"})
 """Administrator, crash or startup shutdown: the server ends the session. (Class 08, connection exceptions, too.)"""
 
@@ -90,26 +92,43 @@ async def _failed(
     return _translate(exc, lost=lost, read_only=read_only)
 
 
-async def _in_transaction(conn: AsyncConnection) -> asyncpg.Connection:
-    """The asyncpg connection under `conn`, inside `conn`'s transaction.
+_BEGUN = "stratus_transaction_begun"
+"""Key in a connection's `info`: whether SQLAlchemy has sent its transaction's BEGIN (see `install`)."""
 
-    SQLAlchemy's asyncpg adapter sends BEGIN only when its own first statement runs: a statement sent straight on the
-    driver before any would run outside the transaction and commit on its own. So the BEGIN is sent here, as the
-    adapter would send it (nothing is sent when the connection is in AUTOCOMMIT).
+
+def install(engine: Engine) -> None:
+    """Track, through public events only, whether SQLAlchemy's asyncpg adapter has sent BEGIN.
+
+    The adapter sends BEGIN with its own first statement, not at `begin()`: a statement sent straight on the driver
+    before any would run outside the transaction and commit on its own. `begin()` clears the mark, and every
+    statement SQLAlchemy sends (SAVEPOINT included) sets it, just before the adapter begins.
     """
-    adapter = (await conn.get_raw_connection()).dbapi_connection
-    assert adapter is not None, "a checked-out connection has its DBAPI connection"
-    driver_connection = adapter.driver_connection
+    event.listen(engine, "begin", _not_begun)
+    event.listen(engine, "before_cursor_execute", _begun)
+
+
+def _not_begun(connection: Connection) -> None:
+    connection.info[_BEGUN] = False
+
+
+def _begun(connection: Connection, *_statement: Any) -> None:
+    connection.info[_BEGUN] = True
+
+
+async def _in_transaction(conn: AsyncConnection) -> asyncpg.Connection:
+    """The asyncpg connection under `conn`, inside `conn`'s transaction: when no statement has begun it yet, a
+    trivial one through SQLAlchemy does (a round trip, only for a transaction whose first statement is the
+    driver's). Nothing is sent when the connection is in AUTOCOMMIT or outside a transaction."""
+    if (
+        conn.in_transaction()
+        and not conn.info.get(_BEGUN, True)
+        and conn.sync_connection is not None
+        and conn.sync_connection.get_execution_options().get("isolation_level") != "AUTOCOMMIT"
+    ):
+        # Its errors are SQLAlchemy's, translated by the unit of work around this one.
+        await conn.exec_driver_sql("SELECT 1")
+    driver_connection = (await conn.get_raw_connection()).driver_connection
     assert driver_connection is not None, "a checked-out connection always has its driver connection"
-    if conn.in_transaction() and adapter._transaction is None:
-        async with adapter._execute_mutex:
-            if adapter._transaction is None:
-                try:
-                    await adapter._start_transaction()
-                except Exception as exc:
-                    # The adapter raises its DBAPI wrapper of the driver's error: translate the driver's own.
-                    cause = exc.__cause__ if isinstance(exc.__cause__, Exception) else exc
-                    raise await _failed(cause, driver_connection, conn.invalidate, read_only=False) from exc
     return driver_connection
 
 
