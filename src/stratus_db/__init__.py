@@ -30,6 +30,7 @@ from stratus_db.errors import (
     TransientDatabaseError,
     UnexpectedError,
     ValidationError,
+    Violation,
 )
 from stratus_db.kit.schemas import Page
 from stratus_db.memory.manager import MemoryManager
@@ -84,5 +85,6 @@ __all__ = [
     "UserRead",
     "UserRole",
     "ValidationError",
+    "Violation",
     "load_settings",
 ]

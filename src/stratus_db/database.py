@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy import event, text
-from sqlalchemy.exc import DBAPIError, EmulatedDBAPIException, IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, EmulatedDBAPIException, SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.util import greenlet_spawn
@@ -31,18 +31,16 @@ from stratus_db.context import (
 )
 from stratus_db.errors import (
     ConfigurationError,
-    ConflictError,
     DatabaseClosedError,
-    DatabaseError,
     DatabaseUnavailableError,
     SchemaNotReadyError,
     StratusError,
-    TransientDatabaseError,
     UnexpectedError,
 )
 from stratus_db.kit import driver
 from stratus_db.kit.backends import READ_ONLY_OPTION, backend_for
 from stratus_db.kit.clock import utc_now
+from stratus_db.kit.failures import translate
 from stratus_db.kit.metrics import OperationMetrics
 from stratus_db.kit.validation import validate_input
 from stratus_db.logging import make_logger
@@ -57,17 +55,6 @@ _REFUSED_SQLSTATES = frozenset({"28000", "28P01", "3D000"})
 _CHECKOUT_ERRORS = (PoolTimeoutError, TimeoutError, DBAPIError, EmulatedDBAPIException, OSError)
 """What taking a connection from the pool raises when it cannot: the pool's timeout, or connecting failed (the
 driver's error, which engine.connect() wraps in a DBAPIError and engine.raw_connection() does not)."""
-
-
-def _kind(exc: SQLAlchemyError) -> str:
-    """The error's class, SQLSTATE and constraint when the driver reports them: no values, no statement text."""
-    orig = getattr(exc, "orig", None)
-    parts = [type(orig).__name__ if orig is not None else type(exc).__name__]
-    if sqlstate := getattr(orig, "sqlstate", None):
-        parts.append(f"SQLSTATE {sqlstate}")
-    if constraint := getattr(getattr(orig, "__cause__", None), "constraint_name", None):
-        parts.append(f"constraint {constraint}")
-    return ", ".join(parts)
 
 
 class Operation:
@@ -291,11 +278,10 @@ class StratusPostgreSQLIntegration:
             return ConfigurationError(
                 f"the database ({self._where}) refused the connection: {reason}; check DATABASE_URL"
             )
-        error = DatabaseUnavailableError(
-            f"cannot reach the database ({self._where}, from DATABASE_URL): {reason}"
+        # Nothing was sent, so trying again is always safe.
+        return DatabaseUnavailableError(
+            f"cannot reach the database ({self._where}, from DATABASE_URL): {reason}", retryable=True
         )
-        error.retryable = True  # nothing was sent, so trying again is always safe
-        return error
 
     def _refuse_if_closed(self) -> None:
         # A disposed engine would quietly open a new pool that nothing ever closes.
@@ -359,25 +345,13 @@ class StratusPostgreSQLIntegration:
             yield conn
 
     def _translate(self, exc: SQLAlchemyError, *, may_have_committed: bool) -> StratusError:
-        """Driver errors that no repository translated with more context.
+        """A SQLAlchemy error that no repository translated with more context (kit/failures.py).
 
-        Messages describe the error by its kind, never by the server's text: that text can quote the values of the
-        statement, which may be what a user wrote.
+        Before COMMIT the server rolls back what a lost connection had done, so repeating is safe (this is also how
+        a pooled connection the server closed gets replaced).
         """
-        if isinstance(exc, DBAPIError):
-            if self._backend.is_rolled_back_conflict(exc):
-                return TransientDatabaseError(
-                    f"the database aborted the transaction ({_kind(exc)}); nothing was written, try again"
-                )
-            if exc.connection_invalidated:
-                error = DatabaseUnavailableError(f"lost the connection to {self._where} ({_kind(exc)})")
-                # Before COMMIT the server rolls back what a lost connection had done, so repeating is safe
-                # (this is also how a pooled connection the server closed gets replaced, with no ping per checkout).
-                error.retryable = not may_have_committed
-                return error
-        if isinstance(exc, IntegrityError):
-            return ConflictError(f"the change breaks a database rule ({_kind(exc)})")
-        return DatabaseError(f"the database refused the operation ({_kind(exc)})")
+        lost = isinstance(exc, DBAPIError) and exc.connection_invalidated
+        return translate(exc, where=self._where, lost=lost, may_have_committed=may_have_committed)
 
     def operation(self, name: str, *, read_only: bool = False) -> Operation:
         """Measure and log one public call, validation included (see `Operation`)."""

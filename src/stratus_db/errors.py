@@ -6,6 +6,8 @@ what was wrong and what is accepted.
 
 from __future__ import annotations
 
+from enum import StrEnum
+
 
 class StratusError(Exception):
     """Base of every error raised by stratus_db."""
@@ -29,10 +31,29 @@ class NotFoundError(StratusError):
     status_code = 404
 
 
+class Violation(StrEnum):
+    """The kind of database rule a write broke."""
+
+    unique = "unique"
+    foreign_key = "foreign_key"
+    check = "check"
+    not_null = "not_null"
+    other = "other"
+
+
 class ConflictError(StratusError):
     """The write would break a uniqueness rule or the record is in a state that forbids it."""
 
     status_code = 409
+
+    def __init__(
+        self, message: str, *, violation: Violation | None = None, constraint: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.violation = violation
+        """The database rule the write broke (SQLSTATE class 23); None when a domain check refused it."""
+        self.constraint = constraint
+        """The constraint's name on PostgreSQL; on SQLite the columns or the CHECK expression it reports."""
 
 
 class ConfigurationError(StratusError):
@@ -45,15 +66,19 @@ class DatabaseUnavailableError(StratusError):
     """The database server cannot be reached, or stayed unavailable after the retries."""
 
     status_code = 503
-    retryable: bool = False
-    """True when repeating the operation is safe and may succeed."""
+
+    def __init__(self, message: str, *, retryable: bool = False) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+        """True when repeating the operation is safe and may succeed."""
 
 
 class TransientDatabaseError(DatabaseUnavailableError):
     """The database rolled the transaction back (serialization failure, deadlock, busy lock, a concurrent insert of
     the same key): nothing was written and retrying may succeed."""
 
-    retryable = True
+    def __init__(self, message: str) -> None:
+        super().__init__(message, retryable=True)
 
 
 class SchemaNotReadyError(DatabaseUnavailableError):

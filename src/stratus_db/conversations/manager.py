@@ -41,7 +41,6 @@ from stratus_db.conversations.summarizer import Summarizer, SummaryInput, trim_t
 from stratus_db.conversations.tokens import estimate_tokens
 from stratus_db.errors import ConflictError, NotFoundError, SummarizerUnavailableError, ValidationError
 from stratus_db.kit.ids import new_id
-from stratus_db.kit.integrity import broke_a_rule
 from stratus_db.kit.schemas import Page, aware_datetime, check_limit, decode_cursor, encode_cursor, make_page
 from stratus_db.kit.text import query_terms
 from stratus_db.kit.validation import parse_enum, parse_uuid, storable_text, validate_input
@@ -534,7 +533,7 @@ class ConversationManager:
                     # a conversation archived since), or a batch that carried this append wrote it although its
                     # outcome never reached us (cancelled while its statement was in flight), and appending alone
                     # met its own id.
-                    if data.message_id is None and not broke_a_rule(exc):
+                    if data.message_id is None and exc.violation is None:
                         raise
                     stored = await op.run(
                         partial(self._stored_before, data=data, values=values), tx=tx, single_statement=True

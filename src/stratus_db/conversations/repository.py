@@ -13,9 +13,9 @@ from sqlalchemy import ColumnElement, and_, bindparam, case, delete, func, inser
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from stratus_db.errors import NotFoundError
+from stratus_db.errors import NotFoundError, Violation
 from stratus_db.kit import driver
-from stratus_db.kit.integrity import Violation, violation_of
+from stratus_db.kit.failures import violation_of
 from stratus_db.kit.models import table_of
 from stratus_db.models import AuditLog, Conversation, ConversationStatus, Message
 

@@ -10,13 +10,12 @@ from typing import Any, Protocol
 import asyncpg
 from sqlalchemy import Engine, event
 from sqlalchemy.engine import URL, ExceptionContext
-from sqlalchemy.exc import DBAPIError, DisconnectionError
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from stratus_db.config import Settings
 from stratus_db.kit import driver
-from stratus_db.kit.driver import ROLLED_BACK_SQLSTATES
 
 READ_ONLY_OPTION = "stratus_read_only"
 """Execution option marking a connection's transaction as read-only (SQLite then takes no write lock)."""
@@ -31,10 +30,6 @@ class Backend(Protocol):
 
     def install(self, engine: Engine) -> None:
         """Attach connection-level event handlers to the (sync) engine."""
-
-    def is_rolled_back_conflict(self, exc: DBAPIError) -> bool:
-        """True when the server aborted the transaction for a reason a retry can cure (serialization, deadlock,
-        lock contention): nothing of it was committed."""
 
     def describe(self, url: URL) -> str:
         """Where the database is, for error messages (never the password)."""
@@ -110,9 +105,6 @@ class PostgresBackend:
         if isinstance(context.original_exception.__cause__, asyncpg.exceptions.InternalClientError):
             context.is_disconnect = True
 
-    def is_rolled_back_conflict(self, exc: DBAPIError) -> bool:
-        return getattr(exc.orig, "sqlstate", None) in ROLLED_BACK_SQLSTATES
-
     @asynccontextmanager
     async def schema_change(self, conn: AsyncConnection) -> AsyncIterator[None]:
         yield  # PostgreSQL alters tables in place, inside the migration's transaction
@@ -151,10 +143,6 @@ class SQLiteBackend:
             # deadlock on the upgrade and one would fail with "database is locked".
             read_only = connection.get_execution_options().get(READ_ONLY_OPTION, False)
             connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
-
-    def is_rolled_back_conflict(self, exc: DBAPIError) -> bool:
-        text = str(exc.orig).lower()
-        return "database is locked" in text or "database is busy" in text
 
     @asynccontextmanager
     async def schema_change(self, conn: AsyncConnection) -> AsyncIterator[None]:

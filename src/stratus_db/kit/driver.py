@@ -3,8 +3,8 @@
 
 SQLAlchemy builds the schema and most statements; on the few calls that run thousands of times a second, its
 per-execution work costs as much as the database does (bench/memory.py: get_memory 1,400 → 2,800 reads/s at
-concurrency 16). asyncpg caches each statement's preparation per connection. Errors become StratusErrors here, as
-every other driver error does in database.py.
+concurrency 16). asyncpg caches each statement's preparation per connection. Errors become StratusErrors through the one
+translator (kit/failures.py), as every other driver error does.
 """
 
 from __future__ import annotations
@@ -19,18 +19,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.pool import PoolProxiedConnection
 from sqlalchemy.util import greenlet_spawn
 
-from stratus_db.errors import (
-    ConflictError,
-    DatabaseError,
-    DatabaseUnavailableError,
-    StratusError,
-    TransientDatabaseError,
-)
-
-ROLLED_BACK_SQLSTATES = frozenset({"40001", "40P01", "55P03"})
-"""Serialization failure, deadlock, lock not available: PostgreSQL rolled the work back, so a retry is safe."""
-CONNECTION_LOST_SQLSTATES = frozenset({"57P01", "57P02", "57P03"})
-"""Administrator, crash or startup shutdown: the server ends the session. (Class 08, connection exceptions, too.)"""
+from stratus_db.errors import DatabaseUnavailableError, StratusError
+from stratus_db.kit.failures import failure_of, means_lost, translate
 
 DRIVER_ERRORS = (
     asyncpg.PostgresError,
@@ -49,33 +39,11 @@ def _connection_lost(exc: Exception, driver_connection: asyncpg.Connection) -> b
     ConnectionDoesNotExistError, a PostgresError of class 08, or the server's FATAL shutdown error), broken on the
     socket, or its protocol stuck (InternalClientError). A client-side refusal (wrong number of arguments, a value
     it cannot encode) leaves it sound."""
-    sqlstate = getattr(exc, "sqlstate", None) or ""
     return (
         driver_connection.is_closed()
         or isinstance(exc, OSError | asyncpg.exceptions.InternalClientError)
-        or sqlstate.startswith("08")
-        or sqlstate in CONNECTION_LOST_SQLSTATES
+        or means_lost(failure_of(exc))
     )
-
-
-def _translate(exc: Exception, *, lost: bool, read_only: bool) -> StratusError:
-    sqlstate = getattr(exc, "sqlstate", None)
-    kind = type(exc).__name__ + (f", SQLSTATE {sqlstate}" if sqlstate else "")
-    if lost:
-        error = DatabaseUnavailableError(f"lost the connection to PostgreSQL ({kind})")
-        # A write may or may not have run when the connection broke; a read is safe to repeat.
-        error.retryable = read_only
-        return error
-    if sqlstate in ROLLED_BACK_SQLSTATES:
-        return TransientDatabaseError(
-            f"the database aborted the statement ({kind}); nothing was written, try again"
-        )
-    if isinstance(exc, asyncpg.IntegrityConstraintViolationError):
-        # Class 23, as database.py translates SQLAlchemy's IntegrityError.
-        return ConflictError(f"the change breaks a database rule ({kind})")
-    if isinstance(exc, asyncpg.PostgresError):
-        return DatabaseError(f"the database refused the operation ({kind})")
-    return DatabaseError(f"the driver refused the statement ({kind})")
 
 
 async def _failed(
@@ -89,7 +57,8 @@ async def _failed(
     lost = _connection_lost(exc, driver_connection)
     if lost:
         await invalidate()  # never hand a broken connection to the next caller
-    return _translate(exc, lost=lost, read_only=read_only)
+    # A write may or may not have run when the connection broke; a read is safe to repeat.
+    return translate(exc, where="PostgreSQL", lost=lost, may_have_committed=not read_only)
 
 
 _BEGUN = "stratus_transaction_begun"
@@ -167,9 +136,9 @@ async def _fetch(
 ) -> list[dict[str, Any]]:
     if driver_connection.is_closed():
         await invalidate()
-        error = DatabaseUnavailableError("the pooled connection to PostgreSQL was closed; nothing was sent")
-        error.retryable = True
-        raise error
+        raise DatabaseUnavailableError(
+            "the pooled connection to PostgreSQL was closed; nothing was sent", retryable=True
+        )
     try:
         records = await driver_connection.fetch(sql, *arguments)
     except DRIVER_ERRORS as exc:

@@ -9,8 +9,8 @@ from sqlalchemy import Select, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from stratus_db.errors import ConflictError
-from stratus_db.kit.integrity import Violation, violation_of
+from stratus_db.errors import ConflictError, Violation
+from stratus_db.kit.failures import violation_of
 from stratus_db.kit.models import table_of
 from stratus_db.models import User, UserRole
 
@@ -35,7 +35,9 @@ class UserRepository:
             )
         except IntegrityError as exc:
             if violation_of(exc) is Violation.unique:
-                raise ConflictError(f"a user with e-mail {values['email']!r} already exists") from exc
+                raise ConflictError(
+                    f"a user with e-mail {values['email']!r} already exists", violation=Violation.unique
+                ) from exc
             raise
         return dict(row)
 
@@ -52,7 +54,9 @@ class UserRepository:
             row = (await self.conn.execute(statement)).mappings().one()
         except IntegrityError as exc:
             if violation_of(exc) is Violation.unique:
-                raise ConflictError(f"a user with e-mail {values.get('email')!r} already exists") from exc
+                raise ConflictError(
+                    f"a user with e-mail {values.get('email')!r} already exists", violation=Violation.unique
+                ) from exc
             raise
         return dict(row)
 
