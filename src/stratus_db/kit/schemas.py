@@ -12,12 +12,14 @@ from typing import Any, Generic, TypeVar
 from pydantic import BaseModel, ConfigDict
 
 from stratus_db.errors import ValidationError
-from stratus_db.kit.validation import storable_text
+from stratus_db.kit.validation import in_utc, storable_text
 
 T = TypeVar("T")
 
 MAX_PAGE_SIZE = 500
 """Largest `limit` any list accepts."""
+MAX_CURSOR_CHARS = 4096
+"""Longer than any cursor issued here: the longest holds a 200-character memory key, every character escaped."""
 
 
 class FrozenModel(BaseModel):
@@ -40,25 +42,31 @@ def encode_cursor(*values: Any) -> str:
 def decode_cursor(cursor: object, parsers: tuple[Callable[[str], Any], ...]) -> tuple[Any, ...]:
     """The sort key inside `cursor`, each part read by its parser; a cursor not issued here is a ValidationError."""
     try:
-        if not isinstance(cursor, str):
-            raise ValueError(cursor)
+        if not isinstance(cursor, str) or len(cursor) > MAX_CURSOR_CHARS:
+            raise ValueError("not a cursor")
         padded = cursor + "=" * (-len(cursor) % 4)
         values = json.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
-        if not isinstance(values, list) or len(values) != len(parsers):
-            raise ValueError(values)
+        if (
+            not isinstance(values, list)
+            or len(values) != len(parsers)
+            or not all(isinstance(value, str) for value in values)
+        ):
+            raise ValueError("not a cursor")
         return tuple(parse(storable_text(value)) for parse, value in zip(parsers, values, strict=True))
-    except (ValueError, TypeError, UnicodeError, binascii.Error):
+    # RecursionError: json.loads recurses once per level of nested brackets, which fit in far fewer characters than
+    # the length bound allows.
+    except (ValueError, TypeError, UnicodeError, binascii.Error, RecursionError):
         raise ValidationError(
             "cursor is not one this API issued: pass back the next_cursor of a previous page"
         ) from None
 
 
 def aware_datetime(raw: str) -> datetime:
-    """Parse an ISO timestamp that carries its time zone (cursor parts are always written that way)."""
+    """Parse an ISO timestamp that carries its time zone (cursor parts are always written that way), in UTC."""
     value = datetime.fromisoformat(raw)
     if value.tzinfo is None:
         raise ValueError(raw)
-    return value
+    return in_utc(value)
 
 
 def check_limit(limit: object, maximum: int = MAX_PAGE_SIZE) -> int:

@@ -6,6 +6,7 @@ import json
 import math
 import uuid
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, TypeVar
 
@@ -30,6 +31,15 @@ def storable_text(value: str) -> str:
     except UnicodeEncodeError:
         raise ValueError("must be valid Unicode text (it contains a lone surrogate)") from None
     return value
+
+
+def in_utc(value: datetime) -> datetime:
+    """An aware datetime as both databases store it, in UTC; a ValueError when UTC takes it past years 1–9999
+    (9999-12-31 23:00 at -12:00 is in the year 10000 in UTC, and no database column can hold it)."""
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("must fall within the years 1 to 9999 once converted to UTC") from None
 
 
 def _not_blank(value: str) -> str:

@@ -1,0 +1,154 @@
+"""Hostile and extreme arguments: each is a ValidationError naming the argument, raised before any SQL, and nothing is
+written. Never a RecursionError, an OverflowError or an unnamed DatabaseError, and never a silent conversion
+(bytes are not text, True is not 1, a string is not a datetime)."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from stratus_db import (
+    AuditManager,
+    ConversationManager,
+    Database,
+    MemoryManager,
+    UserManager,
+    ValidationError,
+)
+from stratus_db.kit.schemas import decode_cursor, encode_cursor
+from tests.fixtures.databases import TABLES
+from tests.fixtures.factories import count_rows, create_user
+
+WEST = timezone(-timedelta(hours=12))
+EAST = timezone(timedelta(hours=14))
+LAST_HOUR_WEST = datetime(9999, 12, 31, 23, 0, tzinfo=WEST)
+"""Year 10000 once in UTC."""
+FIRST_HOUR_EAST = datetime(1, 1, 1, 1, 0, tzinfo=EAST)
+"""Year 0 once in UTC."""
+FIRST_INSTANT = datetime(1, 1, 1, tzinfo=UTC)
+LAST_INSTANT = datetime(9999, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class World:
+    """A user with a conversation (one message) and a memory, and the managers to call."""
+
+    users: UserManager
+    memories: MemoryManager
+    conversations: ConversationManager
+    audit: AuditManager
+    user_id: uuid.UUID
+    conversation_id: uuid.UUID
+
+
+@pytest.fixture
+async def world(
+    users: UserManager, memories: MemoryManager, conversations: ConversationManager, audit: AuditManager
+) -> World:
+    user = await create_user(users)
+    conv = await conversations.create_conversation(user.user_id, "Consulta")
+    await conversations.add_message(conv.conversation_id, user.user_id, "Qual o METAR de SBGR?")
+    await memories.store_memory(user.user_id, "preferred_aircraft", "Cessna 172")
+    return World(users, memories, conversations, audit, user.user_id, conv.conversation_id)
+
+
+async def row_counts(db: Database) -> dict[str, int]:
+    return {table: await count_rows(db, table) for table in TABLES}
+
+
+Call = Callable[[World], Awaitable[object]]
+
+
+async def assert_refused(db: Database, world: World, call: Call, argument: str) -> None:
+    before = await row_counts(db)
+    with pytest.raises(ValidationError) as caught:
+        await call(world)
+    assert argument in caught.value.message
+    assert await row_counts(db) == before
+
+
+def raw_cursor(json_text: bytes) -> str:
+    """A cursor as a client could forge one: any JSON, encoded as this API encodes its own."""
+    return base64.urlsafe_b64encode(json_text).decode().rstrip("=")
+
+
+def nested_brackets(depth: int) -> str:
+    """`depth` nested JSON arrays: json.loads recurses once per level."""
+    return raw_cursor(b"[" * depth + b"]" * depth)
+
+
+DEEP = nested_brackets(
+    1_500
+)  # deeper than Python's recursion limit, and still a short string (4,000 characters)
+TOO_LONG = encode_cursor("k" * 10_000)
+
+
+class TestCursors:
+    @pytest.mark.parametrize(
+        "call",
+        [
+            pytest.param(lambda w: w.users.list_users(cursor=DEEP), id="list_users"),
+            pytest.param(
+                lambda w: w.conversations.list_conversations(w.user_id, cursor=DEEP), id="conversations"
+            ),
+            pytest.param(lambda w: w.memories.list_memories(w.user_id, cursor=DEEP), id="memories"),
+            pytest.param(lambda w: w.audit.query(cursor=DEEP), id="audit"),
+        ],
+    )
+    async def test_nested_brackets_are_not_a_cursor(self, db: Database, world: World, call: Call) -> None:
+        await assert_refused(db, world, call, "cursor")
+
+    @pytest.mark.parametrize("json_text", [b"[[]]", b"[{}]", b"[null]"])
+    async def test_a_cursor_whose_parts_are_not_text_is_refused(
+        self, db: Database, world: World, json_text: bytes
+    ) -> None:
+        cursor = raw_cursor(json_text)
+        await assert_refused(
+            db, world, lambda w: w.memories.list_memories(w.user_id, cursor=cursor), "cursor"
+        )
+
+    async def test_a_cursor_longer_than_any_issued_is_refused(self, db: Database, world: World) -> None:
+        await assert_refused(
+            db, world, lambda w: w.memories.list_memories(w.user_id, cursor=TOO_LONG), "cursor"
+        )
+
+    @pytest.mark.parametrize("instant", [LAST_HOUR_WEST, FIRST_HOUR_EAST], ids=["year-10000", "year-0"])
+    @pytest.mark.parametrize("list_", ["conversations", "audit"])
+    async def test_a_cursor_time_beyond_the_calendar_in_utc_is_refused(
+        self, db: Database, world: World, instant: datetime, list_: str
+    ) -> None:
+        cursor = encode_cursor(instant.isoformat(), uuid.uuid4())
+        call: Call = (
+            (lambda w: w.conversations.list_conversations(w.user_id, cursor=cursor))
+            if list_ == "conversations"
+            else (lambda w: w.audit.query(cursor=cursor))
+        )
+        await assert_refused(db, world, call, "cursor")
+
+    async def test_a_cursor_at_the_ends_of_the_calendar_is_a_page(self, world: World) -> None:
+        for instant in (FIRST_INSTANT, LAST_INSTANT):
+            cursor = encode_cursor(instant.isoformat(), uuid.uuid4())
+            assert (await world.audit.query(cursor=cursor)).next_cursor is None
+            await world.conversations.list_conversations(world.user_id, cursor=cursor)
+
+
+_cursor_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner, max_size=3),
+)
+
+
+@given(st.one_of(st.text(), _cursor_json.map(lambda value: encode_cursor(value)), st.integers(1, 3_000)))
+def test_decode_cursor_answers_anything_with_a_value_or_a_validation_error(cursor: str | int) -> None:
+    if isinstance(cursor, int):
+        cursor = nested_brackets(cursor)
+    with contextlib.suppress(ValidationError):
+        decode_cursor(cursor, (str,))
