@@ -9,7 +9,7 @@ import contextlib
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
 
 import pytest
 from hypothesis import given
@@ -106,7 +106,7 @@ class TestCursors:
     async def test_nested_brackets_are_not_a_cursor(self, db: Database, world: World, call: Call) -> None:
         await assert_refused(db, world, call, "cursor")
 
-    @pytest.mark.parametrize("json_text", [b"[[]]", b"[{}]", b"[null]"])
+    @pytest.mark.parametrize("json_text", [b"[[]]", b"[{}]", b"[null]"], ids=["list", "object", "null"])
     async def test_a_cursor_whose_parts_are_not_text_is_refused(
         self, db: Database, world: World, json_text: bytes
     ) -> None:
@@ -152,3 +152,86 @@ def test_decode_cursor_answers_anything_with_a_value_or_a_validation_error(curso
         cursor = nested_brackets(cursor)
     with contextlib.suppress(ValidationError):
         decode_cursor(cursor, (str,))
+
+
+class TestTimestamps:
+    @pytest.mark.parametrize(
+        ("call", "argument"),
+        [
+            pytest.param(
+                lambda w: w.memories.store_memory(w.user_id, "k", 1, expires_at=LAST_HOUR_WEST),
+                "expires_at",
+                id="store_memory-year-10000",
+            ),
+            pytest.param(
+                lambda w: w.memories.store_memory(w.user_id, "k", 1, expires_at="2099-01-01T00:00:00+00:00"),
+                "expires_at",
+                id="store_memory-text",
+            ),
+            pytest.param(
+                lambda w: w.conversations.import_messages(
+                    w.conversation_id, w.user_id, [{"content": "oi", "created_at": LAST_HOUR_WEST}]
+                ),
+                "messages.0.created_at",
+                id="import-year-10000",
+            ),
+            pytest.param(
+                lambda w: w.conversations.import_messages(
+                    w.conversation_id, w.user_id, [{"content": "oi", "created_at": FIRST_HOUR_EAST}]
+                ),
+                "messages.0.created_at",
+                id="import-year-0",
+            ),
+            pytest.param(
+                lambda w: w.conversations.import_messages(
+                    w.conversation_id, w.user_id, [{"content": "oi", "created_at": 0}]
+                ),
+                "messages.0.created_at",
+                id="import-number",
+            ),
+            pytest.param(
+                lambda w: w.conversations.get_usage_stats(w.user_id, since=LAST_HOUR_WEST),
+                "since",
+                id="usage-since-year-10000",
+            ),
+            pytest.param(
+                lambda w: w.conversations.get_usage_stats(w.user_id, until=FIRST_HOUR_EAST),
+                "until",
+                id="usage-until-year-0",
+            ),
+            pytest.param(
+                lambda w: w.conversations.get_usage_stats(w.user_id, since="2026-01-01T00:00:00Z"),
+                "since",
+                id="usage-since-text",
+            ),
+            pytest.param(lambda w: w.audit.query(since=LAST_HOUR_WEST), "since", id="audit-since-year-10000"),
+            pytest.param(lambda w: w.audit.query(until=FIRST_HOUR_EAST), "until", id="audit-until-year-0"),
+            pytest.param(lambda w: w.audit.query(until=1_700_000_000), "until", id="audit-until-number"),
+        ],
+    )
+    async def test_a_time_beyond_the_calendar_or_not_a_datetime_is_refused(
+        self, db: Database, world: World, call: Call, argument: str
+    ) -> None:
+        await assert_refused(db, world, call, argument)
+
+    async def test_the_ends_of_the_calendar_are_stored_and_counted(self, world: World) -> None:
+        w = world
+        await w.conversations.import_messages(
+            w.conversation_id,
+            w.user_id,
+            [
+                {"content": "primeira", "created_at": FIRST_INSTANT},
+                {"content": "última", "created_at": LAST_INSTANT},
+            ],
+        )
+        usage = await w.conversations.get_usage_stats(w.user_id, since=FIRST_INSTANT)
+        days = {day.day: day.messages for day in usage.per_day}
+        assert days[date(1, 1, 1)] == 1
+        assert days[date(9999, 12, 31)] == 1
+        memory = await w.memories.store_memory(
+            w.user_id, "k", 1, expires_at=LAST_HOUR_WEST.replace(tzinfo=EAST)
+        )
+        assert memory.expires_at == LAST_HOUR_WEST.replace(tzinfo=EAST)
+        read = await w.memories.get_memory(w.user_id, "k")
+        assert read is not None
+        assert read.expires_at == memory.expires_at

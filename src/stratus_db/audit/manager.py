@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any
 
-from pydantic import AwareDatetime, BaseModel, StringConstraints
+from pydantic import BaseModel, StringConstraints
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from stratus_db.audit.repository import AuditRepository
@@ -14,7 +14,7 @@ from stratus_db.audit.schemas import AuditAction, AuditEvent
 from stratus_db.context import current_context, current_trace_id
 from stratus_db.kit.ids import new_id
 from stratus_db.kit.schemas import Page, aware_datetime, check_limit, decode_cursor, encode_cursor, make_page
-from stratus_db.kit.validation import InputModel, validate_input
+from stratus_db.kit.validation import InputModel, Timestamp, validate_input
 
 if TYPE_CHECKING:
     from stratus_db.database import StratusPostgreSQLIntegration
@@ -27,8 +27,8 @@ class _AuditQuery(InputModel):
     record_id: uuid.UUID | None = None
     table_name: _Name | None = None
     action: _Name | None = None
-    since: AwareDatetime | None = None
-    until: AwareDatetime | None = None
+    since: Timestamp | None = None
+    until: Timestamp | None = None
 
 
 class AuditManager:

@@ -4,10 +4,10 @@ import uuid
 from datetime import date, datetime
 from typing import Annotated, Any
 
-from pydantic import AwareDatetime, Field, StringConstraints, model_validator
+from pydantic import Field, StringConstraints, model_validator
 
 from stratus_db.kit.schemas import FrozenModel
-from stratus_db.kit.validation import InputModel, NonEmptyStr, SafeJsonObject, TextContent
+from stratus_db.kit.validation import InputModel, NonEmptyStr, SafeJsonObject, TextContent, Timestamp
 from stratus_db.models.conversation import ConversationStatus
 from stratus_db.models.message import MessageType
 
@@ -48,7 +48,7 @@ class MessageInput(InputModel):
 class MessageImport(MessageInput):
     """One message of import_messages: it may keep the time it was originally written."""
 
-    created_at: AwareDatetime | None = None
+    created_at: Timestamp | None = None
 
 
 class MessageCreate(MessageInput):
@@ -78,8 +78,8 @@ class MessageQuery(InputModel):
 
 class StatsWindow(InputModel):
     user_id: uuid.UUID | None = None
-    since: AwareDatetime | None = None
-    until: AwareDatetime | None = None
+    since: Timestamp | None = None
+    until: Timestamp | None = None
 
     @model_validator(mode="after")
     def _ordered(self) -> StatsWindow:

@@ -21,7 +21,7 @@ def insert_for(conn: AsyncConnection, table: Table) -> postgresql.Insert | sqlit
 
 
 class utc_day(FunctionElement[date]):  # lower case: it reads as the SQL function it is
-    """The UTC calendar day of a UTCDateTime column: `timezone('UTC', t)::date` / SQLite's `date(t)`."""
+    """The UTC calendar day of a UTCDateTime column: `timezone('UTC', t)::date` / the date part of SQLite's text."""
 
     type = Date()
     inherit_cache = True
@@ -35,5 +35,6 @@ def _utc_day_postgresql(element: utc_day, compiler: SQLCompiler, **kw: Any) -> s
 
 @compiles(utc_day, "sqlite")
 def _utc_day_sqlite(element: utc_day, compiler: SQLCompiler, **kw: Any) -> str:
-    # UTCDateTime stores SQLite timestamps as UTC text, 'YYYY-MM-DD HH:MM:SS…'.
-    return f"date({compiler.process(element.clauses, **kw)})"
+    # UTCDateTime stores SQLite timestamps as UTC text, 'YYYY-MM-DD HH:MM:SS.ffffff', so the day is its first ten
+    # characters. Not date(): it rounds to milliseconds, and 9999-12-31 23:59:59.9995 or later has no date at all.
+    return f"substr({compiler.process(element.clauses, **kw)}, 1, 10)"

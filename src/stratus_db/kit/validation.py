@@ -10,7 +10,15 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, JsonValue, StringConstraints
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    JsonValue,
+    Strict,
+    StringConstraints,
+)
 from pydantic import ValidationError as PydanticValidationError
 
 from stratus_db.errors import ValidationError
@@ -35,7 +43,8 @@ def storable_text(value: str) -> str:
 
 def in_utc(value: datetime) -> datetime:
     """An aware datetime as both databases store it, in UTC; a ValueError when UTC takes it past years 1–9999
-    (9999-12-31 23:00 at -12:00 is in the year 10000 in UTC, and no database column can hold it)."""
+    (9999-12-31 23:00 at -12:00 is in the year 10000 in UTC, which Python's datetime, and so both drivers, cannot
+    represent)."""
     try:
         return value.astimezone(UTC)
     except OverflowError:
@@ -82,6 +91,8 @@ TextContent = Annotated[str, AfterValidator(storable_text), AfterValidator(_not_
 SafeJson = Annotated[JsonValue, AfterValidator(_valid_json)]
 """A JSON document: storable text only, no NaN/Infinity, bounded depth and size."""
 SafeJsonObject = Annotated[dict[str, JsonValue], AfterValidator(_valid_json)]
+Timestamp = Annotated[AwareDatetime, Strict(), AfterValidator(in_utc)]
+"""A time-zone-aware datetime (not text, not a number of seconds), converted to UTC: an instant both databases store."""
 
 
 class InputModel(BaseModel):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -155,8 +155,8 @@ class MemoryManager:
         if data.ttl is not None:
             expiry = now + data.ttl
         elif data.expires_at is not None:
-            # In UTC, as stored and read back: the audit row of a coalesced creation records it as given.
-            expiry = data.expires_at.astimezone(UTC)
+            # In UTC already (a Timestamp), as stored and read back: a coalesced creation's audit row records it so.
+            expiry = data.expires_at
         else:
             expiry = self._policy.default_expiry(tier, now)
         return {

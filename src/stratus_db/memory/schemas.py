@@ -4,10 +4,10 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Annotated, Any
 
-from pydantic import AwareDatetime, Field, StringConstraints, model_validator
+from pydantic import Field, StringConstraints, model_validator
 
 from stratus_db.kit.schemas import FrozenModel
-from stratus_db.kit.validation import InputModel, SafeJson, SafeStr
+from stratus_db.kit.validation import InputModel, SafeJson, SafeStr, Timestamp
 from stratus_db.models.memory import MemoryType
 
 MemoryKey = Annotated[SafeStr, StringConstraints(min_length=1, max_length=200)]
@@ -26,7 +26,7 @@ class MemoryStore(InputModel):
     importance_score: Importance | None = None
     ttl: Annotated[timedelta, Field(gt=timedelta(0), le=MAX_TTL)] | None = None
     """Seconds or a timedelta; overrides the tier's default lifetime."""
-    expires_at: AwareDatetime | None = None
+    expires_at: Timestamp | None = None
 
     @model_validator(mode="after")
     def _one_expiry(self) -> MemoryStore:
