@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta, timezone
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -27,6 +28,9 @@ from stratus_db.kit.schemas import decode_cursor, encode_cursor
 from tests.fixtures.databases import TABLES
 from tests.fixtures.factories import count_rows, create_user
 
+# Typed as Any: the wrong types a caller without a type checker passes.
+TRUE: Any = True
+
 WEST = timezone(-timedelta(hours=12))
 EAST = timezone(timedelta(hours=14))
 LAST_HOUR_WEST = datetime(9999, 12, 31, 23, 0, tzinfo=WEST)
@@ -35,6 +39,7 @@ FIRST_HOUR_EAST = datetime(1, 1, 1, 1, 0, tzinfo=EAST)
 """Year 0 once in UTC."""
 FIRST_INSTANT = datetime(1, 1, 1, tzinfo=UTC)
 LAST_INSTANT = datetime(9999, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC)
+INT32_MAX = 2**31 - 1
 
 
 @dataclass(frozen=True)
@@ -235,3 +240,98 @@ class TestTimestamps:
         read = await w.memories.get_memory(w.user_id, "k")
         assert read is not None
         assert read.expires_at == memory.expires_at
+
+
+class TestIntegers:
+    @pytest.mark.parametrize(
+        ("call", "argument"),
+        [
+            pytest.param(
+                lambda w: w.conversations.get_messages(w.conversation_id, w.user_id, before_seq=2**70),
+                "before_seq",
+                id="before_seq-2**70",
+            ),
+            pytest.param(
+                lambda w: w.conversations.get_messages(w.conversation_id, w.user_id, after_seq=2**70),
+                "after_seq",
+                id="after_seq-2**70",
+            ),
+            pytest.param(
+                lambda w: w.conversations.get_messages(w.conversation_id, w.user_id, after_seq=INT32_MAX + 1),
+                "after_seq",
+                id="after_seq-beyond-int32",
+            ),
+            pytest.param(
+                lambda w: w.conversations.add_message(w.conversation_id, w.user_id, "oi", tokens_used=TRUE),
+                "tokens_used",
+                id="tokens_used-bool",
+            ),
+            pytest.param(
+                lambda w: w.conversations.add_message(w.conversation_id, w.user_id, "oi", tokens_used="30"),
+                "tokens_used",
+                id="tokens_used-text",
+            ),
+            pytest.param(
+                lambda w: w.conversations.add_message(w.conversation_id, w.user_id, "oi", tokens_used=30.0),
+                "tokens_used",
+                id="tokens_used-float",
+            ),
+            pytest.param(
+                lambda w: w.conversations.add_message(w.conversation_id, w.user_id, "oi", response_time=TRUE),
+                "response_time",
+                id="response_time-bool",
+            ),
+            pytest.param(
+                lambda w: w.conversations.add_message(
+                    w.conversation_id, w.user_id, "oi", response_time="1.5"
+                ),
+                "response_time",
+                id="response_time-text",
+            ),
+            pytest.param(
+                lambda w: w.conversations.add_messages(
+                    w.conversation_id, w.user_id, [{"content": "oi", "tokens_used": True}]
+                ),
+                "messages.0.tokens_used",
+                id="add_messages-tokens_used-bool",
+            ),
+            pytest.param(
+                lambda w: w.conversations.search_messages(w.user_id, "METAR", limit=TRUE),
+                "limit",
+                id="search_messages-limit-bool",
+            ),
+            pytest.param(
+                lambda w: w.memories.search_memories(w.user_id, "Cessna", limit=TRUE),
+                "limit",
+                id="search_memories-limit-bool",
+            ),
+            pytest.param(
+                lambda w: w.memories.search_memories(w.user_id, "Cessna", min_importance=TRUE),
+                "min_importance",
+                id="search_memories-min_importance-bool",
+            ),
+            pytest.param(
+                lambda w: w.memories.store_memory(w.user_id, "k", 1, importance_score=TRUE),
+                "importance_score",
+                id="store_memory-importance-bool",
+            ),
+            pytest.param(
+                lambda w: w.memories.store_memory(w.user_id, "k", 1, ttl=TRUE),
+                "ttl",
+                id="store_memory-ttl-bool",
+            ),
+            pytest.param(
+                lambda w: w.memories.purge_expired(batch_size=0), "batch_size", id="purge-batch_size"
+            ),
+        ],
+    )
+    async def test_an_integer_out_of_its_column_or_of_another_type_is_refused(
+        self, db: Database, world: World, call: Call, argument: str
+    ) -> None:
+        await assert_refused(db, world, call, argument)
+
+    async def test_the_largest_sequence_numbers_are_bounds(self, world: World) -> None:
+        w = world
+        assert await w.conversations.get_messages(w.conversation_id, w.user_id, after_seq=INT32_MAX) == []
+        older = await w.conversations.get_messages(w.conversation_id, w.user_id, before_seq=INT32_MAX)
+        assert [message.seq for message in older] == [1]

@@ -43,7 +43,14 @@ from stratus_db.errors import ConflictError, NotFoundError, SummarizerUnavailabl
 from stratus_db.kit.ids import new_id
 from stratus_db.kit.schemas import Page, aware_datetime, check_limit, decode_cursor, encode_cursor, make_page
 from stratus_db.kit.text import query_terms
-from stratus_db.kit.validation import parse_enum, parse_uuid, storable_text, validate_input
+from stratus_db.kit.validation import (
+    INT32_MAX,
+    parse_enum,
+    parse_int,
+    parse_uuid,
+    storable_text,
+    validate_input,
+)
 from stratus_db.models import ConversationStatus, MessageType
 
 if TYPE_CHECKING:
@@ -944,10 +951,8 @@ class ConversationManager:
             owner = parse_uuid(user_id, "user_id")
             limit = check_limit(limit, maximum=1000)
             for name, bound in (("after_seq", after_seq), ("before_seq", before_seq)):
-                if bound is not None and (isinstance(bound, bool) or not isinstance(bound, int) or bound < 0):
-                    raise ValidationError(
-                        f"{name} must be a non-negative integer sequence number, got {bound!r}"
-                    )
+                if bound is not None:
+                    parse_int(bound, name, minimum=0, maximum=INT32_MAX)  # seq is an integer column
 
             async def work(conn: AsyncConnection) -> list[Message]:
                 repository = ConversationRepository(conn, owner)

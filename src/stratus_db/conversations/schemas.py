@@ -4,7 +4,7 @@ import uuid
 from datetime import date, datetime
 from typing import Annotated, Any
 
-from pydantic import Field, StringConstraints, model_validator
+from pydantic import Field, StrictFloat, StrictInt, StringConstraints, model_validator
 
 from stratus_db.kit.schemas import FrozenModel
 from stratus_db.kit.validation import InputModel, NonEmptyStr, SafeJsonObject, TextContent, Timestamp
@@ -41,8 +41,8 @@ class MessageInput(InputModel):
     message_type: MessageType = MessageType.user_input
     agent_name: AgentName | None = None
     metadata: SafeJsonObject = Field(default_factory=dict)
-    tokens_used: Annotated[int, Field(ge=0, le=10_000_000)] | None = None
-    response_time: Annotated[float, Field(ge=0, le=86_400, allow_inf_nan=False)] | None = None
+    tokens_used: Annotated[StrictInt, Field(ge=0, le=10_000_000)] | None = None
+    response_time: Annotated[StrictFloat, Field(ge=0, le=86_400, allow_inf_nan=False)] | None = None
 
 
 class MessageImport(MessageInput):
@@ -73,7 +73,7 @@ class MessageImportBatch(InputModel):
 class MessageQuery(InputModel):
     user_id: uuid.UUID
     query: str
-    limit: Annotated[int, Field(ge=1, le=100)]
+    limit: Annotated[StrictInt, Field(ge=1, le=100)]
 
 
 class StatsWindow(InputModel):

@@ -12,7 +12,7 @@ from typing import Any, Generic, TypeVar
 from pydantic import BaseModel, ConfigDict
 
 from stratus_db.errors import ValidationError
-from stratus_db.kit.validation import in_utc, storable_text
+from stratus_db.kit.validation import in_utc, parse_int, storable_text
 
 T = TypeVar("T")
 
@@ -69,10 +69,8 @@ def aware_datetime(raw: str) -> datetime:
     return in_utc(value)
 
 
-def check_limit(limit: object, maximum: int = MAX_PAGE_SIZE) -> int:
-    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= maximum:
-        raise ValidationError(f"limit must be an integer from 1 to {maximum}, got {limit!r}")
-    return limit
+def check_limit(limit: object, maximum: int = MAX_PAGE_SIZE, name: str = "limit") -> int:
+    return parse_int(limit, name, minimum=1, maximum=maximum)
 
 
 def make_page(items: list[T], limit: int, cursor_of: Callable[[T], str]) -> Page[T]:

@@ -26,6 +26,8 @@ from stratus_db.errors import ValidationError
 MAX_JSON_BYTES = 256 * 1024
 """Largest JSON document accepted in one field (licences, preferences, memory values, metadata)."""
 MAX_JSON_DEPTH = 32
+INT32_MAX = 2**31 - 1
+"""Largest value of an `integer` column (int4 on PostgreSQL): sequence numbers and per-message token counts."""
 
 _InputModel = TypeVar("_InputModel", bound=BaseModel)
 
@@ -137,6 +139,13 @@ def parse_uuid(value: object, name: str) -> uuid.UUID:
         except ValueError:
             pass
     raise ValidationError(f"{name} must be a UUID (e.g. 3f2b8c4e-...), got {_shown(value)}")
+
+
+def parse_int(value: object, name: str, *, minimum: int, maximum: int) -> int:
+    """Accept an int (not a bool) from `minimum` to `maximum`; anything else is a ValidationError naming the argument."""
+    if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
+        raise ValidationError(f"{name} must be an integer from {minimum} to {maximum}, got {_shown(value)}")
+    return value
 
 
 _Enum = TypeVar("_Enum", bound=StrEnum)

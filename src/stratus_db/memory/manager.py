@@ -569,7 +569,7 @@ class MemoryManager:
             ValidationError: `batch_size` outside 1–10,000.
         """
         async with self._db.operation("memory.purge_expired") as op:
-            size = check_limit(batch_size, maximum=10_000)
+            size = check_limit(batch_size, maximum=10_000, name="batch_size")
 
             async def one_batch(conn: AsyncConnection) -> int:
                 deleted = await ExpiredMemoryRepository(conn).delete_batch(

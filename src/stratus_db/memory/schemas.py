@@ -4,7 +4,7 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Annotated, Any
 
-from pydantic import Field, StringConstraints, model_validator
+from pydantic import BeforeValidator, Field, StrictFloat, StrictInt, StringConstraints, model_validator
 
 from stratus_db.kit.schemas import FrozenModel
 from stratus_db.kit.validation import InputModel, SafeJson, SafeStr, Timestamp
@@ -12,10 +12,20 @@ from stratus_db.models.memory import MemoryType
 
 MemoryKey = Annotated[SafeStr, StringConstraints(min_length=1, max_length=200)]
 """A memory's name within one user, e.g. "preferred_aircraft"; compared exactly (case and spaces count)."""
-Importance = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
+Importance = Annotated[StrictFloat, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
 
 
 MAX_TTL = timedelta(days=36_500)
+
+
+def _timedelta_or_seconds(value: object) -> object:
+    # Pydantic would read True as one second and "PT1H" as an hour.
+    if isinstance(value, bool) or not isinstance(value, timedelta | int | float):
+        raise ValueError(f"must be a timedelta or a number of seconds, got {type(value).__name__}")
+    return value
+
+
+Lifetime = Annotated[timedelta, BeforeValidator(_timedelta_or_seconds), Field(gt=timedelta(0), le=MAX_TTL)]
 
 
 class MemoryStore(InputModel):
@@ -24,7 +34,7 @@ class MemoryStore(InputModel):
     value: SafeJson
     memory_type: MemoryType | None = None
     importance_score: Importance | None = None
-    ttl: Annotated[timedelta, Field(gt=timedelta(0), le=MAX_TTL)] | None = None
+    ttl: Lifetime | None = None
     """Seconds or a timedelta; overrides the tier's default lifetime."""
     expires_at: Timestamp | None = None
 
@@ -72,6 +82,6 @@ class SearchResult(FrozenModel):
 class MemorySearch(InputModel):
     user_id: uuid.UUID
     query: str
-    limit: Annotated[int, Field(ge=1, le=100)]
+    limit: Annotated[StrictInt, Field(ge=1, le=100)]
     memory_types: tuple[MemoryType, ...] | None = None
     min_importance: Importance | None = None
