@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar, Token
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, StrictStr, StringConstraints
 
 from stratus_db.kit.validation import SafeStr
 from stratus_db.security.principal import SYSTEM, Principal
@@ -32,9 +32,10 @@ class RequestContext(BaseModel):
 
     principal: Principal = SYSTEM
     trace_id: (
-        Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:\-]+$")] | None
+        Annotated[StrictStr, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:\-]+$")]
+        | None
     ) = None
-    ip_address: Annotated[str | None, AfterValidator(_valid_ip)] = None
+    ip_address: Annotated[StrictStr | None, AfterValidator(_valid_ip)] = None
     user_agent: _Text | None = None
     purpose: Annotated[SafeStr, StringConstraints(min_length=1, max_length=100)] | None = None
 

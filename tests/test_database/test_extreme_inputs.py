@@ -29,6 +29,8 @@ from tests.fixtures.databases import TABLES
 from tests.fixtures.factories import count_rows, create_user
 
 # Typed as Any: the wrong types a caller without a type checker passes.
+BYTES: Any = b"hi"
+BYTEARRAY: Any = bytearray(b"hi")
 TRUE: Any = True
 
 WEST = timezone(-timedelta(hours=12))
@@ -90,9 +92,8 @@ def nested_brackets(depth: int) -> str:
     return raw_cursor(b"[" * depth + b"]" * depth)
 
 
-DEEP = nested_brackets(
-    1_500
-)  # deeper than Python's recursion limit, and still a short string (4,000 characters)
+# Deeper than Python's recursion limit, and still a short cursor (4,000 characters).
+DEEP = nested_brackets(1_500)
 TOO_LONG = encode_cursor("k" * 10_000)
 
 
@@ -335,3 +336,124 @@ class TestIntegers:
         assert await w.conversations.get_messages(w.conversation_id, w.user_id, after_seq=INT32_MAX) == []
         older = await w.conversations.get_messages(w.conversation_id, w.user_id, before_seq=INT32_MAX)
         assert [message.seq for message in older] == [1]
+
+
+class TestText:
+    @pytest.mark.parametrize(
+        ("call", "argument"),
+        [
+            pytest.param(
+                lambda w: w.conversations.add_message(w.conversation_id, w.user_id, BYTES),
+                "content",
+                id="content",
+            ),
+            pytest.param(
+                lambda w: w.conversations.add_message(w.conversation_id, w.user_id, BYTEARRAY),
+                "content",
+                id="content-bytearray",
+            ),
+            pytest.param(
+                lambda w: w.conversations.add_message(w.conversation_id, w.user_id, "oi", agent_name=BYTES),
+                "agent_name",
+                id="agent_name",
+            ),
+            pytest.param(
+                lambda w: w.conversations.add_message(
+                    w.conversation_id, w.user_id, "oi", message_type=b"system"
+                ),
+                "message_type",
+                id="message_type",
+            ),
+            pytest.param(
+                lambda w: w.conversations.add_message(w.conversation_id, w.user_id, "oi", metadata={b"k": 1}),
+                "metadata",
+                id="metadata-key",
+            ),
+            pytest.param(
+                lambda w: w.conversations.add_messages(w.conversation_id, w.user_id, [{"content": BYTES}]),
+                "messages.0.content",
+                id="add_messages-content",
+            ),
+            pytest.param(
+                lambda w: w.conversations.import_messages(w.conversation_id, w.user_id, [{"content": BYTES}]),
+                "messages.0.content",
+                id="import_messages-content",
+            ),
+            pytest.param(
+                lambda w: w.conversations.create_conversation(w.user_id, BYTES), "title", id="title"
+            ),
+            pytest.param(
+                lambda w: w.conversations.create_conversation(w.user_id, "t", {"a": {b"k": 1}}),
+                "context",
+                id="context-nested-key",
+            ),
+            pytest.param(
+                lambda w: w.conversations.update_conversation(w.conversation_id, w.user_id, title=BYTES),
+                "title",
+                id="update-title",
+            ),
+            pytest.param(
+                lambda w: w.users.create_user(name=BYTES, email="ana@aeroclube.com.br", role="pilot"),
+                "name",
+                id="user-name",
+            ),
+            pytest.param(
+                lambda w: w.users.create_user(name="Ana", email=b"ana@aeroclube.com.br", role="pilot"),
+                "email",
+                id="user-email",
+            ),
+            pytest.param(
+                lambda w: w.users.create_user(name="Ana", email="ana@aeroclube.com.br", role=b"pilot"),
+                "role",
+                id="user-role",
+            ),
+            pytest.param(
+                lambda w: w.users.create_user(
+                    name="Ana", email="ana@aeroclube.com.br", role="pilot", licenses=[b"PP"]
+                ),
+                "licenses.0",
+                id="user-licence",
+            ),
+            pytest.param(
+                lambda w: w.users.create_user(
+                    name="Ana", email="ana@aeroclube.com.br", role="pilot", experience_level=BYTES
+                ),
+                "experience_level",
+                id="user-experience_level",
+            ),
+            pytest.param(
+                lambda w: w.users.create_user(
+                    name="Ana", email="ana@aeroclube.com.br", role="pilot", preferences={b"k": 1}
+                ),
+                "preferences",
+                id="user-preferences-key",
+            ),
+            pytest.param(lambda w: w.users.update_user(w.user_id, name=BYTES), "name", id="update_user-name"),
+            pytest.param(
+                lambda w: w.users.get_user_by_email(b"maria@aeroclube.com.br"),
+                "email",
+                id="get_user_by_email",
+            ),
+            pytest.param(lambda w: w.memories.store_memory(w.user_id, BYTES, 1), "key", id="memory-key"),
+            pytest.param(
+                lambda w: w.memories.store_memory(w.user_id, "k", 1, memory_type=b"critical"),
+                "memory_type",
+                id="memory-type",
+            ),
+            pytest.param(
+                lambda w: w.memories.store_memory(w.user_id, "k", {b"k": 1}), "value", id="memory-value-key"
+            ),
+            pytest.param(lambda w: w.memories.get_memory(w.user_id, BYTES), "key", id="get_memory-key"),
+            pytest.param(lambda w: w.memories.delete_memory(w.user_id, BYTES), "key", id="delete_memory-key"),
+            pytest.param(lambda w: w.audit.query(table_name=BYTES), "table_name", id="audit-table_name"),
+        ],
+    )
+    async def test_bytes_are_not_text(self, db: Database, world: World, call: Call, argument: str) -> None:
+        await assert_refused(db, world, call, argument)
+
+    @pytest.mark.parametrize("field", ["trace_id", "ip_address", "user_agent", "purpose"])
+    async def test_bytes_are_not_text_in_the_request_context(self, db: Database, field: str) -> None:
+        given: dict[str, Any] = {field: b"127.0.0.1"}
+        with pytest.raises(ValidationError, match=field):
+            async with db.context(**given):
+                pass

@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any
 
-from pydantic import BaseModel, StringConstraints
+from pydantic import BaseModel, StrictStr, StringConstraints
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from stratus_db.audit.repository import AuditRepository
@@ -19,7 +19,7 @@ from stratus_db.kit.validation import InputModel, Timestamp, validate_input
 if TYPE_CHECKING:
     from stratus_db.database import StratusPostgreSQLIntegration
 
-_Name = Annotated[str, StringConstraints(min_length=1, max_length=63, pattern=r"^[A-Za-z0-9_.:\-]+$")]
+_Name = Annotated[StrictStr, StringConstraints(min_length=1, max_length=63, pattern=r"^[A-Za-z0-9_.:\-]+$")]
 
 
 class _AuditQuery(InputModel):

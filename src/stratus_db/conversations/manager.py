@@ -1077,7 +1077,7 @@ class ConversationManager:
         async with self._db.operation("conversation.search_messages", read_only=True) as op:
             data = validate_input(
                 MessageQuery,
-                {"user_id": user_id, "query": query if isinstance(query, str) else None, "limit": limit},
+                {"user_id": user_id, "query": query, "limit": limit},
             )
             terms = query_terms(data.query)
             if not terms:

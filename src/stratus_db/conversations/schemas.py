@@ -4,10 +4,17 @@ import uuid
 from datetime import date, datetime
 from typing import Annotated, Any
 
-from pydantic import Field, StrictFloat, StrictInt, StringConstraints, model_validator
+from pydantic import Field, StrictFloat, StrictInt, StrictStr, StringConstraints, model_validator
 
 from stratus_db.kit.schemas import FrozenModel
-from stratus_db.kit.validation import InputModel, NonEmptyStr, SafeJsonObject, TextContent, Timestamp
+from stratus_db.kit.validation import (
+    InputModel,
+    NonEmptyStr,
+    SafeJsonObject,
+    TextContent,
+    TextEnum,
+    Timestamp,
+)
 from stratus_db.models.conversation import ConversationStatus
 from stratus_db.models.message import MessageType
 
@@ -17,7 +24,9 @@ MAX_CONTENT_CHARS = 1_000_000
 """Longest message accepted (about 285k tokens): far above any model's context, well below a mistake."""
 
 Title = Annotated[NonEmptyStr, StringConstraints(max_length=500)]
-AgentName = Annotated[str, StringConstraints(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.\-]+$")]
+AgentName = Annotated[
+    StrictStr, StringConstraints(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.\-]+$")
+]
 Content = Annotated[TextContent, StringConstraints(max_length=MAX_CONTENT_CHARS)]
 
 
@@ -38,7 +47,7 @@ class MessageInput(InputModel):
     """One message of `add_messages` or `import_messages`: the arguments of `add_message` after the owner."""
 
     content: Content
-    message_type: MessageType = MessageType.user_input
+    message_type: TextEnum[MessageType] = MessageType.user_input
     agent_name: AgentName | None = None
     metadata: SafeJsonObject = Field(default_factory=dict)
     tokens_used: Annotated[StrictInt, Field(ge=0, le=10_000_000)] | None = None
@@ -72,7 +81,7 @@ class MessageImportBatch(InputModel):
 
 class MessageQuery(InputModel):
     user_id: uuid.UUID
-    query: str
+    query: StrictStr
     limit: Annotated[StrictInt, Field(ge=1, le=100)]
 
 

@@ -14,9 +14,11 @@ from pydantic import (
     AfterValidator,
     AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     JsonValue,
     Strict,
+    StrictStr,
     StringConstraints,
 )
 from pydantic import ValidationError as PydanticValidationError
@@ -30,6 +32,7 @@ INT32_MAX = 2**31 - 1
 """Largest value of an `integer` column (int4 on PostgreSQL): sequence numbers and per-message token counts."""
 
 _InputModel = TypeVar("_InputModel", bound=BaseModel)
+_Enum = TypeVar("_Enum", bound=StrEnum)
 
 
 def storable_text(value: str) -> str:
@@ -59,7 +62,9 @@ def _not_blank(value: str) -> str:
     return value
 
 
-def _check_json(value: JsonValue, depth: int = 0) -> None:
+def _check_json(value: object, depth: int = 0) -> None:
+    # Runs on the value as given, before Pydantic converts it (which would decode a bytes key into text silently);
+    # what is not JSON at all is left to Pydantic to refuse.
     if depth > MAX_JSON_DEPTH:
         raise ValueError(f"is nested deeper than {MAX_JSON_DEPTH} levels")
     if isinstance(value, str):
@@ -68,6 +73,8 @@ def _check_json(value: JsonValue, depth: int = 0) -> None:
         raise ValueError("must not contain NaN or infinite numbers (JSON has none)")
     elif isinstance(value, Mapping):
         for key, item in value.items():
+            if not isinstance(key, str):
+                raise ValueError(f"must have text (str) keys, got a {type(key).__name__} key")
             storable_text(key)
             _check_json(item, depth + 1)
     elif isinstance(value, list):
@@ -75,24 +82,39 @@ def _check_json(value: JsonValue, depth: int = 0) -> None:
             _check_json(item, depth + 1)
 
 
-def _valid_json(value: JsonValue) -> JsonValue:
+def _json_as_given(value: object) -> object:
     _check_json(value)
+    return value
+
+
+def _bounded_json(value: JsonValue) -> JsonValue:
     size = len(json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
     if size > MAX_JSON_BYTES:
         raise ValueError(f"is {size} bytes as JSON; at most {MAX_JSON_BYTES} are accepted")
     return value
 
 
-SafeStr = Annotated[str, AfterValidator(storable_text)]
+def _text_only(value: object) -> object:
+    if not isinstance(value, str):
+        raise ValueError(f"must be text (str), got {type(value).__name__}")
+    return value
+
+
+# Text arguments are StrictStr: in its lax mode Pydantic decodes bytes as UTF-8, and text is the caller's to decode.
+SafeStr = Annotated[StrictStr, AfterValidator(storable_text)]
 """Any text both databases can store, kept exactly as given."""
 NonEmptyStr = Annotated[
-    str, StringConstraints(strip_whitespace=True, min_length=1), AfterValidator(storable_text)
+    StrictStr, StringConstraints(strip_whitespace=True, min_length=1), AfterValidator(storable_text)
 ]
-TextContent = Annotated[str, AfterValidator(storable_text), AfterValidator(_not_blank)]
+TextContent = Annotated[StrictStr, AfterValidator(storable_text), AfterValidator(_not_blank)]
 """Text kept exactly as given (spaces included) that must say something."""
-SafeJson = Annotated[JsonValue, AfterValidator(_valid_json)]
-"""A JSON document: storable text only, no NaN/Infinity, bounded depth and size."""
-SafeJsonObject = Annotated[dict[str, JsonValue], AfterValidator(_valid_json)]
+TextEnum = Annotated[_Enum, BeforeValidator(_text_only)]
+"""A member of a StrEnum, or its value as text (a strict enum would refuse the text, a lax one decodes bytes)."""
+SafeJson = Annotated[JsonValue, BeforeValidator(_json_as_given), AfterValidator(_bounded_json)]
+"""A JSON document: text keys, storable text only, no NaN/Infinity, bounded depth and size."""
+SafeJsonObject = Annotated[
+    dict[str, JsonValue], BeforeValidator(_json_as_given), AfterValidator(_bounded_json)
+]
 Timestamp = Annotated[AwareDatetime, Strict(), AfterValidator(in_utc)]
 """A time-zone-aware datetime (not text, not a number of seconds), converted to UTC: an instant both databases store."""
 
@@ -146,9 +168,6 @@ def parse_int(value: object, name: str, *, minimum: int, maximum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
         raise ValidationError(f"{name} must be an integer from {minimum} to {maximum}, got {_shown(value)}")
     return value
-
-
-_Enum = TypeVar("_Enum", bound=StrEnum)
 
 
 def parse_enum(enum: type[_Enum], value: object, name: str) -> _Enum:

@@ -510,7 +510,7 @@ class MemoryManager:
                 MemorySearch,
                 {
                     "user_id": user_id,
-                    "query": query if isinstance(query, str) else None,
+                    "query": query,
                     "limit": limit,
                     "memory_types": None if memory_types is None else tuple(memory_types),
                     "min_importance": min_importance,

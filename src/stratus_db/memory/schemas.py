@@ -4,10 +4,18 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator, Field, StrictFloat, StrictInt, StringConstraints, model_validator
+from pydantic import (
+    BeforeValidator,
+    Field,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    StringConstraints,
+    model_validator,
+)
 
 from stratus_db.kit.schemas import FrozenModel
-from stratus_db.kit.validation import InputModel, SafeJson, SafeStr, Timestamp
+from stratus_db.kit.validation import InputModel, SafeJson, SafeStr, TextEnum, Timestamp
 from stratus_db.models.memory import MemoryType
 
 MemoryKey = Annotated[SafeStr, StringConstraints(min_length=1, max_length=200)]
@@ -32,7 +40,7 @@ class MemoryStore(InputModel):
     user_id: uuid.UUID
     key: MemoryKey
     value: SafeJson
-    memory_type: MemoryType | None = None
+    memory_type: TextEnum[MemoryType] | None = None
     importance_score: Importance | None = None
     ttl: Lifetime | None = None
     """Seconds or a timedelta; overrides the tier's default lifetime."""
@@ -81,7 +89,7 @@ class SearchResult(FrozenModel):
 
 class MemorySearch(InputModel):
     user_id: uuid.UUID
-    query: str
+    query: StrictStr
     limit: Annotated[StrictInt, Field(ge=1, le=100)]
-    memory_types: tuple[MemoryType, ...] | None = None
+    memory_types: tuple[TextEnum[MemoryType], ...] | None = None
     min_importance: Importance | None = None

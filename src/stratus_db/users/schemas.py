@@ -4,10 +4,19 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BeforeValidator, EmailStr, Field, StringConstraints, model_validator
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    EmailStr,
+    Field,
+    Strict,
+    StrictStr,
+    StringConstraints,
+    model_validator,
+)
 
 from stratus_db.kit.schemas import FrozenModel
-from stratus_db.kit.validation import InputModel, NonEmptyStr, SafeJsonObject
+from stratus_db.kit.validation import InputModel, NonEmptyStr, SafeJsonObject, TextEnum
 from stratus_db.models.user import UserRole
 
 MAX_LICENSES = 50
@@ -17,10 +26,10 @@ def _lower(value: str) -> str:
     return value.lower()
 
 
-Email = Annotated[EmailStr, StringConstraints(max_length=320), AfterValidator(_lower)]
+Email = Annotated[EmailStr, Strict(), StringConstraints(max_length=320), AfterValidator(_lower)]
 """An e-mail address, stored lower-cased: addresses are unique whatever their case."""
 LicenseCode = Annotated[
-    str,
+    StrictStr,
     # Normalize before the pattern is checked: "pp" and " Inva " are valid spellings of PP and INVA.
     BeforeValidator(lambda value: value.strip().upper() if isinstance(value, str) else value),
     StringConstraints(min_length=1, max_length=32, pattern=r"^[A-Z0-9][A-Z0-9/\-]*$"),
@@ -40,7 +49,7 @@ ExperienceLevel = Annotated[NonEmptyStr, StringConstraints(max_length=50)]
 class UserCreate(InputModel):
     name: Name
     email: Email
-    role: UserRole
+    role: TextEnum[UserRole]
     licenses: Licenses = Field(default_factory=list)
     experience_level: ExperienceLevel | None = None
     preferences: SafeJsonObject = Field(default_factory=dict)
@@ -55,7 +64,7 @@ class UserUpdate(InputModel):
 
     name: Name | None = None
     email: Email | None = None
-    role: UserRole | None = None
+    role: TextEnum[UserRole] | None = None
     licenses: Licenses | None = None
     experience_level: ExperienceLevel | None = None
     preferences: SafeJsonObject | None = None
