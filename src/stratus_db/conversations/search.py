@@ -71,7 +71,10 @@ class SQLiteMessageSearch:
             .columns(
                 literal_column("rowid", Integer).label("rowid"), literal_column("score", Float).label("score")
             )
-            .subquery("hits")
+            # Materialized, so that bm25() runs in the scan of its FTS table, whatever plan SQLite picks for the
+            # rest (called on a copied row, away from its match, it fails: memory/search.py).
+            .cte("hits")
+            .prefix_with("MATERIALIZED")
         )
         statement = (
             select(_messages, hits.c.score)

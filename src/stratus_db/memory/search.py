@@ -336,7 +336,11 @@ class SQLiteMemorySearch:
         matches = (
             text(" UNION ALL ".join(hits))
             .columns(literal_column("rowid").label("rowid"), literal_column("score", Float).label("score"))
-            .subquery("matches")
+            # Materialized, so that bm25() runs in the scan of its FTS table: a lone branch merged into the query
+            # below may have it called on a copied row, away from its match, which SQLite refuses ("unable to
+            # use function bm25 in the requested context").
+            .cte("matches")
+            .prefix_with("MATERIALIZED")
         )
         best = (
             select(matches.c.rowid, func.max(matches.c.score).label("word_score"))

@@ -11,20 +11,7 @@ from stratus_db import ConversationManager, Database, NotFoundError, UserManager
 from stratus_db.models import MessageType
 from tests.fixtures.clock import ManualClock
 from tests.fixtures.factories import create_user
-
-HOSTILE_QUERIES = [
-    "'; DROP TABLE messages; --",
-    'METAR" OR 1=1 --',
-    "NEAR(metar taf) AND NOT -* ^ : ( ) { } [ ]",
-    "metar & | ! <-> :* \\",
-    "\x00\x00metar\x00",
-    "🛩️✈️🌧️ " * 50,
-    "a" * 10_000,
-    "x " * 5_000,
-    "\ud800 lone surrogate",
-    "",
-    "   \n\t",
-]
+from tests.fixtures.hostile import HOSTILE_QUERIES
 
 
 async def _chat(users: UserManager, conversations: ConversationManager) -> tuple[uuid.UUID, uuid.UUID]:
@@ -40,6 +27,28 @@ async def _chat(users: UserManager, conversations: ConversationManager) -> tuple
         ],
     )
     return conv.conversation_id, user.user_id
+
+
+async def _owner_and_stranger_with_numbers(
+    users: UserManager, conversations: ConversationManager
+) -> tuple[uuid.UUID, uuid.UUID]:
+    """Two users who said the same things, numbers and FTS5 keywords among their words: a query that matches one
+    user's messages matches the other's too."""
+    pair = []
+    for _ in range(2):
+        user = await create_user(users)
+        conv = await conversations.create_conversation(user.user_id, "Números")
+        await conversations.add_messages(
+            conv.conversation_id,
+            user.user_id,
+            [
+                {"content": "Nível de voo 350, altitude 1 confirmada."},
+                {"content": "near and or not: palavras que o FTS5 leria como operadores"},
+                {"content": "Frequência 118.7 em Guarulhos, pista 9."},
+            ],
+        )
+        pair.append(user.user_id)
+    return pair[0], pair[1]
 
 
 class TestSearchMessages:
@@ -91,13 +100,38 @@ class TestSearchMessages:
     async def test_hostile_queries_return_results_or_nothing(
         self, users: UserManager, conversations: ConversationManager, query: str
     ) -> None:
-        _, user_id = await _chat(users, conversations)
-        hits = await conversations.search_messages(user_id, query)
-        assert all(hit.message.user_id == user_id for hit in hits)
+        owner, _ = await _owner_and_stranger_with_numbers(users, conversations)
+        hits = await conversations.search_messages(owner, query, limit=100)
+        assert all(hit.message.user_id == owner for hit in hits)
         # A query is cut to its first words: a real word up front is still found whatever follows it.
-        assert [hit.message.seq for hit in await conversations.search_messages(user_id, "SBGR " + query)] == [
-            1
-        ]
+        hits = await conversations.search_messages(owner, "Guarulhos " + query, limit=100)
+        assert 3 in [hit.message.seq for hit in hits]
+        assert all(hit.message.user_id == owner for hit in hits)
+
+    @pytest.mark.parametrize(
+        ("query", "expected"),
+        [
+            ("1", 1),
+            ("$1", 1),
+            ('" OR 1=1 --', 1),
+            ("1 UNION SELECT * FROM users --", 1),
+            ("NEAR", 2),
+            ("and or not", 2),
+            ("NEAR(altitude 1, 2)", 1),
+            ("content:1", 1),
+            ("user_id : 1", 1),
+            ("\u0301altitude", 1),
+            ("\u202e1 edutitla\u202c", 1),
+            pytest.param("1 " * 5_000, 1, id="10 kB of one digit"),
+        ],
+    )
+    async def test_the_words_of_a_hostile_query_find_the_owners_message(
+        self, users: UserManager, conversations: ConversationManager, query: str, expected: int
+    ) -> None:
+        owner, _ = await _owner_and_stranger_with_numbers(users, conversations)
+        hits = await conversations.search_messages(owner, query, limit=100)
+        assert expected in [hit.message.seq for hit in hits]
+        assert all(hit.message.user_id == owner for hit in hits)
 
     @pytest.mark.parametrize(
         ("arguments", "complaint"),

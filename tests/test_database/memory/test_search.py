@@ -14,6 +14,7 @@ from stratus_db import Database, MemoryManager, UserManager, ValidationError
 from stratus_db.memory.policy import frequency, recency, search_score, standing
 from tests.fixtures.clock import ManualClock
 from tests.fixtures.factories import create_user
+from tests.fixtures.hostile import HOSTILE_QUERIES
 
 
 async def _pilot_with_memories(users: UserManager, memories: MemoryManager) -> uuid.UUID:
@@ -215,33 +216,59 @@ class TestRanking:
         assert entry.access_count == 0
 
 
+async def _owner_and_stranger_with_numbers(
+    users: UserManager, memories: MemoryManager
+) -> tuple[uuid.UUID, uuid.UUID]:
+    """Two users holding the same memories, numbers and FTS5 keywords among their words: a query that matches one
+    user's memories matches the other's too."""
+    pair = []
+    for _ in range(2):
+        user = await create_user(users)
+        for key, value in [
+            ("altitude", 1),
+            ("frequencia", 118.7),
+            ("pista", {"numero": 9, "comprimento_m": 3700}),
+            ("nota", "near and or not"),
+            ("base", "SBGR Guarulhos"),
+        ]:
+            await memories.store_memory(user.user_id, key, value, "long_term", 0.5)
+        pair.append(user.user_id)
+    return pair[0], pair[1]
+
+
 class TestHostileQueries:
+    @pytest.mark.parametrize("query", HOSTILE_QUERIES)
+    async def test_any_text_is_a_query(self, users: UserManager, memories: MemoryManager, query: str) -> None:
+        owner, _ = await _owner_and_stranger_with_numbers(users, memories)
+        results = await memories.search_memories(owner, query, limit=100)
+        assert all(r.memory.user_id == owner for r in results)
+
     @pytest.mark.parametrize(
-        "query",
+        ("query", "expected"),
         [
-            "",
-            "   ",
-            "'; DROP TABLE memory_entries; --",
-            '" OR 1=1 --',
-            "SBGR' AND '1'='1",
-            "NEAR(cessna 172) OR base*",
-            "meteoro* AND -sbgr ^base",
-            "a & b | !c <-> d:*",
-            "\x00",
-            "SB\x00GR",
-            "🛩️✈️🌧️",
-            "\ud800 lone surrogate",
-            "x" * 10_000,
-            "cessna " * 2_000,
-            "\\",
-            "%_%",
+            ("1", "altitude"),
+            ("$1", "altitude"),
+            ('" OR 1=1 --', "altitude"),
+            ("1 UNION SELECT * FROM users --", "altitude"),
+            ("118.7", "frequencia"),
+            ("9", "pista"),
+            ("NEAR", "nota"),
+            ("and or not", "nota"),
+            ("NEAR(altitude 1, 2)", "altitude"),
+            ("search_text:1", "altitude"),
+            ("user_id : 1", "altitude"),
+            ("\u0301altitude", "altitude"),
+            ("\u202e1 edutitla\u202c", "altitude"),
+            pytest.param("1 " * 5_000, "altitude", id="10 kB of one digit"),
         ],
     )
-    async def test_any_text_is_a_query(self, users: UserManager, memories: MemoryManager, query: str) -> None:
-        user_id = await _pilot_with_memories(users, memories)
-        results = await memories.search_memories(user_id, query)
-        assert isinstance(results, list)
-        assert all(r.memory.user_id == user_id for r in results)
+    async def test_the_words_of_a_hostile_query_find_the_owners_memory(
+        self, users: UserManager, memories: MemoryManager, query: str, expected: str
+    ) -> None:
+        owner, _ = await _owner_and_stranger_with_numbers(users, memories)
+        results = await memories.search_memories(owner, query, limit=100)
+        assert expected in [r.memory.key for r in results]
+        assert all(r.memory.user_id == owner for r in results)
 
     async def test_the_words_inside_hostile_text_still_count(
         self, users: UserManager, memories: MemoryManager
