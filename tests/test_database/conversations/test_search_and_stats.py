@@ -82,6 +82,31 @@ class TestSearchMessages:
         await conversations.restore_conversation(conversation_id, user_id)
         assert len(await conversations.search_messages(user_id, "meteorologia")) == 2
 
+    async def test_a_stranger_with_many_more_matches_crowds_out_none_of_the_owners_messages(
+        self, users: UserManager, conversations: ConversationManager
+    ) -> None:
+        _, owner = await _chat(users, conversations)
+        stranger = await create_user(users)
+        conv = await conversations.create_conversation(stranger.user_id, "Meteorologia")
+        await conversations.add_messages(
+            conv.conversation_id,
+            stranger.user_id,
+            [{"content": "Meteorologia, meteorologia: SBGR Guarulhos, teto e meteorologia."}] * 150,
+        )
+        for limit in (1, 2, 20, 100):
+            hits = await conversations.search_messages(owner, "meteorologia Guarulhos", limit=limit)
+            assert len(hits) == min(limit, 2), limit
+            assert {hit.message.seq for hit in hits} <= {1, 3}
+            assert all(hit.message.user_id == owner for hit in hits)
+
+    async def test_a_user_id_is_no_query_word(
+        self, users: UserManager, conversations: ConversationManager
+    ) -> None:
+        """The owner's id is part of what the index matches on SQLite, never one of the query's words."""
+        owner, stranger = await _owner_and_stranger_with_numbers(users, conversations)
+        for query in (owner.hex, str(owner), stranger.hex, f"{owner.hex} {stranger.hex}"):
+            assert await conversations.search_messages(owner, query) == [], query
+
     async def test_packed_messages_are_found_and_purged_ones_are_gone(
         self, users: UserManager, conversations: ConversationManager
     ) -> None:

@@ -85,6 +85,36 @@ class TestLexicalMatching:
         stranger = await create_user(users)
         assert await _keys(memories, stranger.user_id, "SBGR") == []
 
+    async def test_a_stranger_with_many_more_matches_crowds_out_none_of_the_owners_memories(
+        self, users: UserManager, memories: MemoryManager
+    ) -> None:
+        """Another user holds far more matches than any limit (and than SQLite's pool of max(5 × limit, 50)
+        candidates), each a stronger match, more important and critical: the owner's own still come back, all of
+        them, by words and by a typo."""
+        owner = await create_user(users)
+        for index in range(3):
+            await memories.store_memory(
+                owner.user_id, f"metar_{index}", f"METAR SBGR {index}", "long_term", 0.1
+            )
+        stranger = await create_user(users)
+        for index in range(120):
+            await memories.store_memory(
+                stranger.user_id, f"metar_{index}", f"METAR METAR SBGR SBGR {index}", "critical", 1.0
+            )
+        owners = {"metar_0", "metar_1", "metar_2"}
+        for query in ("metar sbgr", "METARR"):
+            for limit in (1, 3, 10, 100):
+                results = await memories.search_memories(owner.user_id, query, limit=limit)
+                assert len(results) == min(limit, 3), (query, limit)
+                assert {r.memory.key for r in results} <= owners
+                assert all(r.memory.user_id == owner.user_id for r in results)
+
+    async def test_a_user_id_is_no_query_word(self, users: UserManager, memories: MemoryManager) -> None:
+        """The owner's id is part of what the index matches on SQLite, never one of the query's words."""
+        owner, stranger = await _owner_and_stranger_with_numbers(users, memories)
+        for query in (owner.hex, str(owner), stranger.hex, f"{owner.hex} {stranger.hex}"):
+            assert await _keys(memories, owner, query) == [], query
+
     async def test_an_updated_value_is_searched_by_its_new_words(
         self, users: UserManager, memories: MemoryManager
     ) -> None:
