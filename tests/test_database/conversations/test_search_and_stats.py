@@ -6,12 +6,14 @@ import uuid
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from stratus_db import ConversationManager, Database, NotFoundError, UserManager, ValidationError
 from stratus_db.models import MessageType
 from tests.fixtures.clock import ManualClock
 from tests.fixtures.factories import create_user
-from tests.fixtures.hostile import HOSTILE_QUERIES
+from tests.fixtures.hostile import HOSTILE_QUERIES, hostile_text
 
 
 async def _chat(users: UserManager, conversations: ConversationManager) -> tuple[uuid.UUID, uuid.UUID]:
@@ -179,6 +181,22 @@ class TestSearchMessages:
         call: dict[str, object] = {"user_id": user.user_id, "query": "metar"} | arguments
         with pytest.raises(ValidationError, match=complaint):
             await conversations.search_messages(**call)  # type: ignore[arg-type]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(query=st.one_of(st.text(max_size=400), hostile_text))
+async def test_no_text_makes_message_search_fail(
+    db: Database, users: UserManager, conversations: ConversationManager, query: str
+) -> None:
+    user = await create_user(users)
+    conv = await conversations.create_conversation(user.user_id, "Números")
+    await conversations.add_messages(
+        conv.conversation_id,
+        user.user_id,
+        [{"content": "SBGR Guarulhos"}, {"content": "altitude 1"}, {"content": "near and or not para de"}],
+    )
+    hits = await conversations.search_messages(user.user_id, query)
+    assert all(hit.message.user_id == user.user_id for hit in hits)
 
 
 DAY_ONE = datetime(2026, 3, 1, 23, 30, tzinfo=UTC)

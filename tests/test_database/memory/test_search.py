@@ -14,7 +14,7 @@ from stratus_db import Database, MemoryManager, UserManager, ValidationError
 from stratus_db.memory.policy import frequency, recency, search_score, standing
 from tests.fixtures.clock import ManualClock
 from tests.fixtures.factories import create_user
-from tests.fixtures.hostile import HOSTILE_QUERIES
+from tests.fixtures.hostile import HOSTILE_QUERIES, hostile_text
 
 
 async def _pilot_with_memories(users: UserManager, memories: MemoryManager) -> uuid.UUID:
@@ -319,13 +319,15 @@ class TestHostileQueries:
             await memories.search_memories(**call)
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(query=st.text(max_size=400))
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(query=st.one_of(st.text(max_size=400), hostile_text))
 async def test_no_text_makes_search_fail(
     db: Database, users: UserManager, memories: MemoryManager, query: str
 ) -> None:
     user = await create_user(users)
     await memories.store_memory(user.user_id, "base", "SBGR Guarulhos", "long_term", 0.6)
+    await memories.store_memory(user.user_id, "altitude", 1, "long_term", 0.5)
+    await memories.store_memory(user.user_id, "nota", "near and or not para de", "long_term", 0.5)
     results = await memories.search_memories(user.user_id, query)
     assert all(r.memory.user_id == user.user_id for r in results)
 
