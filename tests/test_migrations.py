@@ -224,3 +224,138 @@ async def test_postgres_revision_0004_keeps_memories_searchable_up_and_down() ->
 
 async def test_sqlite_revision_0004_keeps_memories_searchable_up_and_down(tmp_path: Path) -> None:
     await _search_survives_revision_0004_both_ways(sqlite_url(tmp_path / "revision-0004.db"))
+
+
+async def _search_survives_revision_0005_both_ways(url: str) -> None:
+    """Memories and messages stored under revision 0004, an archived (packed) message among them, whose text only
+    SQLite's FTS table still holds, are found after 0005 by their owner only; on SQLite the search index itself now
+    answers by owner; and after a downgrade to 0004 (and up again) they are still found."""
+    from stratus_db import ConversationManager, MemoryManager
+    from stratus_db.conversations.packing import pack
+    from stratus_db.kit.text import search_text
+
+    def walk(target: str, *, down: bool = False) -> Callable[[Connection], None]:
+        def run(connection: Connection) -> None:
+            config = alembic_config()
+            config.attributes["connection"] = connection
+            (command.downgrade if down else command.upgrade)(config, target)
+
+        return run
+
+    db = Database(settings_for(url))
+    owner, stranger = uuid.uuid4(), uuid.uuid4()
+
+    def uuid_value(value: uuid.UUID) -> object:
+        return value.hex if db.backend == "sqlite" else value
+
+    now = "2026-01-01 00:00:00" if db.backend == "sqlite" else datetime.now(UTC)
+    try:
+        async with db.engine.begin() as conn:
+            await conn.run_sync(walk("0004"))
+            for index, user_id in enumerate((owner, stranger)):
+                await conn.execute(
+                    sql_text(
+                        "INSERT INTO users (user_id, name, email, role, licenses, preferences, created_at, "
+                        "updated_at, last_active) VALUES (:u, 'Ana', :e, 'pilot', '[]', '{}', :t, :t, :t)"
+                    ),
+                    {"u": uuid_value(user_id), "e": f"ana{index}@aero.com.br", "t": now},
+                )
+                await conn.execute(
+                    sql_text(
+                        "INSERT INTO memory_entries (memory_id, user_id, memory_type, key, value, importance_score, "
+                        "access_count, created_at, updated_at, search_text) VALUES (:m, :u, 'long_term', 'base', "
+                        "'\"SBGR Guarulhos 1\"', 0.5, 0, :t, :t, :s)"
+                    ),
+                    {
+                        "m": uuid_value(uuid.uuid4()),
+                        "u": uuid_value(user_id),
+                        "t": now,
+                        "s": search_text("base", "SBGR Guarulhos 1"),
+                    },
+                )
+                conversation_id = uuid.uuid4()
+                await conn.execute(
+                    sql_text(
+                        "INSERT INTO conversations (conversation_id, user_id, status, context, message_count, "
+                        "total_tokens, created_at, updated_at, last_activity_at) "
+                        "VALUES (:c, :u, 'archived', '{}', 2, 18, :t, :t, :t)"
+                    ),
+                    {"c": uuid_value(conversation_id), "u": uuid_value(user_id), "t": now},
+                )
+                for seq, content in enumerate(
+                    ["Previsão meteorológica para Guarulhos", "Pressão de óleo do Cessna 172"], start=1
+                ):
+                    await conn.execute(
+                        sql_text(
+                            "INSERT INTO messages (message_id, conversation_id, user_id, seq, message_type, "
+                            "content, metadata, tokens_used, created_at) "
+                            "VALUES (:m, :c, :u, :s, 'user_input', :content, '{}', 9, :t)"
+                        ),
+                        {
+                            "m": uuid_value(uuid.uuid4()),
+                            "c": uuid_value(conversation_id),
+                            "u": uuid_value(user_id),
+                            "s": seq,
+                            "content": content,
+                            "t": now,
+                        },
+                    )
+                # Archived as archive_conversation(pack=True) does: the body leaves `content`.
+                await conn.execute(
+                    sql_text(
+                        "UPDATE messages SET packed_content = :packed, content = NULL "
+                        "WHERE conversation_id = :c AND seq = 2"
+                    ),
+                    {"packed": pack("Pressão de óleo do Cessna 172"), "c": uuid_value(conversation_id)},
+                )
+
+        async def found_by_owner() -> None:
+            memories, conversations = MemoryManager(db), ConversationManager(db)
+            for query in ("guarulhos", "Guarulos", "1"):
+                results = await memories.search_memories(owner, query)
+                assert [(r.memory.user_id, r.memory.key) for r in results] == [(owner, "base")], query
+            for query, content in [
+                ("meteorologia", "Previsão meteorológica para Guarulhos"),
+                ("cessna", "Pressão de óleo do Cessna 172"),
+            ]:
+                hits = await conversations.search_messages(owner, query)
+                assert [(hit.message.user_id, hit.message.content) for hit in hits] == [(owner, content)], (
+                    query
+                )
+
+        async with db.engine.begin() as conn:
+            await conn.run_sync(walk("head"))
+            if db.backend == "sqlite":
+                for table, count in [
+                    ("memory_entries_fts", 1),
+                    ("memory_entries_fts_trigram", 1),
+                    ("messages_fts", 2),
+                ]:
+                    owned = await conn.execute(
+                        sql_text(f"SELECT count(*) FROM {table} WHERE {table} MATCH :owner"),
+                        {"owner": f'user_id : "{owner.hex}"'},
+                    )
+                    assert owned.scalar_one() == count, table
+        await found_by_owner()
+
+        async with db.engine.begin() as conn:
+            await conn.run_sync(walk("0004", down=True))
+            if db.backend == "sqlite":
+                packed = await conn.execute(
+                    sql_text("SELECT count(*) FROM messages_fts WHERE messages_fts MATCH 'cessna'")
+                )
+                assert packed.scalar_one() == 2
+        async with db.engine.begin() as conn:
+            await conn.run_sync(walk("head"))
+        await found_by_owner()
+    finally:
+        await db.close()
+
+
+async def test_postgres_revision_0005_keeps_search_by_owner_up_and_down() -> None:
+    async with throwaway_postgres_database(migrate=False) as url:
+        await _search_survives_revision_0005_both_ways(url)
+
+
+async def test_sqlite_revision_0005_puts_the_owner_in_the_search_index_up_and_down(tmp_path: Path) -> None:
+    await _search_survives_revision_0005_both_ways(sqlite_url(tmp_path / "revision-0005.db"))

@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from stratus_db.kit import driver
 from stratus_db.kit.models import table_of
-from stratus_db.kit.text import fts5_stem_query
+from stratus_db.kit.text import fts5_owned_query, fts5_stem_query
 from stratus_db.models import Conversation, ConversationStatus, Message
 
 _messages = table_of(Message)
@@ -56,7 +56,8 @@ class PostgresMessageSearch:
 
 class SQLiteMessageSearch:
     """FTS5 word index (accents removed) matched by Portuguese stem prefixes — "meteorológica" → meteorolog* —
-    ranked by bm25."""
+    ranked by bm25. The index holds each message's owner and is asked for the user's messages only
+    (kit/text.py fts5_owned_query)."""
 
     BM25_HALF = 1.0
 
@@ -65,13 +66,17 @@ class SQLiteMessageSearch:
     ) -> list[dict[str, Any]]:
         hits = (
             text(
-                "SELECT rowid, -bm25(messages_fts) / (-bm25(messages_fts) + :half) AS score "
+                # The owner's column weighs nothing in bm25: every message found matches it.
+                "SELECT rowid, -bm25(messages_fts, 1.0, 0.0) / (-bm25(messages_fts, 1.0, 0.0) + :half) AS score "
                 "FROM messages_fts WHERE messages_fts MATCH :query"
             )
             .columns(
                 literal_column("rowid", Integer).label("rowid"), literal_column("score", Float).label("score")
             )
-            .subquery("hits")
+            # Materialized, so that bm25() runs in the scan of its FTS table, whatever plan SQLite picks for the
+            # rest (called on a copied row, away from its match, it fails: memory/search.py).
+            .cte("hits")
+            .prefix_with("MATERIALIZED")
         )
         statement = (
             select(_messages, hits.c.score)
@@ -88,7 +93,8 @@ class SQLiteMessageSearch:
             .order_by(hits.c.score.desc(), Message.created_at.desc(), Message.message_id.desc())
             .limit(limit)
         )
-        result = await conn.execute(statement, {"query": fts5_stem_query(terms), "half": self.BM25_HALF})
+        query = fts5_owned_query(user_id, "content", fts5_stem_query(terms))
+        result = await conn.execute(statement, {"query": query, "half": self.BM25_HALF})
         return [dict(row) for row in result.mappings()]
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -137,3 +138,13 @@ def fts5_stem_query(terms: list[str]) -> str:
         f'"{stem}"*' if len(stem) >= MIN_PREFIX_STEM else f'"{term}"'
         for term, stem in zip(terms, stems, strict=True)
     )
+
+
+def fts5_owned_query(owner: uuid.UUID, column: str, query: str) -> str:
+    """The SQLite FTS5 `query` asked of `column`, of `owner`'s rows only.
+
+    SQLite's search tables hold each row's owner in a `user_id` column (migration 0005), as SQLite stores a UUID: 32
+    hex digits, one token. So the index itself finds one user's matches, without going through anyone else's; and
+    restricted to `column`, no query word can match an id.
+    """
+    return f'user_id : "{owner.hex}" AND {column} : ({query})'

@@ -30,7 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from stratus_db.kit import driver
 from stratus_db.kit.models import table_of
-from stratus_db.kit.text import best_word_similarity, fts5_stem_query, trigrams
+from stratus_db.kit.text import best_word_similarity, fts5_owned_query, fts5_stem_query, trigrams
 from stratus_db.kit.types import UTCDateTime
 from stratus_db.memory.policy import (
     FREQUENCY_SATURATION,
@@ -301,7 +301,8 @@ class PostgresMemorySearch:
 class SQLiteMemorySearch:
     """FTS5: a word index (accents removed) matched by Portuguese stem prefixes — "meteorológica" → meteorolog* —
     and a trigram index that finds rows sharing trigrams with a term. A trigram-only candidate counts when one of
-    its words is as similar to a term as pg_trgm's default threshold demands (typos, codes)."""
+    its words is as similar to a term as pg_trgm's default threshold demands (typos, codes). Both indexes hold each
+    row's owner and are asked for the user's rows only (kit/text.py fts5_owned_query)."""
 
     POOL_FACTOR = 5
     MIN_POOL = 50
@@ -322,21 +323,29 @@ class SQLiteMemorySearch:
     async def candidates(
         self, conn: AsyncConnection, terms: list[str], filters: SearchFilters, limit: int
     ) -> list[dict[str, Any]]:
+        # The owner's column weighs nothing in bm25: every row found matches it.
         hits = [
-            "SELECT rowid, -bm25(memory_entries_fts) / (-bm25(memory_entries_fts) + :word_half) AS score "
-            "FROM memory_entries_fts WHERE memory_entries_fts MATCH :word_query"
+            "SELECT rowid, -bm25(memory_entries_fts, 1.0, 0.0) / (-bm25(memory_entries_fts, 1.0, 0.0) + :word_half) "
+            "AS score FROM memory_entries_fts WHERE memory_entries_fts MATCH :word_query"
         ]
-        params: dict[str, Any] = {"word_query": fts5_stem_query(terms), "word_half": self.WORD_HALF}
+        params: dict[str, Any] = {
+            "word_query": fts5_owned_query(filters.user_id, "search_text", fts5_stem_query(terms)),
+            "word_half": self.WORD_HALF,
+        }
         if trigram_query := self._trigram_query(terms):
             hits.append(
                 "SELECT rowid, 0.0 AS score FROM memory_entries_fts_trigram "
                 "WHERE memory_entries_fts_trigram MATCH :trigram_query"
             )
-            params["trigram_query"] = trigram_query
+            params["trigram_query"] = fts5_owned_query(filters.user_id, "search_text", trigram_query)
         matches = (
             text(" UNION ALL ".join(hits))
             .columns(literal_column("rowid").label("rowid"), literal_column("score", Float).label("score"))
-            .subquery("matches")
+            # Materialized, so that bm25() runs in the scan of its FTS table: a lone branch merged into the query
+            # below may have it called on a copied row, away from its match, which SQLite refuses ("unable to
+            # use function bm25 in the requested context").
+            .cte("matches")
+            .prefix_with("MATERIALIZED")
         )
         best = (
             select(matches.c.rowid, func.max(matches.c.score).label("word_score"))

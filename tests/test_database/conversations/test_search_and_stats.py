@@ -6,25 +6,14 @@ import uuid
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from stratus_db import ConversationManager, Database, NotFoundError, UserManager, ValidationError
 from stratus_db.models import MessageType
 from tests.fixtures.clock import ManualClock
 from tests.fixtures.factories import create_user
-
-HOSTILE_QUERIES = [
-    "'; DROP TABLE messages; --",
-    'METAR" OR 1=1 --',
-    "NEAR(metar taf) AND NOT -* ^ : ( ) { } [ ]",
-    "metar & | ! <-> :* \\",
-    "\x00\x00metar\x00",
-    "🛩️✈️🌧️ " * 50,
-    "a" * 10_000,
-    "x " * 5_000,
-    "\ud800 lone surrogate",
-    "",
-    "   \n\t",
-]
+from tests.fixtures.hostile import HOSTILE_QUERIES, hostile_text
 
 
 async def _chat(users: UserManager, conversations: ConversationManager) -> tuple[uuid.UUID, uuid.UUID]:
@@ -40,6 +29,28 @@ async def _chat(users: UserManager, conversations: ConversationManager) -> tuple
         ],
     )
     return conv.conversation_id, user.user_id
+
+
+async def _owner_and_stranger_with_numbers(
+    users: UserManager, conversations: ConversationManager
+) -> tuple[uuid.UUID, uuid.UUID]:
+    """Two users who said the same things, numbers and FTS5 keywords among their words: a query that matches one
+    user's messages matches the other's too."""
+    pair = []
+    for _ in range(2):
+        user = await create_user(users)
+        conv = await conversations.create_conversation(user.user_id, "Números")
+        await conversations.add_messages(
+            conv.conversation_id,
+            user.user_id,
+            [
+                {"content": "Nível de voo 350, altitude 1 confirmada."},
+                {"content": "near and or not: palavras que o FTS5 leria como operadores"},
+                {"content": "Frequência 118.7 em Guarulhos, pista 9."},
+            ],
+        )
+        pair.append(user.user_id)
+    return pair[0], pair[1]
 
 
 class TestSearchMessages:
@@ -73,6 +84,31 @@ class TestSearchMessages:
         await conversations.restore_conversation(conversation_id, user_id)
         assert len(await conversations.search_messages(user_id, "meteorologia")) == 2
 
+    async def test_a_stranger_with_many_more_matches_crowds_out_none_of_the_owners_messages(
+        self, users: UserManager, conversations: ConversationManager
+    ) -> None:
+        _, owner = await _chat(users, conversations)
+        stranger = await create_user(users)
+        conv = await conversations.create_conversation(stranger.user_id, "Meteorologia")
+        await conversations.add_messages(
+            conv.conversation_id,
+            stranger.user_id,
+            [{"content": "Meteorologia, meteorologia: SBGR Guarulhos, teto e meteorologia."}] * 150,
+        )
+        for limit in (1, 2, 20, 100):
+            hits = await conversations.search_messages(owner, "meteorologia Guarulhos", limit=limit)
+            assert len(hits) == min(limit, 2), limit
+            assert {hit.message.seq for hit in hits} <= {1, 3}
+            assert all(hit.message.user_id == owner for hit in hits)
+
+    async def test_a_user_id_is_no_query_word(
+        self, users: UserManager, conversations: ConversationManager
+    ) -> None:
+        """The owner's id is part of what the index matches on SQLite, never one of the query's words."""
+        owner, stranger = await _owner_and_stranger_with_numbers(users, conversations)
+        for query in (owner.hex, str(owner), stranger.hex, f"{owner.hex} {stranger.hex}"):
+            assert await conversations.search_messages(owner, query) == [], query
+
     async def test_packed_messages_are_found_and_purged_ones_are_gone(
         self, users: UserManager, conversations: ConversationManager
     ) -> None:
@@ -91,13 +127,38 @@ class TestSearchMessages:
     async def test_hostile_queries_return_results_or_nothing(
         self, users: UserManager, conversations: ConversationManager, query: str
     ) -> None:
-        _, user_id = await _chat(users, conversations)
-        hits = await conversations.search_messages(user_id, query)
-        assert all(hit.message.user_id == user_id for hit in hits)
+        owner, _ = await _owner_and_stranger_with_numbers(users, conversations)
+        hits = await conversations.search_messages(owner, query, limit=100)
+        assert all(hit.message.user_id == owner for hit in hits)
         # A query is cut to its first words: a real word up front is still found whatever follows it.
-        assert [hit.message.seq for hit in await conversations.search_messages(user_id, "SBGR " + query)] == [
-            1
-        ]
+        hits = await conversations.search_messages(owner, "Guarulhos " + query, limit=100)
+        assert 3 in [hit.message.seq for hit in hits]
+        assert all(hit.message.user_id == owner for hit in hits)
+
+    @pytest.mark.parametrize(
+        ("query", "expected"),
+        [
+            ("1", 1),
+            ("$1", 1),
+            ('" OR 1=1 --', 1),
+            ("1 UNION SELECT * FROM users --", 1),
+            ("NEAR", 2),
+            ("and or not", 2),
+            ("NEAR(altitude 1, 2)", 1),
+            ("content:1", 1),
+            ("user_id : 1", 1),
+            ("\u0301altitude", 1),
+            ("\u202e1 edutitla\u202c", 1),
+            pytest.param("1 " * 5_000, 1, id="10 kB of one digit"),
+        ],
+    )
+    async def test_the_words_of_a_hostile_query_find_the_owners_message(
+        self, users: UserManager, conversations: ConversationManager, query: str, expected: int
+    ) -> None:
+        owner, _ = await _owner_and_stranger_with_numbers(users, conversations)
+        hits = await conversations.search_messages(owner, query, limit=100)
+        assert expected in [hit.message.seq for hit in hits]
+        assert all(hit.message.user_id == owner for hit in hits)
 
     @pytest.mark.parametrize(
         ("arguments", "complaint"),
@@ -120,6 +181,22 @@ class TestSearchMessages:
         call: dict[str, object] = {"user_id": user.user_id, "query": "metar"} | arguments
         with pytest.raises(ValidationError, match=complaint):
             await conversations.search_messages(**call)  # type: ignore[arg-type]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(query=st.one_of(st.text(max_size=400), hostile_text))
+async def test_no_text_makes_message_search_fail(
+    db: Database, users: UserManager, conversations: ConversationManager, query: str
+) -> None:
+    user = await create_user(users)
+    conv = await conversations.create_conversation(user.user_id, "Números")
+    await conversations.add_messages(
+        conv.conversation_id,
+        user.user_id,
+        [{"content": "SBGR Guarulhos"}, {"content": "altitude 1"}, {"content": "near and or not para de"}],
+    )
+    hits = await conversations.search_messages(user.user_id, query)
+    assert all(hit.message.user_id == user.user_id for hit in hits)
 
 
 DAY_ONE = datetime(2026, 3, 1, 23, 30, tzinfo=UTC)

@@ -14,6 +14,7 @@ from stratus_db import Database, MemoryManager, UserManager, ValidationError
 from stratus_db.memory.policy import frequency, recency, search_score, standing
 from tests.fixtures.clock import ManualClock
 from tests.fixtures.factories import create_user
+from tests.fixtures.hostile import HOSTILE_QUERIES, hostile_text
 
 
 async def _pilot_with_memories(users: UserManager, memories: MemoryManager) -> uuid.UUID:
@@ -83,6 +84,36 @@ class TestLexicalMatching:
         await _pilot_with_memories(users, memories)
         stranger = await create_user(users)
         assert await _keys(memories, stranger.user_id, "SBGR") == []
+
+    async def test_a_stranger_with_many_more_matches_crowds_out_none_of_the_owners_memories(
+        self, users: UserManager, memories: MemoryManager
+    ) -> None:
+        """Another user holds far more matches than any limit (and than SQLite's pool of max(5 × limit, 50)
+        candidates), each a stronger match, more important and critical: the owner's own still come back, all of
+        them, by words and by a typo."""
+        owner = await create_user(users)
+        for index in range(3):
+            await memories.store_memory(
+                owner.user_id, f"metar_{index}", f"METAR SBGR {index}", "long_term", 0.1
+            )
+        stranger = await create_user(users)
+        for index in range(120):
+            await memories.store_memory(
+                stranger.user_id, f"metar_{index}", f"METAR METAR SBGR SBGR {index}", "critical", 1.0
+            )
+        owners = {"metar_0", "metar_1", "metar_2"}
+        for query in ("metar sbgr", "METARR"):
+            for limit in (1, 3, 10, 100):
+                results = await memories.search_memories(owner.user_id, query, limit=limit)
+                assert len(results) == min(limit, 3), (query, limit)
+                assert {r.memory.key for r in results} <= owners
+                assert all(r.memory.user_id == owner.user_id for r in results)
+
+    async def test_a_user_id_is_no_query_word(self, users: UserManager, memories: MemoryManager) -> None:
+        """The owner's id is part of what the index matches on SQLite, never one of the query's words."""
+        owner, stranger = await _owner_and_stranger_with_numbers(users, memories)
+        for query in (owner.hex, str(owner), stranger.hex, f"{owner.hex} {stranger.hex}"):
+            assert await _keys(memories, owner, query) == [], query
 
     async def test_an_updated_value_is_searched_by_its_new_words(
         self, users: UserManager, memories: MemoryManager
@@ -215,33 +246,59 @@ class TestRanking:
         assert entry.access_count == 0
 
 
+async def _owner_and_stranger_with_numbers(
+    users: UserManager, memories: MemoryManager
+) -> tuple[uuid.UUID, uuid.UUID]:
+    """Two users holding the same memories, numbers and FTS5 keywords among their words: a query that matches one
+    user's memories matches the other's too."""
+    pair = []
+    for _ in range(2):
+        user = await create_user(users)
+        for key, value in [
+            ("altitude", 1),
+            ("frequencia", 118.7),
+            ("pista", {"numero": 9, "comprimento_m": 3700}),
+            ("nota", "near and or not"),
+            ("base", "SBGR Guarulhos"),
+        ]:
+            await memories.store_memory(user.user_id, key, value, "long_term", 0.5)
+        pair.append(user.user_id)
+    return pair[0], pair[1]
+
+
 class TestHostileQueries:
+    @pytest.mark.parametrize("query", HOSTILE_QUERIES)
+    async def test_any_text_is_a_query(self, users: UserManager, memories: MemoryManager, query: str) -> None:
+        owner, _ = await _owner_and_stranger_with_numbers(users, memories)
+        results = await memories.search_memories(owner, query, limit=100)
+        assert all(r.memory.user_id == owner for r in results)
+
     @pytest.mark.parametrize(
-        "query",
+        ("query", "expected"),
         [
-            "",
-            "   ",
-            "'; DROP TABLE memory_entries; --",
-            '" OR 1=1 --',
-            "SBGR' AND '1'='1",
-            "NEAR(cessna 172) OR base*",
-            "meteoro* AND -sbgr ^base",
-            "a & b | !c <-> d:*",
-            "\x00",
-            "SB\x00GR",
-            "🛩️✈️🌧️",
-            "\ud800 lone surrogate",
-            "x" * 10_000,
-            "cessna " * 2_000,
-            "\\",
-            "%_%",
+            ("1", "altitude"),
+            ("$1", "altitude"),
+            ('" OR 1=1 --', "altitude"),
+            ("1 UNION SELECT * FROM users --", "altitude"),
+            ("118.7", "frequencia"),
+            ("9", "pista"),
+            ("NEAR", "nota"),
+            ("and or not", "nota"),
+            ("NEAR(altitude 1, 2)", "altitude"),
+            ("search_text:1", "altitude"),
+            ("user_id : 1", "altitude"),
+            ("\u0301altitude", "altitude"),
+            ("\u202e1 edutitla\u202c", "altitude"),
+            pytest.param("1 " * 5_000, "altitude", id="10 kB of one digit"),
         ],
     )
-    async def test_any_text_is_a_query(self, users: UserManager, memories: MemoryManager, query: str) -> None:
-        user_id = await _pilot_with_memories(users, memories)
-        results = await memories.search_memories(user_id, query)
-        assert isinstance(results, list)
-        assert all(r.memory.user_id == user_id for r in results)
+    async def test_the_words_of_a_hostile_query_find_the_owners_memory(
+        self, users: UserManager, memories: MemoryManager, query: str, expected: str
+    ) -> None:
+        owner, _ = await _owner_and_stranger_with_numbers(users, memories)
+        results = await memories.search_memories(owner, query, limit=100)
+        assert expected in [r.memory.key for r in results]
+        assert all(r.memory.user_id == owner for r in results)
 
     async def test_the_words_inside_hostile_text_still_count(
         self, users: UserManager, memories: MemoryManager
@@ -262,13 +319,15 @@ class TestHostileQueries:
             await memories.search_memories(**call)
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(query=st.text(max_size=400))
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(query=st.one_of(st.text(max_size=400), hostile_text))
 async def test_no_text_makes_search_fail(
     db: Database, users: UserManager, memories: MemoryManager, query: str
 ) -> None:
     user = await create_user(users)
     await memories.store_memory(user.user_id, "base", "SBGR Guarulhos", "long_term", 0.6)
+    await memories.store_memory(user.user_id, "altitude", 1, "long_term", 0.5)
+    await memories.store_memory(user.user_id, "nota", "near and or not para de", "long_term", 0.5)
     results = await memories.search_memories(user.user_id, query)
     assert all(r.memory.user_id == user.user_id for r in results)
 
