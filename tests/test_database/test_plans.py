@@ -221,3 +221,78 @@ async def test_the_batch_statements_read_by_index_whatever_the_tables_held_when_
         )
         # Counting an owner's memories reads that owner's entries only, not every memory without an expiry.
         assert all(scan.get("Index Name") != "ix_memory_entries_expires_at" for scan in plans["count_live"])
+
+
+async def _statistics(url: str, table: str) -> tuple[float, int, bool]:
+    """The planner's row count of `table` (pg_class.reltuples, -1 before any ANALYZE), its live rows, and whether
+    it has ever been analyzed."""
+    connection = await asyncpg.connect(_plain(url))
+    try:
+        row = await connection.fetchrow(
+            f"SELECT c.reltuples, (SELECT count(*) FROM {table}) AS live, s.last_analyze IS NOT NULL AS analyzed"
+            " FROM pg_class AS c JOIN pg_stat_user_tables AS s ON s.relid = c.oid WHERE c.relname = $1",
+            table,
+        )
+    finally:
+        await connection.close()
+    assert row is not None
+    return row["reltuples"], row["live"], row["analyzed"]
+
+
+async def test_an_import_leaves_the_messages_analyzed_and_a_small_one_does_not_analyze() -> None:
+    async with throwaway_postgres_database() as url:
+        db = Database(settings_for(url))
+        try:
+            user = await UserManager(db).create_user("Piloto", "piloto@voo.br", "pilot")
+            conversations = ConversationManager(db)
+            chat = await conversations.create_conversation(user.user_id, "Histórico")
+            message = {"content": "Qual o METAR de SBGR?", "message_type": "user_input"}
+            await conversations.import_messages(chat.conversation_id, user.user_id, [message] * 200)
+            assert await _statistics(url, "messages") == (-1, 200, False)
+
+            await conversations.import_messages(chat.conversation_id, user.user_id, [message] * 1500)
+        finally:
+            await db.close()
+        assert await _statistics(url, "messages") == (1700, 1700, True)
+
+
+async def test_a_large_batch_of_messages_and_a_conversation_purge_leave_the_messages_analyzed() -> None:
+    async with throwaway_postgres_database() as url:
+        db = Database(settings_for(url))
+        try:
+            user = await UserManager(db).create_user("Piloto", "piloto@voo.br", "pilot")
+            conversations = ConversationManager(db)
+            kept, purged = [await conversations.create_conversation(user.user_id, "Voo") for _ in range(2)]
+            message = {"content": "Qual o METAR de SBGR?", "message_type": "user_input"}
+            await conversations.add_messages(kept.conversation_id, user.user_id, [message] * 1000)
+            await conversations.add_messages(purged.conversation_id, user.user_id, [message] * 1000)
+            assert await _statistics(url, "messages") == (2000, 2000, True)
+
+            assert await conversations.purge_conversation(purged.conversation_id, user.user_id) == 1000
+        finally:
+            await db.close()
+        assert await _statistics(url, "messages") == (1000, 1000, True)
+
+
+async def test_a_purge_leaves_the_memories_analyzed() -> None:
+    clock = ManualClock()
+    async with throwaway_postgres_database() as url:
+        db = Database(settings_for(url), clock=clock)
+        try:
+            owners = [
+                (await UserManager(db).create_user(f"Piloto {i}", f"piloto{i}@voo.br", "pilot")).user_id
+                for i in range(4)
+            ]
+            memories = MemoryManager(db)
+            await _at_concurrency_16(
+                500, lambda i: memories.store_memory(owners[i % 4], f"fica_{i}", "valor", "long_term")
+            )
+            await _at_concurrency_16(
+                1200,
+                lambda i: memories.store_memory(owners[i % 4], f"expira_{i}", "valor", "short_term", ttl=60),
+            )
+            clock.advance(minutes=2)
+            assert await memories.purge_expired(batch_size=500) == 1200
+        finally:
+            await db.close()
+        assert await _statistics(url, "memory_entries") == (500, 500, True)
