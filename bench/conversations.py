@@ -11,6 +11,10 @@ contenders of one comparison take turns in slices (bench/harness.py `compare`), 
 figures to read on a busy machine. Prints the issue's targets with the ratios, and writes everything between the
 `conversations` markers of docs/benchmarks.md. Not a test: nothing here asserts. It holds three pools of 16
 connections (stratus_db, asyncpg, psycopg) open at once: the server needs 48 free connections.
+
+Users and conversations are written with COPY; the long conversations' history goes through the public API
+(`add_message` at concurrency 16) into the fresh database, never analyzed, with its throughput printed every 2,000
+messages (`--seed copy`: COPY as well; `--seed-only`: stop after seeding).
 """
 
 from __future__ import annotations
@@ -47,6 +51,8 @@ from bench.harness import (
     driver_url,
     environment,
     results_table,
+    seed_through,
+    sequential_scans,
     server_version,
     write_section,
 )
@@ -205,6 +211,42 @@ def message_records(owner: Owned, batch: list[dict[str, Any]]) -> list[tuple[Any
     ]  # fmt: skip
 
 
+async def seed_history(
+    url: str, long_ones: list[Owned], history: list[dict[str, Any]]
+) -> tuple[list[float], int]:
+    """The long conversations' history appended through `add_message` at concurrency 16, message by message in
+    each conversation's order; returns the throughput of each 2,000 and how many times the seeding read the
+    conversations table whole."""
+    scanned = await sequential_scans(url, "conversations")
+    db = Database(
+        settings_for(url).model_copy(update={"STRATUS_POOL_SIZE": POOL_SIZE, "STRATUS_POOL_MAX_OVERFLOW": 0})
+    )
+    conversations = ConversationManager(db)
+
+    async def append(index: int) -> None:
+        owner, message = long_ones[index % len(long_ones)], history[index // len(long_ones)]
+        await conversations.add_message(
+            owner.conversation_id,
+            owner.user_id,
+            message["content"],
+            message["message_type"],
+            agent_name=message["agent_name"],
+            metadata=message["metadata"],
+            tokens_used=message["tokens_used"],
+            response_time=message["response_time"],
+        )
+
+    try:
+        rates = await seed_through(
+            f"add_message, c={POOL_SIZE}", len(long_ones) * len(history), append, every=2_000
+        )
+    finally:
+        await db.close()
+    scanned = await sequential_scans(url, "conversations") - scanned
+    print(f"conversations read whole {scanned:,} times while seeding", flush=True)
+    return rates, scanned
+
+
 WITHOUT_MESSAGE_SEARCH = [
     "ALTER TABLE messages DISABLE TRIGGER messages_search_vector",
     "DROP INDEX ix_messages_search",
@@ -212,7 +254,9 @@ WITHOUT_MESSAGE_SEARCH = [
 """The experiment --without-message-search: what the full-text indexing of messages costs every system's appends."""
 
 
-async def run(sizes: Sizes, *, without_message_search: bool = False) -> tuple[list[Result], dict[str, Any]]:
+async def run(
+    sizes: Sizes, *, through_api: bool = True, seed_only: bool = False, without_message_search: bool = False
+) -> tuple[list[Result], dict[str, Any]]:
     corpus = corpus_messages()
     rng = random.Random(17)
     facts: dict[str, Any] = {}
@@ -240,13 +284,21 @@ async def run(sizes: Sizes, *, without_message_search: bool = False) -> tuple[li
         try:
             await seed_users(seeding, users)
             await seed_conversations(seeding, chats + fresh["stratus_db"] + fresh["asyncpg"])
+            copied = [] if through_api else history
             await seed_conversations(
-                seeding, long_ones, messages=sizes.history, tokens=sum(m["tokens_used"] for m in history)
+                seeding, long_ones, messages=len(copied), tokens=sum(m["tokens_used"] for m in copied)
             )
-            for owner in long_ones:
+            for owner in long_ones if copied else []:
                 await seeding.copy_records_to_table(
-                    "messages", records=message_records(owner, history), columns=MESSAGE_COLUMNS
+                    "messages", records=message_records(owner, copied), columns=MESSAGE_COLUMNS
                 )
+        finally:
+            await seeding.close()
+        facts["seeding"] = await seed_history(url, long_ones, history) if through_api else ([], 0)
+        if seed_only:
+            return results, facts
+        seeding = await asyncpg.connect(plain)
+        try:
             for statement in WITHOUT_MESSAGE_SEARCH if without_message_search else []:
                 await seeding.execute(statement)
             await seeding.execute("ANALYZE")
@@ -540,6 +592,18 @@ def targets_table(listed: list[Target]) -> list[str]:
     return rows
 
 
+def seeding_line(rates: list[float], scanned: int) -> str:
+    """How fast the history went in through the API at its start and at its end."""
+    if not rates:
+        return "The long conversations' history was written with COPY."
+    return (
+        "The long conversations' history was appended through the API (`add_message`, concurrency 16) into the "
+        f"fresh database, without statistics: {rates[0]:,.0f} messages/s over the first 2,000, {rates[-1]:,.0f} "
+        f"over the last (slowest 2,000: {min(rates):,.0f}/s), reading `conversations` whole {scanned:,} times; "
+        "then ANALYZE."
+    )
+
+
 def write_markdown(results: list[Result], facts: dict[str, Any], sizes: Sizes, listed: list[Target]) -> None:
     write_section(
         "conversations",
@@ -558,7 +622,7 @@ def write_markdown(results: list[Result], facts: dict[str, Any], sizes: Sizes, l
             f"{facts['peer_returned']}-message session. Imports are {sizes.import_rows:,} rows into a fresh "
             "conversation per call. Background compression (STRATUS_SUMMARY_THRESHOLD_TOKENS) is off. Contenders take "
             "turns in slices within one run: read the ratios, not the "
-            "last digit.",
+            "last digit. " + seeding_line(*facts["seeding"]),
             "",
             *results_table(results, throughput_header="Throughput"),
             "",
@@ -587,6 +651,13 @@ def main() -> None:
     parser.add_argument("--import-rows", type=int, default=1000, help="messages per import call")
     parser.add_argument("--imports", type=int, default=32, help="import calls per system at concurrency 16")
     parser.add_argument("--rounds", type=int, default=3, help="slices the contenders take turns in")
+    parser.add_argument(
+        "--seed",
+        choices=("api", "copy"),
+        default="api",
+        help="append the long conversations' history through the public API (default) or write it with COPY",
+    )
+    parser.add_argument("--seed-only", action="store_true", help="stop after seeding (implies --no-write)")
     parser.add_argument("--no-write", action="store_true", help="print only; leave docs/benchmarks.md alone")
     parser.add_argument(
         "--without-message-search",
@@ -611,7 +682,16 @@ def main() -> None:
         rounds=arguments.rounds,
     )
     os.environ.setdefault("LOG_LEVEL", "WARNING")
-    results, facts = asyncio.run(run(sizes, without_message_search=arguments.without_message_search))
+    results, facts = asyncio.run(
+        run(
+            sizes,
+            through_api=arguments.seed == "api",
+            seed_only=arguments.seed_only,
+            without_message_search=arguments.without_message_search,
+        )
+    )
+    if arguments.seed_only:
+        return
     listed = targets(results)
     print()
     for line in targets_table(listed):

@@ -169,6 +169,42 @@ async def compare(
     return results
 
 
+async def seed_through(
+    label: str,
+    count: int,
+    call: Callable[[int], Awaitable[Any]],
+    *,
+    concurrency: int = 16,
+    every: int = 10_000,
+) -> list[float]:
+    """Run `call(0)` … `call(count - 1)` at `concurrency`, printing the throughput of each `every` calls in turn;
+    returns those figures. Seeding through the public API into a fresh database shows whether writing slows down as
+    the tables grow (a plan made while a table was small, kept once it is large)."""
+    rates = []
+    for start in range(0, count, every):
+        stop = min(start + every, count)
+        spent = await _timed(call, range(start, stop), concurrency, [])
+        rates.append((stop - start) / spent.wall)
+        print(f"{label}: {stop:>9,} of {count:,} at {rates[-1]:,.0f}/s", flush=True)
+    return rates
+
+
+async def sequential_scans(url: str, table: str) -> int:
+    """How many times `table` has been read whole (pg_stat_user_tables.seq_scan), counted once every other connection
+    to the database has ended: a server process reports its counts when it exits."""
+    connection = await asyncpg.connect(driver_url(url))
+    try:
+        others = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        while await connection.fetchval(others):  # noqa: ASYNC110 (the server announces no process's exit)
+            await asyncio.sleep(0.01)
+        scans: int = await connection.fetchval(
+            "SELECT seq_scan FROM pg_stat_user_tables WHERE relname = $1", table
+        )
+        return scans
+    finally:
+        await connection.close()
+
+
 def corpus_messages() -> list[dict[str, Any]]:
     """The messages of the Portuguese aviation corpus (bench/data/README.md), in conversation order."""
     return [json.loads(line) for line in CORPUS.read_text(encoding="utf-8").splitlines() if line.strip()]

@@ -1,10 +1,15 @@
 """Memory benchmark: stratus_db against hand-written asyncpg (the floor) and LangGraph's AsyncPostgresStore (the peer).
 
-    make bench-memory   (or: .venv/bin/python bench/memory.py [--users 1000] [--per-user 100] [--only store create get search])
+    make bench-memory   (or: .venv/bin/python bench/memory.py [--users 1000] [--per-user 100] [--only store create get search]
+                                                    [--seed api|copy] [--seed-only])
 
 Builds a throw-away PostgreSQL database with USERS × PER_USER memories whose values are sentences of the Portuguese
 aviation corpus (bench/data), loads the same items into the peer's tables, then measures each operation at
 concurrency 1 and 16 in one run and writes the table into docs/benchmarks.md. Not a test: nothing here asserts.
+
+The memories are stored through the public API (`create_user`, then `store_memory` at concurrency 16) into the fresh
+database, never analyzed, and the seeding's throughput is printed every 10,000 stores: it should not fall as the table
+grows. `--seed copy` writes them with COPY instead (quicker); `--seed-only` stops after seeding.
 """
 
 from __future__ import annotations
@@ -36,10 +41,12 @@ from bench.harness import (
     driver_url,
     environment,
     results_table,
+    seed_through,
+    sequential_scans,
     server_version,
     write_section,
 )
-from stratus_db import Database, MemoryManager
+from stratus_db import Database, MemoryManager, UserManager
 from stratus_db.kit.ids import new_id
 from stratus_db.kit.text import query_terms, search_text
 from tests.fixtures.databases import settings_for, throwaway_postgres_database
@@ -80,12 +87,50 @@ ORDER BY rank DESC LIMIT 10
 """
 
 
-async def seed(
-    url: str, users: list[uuid.UUID], per_user: int, sentences: list[str]
-) -> dict[uuid.UUID, list[str]]:
-    """Users and memories written with COPY (seeding is not what is measured); returns each user's keys."""
+def user_keys(per_user: int) -> list[str]:
+    return [f"{TOPICS[i % len(TOPICS)]}_{i}" for i in range(per_user)]
+
+
+async def seed_through_api(
+    url: str, user_count: int, per_user: int, sentences: list[str]
+) -> tuple[list[uuid.UUID], list[float], int]:
+    """Users and memories stored through the public API at concurrency 16, into the fresh database (no statistics:
+    autovacuum is off here); returns the users, the stores' throughput of each 10,000 and how many times the
+    seeding read memory_entries whole."""
     rng = random.Random(7)
-    keys: dict[uuid.UUID, list[str]] = {}
+    scanned = await sequential_scans(url, "memory_entries")
+    db = Database(
+        settings_for(url).model_copy(update={"STRATUS_POOL_SIZE": 16, "STRATUS_POOL_MAX_OVERFLOW": 0})
+    )
+    try:
+        accounts, users = UserManager(db), []
+
+        async def create(index: int) -> None:
+            user = await accounts.create_user(f"Piloto {index}", f"piloto{index}@bench.com.br", "pilot")
+            users.append(user.user_id)
+
+        await seed_through("create_user, c=16", user_count, create)
+        keys, memories = user_keys(per_user), MemoryManager(db)
+
+        async def store(index: int) -> None:
+            # Every user's first key, then every user's second…: each user's memories grow along with the table.
+            user, key = users[index % user_count], keys[index // user_count]
+            await memories.store_memory(
+                user, key, rng.choice(sentences), "long_term", importance_score=rng.random()
+            )
+
+        rates = await seed_through("store_memory (new key), c=16", user_count * per_user, store)
+    finally:
+        await db.close()
+    scanned = await sequential_scans(url, "memory_entries") - scanned
+    print(f"memory_entries read whole {scanned:,} times while seeding", flush=True)
+    return users, rates, scanned
+
+
+async def seed_with_copy(url: str, user_count: int, per_user: int, sentences: list[str]) -> list[uuid.UUID]:
+    """Users and memories written with COPY; returns the users."""
+    rng = random.Random(7)
+    users = [new_id() for _ in range(user_count)]
     now = datetime.now(UTC)
     connection = await asyncpg.connect(driver_url(url))
     try:
@@ -98,8 +143,7 @@ async def seed(
         )
         rows = []
         for user in users:
-            keys[user] = [f"{TOPICS[i % len(TOPICS)]}_{i}" for i in range(per_user)]
-            for key in keys[user]:
+            for key in user_keys(per_user):
                 value = rng.choice(sentences)
                 rows.append(
                     (new_id(), user, "long_term", key, json.dumps(value), rng.random(), 0, None, now, now, None,
@@ -113,29 +157,42 @@ async def seed(
                 "expires_at", "created_at", "updated_at", "last_accessed_at", "search_text",
             ],
         )  # fmt: skip
-        await connection.execute("ANALYZE")
     finally:
         await connection.close()
-    return keys
+    return users
 
 
 OPERATIONS = ("store", "create", "get", "search")
 
 
-async def run(user_count: int, per_user: int, only: tuple[str, ...]) -> tuple[list[Result], str]:
+async def run(
+    user_count: int, per_user: int, only: tuple[str, ...], *, through_api: bool, seed_only: bool
+) -> tuple[list[Result], str, tuple[list[float], int]]:
     sentences = corpus_sentences()
     rng = random.Random(11)
-    users = [new_id() for _ in range(user_count)]
     results: list[Result] = []
+    rates: list[float] = []
+    scanned = 0
     async with throwaway_postgres_database() as url:
         print(f"seeding {user_count * per_user:,} memories over {user_count:,} users …", flush=True)
-        keys = await seed(url, users, per_user, sentences)
+        if through_api:
+            users, rates, scanned = await seed_through_api(url, user_count, per_user, sentences)
+        else:
+            users = await seed_with_copy(url, user_count, per_user, sentences)
         server = await server_version(url)
         plain = driver_url(url)
+        if seed_only:
+            return results, server, (rates, scanned)
+        # What is measured below runs with statistics, as a server with autovacuum would have them.
+        connection = await asyncpg.connect(plain)
+        try:
+            await connection.execute("ANALYZE")
+        finally:
+            await connection.close()
+        keys = user_keys(per_user)
 
         def pick(index: int) -> tuple[uuid.UUID, str]:
-            user = users[(index * 7919) % len(users)]
-            return user, keys[user][(index * 31) % per_user]
+            return users[(index * 7919) % len(users)], keys[(index * 31) % per_user]
 
         async with AsyncPostgresStore.from_conn_string(
             plain, pool_config={"min_size": 16, "max_size": 16}
@@ -146,7 +203,7 @@ async def run(user_count: int, per_user: int, only: tuple[str, ...]) -> tuple[li
                     [
                         PutOp(("users", str(user)), key, {"text": rng.choice(sentences)})
                         for user in users[start : start + 50]
-                        for key in keys[user]
+                        for key in keys
                     ]
                 )
             pool = await asyncpg.create_pool(plain, min_size=16, max_size=16)
@@ -228,10 +285,23 @@ async def run(user_count: int, per_user: int, only: tuple[str, ...]) -> tuple[li
                 await cold.close()
                 await cached.close()
                 await pool.close()
-    return results, server
+    return results, server, (rates, scanned)
 
 
-def write_markdown(results: list[Result], server: str, user_count: int, per_user: int) -> None:
+def seeding_line(rates: list[float], scanned: int) -> str:
+    """How fast seeding through the API went at its start and at its end."""
+    if not rates:
+        return "The memories were written with COPY."
+    return (
+        f"The memories were stored through the API (`store_memory` of new keys, concurrency 16) into the fresh "
+        f"database, without statistics: {rates[0]:,.0f} stores/s over the first 10,000, {rates[-1]:,.0f} over the "
+        f"last (slowest 10,000: {min(rates):,.0f}/s), reading `memory_entries` whole {scanned:,} times; then ANALYZE."
+    )
+
+
+def write_markdown(
+    results: list[Result], server: str, user_count: int, per_user: int, seeding: tuple[list[float], int]
+) -> None:
     write_section(
         "memory",
         [
@@ -243,7 +313,8 @@ def write_markdown(results: list[Result], server: str, user_count: int, per_user
             "of the Portuguese aviation corpus. `store_memory` gives an existing key a new value; `(new key)` stores a key "
             "the user does not have yet (stratus_db checks the per-user cap). `get_memory (cold)` runs with the cache "
             "off; `(cached)` reads one hot key. The systems of one operation take turns in three slices within one run (bench/harness.py "
-            "`compare`): the machine is noisy, so read the ratios, not the last digit.",
+            "`compare`): the machine is noisy, so read the ratios, not the last digit. "
+            + seeding_line(*seeding),
             "",
             *results_table(results),
         ],
@@ -263,12 +334,27 @@ def main() -> None:
         default=list(OPERATIONS),
         help="measure only these operations",
     )
+    parser.add_argument(
+        "--seed",
+        choices=("api", "copy"),
+        default="api",
+        help="store the memories through the public API (default) or write them with COPY",
+    )
+    parser.add_argument("--seed-only", action="store_true", help="stop after seeding (implies --no-write)")
     parser.add_argument("--no-write", action="store_true", help="print only; leave docs/benchmarks.md alone")
     arguments = parser.parse_args()
     os.environ.setdefault("LOG_LEVEL", "WARNING")
-    results, server = asyncio.run(run(arguments.users, arguments.per_user, tuple(arguments.only)))
-    if not arguments.no_write and tuple(arguments.only) == OPERATIONS:
-        write_markdown(results, server, arguments.users, arguments.per_user)
+    results, server, seeding = asyncio.run(
+        run(
+            arguments.users,
+            arguments.per_user,
+            tuple(arguments.only),
+            through_api=arguments.seed == "api",
+            seed_only=arguments.seed_only,
+        )
+    )
+    if not (arguments.no_write or arguments.seed_only) and tuple(arguments.only) == OPERATIONS:
+        write_markdown(results, server, arguments.users, arguments.per_user, seeding)
         print(f"written to {RESULTS.relative_to(ROOT)}")
 
 

@@ -42,6 +42,7 @@ from stratus_db.conversations.tokens import estimate_tokens
 from stratus_db.errors import ConflictError, NotFoundError, SummarizerUnavailableError, ValidationError
 from stratus_db.kit.ids import new_id
 from stratus_db.kit.schemas import Page, aware_datetime, check_limit, decode_cursor, encode_cursor, make_page
+from stratus_db.kit.statistics import analyze_after
 from stratus_db.kit.text import query_terms
 from stratus_db.kit.validation import (
     INT32_MAX,
@@ -443,7 +444,9 @@ class ConversationManager:
                 )
                 return current.message_count
 
-            return await op.run(work, tx=tx)
+            deleted = await op.run(work, tx=tx)
+            await analyze_after(self._db, MESSAGES, deleted, tx=tx)
+            return deleted
 
     async def _locked(
         self, conn: AsyncConnection, conversation_id: uuid.UUID, user_id: uuid.UUID
@@ -607,6 +610,7 @@ class ConversationManager:
                 ], taken.unsummarized
 
             appended, unsummarized = await op.run(work, tx=tx)
+            await analyze_after(self._db, MESSAGES, len(appended), tx=tx)
             self._compress_if_long(batch.conversation_id, batch.user_id, unsummarized, tx)
             return appended
 
@@ -691,7 +695,9 @@ class ConversationManager:
                 )
                 return result
 
-            return await op.run(work, tx=tx)
+            imported = await op.run(work, tx=tx)
+            await analyze_after(self._db, MESSAGES, imported.imported, tx=tx)
+            return imported
 
     def _compress_if_long(
         self, conversation_id: uuid.UUID, user_id: uuid.UUID, unsummarized: int, tx: AsyncConnection | None

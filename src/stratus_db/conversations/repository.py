@@ -57,17 +57,23 @@ WITH input AS (
          WITH ORDINALITY AS i(message_id, conversation_id, user_id, agent_name, message_type, content, metadata,
                               audit_values, tokens_used, response_time, called_at, audit_id, ip_address, user_agent,
                               actor, trace_id, purpose, position)
+    LIMIT $18  -- the arrays' length: planned as one lookup (memory/repository.py says why)
 ), per_conversation AS (
     SELECT conversation_id, user_id, count(*)::int AS appended, sum(tokens_used)::bigint AS tokens,
            max(called_at) AS called_at
     FROM input GROUP BY conversation_id, user_id
 ), locked AS (
     -- Row locks in one order (by id) for every batch: two batches in flight never wait for each other in a cycle.
+    -- Each conversation is locked through its own lookup by key (a subquery with LIMIT stays apart from the join):
+    -- joined, the status filter made a never-analyzed table look one row long, and the plan scanned it whole.
     SELECT c.conversation_id
-    FROM conversations AS c JOIN per_conversation AS p USING (conversation_id, user_id)
-    WHERE c.status = 'active'
-    ORDER BY c.conversation_id
-    FOR NO KEY UPDATE OF c
+    FROM (SELECT conversation_id, user_id FROM per_conversation ORDER BY conversation_id) AS p
+    CROSS JOIN LATERAL (
+        SELECT c.conversation_id FROM conversations AS c
+        WHERE c.conversation_id = p.conversation_id AND c.user_id = p.user_id AND c.status = 'active'
+        LIMIT 1
+        FOR NO KEY UPDATE
+    ) AS c
 ), counted AS (
     UPDATE conversations AS c
     SET message_count = c.message_count + p.appended, total_tokens = c.total_tokens + p.tokens,
@@ -169,7 +175,7 @@ def appends_statement(
         *(_append_arguments(message, message["user_id"], audit_row) for message, audit_row in appends),
         strict=True,
     )
-    return _PG_APPEND_MANY, tuple(list(column) for column in columns)
+    return _PG_APPEND_MANY, (*(list(column) for column in columns), len(appends))
 
 
 def appended_by_message(rows: list[dict[str, Any]]) -> dict[uuid.UUID, Appended]:

@@ -323,6 +323,7 @@ class StoreCoalescer:
         return {
             "memory_id": previous.memory_id,
             "user_id": previous.user_id,
+            "key": previous.key,
             "value": json.dumps(values["value"]),
             "memory_type": str(values["memory_type"]),
             "importance_score": values["importance_score"],

@@ -16,6 +16,7 @@ from stratus_db.audit.schemas import AuditAction
 from stratus_db.errors import ValidationError
 from stratus_db.kit.ids import new_id
 from stratus_db.kit.schemas import Page, check_limit, decode_cursor, encode_cursor, make_page
+from stratus_db.kit.statistics import analyze_after
 from stratus_db.kit.text import query_terms, search_text
 from stratus_db.kit.validation import parse_enum, parse_uuid, validate_input
 from stratus_db.memory.cache import CacheKey, MemoryCache
@@ -598,4 +599,5 @@ class MemoryManager:
                 total += deleted
                 if deleted < size:
                     break
+            await analyze_after(self._db, TABLE, total, tx=None)
             return total

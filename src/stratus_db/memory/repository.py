@@ -203,33 +203,45 @@ class ExpiredMemoryRepository:
         return [dict(row) for row in (await self.conn.execute(statement)).mappings()]
 
 
+# How the batch statements below (and the append batch, conversations/repository.py) are planned. The engine forces
+# generic plans (kit/backends.py); a connection makes one the first time it sends a statement, often while the table
+# is empty and has no statistics, and keeps it as the table grows (nothing analyzes it when autovacuum is off). So
+# each statement is written to have one plan that is right at any size. A batch's arrays are read through `LIMIT $n`,
+# their length: the planner cannot see an array's length in a generic plan and assumes ten rows, for which reading a
+# small table whole and hashing it looked cheaper than ten lookups, a plan then kept for 100,000 rows; behind a limit
+# it cannot see either, it plans for one row, a lookup by index. And each row is reached by a predicate that fits a
+# unique index exactly. tests/test_database/test_plans.py checks their plans on empty, grown and analyzed tables.
 _PG_READ_KEYS = """-- the coalesced store's read: the rows of many (user_id, key) pairs, each by uq_memory_entries_user_id_key
 
 SELECT m.memory_id, m.user_id, m.memory_type, m.key, m.value, m.importance_score, m.access_count, m.expires_at,
        m.created_at, m.updated_at, m.last_accessed_at
-FROM unnest($1::uuid[], $2::text[]) AS wanted (user_id, key)
+-- LIMIT $3, the arrays' length: planned as one lookup (see above)
+FROM (SELECT * FROM unnest($1::uuid[], $2::text[]) AS w (user_id, key) LIMIT $3) AS wanted
 JOIN memory_entries AS m ON m.user_id = wanted.user_id AND m.key = wanted.key
 """
 _PG_APPLY_UPDATES = """-- the coalesced store's write: updates with their audit rows and NOTIFYs, one statement for many callers
 
 WITH change AS (
     SELECT *
-    FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::float8[], $6::timestamptz[], $7::text[],
-                $8::text[], $9::text[], $10::float8[], $11::timestamptz[],
-                $12::uuid[], $13::text[], $14::text[], $15::text[], $16::text[], $17::text[], $18::text[],
-                $19::text[], $20::text[])
-        AS c (memory_id, user_id, value, memory_type, importance_score, expires_at, search_text,
+    FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::float8[], $7::timestamptz[],
+                $8::text[], $9::text[], $10::text[], $11::float8[], $12::timestamptz[],
+                $13::uuid[], $14::text[], $15::text[], $16::text[], $17::text[], $18::text[], $19::text[],
+                $20::text[], $21::text[])
+        AS c (memory_id, user_id, key, value, memory_type, importance_score, expires_at, search_text,
               read_value, read_memory_type, read_importance_score, read_expires_at,
               audit_id, old_values, new_values, ip_address, user_agent, actor, trace_id, purpose, notification)
+    LIMIT $25  -- the arrays' length: planned as one lookup (see above)
 ),
 updated AS (
     UPDATE memory_entries AS m
     SET value = c.value::jsonb, memory_type = c.memory_type, importance_score = c.importance_score,
-        expires_at = c.expires_at, search_text = c.search_text, updated_at = $21
+        expires_at = c.expires_at, search_text = c.search_text, updated_at = $22
     FROM change AS c
     -- Only a row that still holds what the change was decided on: otherwise its caller takes the locking path.
     -- Values compare as text: jsonb's = holds 1 and 1.0 equal, which the decision does not (audit.same_value).
-    WHERE m.memory_id = c.memory_id AND m.user_id = c.user_id
+    -- The key as well as the id: either unique index then finds the one row. Without statistics the planner cannot
+    -- tell the primary key from the range of the owner's rows in uq_memory_entries_user_id_key, and took the range.
+    WHERE m.memory_id = c.memory_id AND m.user_id = c.user_id AND m.key = c.key
       AND m.value::text = c.read_value::jsonb::text AND m.memory_type = c.read_memory_type
       AND m.importance_score = c.read_importance_score AND m.expires_at IS NOT DISTINCT FROM c.read_expires_at
     RETURNING m.memory_id, m.user_id, m.memory_type, m.key, m.value, m.importance_score, m.access_count,
@@ -239,11 +251,11 @@ audited AS (
     INSERT INTO audit_log (audit_id, user_id, action, table_name, record_id, old_values, new_values, timestamp,
                            ip_address, user_agent, actor, trace_id, purpose)
     SELECT c.audit_id, c.user_id, 'update', 'memory_entries', c.memory_id, c.old_values::jsonb,
-           c.new_values::jsonb, $22, c.ip_address, c.user_agent, c.actor, c.trace_id, c.purpose
+           c.new_values::jsonb, $23, c.ip_address, c.user_agent, c.actor, c.trace_id, c.purpose
     FROM change AS c JOIN updated AS u ON u.memory_id = c.memory_id
 )
 -- NOTIFY is delivered when the statement commits, and only for the rows it changed.
-SELECT u.*, pg_notify($23, c.notification)::text AS notified
+SELECT u.*, pg_notify($24, c.notification)::text AS notified
 FROM updated AS u JOIN change AS c ON c.memory_id = u.memory_id
 """
 
@@ -255,7 +267,7 @@ FROM updated AS u JOIN change AS c ON c.memory_id = u.memory_id
 
 def read_keys_statement(owners: list[uuid.UUID], keys: list[str]) -> tuple[str, tuple[Any, ...]]:
     """The rows stored under each (owners[i], keys[i]) that exists, expired or not."""
-    return _PG_READ_KEYS, (owners, keys)
+    return _PG_READ_KEYS, (owners, keys, len(owners))
 
 
 def apply_updates_statement(
@@ -265,27 +277,28 @@ def apply_updates_statement(
     (`action = update`, at `audited_at`) and its NOTIFY on `channel`, in one statement, which returns the updated rows
     (the others were changed meanwhile).
 
-    Each change has memory_id, user_id, value (JSON text), memory_type, importance_score, expires_at,
+    Each change has memory_id, user_id, key, value (JSON text), memory_type, importance_score, expires_at,
     search_text; read_value (JSON text), read_memory_type, read_importance_score, read_expires_at; and the audit
     row's audit_id, old_values and new_values (JSON text), ip_address, user_agent, actor, trace_id, purpose; and
     the notification payload.
     """
     columns = (
-        "memory_id", "user_id", "value", "memory_type", "importance_score", "expires_at", "search_text",
+        "memory_id", "user_id", "key", "value", "memory_type", "importance_score", "expires_at", "search_text",
         "read_value", "read_memory_type", "read_importance_score", "read_expires_at",
         "audit_id", "old_values", "new_values", "ip_address", "user_agent", "actor", "trace_id", "purpose",
         "notification",
     )  # fmt: skip
     arrays = [[change[column] for change in changes] for column in columns]
-    return _PG_APPLY_UPDATES, (*arrays, now, audited_at, channel)
+    return _PG_APPLY_UPDATES, (*arrays, now, audited_at, channel, len(changes))
 
 
 _PG_LOCK_OWNERS = """-- the coalesced store's creations: bound the transaction's lock waits, lock the owners in one order
 
 WITH bounded AS MATERIALIZED (SELECT set_config('lock_timeout', $2, true))
 SELECT owner.user_id
-FROM users AS owner CROSS JOIN bounded
-WHERE owner.user_id = ANY($1::uuid[])
+FROM (SELECT * FROM unnest($1::uuid[]) AS w (user_id) LIMIT $3) AS wanted  -- the array's length: a lookup each
+JOIN users AS owner ON owner.user_id = wanted.user_id
+CROSS JOIN bounded
 ORDER BY owner.user_id
 FOR NO KEY UPDATE OF owner SKIP LOCKED
 """
@@ -294,10 +307,14 @@ locking path, which waits its turn. FOR NO KEY UPDATE, as `MemoryRepository.lock
 the rest of the transaction (set_config's `is_local`)."""
 _PG_COUNT_LIVE = """-- the coalesced store's creations: each locked owner's live memories that count towards the cap
 
-SELECT user_id, count(*)::int AS live
-FROM memory_entries
-WHERE user_id = ANY($1::uuid[]) AND (expires_at IS NULL OR expires_at > $2) AND memory_type <> $3
-GROUP BY user_id
+SELECT m.user_id, count(*)::int AS live
+FROM (SELECT * FROM unnest($1::uuid[]) AS o (user_id) LIMIT $4) AS owner  -- the array's length: one owner's rows each
+JOIN memory_entries AS m ON m.user_id = owner.user_id
+-- A test no index serves, so that only the owner's entries are read: `expires_at IS NULL OR …` matches
+-- ix_memory_entries_expires_at, which a plan made without statistics combined with the owner's, i.e. read the entries
+-- of every memory that never expires.
+WHERE coalesce(m.expires_at, 'infinity') > $2 AND m.memory_type <> $3
+GROUP BY m.user_id
 """
 _PG_CREATE = """-- the coalesced store's creations: new memories with their audit rows and NOTIFYs, one statement
 
@@ -336,14 +353,14 @@ FROM inserted AS i JOIN fresh AS f ON f.memory_id = i.memory_id
 def lock_owners_statement(owners: list[uuid.UUID], *, lock_timeout: str) -> tuple[str, tuple[Any, ...]]:
     """Lock those of `owners` no other transaction holds, and have the rest of the transaction wait at most
     `lock_timeout` (e.g. "50ms") for a lock; returns the locked owners' `user_id`."""
-    return _PG_LOCK_OWNERS, (owners, lock_timeout)
+    return _PG_LOCK_OWNERS, (owners, lock_timeout, len(owners))
 
 
 def count_live_statement(
     owners: list[uuid.UUID], now: datetime, *, exclude_tier: MemoryType
 ) -> tuple[str, tuple[Any, ...]]:
     """Each owner's live memories outside `exclude_tier` (`user_id`, `live`); an owner with none has no row."""
-    return _PG_COUNT_LIVE, (owners, now, str(exclude_tier))
+    return _PG_COUNT_LIVE, (owners, now, str(exclude_tier), len(owners))
 
 
 def create_statement(
