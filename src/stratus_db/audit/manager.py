@@ -10,8 +10,8 @@ from pydantic import BaseModel, StrictStr, StringConstraints
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from stratus_db.audit.repository import AuditRepository
+from stratus_db.audit.rows import context_columns
 from stratus_db.audit.schemas import AuditAction, AuditEvent
-from stratus_db.context import current_context, current_trace_id
 from stratus_db.kit.ids import new_id
 from stratus_db.kit.schemas import Page, aware_datetime, check_limit, decode_cursor, encode_cursor, make_page
 from stratus_db.kit.validation import InputModel, Timestamp, validate_input
@@ -133,19 +133,6 @@ class AuditManager:
                 )
 
             return await op.run(work, tx=tx)
-
-
-def context_columns() -> dict[str, Any]:
-    """The columns of an audit row that come from the request context: who acted, from where, under which trace and
-    why. Taken inside the operation (its trace id) by code that writes the row later, in a batch."""
-    context = current_context()
-    return {
-        "ip_address": context.ip_address,
-        "user_agent": context.user_agent,
-        "actor": context.principal.actor,
-        "trace_id": current_trace_id(),
-        "purpose": context.purpose,
-    }
 
 
 def same_value(old: Any, new: Any) -> bool:

@@ -13,10 +13,13 @@ from sqlalchemy import ColumnElement, and_, bindparam, case, delete, func, inser
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from stratus_db.audit.rows import AUDIT_INPUT, insert_audit_rows
+from stratus_db.audit.schemas import AuditAction
 from stratus_db.errors import NotFoundError, Violation
 from stratus_db.kit import driver
 from stratus_db.kit.failures import violation_of
 from stratus_db.kit.models import table_of
+from stratus_db.kit.sql import BatchColumns
 from stratus_db.models import AuditLog, Conversation, ConversationStatus, Message
 
 _conversations = table_of(Conversation)
@@ -26,7 +29,51 @@ MESSAGES_TABLE = _messages.name
 COPY_THRESHOLD = 100
 """From this many messages on, PostgreSQL takes them by binary COPY rather than a multi-row INSERT."""
 
-_PG_APPEND = """-- add_message on PostgreSQL: count, insert and audit in one statement (one round trip, autocommit)
+_APPEND_INPUT = (
+    BatchColumns(
+        (
+            ("message_id", "uuid"),
+            ("conversation_id", "uuid"),
+            ("user_id", "uuid"),
+            ("agent_name", "text"),
+            ("message_type", "text"),
+            ("content", "text"),
+            ("metadata", "text"),
+            ("audit_values", "text"),
+            ("tokens_used", "int"),
+            ("response_time", "float8"),
+            ("called_at", "timestamptz"),
+        )
+    )
+    + AUDIT_INPUT
+)
+"""What each append carries: the parameters of _PG_APPEND in this order, and the arrays of _PG_APPEND_MANY."""
+
+_APPEND_AUDITED = insert_audit_rows(
+    source="inserted",
+    action=AuditAction.create,
+    table_name="messages",
+    user_id="$3",
+    record_id="$1",
+    old_values="NULL",
+    new_values="$8::jsonb || jsonb_build_object('seq', seq)",
+    timestamp="$11",
+    parameters=_APPEND_INPUT,
+)
+"""The audit row of _PG_APPEND's message, with its number."""
+_APPEND_MANY_AUDITED = insert_audit_rows(
+    source="numbered",
+    action=AuditAction.create,
+    table_name="messages",
+    user_id="user_id",
+    record_id="message_id",
+    old_values="NULL",
+    new_values="audit_values::jsonb || jsonb_build_object('seq', seq)",
+    timestamp="called_at",
+)
+"""The audit rows of _PG_APPEND_MANY's messages, with their numbers."""
+
+_PG_APPEND = f"""-- add_message on PostgreSQL: count, insert and audit in one statement (one round trip, autocommit)
 WITH counted AS (
     UPDATE conversations
     SET message_count = message_count + 1, total_tokens = total_tokens + $9,
@@ -39,25 +86,18 @@ WITH counted AS (
     SELECT $1, $2, $3, seq, $4, $5, $6, $7::jsonb, $9, $10, created_at FROM counted
     RETURNING seq
 ), audited AS (
-    INSERT INTO audit_log (audit_id, user_id, action, table_name, record_id, old_values, new_values, timestamp,
-                           ip_address, user_agent, actor, trace_id, purpose)
-    SELECT $12, $3, 'create', 'messages', $1, NULL, $8::jsonb || jsonb_build_object('seq', seq), $11,
-           $13, $14, $15, $16, $17
-    FROM inserted
+    {_APPEND_AUDITED}
 )
 SELECT $1::uuid AS message_id, counted.* FROM counted JOIN inserted USING (seq)
 """
 
-_PG_APPEND_MANY = """-- coalesced add_message calls on PostgreSQL: one statement for many callers' appends
+_PG_APPEND_MANY = f"""-- coalesced add_message calls on PostgreSQL: one statement for many callers' appends
 WITH input AS (
     SELECT *
-    FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
-                $9::int[], $10::float8[], $11::timestamptz[], $12::uuid[], $13::text[], $14::text[], $15::text[],
-                $16::text[], $17::text[])
-         WITH ORDINALITY AS i(message_id, conversation_id, user_id, agent_name, message_type, content, metadata,
-                              audit_values, tokens_used, response_time, called_at, audit_id, ip_address, user_agent,
-                              actor, trace_id, purpose, position)
-    LIMIT $18  -- the arrays' length: planned as one lookup (memory/repository.py says why)
+    FROM {_APPEND_INPUT.unnest(1)} WITH ORDINALITY AS i({_APPEND_INPUT.names}, position)
+    LIMIT ${
+    _APPEND_INPUT.after(1)
+}  -- the arrays' length: planned as one lookup (memory/repository.py says why)
 ), per_conversation AS (
     SELECT conversation_id, user_id, count(*)::int AS appended, sum(tokens_used)::bigint AS tokens,
            max(called_at) AS called_at
@@ -94,12 +134,7 @@ WITH input AS (
            tokens_used, response_time, created_at
     FROM numbered
 ), audited AS (
-    INSERT INTO audit_log (audit_id, user_id, action, table_name, record_id, old_values, new_values, timestamp,
-                           ip_address, user_agent, actor, trace_id, purpose)
-    SELECT audit_id, user_id, 'create', 'messages', message_id, NULL,
-           audit_values::jsonb || jsonb_build_object('seq', seq), called_at, ip_address, user_agent, actor,
-           trace_id, purpose
-    FROM numbered
+    {_APPEND_MANY_AUDITED}
 )
 SELECT message_id, seq, created_at, unsummarized FROM numbered
 """
@@ -128,29 +163,29 @@ newest messages that fit, then the first that does not (when there is one): the 
 a larger budget needs older messages (conversations/recent.py)."""
 
 
+def _append_row(message: dict[str, Any], user_id: uuid.UUID, audit_row: dict[str, Any]) -> dict[str, Any]:
+    """One append as _APPEND_INPUT's columns."""
+    return {
+        "message_id": message["message_id"],
+        "conversation_id": message["conversation_id"],
+        "user_id": user_id,
+        "agent_name": message["agent_name"],
+        "message_type": message["message_type"].value,
+        "content": message["content"],
+        "metadata": json.dumps(message["metadata"]),
+        "audit_values": json.dumps(audit_row["new_values"]),
+        "tokens_used": message["tokens_used"],
+        "response_time": message["response_time"],
+        "called_at": message["created_at"],
+    } | {name: audit_row[name] for name, _type in AUDIT_INPUT.columns}
+
+
 def _append_arguments(
     message: dict[str, Any], user_id: uuid.UUID, audit_row: dict[str, Any]
 ) -> tuple[Any, ...]:
-    """The parameters $1… of _PG_APPEND for one message; _PG_APPEND_MANY takes each as an array, in the same order."""
-    return (
-        message["message_id"],
-        message["conversation_id"],
-        user_id,
-        message["agent_name"],
-        message["message_type"].value,
-        message["content"],
-        json.dumps(message["metadata"]),
-        json.dumps(audit_row["new_values"]),
-        message["tokens_used"],
-        message["response_time"],
-        message["created_at"],
-        audit_row["audit_id"],
-        audit_row["ip_address"],
-        audit_row["user_agent"],
-        audit_row["actor"],
-        audit_row["trace_id"],
-        audit_row["purpose"],
-    )
+    """The parameters of _PG_APPEND for one message."""
+    row = _append_row(message, user_id, audit_row)
+    return tuple(row[name] for name, _type in _APPEND_INPUT.columns)
 
 
 class Appended(NamedTuple):
@@ -170,12 +205,8 @@ def appends_statement(
     if len(appends) == 1:
         message, audit_row = appends[0]
         return _PG_APPEND, _append_arguments(message, message["user_id"], audit_row)
-    # One array per parameter of the one-message statement, in the same order.
-    columns = zip(
-        *(_append_arguments(message, message["user_id"], audit_row) for message, audit_row in appends),
-        strict=True,
-    )
-    return _PG_APPEND_MANY, (*(list(column) for column in columns), len(appends))
+    rows = [_append_row(message, message["user_id"], audit_row) for message, audit_row in appends]
+    return _PG_APPEND_MANY, (*_APPEND_INPUT.arrays(rows), len(rows))
 
 
 def appended_by_message(rows: list[dict[str, Any]]) -> dict[uuid.UUID, Appended]:

@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from stratus_db.audit.manager import AuditManager, changed_fields, context_columns
+from stratus_db.audit.manager import AuditManager, changed_fields
+from stratus_db.audit.rows import context_columns
 from stratus_db.audit.schemas import AuditAction
 from stratus_db.errors import ValidationError
 from stratus_db.kit.ids import new_id

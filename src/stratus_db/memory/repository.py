@@ -11,11 +11,13 @@ from sqlalchemy import ColumnElement, and_, case, delete, func, literal, or_, se
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from stratus_db.audit.rows import AUDIT_INPUT, insert_audit_rows
+from stratus_db.audit.schemas import AuditAction
 from stratus_db.errors import NotFoundError, Violation
 from stratus_db.kit import driver
 from stratus_db.kit.failures import violation_of
 from stratus_db.kit.models import table_of
-from stratus_db.kit.sql import insert_for
+from stratus_db.kit.sql import BatchColumns, insert_for
 from stratus_db.kit.types import UTCDateTime
 from stratus_db.models import MemoryEntry, MemoryType, User
 
@@ -219,23 +221,54 @@ SELECT m.memory_id, m.user_id, m.memory_type, m.key, m.value, m.importance_score
 FROM (SELECT * FROM unnest($1::uuid[], $2::text[]) AS w (user_id, key) LIMIT $3) AS wanted
 JOIN memory_entries AS m ON m.user_id = wanted.user_id AND m.key = wanted.key
 """
-_PG_APPLY_UPDATES = """-- the coalesced store's write: updates with their audit rows and NOTIFYs, one statement for many callers
+_UPDATE_INPUT = (
+    BatchColumns(
+        (
+            ("memory_id", "uuid"),
+            ("user_id", "uuid"),
+            ("key", "text"),
+            ("value", "text"),
+            ("memory_type", "text"),
+            ("importance_score", "float8"),
+            ("expires_at", "timestamptz"),
+            ("search_text", "text"),
+            ("read_value", "text"),
+            ("read_memory_type", "text"),
+            ("read_importance_score", "float8"),
+            ("read_expires_at", "timestamptz"),
+            ("old_values", "text"),
+            ("new_values", "text"),
+            ("notification", "text"),
+        )
+    )
+    + AUDIT_INPUT
+)
+"""Each change of _PG_APPLY_UPDATES: an array per column, then $n: now, the audit time, the channel, the count."""
+_UPDATE_NOW, _UPDATE_AUDITED_AT, _UPDATE_CHANNEL, _UPDATE_COUNT = (
+    f"${_UPDATE_INPUT.after(1) + offset}" for offset in range(4)
+)
+_UPDATES_AUDITED = insert_audit_rows(
+    source="change AS c JOIN updated AS u ON u.memory_id = c.memory_id",
+    action=AuditAction.update,
+    table_name="memory_entries",
+    user_id="c.user_id",
+    record_id="c.memory_id",
+    old_values="c.old_values::jsonb",
+    new_values="c.new_values::jsonb",
+    timestamp=_UPDATE_AUDITED_AT,
+    input_of="c.",
+)
+_PG_APPLY_UPDATES = f"""-- the coalesced store's write: updates with their audit rows and NOTIFYs, one statement for many callers
 
 WITH change AS (
     SELECT *
-    FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::float8[], $7::timestamptz[],
-                $8::text[], $9::text[], $10::text[], $11::float8[], $12::timestamptz[],
-                $13::uuid[], $14::text[], $15::text[], $16::text[], $17::text[], $18::text[], $19::text[],
-                $20::text[], $21::text[])
-        AS c (memory_id, user_id, key, value, memory_type, importance_score, expires_at, search_text,
-              read_value, read_memory_type, read_importance_score, read_expires_at,
-              audit_id, old_values, new_values, ip_address, user_agent, actor, trace_id, purpose, notification)
-    LIMIT $25  -- the arrays' length: planned as one lookup (see above)
+    FROM {_UPDATE_INPUT.unnest(1)} AS c ({_UPDATE_INPUT.names})
+    LIMIT {_UPDATE_COUNT}  -- the arrays' length: planned as one lookup (see above)
 ),
 updated AS (
     UPDATE memory_entries AS m
     SET value = c.value::jsonb, memory_type = c.memory_type, importance_score = c.importance_score,
-        expires_at = c.expires_at, search_text = c.search_text, updated_at = $22
+        expires_at = c.expires_at, search_text = c.search_text, updated_at = {_UPDATE_NOW}
     FROM change AS c
     -- Only a row that still holds what the change was decided on: otherwise its caller takes the locking path.
     -- Values compare as text: jsonb's = holds 1 and 1.0 equal, which the decision does not (audit.same_value).
@@ -248,14 +281,10 @@ updated AS (
               m.expires_at, m.created_at, m.updated_at, m.last_accessed_at
 ),
 audited AS (
-    INSERT INTO audit_log (audit_id, user_id, action, table_name, record_id, old_values, new_values, timestamp,
-                           ip_address, user_agent, actor, trace_id, purpose)
-    SELECT c.audit_id, c.user_id, 'update', 'memory_entries', c.memory_id, c.old_values::jsonb,
-           c.new_values::jsonb, $23, c.ip_address, c.user_agent, c.actor, c.trace_id, c.purpose
-    FROM change AS c JOIN updated AS u ON u.memory_id = c.memory_id
+    {_UPDATES_AUDITED}
 )
 -- NOTIFY is delivered when the statement commits, and only for the rows it changed.
-SELECT u.*, pg_notify($24, c.notification)::text AS notified
+SELECT u.*, pg_notify({_UPDATE_CHANNEL}, c.notification)::text AS notified
 FROM updated AS u JOIN change AS c ON c.memory_id = u.memory_id
 """
 
@@ -277,19 +306,10 @@ def apply_updates_statement(
     (`action = update`, at `audited_at`) and its NOTIFY on `channel`, in one statement, which returns the updated rows
     (the others were changed meanwhile).
 
-    Each change has memory_id, user_id, key, value (JSON text), memory_type, importance_score, expires_at,
-    search_text; read_value (JSON text), read_memory_type, read_importance_score, read_expires_at; and the audit
-    row's audit_id, old_values and new_values (JSON text), ip_address, user_agent, actor, trace_id, purpose; and
-    the notification payload.
+    Each change has _UPDATE_INPUT's columns: the new values (JSON as text), the `read_*` values the decision was
+    made on, the audit row's old and new values (JSON text), id and context columns, and the notification payload.
     """
-    columns = (
-        "memory_id", "user_id", "key", "value", "memory_type", "importance_score", "expires_at", "search_text",
-        "read_value", "read_memory_type", "read_importance_score", "read_expires_at",
-        "audit_id", "old_values", "new_values", "ip_address", "user_agent", "actor", "trace_id", "purpose",
-        "notification",
-    )  # fmt: skip
-    arrays = [[change[column] for change in changes] for column in columns]
-    return _PG_APPLY_UPDATES, (*arrays, now, audited_at, channel, len(changes))
+    return _PG_APPLY_UPDATES, (*_UPDATE_INPUT.arrays(changes), now, audited_at, channel, len(changes))
 
 
 _PG_LOCK_OWNERS = """-- the coalesced store's creations: bound the transaction's lock waits, lock the owners in one order
@@ -316,21 +336,48 @@ JOIN memory_entries AS m ON m.user_id = owner.user_id
 WHERE coalesce(m.expires_at, 'infinity') > $2 AND m.memory_type <> $3
 GROUP BY m.user_id
 """
-_PG_CREATE = """-- the coalesced store's creations: new memories with their audit rows and NOTIFYs, one statement
+_CREATE_INPUT = (
+    BatchColumns(
+        (
+            ("memory_id", "uuid"),
+            ("user_id", "uuid"),
+            ("memory_type", "text"),
+            ("key", "text"),
+            ("value", "text"),
+            ("importance_score", "float8"),
+            ("expires_at", "timestamptz"),
+            ("search_text", "text"),
+            ("new_values", "text"),
+            ("notification", "text"),
+        )
+    )
+    + AUDIT_INPUT
+)
+"""Each creation of _PG_CREATE: an array per column, then $n: now, the audit time, the channel."""
+_CREATE_NOW, _CREATE_AUDITED_AT, _CREATE_CHANNEL = (
+    f"${_CREATE_INPUT.after(1) + offset}" for offset in range(3)
+)
+_CREATES_AUDITED = insert_audit_rows(
+    source="fresh AS f JOIN inserted AS i ON i.memory_id = f.memory_id",
+    action=AuditAction.create,
+    table_name="memory_entries",
+    user_id="f.user_id",
+    record_id="f.memory_id",
+    old_values="NULL",
+    new_values="f.new_values::jsonb",
+    timestamp=_CREATE_AUDITED_AT,
+    input_of="f.",
+)
+_PG_CREATE = f"""-- the coalesced store's creations: new memories with their audit rows and NOTIFYs, one statement
 
 WITH fresh AS (
-    SELECT *
-    FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::float8[], $7::timestamptz[],
-                $8::text[], $9::uuid[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[], $15::text[],
-                $16::text[])
-        AS f (memory_id, user_id, memory_type, key, value, importance_score, expires_at, search_text,
-              audit_id, new_values, ip_address, user_agent, actor, trace_id, purpose, notification)
+    SELECT * FROM {_CREATE_INPUT.unnest(1)} AS f ({_CREATE_INPUT.names})
 ),
 inserted AS (
     INSERT INTO memory_entries (memory_id, user_id, memory_type, key, value, importance_score, access_count,
                                 expires_at, created_at, updated_at, last_accessed_at, search_text)
-    SELECT memory_id, user_id, memory_type, key, value::jsonb, importance_score, 0, expires_at, $17, $17, NULL,
-           search_text
+    SELECT memory_id, user_id, memory_type, key, value::jsonb, importance_score, 0, expires_at, {_CREATE_NOW},
+           {_CREATE_NOW}, NULL, search_text
     FROM fresh
     -- A key created since the batch read it: its caller takes the locking path, which updates it.
     ON CONFLICT (user_id, key) DO NOTHING
@@ -338,14 +385,10 @@ inserted AS (
               updated_at, last_accessed_at
 ),
 audited AS (
-    INSERT INTO audit_log (audit_id, user_id, action, table_name, record_id, old_values, new_values, timestamp,
-                           ip_address, user_agent, actor, trace_id, purpose)
-    SELECT f.audit_id, f.user_id, 'create', 'memory_entries', f.memory_id, NULL, f.new_values::jsonb, $18,
-           f.ip_address, f.user_agent, f.actor, f.trace_id, f.purpose
-    FROM fresh AS f JOIN inserted AS i ON i.memory_id = f.memory_id
+    {_CREATES_AUDITED}
 )
 -- NOTIFY is delivered when the transaction commits, and only for the rows it created.
-SELECT i.*, pg_notify($19, f.notification)::text AS notified
+SELECT i.*, pg_notify({_CREATE_CHANNEL}, f.notification)::text AS notified
 FROM inserted AS i JOIN fresh AS f ON f.memory_id = i.memory_id
 """
 
@@ -370,13 +413,7 @@ def create_statement(
     (`action = create`, at `audited_at`) and its NOTIFY on `channel`, in one statement, which returns the created
     rows.
 
-    Each creation has memory_id, user_id, memory_type, key, value (JSON text), importance_score, expires_at,
-    search_text; the audit row's audit_id, new_values (JSON text), ip_address, user_agent, actor, trace_id,
-    purpose; and the notification payload.
+    Each creation has _CREATE_INPUT's columns: the new memory (its value as JSON text), its search text, the audit
+    row's new values (JSON text), id and context columns, and the notification payload.
     """
-    columns = (
-        "memory_id", "user_id", "memory_type", "key", "value", "importance_score", "expires_at", "search_text",
-        "audit_id", "new_values", "ip_address", "user_agent", "actor", "trace_id", "purpose", "notification",
-    )  # fmt: skip
-    arrays = [[creation[column] for creation in creations] for column in columns]
-    return _PG_CREATE, (*arrays, now, audited_at, channel)
+    return _PG_CREATE, (*_CREATE_INPUT.arrays(creations), now, audited_at, channel)
