@@ -9,28 +9,24 @@ and again when it is back. On SQLite, where no message can be sent, every write 
 (kit/notify.py) and every lookup and admission first reads it, forgetting everything when another process moved
 it: several processes on one embedded file never serve each other's stale values.
 
-Counting. A hit counts its access in memory; counts are written in batches every flush interval, and on close().
+Counting. A hit counts its access in memory (memory/access_counts.py); counts are written in batches every flush
+interval, and on close().
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import uuid
 from collections import OrderedDict, deque
-from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
-from sqlalchemy import Integer, bindparam, case, or_, update
 
-from stratus_db.kit.models import table_of
 from stratus_db.kit.notify import MAX_PAYLOAD_BYTES, Notifier, PostgresNotifier, SQLiteChangeCounter
-from stratus_db.kit.types import UTCDateTime
+from stratus_db.memory.access_counts import AccessCounts, CacheKey
 from stratus_db.memory.schemas import MemoryEntry
-from stratus_db.models import MemoryEntry as MemoryRow
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection
@@ -44,17 +40,6 @@ ENTRY_OVERHEAD_BYTES = 400
 RECENT_INVALIDATIONS = 4096
 """Invalidations remembered to judge whether a read that began earlier may still be cached."""
 
-CacheKey = tuple[uuid.UUID, str]
-_memories = table_of(MemoryRow)
-
-
-@dataclass
-class _Pending:
-    memory_id: uuid.UUID
-    user_id: uuid.UUID
-    count: int
-    last_accessed_at: datetime
-
 
 class MemoryCache:
     def __init__(self, db: StratusPostgreSQLIntegration) -> None:
@@ -62,7 +47,6 @@ class MemoryCache:
         self._db = db
         self.max_entries = settings.STRATUS_MEMORY_CACHE_MAX_ENTRIES
         self.max_bytes = settings.STRATUS_MEMORY_CACHE_MAX_BYTES
-        self._flush_interval = settings.STRATUS_MEMORY_CACHE_FLUSH_INTERVAL_S
         self._entries: OrderedDict[CacheKey, tuple[MemoryEntry, int]] = OrderedDict()
         self._bytes = 0
         self._epoch = 0
@@ -70,10 +54,7 @@ class MemoryCache:
         self._recent: deque[tuple[int, uuid.UUID | None, frozenset[str] | None]] = deque(
             maxlen=RECENT_INVALIDATIONS
         )
-        self._pending: dict[CacheKey, _Pending] = {}
-        self._flusher: asyncio.Task[None] | None = None
-        self._waiting_to_flush = False
-        self._closed = False
+        self.counts = AccessCounts(db)
         self._notifier: Notifier = (
             PostgresNotifier(settings.database_url, CHANNEL)
             if db.backend == "postgresql"
@@ -147,13 +128,7 @@ class MemoryCache:
         )
         size = self._entries[key][1]
         self._entries[key] = (counted, size)
-        pending = self._pending.get(key)
-        if pending is None or pending.memory_id != entry.memory_id:
-            self._pending[key] = _Pending(entry.memory_id, entry.user_id, 1, now)
-        else:
-            pending.count += 1
-            pending.last_accessed_at = now
-        self._schedule_flush()
+        self.counts.add(key, entry.memory_id, entry.user_id, now)
         return counted
 
     def _invalidated_since(self, key: CacheKey, since_epoch: int) -> bool:
@@ -178,10 +153,7 @@ class MemoryCache:
             return
         # The database's count lacks our buffered hits, and reads that raced may arrive out of order: the cached
         # count is never behind what this process has already counted.
-        pending = self._pending.get(key)
-        count = entry.access_count + (
-            pending.count if pending and pending.memory_id == entry.memory_id else 0
-        )
+        count = entry.access_count + self.counts.pending(key, entry.memory_id)
         current = self._entries.get(key)
         if current is not None and current[0].memory_id == entry.memory_id:
             count = max(count, current[0].access_count)
@@ -245,84 +217,14 @@ class MemoryCache:
         if cached is not None:
             self._bytes -= cached[1]
 
-    # -- buffered access counts -----------------------------------------------------------------------------------
-
-    def _schedule_flush(self) -> None:
-        if self._closed:
-            return
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.get_running_loop().create_task(self._flush_later())
-
-    async def _flush_later(self) -> None:
-        self._waiting_to_flush = True
-        try:
-            await asyncio.sleep(self._flush_interval)
-        finally:
-            self._waiting_to_flush = False
-        # A failure is logged by the operation and the counts are rescheduled: nobody awaits this task.
-        with contextlib.suppress(Exception):
-            await self.flush()
-
     async def flush(self) -> int:
-        """Write the buffered access counts in one transaction; returns how many memories were updated.
-
-        Shielded: a caller that is cancelled while waiting does not cancel the write, and counts that could not be
-        written are kept for the next flush.
-        """
-        if not self._pending:
-            return 0
-        batch, self._pending = self._pending, {}
-        return await asyncio.shield(self._write(batch))
-
-    async def _write(self, batch: dict[CacheKey, _Pending]) -> int:
-        last = bindparam("b_last", type_=UTCDateTime())
-        statement = (
-            update(_memories)
-            .where(
-                MemoryRow.memory_id == bindparam("b_memory_id"), MemoryRow.user_id == bindparam("b_user_id")
-            )
-            .values(
-                access_count=MemoryRow.access_count + bindparam("b_count", type_=Integer()),
-                last_accessed_at=case(
-                    (or_(MemoryRow.last_accessed_at.is_(None), MemoryRow.last_accessed_at < last), last),
-                    else_=MemoryRow.last_accessed_at,
-                ),
-            )
-        )
-        # In key order, so that two processes flushing the same memories lock them in the same order.
-        parameters: list[dict[str, Any]] = [
-            {
-                "b_memory_id": p.memory_id,
-                "b_user_id": p.user_id,
-                "b_count": p.count,
-                "b_last": p.last_accessed_at,
-            }
-            for p in sorted(batch.values(), key=lambda pending: pending.memory_id)
-        ]
-        try:
-            async with self._db.operation("memory.flush_access_counts") as op:
-                await op.run(lambda conn: conn.execute(statement, parameters))
-        except BaseException:
-            for key, pending in batch.items():
-                current = self._pending.get(key)
-                if current is not None and current.memory_id == pending.memory_id:
-                    current.count += pending.count
-                elif current is None:
-                    self._pending[key] = pending
-            self._schedule_flush()
-            raise
-        return len(parameters)
+        """Write the buffered access counts of hits now (see AccessCounts.flush)."""
+        return await self.counts.flush()
 
     async def close(self) -> None:
-        if self._flusher is not None and not self._flusher.done():
-            if self._waiting_to_flush:
-                self._flusher.cancel()  # only the wait is interrupted, never a flush under way
-            with contextlib.suppress(Exception, asyncio.CancelledError):
-                await self._flusher
         try:
-            await self.flush()
+            await self.counts.close()
         finally:
-            self._closed = True
             await self._notifier.stop()
             self.clear()
 
@@ -335,6 +237,6 @@ class MemoryCache:
             "misses": self.misses,
             "evictions": self.evictions,
             "invalidations": self.invalidations,
-            "pending_access_counts": sum(p.count for p in self._pending.values()),
+            "pending_access_counts": self.counts.total,
             "listening": self._notifier.listening,
         }

@@ -20,7 +20,8 @@ from stratus_db.kit.schemas import Page, check_limit, decode_cursor, encode_curs
 from stratus_db.kit.statistics import analyze_after
 from stratus_db.kit.text import query_terms, search_text
 from stratus_db.kit.validation import parse_enum, parse_uuid, validate_input
-from stratus_db.memory.cache import CacheKey, MemoryCache
+from stratus_db.memory.access_counts import CacheKey
+from stratus_db.memory.cache import MemoryCache
 from stratus_db.memory.coalescing import MemoryCreate, MemoryUpdate, store_coalescer_for
 from stratus_db.memory.policy import MemoryPolicy, frequency, recency, search_score, standing
 from stratus_db.memory.repository import (
