@@ -1,0 +1,35 @@
+"""Summaries of a conversation's older messages, so that they can leave the context window without being forgotten.
+
+`Summarizer` is the protocol compression calls: it folds the previous summary and the messages being compressed into
+one summary within a token budget (as `estimate_tokens` counts). Two implementations:
+
+- `ExtractiveSummarizer`, the offline default: deterministic, Portuguese-aware, it keeps the most informative whole
+  sentences (aviation codes, numbers, the user's questions, the conversation's recurring terms) in their original
+  order, each line prefixed by its speaker.
+- `OpenAISummarizer`, used when `OPENAI_API_KEY` is set: a Chat Completions call with a Portuguese prompt, its answer
+  trimmed to the budget by the same rules.
+"""
+
+from stratus_db.conversations.summarizer.extractive import ExtractiveSummarizer, extractive_summary
+from stratus_db.conversations.summarizer.llm import OpenAISummarizer, summarizer_from_environment
+from stratus_db.conversations.summarizer.text import (
+    Summarizer,
+    SummaryInput,
+    clean_text,
+    split_sentences,
+    trim_to_budget,
+    truncate_on_word,
+)
+
+__all__ = [
+    "ExtractiveSummarizer",
+    "OpenAISummarizer",
+    "Summarizer",
+    "SummaryInput",
+    "clean_text",
+    "extractive_summary",
+    "split_sentences",
+    "summarizer_from_environment",
+    "trim_to_budget",
+    "truncate_on_word",
+]
