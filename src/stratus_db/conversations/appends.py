@@ -1,0 +1,343 @@
+"""Appends: one message, a batch, or an import, numbered gap-free and counted exactly."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from functools import partial
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from stratus_db.audit.schemas import AuditAction
+from stratus_db.conversations.compression import HistoryCompressor
+from stratus_db.conversations.repository import Appended, ConversationRepository
+from stratus_db.conversations.rooms_base import (
+    MESSAGES,
+    message_audit_values,
+    message_from_row,
+    not_found,
+)
+from stratus_db.conversations.schemas import (
+    ImportResult,
+    Message,
+    MessageBatch,
+    MessageCreate,
+    MessageImportBatch,
+    MessageInput,
+)
+from stratus_db.conversations.tokens import estimate_tokens
+from stratus_db.errors import ConflictError, ValidationError
+from stratus_db.kit.ids import new_id
+from stratus_db.kit.statistics import analyze_after
+from stratus_db.kit.validation import validate_input
+from stratus_db.models import MessageType
+
+
+class MessageAppends(HistoryCompressor):
+    """Appends: one message, a batch, or an import, numbered gap-free and counted exactly."""
+
+    async def add_message(
+        self,
+        conversation_id: uuid.UUID | str,
+        user_id: uuid.UUID | str,
+        content: str,
+        message_type: MessageType | str = MessageType.user_input,
+        agent_name: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        tokens_used: int | None = None,
+        response_time: float | None = None,
+        *,
+        message_id: uuid.UUID | str | None = None,
+        tx: AsyncConnection | None = None,
+    ) -> Message:
+        """Append a message to the user's active conversation and update its counters, in one transaction.
+
+        On PostgreSQL the message, the counters and the audit row are one statement: one round trip.
+
+        A call that failed with DatabaseUnavailableError may or may not have stored its message. To repeat it
+        safely, give the message an id of your own (`message_id`, a UUID, preferably a UUIDv7): a call with an id
+        already stored in this conversation returns the stored message and writes nothing, so the message is
+        stored once however often the call is repeated.
+
+        Args:
+            conversation_id: the conversation, which must belong to `user_id` and be active.
+            user_id: the owner.
+            content: the text; not empty, no NUL characters, up to 1,000,000 characters.
+            message_type: user_input, agent_response or system.
+            agent_name: the agent that answered (letters, digits, `_ . -`), for agent responses.
+            metadata: a JSON object.
+            tokens_used: when None, estimated as round(len(content) / 3.5) (conversations/tokens.py).
+            response_time: seconds the agent took.
+            message_id: the message's id (by default a new UUIDv7); see above.
+            tx: a transaction from `db.transaction()` to join.
+
+        Returns:
+            The stored message with its per-conversation sequence number `seq` (1, 2, 3… without gaps).
+
+        Raises:
+            ValidationError: a malformed argument; nothing is written.
+            NotFoundError: no such conversation for this user.
+            ConflictError: the conversation is archived or deleted, or `message_id` is another message's.
+        """
+        async with self._db.operation("conversation.add_message") as op:
+            data = validate_input(
+                MessageCreate,
+                {
+                    "conversation_id": conversation_id,
+                    "user_id": user_id,
+                    "content": content,
+                    "message_type": message_type,
+                    "agent_name": agent_name,
+                    "metadata": {} if metadata is None else metadata,
+                    "tokens_used": tokens_used,
+                    "response_time": response_time,
+                    "message_id": message_id,
+                },
+            )
+            values = self._message_values(data, data.conversation_id, self._db.clock(), data.message_id)
+            audit_row = self._audit.row(
+                action=AuditAction.create,
+                table_name=MESSAGES,
+                record_id=values["message_id"],
+                user_id=data.user_id,
+                new_values=message_audit_values(values),
+            )
+
+            appended = None
+            if self._appends is not None and tx is None:
+                appended = await self._appends.append(values | {"user_id": data.user_id}, audit_row)
+            if appended is None:
+
+                async def work(conn: AsyncConnection) -> Appended:
+                    repository = ConversationRepository(conn, data.user_id)
+                    alone = await repository.append(values, audit_row)
+                    if alone is None:
+                        raise await self._why_not_appendable(repository, data.conversation_id)
+                    return alone
+
+                try:
+                    appended = await op.run(work, tx=tx, single_statement=True)
+                except ConflictError as exc:
+                    # The message may be stored already: the caller repeats a call with its message_id (then even in
+                    # a conversation archived since), or a batch that carried this append wrote it although its
+                    # outcome never reached us (cancelled while its statement was in flight), and appending alone
+                    # met its own id.
+                    if data.message_id is None and exc.violation is None:
+                        raise
+                    stored = await op.run(
+                        partial(self._stored_before, data=data, values=values), tx=tx, single_statement=True
+                    )
+                    if stored is None:
+                        raise
+                    return stored
+            self._compress_if_long(data.conversation_id, data.user_id, appended.unsummarized, tx)
+            return message_from_row(
+                values | {"seq": appended.seq, "created_at": appended.created_at, "user_id": data.user_id}
+            )
+
+    async def add_messages(
+        self,
+        conversation_id: uuid.UUID | str,
+        user_id: uuid.UUID | str,
+        messages: Sequence[Mapping[str, Any]],
+        *,
+        tx: AsyncConnection | None = None,
+    ) -> list[Message]:
+        """Append a batch of messages (each a mapping of `add_message`'s arguments) in one transaction, in order.
+
+        All or nothing: one bad message refuses the whole batch. Up to 10,000 messages per call.
+
+        Raises:
+            ValidationError: a malformed argument (the error names the message's index); nothing is written.
+            NotFoundError: no such conversation for this user.
+            ConflictError: the conversation is archived or deleted.
+        """
+        async with self._db.operation("conversation.add_messages") as op:
+            if not isinstance(messages, list | tuple):
+                raise ValidationError("messages must be a list of mappings of add_message's arguments")
+            batch = validate_input(
+                MessageBatch,
+                {"conversation_id": conversation_id, "user_id": user_id, "messages": list(messages)},
+            )
+            now = self._db.clock()
+            rows = [self._message_values(item, batch.conversation_id, now) for item in batch.messages]
+
+            async def work(conn: AsyncConnection) -> tuple[list[Message], int]:
+                repository = ConversationRepository(conn, batch.user_id)
+                tokens = sum(row["tokens_used"] for row in rows)
+                taken = await repository.take_sequence_numbers(batch.conversation_id, len(rows), tokens, now)
+                if taken is None:
+                    raise await self._why_not_appendable(repository, batch.conversation_id)
+                numbered = [
+                    row | {"seq": taken.seq - len(rows) + 1 + index, "created_at": taken.created_at}
+                    for index, row in enumerate(rows)
+                ]
+                await repository.insert_messages(numbered)
+                audit_rows = [
+                    self._audit.row(
+                        action=AuditAction.create,
+                        table_name=MESSAGES,
+                        record_id=row["message_id"],
+                        user_id=batch.user_id,
+                        new_values=message_audit_values(row) | {"seq": row["seq"]},
+                    )
+                    for row in numbered
+                ]
+                await self._audit.append(conn, audit_rows)
+                return [
+                    message_from_row(row | {"user_id": batch.user_id}) for row in numbered
+                ], taken.unsummarized
+
+            appended, unsummarized = await op.run(work, tx=tx)
+            await analyze_after(self._db, MESSAGES, len(appended), tx=tx)
+            self._compress_if_long(batch.conversation_id, batch.user_id, unsummarized, tx)
+            return appended
+
+    async def import_messages(
+        self,
+        conversation_id: uuid.UUID | str,
+        user_id: uuid.UUID | str,
+        messages: Iterable[Mapping[str, Any]],
+        *,
+        tx: AsyncConnection | None = None,
+    ) -> ImportResult:
+        """Bulk-append existing history (a migration from another system) to the user's active conversation.
+
+        Each message is a mapping of `add_message`'s arguments plus an optional `created_at` (aware datetime, the
+        time it was originally written; default now), appended in the order given. PostgreSQL takes them by binary
+        COPY; sequence numbers and counters are exact afterwards, and the import is one audit event (one row listing
+        the count and the range of sequence numbers, not one row per message). All or nothing.
+
+        Raises:
+            ValidationError: a malformed message (the error names its index), or `created_at` going backwards along
+                the batch; nothing is written.
+            NotFoundError: no such conversation for this user.
+            ConflictError: the conversation is archived or deleted.
+        """
+        async with self._db.operation("conversation.import_messages") as op:
+            if isinstance(messages, str | bytes | Mapping) or not isinstance(messages, Iterable):
+                raise ValidationError("messages must be an iterable of mappings of add_message's arguments")
+            batch = validate_input(
+                MessageImportBatch,
+                {"conversation_id": conversation_id, "user_id": user_id, "messages": list(messages)},
+            )
+            now = self._db.clock()
+            rows = []
+            previous: datetime | None = None
+            for index, item in enumerate(batch.messages):
+                if item.created_at is not None:
+                    if previous is not None and item.created_at < previous:
+                        raise ValidationError(
+                            f"messages.{index}.created_at is earlier than the message before it: import history "
+                            "in the order it was written"
+                        )
+                    previous = item.created_at
+                rows.append(self._message_values(item, batch.conversation_id, item.created_at or now))
+            tokens = sum(row["tokens_used"] for row in rows)
+
+            async def work(conn: AsyncConnection) -> ImportResult:
+                repository = ConversationRepository(conn, batch.user_id)
+                if not rows:
+                    if await repository.get(batch.conversation_id) is None:
+                        raise not_found(batch.conversation_id, batch.user_id)
+                    return ImportResult(
+                        conversation_id=batch.conversation_id,
+                        imported=0,
+                        first_seq=None,
+                        last_seq=None,
+                        total_tokens=0,
+                    )
+                latest = max(row["created_at"] for row in rows)
+                taken = await repository.take_sequence_numbers(
+                    batch.conversation_id, len(rows), tokens, latest
+                )
+                if taken is None:
+                    raise await self._why_not_appendable(repository, batch.conversation_id)
+                first = taken.seq - len(rows) + 1
+                await repository.insert_messages(
+                    [row | {"seq": first + index} for index, row in enumerate(rows)]
+                )
+                result = ImportResult(
+                    conversation_id=batch.conversation_id,
+                    imported=len(rows),
+                    first_seq=first,
+                    last_seq=taken.seq,
+                    total_tokens=tokens,
+                )
+                await self._audit.record(
+                    conn,
+                    action=AuditAction.import_,
+                    table_name=MESSAGES,
+                    record_id=batch.conversation_id,
+                    user_id=batch.user_id,
+                    new_values=result.model_dump(mode="json", exclude={"conversation_id"}),
+                )
+                return result
+
+            imported = await op.run(work, tx=tx)
+            await analyze_after(self._db, MESSAGES, imported.imported, tx=tx)
+            return imported
+
+    @staticmethod
+    async def _stored_before(
+        conn: AsyncConnection, *, data: MessageCreate, values: Mapping[str, Any]
+    ) -> Message | None:
+        """The message a repeated add_message stored before (`values` are the columns the repeat would write), or
+        None when its id is not one of the user's messages.
+
+        Raises:
+            ConflictError: the user's message with this id is another message.
+        """
+        row = await ConversationRepository(conn, data.user_id).message(values["message_id"])
+        if row is None:
+            return None
+        stored = message_from_row(row)
+        same_message = (
+            stored.conversation_id == values["conversation_id"]
+            and stored.content == values["content"]
+            and stored.message_type == values["message_type"]
+            and stored.agent_name == values["agent_name"]
+            and stored.metadata == values["metadata"]
+            and stored.tokens_used == values["tokens_used"]
+            and stored.response_time == values["response_time"]
+        )
+        if not same_message:
+            raise ConflictError(
+                f"message_id {values['message_id']} is already another message (other conversation, text, type, "
+                "agent, metadata, tokens or response time): give each message its own id, and repeat a call only "
+                "with the same arguments"
+            )
+        return stored
+
+    @staticmethod
+    def _message_values(
+        data: MessageInput, conversation_id: uuid.UUID, now: datetime, message_id: uuid.UUID | None = None
+    ) -> dict[str, Any]:
+        """The columns of a new message, but its `seq` (and `user_id`, which the repository sets)."""
+        return {
+            "message_id": new_id() if message_id is None else message_id,
+            "conversation_id": conversation_id,
+            "agent_name": data.agent_name,
+            "message_type": data.message_type,
+            "content": data.content,
+            "packed_content": None,
+            "metadata": data.metadata,
+            "tokens_used": data.tokens_used
+            if data.tokens_used is not None
+            else estimate_tokens(data.content),
+            "response_time": data.response_time,
+            "created_at": now,
+        }
+
+    @staticmethod
+    async def _why_not_appendable(
+        repository: ConversationRepository, conversation_id: uuid.UUID
+    ) -> Exception:
+        row = await repository.get(conversation_id)
+        if row is None:
+            return not_found(conversation_id, repository.user_id)
+        return ConflictError(
+            f"conversation {conversation_id} is {row['status']}: messages can only be added to an active conversation"
+        )
