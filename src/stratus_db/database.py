@@ -18,6 +18,7 @@ from sqlalchemy import event, text
 from sqlalchemy.exc import DBAPIError, EmulatedDBAPIException, SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import PoolProxiedConnection
 from sqlalchemy.util import greenlet_spawn
 
 from stratus_db import schema
@@ -394,9 +395,9 @@ class StratusPostgreSQLIntegration:
         async with scope as conn:
             return await work(conn)
 
-    async def _fetch_pooled(
-        self, sql: str, arguments: tuple[Any, ...], read_only: bool
-    ) -> list[dict[str, Any]]:
+    @asynccontextmanager
+    async def _pooled(self) -> AsyncIterator[PoolProxiedConnection]:
+        """A connection taken straight from the pool, with no SQLAlchemy Connection around it (PostgreSQL)."""
         await self._ensure_schema()
         self._refuse_if_closed()
         try:
@@ -404,10 +405,29 @@ class StratusPostgreSQLIntegration:
         except _CHECKOUT_ERRORS as exc:
             raise self._checkout_failed(exc) from exc
         try:
-            return await driver.fetch_pooled(pooled, sql, *arguments, read_only=read_only)
+            yield pooled
         finally:
             # Back to the pool, whose reset on return may await the driver: SQLAlchemy runs that in a greenlet.
             await greenlet_spawn(pooled.close)
+
+    async def _fetch_pooled(
+        self, sql: str, arguments: tuple[Any, ...], read_only: bool
+    ) -> list[dict[str, Any]]:
+        async with self._pooled() as pooled:
+            return await driver.fetch_pooled(pooled, sql, *arguments, read_only=read_only)
+
+    @asynccontextmanager
+    async def driver_transaction(self) -> AsyncIterator[driver.DriverTransaction]:
+        """PostgreSQL: one transaction of prepared statements on a pooled asyncpg connection, sent by the driver
+        alone (kit/driver.py `DriverTransaction`); not retried. For short hot transactions such as the batch
+        creations of new memories.
+
+        Raises:
+            DatabaseUnavailableError: no connection, or it was lost (`retryable` when nothing can have committed).
+            TransientDatabaseError / DatabaseError / ConflictError: a statement was refused; nothing was written.
+        """
+        async with self._pooled() as pooled, driver.DriverTransaction(pooled) as transaction:
+            yield transaction
 
     # -- request context ------------------------------------------------------------------------------------------
 

@@ -202,3 +202,36 @@ async def test_a_driver_statement_first_in_a_transaction_belongs_to_it(postgresq
         (first,) = await driver.fetch(conn, "SELECT txid_current() AS xid, now() AS at")
         (second,) = await driver.fetch(conn, "SELECT txid_current() AS xid, now() AS at")
     assert (first["xid"], first["at"]) == (second["xid"], second["at"]), "one transaction, not two"
+
+
+_INSERT_USER = (
+    "INSERT INTO users (user_id, name, email, role, licenses, preferences, created_at, updated_at, last_active) "
+    "VALUES ($1, 'Ana', $2, 'pilot', '[]', '{}', now(), now(), now())"
+)
+
+
+async def test_a_driver_transaction_is_one_transaction_that_commits_or_rolls_back_whole(
+    postgresql_db: Database,
+) -> None:
+    kept, dropped = uuid.uuid4(), uuid.uuid4()
+    async with postgresql_db.driver_transaction() as transaction:
+        (first,) = await transaction.fetch("SELECT txid_current() AS xid")
+        await transaction.fetch(_INSERT_USER, kept, f"{kept.hex}@aeroclube.com.br")
+        (second,) = await transaction.fetch("SELECT txid_current() AS xid")
+    assert first == second, "one transaction, not one per statement"
+
+    async def insert_then_fail() -> None:
+        async with postgresql_db.driver_transaction() as transaction:
+            await transaction.fetch(_INSERT_USER, dropped, f"{dropped.hex}@aeroclube.com.br")
+            await transaction.fetch("SELECT 1 / 0")
+
+    with pytest.raises(DatabaseError, match="SQLSTATE 22012"):
+        await insert_then_fail()
+    try:
+        async with postgresql_db.transaction(read_only=True) as conn:
+            stored = (await conn.execute(text("SELECT user_id FROM users"))).scalars().all()
+        assert stored == [kept], "the committed row stays, the rolled-back one is gone"
+        assert await _backend_pid(postgresql_db) > 0, "the pool is sound after the rollback"
+    finally:
+        async with postgresql_db.transaction() as conn:
+            await conn.execute(text("DELETE FROM users"))

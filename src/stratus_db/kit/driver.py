@@ -146,6 +146,46 @@ async def _fetch(
     return [dict(record) for record in records]
 
 
+class DriverTransaction:
+    """A transaction on a connection taken straight from the pool, sent by asyncpg alone (BEGIN, the statements,
+    COMMIT): no SQLAlchemy Connection or transaction is built around it, which saves their client CPU and keeps
+    SQLAlchemy from having to be told that a transaction began (see `_in_transaction`)."""
+
+    def __init__(self, pooled: PoolProxiedConnection) -> None:
+        connection = pooled.driver_connection
+        assert connection is not None, "a checked-out connection always has its driver connection"
+        self._connection: asyncpg.Connection = connection
+        self._invalidate = partial(greenlet_spawn, pooled.invalidate)
+        self._transaction = connection.transaction()
+
+    async def fetch(self, sql: str, *arguments: Any) -> list[dict[str, Any]]:
+        """Run `sql` inside the transaction. Raises as `fetch` does."""
+        return await _fetch(self._connection, self._invalidate, sql, arguments, read_only=False)
+
+    async def __aenter__(self) -> DriverTransaction:
+        try:
+            await self._transaction.start()
+        except DRIVER_ERRORS as exc:
+            raise await _failed(
+                exc, self._connection, self._invalidate, read_only=True
+            ) from exc  # nothing sent
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, *_exc: object) -> None:
+        if exc_type is not None:
+            if not self._connection.is_closed():
+                try:
+                    await self._transaction.rollback()
+                except DRIVER_ERRORS:
+                    await self._invalidate()  # a connection that cannot roll back is not handed on
+            return
+        try:
+            await self._transaction.commit()
+        except DRIVER_ERRORS as exc:
+            # Lost during COMMIT, the transaction may have committed.
+            raise await _failed(exc, self._connection, self._invalidate, read_only=False) from exc
+
+
 async def copy_records(
     conn: AsyncConnection, table: str, columns: Sequence[str], records: Iterable[Sequence[Any]]
 ) -> None:

@@ -29,11 +29,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from stratus_db.errors import DatabaseUnavailableError, StratusError
-from stratus_db.kit import driver
 from stratus_db.kit.batching import Batcher, Outcome, each_caller_fails
+from stratus_db.kit.driver import DriverTransaction
 from stratus_db.kit.ids import new_id
 from stratus_db.memory.cache import CHANNEL, MemoryCache
 from stratus_db.memory.repository import (
@@ -231,8 +229,8 @@ class StoreCoalescer:
         for _index, store, _create in creates:
             self._cache.invalidate(store.user_id, [store.key])
         try:
-            async with self._db.transaction() as conn:
-                written = await self._create_within(conn, creates, now, accepted)
+            async with self._db.driver_transaction() as transaction:
+                written = await self._create_within(transaction, creates, now, accepted)
                 committing = True
         except StratusError as exc:
             # Before COMMIT nothing was written: the locking path stores everything. During it, the accepted
@@ -247,7 +245,7 @@ class StoreCoalescer:
 
     async def _create_within(
         self,
-        conn: AsyncConnection,
+        transaction: DriverTransaction,
         creates: list[Decided[MemoryCreate]],
         now: datetime,
         accepted: list[Decided[MemoryCreate]],
@@ -256,12 +254,12 @@ class StoreCoalescer:
         sql, arguments = lock_owners_statement(
             list({store.user_id for _index, store, _create in creates}), lock_timeout=CREATE_LOCK_TIMEOUT
         )
-        locked = [row["user_id"] for row in await driver.fetch(conn, sql, *arguments)]
+        locked = [row["user_id"] for row in await transaction.fetch(sql, *arguments)]
         if not locked:
             return []
         # After the locks, in a statement of its own: READ COMMITTED takes its snapshot when a statement starts.
         sql, arguments = count_live_statement(locked, now, exclude_tier=MemoryType.critical)
-        live = {row["user_id"]: row["live"] for row in await driver.fetch(conn, sql, *arguments)}
+        live = {row["user_id"]: row["live"] for row in await transaction.fetch(sql, *arguments)}
         room = {owner: self._db.settings.STRATUS_MEMORY_MAX_PER_USER - live.get(owner, 0) for owner in locked}
         for decided in creates:
             _index, store, create = decided
@@ -280,7 +278,7 @@ class StoreCoalescer:
             audited_at=self._db.clock(),
             channel=CHANNEL,
         )
-        return await driver.fetch(conn, sql, *arguments)
+        return await transaction.fetch(sql, *arguments)
 
     def _settled(
         self, stores: list[tuple[int, _Store, uuid.UUID]], written: list[dict[str, Any]]
