@@ -156,7 +156,7 @@ class DriverTransaction:
         assert connection is not None, "a checked-out connection always has its driver connection"
         self._connection: asyncpg.Connection = connection
         self._invalidate = partial(greenlet_spawn, pooled.invalidate)
-        self._transaction = connection.transaction()
+        self._driver_transaction = connection.transaction()
 
     async def fetch(self, sql: str, *arguments: Any) -> list[dict[str, Any]]:
         """Run `sql` inside the transaction. Raises as `fetch` does."""
@@ -164,7 +164,7 @@ class DriverTransaction:
 
     async def __aenter__(self) -> DriverTransaction:
         try:
-            await self._transaction.start()
+            await self._driver_transaction.start()
         except DRIVER_ERRORS as exc:
             raise await _failed(
                 exc, self._connection, self._invalidate, read_only=True
@@ -175,12 +175,12 @@ class DriverTransaction:
         if exc_type is not None:
             if not self._connection.is_closed():
                 try:
-                    await self._transaction.rollback()
+                    await self._driver_transaction.rollback()
                 except DRIVER_ERRORS:
                     await self._invalidate()  # a connection that cannot roll back is not handed on
             return
         try:
-            await self._transaction.commit()
+            await self._driver_transaction.commit()
         except DRIVER_ERRORS as exc:
             # Lost during COMMIT, the transaction may have committed.
             raise await _failed(exc, self._connection, self._invalidate, read_only=False) from exc

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Integer, bindparam, case, or_, update
 
+from stratus_db.errors import StratusError
 from stratus_db.kit.models import table_of
 from stratus_db.kit.types import UTCDateTime
 from stratus_db.models import MemoryEntry as MemoryRow
@@ -73,8 +74,9 @@ class AccessCounts:
             await asyncio.sleep(self._flush_interval)
         finally:
             self._waiting_to_flush = False
-        # A failure is logged by the operation and the counts are rescheduled: nobody awaits this task.
-        with contextlib.suppress(Exception):
+        # Nobody awaits this task: the flush's operation logged any failure (a defect with its traceback), and the
+        # counts were kept for the next flush.
+        with contextlib.suppress(StratusError):
             await self.flush()
 
     async def flush(self) -> int:
@@ -132,7 +134,7 @@ class AccessCounts:
         if self._flusher is not None and not self._flusher.done():
             if self._waiting_to_flush:
                 self._flusher.cancel()  # only the wait is interrupted, never a flush under way
-            with contextlib.suppress(Exception, asyncio.CancelledError):
+            with contextlib.suppress(asyncio.CancelledError):  # its failures are logged where they happen
                 await self._flusher
         try:
             await self.flush()
