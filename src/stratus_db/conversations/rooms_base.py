@@ -9,14 +9,13 @@ from typing import TYPE_CHECKING, Any
 
 from stratus_db.audit.manager import AuditManager
 from stratus_db.conversations import packing
-from stratus_db.conversations.coalescing import AppendCoalescer
+from stratus_db.conversations.dialect import conversation_dialect_for
 from stratus_db.conversations.history import HistoryCompression
 from stratus_db.conversations.recent import RecentMessages
 from stratus_db.conversations.schemas import (
     Conversation,
     Message,
 )
-from stratus_db.conversations.search import message_search_for
 from stratus_db.errors import NotFoundError
 from stratus_db.models import MessageType
 
@@ -79,15 +78,16 @@ def not_found(conversation_id: uuid.UUID, user_id: uuid.UUID) -> NotFoundError:
 
 
 class ConversationRoom:
-    """What every room of ConversationManager shares: the handle, the audit writer, the search backend, the append"""
+    """What every room of ConversationManager shares: the handle, the audit writer, the search backend, the append
+    batcher, the recent-messages cache and the background compressions."""
 
     def __init__(self, db: StratusPostgreSQLIntegration) -> None:
         self._db = db
         self._audit = AuditManager(db)
-        self._search = message_search_for(db.backend)
+        dialect = conversation_dialect_for(db)
+        self._search = dialect.search
+        self._appends = dialect.appends
         self._history = HistoryCompression.of(db)
-        # PostgreSQL writes concurrent appends together; SQLite's one writer at a time leaves nothing to share.
-        self._appends = AppendCoalescer.of(db) if db.backend == "postgresql" else None
         self._recent = db.extension(
             "conversations.recent", lambda: RecentMessages(db.settings.STRATUS_CONTEXT_CACHE_CONVERSATIONS)
         )

@@ -96,7 +96,3 @@ class SQLiteMessageSearch:
         query = fts5_owned_query(user_id, "content", fts5_stem_query(terms))
         result = await conn.execute(statement, {"query": query, "half": self.BM25_HALF})
         return [dict(row) for row in result.mappings()]
-
-
-def message_search_for(dialect: str) -> MessageSearchBackend:
-    return PostgresMessageSearch() if dialect == "postgresql" else SQLiteMessageSearch()

@@ -334,8 +334,3 @@ class StoreCoalescer:
             "old_values": json.dumps(update.old_values),
             "new_values": json.dumps(update.new_values),
         } | self._audited(store)
-
-
-def store_coalescer_for(db: StratusPostgreSQLIntegration) -> StoreCoalescer | None:
-    """PostgreSQL's coalescer; none for SQLite, whose one writer at a time leaves nothing to share."""
-    return StoreCoalescer.of(db) if db.backend == "postgresql" else None

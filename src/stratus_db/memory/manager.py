@@ -22,7 +22,8 @@ from stratus_db.kit.text import query_terms, search_text
 from stratus_db.kit.validation import parse_enum, parse_uuid, validate_input
 from stratus_db.memory.access_counts import CacheKey
 from stratus_db.memory.cache import MemoryCache
-from stratus_db.memory.coalescing import MemoryCreate, MemoryUpdate, store_coalescer_for
+from stratus_db.memory.coalescing import MemoryCreate, MemoryUpdate
+from stratus_db.memory.dialect import memory_dialect_for
 from stratus_db.memory.policy import MemoryPolicy, frequency, recency, search_score, standing
 from stratus_db.memory.repository import (
     ExpiredMemoryRepository,
@@ -30,7 +31,7 @@ from stratus_db.memory.repository import (
     read_and_count_on_its_own,
 )
 from stratus_db.memory.schemas import MemoryEntry, MemoryLookup, MemorySearch, MemoryStore, SearchResult
-from stratus_db.memory.search import PostgresMemorySearch, SearchFilters, search_backend_for
+from stratus_db.memory.search import SearchFilters
 from stratus_db.models import MemoryType
 
 if TYPE_CHECKING:
@@ -56,10 +57,7 @@ class MemoryManager:
         self._audit = AuditManager(db)
         self._policy = MemoryPolicy.from_settings(db.settings)
         self._cache = MemoryCache.of(db)
-        self._search = search_backend_for(db.backend, self._policy.recency_half_life)
-        self._coalescer = store_coalescer_for(db)
-        # A read that extends no expiry is one plain statement on PostgreSQL: it needs no SQLAlchemy Connection.
-        self._reads_on_their_own = db.backend == "postgresql" and not self._policy.reads_slide
+        self._dialect = memory_dialect_for(db, self._policy)
 
     async def store_memory(
         self,
@@ -116,9 +114,9 @@ class MemoryManager:
                     "expires_at must be in the future; to remove a memory, use delete_memory"
                 )
             memory_id = new_id()
-            if tx is None and self._coalescer is not None:
+            if tx is None and self._dialect.coalescer is not None:
                 # Outside a caller's transaction, concurrent stores share statements (memory/coalescing.py).
-                coalesced = await self._coalescer.store(
+                coalesced = await self._dialect.coalescer.store(
                     data.user_id,
                     data.key,
                     partial(self._plan_store, data),
@@ -362,7 +360,7 @@ class MemoryManager:
                 return None if row is None else MemoryEntry.model_validate(row)
 
             # The read and its count are one statement; a promotion, when due, is a transaction of its own.
-            if tx is None and self._reads_on_their_own:
+            if tx is None and self._dialect.reads_alone:
                 row = await read_and_count_on_its_own(op, owner, name, self._db.clock())
                 entry = None if row is None else MemoryEntry.model_validate(row)
             else:
@@ -525,15 +523,8 @@ class MemoryManager:
 
             now = self._db.clock()
             filters = SearchFilters(data.user_id, data.memory_types, data.min_importance, now)
-            if tx is None and isinstance(self._search, PostgresMemorySearch):
-                # One plain statement: it needs no SQLAlchemy Connection (Operation.fetch).
-                sql, arguments = self._search.statement(terms, filters, data.limit)
-                return self._rank(await op.fetch(sql, *arguments), now, data.limit)
-
-            async def work(conn: AsyncConnection) -> list[dict[str, Any]]:
-                return await self._search.candidates(conn, terms, filters, data.limit)
-
-            return self._rank(await op.run(work, tx=tx, single_statement=True), now, data.limit)
+            rows = await self._dialect.search.search(op, terms, filters, data.limit, tx=tx)
+            return self._rank(rows, now, data.limit)
 
     def _rank(self, rows: list[dict[str, Any]], now: datetime, limit: int) -> list[SearchResult]:
         """Score every candidate, then build results for the best `limit` only (models cost more than scores).

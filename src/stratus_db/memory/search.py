@@ -12,7 +12,7 @@ import math
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy import (
     ColumnElement,
@@ -41,6 +41,9 @@ from stratus_db.memory.policy import (
 )
 from stratus_db.models import MemoryEntry, MemoryType
 
+if TYPE_CHECKING:
+    from stratus_db.database import Operation
+
 _memories = table_of(MemoryEntry)
 
 
@@ -53,12 +56,19 @@ class SearchFilters:
 
 
 class MemorySearchBackend(Protocol):
-    async def candidates(
-        self, conn: AsyncConnection, terms: list[str], filters: SearchFilters, limit: int
+    async def search(
+        self,
+        op: Operation,
+        terms: list[str],
+        filters: SearchFilters,
+        limit: int,
+        *,
+        tx: AsyncConnection | None,
     ) -> list[dict[str, Any]]:
         """Rows of memory_entries plus a `lexical` score in [0, 1], in no particular order, among which are the best
         `limit` by policy.search_score (the manager scores them again and keeps those): exactly those on PostgreSQL,
-        which ranks in the statement; on SQLite the best max(5 × limit, 50) by lexical score."""
+        which ranks in the statement; on SQLite the best max(5 × limit, 50) by lexical score. In the caller's `tx`
+        when given."""
 
 
 @dataclass(frozen=True)
@@ -265,15 +275,26 @@ class PostgresMemorySearch:
         self._half_life_s = recency_half_life.total_seconds()
         self._statements = [self.sql_for(count) for count in range(self.MAX_TRIGRAM_TERMS + 1)]
 
-    async def candidates(
-        self, conn: AsyncConnection, terms: list[str], filters: SearchFilters, limit: int
+    async def search(
+        self,
+        op: Operation,
+        terms: list[str],
+        filters: SearchFilters,
+        limit: int,
+        *,
+        tx: AsyncConnection | None,
     ) -> list[dict[str, Any]]:
         """The best `limit` rows by search score, ranked in the statement: only they cross the wire."""
         sql, arguments = self.statement(terms, filters, limit)
-        return await driver.fetch(conn, sql, *arguments, read_only=True)
+        if tx is None:
+            # One plain statement: it needs no SQLAlchemy Connection (Operation.fetch).
+            return await op.fetch(sql, *arguments)
+        return await op.run(
+            lambda conn: driver.fetch(conn, sql, *arguments, read_only=True), tx=tx, single_statement=True
+        )
 
     def statement(self, terms: list[str], filters: SearchFilters, limit: int) -> tuple[str, list[Any]]:
-        """`candidates`' statement and its arguments, for `Operation.fetch` outside a caller's transaction."""
+        """`search`'s statement and its arguments."""
         # The terms are words of letters and digits only (kit/text.py), so "a | b" and each single term are always
         # valid tsqueries, and never LIKE patterns.
         tiers = None if filters.memory_types is None else [tier.value for tier in filters.memory_types]
@@ -320,7 +341,20 @@ class SQLiteMemorySearch:
         )
         return " OR ".join(f'"{gram}"' for gram in list(grams)[: self.MAX_TRIGRAMS])
 
-    async def candidates(
+    async def search(
+        self,
+        op: Operation,
+        terms: list[str],
+        filters: SearchFilters,
+        limit: int,
+        *,
+        tx: AsyncConnection | None,
+    ) -> list[dict[str, Any]]:
+        return await op.run(
+            lambda conn: self._candidates(conn, terms, filters, limit), tx=tx, single_statement=True
+        )
+
+    async def _candidates(
         self, conn: AsyncConnection, terms: list[str], filters: SearchFilters, limit: int
     ) -> list[dict[str, Any]]:
         # The owner's column weighs nothing in bm25: every row found matches it.
@@ -383,9 +417,3 @@ def _filtered(statement: Select[Any], filters: SearchFilters) -> Select[Any]:
     if filters.min_importance is not None:
         statement = statement.where(MemoryEntry.importance_score >= filters.min_importance)
     return statement
-
-
-def search_backend_for(dialect: str, recency_half_life: timedelta) -> MemorySearchBackend:
-    if dialect == "postgresql":
-        return PostgresMemorySearch(recency_half_life)
-    return SQLiteMemorySearch()
