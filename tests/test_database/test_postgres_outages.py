@@ -25,7 +25,7 @@ from stratus_db import (
     MemoryManager,
     UserManager,
 )
-from stratus_db.models import Message as MessageRow
+from stratus_db.models import MessageRow
 from tests.fixtures.databases import settings_for, throwaway_postgres_database
 from tests.fixtures.factories import create_user
 

@@ -20,7 +20,7 @@ from stratus_db import (
     UserManager,
     ValidationError,
 )
-from stratus_db.models import AuditLog
+from stratus_db.models import AuditRow
 from tests.fixtures.databases import settings_for
 from tests.fixtures.factories import count_rows, create_user
 
@@ -180,7 +180,7 @@ async def test_audit_values_that_are_absent_are_sql_null(db: Database, users: Us
     await create_user(users)
     async with db.transaction(read_only=True) as conn:
         nulls = (
-            (await conn.execute(select(AuditLog.action).where(AuditLog.old_values.is_(None)))).scalars().all()
+            (await conn.execute(select(AuditRow.action).where(AuditRow.old_values.is_(None)))).scalars().all()
         )
     assert nulls == ["create"]
 

@@ -10,9 +10,9 @@ from sqlalchemy import Select, and_, insert, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from stratus_db.kit.models import table_of
-from stratus_db.models import AuditLog
+from stratus_db.models import AuditRow
 
-_audit = table_of(AuditLog)
+_audit = table_of(AuditRow)
 
 
 class AuditRepository:
@@ -36,25 +36,25 @@ class AuditRepository:
         after: tuple[Any, ...] | None,
     ) -> Select[Any]:
         # Newest first; each filter combination is served by one of the table's three indexes.
-        statement = select(_audit).order_by(AuditLog.timestamp.desc(), AuditLog.audit_id.desc())
+        statement = select(_audit).order_by(AuditRow.timestamp.desc(), AuditRow.audit_id.desc())
         if user_id is not None:
-            statement = statement.where(AuditLog.user_id == user_id)
+            statement = statement.where(AuditRow.user_id == user_id)
         if record_id is not None:
-            statement = statement.where(AuditLog.record_id == record_id)
+            statement = statement.where(AuditRow.record_id == record_id)
         if table_name is not None:
-            statement = statement.where(AuditLog.table_name == table_name)
+            statement = statement.where(AuditRow.table_name == table_name)
         if action is not None:
-            statement = statement.where(AuditLog.action == action)
+            statement = statement.where(AuditRow.action == action)
         if since is not None:
-            statement = statement.where(AuditLog.timestamp >= since)
+            statement = statement.where(AuditRow.timestamp >= since)
         if until is not None:
-            statement = statement.where(AuditLog.timestamp < until)
+            statement = statement.where(AuditRow.timestamp < until)
         if after is not None:
             last_timestamp, last_id = after
             statement = statement.where(
                 or_(
-                    AuditLog.timestamp < last_timestamp,
-                    and_(AuditLog.timestamp == last_timestamp, AuditLog.audit_id < last_id),
+                    AuditRow.timestamp < last_timestamp,
+                    and_(AuditRow.timestamp == last_timestamp, AuditRow.audit_id < last_id),
                 )
             )
         return statement

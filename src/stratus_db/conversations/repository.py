@@ -20,11 +20,11 @@ from stratus_db.kit import driver
 from stratus_db.kit.failures import violation_of
 from stratus_db.kit.models import table_of
 from stratus_db.kit.sql import BatchColumns
-from stratus_db.models import AuditLog, Conversation, ConversationStatus, Message
+from stratus_db.models import AuditRow, ConversationRow, ConversationStatus, MessageRow
 
-_conversations = table_of(Conversation)
-_messages = table_of(Message)
-_audit = table_of(AuditLog)
+_conversations = table_of(ConversationRow)
+_messages = table_of(MessageRow)
+_audit = table_of(AuditRow)
 MESSAGES_TABLE = _messages.name
 COPY_THRESHOLD = 100
 """From this many messages on, PostgreSQL takes them by binary COPY rather than a multi-row INSERT."""
@@ -224,11 +224,11 @@ class ConversationRepository:
     # (22 µs a call), and the PostgreSQL hot paths, whose SQL carries the filter itself, never use them.
     @cached_property
     def _owned(self) -> ColumnElement[bool]:
-        return Conversation.user_id == self.user_id
+        return ConversationRow.user_id == self.user_id
 
     @cached_property
     def _owned_messages(self) -> ColumnElement[bool]:
-        return Message.user_id == self.user_id
+        return MessageRow.user_id == self.user_id
 
     async def insert(self, values: dict[str, Any]) -> dict[str, Any]:
         statement = insert(_conversations).values(user_id=self.user_id, **values).returning(_conversations)
@@ -240,7 +240,9 @@ class ConversationRepository:
             raise
 
     async def get(self, conversation_id: uuid.UUID, *, for_update: bool = False) -> dict[str, Any] | None:
-        statement = select(_conversations).where(self._owned, Conversation.conversation_id == conversation_id)
+        statement = select(_conversations).where(
+            self._owned, ConversationRow.conversation_id == conversation_id
+        )
         if for_update:
             statement = statement.with_for_update()
         row = (await self.conn.execute(statement)).mappings().one_or_none()
@@ -249,7 +251,7 @@ class ConversationRepository:
     async def set_fields(self, conversation_id: uuid.UUID, values: dict[str, Any]) -> dict[str, Any]:
         statement = (
             update(_conversations)
-            .where(self._owned, Conversation.conversation_id == conversation_id)
+            .where(self._owned, ConversationRow.conversation_id == conversation_id)
             .values(**values)
             .returning(_conversations)
         )
@@ -258,7 +260,7 @@ class ConversationRepository:
     async def delete(self, conversation_id: uuid.UUID) -> None:
         """Delete the conversation; its messages go with it (ON DELETE CASCADE)."""
         await self.conn.execute(
-            delete(_conversations).where(self._owned, Conversation.conversation_id == conversation_id)
+            delete(_conversations).where(self._owned, ConversationRow.conversation_id == conversation_id)
         )
 
     async def page(
@@ -270,17 +272,18 @@ class ConversationRepository:
     ) -> list[dict[str, Any]]:
         statement = (
             select(_conversations)
-            .where(self._owned, Conversation.status.in_(statuses))
-            .order_by(Conversation.last_activity_at.desc(), Conversation.conversation_id.desc())
+            .where(self._owned, ConversationRow.status.in_(statuses))
+            .order_by(ConversationRow.last_activity_at.desc(), ConversationRow.conversation_id.desc())
             .limit(limit)
         )
         if after is not None:
             last_activity, last_id = after
             statement = statement.where(
                 or_(
-                    Conversation.last_activity_at < last_activity,
+                    ConversationRow.last_activity_at < last_activity,
                     and_(
-                        Conversation.last_activity_at == last_activity, Conversation.conversation_id < last_id
+                        ConversationRow.last_activity_at == last_activity,
+                        ConversationRow.conversation_id < last_id,
                     ),
                 )
             )
@@ -300,21 +303,21 @@ class ConversationRepository:
             update(_conversations)
             .where(
                 self._owned,
-                Conversation.conversation_id == conversation_id,
-                Conversation.status == ConversationStatus.active,
+                ConversationRow.conversation_id == conversation_id,
+                ConversationRow.status == ConversationStatus.active,
             )
             .values(
-                message_count=Conversation.message_count + count,
-                total_tokens=Conversation.total_tokens + tokens,
+                message_count=ConversationRow.message_count + count,
+                total_tokens=ConversationRow.total_tokens + tokens,
                 last_activity_at=case(
-                    (Conversation.last_activity_at > now, Conversation.last_activity_at), else_=now
+                    (ConversationRow.last_activity_at > now, ConversationRow.last_activity_at), else_=now
                 ),
                 updated_at=now,
             )
             .returning(
-                Conversation.message_count,
-                Conversation.last_activity_at,
-                Conversation.total_tokens - Conversation.summarized_tokens,
+                ConversationRow.message_count,
+                ConversationRow.last_activity_at,
+                ConversationRow.total_tokens - ConversationRow.summarized_tokens,
             )
         )
         row = (await self.conn.execute(statement)).one_or_none()
@@ -362,7 +365,7 @@ class ConversationRepository:
 
     async def message(self, message_id: uuid.UUID) -> dict[str, Any] | None:
         """The user's message with this id, in whichever conversation."""
-        statement = select(_messages).where(self._owned_messages, Message.message_id == message_id)
+        statement = select(_messages).where(self._owned_messages, MessageRow.message_id == message_id)
         row = (await self.conn.execute(statement)).mappings().one_or_none()
         return None if row is None else dict(row)
 
@@ -370,13 +373,15 @@ class ConversationRepository:
         self, conversation_id: uuid.UUID, *, after_seq: int | None, before_seq: int | None, limit: int
     ) -> list[dict[str, Any]]:
         """Messages in sequence order: the first `limit` after `after_seq`, or the last `limit` before `before_seq`."""
-        statement = select(_messages).where(self._owned_messages, Message.conversation_id == conversation_id)
+        statement = select(_messages).where(
+            self._owned_messages, MessageRow.conversation_id == conversation_id
+        )
         if after_seq is not None:
-            statement = statement.where(Message.seq > after_seq)
+            statement = statement.where(MessageRow.seq > after_seq)
         if before_seq is not None:
-            statement = statement.where(Message.seq < before_seq)
+            statement = statement.where(MessageRow.seq < before_seq)
         newest_first = before_seq is not None and after_seq is None
-        statement = statement.order_by(Message.seq.desc() if newest_first else Message.seq).limit(limit)
+        statement = statement.order_by(MessageRow.seq.desc() if newest_first else MessageRow.seq).limit(limit)
         rows = [dict(row) for row in (await self.conn.execute(statement)).mappings()]
         return rows[::-1] if newest_first else rows
 
@@ -398,8 +403,10 @@ class ConversationRepository:
         head = (
             await self.conn.execute(
                 select(
-                    Conversation.summary, Conversation.summarized_through_seq, Conversation.message_count
-                ).where(self._owned, Conversation.conversation_id == conversation_id)
+                    ConversationRow.summary,
+                    ConversationRow.summarized_through_seq,
+                    ConversationRow.message_count,
+                ).where(self._owned, ConversationRow.conversation_id == conversation_id)
             )
         ).one_or_none()
         if head is None:
@@ -408,10 +415,10 @@ class ConversationRepository:
             select(_messages)
             .where(
                 self._owned_messages,
-                Message.conversation_id == conversation_id,
-                Message.seq > max(head.summarized_through_seq, after_seq),
+                MessageRow.conversation_id == conversation_id,
+                MessageRow.seq > max(head.summarized_through_seq, after_seq),
             )
-            .order_by(Message.seq.desc())
+            .order_by(MessageRow.seq.desc())
             .limit(max_tokens + 1)
             .subquery()
         )
@@ -429,8 +436,10 @@ class ConversationRepository:
 
     async def message_bodies(self, conversation_id: uuid.UUID) -> list[tuple[uuid.UUID, str]]:
         """(message_id, content) of the conversation's messages not packed yet."""
-        statement = select(Message.message_id, Message.content).where(
-            self._owned_messages, Message.conversation_id == conversation_id, Message.content.is_not(None)
+        statement = select(MessageRow.message_id, MessageRow.content).where(
+            self._owned_messages,
+            MessageRow.conversation_id == conversation_id,
+            MessageRow.content.is_not(None),
         )
         return [(row.message_id, row.content) for row in await self.conn.execute(statement)]
 
@@ -439,7 +448,7 @@ class ConversationRepository:
         if packed:
             statement = (
                 update(_messages)
-                .where(self._owned_messages, Message.message_id == bindparam("packed_id"))
+                .where(self._owned_messages, MessageRow.message_id == bindparam("packed_id"))
                 .values(content=None, packed_content=bindparam("body"))
             )
             await self.conn.execute(statement, [{"packed_id": key, "body": body} for key, body in packed])
@@ -452,10 +461,10 @@ class ConversationRepository:
             select(_messages)
             .where(
                 self._owned_messages,
-                Message.conversation_id == conversation_id,
-                Message.seq > after_seq,
-                Message.seq <= through_seq,
+                MessageRow.conversation_id == conversation_id,
+                MessageRow.seq > after_seq,
+                MessageRow.seq <= through_seq,
             )
-            .order_by(Message.seq)
+            .order_by(MessageRow.seq)
         )
         return [dict(row) for row in (await self.conn.execute(statement)).mappings()]

@@ -15,9 +15,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from stratus_db.kit import driver
 from stratus_db.kit.models import table_of
 from stratus_db.kit.text import fts5_owned_query, fts5_stem_query
-from stratus_db.models import Conversation, ConversationStatus, Message
+from stratus_db.models import ConversationRow, ConversationStatus, MessageRow
 
-_messages = table_of(Message)
+_messages = table_of(MessageRow)
 
 
 class MessageSearchBackend(Protocol):
@@ -82,15 +82,15 @@ class SQLiteMessageSearch:
             select(_messages, hits.c.score)
             .join(hits, hits.c.rowid == literal_column("messages.rowid"))
             .join(
-                Conversation,
-                (Conversation.conversation_id == Message.conversation_id)
-                & (Conversation.user_id == Message.user_id),
+                ConversationRow,
+                (ConversationRow.conversation_id == MessageRow.conversation_id)
+                & (ConversationRow.user_id == MessageRow.user_id),
             )
             .where(
-                Message.user_id == bindparam("owner", user_id, type_=Uuid()),
-                Conversation.status != ConversationStatus.deleted,
+                MessageRow.user_id == bindparam("owner", user_id, type_=Uuid()),
+                ConversationRow.status != ConversationStatus.deleted,
             )
-            .order_by(hits.c.score.desc(), Message.created_at.desc(), Message.message_id.desc())
+            .order_by(hits.c.score.desc(), MessageRow.created_at.desc(), MessageRow.message_id.desc())
             .limit(limit)
         )
         query = fts5_owned_query(user_id, "content", fts5_stem_query(terms))

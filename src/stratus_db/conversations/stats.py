@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from stratus_db.conversations.schemas import AgentUsage, DailyUsage
 from stratus_db.kit.sql import utc_day
-from stratus_db.models import Conversation, Message, MessageType
+from stratus_db.models import ConversationRow, MessageRow, MessageType
 
 PERCENTILE_NUMERATOR, PERCENTILE_DENOMINATOR = 19, 20
 """The 95th percentile as an exact fraction, so that rank arithmetic stays in integers on both backends."""
@@ -31,7 +31,7 @@ class Scope:
     since: datetime | None = None
     until: datetime | None = None
 
-    def _where(self, model: type[Message] | type[Conversation]) -> ColumnElement[bool]:
+    def _where(self, model: type[MessageRow] | type[ConversationRow]) -> ColumnElement[bool]:
         conditions: list[ColumnElement[bool]] = []
         if self.user_id is not None:
             conditions.append(model.user_id == self.user_id)
@@ -45,22 +45,22 @@ class Scope:
 
     @property
     def messages(self) -> ColumnElement[bool]:
-        return self._where(Message)
+        return self._where(MessageRow)
 
     @property
     def conversations(self) -> ColumnElement[bool]:
-        return self._where(Conversation)
+        return self._where(ConversationRow)
 
 
 async def daily_usage(conn: AsyncConnection, scope: Scope) -> list[DailyUsage]:
     """Messages, tokens and conversations started per UTC day, oldest day first."""
-    message_day = utc_day(Message.created_at).label("day")
+    message_day = utc_day(MessageRow.created_at).label("day")
     messages = await conn.execute(
-        select(message_day, func.count().label("messages"), func.sum(Message.tokens_used).label("tokens"))
+        select(message_day, func.count().label("messages"), func.sum(MessageRow.tokens_used).label("tokens"))
         .where(scope.messages)
         .group_by(message_day)
     )
-    conversation_day = utc_day(Conversation.created_at).label("day")
+    conversation_day = utc_day(ConversationRow.created_at).label("day")
     conversations = await conn.execute(
         select(conversation_day, func.count().label("conversations"))
         .where(scope.conversations)
@@ -86,23 +86,25 @@ async def agent_usage(conn: AsyncConnection, scope: Scope) -> list[AgentUsage]:
     """Messages, tokens, average and 95th-percentile response time per agent (None: messages of no agent)."""
     volume = await conn.execute(
         select(
-            Message.agent_name, func.count().label("messages"), func.sum(Message.tokens_used).label("tokens")
+            MessageRow.agent_name,
+            func.count().label("messages"),
+            func.sum(MessageRow.tokens_used).label("tokens"),
         )
         .where(scope.messages)
-        .group_by(Message.agent_name)
+        .group_by(MessageRow.agent_name)
     )
     # percentile_cont(0.95) by hand, as SQLite has none: with the n times of an agent sorted, the percentile lies
     # at 0-based position p = 0.95 (n - 1) = lower + fraction; interpolate between the times at lower and lower + 1.
     timed = (
         select(
-            Message.agent_name,
-            Message.response_time,
+            MessageRow.agent_name,
+            MessageRow.response_time,
             func.row_number()
-            .over(partition_by=Message.agent_name, order_by=Message.response_time)
+            .over(partition_by=MessageRow.agent_name, order_by=MessageRow.response_time)
             .label("rank"),
-            func.count().over(partition_by=Message.agent_name).label("n"),
+            func.count().over(partition_by=MessageRow.agent_name).label("n"),
         )
-        .where(scope.messages, Message.response_time.is_not(None))
+        .where(scope.messages, MessageRow.response_time.is_not(None))
         .subquery("timed")
     )
     scaled = PERCENTILE_NUMERATOR * (timed.c.n - 1)
@@ -139,9 +141,9 @@ async def agent_usage(conn: AsyncConnection, scope: Scope) -> list[AgentUsage]:
 async def type_usage(conn: AsyncConnection, scope: Scope) -> dict[MessageType, int]:
     """Messages per type (every type present, 0 when none)."""
     rows = await conn.execute(
-        select(Message.message_type, func.count().label("messages"))
+        select(MessageRow.message_type, func.count().label("messages"))
         .where(scope.messages)
-        .group_by(Message.message_type)
+        .group_by(MessageRow.message_type)
     )
     counts = dict.fromkeys(MessageType, 0)
     counts.update({MessageType(row.message_type): row.messages for row in rows})
@@ -152,7 +154,7 @@ async def message_span(conn: AsyncConnection, scope: Scope) -> tuple[datetime | 
     """The first and the last message's time."""
     row = (
         await conn.execute(
-            select(func.min(Message.created_at), func.max(Message.created_at)).where(scope.messages)
+            select(func.min(MessageRow.created_at), func.max(MessageRow.created_at)).where(scope.messages)
         )
     ).one()
     return row[0], row[1]

@@ -15,7 +15,7 @@ from sqlalchemy import Integer, bindparam, case, or_, update
 from stratus_db.errors import StratusError
 from stratus_db.kit.models import table_of
 from stratus_db.kit.types import UTCDateTime
-from stratus_db.models import MemoryEntry as MemoryRow
+from stratus_db.models import MemoryRow
 
 if TYPE_CHECKING:
     from stratus_db.database import StratusPostgreSQLIntegration

@@ -19,12 +19,12 @@ from stratus_db.kit.failures import violation_of
 from stratus_db.kit.models import table_of
 from stratus_db.kit.sql import BatchColumns, insert_for
 from stratus_db.kit.types import UTCDateTime
-from stratus_db.models import MemoryEntry, MemoryType, User
+from stratus_db.models import MemoryRow, MemoryType, UserRow
 
 if TYPE_CHECKING:
     from stratus_db.database import Operation
 
-_memories = table_of(MemoryEntry)
+_memories = table_of(MemoryRow)
 _PG_READ_AND_COUNT = """-- read_and_count on PostgreSQL without sliding tiers: the same statement the Core branch builds
 
 UPDATE memory_entries SET access_count = access_count + 1, last_accessed_at = $3
@@ -52,13 +52,13 @@ class MemoryRepository:
     def _owned(self) -> ColumnElement[bool]:
         # Built on first use: the driver's hot paths never need it, and building it cost a cold read a fifth of its
         # Python time.
-        return MemoryEntry.user_id == self.user_id
+        return MemoryRow.user_id == self.user_id
 
     def _live(self, now: datetime) -> ColumnElement[bool]:
-        return or_(MemoryEntry.expires_at.is_(None), MemoryEntry.expires_at > now)
+        return or_(MemoryRow.expires_at.is_(None), MemoryRow.expires_at > now)
 
     async def get_for_update(self, key: str) -> dict[str, Any] | None:
-        statement = select(_memories).where(self._owned, MemoryEntry.key == key).with_for_update()
+        statement = select(_memories).where(self._owned, MemoryRow.key == key).with_for_update()
         row = (await self.conn.execute(statement)).mappings().one_or_none()
         return None if row is None else dict(row)
 
@@ -89,21 +89,21 @@ class MemoryRepository:
             # The hottest read: a prepared statement on the driver (kit/driver.py says why).
             rows = await driver.fetch(self.conn, _PG_READ_AND_COUNT, self.user_id, key, now)
             return rows[0] if rows else None
-        values: dict[str, Any] = {"access_count": MemoryEntry.access_count + 1, "last_accessed_at": now}
+        values: dict[str, Any] = {"access_count": MemoryRow.access_count + 1, "last_accessed_at": now}
         if slide_to:
             values["expires_at"] = case(
                 *(
                     (
-                        and_(MemoryEntry.memory_type == tier, MemoryEntry.expires_at < expiry),
+                        and_(MemoryRow.memory_type == tier, MemoryRow.expires_at < expiry),
                         literal(expiry, UTCDateTime()),
                     )
                     for tier, expiry in slide_to.items()
                 ),
-                else_=MemoryEntry.expires_at,
+                else_=MemoryRow.expires_at,
             )
         statement = (
             update(_memories)
-            .where(self._owned, MemoryEntry.key == key, self._live(now))
+            .where(self._owned, MemoryRow.key == key, self._live(now))
             .values(**values)
             .returning(_memories)
         )
@@ -113,7 +113,7 @@ class MemoryRepository:
     async def set_fields(self, memory_id: uuid.UUID, values: dict[str, Any]) -> dict[str, Any]:
         statement = (
             update(_memories)
-            .where(self._owned, MemoryEntry.memory_id == memory_id)
+            .where(self._owned, MemoryRow.memory_id == memory_id)
             .values(**values)
             .returning(_memories)
         )
@@ -125,14 +125,16 @@ class MemoryRepository:
         FOR NO KEY UPDATE: it excludes other cap checks of the user but not the KEY SHARE locks that foreign-key
         checks of concurrent inserts take, which FOR UPDATE would deadlock with.
         """
-        statement = select(User.user_id).where(User.user_id == self.user_id).with_for_update(key_share=True)
+        statement = (
+            select(UserRow.user_id).where(UserRow.user_id == self.user_id).with_for_update(key_share=True)
+        )
         await self.conn.execute(statement)
 
     async def count_live(self, now: datetime, *, exclude_tier: MemoryType) -> int:
         statement = (
             select(func.count())
             .select_from(_memories)
-            .where(self._owned, self._live(now), MemoryEntry.memory_type != exclude_tier)
+            .where(self._owned, self._live(now), MemoryRow.memory_type != exclude_tier)
         )
         return int((await self.conn.execute(statement)).scalar_one())
 
@@ -141,41 +143,39 @@ class MemoryRepository:
     ) -> list[dict[str, Any]]:
         """What eviction ranks: the user's live memories outside `exclude_tier`, except the one just stored."""
         statement = select(
-            MemoryEntry.memory_id,
-            MemoryEntry.importance_score,
-            MemoryEntry.access_count,
-            MemoryEntry.updated_at,
-            MemoryEntry.last_accessed_at,
+            MemoryRow.memory_id,
+            MemoryRow.importance_score,
+            MemoryRow.access_count,
+            MemoryRow.updated_at,
+            MemoryRow.last_accessed_at,
         ).where(
             self._owned,
             self._live(now),
-            MemoryEntry.memory_type != exclude_tier,
-            MemoryEntry.memory_id != keep,
+            MemoryRow.memory_type != exclude_tier,
+            MemoryRow.memory_id != keep,
         )
         return [dict(row) for row in (await self.conn.execute(statement)).mappings()]
 
     async def delete_ids(self, memory_ids: list[uuid.UUID]) -> list[dict[str, Any]]:
         statement = (
-            delete(_memories).where(self._owned, MemoryEntry.memory_id.in_(memory_ids)).returning(_memories)
+            delete(_memories).where(self._owned, MemoryRow.memory_id.in_(memory_ids)).returning(_memories)
         )
         return [dict(row) for row in (await self.conn.execute(statement)).mappings()]
 
     async def page(
         self, *, memory_type: MemoryType | None, after_key: str | None, limit: int, now: datetime
     ) -> list[dict[str, Any]]:
-        statement = (
-            select(_memories).where(self._owned, self._live(now)).order_by(MemoryEntry.key).limit(limit)
-        )
+        statement = select(_memories).where(self._owned, self._live(now)).order_by(MemoryRow.key).limit(limit)
         if memory_type is not None:
-            statement = statement.where(MemoryEntry.memory_type == memory_type)
+            statement = statement.where(MemoryRow.memory_type == memory_type)
         if after_key is not None:
-            statement = statement.where(MemoryEntry.key > after_key)
+            statement = statement.where(MemoryRow.key > after_key)
         return [dict(row) for row in (await self.conn.execute(statement)).mappings()]
 
     async def delete(self, key: str, now: datetime) -> dict[str, Any] | None:
         """Delete the live memory under `key` (an expired one is already gone for every reader; the purge takes it)."""
         statement = (
-            delete(_memories).where(self._owned, MemoryEntry.key == key, self._live(now)).returning(_memories)
+            delete(_memories).where(self._owned, MemoryRow.key == key, self._live(now)).returning(_memories)
         )
         row = (await self.conn.execute(statement)).mappings().one_or_none()
         return None if row is None else dict(row)
@@ -190,17 +190,17 @@ class ExpiredMemoryRepository:
     async def delete_batch(self, now: datetime, limit: int, *, keep_tier: MemoryType) -> list[dict[str, Any]]:
         """Delete up to `limit` memories expired at `now` (never of `keep_tier`); return what was deleted."""
         batch = (
-            select(MemoryEntry.memory_id)
-            .where(MemoryEntry.expires_at <= now, MemoryEntry.memory_type != keep_tier)
-            .order_by(MemoryEntry.expires_at)
+            select(MemoryRow.memory_id)
+            .where(MemoryRow.expires_at <= now, MemoryRow.memory_type != keep_tier)
+            .order_by(MemoryRow.expires_at)
             .limit(limit)
             # PostgreSQL: concurrent purgers split the work instead of waiting on each other (SQLite ignores it).
             .with_for_update(skip_locked=True)
         )
         statement = (
             delete(_memories)
-            .where(MemoryEntry.memory_id.in_(batch.scalar_subquery()))
-            .returning(MemoryEntry.memory_id, MemoryEntry.user_id, MemoryEntry.key)
+            .where(MemoryRow.memory_id.in_(batch.scalar_subquery()))
+            .returning(MemoryRow.memory_id, MemoryRow.user_id, MemoryRow.key)
         )
         return [dict(row) for row in (await self.conn.execute(statement)).mappings()]
 

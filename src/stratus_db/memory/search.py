@@ -39,12 +39,12 @@ from stratus_db.memory.policy import (
     LEXICAL_WEIGHT,
     RECENCY_WEIGHT,
 )
-from stratus_db.models import MemoryEntry, MemoryType
+from stratus_db.models import MemoryRow, MemoryType
 
 if TYPE_CHECKING:
     from stratus_db.database import Operation
 
-_memories = table_of(MemoryEntry)
+_memories = table_of(MemoryRow)
 
 
 @dataclass(frozen=True)
@@ -391,10 +391,10 @@ class SQLiteMemorySearch:
             select(_memories, best.c.word_score)
             .join(best, best.c.rowid == rowid)
             .where(
-                MemoryEntry.user_id == bindparam("owner", filters.user_id, type_=Uuid()),
+                MemoryRow.user_id == bindparam("owner", filters.user_id, type_=Uuid()),
                 or_(
-                    MemoryEntry.expires_at.is_(None),
-                    MemoryEntry.expires_at > bindparam("now", filters.now, type_=UTCDateTime()),
+                    MemoryRow.expires_at.is_(None),
+                    MemoryRow.expires_at > bindparam("now", filters.now, type_=UTCDateTime()),
                 ),
             )
             .order_by(best.c.word_score.desc())
@@ -413,7 +413,7 @@ class SQLiteMemorySearch:
 
 def _filtered(statement: Select[Any], filters: SearchFilters) -> Select[Any]:
     if filters.memory_types is not None:
-        statement = statement.where(MemoryEntry.memory_type.in_(filters.memory_types))
+        statement = statement.where(MemoryRow.memory_type.in_(filters.memory_types))
     if filters.min_importance is not None:
-        statement = statement.where(MemoryEntry.importance_score >= filters.min_importance)
+        statement = statement.where(MemoryRow.importance_score >= filters.min_importance)
     return statement

@@ -1,21 +1,21 @@
 """Every table. Importing this module registers them all on one metadata (Alembic reads it)."""
 
 from stratus_db.kit.models import Base
-from stratus_db.models.audit import AuditLog
-from stratus_db.models.conversation import Conversation, ConversationStatus
-from stratus_db.models.memory import MemoryEntry, MemoryType
-from stratus_db.models.message import Message, MessageType
-from stratus_db.models.user import User, UserRole
+from stratus_db.models.audit import AuditRow
+from stratus_db.models.conversation import ConversationRow, ConversationStatus
+from stratus_db.models.memory import MemoryRow, MemoryType
+from stratus_db.models.message import MessageRow, MessageType
+from stratus_db.models.user import UserRole, UserRow
 
 __all__ = [
-    "AuditLog",
+    "AuditRow",
     "Base",
-    "Conversation",
+    "ConversationRow",
     "ConversationStatus",
-    "MemoryEntry",
+    "MemoryRow",
     "MemoryType",
-    "Message",
+    "MessageRow",
     "MessageType",
-    "User",
     "UserRole",
+    "UserRow",
 ]

@@ -11,7 +11,7 @@ from stratus_db.kit.models import Base
 from stratus_db.kit.types import NullableJSONType, UTCDateTime
 
 
-class AuditLog(Base):
+class AuditRow(Base):
     """Append-only trail of every change. No foreign keys: it outlives the users and rows it describes."""
 
     __tablename__ = "audit_log"

@@ -28,7 +28,7 @@ class ConversationStatus(StrEnum):
     deleted = "deleted"
 
 
-class Conversation(Base):
+class ConversationRow(Base):
     __tablename__ = "conversations"
 
     conversation_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)

@@ -29,7 +29,7 @@ class MemoryType(StrEnum):
     critical = "critical"
 
 
-class MemoryEntry(Base):
+class MemoryRow(Base):
     __tablename__ = "memory_entries"
 
     memory_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)

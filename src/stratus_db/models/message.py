@@ -29,7 +29,7 @@ class MessageType(StrEnum):
     system = "system"
 
 
-class Message(Base):
+class MessageRow(Base):
     """One turn of a conversation. A stored row is never rewritten."""
 
     __tablename__ = "messages"

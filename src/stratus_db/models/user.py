@@ -23,7 +23,7 @@ class UserRole(StrEnum):
     other = "other"
 
 
-class User(Base):
+class UserRow(Base):
     __tablename__ = "users"
 
     user_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)

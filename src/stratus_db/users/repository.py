@@ -12,9 +12,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from stratus_db.errors import ConflictError, Violation
 from stratus_db.kit.failures import violation_of
 from stratus_db.kit.models import table_of
-from stratus_db.models import User, UserRole
+from stratus_db.models import UserRole, UserRow
 
-_users = table_of(User)
+_users = table_of(UserRow)
 
 
 class UserRepository:
@@ -22,7 +22,7 @@ class UserRepository:
         self.conn = conn
 
     def by_id(self, user_id: uuid.UUID) -> Select[Any]:
-        return select(_users).where(User.user_id == user_id)
+        return select(_users).where(UserRow.user_id == user_id)
 
     async def _one_or_none(self, statement: Select[Any]) -> dict[str, Any] | None:
         row = (await self.conn.execute(statement)).mappings().one_or_none()
@@ -46,10 +46,10 @@ class UserRepository:
         return await self._one_or_none(statement.with_for_update() if for_update else statement)
 
     async def get_by_email(self, email: str) -> dict[str, Any] | None:
-        return await self._one_or_none(select(_users).where(User.email == email))
+        return await self._one_or_none(select(_users).where(UserRow.email == email))
 
     async def update(self, user_id: uuid.UUID, values: dict[str, Any]) -> dict[str, Any]:
-        statement = update(_users).where(User.user_id == user_id).values(**values).returning(_users)
+        statement = update(_users).where(UserRow.user_id == user_id).values(**values).returning(_users)
         try:
             row = (await self.conn.execute(statement)).mappings().one()
         except IntegrityError as exc:
@@ -64,9 +64,9 @@ class UserRepository:
         self, *, role: UserRole | None, after: uuid.UUID | None, limit: int
     ) -> list[dict[str, Any]]:
         # Keys are UUIDv7, so key order is creation order.
-        statement = select(_users).order_by(User.user_id).limit(limit)
+        statement = select(_users).order_by(UserRow.user_id).limit(limit)
         if role is not None:
-            statement = statement.where(User.role == role)
+            statement = statement.where(UserRow.role == role)
         if after is not None:
-            statement = statement.where(User.user_id > after)
+            statement = statement.where(UserRow.user_id > after)
         return [dict(row) for row in (await self.conn.execute(statement)).mappings()]

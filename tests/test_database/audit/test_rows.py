@@ -15,7 +15,7 @@ from stratus_db import (
     UserManager,
 )
 from stratus_db.audit.rows import AUDIT_INPUT, CONTEXT_COLUMNS
-from stratus_db.models import AuditLog
+from stratus_db.models import AuditRow
 from tests.fixtures.factories import create_user
 
 ROW_COLUMNS = (
@@ -32,7 +32,7 @@ ROW_COLUMNS = (
 
 
 def test_the_context_columns_are_the_rest_of_audit_log() -> None:
-    assert set(ROW_COLUMNS) | set(CONTEXT_COLUMNS) == set(AuditLog.__table__.columns.keys())
+    assert set(ROW_COLUMNS) | set(CONTEXT_COLUMNS) == set(AuditRow.__table__.columns.keys())
     assert [name for name, _type in AUDIT_INPUT.columns] == ["audit_id", *CONTEXT_COLUMNS]
 
 

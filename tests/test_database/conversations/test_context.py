@@ -12,7 +12,7 @@ from sqlalchemy import update
 from stratus_db import ConversationManager, Database, NotFoundError, UserManager, ValidationError
 from stratus_db.conversations import window
 from stratus_db.conversations.tokens import estimate_tokens
-from stratus_db.models import Conversation
+from stratus_db.models import ConversationRow
 from tests.fixtures.factories import create_user
 
 
@@ -34,8 +34,8 @@ async def _summarize(db: Database, conversation_id: uuid.UUID, summary: str, thr
     """Stand in for compress_history: what it writes, so the window's rules are tested on their own."""
     async with db.transaction() as conn:
         await conn.execute(
-            update(Conversation)
-            .where(Conversation.conversation_id == conversation_id)
+            update(ConversationRow)
+            .where(ConversationRow.conversation_id == conversation_id)
             .values(summary=summary, summarized_through_seq=through_seq)
         )
 

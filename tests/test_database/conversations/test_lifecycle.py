@@ -17,7 +17,7 @@ from stratus_db import (
     ValidationError,
 )
 from stratus_db.conversations.schemas import Conversation
-from stratus_db.models import Message
+from stratus_db.models import MessageRow
 from tests.fixtures.factories import count_rows, create_user
 
 
@@ -45,9 +45,9 @@ async def _actions(db: Database, record_id: uuid.UUID) -> list[tuple[str, object
 async def _stored_bodies(db: Database, conversation_id: uuid.UUID) -> list[tuple[str | None, bytes | None]]:
     async with db.transaction(read_only=True) as conn:
         rows = await conn.execute(
-            select(Message.content, Message.packed_content)
-            .where(Message.conversation_id == conversation_id)
-            .order_by(Message.seq)
+            select(MessageRow.content, MessageRow.packed_content)
+            .where(MessageRow.conversation_id == conversation_id)
+            .order_by(MessageRow.seq)
         )
         return [(row.content, row.packed_content) for row in rows]
 

@@ -16,14 +16,16 @@ from stratus_db import (
     UserManager,
     ValidationError,
 )
-from stratus_db.models import Conversation, Message
+from stratus_db.models import ConversationRow, MessageRow
 from tests.fixtures.factories import count_rows, create_user
 
 
 async def _set_status(db: Database, conversation_id: uuid.UUID, status: str) -> None:
     async with db.transaction() as conn:
         await conn.execute(
-            update(Conversation).where(Conversation.conversation_id == conversation_id).values(status=status)
+            update(ConversationRow)
+            .where(ConversationRow.conversation_id == conversation_id)
+            .values(status=status)
         )
 
 
@@ -227,7 +229,9 @@ class TestAddMessage:
         message = await conversations.add_message(conv.conversation_id, user.user_id, content)
         async with db.transaction(read_only=True) as conn:
             stored = (
-                await conn.execute(select(Message.content).where(Message.message_id == message.message_id))
+                await conn.execute(
+                    select(MessageRow.content).where(MessageRow.message_id == message.message_id)
+                )
             ).scalar_one()
         assert stored == content
 

@@ -16,7 +16,7 @@ from sqlalchemy import select, text
 from stratus_db import Database, MemoryManager, UserManager
 from stratus_db.errors import ValidationError
 from stratus_db.memory.cache import MemoryCache
-from stratus_db.models import MemoryEntry as MemoryRow
+from stratus_db.models import MemoryRow
 from tests.fixtures.clock import ManualClock
 from tests.fixtures.databases import handles_on
 from tests.fixtures.factories import create_user

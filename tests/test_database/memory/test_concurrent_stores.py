@@ -23,7 +23,7 @@ from stratus_db import (
     UserManager,
     ValidationError,
 )
-from stratus_db.models import MemoryEntry as MemoryRow
+from stratus_db.models import MemoryRow
 from tests.fixtures.databases import empty_all_tables, handles_on
 from tests.fixtures.factories import count_rows, create_user
 

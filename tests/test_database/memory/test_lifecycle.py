@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import select
 
 from stratus_db import AuditManager, Database, MemoryManager, UserManager, ValidationError
-from stratus_db.models import MemoryEntry as MemoryRow
+from stratus_db.models import MemoryRow
 from tests.fixtures.clock import ManualClock
 from tests.fixtures.factories import count_rows, create_user
 
