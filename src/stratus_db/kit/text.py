@@ -17,10 +17,13 @@ MAX_TERM_CHARS = 64
 
 _WORD = re.compile(r"[^\W_]+")
 
-_TABLES_END = "\u0370"
-"""Latin letters, IPA, modifier letters and the combining diacritical marks: characters below this one are what
-Portuguese text (and its NFKD decomposition) is made of, and the tables below answer for them in C, exactly as the
-character-by-character definitions do. Text with any character beyond takes the character-by-character way."""
+_TABLES_END = "\u3000"
+"""Characters below this one — Latin, Greek, Cyrillic and the other alphabets, the combining marks, and the
+punctuation, arrows, mathematical and technical signs that aviation text is full of (`–`, `→`, `≈`, `≥`, `✔`) —
+are answered by the tables below in C, exactly as the character-by-character definitions do (about 8 ms to build
+at import). Text with any character beyond (CJK, emoji) takes the character-by-character way, about twice as
+costly a character: with the tables ending at U+0370, the corpus's texts holding such signs cost 175 µs each to
+index against 32 µs for the others."""
 
 
 def _character_class(predicate: Callable[[str], bool]) -> str:
