@@ -8,6 +8,7 @@ database only, from a connection of its own), never mocked.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 import uuid
@@ -16,7 +17,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import asyncpg
 import pytest
-from sqlalchemy import select
+from sqlalchemy import event, select, text
 
 from stratus_db import (
     ConversationManager,
@@ -165,3 +166,61 @@ def _operation(call: str) -> str:
         "get_context": "conversation.get_context",
         "add_message": "conversation.add_message",
     }[call]
+
+
+async def test_a_cancelled_call_does_not_make_the_pool_reconnect(own_postgres_url: str) -> None:
+    """A cancelled call's connection is dropped (its statement may still run), but that says nothing of the others:
+    only a connection the server ended makes the rest of the pool suspect."""
+    db = Database(settings_for(own_postgres_url).model_copy(update={"STRATUS_POOL_SIZE": 8}))
+    opened: list[object] = []
+    event.listen(db.engine.sync_engine, "connect", lambda *_args: opened.append(None))
+
+    async def statement(sql: str = "SELECT pg_sleep(0.05)") -> None:
+        async with db.transaction() as conn:
+            await conn.execute(text(sql))
+
+    try:
+        await asyncio.gather(*(statement() for _ in range(8)))
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.05):
+                await statement("SELECT pg_sleep(2)")
+        opened.clear()
+        await asyncio.gather(*(statement() for _ in range(8)))
+        assert len(opened) <= 1, "only the cancelled call's connection is replaced"
+    finally:
+        await db.close()
+
+
+async def test_a_driver_transaction_cancelled_at_any_point_leaves_no_transaction_open(
+    own_postgres_url: str,
+) -> None:
+    """SQLAlchemy's reset on return knows nothing of a transaction the driver began: a connection whose transaction
+    was not ended for sure is discarded, or the next caller would work inside it, its writes never committed."""
+    settings = settings_for(own_postgres_url).model_copy(
+        update={"STRATUS_POOL_SIZE": 1, "STRATUS_POOL_MAX_OVERFLOW": 0}
+    )
+    db = Database(settings)
+    admin = await _admin(own_postgres_url)
+    await admin.execute("CREATE TABLE probe (attempt int)")
+
+    async def transaction() -> None:
+        async with db.driver_transaction() as driver_transaction:
+            await driver_transaction.fetch("SELECT pg_sleep(0.01)")
+
+    try:
+        for turns_before_cancel in range(12):
+            task = asyncio.create_task(transaction())
+            for _ in range(turns_before_cancel):
+                await asyncio.sleep(0)
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            async with db.operation("test.probe") as op:  # the pool's one connection, in autocommit
+                await op.fetch("INSERT INTO probe VALUES ($1)", turns_before_cancel)
+            seen = await admin.fetchval("SELECT count(*) FROM probe WHERE attempt = $1", turns_before_cancel)
+            assert seen == 1, (
+                f"cancelled after {turns_before_cancel} turns: the next write was left uncommitted"
+            )
+    finally:
+        await admin.close()
+        await db.close()

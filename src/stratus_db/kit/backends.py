@@ -89,11 +89,20 @@ class PostgresBackend:
     def _screen(self, dbapi_connection: Any, record: ConnectionPoolEntry, _proxy: Any) -> None:
         # DisconnectionError makes the pool replace the connection and check out the new one.
         if dbapi_connection.driver_connection.is_closed():
+            self._lost(record)
             raise DisconnectionError("the server closed the pooled connection while it was idle")
         if record.info.get(_OPENED_AT, 0.0) <= self._suspect_before:
             raise DisconnectionError("opened before another pooled connection was found dead")
 
-    def _suspect_the_others(self, _dbapi_connection: Any, record: ConnectionPoolEntry, _exc: Any) -> None:
+    def _suspect_the_others(
+        self, _dbapi_connection: Any, record: ConnectionPoolEntry, reason: BaseException | None
+    ) -> None:
+        # A connection dropped for a driver's or the server's error (a lost connection) makes the others suspect;
+        # one dropped because its call was cancelled (CancelledError), or by the screen itself, does not.
+        if isinstance(reason, Exception) and not isinstance(reason, DisconnectionError):
+            self._lost(record)
+
+    def _lost(self, record: ConnectionPoolEntry) -> None:
         # Only a connection newer than the last loss moves the mark: replacing the suspects does not renew it.
         if record.info.get(_OPENED_AT, 0.0) > self._suspect_before:
             self._suspect_before = time.monotonic()

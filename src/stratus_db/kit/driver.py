@@ -1,5 +1,6 @@
 """Prepared statements straight on the asyncpg connection (PostgreSQL hot paths): under a SQLAlchemy connection
-(`fetch`), or taken from the pool on its own (`fetch_pooled`, for `Operation.fetch`).
+(`fetch`), taken from the pool on its own (`fetch_pooled`, for `Operation.fetch`), or in a transaction of the
+driver's own on a pooled connection (`DriverTransaction`, for `db.driver_transaction()`).
 
 SQLAlchemy builds the schema and most statements; on the few calls that run thousands of times a second, its
 per-execution work costs as much as the database does (bench/memory.py: get_memory 1,400 → 2,800 reads/s at
@@ -9,6 +10,7 @@ translator (kit/failures.py), as every other driver error does.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from functools import partial
 from typing import Any
@@ -49,14 +51,14 @@ def _connection_lost(exc: Exception, driver_connection: asyncpg.Connection) -> b
 async def _failed(
     exc: Exception,
     driver_connection: asyncpg.Connection,
-    invalidate: Callable[[], Awaitable[Any]],
+    invalidate: Callable[[BaseException], Awaitable[Any]],
     *,
     read_only: bool,
 ) -> StratusError:
     """The StratusError for a statement that raised `exc`, after invalidating the connection if it is lost."""
     lost = _connection_lost(exc, driver_connection)
     if lost:
-        await invalidate()  # never hand a broken connection to the next caller
+        await invalidate(exc)  # never hand a broken connection to the next caller
     # A write may or may not have run when the connection broke; a read is safe to repeat.
     return translate(exc, where="PostgreSQL", lost=lost, may_have_committed=not read_only)
 
@@ -129,13 +131,13 @@ async def fetch_pooled(
 
 async def _fetch(
     driver_connection: asyncpg.Connection,
-    invalidate: Callable[[], Awaitable[Any]],
+    invalidate: Callable[[BaseException], Awaitable[Any]],
     sql: str,
     arguments: tuple[Any, ...],
     read_only: bool,
 ) -> list[dict[str, Any]]:
     if driver_connection.is_closed():
-        await invalidate()
+        await invalidate(asyncpg.ConnectionDoesNotExistError("the server closed the pooled connection"))
         raise DatabaseUnavailableError(
             "the pooled connection to PostgreSQL was closed; nothing was sent", retryable=True
         )
@@ -149,7 +151,12 @@ async def _fetch(
 class DriverTransaction:
     """A transaction on a connection taken straight from the pool, sent by asyncpg alone (BEGIN, the statements,
     COMMIT): no SQLAlchemy Connection or transaction is built around it, which saves their client CPU and keeps
-    SQLAlchemy from having to be told that a transaction began (see `_in_transaction`)."""
+    SQLAlchemy from having to be told that a transaction began (see `_in_transaction`).
+
+    SQLAlchemy's reset on return knows nothing of this transaction: a connection whose transaction was not ended for
+    sure (cancelled during BEGIN, COMMIT or ROLLBACK, or a failed ROLLBACK) is discarded, never handed on; the next
+    caller would otherwise work inside it, its writes acknowledged and never committed.
+    """
 
     def __init__(self, pooled: PoolProxiedConnection) -> None:
         connection = pooled.driver_connection
@@ -162,28 +169,40 @@ class DriverTransaction:
         """Run `sql` inside the transaction. Raises as `fetch` does."""
         return await _fetch(self._connection, self._invalidate, sql, arguments, read_only=False)
 
+    async def _discard(self, reason: BaseException) -> None:
+        # Shielded: a second cancellation must not leave the connection in the pool half-discarded.
+        await asyncio.shield(self._invalidate(reason))
+
     async def __aenter__(self) -> DriverTransaction:
         try:
             await self._driver_transaction.start()
         except DRIVER_ERRORS as exc:
-            raise await _failed(
-                exc, self._connection, self._invalidate, read_only=True
-            ) from exc  # nothing sent
+            raise await _failed(exc, self._connection, self._invalidate, read_only=True) from exc  # nothing sent
+        except BaseException as exc:
+            await self._discard(exc)
+            raise
         return self
 
     async def __aexit__(self, exc_type: type[BaseException] | None, *_exc: object) -> None:
         if exc_type is not None:
-            if not self._connection.is_closed():
-                try:
-                    await self._driver_transaction.rollback()
-                except DRIVER_ERRORS:
-                    await self._invalidate()  # a connection that cannot roll back is not handed on
+            if self._connection.is_closed():
+                return
+            try:
+                await self._driver_transaction.rollback()
+            except DRIVER_ERRORS as exc:
+                await self._discard(exc)  # the body's own error is what the caller gets
+            except BaseException as exc:
+                await self._discard(exc)
+                raise
             return
         try:
             await self._driver_transaction.commit()
         except DRIVER_ERRORS as exc:
             # Lost during COMMIT, the transaction may have committed.
             raise await _failed(exc, self._connection, self._invalidate, read_only=False) from exc
+        except BaseException as exc:
+            await self._discard(exc)
+            raise
 
 
 async def copy_records(
