@@ -177,7 +177,9 @@ class DriverTransaction:
         try:
             await self._driver_transaction.start()
         except DRIVER_ERRORS as exc:
-            raise await _failed(exc, self._connection, self._invalidate, read_only=True) from exc  # nothing sent
+            raise await _failed(
+                exc, self._connection, self._invalidate, read_only=True
+            ) from exc  # nothing sent
         except BaseException as exc:
             await self._discard(exc)
             raise

@@ -1,13 +1,14 @@
-"""Invalidation messages between processes that share a database: PostgreSQL LISTEN/NOTIFY, or a change count
+"""Invalidation messages between processes that share a database: PostgreSQL LISTEN/NOTIFY, or a change stamp
 in the SQLite file.
 
-Both are transactional: a message sent (a count moved) inside a transaction is seen when it commits, never if it
+Both are transactional: a message sent (a stamp written) inside a transaction is seen when it commits, never if it
 rolls back.
 """
 
 from __future__ import annotations
 
 import asyncio
+import secrets
 import sqlite3
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -139,19 +140,22 @@ class PostgresNotifier:
                 connection.terminate()  # a server that does not answer gets no goodbye
 
 
-class SQLiteChangeCounter:
-    """Processes sharing one SQLite file, which cannot message each other: every change of cached data counts itself
-    in the file, inside its own transaction (the header's `PRAGMA user_version`, which nothing else here uses), and
-    a cache reads the count before it trusts itself. A count that moved by anything but this process's own
-    commits reports a gap.
+class SQLiteChangeStamp:
+    """Processes sharing one SQLite file, which cannot message each other: every change of cached data writes a new
+    random stamp into the file, inside its own transaction (the header's `PRAGMA user_version`, which nothing else
+    here uses), and a cache reads the stamp before it trusts itself. A stamp that is not what this process last saw,
+    or last wrote itself, reports a gap.
 
-    The count says that something changed, not what: the other processes' caches then forget everything. Reading
-    it costs about 4 µs on a connection of its own, used from the event loop's thread only (a header read through
-    the WAL; no lock is waited for).
+    Random, not a count: the stamp this process expects after its own commit is the one it wrote, which no other
+    process will write again (one chance in 2³¹). With a count, a write rolled back (in a savepoint that a committed
+    transaction dropped) or a COMMIT that failed would have had this process expect the very next value, and the
+    next process to write it would have gone unnoticed. An expectation that is wrong that way now costs only a
+    needless forgetting.
+
+    The stamp says that something changed, not what: the other processes' caches then forget everything. Reading it
+    costs about 4 µs on a connection of its own, used from the event loop's thread only (a header read through the
+    WAL), which never waits for a lock: if it cannot read at once, the cache forgets everything instead.
     """
-
-    WRAP = 2**31
-    """user_version is a signed 32-bit integer."""
 
     def __init__(self, path: str) -> None:
         self._path = path
@@ -165,7 +169,7 @@ class SQLiteChangeCounter:
 
     async def start(self, on_message: Callable[[str], None], on_gap: Callable[[], None]) -> None:
         self._on_gap = on_gap
-        self._connection = sqlite3.connect(self._path, isolation_level=None)
+        self._connection = sqlite3.connect(self._path, isolation_level=None, timeout=0)
         self._seen = self._read()
 
     def _read(self) -> int | None:
@@ -179,23 +183,26 @@ class SQLiteChangeCounter:
     def poll(self) -> None:
         if self._connection is None or self._on_gap is None:
             return
-        count = self._read()
-        if count is None or count != self._seen:
-            self._seen = count
+        stamp = self._read()
+        if stamp is None or stamp != self._seen:
+            self._seen = stamp
             self._on_gap()
 
     async def publish(self, conn: AsyncConnection, payload: str) -> None:
-        # The transaction holds SQLite's write lock (BEGIN IMMEDIATE): nobody else moves the count meanwhile.
+        # The transaction holds SQLite's write lock (BEGIN IMMEDIATE): nobody else writes a stamp meanwhile.
         before = int((await conn.exec_driver_sql("PRAGMA user_version")).scalar_one())
-        after = (before + 1) % self.WRAP
-        await conn.exec_driver_sql(f"PRAGMA user_version = {after}")  # a pragma takes no parameter; an int
+        stamp = before
+        while stamp in (before, 0):  # 0: a file nobody stamped yet
+            stamp = secrets.randbits(31)
+        await conn.exec_driver_sql(f"PRAGMA user_version = {stamp}")  # a pragma takes no parameter; an int
 
-        def committed() -> None:
-            # Our own change (the caller invalidated its keys): the cache need not forget the rest.
+        def committing() -> None:
+            # Our own change (the caller invalidated its keys): the cache need not forget the rest, unless another
+            # process wrote since this process last looked.
             if self._seen == before:
-                self._seen = after
+                self._seen = stamp
 
-        event.listen(conn.sync_connection, "commit", lambda _connection: committed(), once=True)
+        event.listen(conn.sync_connection, "commit", lambda _connection: committing(), once=True)
 
     async def stop(self) -> None:
         connection, self._connection = self._connection, None

@@ -5,9 +5,9 @@ PostgreSQL — tells every other process through NOTIFY (delivered at commit), w
 read if no invalidation happened since it began (the epoch check), so a value read before a commit can never outlive
 that commit's invalidation (and a cached read is an UPDATE, which waits for a writer's row lock). On PostgreSQL
 nothing is admitted unless the LISTEN connection is up; the cache forgets everything when that connection is lost
-and again when it is back. On SQLite, where no message can be sent, every write moves a change count in the file
-(kit/notify.py) and every lookup and admission first reads it, forgetting everything when another process moved
-it: several processes on one embedded file never serve each other's stale values.
+and again when it is back. On SQLite, where no message can be sent, every write puts a new change stamp in the file
+(kit/notify.py) and every lookup and admission first reads it, forgetting everything when another process wrote
+one: several processes on one embedded file never serve each other's stale values.
 
 Counting. A hit counts its access in memory (memory/access_counts.py); counts are written in batches every flush
 interval, and on close().
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 import uuid
 from collections import OrderedDict, deque
 from datetime import datetime
@@ -24,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
-from stratus_db.kit.notify import MAX_PAYLOAD_BYTES, Notifier, PostgresNotifier, SQLiteChangeCounter
+from stratus_db.kit.notify import MAX_PAYLOAD_BYTES, Notifier, PostgresNotifier, SQLiteChangeStamp
 from stratus_db.memory.access_counts import AccessCounts, CacheKey
 from stratus_db.memory.schemas import MemoryEntry
 
@@ -58,7 +59,7 @@ class MemoryCache:
         self._notifier: Notifier = (
             PostgresNotifier(settings.database_url, CHANNEL)
             if db.backend == "postgresql"
-            else SQLiteChangeCounter(str(settings.database_url.database))
+            else SQLiteChangeStamp(str(settings.database_url.database))
         )
         self._started = False
         self._start_lock = asyncio.Lock()
@@ -85,7 +86,13 @@ class MemoryCache:
             if not self._started:
                 try:
                     await self._notifier.start(self._on_message, self.clear)
-                except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                except (
+                    OSError,
+                    TimeoutError,
+                    asyncpg.PostgresError,
+                    asyncpg.InterfaceError,
+                    sqlite3.Error,
+                ) as exc:
                     # No listener, no caching: reads go to the database (which reports its own unavailability).
                     self._db.log.warning(
                         "memory cache cannot listen for invalidations", error=type(exc).__name__

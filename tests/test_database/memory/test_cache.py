@@ -453,3 +453,25 @@ async def test_a_task_reading_only_cached_memories_lets_the_others_run(
     assert pending_after_the_loop < reads, "no access count was written while the hits went on"
     await handle.close()
     assert await _stored_access_count(db, "base") == reads + 1
+
+
+async def test_a_write_rolled_back_in_a_savepoint_does_not_blind_the_sqlite_cache(
+    sqlite_handles: Callable[..., Database],
+) -> None:
+    """The reader's own write, rolled back inside a transaction that commits, must not make it expect the stamp that
+    the other process writes next."""
+    reader_db, writer_db = sqlite_handles(), sqlite_handles()
+    reader, writer = MemoryManager(reader_db), MemoryManager(writer_db)
+    user = await create_user(UserManager(writer_db))
+    await writer.store_memory(user.user_id, "base", "SBGR", "long_term")
+    for _ in range(2):
+        await reader.get_memory(user.user_id, "base")
+    assert _stats(reader_db)["hits"] == 1
+    async with reader_db.transaction() as tx:
+        savepoint = await tx.begin_nested()
+        await reader.store_memory(user.user_id, "other", "rolled back", tx=tx)
+        await savepoint.rollback()
+    await writer.store_memory(user.user_id, "base", "SBKP")
+    read = await reader.get_memory(user.user_id, "base")
+    assert read is not None
+    assert read.value == "SBKP"
