@@ -4,6 +4,7 @@ driver's exception."""
 
 from __future__ import annotations
 
+import sqlite3
 import uuid
 
 import asyncpg
@@ -73,11 +74,14 @@ async def test_a_broken_rule_is_a_conflict_naming_its_kind_and_constraint(
     assert stored.importance_score == 0.5, "nothing of the refused write stayed"
 
 
-async def test_a_taken_email_is_a_unique_violation_through_the_public_api(users: UserManager) -> None:
+async def test_a_taken_email_is_a_unique_violation_through_the_public_api(
+    db: Database, users: UserManager
+) -> None:
     taken = await create_user(users)
     with pytest.raises(ConflictError, match="already exists") as raised:
         await create_user(users, email=taken.email)
     assert raised.value.violation is Violation.unique
+    assert raised.value.constraint == {"postgresql": "uq_users_email", "sqlite": "users.email"}[db.backend]
 
 
 def test_the_drivers_own_errors_translate_by_sqlstate() -> None:
@@ -108,3 +112,21 @@ def test_the_drivers_own_errors_translate_by_sqlstate() -> None:
         may_have_committed=False,
     )
     assert "driver refused" in refused.message
+
+
+def test_a_sqlite_code_not_listed_falls_back_to_its_primary_code() -> None:
+    """SQLite reports extended result codes; one the table does not list means what its primary code means."""
+    connection = sqlite3.connect(":memory:")
+    try:
+        connection.execute("CREATE TABLE t (x INTEGER)")
+        connection.execute(
+            "CREATE TRIGGER no_negatives BEFORE INSERT ON t WHEN new.x < 0 BEGIN SELECT RAISE(ABORT, 'negative'); END"
+        )
+        with pytest.raises(sqlite3.IntegrityError) as refused:
+            connection.execute("INSERT INTO t VALUES (-1)")
+    finally:
+        connection.close()
+    assert refused.value.sqlite_errorname == "SQLITE_CONSTRAINT_TRIGGER"
+    conflict = translate(refused.value, where="SQLite file", lost=False, may_have_committed=False)
+    assert isinstance(conflict, ConflictError)
+    assert conflict.violation is Violation.other

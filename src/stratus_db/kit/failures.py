@@ -75,7 +75,9 @@ def failure_of(exc: BaseException) -> Failure:
     constraint = getattr(driver, "constraint_name", None)
     sqlite_name = getattr(original, "sqlite_errorname", None)
     if sqlstate is None and sqlite_name is not None:
-        sqlstate = _SQLITE_SQLSTATES.get(sqlite_name) or _SQLITE_SQLSTATES.get(sqlite_name.partition("_")[0])
+        # An extended name not listed falls back to its primary code's: SQLITE_CONSTRAINT_TRIGGER → SQLITE_CONSTRAINT.
+        primary = "_".join(sqlite_name.split("_")[:2])
+        sqlstate = _SQLITE_SQLSTATES.get(sqlite_name) or _SQLITE_SQLSTATES.get(primary)
         if sqlstate is not None and sqlstate.startswith("23"):
             # SQLite names no constraint: it names the columns ("users.email") or the CHECK's expression.
             constraint = str(original).partition(": ")[2] or None

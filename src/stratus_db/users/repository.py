@@ -10,11 +10,22 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from stratus_db.errors import ConflictError, Violation
-from stratus_db.kit.failures import violation_of
+from stratus_db.kit.failures import failure_of
 from stratus_db.kit.models import table_of
 from stratus_db.models import UserRole, UserRow
 
 _users = table_of(UserRow)
+
+
+def _raise_if_email_taken(exc: IntegrityError, email: object) -> None:
+    """A taken e-mail raised as the ConflictError it is, with the rule and the constraint it broke."""
+    failure = failure_of(exc)
+    if failure.violation is Violation.unique:
+        raise ConflictError(
+            f"a user with e-mail {email!r} already exists",
+            violation=Violation.unique,
+            constraint=failure.constraint,
+        ) from exc
 
 
 class UserRepository:
@@ -34,10 +45,7 @@ class UserRepository:
                 (await self.conn.execute(insert(_users).values(**values).returning(_users))).mappings().one()
             )
         except IntegrityError as exc:
-            if violation_of(exc) is Violation.unique:
-                raise ConflictError(
-                    f"a user with e-mail {values['email']!r} already exists", violation=Violation.unique
-                ) from exc
+            _raise_if_email_taken(exc, values["email"])
             raise
         return dict(row)
 
@@ -53,10 +61,7 @@ class UserRepository:
         try:
             row = (await self.conn.execute(statement)).mappings().one()
         except IntegrityError as exc:
-            if violation_of(exc) is Violation.unique:
-                raise ConflictError(
-                    f"a user with e-mail {values.get('email')!r} already exists", violation=Violation.unique
-                ) from exc
+            _raise_if_email_taken(exc, values.get("email"))
             raise
         return dict(row)
 
