@@ -192,6 +192,8 @@ class StratusPostgreSQLIntegration:
         """Set when the last operation under way ends while close() waits for it."""
         self._metric_sources: dict[str, Callable[[], dict[str, Any]]] = {}
         self._closed = False
+        self._closing: asyncio.Future[None] | None = None
+        """The one closing, which every close() awaits."""
 
     def extension(self, name: str, factory: Callable[[], E]) -> E:
         """The one instance of a per-database helper (a domain's cache), made by `factory` on first use.
@@ -508,19 +510,41 @@ class StratusPostgreSQLIntegration:
 
     async def close(self) -> None:
         """Wait for the calls under way (a graceful shutdown), flush what helpers buffered, then close every pooled
-        connection. Calls made afterwards raise DatabaseClosedError; closing again does nothing. close() must not
-        be awaited inside a call."""
-        if self._closed:
-            return
+        connection. Calls made afterwards raise DatabaseClosedError. Closing again, or from several tasks at once,
+        waits for the same closing (only the first close() raises its failure). close() must not be awaited inside a
+        call.
+
+        Raises:
+            StratusError: a helper could not flush what it buffered (the pool is closed all the same).
+        """
+        if self._closing is None:
+            self._closing = asyncio.ensure_future(self._close())
+            await asyncio.shield(self._closing)
+        else:
+            await asyncio.wait({self._closing})
+
+    async def _close(self) -> None:
+        await self._calls_finished()
+        failures: list[Exception] = []
+        closers, self._closers = self._closers, []
+        for closer in closers:
+            try:
+                await closer()
+            except (
+                Exception
+            ) as exc:  # the other helpers and the pool still close; the first failure is raised
+                failures.append(exc)
+        self._closed = True
+        await self._calls_finished()  # calls that began while the helpers flushed
+        await self.engine.dispose()
+        if failures:
+            raise failures[0]
+
+    async def _calls_finished(self) -> None:
         while self._operations_in_flight:
             self._drained = asyncio.Event()
             await self._drained.wait()
         self._drained = None
-        closers, self._closers = self._closers, []
-        for closer in closers:
-            await closer()
-        self._closed = True
-        await self.engine.dispose()
 
     async def __aenter__(self) -> StratusPostgreSQLIntegration:
         return self

@@ -3,6 +3,7 @@ nothing translated still leaves the library as a StratusError, with its tracebac
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -13,6 +14,7 @@ from stratus_db import (
     ConversationManager,
     Database,
     DatabaseClosedError,
+    DatabaseUnavailableError,
     MemoryManager,
     UnexpectedError,
     UserManager,
@@ -81,3 +83,31 @@ async def test_an_error_nothing_translated_is_an_unexpected_error_with_its_trace
     assert line["message"] == "test.defect failed unexpectedly"
     assert "KeyError: 'key'" in line["exception"]
     assert db.metrics()["operations"]["test.defect"]["errors"] == 1
+
+
+async def test_closing_from_two_tasks_during_a_call_waits_for_it_once(
+    db: Database, open_handle: Callable[..., Database]
+) -> None:
+    handle = open_handle()
+    users = UserManager(handle)
+    created = asyncio.create_task(create_user(users))
+    await asyncio.sleep(0)  # the call is under way
+    await asyncio.wait_for(asyncio.gather(handle.close(), handle.close()), timeout=30)  # a hang guard only
+    assert created.done()
+    assert created.exception() is None, "the call under way finished before the pool closed"
+    assert await count_rows(db, "users") == 1
+
+
+async def test_a_helper_failing_to_flush_still_closes_the_pool(open_handle: Callable[..., Database]) -> None:
+    handle = open_handle()
+    await create_user(UserManager(handle))  # the pool holds a connection
+
+    async def failing_flush() -> None:
+        raise DatabaseUnavailableError("cannot write the buffered counts")
+
+    handle.on_close(failing_flush)
+    with pytest.raises(DatabaseUnavailableError, match="buffered counts"):
+        await handle.close()
+    assert handle.engine.pool.checkedin() == 0  # type: ignore[attr-defined]
+    with pytest.raises(DatabaseClosedError):
+        await create_user(UserManager(handle))

@@ -34,8 +34,8 @@ async def analyze_after(
 
     Inside a caller's transaction (`tx`) nothing is done: the rows are not committed yet, and the caller may still
     roll them back. The ANALYZE runs in a transaction of its own and skips a table another ANALYZE or VACUUM holds
-    (it is gathering the same statistics). Never raises: the call's change is committed, and stale statistics only
-    make plans worse; a failure is logged.
+    (it is gathering the same statistics). Never raises a database error: the call's change is committed, and stale
+    statistics only make plans worse; such a failure is logged.
     """
     if db.backend != "postgresql" or tx is not None or changed < ANALYZE_MIN_ROWS:
         return

@@ -11,23 +11,40 @@ one summary within a token budget (as `estimate_tokens` counts). Two implementat
 """
 
 from stratus_db.conversations.summarizer.extractive import ExtractiveSummarizer, extractive_summary
-from stratus_db.conversations.summarizer.llm import OpenAISummarizer, summarizer_from_environment
+from stratus_db.conversations.summarizer.llm import (
+    DEFAULT_MAX_INPUT_TOKENS,
+    DEFAULT_MAX_RETRIES,
+    DEFAULT_OPENAI_MODEL,
+    DEFAULT_TIMEOUT_SECONDS,
+    SYSTEM_PROMPT,
+    OpenAISummarizer,
+    summarizer_from_environment,
+)
 from stratus_db.conversations.summarizer.text import (
+    MESSAGE_TYPES,
     Summarizer,
     SummaryInput,
     clean_text,
+    speaker_label,
     split_sentences,
     trim_to_budget,
     truncate_on_word,
 )
 
 __all__ = [
+    "DEFAULT_MAX_INPUT_TOKENS",
+    "DEFAULT_MAX_RETRIES",
+    "DEFAULT_OPENAI_MODEL",
+    "DEFAULT_TIMEOUT_SECONDS",
+    "MESSAGE_TYPES",
+    "SYSTEM_PROMPT",
     "ExtractiveSummarizer",
     "OpenAISummarizer",
     "Summarizer",
     "SummaryInput",
     "clean_text",
     "extractive_summary",
+    "speaker_label",
     "split_sentences",
     "summarizer_from_environment",
     "trim_to_budget",
