@@ -19,6 +19,8 @@ from typing import Any, TypeVar
 import asyncpg
 
 from stratus_db import ConversationManager, Database, MemoryEntry, MemoryManager, UserManager
+from stratus_db.audit.rows import audit_context
+from stratus_db.conversations.plans import NewMessage, message_audit
 from stratus_db.conversations.repository import appends_statement
 from stratus_db.kit.backends import PostgresBackend
 from stratus_db.kit.ids import new_id
@@ -116,37 +118,25 @@ def _batch_statements() -> dict[str, tuple[str, int]]:
     """The statements the coalesced writers send, as their builders make them: text and number of parameters."""
     now = ManualClock()()
     owner, conversation = new_id(), new_id()
-    appends: list[tuple[dict[str, Any], dict[str, Any]]] = [
-        (
-            {
-                "message_id": new_id(),
-                "conversation_id": conversation,
-                "user_id": owner,
-                "agent_name": None,
-                "message_type": MessageType.user_input,
-                "content": "Qual o METAR?",
-                "metadata": {},
-                "tokens_used": 3,
-                "response_time": None,
-                "created_at": now,
-            },
-            {
-                "new_values": {},
-                "audit_id": new_id(),
-                "ip_address": None,
-                "user_agent": None,
-                "actor": "system",
-                "trace_id": None,
-                "purpose": None,
-            },
-        )
-    ] * 2
+    message = NewMessage(
+        message_id=new_id(),
+        conversation_id=conversation,
+        user_id=owner,
+        agent_name=None,
+        message_type=MessageType.user_input,
+        content="Qual o METAR?",
+        metadata={},
+        tokens_used=3,
+        response_time=None,
+        created_at=now,
+    )
+    appends = [(message, message_audit(message, audit_context()))] * 2
     built = {
         "read_keys": read_keys_statement([owner], ["chave"]),
-        "apply_updates": apply_updates_statement([], now=now, audited_at=now, channel="canal"),
+        "apply_updates": apply_updates_statement([], now=now, channel="canal"),
         "lock_owners": lock_owners_statement([owner], lock_timeout="50ms"),
         "count_live": count_live_statement([owner], now, exclude_tier=MemoryType.critical),
-        "create": create_statement([], now=now, audited_at=now, channel="canal"),
+        "create": create_statement([], now=now, channel="canal"),
         "appends": appends_statement(appends),
     }
     return {name: (sql, len(arguments)) for name, (sql, arguments) in built.items()}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -10,9 +11,8 @@ from pydantic import BaseModel, StrictStr, StringConstraints
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from stratus_db.audit.repository import AuditRepository
-from stratus_db.audit.rows import context_columns
+from stratus_db.audit.rows import AuditEntry
 from stratus_db.audit.schemas import AuditAction, AuditEvent
-from stratus_db.kit.ids import new_id
 from stratus_db.kit.schemas import Page, aware_datetime, check_limit, decode_cursor, encode_cursor, make_page
 from stratus_db.kit.validation import InputModel, Timestamp, validate_input
 
@@ -41,7 +41,7 @@ class AuditManager:
         self,
         tx: AsyncConnection,
         *,
-        action: AuditAction | str,
+        action: AuditAction,
         table_name: str,
         record_id: uuid.UUID | None,
         user_id: uuid.UUID | None,
@@ -49,43 +49,45 @@ class AuditManager:
         new_values: Any | None = None,
     ) -> None:
         """Append one audit row in `tx`, with actor, trace id, address, user agent and purpose from the context."""
-        await AuditRepository(tx).append(
-            self.row(
-                action=action,
-                table_name=table_name,
-                record_id=record_id,
-                user_id=user_id,
-                old_values=old_values,
-                new_values=new_values,
-            )
+        await self.append(
+            tx,
+            [
+                self.entry(
+                    action=action,
+                    table_name=table_name,
+                    record_id=record_id,
+                    user_id=user_id,
+                    old_values=old_values,
+                    new_values=new_values,
+                )
+            ],
         )
 
     @staticmethod
-    async def append(tx: AsyncConnection, rows: list[dict[str, Any]]) -> None:
-        """Write audit rows built by `row` (one statement for a batch)."""
-        await AuditRepository(tx).append(*rows)
+    async def append(tx: AsyncConnection, entries: Sequence[AuditEntry]) -> None:
+        """Write audit entries that a write plan carries (one statement for a batch)."""
+        await AuditRepository(tx).append(entries)
 
-    def row(
+    def entry(
         self,
         *,
-        action: AuditAction | str,
+        action: AuditAction,
         table_name: str,
         record_id: uuid.UUID | None,
         user_id: uuid.UUID | None,
         old_values: Any | None = None,
         new_values: Any | None = None,
-    ) -> dict[str, Any]:
-        """The audit row `record` writes, for a statement that writes it together with its change (hot paths)."""
-        return {
-            "audit_id": new_id(),
-            "timestamp": self._db.clock(),
-            "user_id": user_id,
-            "action": str(action),
-            "table_name": table_name,
-            "record_id": record_id,
-            "old_values": old_values,
-            "new_values": new_values,
-        } | context_columns()
+    ) -> AuditEntry:
+        """The audit entry `record` writes, now and in the current request context."""
+        return AuditEntry(
+            action=action,
+            table_name=table_name,
+            record_id=record_id,
+            user_id=user_id,
+            timestamp=self._db.clock(),
+            old_values=old_values,
+            new_values=new_values,
+        )
 
     async def query(
         self,

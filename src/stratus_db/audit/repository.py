@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Select, and_, insert, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from stratus_db.audit.rows import AuditEntry
 from stratus_db.kit.models import table_of
 from stratus_db.models import AuditRow
 
@@ -19,10 +21,10 @@ class AuditRepository:
     def __init__(self, conn: AsyncConnection) -> None:
         self.conn = conn
 
-    async def append(self, *rows: dict[str, Any]) -> None:
-        """Insert audit rows (AuditManager.row builds them)."""
-        if rows:
-            await self.conn.execute(insert(_audit), list(rows))
+    async def append(self, entries: Sequence[AuditEntry]) -> None:
+        """Insert audit entries (a write plan's, or AuditManager.entry's)."""
+        if entries:
+            await self.conn.execute(insert(_audit), [entry.row() for entry in entries])
 
     def query_statement(
         self,

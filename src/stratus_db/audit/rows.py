@@ -1,40 +1,102 @@
-"""The audit row, written once: which of audit_log's columns come from the request context, and the SQL with which
-a domain's data-modifying statement (PostgreSQL) inserts the audit rows of what it changed.
+"""The audit row, written once: the typed entry every write plan carries (`AuditEntry`), which of audit_log's columns
+come from the request context, and the SQL with which a domain's data-modifying statement (PostgreSQL) inserts the
+audit rows of what it changed.
 
-Adding a context column to the audit trail is a change to this file (and to the model and a migration): the rows
-`AuditManager` writes take it from `context_columns()`, and the batch statements of the other domains take it
-through `AUDIT_INPUT` and `insert_audit_rows`.
+Adding a context column to the audit trail is a change to this file (and to the model and a migration): entries take
+it from `audit_context()`, the Core path writes `AuditEntry.row()`, and the batch statements of the other domains take
+it through `AUDIT_INPUT`, `AuditEntry.batch_input()` and `insert_audit_rows`.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import json
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, NamedTuple
 
 from stratus_db.audit.schemas import AuditAction
 from stratus_db.context import current_context, current_trace_id
+from stratus_db.kit.ids import new_id
 from stratus_db.kit.sql import BatchColumns
 
-CONTEXT_COLUMNS = ("ip_address", "user_agent", "actor", "trace_id", "purpose")
+
+class AuditContext(NamedTuple):
+    """The columns of an audit row that come from the request context: who acted, from where, under which trace and
+    why."""
+
+    ip_address: str | None
+    user_agent: str | None
+    actor: str
+    trace_id: str
+    purpose: str | None
+
+
+CONTEXT_COLUMNS: tuple[str, ...] = AuditContext._fields
 """audit_log's columns that come from the request context (all text), in the order statements take them."""
 
-AUDIT_INPUT = BatchColumns((("audit_id", "uuid"), *((name, "text") for name in CONTEXT_COLUMNS)))
-"""What each row of a batch statement carries for its audit row, beside the domain's own columns: the audit row's
-id (made by the caller, so that it is known before the statement) and its context columns."""
 
-
-def context_columns() -> dict[str, Any]:
-    """The columns of an audit row that come from the request context: who acted, from where, under which trace and
-    why. Taken inside the operation (its trace id) by code that writes the row later, in a batch."""
+def audit_context() -> AuditContext:
+    """The request context's audit columns, taken now: inside the operation (its trace id), by code that writes the
+    row later, in a batch."""
     context = current_context()
-    columns = {
-        "ip_address": context.ip_address,
-        "user_agent": context.user_agent,
-        "actor": context.principal.actor,
-        "trace_id": current_trace_id(),
-        "purpose": context.purpose,
-    }
-    assert tuple(columns) == CONTEXT_COLUMNS, "CONTEXT_COLUMNS lists the context columns in this order"
-    return columns
+    return AuditContext(
+        context.ip_address, context.user_agent, context.principal.actor, current_trace_id(), context.purpose
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """One audit row to write: the change (action, table, record, its subject, the old and new values, when) and the
+    request context it was made in. Built in pure code by a domain's write plan; written by the Core path
+    (`row()`) or inside a batch statement (`batch_input()`)."""
+
+    action: AuditAction
+    table_name: str
+    record_id: uuid.UUID | None
+    user_id: uuid.UUID | None
+    timestamp: datetime
+    old_values: Any = None
+    new_values: Any = None
+    context: AuditContext = field(default_factory=audit_context)
+    audit_id: uuid.UUID = field(default_factory=new_id)
+
+    def row(self) -> dict[str, Any]:
+        """audit_log's columns, for an INSERT through Core."""
+        return {
+            "audit_id": self.audit_id,
+            "timestamp": self.timestamp,
+            "user_id": self.user_id,
+            "action": self.action.value,
+            "table_name": self.table_name,
+            "record_id": self.record_id,
+            "old_values": self.old_values,
+            "new_values": self.new_values,
+        } | self.context._asdict()
+
+    def batch_input(self) -> dict[str, Any]:
+        """`AUDIT_INPUT`'s columns: what a batch statement's row carries for its audit row (values as JSON text; an
+        absent one is NULL, not JSON null)."""
+        return {
+            "audit_id": self.audit_id,
+            "audited_at": self.timestamp,
+            "old_values": None if self.old_values is None else json.dumps(self.old_values),
+            "new_values": None if self.new_values is None else json.dumps(self.new_values),
+        } | self.context._asdict()
+
+
+AUDIT_INPUT = BatchColumns(
+    (
+        ("audit_id", "uuid"),
+        ("audited_at", "timestamptz"),
+        ("old_values", "text"),
+        ("new_values", "text"),
+        *((name, "text") for name in CONTEXT_COLUMNS),
+    )
+)
+"""What each row of a batch statement carries for its audit row, beside the domain's own columns (`AuditEntry.
+batch_input()`): the audit row's id (made by the plan, so that it is known before the statement), its time, its old
+and new values as JSON text, and its context columns."""
 
 
 def insert_audit_rows(
@@ -44,28 +106,27 @@ def insert_audit_rows(
     table_name: str,
     user_id: str,
     record_id: str,
-    old_values: str,
-    new_values: str,
-    timestamp: str,
+    new_values: str | None = None,
     input_of: str = "",
     parameters: BatchColumns | None = None,
 ) -> str:
     """`INSERT INTO audit_log … SELECT … FROM source`: the audit rows of a data-modifying statement, one per row of
-    `source` (a FROM clause), each value an SQL expression over it.
+    `source` (a FROM clause); `user_id` and `record_id` are SQL expressions over it.
 
-    The audit row's id and context columns are those `AUDIT_INPUT` brought in: the columns of `source` (prefixed
-    with `input_of`, e.g. "c."), or, for a statement that writes one row, its parameters in `parameters`' order.
+    Everything else is what `AUDIT_INPUT` brought in: the columns of `source` (prefixed with `input_of`, e.g. "c."),
+    or, for a statement that writes one row, its parameters in `parameters`' order. `new_values`, when given, is an
+    SQL expression of the new values instead (e.g. to add what only the statement knows).
     """
-    inputs = [name for name, _type in AUDIT_INPUT.columns]
-    if parameters is not None:
-        audit_id, *context = (parameters.parameter(name) for name in inputs)
-    else:
-        audit_id, *context = (f"{input_of}{name}" for name in inputs)
-    context_sql = ", ".join(context)
+
+    def given(name: str) -> str:
+        return parameters.parameter(name) if parameters is not None else f"{input_of}{name}"
+
+    new_values_sql = f"{given('new_values')}::jsonb" if new_values is None else new_values
+    context_sql = ", ".join(given(name) for name in CONTEXT_COLUMNS)
     return (
         "INSERT INTO audit_log (audit_id, user_id, action, table_name, record_id, old_values, new_values, timestamp, "
         f"{', '.join(CONTEXT_COLUMNS)})\n"
-        f"    SELECT {audit_id}, {user_id}, '{action.value}', '{table_name}', {record_id}, {old_values},\n"
-        f"           {new_values}, {timestamp}, {context_sql}\n"
+        f"    SELECT {given('audit_id')}, {user_id}, '{action.value}', '{table_name}', {record_id},\n"
+        f"           {given('old_values')}::jsonb, {new_values_sql}, {given('audited_at')}, {context_sql}\n"
         f"    FROM {source}"
     )

@@ -10,12 +10,13 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from stratus_db.audit.rows import audit_context
 from stratus_db.audit.schemas import AuditAction
 from stratus_db.conversations.compression import HistoryCompressor
+from stratus_db.conversations.plans import NewMessage, message_audit, numbered, plan_message
 from stratus_db.conversations.repository import Appended, ConversationRepository
 from stratus_db.conversations.rooms_base import (
     MESSAGES,
-    message_audit_values,
     message_from_row,
     not_found,
 )
@@ -25,11 +26,8 @@ from stratus_db.conversations.schemas import (
     MessageBatch,
     MessageCreate,
     MessageImportBatch,
-    MessageInput,
 )
-from stratus_db.conversations.tokens import estimate_tokens
 from stratus_db.errors import ConflictError, ValidationError
-from stratus_db.kit.ids import new_id
 from stratus_db.kit.statistics import analyze_after
 from stratus_db.kit.validation import validate_input
 from stratus_db.models import MessageType
@@ -96,23 +94,19 @@ class MessageAppends(HistoryCompressor):
                     "message_id": message_id,
                 },
             )
-            values = self._message_values(data, data.conversation_id, self._db.clock(), data.message_id)
-            audit_row = self._audit.row(
-                action=AuditAction.create,
-                table_name=MESSAGES,
-                record_id=values["message_id"],
-                user_id=data.user_id,
-                new_values=message_audit_values(values),
+            message = plan_message(
+                data, data.conversation_id, data.user_id, self._db.clock(), data.message_id
             )
+            audit = message_audit(message, audit_context())
 
             appended = None
             if self._appends is not None and tx is None:
-                appended = await self._appends.append(values | {"user_id": data.user_id}, audit_row)
+                appended = await self._appends.append(message, audit)
             if appended is None:
 
                 async def work(conn: AsyncConnection) -> Appended:
                     repository = ConversationRepository(conn, data.user_id)
-                    alone = await repository.append(values, audit_row)
+                    alone = await repository.append(message, audit)
                     if alone is None:
                         raise await self._why_not_appendable(repository, data.conversation_id)
                     return alone
@@ -127,15 +121,13 @@ class MessageAppends(HistoryCompressor):
                     if data.message_id is None and exc.violation is None:
                         raise
                     stored = await op.run(
-                        partial(self._stored_before, data=data, values=values), tx=tx, single_statement=True
+                        partial(self._stored_before, message=message), tx=tx, single_statement=True
                     )
                     if stored is None:
                         raise
                     return stored
             self._compress_if_long(data.conversation_id, data.user_id, appended.unsummarized, tx)
-            return message_from_row(
-                values | {"seq": appended.seq, "created_at": appended.created_at, "user_id": data.user_id}
-            )
+            return message.written(appended.seq, appended.created_at)
 
     async def add_messages(
         self,
@@ -162,32 +154,30 @@ class MessageAppends(HistoryCompressor):
                 {"conversation_id": conversation_id, "user_id": user_id, "messages": list(messages)},
             )
             now = self._db.clock()
-            rows = [self._message_values(item, batch.conversation_id, now) for item in batch.messages]
+            planned = [
+                plan_message(item, batch.conversation_id, batch.user_id, now) for item in batch.messages
+            ]
+            context = audit_context()
 
             async def work(conn: AsyncConnection) -> tuple[list[Message], int]:
                 repository = ConversationRepository(conn, batch.user_id)
-                tokens = sum(row["tokens_used"] for row in rows)
-                taken = await repository.take_sequence_numbers(batch.conversation_id, len(rows), tokens, now)
+                tokens = sum(message.tokens_used for message in planned)
+                taken = await repository.take_sequence_numbers(
+                    batch.conversation_id, len(planned), tokens, now
+                )
                 if taken is None:
                     raise await self._why_not_appendable(repository, batch.conversation_id)
-                numbered = [
-                    row | {"seq": taken.seq - len(rows) + 1 + index, "created_at": taken.created_at}
-                    for index, row in enumerate(rows)
-                ]
-                await repository.insert_messages(numbered)
-                audit_rows = [
-                    self._audit.row(
-                        action=AuditAction.create,
-                        table_name=MESSAGES,
-                        record_id=row["message_id"],
-                        user_id=batch.user_id,
-                        new_values=message_audit_values(row) | {"seq": row["seq"]},
-                    )
-                    for row in numbered
-                ]
-                await self._audit.append(conn, audit_rows)
+                first = taken.seq - len(planned) + 1
+                await repository.insert_messages(planned, first, created_at=taken.created_at)
+                await self._audit.append(
+                    conn,
+                    [
+                        numbered(message_audit(message, context), first + index)
+                        for index, message in enumerate(planned)
+                    ],
+                )
                 return [
-                    message_from_row(row | {"user_id": batch.user_id}) for row in numbered
+                    message.written(first + index, taken.created_at) for index, message in enumerate(planned)
                 ], taken.unsummarized
 
             appended, unsummarized = await op.run(work, tx=tx)
@@ -224,7 +214,7 @@ class MessageAppends(HistoryCompressor):
                 {"conversation_id": conversation_id, "user_id": user_id, "messages": list(messages)},
             )
             now = self._db.clock()
-            rows = []
+            planned = []
             previous: datetime | None = None
             for index, item in enumerate(batch.messages):
                 if item.created_at is not None:
@@ -234,12 +224,14 @@ class MessageAppends(HistoryCompressor):
                             "in the order it was written"
                         )
                     previous = item.created_at
-                rows.append(self._message_values(item, batch.conversation_id, item.created_at or now))
-            tokens = sum(row["tokens_used"] for row in rows)
+                planned.append(
+                    plan_message(item, batch.conversation_id, batch.user_id, item.created_at or now)
+                )
+            tokens = sum(message.tokens_used for message in planned)
 
             async def work(conn: AsyncConnection) -> ImportResult:
                 repository = ConversationRepository(conn, batch.user_id)
-                if not rows:
+                if not planned:
                     if await repository.get(batch.conversation_id) is None:
                         raise not_found(batch.conversation_id, batch.user_id)
                     return ImportResult(
@@ -249,19 +241,17 @@ class MessageAppends(HistoryCompressor):
                         last_seq=None,
                         total_tokens=0,
                     )
-                latest = max(row["created_at"] for row in rows)
+                latest = max(message.created_at for message in planned)
                 taken = await repository.take_sequence_numbers(
-                    batch.conversation_id, len(rows), tokens, latest
+                    batch.conversation_id, len(planned), tokens, latest
                 )
                 if taken is None:
                     raise await self._why_not_appendable(repository, batch.conversation_id)
-                first = taken.seq - len(rows) + 1
-                await repository.insert_messages(
-                    [row | {"seq": first + index} for index, row in enumerate(rows)]
-                )
+                first = taken.seq - len(planned) + 1
+                await repository.insert_messages(planned, first)
                 result = ImportResult(
                     conversation_id=batch.conversation_id,
-                    imported=len(rows),
+                    imported=len(planned),
                     first_seq=first,
                     last_seq=taken.seq,
                     total_tokens=tokens,
@@ -281,55 +271,33 @@ class MessageAppends(HistoryCompressor):
             return imported
 
     @staticmethod
-    async def _stored_before(
-        conn: AsyncConnection, *, data: MessageCreate, values: Mapping[str, Any]
-    ) -> Message | None:
-        """The message a repeated add_message stored before (`values` are the columns the repeat would write), or
-        None when its id is not one of the user's messages.
+    async def _stored_before(conn: AsyncConnection, *, message: NewMessage) -> Message | None:
+        """The message a repeated add_message stored before (`message` is what the repeat would write), or None
+        when its id is not one of the user's messages.
 
         Raises:
             ConflictError: the user's message with this id is another message.
         """
-        row = await ConversationRepository(conn, data.user_id).message(values["message_id"])
+        row = await ConversationRepository(conn, message.user_id).message(message.message_id)
         if row is None:
             return None
         stored = message_from_row(row)
         same_message = (
-            stored.conversation_id == values["conversation_id"]
-            and stored.content == values["content"]
-            and stored.message_type == values["message_type"]
-            and stored.agent_name == values["agent_name"]
-            and stored.metadata == values["metadata"]
-            and stored.tokens_used == values["tokens_used"]
-            and stored.response_time == values["response_time"]
+            stored.conversation_id == message.conversation_id
+            and stored.content == message.content
+            and stored.message_type == message.message_type
+            and stored.agent_name == message.agent_name
+            and stored.metadata == message.metadata
+            and stored.tokens_used == message.tokens_used
+            and stored.response_time == message.response_time
         )
         if not same_message:
             raise ConflictError(
-                f"message_id {values['message_id']} is already another message (other conversation, text, type, "
+                f"message_id {message.message_id} is already another message (other conversation, text, type, "
                 "agent, metadata, tokens or response time): give each message its own id, and repeat a call only "
                 "with the same arguments"
             )
         return stored
-
-    @staticmethod
-    def _message_values(
-        data: MessageInput, conversation_id: uuid.UUID, now: datetime, message_id: uuid.UUID | None = None
-    ) -> dict[str, Any]:
-        """The columns of a new message, but its `seq` (and `user_id`, which the repository sets)."""
-        return {
-            "message_id": new_id() if message_id is None else message_id,
-            "conversation_id": conversation_id,
-            "agent_name": data.agent_name,
-            "message_type": data.message_type,
-            "content": data.content,
-            "packed_content": None,
-            "metadata": data.metadata,
-            "tokens_used": data.tokens_used
-            if data.tokens_used is not None
-            else estimate_tokens(data.content),
-            "response_time": data.response_time,
-            "created_at": now,
-        }
 
     @staticmethod
     async def _why_not_appendable(

@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from stratus_db.audit.rows import AuditEntry
+from stratus_db.conversations.plans import NewMessage
 from stratus_db.conversations.repository import Appended, appended_by_message, appends_statement
 from stratus_db.errors import DatabaseUnavailableError, StratusError
 from stratus_db.kit.batching import Batcher, Outcome, each_caller_fails
@@ -34,15 +35,11 @@ MAX_IN_FLIGHT = 2
 """Statements out at once: two let client and server overlap; more would only queue on the same rows and cores."""
 
 
-@dataclass(frozen=True)
-class _Append:
-    message: dict[str, Any]
-    audit_row: dict[str, Any]
+_Append = tuple[NewMessage, AuditEntry]
 
 
 def _conversation(append: _Append) -> uuid.UUID:
-    conversation_id: uuid.UUID = append.message["conversation_id"]
-    return conversation_id
+    return append[0].conversation_id
 
 
 class AppendCoalescer:
@@ -68,17 +65,17 @@ class AppendCoalescer:
     def of(cls, db: StratusPostgreSQLIntegration) -> AppendCoalescer:
         return db.extension("conversations.append_coalescer", lambda: cls(db))
 
-    async def append(self, message: dict[str, Any], audit_row: dict[str, Any]) -> Appended | None:
+    async def append(self, message: NewMessage, audit: AuditEntry) -> Appended | None:
         """The appended message's number and time, or None when the caller must append it alone.
 
         Raises:
             DatabaseUnavailableError: the connection was lost while this append's statement was in flight.
         """
-        return await self._batcher.submit(_Append(message, audit_row))
+        return await self._batcher.submit((message, audit))
 
     async def _write(self, batch: list[_Append]) -> Sequence[Outcome[Appended]]:
         async with self._db.operation("conversation.append_batch") as op:
-            statement, arguments = appends_statement([(append.message, append.audit_row) for append in batch])
+            statement, arguments = appends_statement(batch)
             self._counts["statements"] += 1
             try:
                 appended = appended_by_message(await op.fetch(statement, *arguments))
@@ -98,4 +95,4 @@ class AppendCoalescer:
                 return each_caller_fails(exc, len(batch)) if lost else [None] * len(batch)
             self._counts["appended"] += len(appended)
             self._counts["returned"] += len(batch) - len(appended)
-            return [appended.get(append.message["message_id"]) for append in batch]
+            return [appended.get(message.message_id) for message, _audit in batch]

@@ -13,18 +13,19 @@ from sqlalchemy import ColumnElement, and_, bindparam, case, delete, func, inser
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from stratus_db.audit.rows import AUDIT_INPUT, insert_audit_rows
+from stratus_db.audit.repository import AuditRepository
+from stratus_db.audit.rows import AUDIT_INPUT, AuditEntry, insert_audit_rows
 from stratus_db.audit.schemas import AuditAction
+from stratus_db.conversations.plans import NewMessage, numbered
 from stratus_db.errors import NotFoundError, Violation
 from stratus_db.kit import driver
 from stratus_db.kit.failures import violation_of
 from stratus_db.kit.models import table_of
 from stratus_db.kit.sql import BatchColumns
-from stratus_db.models import AuditRow, ConversationRow, ConversationStatus, MessageRow
+from stratus_db.models import ConversationRow, ConversationStatus, MessageRow
 
 _conversations = table_of(ConversationRow)
 _messages = table_of(MessageRow)
-_audit = table_of(AuditRow)
 MESSAGES_TABLE = _messages.name
 COPY_THRESHOLD = 100
 """From this many messages on, PostgreSQL takes them by binary COPY rather than a multi-row INSERT."""
@@ -39,7 +40,6 @@ _APPEND_INPUT = (
             ("message_type", "text"),
             ("content", "text"),
             ("metadata", "text"),
-            ("audit_values", "text"),
             ("tokens_used", "int"),
             ("response_time", "float8"),
             ("called_at", "timestamptz"),
@@ -55,9 +55,7 @@ _APPEND_AUDITED = insert_audit_rows(
     table_name="messages",
     user_id="$3",
     record_id="$1",
-    old_values="NULL",
-    new_values="$8::jsonb || jsonb_build_object('seq', seq)",
-    timestamp="$11",
+    new_values=f"{_APPEND_INPUT.parameter('new_values')}::jsonb || jsonb_build_object('seq', seq)",
     parameters=_APPEND_INPUT,
 )
 """The audit row of _PG_APPEND's message, with its number."""
@@ -67,23 +65,21 @@ _APPEND_MANY_AUDITED = insert_audit_rows(
     table_name="messages",
     user_id="user_id",
     record_id="message_id",
-    old_values="NULL",
-    new_values="audit_values::jsonb || jsonb_build_object('seq', seq)",
-    timestamp="called_at",
+    new_values="new_values::jsonb || jsonb_build_object('seq', seq)",
 )
 """The audit rows of _PG_APPEND_MANY's messages, with their numbers."""
 
 _PG_APPEND = f"""-- add_message on PostgreSQL: count, insert and audit in one statement (one round trip, autocommit)
 WITH counted AS (
     UPDATE conversations
-    SET message_count = message_count + 1, total_tokens = total_tokens + $9,
-        last_activity_at = greatest(last_activity_at, $11), updated_at = $11
+    SET message_count = message_count + 1, total_tokens = total_tokens + $8,
+        last_activity_at = greatest(last_activity_at, $10), updated_at = $10
     WHERE conversation_id = $2 AND user_id = $3 AND status = 'active'
     RETURNING message_count AS seq, last_activity_at AS created_at, total_tokens - summarized_tokens AS unsummarized
 ), inserted AS (
     INSERT INTO messages (message_id, conversation_id, user_id, seq, agent_name, message_type, content, metadata,
                           tokens_used, response_time, created_at)
-    SELECT $1, $2, $3, seq, $4, $5, $6, $7::jsonb, $9, $10, created_at FROM counted
+    SELECT $1, $2, $3, seq, $4, $5, $6, $7::jsonb, $8, $9, created_at FROM counted
     RETURNING seq
 ), audited AS (
     {_APPEND_AUDITED}
@@ -163,29 +159,20 @@ newest messages that fit, then the first that does not (when there is one): the 
 a larger budget needs older messages (conversations/recent.py)."""
 
 
-def _append_row(message: dict[str, Any], user_id: uuid.UUID, audit_row: dict[str, Any]) -> dict[str, Any]:
+def _append_row(message: NewMessage, audit: AuditEntry) -> dict[str, Any]:
     """One append as _APPEND_INPUT's columns."""
     return {
-        "message_id": message["message_id"],
-        "conversation_id": message["conversation_id"],
-        "user_id": user_id,
-        "agent_name": message["agent_name"],
-        "message_type": message["message_type"].value,
-        "content": message["content"],
-        "metadata": json.dumps(message["metadata"]),
-        "audit_values": json.dumps(audit_row["new_values"]),
-        "tokens_used": message["tokens_used"],
-        "response_time": message["response_time"],
-        "called_at": message["created_at"],
-    } | {name: audit_row[name] for name, _type in AUDIT_INPUT.columns}
-
-
-def _append_arguments(
-    message: dict[str, Any], user_id: uuid.UUID, audit_row: dict[str, Any]
-) -> tuple[Any, ...]:
-    """The parameters of _PG_APPEND for one message."""
-    row = _append_row(message, user_id, audit_row)
-    return tuple(row[name] for name, _type in _APPEND_INPUT.columns)
+        "message_id": message.message_id,
+        "conversation_id": message.conversation_id,
+        "user_id": message.user_id,
+        "agent_name": message.agent_name,
+        "message_type": message.message_type.value,
+        "content": message.content,
+        "metadata": json.dumps(message.metadata),
+        "tokens_used": message.tokens_used,
+        "response_time": message.response_time,
+        "called_at": message.created_at,
+    } | audit.batch_input()
 
 
 class Appended(NamedTuple):
@@ -196,16 +183,13 @@ class Appended(NamedTuple):
     """The conversation's tokens outside its summary, after the append."""
 
 
-def appends_statement(
-    appends: Sequence[tuple[dict[str, Any], dict[str, Any]]],
-) -> tuple[str, tuple[Any, ...]]:
-    """The one PostgreSQL statement, and its arguments, that appends messages of any users and conversations
-    (AppendCoalescer): each a message with its `user_id`, and its audit row. A lone message takes the lighter
-    one-message statement. Their rows go to `appended_by_message`."""
-    if len(appends) == 1:
-        message, audit_row = appends[0]
-        return _PG_APPEND, _append_arguments(message, message["user_id"], audit_row)
-    rows = [_append_row(message, message["user_id"], audit_row) for message, audit_row in appends]
+def appends_statement(appends: Sequence[tuple[NewMessage, AuditEntry]]) -> tuple[str, tuple[Any, ...]]:
+    """The one PostgreSQL statement, and its arguments, that appends messages of any users and conversations, each
+    with its audit entry (which the statement numbers). A lone message takes the lighter one-message statement.
+    Their rows go to `appended_by_message`."""
+    rows = [_append_row(message, audit) for message, audit in appends]
+    if len(rows) == 1:
+        return _PG_APPEND, tuple(rows[0][name] for name, _type in _APPEND_INPUT.columns)
     return _PG_APPEND_MANY, (*_APPEND_INPUT.arrays(rows), len(rows))
 
 
@@ -323,44 +307,44 @@ class ConversationRepository:
         row = (await self.conn.execute(statement)).one_or_none()
         return None if row is None else Appended(*row)
 
-    async def insert_messages(self, rows: Sequence[dict[str, Any]]) -> None:
+    async def insert_messages(
+        self, messages: Sequence[NewMessage], first_seq: int, *, created_at: datetime | None = None
+    ) -> None:
+        """Insert `messages` numbered from `first_seq`, each at `created_at` (None: its own time)."""
+        rows = [
+            message.columns(first_seq + index, message.created_at if created_at is None else created_at)
+            for index, message in enumerate(messages)
+        ]
         if self.conn.dialect.name == "postgresql" and len(rows) >= COPY_THRESHOLD:
             columns = [column.name for column in _messages.c]
             await driver.copy_records(
                 self.conn, MESSAGES_TABLE, columns, (self._record(row, columns) for row in rows)
             )
             return
-        await self.conn.execute(insert(_messages), [{"user_id": self.user_id, **row} for row in rows])
+        await self.conn.execute(insert(_messages), rows)
 
-    def _record(self, row: dict[str, Any], columns: list[str]) -> tuple[Any, ...]:
+    @staticmethod
+    def _record(row: dict[str, Any], columns: list[str]) -> tuple[Any, ...]:
         """A message as COPY takes it: values in column order, enums as text, jsonb as a JSON string."""
-        values = row | {
-            "user_id": self.user_id,
-            "message_type": row["message_type"].value,
-            "metadata": json.dumps(row["metadata"]),
-        }
+        values = row | {"message_type": row["message_type"].value, "metadata": json.dumps(row["metadata"])}
         return tuple(values[column] for column in columns)
 
-    async def append(self, message: dict[str, Any], audit_row: dict[str, Any]) -> Appended | None:
-        """Insert one message with the next sequence number, count it and write its audit row.
+    async def append(self, message: NewMessage, audit: AuditEntry) -> Appended | None:
+        """Insert one message with the next sequence number, count it and write its audit entry (numbered).
 
-        `audit_row["new_values"]` gets the `seq`. None when the conversation is missing, foreign or not active.
+        None when the conversation is missing, foreign or not active.
         """
         if self.conn.dialect.name == "postgresql":
             # The hottest write of the platform: one prepared statement on the driver (kit/driver.py says why).
-            rows = await driver.fetch(
-                self.conn, _PG_APPEND, *_append_arguments(message, self.user_id, audit_row)
-            )
-            return appended_by_message(rows).get(message["message_id"])
+            sql, arguments = appends_statement([(message, audit)])
+            return appended_by_message(await driver.fetch(self.conn, sql, *arguments)).get(message.message_id)
         taken = await self.take_sequence_numbers(
-            message["conversation_id"], 1, message["tokens_used"], message["created_at"]
+            message.conversation_id, 1, message.tokens_used, message.created_at
         )
         if taken is None:
             return None
-        await self.insert_messages([message | {"seq": taken.seq, "created_at": taken.created_at}])
-        await self.conn.execute(
-            insert(_audit).values(**audit_row | {"new_values": audit_row["new_values"] | {"seq": taken.seq}})
-        )
+        await self.insert_messages([message], taken.seq, created_at=taken.created_at)
+        await AuditRepository(self.conn).append([numbered(audit, taken.seq)])
         return taken
 
     async def message(self, message_id: uuid.UUID) -> dict[str, Any] | None:

@@ -11,6 +11,7 @@ from stratus_db.audit.manager import AuditManager
 from stratus_db.conversations import packing
 from stratus_db.conversations.dialect import conversation_dialect_for
 from stratus_db.conversations.history import HistoryCompression
+from stratus_db.conversations.plans import MESSAGES as MESSAGES
 from stratus_db.conversations.recent import RecentMessages
 from stratus_db.conversations.schemas import (
     Conversation,
@@ -23,18 +24,6 @@ if TYPE_CHECKING:
     from stratus_db.database import StratusPostgreSQLIntegration
 
 CONVERSATIONS = "conversations"
-MESSAGES = "messages"
-
-
-def message_audit_values(message: Mapping[str, Any]) -> dict[str, Any]:
-    # The audit trail outlives erasure, so it records that a message was written, never what it said.
-    return {
-        "conversation_id": str(message["conversation_id"]),
-        "message_type": message["message_type"].value,
-        "agent_name": message["agent_name"],
-        "tokens_used": message["tokens_used"],
-        "content_chars": len(message["content"]),
-    }
 
 
 def conversation_audit_values(conversation: Conversation) -> dict[str, Any]:

@@ -11,42 +11,31 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from stratus_db.audit.manager import AuditManager, changed_fields
-from stratus_db.audit.rows import context_columns
-from stratus_db.audit.schemas import AuditAction
+from stratus_db.audit.manager import AuditManager
 from stratus_db.errors import ValidationError
-from stratus_db.kit.ids import new_id
 from stratus_db.kit.schemas import Page, check_limit, decode_cursor, encode_cursor, make_page
 from stratus_db.kit.statistics import analyze_after
-from stratus_db.kit.text import query_terms, search_text
+from stratus_db.kit.text import query_terms
 from stratus_db.kit.validation import parse_enum, parse_uuid, validate_input
 from stratus_db.memory.access_counts import CacheKey
 from stratus_db.memory.cache import MemoryCache
-from stratus_db.memory.coalescing import MemoryCreate, MemoryUpdate
 from stratus_db.memory.dialect import memory_dialect_for
+from stratus_db.memory.plans import TABLE, MemoryPlanner
 from stratus_db.memory.policy import MemoryPolicy, frequency, recency, search_score, standing
 from stratus_db.memory.repository import (
-    ExpiredMemoryRepository,
     MemoryRepository,
     read_and_count_on_its_own,
 )
 from stratus_db.memory.schemas import MemoryEntry, MemoryLookup, MemorySearch, MemoryStore, SearchResult
 from stratus_db.memory.search import SearchFilters
+from stratus_db.memory.writes import MemoryWrites
 from stratus_db.models import MemoryType
 
 if TYPE_CHECKING:
     from stratus_db.database import StratusPostgreSQLIntegration
 
-TABLE = "memory_entries"
-DEFAULT_IMPORTANCE = 0.5
-"""Importance of a new memory stored without one."""
 HITS_PER_TURN = 64
 """Cache hits served in a row before get_memory yields to the event loop (a turn costs about as much as a hit)."""
-
-
-def _leaves_critical(previous: MemoryEntry, tier: MemoryType) -> bool:
-    """Whether an update moves a memory out of the critical tier: from then on it counts towards the cap."""
-    return previous.memory_type == MemoryType.critical and tier != MemoryType.critical
 
 
 class MemoryManager:
@@ -58,6 +47,7 @@ class MemoryManager:
         self._policy = MemoryPolicy.from_settings(db.settings)
         self._cache = MemoryCache.of(db)
         self._dialect = memory_dialect_for(db, self._policy)
+        self._writes = MemoryWrites(db, MemoryPlanner(self._policy), self._cache, self._dialect.coalescer)
 
     async def store_memory(
         self,
@@ -113,210 +103,7 @@ class MemoryManager:
                 raise ValidationError(
                     "expires_at must be in the future; to remove a memory, use delete_memory"
                 )
-            memory_id = new_id()
-            if tx is None and self._dialect.coalescer is not None:
-                # Outside a caller's transaction, concurrent stores share statements (memory/coalescing.py).
-                coalesced = await self._dialect.coalescer.store(
-                    data.user_id,
-                    data.key,
-                    partial(self._plan_store, data),
-                    partial(self._plan_create, data, memory_id),
-                    context_columns(),
-                )
-                if coalesced is not None:
-                    return coalesced
-
-            async def work(conn: AsyncConnection) -> MemoryEntry:
-                repository = MemoryRepository(conn, data.user_id)
-                now = self._db.clock()
-                before = await repository.get_for_update(data.key)
-                if before is None:
-                    created = await self._create(conn, repository, data, now, memory_id=memory_id)
-                    if created is not None:
-                        return created
-                    # Another transaction created the key since we looked; it is committed and now ours to lock.
-                    before = await repository.get_for_update(data.key)
-                    assert before is not None
-                previous = MemoryEntry.model_validate(before)
-                if previous.expires_at is not None and previous.expires_at <= now:
-                    replaced = await self._create(conn, repository, data, now, replacing=previous)
-                    assert replaced is not None
-                    return replaced
-                return await self._update(conn, repository, data, previous, now)
-
-            return await op.run(work, tx=tx)
-
-    def _fields(
-        self, data: MemoryStore, tier: MemoryType, importance: float, now: datetime
-    ) -> dict[str, Any]:
-        """The stored columns for `data` once its tier and importance are known."""
-        if tier == MemoryType.critical and (data.ttl is not None or data.expires_at is not None):
-            raise ValidationError("critical memories never expire: drop ttl and expires_at")
-        expiry: datetime | None
-        if data.ttl is not None:
-            expiry = now + data.ttl
-        elif data.expires_at is not None:
-            # In UTC already (a Timestamp), as stored and read back: a coalesced creation's audit row records it so.
-            expiry = data.expires_at
-        else:
-            expiry = self._policy.default_expiry(tier, now)
-        return {
-            "value": data.value,
-            "memory_type": tier,
-            "importance_score": importance,
-            "expires_at": expiry,
-        }
-
-    async def _create(
-        self,
-        conn: AsyncConnection,
-        repository: MemoryRepository,
-        data: MemoryStore,
-        now: datetime,
-        *,
-        memory_id: uuid.UUID | None = None,
-        replacing: MemoryEntry | None = None,
-    ) -> MemoryEntry | None:
-        """A new memory under `data.key`, or in place of the expired `replacing`; None if the key appeared."""
-        fresh = self._fresh(data, now)
-        if replacing is None:
-            row = await repository.insert_if_absent(fresh | {"memory_id": memory_id, "key": data.key})
-            if row is None:
-                return None
-        else:
-            # A new memory under an old key: a new id, so counts buffered for the expired one never reach it.
-            row = await repository.set_fields(replacing.memory_id, fresh | {"memory_id": new_id()})
-        entry = MemoryEntry.model_validate(row)
-        await self._record_change(
-            conn,
-            AuditAction.create,
-            entry,
-            old_values=None if replacing is None else replacing.model_dump(mode="json"),
-            new_values=entry.model_dump(mode="json"),
-        )
-        if entry.memory_type != MemoryType.critical:
-            await self._enforce_cap(conn, repository, entry, now)
-        return entry
-
-    def _fresh(self, data: MemoryStore, now: datetime) -> dict[str, Any]:
-        """The columns of a new memory for `data` (but its id and key): short_term with importance 0.5 by default."""
-        tier = data.memory_type or MemoryType.short_term
-        importance = DEFAULT_IMPORTANCE if data.importance_score is None else data.importance_score
-        return self._fields(data, tier, importance, now) | {
-            "search_text": search_text(data.key, data.value),
-            "access_count": 0,
-            "created_at": now,
-            "updated_at": now,
-            "last_accessed_at": None,
-        }
-
-    def _plan_create(self, data: MemoryStore, memory_id: uuid.UUID, now: datetime) -> MemoryCreate:
-        """The coalesced path's new memory (memory/coalescing.py), as `_create` would write it for a new key."""
-        fresh = self._fresh(data, now)
-        entry = MemoryEntry.model_validate(
-            fresh | {"memory_id": memory_id, "user_id": data.user_id, "key": data.key}
-        )
-        return MemoryCreate(entry, fresh["search_text"])
-
-    def _changes(self, data: MemoryStore, previous: MemoryEntry, now: datetime) -> MemoryUpdate | None:
-        """What storing `data` over the live memory `previous` changes; None when it changes nothing."""
-        tier = data.memory_type or previous.memory_type
-        importance = previous.importance_score if data.importance_score is None else data.importance_score
-        fields = self._fields(data, tier, importance, now)
-        old_values, new_values = changed_fields(previous, fields)
-        if not new_values:
-            return None
-        indexed = {"search_text": search_text(data.key, data.value), "updated_at": now}
-        return MemoryUpdate(previous, fields | indexed, old_values, new_values)
-
-    def _plan_store(
-        self, data: MemoryStore, previous: MemoryEntry, now: datetime
-    ) -> MemoryEntry | MemoryUpdate | None:
-        """The coalesced path's decision (memory/coalescing.py), the same as `store_memory`'s own; None for what
-        only the locking path does: an expired key starts afresh, a memory leaving the critical tier meets the cap."""
-        if previous.expires_at is not None and previous.expires_at <= now:
-            return None
-        update = self._changes(data, previous, now)
-        if update is None:
-            return previous
-        if _leaves_critical(previous, update.values["memory_type"]):
-            return None
-        return update
-
-    async def _update(
-        self,
-        conn: AsyncConnection,
-        repository: MemoryRepository,
-        data: MemoryStore,
-        previous: MemoryEntry,
-        now: datetime,
-    ) -> MemoryEntry:
-        update = self._changes(data, previous, now)
-        if update is None:
-            return previous  # storing what is already stored changes nothing, so there is nothing to audit
-        entry = MemoryEntry.model_validate(await repository.set_fields(previous.memory_id, update.values))
-        await self._record_change(
-            conn, AuditAction.update, entry, old_values=update.old_values, new_values=update.new_values
-        )
-        if _leaves_critical(previous, entry.memory_type):
-            await self._enforce_cap(conn, repository, entry, now)  # it counts towards the cap from now on
-        return entry
-
-    async def _enforce_cap(
-        self, conn: AsyncConnection, repository: MemoryRepository, stored: MemoryEntry, now: datetime
-    ) -> None:
-        """Evict the user's least valuable non-critical memories beyond the cap, never `stored` itself."""
-        # One user's stores take turns here, or two new keys could each see room for one.
-        await repository.lock_owner()
-        excess = (
-            await repository.count_live(now, exclude_tier=MemoryType.critical) - self._policy.max_per_user
-        )
-        if excess <= 0:
-            return
-        candidates = await repository.eviction_candidates(
-            now, exclude_tier=MemoryType.critical, keep=stored.memory_id
-        )
-
-        def value_of(candidate: dict[str, Any]) -> tuple[float, uuid.UUID]:
-            last_used = candidate["last_accessed_at"] or candidate["updated_at"]
-            score = standing(
-                candidate["importance_score"],
-                recency(last_used, now, self._policy.recency_half_life),
-                frequency(candidate["access_count"]),
-            )
-            return score, candidate["memory_id"]
-
-        doomed = [candidate["memory_id"] for candidate in sorted(candidates, key=value_of)[:excess]]
-        evicted_rows = await repository.delete_ids(doomed)
-        await self._cache.invalidate_everywhere(conn, stored.user_id, [row["key"] for row in evicted_rows])
-        for row in evicted_rows:
-            evicted = MemoryEntry.model_validate(row)
-            await self._record_change(
-                conn, AuditAction.evict, evicted, old_values=evicted.model_dump(mode="json"), invalidate=False
-            )
-
-    async def _record_change(
-        self,
-        conn: AsyncConnection,
-        action: AuditAction,
-        entry: MemoryEntry,
-        *,
-        old_values: Any = None,
-        new_values: Any = None,
-        invalidate: bool = True,
-    ) -> None:
-        """What every change of a memory owes, in its transaction: the caches' invalidation and the audit row."""
-        if invalidate:
-            await self._cache.invalidate_everywhere(conn, entry.user_id, [entry.key])
-        await self._audit.record(
-            conn,
-            action=action,
-            table_name=TABLE,
-            record_id=entry.memory_id,
-            user_id=entry.user_id,
-            old_values=old_values,
-            new_values=new_values,
-        )
+            return await self._writes.store(op, data, tx=tx)
 
     async def get_memory(
         self, user_id: uuid.UUID | str, key: str, *, tx: AsyncConnection | None = None
@@ -356,35 +143,17 @@ class MemoryManager:
             async def read(conn: AsyncConnection) -> MemoryEntry | None:
                 now = self._db.clock()
                 repository = MemoryRepository(conn, owner)
-                row = await repository.read_and_count(name, now, self._policy.sliding_expiries(now))
-                return None if row is None else MemoryEntry.model_validate(row)
+                return await repository.read_and_count(name, now, self._policy.sliding_expiries(now))
 
             # The read and its count are one statement; a promotion, when due, is a transaction of its own.
             if tx is None and self._dialect.reads_alone:
-                row = await read_and_count_on_its_own(op, owner, name, self._db.clock())
-                entry = None if row is None else MemoryEntry.model_validate(row)
+                entry = await read_and_count_on_its_own(op, owner, name, self._db.clock())
             else:
                 entry = await op.run(read, tx=tx, single_statement=True)
             if entry is not None and self._policy.promotion_for(
                 entry.memory_type, entry.access_count, entry.importance_score
             ):
-                read_entry = entry
-
-                async def promote(conn: AsyncConnection) -> MemoryEntry:
-                    # Decided again on the locked row: a store may have changed tier, importance or expiry since.
-                    repository = MemoryRepository(conn, owner)
-                    row = await repository.get_for_update(name)
-                    if row is None or row["memory_id"] != read_entry.memory_id:
-                        return read_entry
-                    current = MemoryEntry.model_validate(row)
-                    rule = self._policy.promotion_for(
-                        current.memory_type, current.access_count, current.importance_score
-                    )
-                    if rule is None:
-                        return current
-                    return await self._promote(conn, repository, current, rule.target, self._db.clock())
-
-                entry = await op.run(promote, tx=tx)
+                entry = await op.run(partial(self._writes.promote, read=entry), tx=tx)
             # A sliding tier's expiry moves with every read, so its reads must reach the database.
             if use_cache and entry is not None and entry.memory_type not in self._policy.sliding:
                 self._cache.admit(cache_key, entry, epoch)
@@ -405,33 +174,6 @@ class MemoryManager:
             return user_id, key
         lookup = validate_input(MemoryLookup, {"user_id": user_id, "key": key})
         return lookup.user_id, lookup.key
-
-    async def _promote(
-        self,
-        conn: AsyncConnection,
-        repository: MemoryRepository,
-        entry: MemoryEntry,
-        target: MemoryType,
-        now: datetime,
-    ) -> MemoryEntry:
-        tier_expiry = self._policy.default_expiry(target, now)
-        # A promotion only ever lengthens a memory's life.
-        if entry.expires_at is None or tier_expiry is None:
-            expiry = None
-        else:
-            expiry = max(entry.expires_at, tier_expiry)
-        row = await repository.set_fields(
-            entry.memory_id, {"memory_type": target, "expires_at": expiry, "updated_at": now}
-        )
-        promoted = MemoryEntry.model_validate(row)
-        await self._record_change(
-            conn,
-            AuditAction.promote,
-            entry,
-            old_values=entry.model_dump(mode="json", include={"memory_type", "expires_at", "access_count"}),
-            new_values=promoted.model_dump(mode="json", include={"memory_type", "expires_at"}),
-        )
-        return promoted
 
     async def list_memories(
         self,
@@ -454,10 +196,9 @@ class MemoryManager:
             after_key = None if cursor is None else decode_cursor(cursor, (str,))[0]
 
             async def work(conn: AsyncConnection) -> Page[MemoryEntry]:
-                rows = await MemoryRepository(conn, owner).page(
+                entries = await MemoryRepository(conn, owner).page(
                     memory_type=type_filter, after_key=after_key, limit=limit + 1, now=self._db.clock()
                 )
-                entries = [MemoryEntry.model_validate(row) for row in rows]
                 return make_page(entries, limit, lambda entry: encode_cursor(entry.key))
 
             return await op.run(work, tx=tx)
@@ -473,17 +214,7 @@ class MemoryManager:
         async with self._db.operation("memory.delete") as op:
             lookup = validate_input(MemoryLookup, {"user_id": user_id, "key": key})
 
-            async def work(conn: AsyncConnection) -> bool:
-                row = await MemoryRepository(conn, lookup.user_id).delete(lookup.key, self._db.clock())
-                if row is None:
-                    return False
-                entry = MemoryEntry.model_validate(row)
-                await self._record_change(
-                    conn, AuditAction.delete, entry, old_values=entry.model_dump(mode="json")
-                )
-                return True
-
-            return await op.run(work, tx=tx)
+            return await op.run(partial(self._writes.delete, user_id=lookup.user_id, key=lookup.key), tx=tx)
 
     async def search_memories(
         self,
@@ -565,30 +296,8 @@ class MemoryManager:
         async with self._db.operation("memory.purge_expired") as op:
             size = check_limit(batch_size, maximum=10_000, name="batch_size")
 
-            async def one_batch(conn: AsyncConnection) -> int:
-                deleted = await ExpiredMemoryRepository(conn).delete_batch(
-                    self._db.clock(), size, keep_tier=MemoryType.critical
-                )
-                by_user: dict[uuid.UUID, list[dict[str, Any]]] = {}
-                for row in deleted:
-                    by_user.setdefault(row["user_id"], []).append(row)
-                for owner, rows in by_user.items():
-                    await self._cache.invalidate_everywhere(conn, owner, [row["key"] for row in rows])
-                    await self._audit.record(
-                        conn,
-                        action=AuditAction.purge,
-                        table_name=TABLE,
-                        record_id=None,
-                        user_id=owner,
-                        old_values={
-                            "memory_ids": [str(row["memory_id"]) for row in rows],
-                            "keys": [row["key"] for row in rows],
-                        },
-                    )
-                return len(deleted)
-
             total = 0
-            while (deleted := await op.run(one_batch)) > 0:
+            while (deleted := await op.run(partial(self._writes.purge_batch, size=size))) > 0:
                 total += deleted
                 if deleted < size:
                     break

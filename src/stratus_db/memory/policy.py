@@ -60,6 +60,10 @@ class MemoryPolicy:
             recency_half_life=timedelta(seconds=settings.STRATUS_MEMORY_RECENCY_HALF_LIFE_S),
         )
 
+    def room(self, live: int) -> int:
+        """How many more memories a user with `live` memories counting towards the cap may keep (< 0: too many)."""
+        return self.max_per_user - live
+
     def default_expiry(self, tier: MemoryType, now: datetime) -> datetime | None:
         ttl = self.ttls[tier]
         return None if ttl is None else now + ttl

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import uuid
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from sqlalchemy import ColumnElement, and_, case, delete, func, literal, or_, select, update
+from sqlalchemy import ColumnElement, Executable, and_, case, delete, func, literal, or_, select, update
+from sqlalchemy.engine import RowMapping
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -19,6 +22,8 @@ from stratus_db.kit.failures import violation_of
 from stratus_db.kit.models import table_of
 from stratus_db.kit.sql import BatchColumns, insert_for
 from stratus_db.kit.types import UTCDateTime
+from stratus_db.memory.plans import EvictionCandidate, MemoryChange, NewMemory, Promotion, StoredColumns
+from stratus_db.memory.schemas import MemoryEntry
 from stratus_db.models import MemoryRow, MemoryType, UserRow
 
 if TYPE_CHECKING:
@@ -34,13 +39,22 @@ RETURNING memory_id, user_id, memory_type, key, value, importance_score, access_
 """
 
 
+def entry_of(row: Mapping[str, Any] | RowMapping) -> MemoryEntry:
+    """A memory as the API returns it, from a row of memory_entries (extra columns ignored)."""
+    return MemoryEntry.model_validate(row)
+
+
 async def read_and_count_on_its_own(
     op: Operation, user_id: uuid.UUID, key: str, now: datetime
-) -> dict[str, Any] | None:
+) -> MemoryEntry | None:
     """`MemoryRepository.read_and_count` outside any transaction, on PostgreSQL when no tier slides: the cold
     get_memory's statement on a pooled driver connection of its own (`Operation.fetch`), one round trip."""
     rows = await op.fetch(_PG_READ_AND_COUNT, user_id, key, now)
-    return rows[0] if rows else None
+    return entry_of(rows[0]) if rows else None
+
+
+_RETURNED = [column for column in _memories.c if column.name in MemoryEntry.model_fields]
+"""The columns a MemoryEntry is made of: every statement returning memories returns these (not search_text)."""
 
 
 class MemoryRepository:
@@ -57,30 +71,62 @@ class MemoryRepository:
     def _live(self, now: datetime) -> ColumnElement[bool]:
         return or_(MemoryRow.expires_at.is_(None), MemoryRow.expires_at > now)
 
-    async def get_for_update(self, key: str) -> dict[str, Any] | None:
-        statement = select(_memories).where(self._owned, MemoryRow.key == key).with_for_update()
+    async def _one(self, statement: Executable) -> MemoryEntry | None:
         row = (await self.conn.execute(statement)).mappings().one_or_none()
-        return None if row is None else dict(row)
+        return None if row is None else entry_of(row)
 
-    async def insert_if_absent(self, values: dict[str, Any]) -> dict[str, Any] | None:
+    async def _all(self, statement: Executable) -> list[MemoryEntry]:
+        return [entry_of(row) for row in (await self.conn.execute(statement)).mappings()]
+
+    async def get_for_update(self, key: str) -> MemoryEntry | None:
+        return await self._one(select(*_RETURNED).where(self._owned, MemoryRow.key == key).with_for_update())
+
+    async def insert_if_absent(self, new: NewMemory) -> MemoryEntry | None:
         """Insert a new key; None if a concurrent transaction created it since we looked (no error, no retry)."""
         statement = (
             insert_for(self.conn, _memories)
-            .values(user_id=self.user_id, **values)
+            .values(new.entry.model_dump() | {"search_text": new.search_text})
             .on_conflict_do_nothing(index_elements=["user_id", "key"])
-            .returning(_memories)
+            .returning(*_RETURNED)
         )
         try:
-            row = (await self.conn.execute(statement)).mappings().one_or_none()
+            return await self._one(statement)
         except IntegrityError as exc:
             if violation_of(exc) is Violation.foreign_key:
                 raise NotFoundError(f"user {self.user_id} does not exist") from exc
             raise
-        return None if row is None else dict(row)
+
+    async def replace(self, new: NewMemory, expired: MemoryEntry) -> MemoryEntry:
+        """Write the new memory `new` over the row of the expired memory `expired` (its key), id included."""
+        return await self._set(expired.memory_id, new.entry.model_dump() | {"search_text": new.search_text})
+
+    async def write_columns(self, memory_id: uuid.UUID, columns: StoredColumns) -> MemoryEntry:
+        return await self._set(memory_id, columns._asdict())
+
+    async def promote(self, promotion: Promotion) -> MemoryEntry:
+        return await self._set(
+            promotion.entry.memory_id,
+            {
+                "memory_type": promotion.target,
+                "expires_at": promotion.expires_at,
+                "updated_at": promotion.updated_at,
+            },
+        )
+
+    async def _set(self, memory_id: uuid.UUID, values: dict[str, Any]) -> MemoryEntry:
+        statement = (
+            update(_memories)
+            .where(self._owned, MemoryRow.memory_id == memory_id)
+            .values(**values)
+            .returning(*_RETURNED)
+        )
+        entry = await self._one(statement)
+        assert entry is not None, "the row is locked by this transaction"
+        return entry
 
     async def read_and_count(
         self, key: str, now: datetime, slide_to: dict[MemoryType, datetime]
-    ) -> dict[str, Any] | None:
+    ) -> MemoryEntry | None:
         """The live memory, with its access counted, in one statement (the increment is atomic in SQL).
 
         `slide_to` maps sliding tiers to the expiry a read extends them to; a later expiry is never shortened.
@@ -88,7 +134,7 @@ class MemoryRepository:
         if not slide_to and self.conn.dialect.name == "postgresql":
             # The hottest read: a prepared statement on the driver (kit/driver.py says why).
             rows = await driver.fetch(self.conn, _PG_READ_AND_COUNT, self.user_id, key, now)
-            return rows[0] if rows else None
+            return entry_of(rows[0]) if rows else None
         values: dict[str, Any] = {"access_count": MemoryRow.access_count + 1, "last_accessed_at": now}
         if slide_to:
             values["expires_at"] = case(
@@ -101,23 +147,12 @@ class MemoryRepository:
                 ),
                 else_=MemoryRow.expires_at,
             )
-        statement = (
+        return await self._one(
             update(_memories)
             .where(self._owned, MemoryRow.key == key, self._live(now))
             .values(**values)
-            .returning(_memories)
+            .returning(*_RETURNED)
         )
-        row = (await self.conn.execute(statement)).mappings().one_or_none()
-        return None if row is None else dict(row)
-
-    async def set_fields(self, memory_id: uuid.UUID, values: dict[str, Any]) -> dict[str, Any]:
-        statement = (
-            update(_memories)
-            .where(self._owned, MemoryRow.memory_id == memory_id)
-            .values(**values)
-            .returning(_memories)
-        )
-        return dict((await self.conn.execute(statement)).mappings().one())
 
     async def lock_owner(self) -> None:
         """Serialize this user's cap enforcement: lock the user's row (SQLite's writers are serialized already).
@@ -140,45 +175,44 @@ class MemoryRepository:
 
     async def eviction_candidates(
         self, now: datetime, *, exclude_tier: MemoryType, keep: uuid.UUID
-    ) -> list[dict[str, Any]]:
+    ) -> list[EvictionCandidate]:
         """What eviction ranks: the user's live memories outside `exclude_tier`, except the one just stored."""
-        statement = select(
-            MemoryRow.memory_id,
-            MemoryRow.importance_score,
-            MemoryRow.access_count,
-            MemoryRow.updated_at,
-            MemoryRow.last_accessed_at,
-        ).where(
+        statement = select(*(_memories.c[name] for name in EvictionCandidate._fields)).where(
             self._owned,
             self._live(now),
             MemoryRow.memory_type != exclude_tier,
             MemoryRow.memory_id != keep,
         )
-        return [dict(row) for row in (await self.conn.execute(statement)).mappings()]
+        return [EvictionCandidate(*row) for row in await self.conn.execute(statement)]
 
-    async def delete_ids(self, memory_ids: list[uuid.UUID]) -> list[dict[str, Any]]:
-        statement = (
-            delete(_memories).where(self._owned, MemoryRow.memory_id.in_(memory_ids)).returning(_memories)
+    async def delete_ids(self, memory_ids: list[uuid.UUID]) -> list[MemoryEntry]:
+        return await self._all(
+            delete(_memories).where(self._owned, MemoryRow.memory_id.in_(memory_ids)).returning(*_RETURNED)
         )
-        return [dict(row) for row in (await self.conn.execute(statement)).mappings()]
 
     async def page(
         self, *, memory_type: MemoryType | None, after_key: str | None, limit: int, now: datetime
-    ) -> list[dict[str, Any]]:
-        statement = select(_memories).where(self._owned, self._live(now)).order_by(MemoryRow.key).limit(limit)
+    ) -> list[MemoryEntry]:
+        statement = (
+            select(*_RETURNED).where(self._owned, self._live(now)).order_by(MemoryRow.key).limit(limit)
+        )
         if memory_type is not None:
             statement = statement.where(MemoryRow.memory_type == memory_type)
         if after_key is not None:
             statement = statement.where(MemoryRow.key > after_key)
-        return [dict(row) for row in (await self.conn.execute(statement)).mappings()]
+        return await self._all(statement)
 
-    async def delete(self, key: str, now: datetime) -> dict[str, Any] | None:
+    async def delete(self, key: str, now: datetime) -> MemoryEntry | None:
         """Delete the live memory under `key` (an expired one is already gone for every reader; the purge takes it)."""
-        statement = (
-            delete(_memories).where(self._owned, MemoryRow.key == key, self._live(now)).returning(_memories)
+        return await self._one(
+            delete(_memories).where(self._owned, MemoryRow.key == key, self._live(now)).returning(*_RETURNED)
         )
-        row = (await self.conn.execute(statement)).mappings().one_or_none()
-        return None if row is None else dict(row)
+
+
+class PurgedMemory(NamedTuple):
+    memory_id: uuid.UUID
+    user_id: uuid.UUID
+    key: str
 
 
 class ExpiredMemoryRepository:
@@ -187,7 +221,7 @@ class ExpiredMemoryRepository:
     def __init__(self, conn: AsyncConnection) -> None:
         self.conn = conn
 
-    async def delete_batch(self, now: datetime, limit: int, *, keep_tier: MemoryType) -> list[dict[str, Any]]:
+    async def delete_batch(self, now: datetime, limit: int, *, keep_tier: MemoryType) -> list[PurgedMemory]:
         """Delete up to `limit` memories expired at `now` (never of `keep_tier`); return what was deleted."""
         batch = (
             select(MemoryRow.memory_id)
@@ -202,7 +236,7 @@ class ExpiredMemoryRepository:
             .where(MemoryRow.memory_id.in_(batch.scalar_subquery()))
             .returning(MemoryRow.memory_id, MemoryRow.user_id, MemoryRow.key)
         )
-        return [dict(row) for row in (await self.conn.execute(statement)).mappings()]
+        return [PurgedMemory(*row) for row in await self.conn.execute(statement)]
 
 
 # How the batch statements below (and the append batch, conversations/repository.py) are planned. The engine forces
@@ -236,26 +270,19 @@ _UPDATE_INPUT = (
             ("read_memory_type", "text"),
             ("read_importance_score", "float8"),
             ("read_expires_at", "timestamptz"),
-            ("old_values", "text"),
-            ("new_values", "text"),
             ("notification", "text"),
         )
     )
     + AUDIT_INPUT
 )
-"""Each change of _PG_APPLY_UPDATES: an array per column, then $n: now, the audit time, the channel, the count."""
-_UPDATE_NOW, _UPDATE_AUDITED_AT, _UPDATE_CHANNEL, _UPDATE_COUNT = (
-    f"${_UPDATE_INPUT.after(1) + offset}" for offset in range(4)
-)
+"""Each change of _PG_APPLY_UPDATES: an array per column, then $n: now, the channel, the count."""
+_UPDATE_NOW, _UPDATE_CHANNEL, _UPDATE_COUNT = (f"${_UPDATE_INPUT.after(1) + offset}" for offset in range(3))
 _UPDATES_AUDITED = insert_audit_rows(
     source="change AS c JOIN updated AS u ON u.memory_id = c.memory_id",
     action=AuditAction.update,
     table_name="memory_entries",
     user_id="c.user_id",
     record_id="c.memory_id",
-    old_values="c.old_values::jsonb",
-    new_values="c.new_values::jsonb",
-    timestamp=_UPDATE_AUDITED_AT,
     input_of="c.",
 )
 _PG_APPLY_UPDATES = f"""-- the coalesced store's write: updates with their audit rows and NOTIFYs, one statement for many callers
@@ -300,16 +327,31 @@ def read_keys_statement(owners: list[uuid.UUID], keys: list[str]) -> tuple[str, 
 
 
 def apply_updates_statement(
-    changes: list[dict[str, Any]], *, now: datetime, audited_at: datetime, channel: str
+    changes: Sequence[tuple[MemoryChange, str]], *, now: datetime, channel: str
 ) -> tuple[str, tuple[Any, ...]]:
-    """Update each memory that still holds its `read_*` values (`updated_at = now`), with its audit row
-    (`action = update`, at `audited_at`) and its NOTIFY on `channel`, in one statement, which returns the updated rows
-    (the others were changed meanwhile).
-
-    Each change has _UPDATE_INPUT's columns: the new values (JSON as text), the `read_*` values the decision was
-    made on, the audit row's old and new values (JSON text), id and context columns, and the notification payload.
-    """
-    return _PG_APPLY_UPDATES, (*_UPDATE_INPUT.arrays(changes), now, audited_at, channel, len(changes))
+    """Write each change (with the payload of its NOTIFY on `channel`) whose memory still holds what the change was
+    decided on (`updated_at = now`), with its audit entry, in one statement, which returns the updated rows (the
+    others were changed meanwhile)."""
+    rows = [
+        {
+            "memory_id": change.previous.memory_id,
+            "user_id": change.previous.user_id,
+            "key": change.previous.key,
+            "value": json.dumps(change.columns.value),
+            "memory_type": change.columns.memory_type.value,
+            "importance_score": change.columns.importance_score,
+            "expires_at": change.columns.expires_at,
+            "search_text": change.columns.search_text,
+            "read_value": json.dumps(change.previous.value),
+            "read_memory_type": change.previous.memory_type.value,
+            "read_importance_score": change.previous.importance_score,
+            "read_expires_at": change.previous.expires_at,
+            "notification": notification,
+        }
+        | change.audit.batch_input()
+        for change, notification in changes
+    ]
+    return _PG_APPLY_UPDATES, (*_UPDATE_INPUT.arrays(rows), now, channel, len(rows))
 
 
 _PG_LOCK_OWNERS = """-- the coalesced store's creations: bound the transaction's lock waits, lock the owners in one order
@@ -320,11 +362,12 @@ FROM (SELECT * FROM unnest($1::uuid[]) AS w (user_id) LIMIT $3) AS wanted  -- th
 JOIN users AS owner ON owner.user_id = wanted.user_id
 CROSS JOIN bounded
 ORDER BY owner.user_id
-FOR NO KEY UPDATE OF owner SKIP LOCKED
+FOR NO KEY UPDATE OF owner
 """
-"""SKIP LOCKED: an owner whose row another transaction holds is checking its cap right now; its stores take the
-locking path, which waits its turn. FOR NO KEY UPDATE, as `MemoryRepository.lock_owner`. The lock_timeout holds for
-the rest of the transaction (set_config's `is_local`)."""
+"""An owner whose row another transaction holds is checking its cap right now: most often the other batch in
+flight, which commits within milliseconds, so this one waits its turn; but never longer than the lock_timeout, which
+holds for the rest of the transaction (set_config's `is_local`): past it, the batch's creations take the locking path.
+FOR NO KEY UPDATE, as `MemoryRepository.lock_owner`."""
 _PG_COUNT_LIVE = """-- the coalesced store's creations: each locked owner's live memories that count towards the cap
 
 SELECT m.user_id, count(*)::int AS live
@@ -347,25 +390,19 @@ _CREATE_INPUT = (
             ("importance_score", "float8"),
             ("expires_at", "timestamptz"),
             ("search_text", "text"),
-            ("new_values", "text"),
             ("notification", "text"),
         )
     )
     + AUDIT_INPUT
 )
-"""Each creation of _PG_CREATE: an array per column, then $n: now, the audit time, the channel."""
-_CREATE_NOW, _CREATE_AUDITED_AT, _CREATE_CHANNEL = (
-    f"${_CREATE_INPUT.after(1) + offset}" for offset in range(3)
-)
+"""Each creation of _PG_CREATE: an array per column, then $n: now, the channel."""
+_CREATE_NOW, _CREATE_CHANNEL = (f"${_CREATE_INPUT.after(1) + offset}" for offset in range(2))
 _CREATES_AUDITED = insert_audit_rows(
     source="fresh AS f JOIN inserted AS i ON i.memory_id = f.memory_id",
     action=AuditAction.create,
     table_name="memory_entries",
     user_id="f.user_id",
     record_id="f.memory_id",
-    old_values="NULL",
-    new_values="f.new_values::jsonb",
-    timestamp=_CREATE_AUDITED_AT,
     input_of="f.",
 )
 _PG_CREATE = f"""-- the coalesced store's creations: new memories with their audit rows and NOTIFYs, one statement
@@ -394,8 +431,8 @@ FROM inserted AS i JOIN fresh AS f ON f.memory_id = i.memory_id
 
 
 def lock_owners_statement(owners: list[uuid.UUID], *, lock_timeout: str) -> tuple[str, tuple[Any, ...]]:
-    """Lock those of `owners` no other transaction holds, and have the rest of the transaction wait at most
-    `lock_timeout` (e.g. "50ms") for a lock; returns the locked owners' `user_id`."""
+    """Lock `owners` (those that exist), waiting at most `lock_timeout` (e.g. "50ms") for this and every later lock
+    of the transaction; returns the locked owners' `user_id`."""
     return _PG_LOCK_OWNERS, (owners, lock_timeout, len(owners))
 
 
@@ -407,13 +444,23 @@ def count_live_statement(
 
 
 def create_statement(
-    creations: list[dict[str, Any]], *, now: datetime, audited_at: datetime, channel: str
+    creations: Sequence[tuple[NewMemory, str]], *, now: datetime, channel: str
 ) -> tuple[str, tuple[Any, ...]]:
-    """Insert each new memory whose key is still free (`created_at = updated_at = now`), with its audit row
-    (`action = create`, at `audited_at`) and its NOTIFY on `channel`, in one statement, which returns the created
-    rows.
-
-    Each creation has _CREATE_INPUT's columns: the new memory (its value as JSON text), its search text, the audit
-    row's new values (JSON text), id and context columns, and the notification payload.
-    """
-    return _PG_CREATE, (*_CREATE_INPUT.arrays(creations), now, audited_at, channel)
+    """Insert each new memory (with the payload of its NOTIFY on `channel`) whose key is still free
+    (`created_at = updated_at = now`), with its audit entry, in one statement, which returns the created rows."""
+    rows = [
+        {
+            "memory_id": new.entry.memory_id,
+            "user_id": new.entry.user_id,
+            "memory_type": new.entry.memory_type.value,
+            "key": new.entry.key,
+            "value": json.dumps(new.entry.value),
+            "importance_score": new.entry.importance_score,
+            "expires_at": new.entry.expires_at,
+            "search_text": new.search_text,
+            "notification": notification,
+        }
+        | new.audit.batch_input()
+        for new, notification in creations
+    ]
+    return _PG_CREATE, (*_CREATE_INPUT.arrays(rows), now, channel)

@@ -33,7 +33,13 @@ ROW_COLUMNS = (
 
 def test_the_context_columns_are_the_rest_of_audit_log() -> None:
     assert set(ROW_COLUMNS) | set(CONTEXT_COLUMNS) == set(AuditRow.__table__.columns.keys())
-    assert [name for name, _type in AUDIT_INPUT.columns] == ["audit_id", *CONTEXT_COLUMNS]
+    assert [name for name, _type in AUDIT_INPUT.columns] == [
+        "audit_id",
+        "audited_at",
+        "old_values",
+        "new_values",
+        *CONTEXT_COLUMNS,
+    ]
 
 
 async def test_every_write_path_fills_every_context_column(

@@ -1,0 +1,274 @@
+"""What a memory write writes, decided in pure code (no I/O) and once for every path.
+
+`MemoryPlanner.store` turns a validated store and the row it finds (or none) into a plan: nothing to write
+(`Unchanged`), a new memory (`NewMemory`, possibly in place of an expired one) or a change (`MemoryChange`), each with
+its audit entry; the memory's cache key is what every plan invalidates and notifies. The executor (memory/writes.py)
+sends a plan through Core in a transaction, or batched with other callers' plans on PostgreSQL: both write exactly
+what the plan says. Promotion, eviction, deletion and the purge have their plans here too, and the tiers, expiry,
+promotion and the per-user cap are decided by the policy (memory/policy.py) that both paths consult.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, NamedTuple
+
+from stratus_db.audit.manager import same_value
+from stratus_db.audit.rows import AuditContext, AuditEntry
+from stratus_db.audit.schemas import AuditAction
+from stratus_db.errors import ValidationError
+from stratus_db.kit.text import search_text
+from stratus_db.memory.policy import MemoryPolicy, PromotionRule, frequency, recency, standing
+from stratus_db.memory.schemas import MemoryEntry, MemoryStore
+from stratus_db.models import MemoryType
+
+TABLE = "memory_entries"
+DEFAULT_IMPORTANCE = 0.5
+"""Importance of a new memory stored without one."""
+_STORED = ("value", "memory_type", "importance_score", "expires_at")
+"""The columns a store decides; its audit row lists those that change."""
+
+
+class StoredColumns(NamedTuple):
+    """What a store writes over a memory: the columns it decides, and the search text and time that follow."""
+
+    value: Any
+    memory_type: MemoryType
+    importance_score: float
+    expires_at: datetime | None
+    search_text: str
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Unchanged:
+    """Storing exactly what is stored: nothing to write, nothing to audit."""
+
+    entry: MemoryEntry
+
+
+@dataclass(frozen=True, slots=True)
+class NewMemory:
+    """A memory to insert under a key the user does not have, or in place of `replacing`, an expired memory under
+    the key (a new id, so that counts buffered for the old one never reach it)."""
+
+    entry: MemoryEntry
+    search_text: str
+    audit: AuditEntry
+    replacing: MemoryEntry | None = None
+
+    @property
+    def meets_cap(self) -> bool:
+        """Whether the per-user cap must be checked after it: every tier but critical counts towards it."""
+        return self.entry.memory_type != MemoryType.critical
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryChange:
+    """A store over the live memory `previous`: the columns to write and its audit entry (the changed fields' old
+    and new values)."""
+
+    previous: MemoryEntry
+    columns: StoredColumns
+    audit: AuditEntry
+
+    @property
+    def meets_cap(self) -> bool:
+        """Whether it moves the memory out of the critical tier: from then on it counts towards the cap."""
+        return (
+            self.previous.memory_type == MemoryType.critical
+            and self.columns.memory_type != MemoryType.critical
+        )
+
+
+StorePlan = Unchanged | NewMemory | MemoryChange
+
+
+@dataclass(frozen=True, slots=True)
+class Promotion:
+    """A memory read often enough moves to `target`; its expiry only ever lengthens."""
+
+    entry: MemoryEntry
+    target: MemoryType
+    expires_at: datetime | None
+    updated_at: datetime
+    audit: AuditEntry
+
+
+class EvictionCandidate(NamedTuple):
+    """What eviction ranks a memory by."""
+
+    memory_id: uuid.UUID
+    importance_score: float
+    access_count: int
+    updated_at: datetime
+    last_accessed_at: datetime | None
+
+
+class MemoryPlanner:
+    """The decisions of every memory write, from the configured policy."""
+
+    def __init__(self, policy: MemoryPolicy) -> None:
+        self.policy = policy
+
+    def store(
+        self,
+        data: MemoryStore,
+        stored: MemoryEntry | None,
+        now: datetime,
+        *,
+        memory_id: uuid.UUID,
+        context: AuditContext,
+    ) -> StorePlan:
+        """What storing `data` writes over `stored`, the row under its key (None: there is none), at `now`.
+
+        A new memory gets `memory_id` (a new id, never the expired one's it replaces). A memory gets its
+        tier's default expiry unless `data` says otherwise, counted from `now`: storing again renews it.
+
+        Raises:
+            ValidationError: `ttl` or `expires_at` for a memory that ends up critical.
+        """
+        if stored is None:
+            return self._new(data, now, memory_id, context)
+        if stored.expires_at is not None and stored.expires_at <= now:
+            return self._new(data, now, memory_id, context, replacing=stored)
+        tier = data.memory_type or stored.memory_type
+        importance = stored.importance_score if data.importance_score is None else data.importance_score
+        decided = (data.value, tier, importance, self._expiry(data, tier, now))
+        changed = [
+            name
+            for name, value in zip(_STORED, decided, strict=True)
+            if not same_value(getattr(stored, name), value)
+        ]
+        if not changed:
+            return Unchanged(stored)
+        after = stored.model_copy(update=dict(zip(_STORED, decided, strict=True)))
+        columns = StoredColumns(*decided, search_text(data.key, data.value), now)
+        audit = AuditEntry(
+            action=AuditAction.update,
+            table_name=TABLE,
+            record_id=stored.memory_id,
+            user_id=stored.user_id,
+            timestamp=now,
+            old_values=stored.model_dump(mode="json", include=set(changed)),
+            new_values=after.model_dump(mode="json", include=set(changed)),
+            context=context,
+        )
+        return MemoryChange(stored, columns, audit)
+
+    def _expiry(self, data: MemoryStore, tier: MemoryType, now: datetime) -> datetime | None:
+        if tier == MemoryType.critical and (data.ttl is not None or data.expires_at is not None):
+            raise ValidationError("critical memories never expire: drop ttl and expires_at")
+        if data.ttl is not None:
+            return now + data.ttl
+        if data.expires_at is not None:
+            return data.expires_at  # in UTC already (a Timestamp), as stored and read back
+        return self.policy.default_expiry(tier, now)
+
+    def _new(
+        self,
+        data: MemoryStore,
+        now: datetime,
+        memory_id: uuid.UUID,
+        context: AuditContext,
+        replacing: MemoryEntry | None = None,
+    ) -> NewMemory:
+        tier = data.memory_type or MemoryType.short_term
+        entry = MemoryEntry(
+            memory_id=memory_id,
+            user_id=data.user_id,
+            memory_type=tier,
+            key=data.key,
+            value=data.value,
+            importance_score=DEFAULT_IMPORTANCE if data.importance_score is None else data.importance_score,
+            access_count=0,
+            expires_at=self._expiry(data, tier, now),
+            created_at=now,
+            updated_at=now,
+            last_accessed_at=None,
+        )
+        audit = AuditEntry(
+            action=AuditAction.create,
+            table_name=TABLE,
+            record_id=memory_id,
+            user_id=data.user_id,
+            timestamp=now,
+            old_values=None if replacing is None else replacing.model_dump(mode="json"),
+            new_values=entry.model_dump(mode="json"),
+            context=context,
+        )
+        return NewMemory(entry, search_text(data.key, data.value), audit, replacing)
+
+    def promotion(
+        self, entry: MemoryEntry, rule: PromotionRule, now: datetime, context: AuditContext
+    ) -> Promotion:
+        """`entry` promoted by `rule` at `now`."""
+        tier_expiry = self.policy.default_expiry(rule.target, now)
+        if entry.expires_at is None or tier_expiry is None:
+            expiry = None
+        else:
+            expiry = max(entry.expires_at, tier_expiry)
+        promoted = entry.model_copy(update={"memory_type": rule.target, "expires_at": expiry})
+        audit = AuditEntry(
+            action=AuditAction.promote,
+            table_name=TABLE,
+            record_id=entry.memory_id,
+            user_id=entry.user_id,
+            timestamp=now,
+            old_values=entry.model_dump(mode="json", include={"memory_type", "expires_at", "access_count"}),
+            new_values=promoted.model_dump(mode="json", include={"memory_type", "expires_at"}),
+            context=context,
+        )
+        return Promotion(entry, rule.target, expiry, now, audit)
+
+    def evictions(
+        self, candidates: Iterable[EvictionCandidate], excess: int, now: datetime
+    ) -> list[uuid.UUID]:
+        """The `excess` least valuable of `candidates` (by standing, then id), to evict."""
+
+        def value_of(candidate: EvictionCandidate) -> tuple[float, uuid.UUID]:
+            last_used = candidate.last_accessed_at or candidate.updated_at
+            score = standing(
+                candidate.importance_score,
+                recency(last_used, now, self.policy.recency_half_life),
+                frequency(candidate.access_count),
+            )
+            return score, candidate.memory_id
+
+        return [candidate.memory_id for candidate in sorted(candidates, key=value_of)[:excess]]
+
+
+def removal_audit(
+    action: AuditAction, entry: MemoryEntry, now: datetime, context: AuditContext
+) -> AuditEntry:
+    """The audit entry of a memory deleted or evicted: it keeps what was removed."""
+    return AuditEntry(
+        action=action,
+        table_name=TABLE,
+        record_id=entry.memory_id,
+        user_id=entry.user_id,
+        timestamp=now,
+        old_values=entry.model_dump(mode="json"),
+        context=context,
+    )
+
+
+def purge_audit(
+    owner: uuid.UUID, purged: Sequence[tuple[uuid.UUID, str]], now: datetime, context: AuditContext
+) -> AuditEntry:
+    """The one audit entry of a user's expired memories purged in a batch: their ids and keys."""
+    return AuditEntry(
+        action=AuditAction.purge,
+        table_name=TABLE,
+        record_id=None,
+        user_id=owner,
+        timestamp=now,
+        old_values={
+            "memory_ids": [str(memory_id) for memory_id, _key in purged],
+            "keys": [key for _memory_id, key in purged],
+        },
+        context=context,
+    )
