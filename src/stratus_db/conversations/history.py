@@ -13,6 +13,8 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from stratus_db.conversations.summarizer import OpenAISummarizer, Summarizer, summarizer_from_environment
+from stratus_db.errors import StratusError
+from stratus_db.kit.tasks import start_background
 
 if TYPE_CHECKING:
     from stratus_db.database import StratusPostgreSQLIntegration
@@ -49,7 +51,7 @@ class HistoryCompression:
         async def run() -> None:
             try:
                 await compress()
-            except Exception as exc:  # a background task has no caller to raise to
+            except StratusError as exc:  # a background task has no caller to raise to
                 self._db.log.warning(
                     "background history compression failed",
                     operation="conversation.compress_history",
@@ -59,7 +61,10 @@ class HistoryCompression:
             finally:
                 self._running.pop(conversation_id, None)
 
-        self._running[conversation_id] = asyncio.get_running_loop().create_task(run())
+        # Anything else is a defect: start_background logs its traceback.
+        self._running[conversation_id] = start_background(
+            run(), log=self._db.log, what="conversation.compress_history"
+        )
 
     async def wait(self) -> None:
         """Until every compression in flight has finished."""

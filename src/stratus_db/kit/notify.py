@@ -17,6 +17,9 @@ import asyncpg
 from sqlalchemy import event, func, select
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncConnection
+from structlog.typing import FilteringBoundLogger
+
+from stratus_db.kit.tasks import start_background
 
 MAX_PAYLOAD_BYTES = 7900
 """PostgreSQL refuses NOTIFY payloads of 8000 bytes or more."""
@@ -50,8 +53,15 @@ class PostgresNotifier:
     RECONNECT_DELAY_S = 0.5
 
     def __init__(
-        self, url: URL, channel: str, *, heartbeat_s: float = 5.0, heartbeat_timeout_s: float = 2.0
+        self,
+        url: URL,
+        channel: str,
+        *,
+        log: FilteringBoundLogger,
+        heartbeat_s: float = 5.0,
+        heartbeat_timeout_s: float = 2.0,
     ) -> None:
+        self._log = log
         self._dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
         self._channel = channel
         self._heartbeat_s = heartbeat_s
@@ -70,7 +80,7 @@ class PostgresNotifier:
     async def start(self, on_message: Callable[[str], None], on_gap: Callable[[], None]) -> None:
         self._on_message, self._on_gap = on_message, on_gap
         await self._connect()
-        self._heartbeat = asyncio.get_running_loop().create_task(self._beat())
+        self._heartbeat = start_background(self._beat(), log=self._log, what="cache.notification_heartbeat")
 
     async def _beat(self) -> None:
         while not self._stopped:
@@ -108,7 +118,9 @@ class PostgresNotifier:
         if self._on_gap is not None:
             self._on_gap()  # messages sent while nobody listened are lost: the cache must forget everything
         if not self._stopped:
-            self._reconnect = asyncio.get_running_loop().create_task(self._reconnect_until_done())
+            self._reconnect = start_background(
+                self._reconnect_until_done(), log=self._log, what="cache.notification_reconnect"
+            )
 
     async def _reconnect_until_done(self) -> None:
         while not self._stopped and not self.listening:

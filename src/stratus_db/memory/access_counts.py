@@ -14,6 +14,7 @@ from sqlalchemy import Integer, bindparam, case, or_, update
 
 from stratus_db.errors import StratusError
 from stratus_db.kit.models import table_of
+from stratus_db.kit.tasks import start_background
 from stratus_db.kit.types import UTCDateTime
 from stratus_db.models import MemoryRow
 
@@ -66,7 +67,9 @@ class AccessCounts:
         if self._closed:
             return
         if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.get_running_loop().create_task(self._flush_later())
+            self._flusher = start_background(
+                self._flush_later(), log=self._db.log, what="memory.access_count_flush"
+            )
 
     async def _flush_later(self) -> None:
         self._waiting_to_flush = True

@@ -57,7 +57,7 @@ class MemoryCache:
         )
         self.counts = AccessCounts(db)
         self._notifier: Notifier = (
-            PostgresNotifier(settings.database_url, CHANNEL)
+            PostgresNotifier(settings.database_url, CHANNEL, log=db.log)
             if db.backend == "postgresql"
             else SQLiteChangeStamp(str(settings.database_url.database))
         )
