@@ -428,7 +428,8 @@ class ConversationRepository:
 
     @staticmethod
     def _record(row: dict[str, Any], columns: list[str]) -> tuple[Any, ...]:
-        """A message as COPY takes it: values in column order, enums as text, jsonb as a JSON string."""
+        """A message's row (`NewMessage.columns`, by column name, as Core's INSERT takes it too) as COPY takes it:
+        values in column order, enums as text, jsonb as a JSON string."""
         values = row | {"message_type": row["message_type"].value, "metadata": json.dumps(row["metadata"])}
         return tuple(values[column] for column in columns)
 
