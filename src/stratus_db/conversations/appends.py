@@ -17,7 +17,7 @@ from stratus_db.conversations.plans import NewMessage, message_audit, numbered, 
 from stratus_db.conversations.repository import Appended, ConversationRepository
 from stratus_db.conversations.rooms_base import (
     MESSAGES,
-    message_from_row,
+    message_of,
     not_found,
 )
 from stratus_db.conversations.schemas import (
@@ -278,10 +278,10 @@ class MessageAppends(HistoryCompressor):
         Raises:
             ConflictError: the user's message with this id is another message.
         """
-        row = await ConversationRepository(conn, message.user_id).message(message.message_id)
-        if row is None:
+        found = await ConversationRepository(conn, message.user_id).message(message.message_id)
+        if found is None:
             return None
-        stored = message_from_row(row)
+        stored = message_of(found)
         same_message = (
             stored.conversation_id == message.conversation_id
             and stored.content == message.content
@@ -303,9 +303,10 @@ class MessageAppends(HistoryCompressor):
     async def _why_not_appendable(
         repository: ConversationRepository, conversation_id: uuid.UUID
     ) -> Exception:
-        row = await repository.get(conversation_id)
-        if row is None:
+        conversation = await repository.get(conversation_id)
+        if conversation is None:
             return not_found(conversation_id, repository.user_id)
         return ConflictError(
-            f"conversation {conversation_id} is {row['status']}: messages can only be added to an active conversation"
+            f"conversation {conversation_id} is {conversation.status}: messages can only be added to an active "
+            "conversation"
         )

@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from stratus_db.audit.schemas import AuditAction
 from stratus_db.conversations import window
 from stratus_db.conversations.lifecycle import ConversationLifecycle
-from stratus_db.conversations.repository import ConversationRepository
+from stratus_db.conversations.repository import ConversationRepository, StoredMessage
 from stratus_db.conversations.rooms_base import (
     CONVERSATIONS,
-    message_from_row,
+    message_of,
     not_found,
 )
 from stratus_db.conversations.schemas import (
@@ -103,18 +102,17 @@ class HistoryCompressor(ConversationLifecycle):
             if isinstance(keep, bool) or not isinstance(keep, int) or keep < 0:
                 raise ValidationError(f"keep_last must be a non-negative integer, got {keep_last!r}")
 
-            async def read(conn: AsyncConnection) -> tuple[Conversation, list[dict[str, Any]]]:
+            async def read(conn: AsyncConnection) -> tuple[Conversation, list[StoredMessage]]:
                 repository = ConversationRepository(conn, owner)
-                row = await repository.get(key)
-                if row is None:
+                current = await repository.get(key)
+                if current is None:
                     raise not_found(key, owner)
-                current = Conversation.model_validate(row)
                 kept = keep
                 if keep_tokens is not None:
                     newest = await repository.messages(
                         key, after_seq=None, before_seq=current.message_count + 1, limit=max(keep, 1)
                     )
-                    weights = [message["tokens_used"] for message in reversed(newest)][:keep]
+                    weights = [message.tokens_used for message in reversed(newest)][:keep]
                     kept = window.fit(None, weights, keep_tokens)[1]
                 through = current.message_count - kept
                 if through <= current.summarized_through_seq:
@@ -131,7 +129,7 @@ class HistoryCompressor(ConversationLifecycle):
                     summarized_through_seq=before.summarized_through_seq,
                     summary_tokens=window.summary_tokens(before.summary),
                 )
-            messages = [message_from_row(row) for row in folded]
+            messages = [message_of(stored) for stored in folded]
             summary = await (summarizer or self._history.summarizer).summarize(
                 [
                     SummaryInput(
@@ -159,14 +157,12 @@ class HistoryCompressor(ConversationLifecycle):
                         summarized_through_seq=current.summarized_through_seq,
                         summary_tokens=window.summary_tokens(current.summary),
                     )
-                await repository.set_fields(
+                await repository.set_summary(
                     key,
-                    {
-                        "summary": summary or None,
-                        "summarized_through_seq": through,
-                        "summarized_tokens": current.summarized_tokens + folded_tokens,
-                        "updated_at": self._db.clock(),
-                    },
+                    summary=summary or None,
+                    summarized_through_seq=through,
+                    summarized_tokens=current.summarized_tokens + folded_tokens,
+                    updated_at=self._db.clock(),
                 )
                 result = CompressionResult(
                     conversation_id=key,

@@ -68,25 +68,24 @@ class ConversationLifecycle(ConversationRoom):
                 {"user_id": user_id, "title": title, "context": {} if context is None else context},
             )
             now = self._db.clock()
-            values = {
-                "conversation_id": new_id(),
-                "title": data.title,
-                "status": ConversationStatus.active,
-                "context": data.context,
-                "summary": None,
-                "summarized_through_seq": 0,
-                "summarized_tokens": 0,
-                "message_count": 0,
-                "total_tokens": 0,
-                "created_at": now,
-                "updated_at": now,
-                "last_activity_at": now,
-            }
+            new_conversation = Conversation(
+                conversation_id=new_id(),
+                user_id=data.user_id,
+                title=data.title,
+                status=ConversationStatus.active,
+                context=data.context,
+                summary=None,
+                summarized_through_seq=0,
+                summarized_tokens=0,
+                message_count=0,
+                total_tokens=0,
+                created_at=now,
+                updated_at=now,
+                last_activity_at=now,
+            )
 
             async def work(conn: AsyncConnection) -> Conversation:
-                conversation = Conversation.model_validate(
-                    await ConversationRepository(conn, data.user_id).insert(values)
-                )
+                conversation = await ConversationRepository(conn, data.user_id).insert(new_conversation)
                 await self._audit.record(
                     conn,
                     action=AuditAction.create,
@@ -112,8 +111,7 @@ class ConversationLifecycle(ConversationRoom):
             owner = parse_uuid(user_id, "user_id")
 
             async def work(conn: AsyncConnection) -> Conversation | None:
-                row = await ConversationRepository(conn, owner).get(key)
-                return None if row is None else Conversation.model_validate(row)
+                return await ConversationRepository(conn, owner).get(key)
 
             return await op.run(work, tx=tx)
 
@@ -140,10 +138,9 @@ class ConversationLifecycle(ConversationRoom):
             after = None if cursor is None else decode_cursor(cursor, (aware_datetime, uuid.UUID))
 
             async def work(conn: AsyncConnection) -> Page[Conversation]:
-                rows = await ConversationRepository(conn, owner).page(
+                conversations = await ConversationRepository(conn, owner).page(
                     statuses=statuses, after=after, limit=limit + 1
                 )
-                conversations = [Conversation.model_validate(row) for row in rows]
                 return make_page(
                     conversations,
                     limit,
@@ -188,10 +185,11 @@ class ConversationLifecycle(ConversationRoom):
                 _, new_values = changed_fields(current, changes)
                 if not new_values:
                     return current
-                updated = Conversation.model_validate(
-                    await repository.set_fields(
-                        current.conversation_id, changes | {"updated_at": self._db.clock()}
-                    )
+                updated = await repository.set_details(
+                    current.conversation_id,
+                    title=data.title,
+                    context=data.context,
+                    updated_at=self._db.clock(),
                 )
                 # Which fields changed, not what they said (see conversation_audit_values).
                 await self._audit.record(
@@ -305,9 +303,7 @@ class ConversationLifecycle(ConversationRoom):
                     return current
                 updated = current
                 if current.status != to:
-                    updated = Conversation.model_validate(
-                        await repository.set_fields(key, {"status": to, "updated_at": self._db.clock()})
-                    )
+                    updated = await repository.set_status(key, to, self._db.clock())
                 await self._audit.record(
                     conn,
                     action=action,
@@ -365,7 +361,7 @@ class ConversationLifecycle(ConversationRoom):
         self, conn: AsyncConnection, conversation_id: uuid.UUID, user_id: uuid.UUID
     ) -> tuple[ConversationRepository, Conversation]:
         repository = ConversationRepository(conn, user_id)
-        row = await repository.get(conversation_id, for_update=True)
-        if row is None:
+        conversation = await repository.get(conversation_id, for_update=True)
+        if conversation is None:
             raise not_found(conversation_id, user_id)
-        return repository, Conversation.model_validate(row)
+        return repository, conversation

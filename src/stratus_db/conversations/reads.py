@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from stratus_db.conversations import stats, window
 from stratus_db.conversations.recent import Tail
-from stratus_db.conversations.repository import ConversationRepository
+from stratus_db.conversations.repository import ContextRead, ConversationRepository
 from stratus_db.conversations.rooms_base import (
     ConversationRoom,
-    message_from_row,
+    message_of,
     not_found,
 )
 from stratus_db.conversations.schemas import (
@@ -70,10 +69,12 @@ class ConversationReads(ConversationRoom):
 
             async def work(conn: AsyncConnection) -> list[Message]:
                 repository = ConversationRepository(conn, owner)
-                rows = await repository.messages(key, after_seq=after_seq, before_seq=before_seq, limit=limit)
-                if not rows and await repository.get(key) is None:
+                found = await repository.messages(
+                    key, after_seq=after_seq, before_seq=before_seq, limit=limit
+                )
+                if not found and await repository.get(key) is None:
                     raise not_found(key, owner)
-                return [message_from_row(row) for row in rows]
+                return [message_of(stored) for stored in found]
 
             return await op.run(work, tx=tx)
 
@@ -111,17 +112,17 @@ class ConversationReads(ConversationRoom):
 
             async def work(conn: AsyncConnection) -> ContextWindow:
                 repository = ConversationRepository(conn, owner)
-                rows = await repository.context(
+                read = await repository.context(
                     key, max_tokens, after_seq=0 if tail is None else tail.last_seq
                 )
-                if rows is None:
+                if read is None:
                     self._recent.drop(key)
                     raise not_found(key, owner)
-                context = self._fit(key, owner, max_tokens, rows, tail, cache=tx is None)
+                context = self._fit(key, owner, max_tokens, read, tail, cache=tx is None)
                 if context is None:  # the cached tail does not reach back far enough for this budget
-                    rows = await repository.context(key, max_tokens)
-                    assert rows is not None, "the conversation was there a statement ago, in this transaction"
-                    context = self._fit(key, owner, max_tokens, rows, None, cache=tx is None)
+                    read = await repository.context(key, max_tokens)
+                    assert read is not None, "the conversation was there a statement ago, in this transaction"
+                    context = self._fit(key, owner, max_tokens, read, None, cache=tx is None)
                     assert context is not None, "a read without a tail always fits"
                 return context
 
@@ -132,20 +133,15 @@ class ConversationReads(ConversationRoom):
         conversation_id: uuid.UUID,
         user_id: uuid.UUID,
         max_tokens: int,
-        rows: list[dict[str, Any]],
+        read: ContextRead,
         tail: Tail | None,
         *,
         cache: bool,
     ) -> ContextWindow | None:
         """The window from what ConversationRepository.context read (newest first) and the cached tail it continues;
         None when the budget reaches past the tail and the older messages must be read."""
-        head = rows[0]
-        summary, summarized, count = head["summary"], head["summarized_through_seq"], head["message_count"]
-        delta = [
-            message_from_row(row, conversation_id, user_id)
-            for row in reversed(rows)
-            if row["message_id"] is not None
-        ]
+        summary, summarized, count = read.summary, read.summarized_through_seq, read.message_count
+        delta = [message_of(stored) for stored in reversed(read.newest)]
         unsummarized = count - summarized
         after = summarized if tail is None else max(summarized, tail.last_seq)
         if tail is not None and tail.last_seq <= count and len(delta) == count - after:
@@ -198,8 +194,8 @@ class ConversationReads(ConversationRoom):
                 return []
 
             async def work(conn: AsyncConnection) -> list[SearchHit]:
-                rows = await self._search.matches(conn, data.user_id, terms, data.limit)
-                return [SearchHit(message=message_from_row(row), score=row["score"]) for row in rows]
+                matches = await self._search.matches(conn, data.user_id, terms, data.limit)
+                return [SearchHit(message=message_of(match.message), score=match.score) for match in matches]
 
             return await op.run(work, tx=tx, single_statement=True)
 
@@ -260,8 +256,8 @@ class ConversationReads(ConversationRoom):
                 first, last = await stats.message_span(conn, scope)
                 return ConversationStats(
                     conversation_id=key,
-                    messages=conversation["message_count"],
-                    tokens=conversation["total_tokens"],
+                    messages=conversation.message_count,
+                    tokens=conversation.total_tokens,
                     first_message_at=first,
                     last_message_at=last,
                     per_agent=await stats.agent_usage(conn, scope),

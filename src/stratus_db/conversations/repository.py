@@ -9,7 +9,20 @@ from datetime import datetime
 from functools import cached_property
 from typing import Any, NamedTuple
 
-from sqlalchemy import ColumnElement, and_, bindparam, case, delete, func, insert, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Executable,
+    Update,
+    and_,
+    bindparam,
+    case,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -17,6 +30,7 @@ from stratus_db.audit.repository import AuditRepository
 from stratus_db.audit.rows import AUDIT_INPUT, AuditEntry, insert_audit_rows
 from stratus_db.audit.schemas import AuditAction
 from stratus_db.conversations.plans import NewMessage, numbered
+from stratus_db.conversations.schemas import Conversation
 from stratus_db.errors import NotFoundError, Violation
 from stratus_db.kit import driver
 from stratus_db.kit.failures import violation_of
@@ -27,6 +41,43 @@ from stratus_db.models import ConversationRow, ConversationStatus, MessageRow
 _conversations = table_of(ConversationRow)
 _messages = table_of(MessageRow)
 MESSAGES_TABLE = _messages.name
+_RETURNED = [column for column in _conversations.c if column.name in Conversation.model_fields]
+"""The columns a Conversation is made of: every statement returning conversations returns these."""
+
+
+class StoredMessage(NamedTuple):
+    """A row of messages as read: built straight from the driver's row (cheap), made a Message only when returned."""
+
+    message_id: uuid.UUID
+    conversation_id: uuid.UUID
+    user_id: uuid.UUID
+    seq: int
+    agent_name: str | None
+    message_type: str
+    """A MessageType, or its value as PostgreSQL's driver returns it."""
+    content: str | None
+    packed_content: bytes | None
+    """The zstd frame of the body once packed (conversations/packing.py); then `content` is None."""
+    metadata: dict[str, Any]
+    tokens_used: int
+    response_time: float | None
+    created_at: datetime
+
+
+STORED_MESSAGE_COLUMNS = [_messages.c[name] for name in StoredMessage._fields]
+"""The columns of a StoredMessage, in its order: a row selecting them is `StoredMessage(*row)`."""
+
+
+class ContextRead(NamedTuple):
+    """What `ConversationRepository.context` reads: the conversation's head and its newest unsummarized messages."""
+
+    summary: str | None
+    summarized_through_seq: int
+    message_count: int
+    newest: list[StoredMessage]
+    """Newest first: those within the budget, then the first that is not (when there is one)."""
+
+
 COPY_THRESHOLD = 100
 """From this many messages on, PostgreSQL takes them by binary COPY rather than a multi-row INSERT."""
 
@@ -160,7 +211,7 @@ a larger budget needs older messages (conversations/recent.py)."""
 
 
 def _append_row(message: NewMessage, audit: AuditEntry) -> dict[str, Any]:
-    """One append as _APPEND_INPUT's columns."""
+    """One append as _APPEND_INPUT's columns, by name: the arguments of the statement, not a row read back."""
     return {
         "message_id": message.message_id,
         "conversation_id": message.conversation_id,
@@ -195,7 +246,7 @@ def appends_statement(appends: Sequence[tuple[NewMessage, AuditEntry]]) -> tuple
 
 def appended_by_message(rows: list[dict[str, Any]]) -> dict[uuid.UUID, Appended]:
     """What an append statement wrote, by message id; a message whose conversation is missing, foreign or not active
-    is not in it."""
+    is not in it. `rows` are the driver's, as `driver.fetch` and `Operation.fetch` return them."""
     return {row["message_id"]: Appended(row["seq"], row["created_at"], row["unsummarized"]) for row in rows}
 
 
@@ -214,32 +265,84 @@ class ConversationRepository:
     def _owned_messages(self) -> ColumnElement[bool]:
         return MessageRow.user_id == self.user_id
 
-    async def insert(self, values: dict[str, Any]) -> dict[str, Any]:
-        statement = insert(_conversations).values(user_id=self.user_id, **values).returning(_conversations)
+    async def _one(self, statement: Executable) -> Conversation | None:
+        row = (await self.conn.execute(statement)).mappings().one_or_none()
+        return None if row is None else Conversation.model_validate(row)
+
+    async def insert(self, conversation: Conversation) -> Conversation:
+        """Insert the user's new `conversation`; the stored row comes back (its context as the database keeps it)."""
+        assert conversation.user_id == self.user_id, "a repository writes its own user's conversations only"
+        statement = insert(_conversations).values(**conversation.model_dump()).returning(*_RETURNED)
         try:
-            return dict((await self.conn.execute(statement)).mappings().one())
+            inserted = await self._one(statement)
         except IntegrityError as exc:
             if violation_of(exc) is Violation.foreign_key:
                 raise NotFoundError(f"user {self.user_id} does not exist") from exc
             raise
+        assert inserted is not None, "an INSERT without a conflict clause returns its row"
+        return inserted
 
-    async def get(self, conversation_id: uuid.UUID, *, for_update: bool = False) -> dict[str, Any] | None:
-        statement = select(_conversations).where(
-            self._owned, ConversationRow.conversation_id == conversation_id
-        )
+    async def get(self, conversation_id: uuid.UUID, *, for_update: bool = False) -> Conversation | None:
+        statement = select(*_RETURNED).where(self._owned, ConversationRow.conversation_id == conversation_id)
         if for_update:
             statement = statement.with_for_update()
-        row = (await self.conn.execute(statement)).mappings().one_or_none()
-        return None if row is None else dict(row)
+        return await self._one(statement)
 
-    async def set_fields(self, conversation_id: uuid.UUID, values: dict[str, Any]) -> dict[str, Any]:
-        statement = (
+    def _update(self, conversation_id: uuid.UUID, values: dict[str, Any]) -> Update:
+        # By column name: each caller below writes its own set of columns.
+        return (
             update(_conversations)
             .where(self._owned, ConversationRow.conversation_id == conversation_id)
             .values(**values)
-            .returning(_conversations)
         )
-        return dict((await self.conn.execute(statement)).mappings().one())
+
+    async def _set(self, conversation_id: uuid.UUID, values: dict[str, Any]) -> Conversation:
+        conversation = await self._one(self._update(conversation_id, values).returning(*_RETURNED))
+        assert conversation is not None, "the row is locked by this transaction"
+        return conversation
+
+    async def set_details(
+        self,
+        conversation_id: uuid.UUID,
+        *,
+        title: str | None,
+        context: dict[str, Any] | None,
+        updated_at: datetime,
+    ) -> Conversation:
+        """Replace the title and/or the context; None keeps the stored one (a title cannot be cleared)."""
+        details = {"title": title, "context": context}
+        return await self._set(
+            conversation_id,
+            {name: value for name, value in details.items() if value is not None}
+            | {"updated_at": updated_at},
+        )
+
+    async def set_status(
+        self, conversation_id: uuid.UUID, status: ConversationStatus, updated_at: datetime
+    ) -> Conversation:
+        return await self._set(conversation_id, {"status": status, "updated_at": updated_at})
+
+    async def set_summary(
+        self,
+        conversation_id: uuid.UUID,
+        *,
+        summary: str | None,
+        summarized_through_seq: int,
+        summarized_tokens: int,
+        updated_at: datetime,
+    ) -> None:
+        """Fold messages 1…summarized_through_seq (`summarized_tokens` in all) into `summary`."""
+        await self.conn.execute(
+            self._update(
+                conversation_id,
+                {
+                    "summary": summary,
+                    "summarized_through_seq": summarized_through_seq,
+                    "summarized_tokens": summarized_tokens,
+                    "updated_at": updated_at,
+                },
+            )
+        )
 
     async def delete(self, conversation_id: uuid.UUID) -> None:
         """Delete the conversation; its messages go with it (ON DELETE CASCADE)."""
@@ -253,9 +356,9 @@ class ConversationRepository:
         statuses: tuple[ConversationStatus, ...],
         after: tuple[datetime, uuid.UUID] | None,
         limit: int,
-    ) -> list[dict[str, Any]]:
+    ) -> list[Conversation]:
         statement = (
-            select(_conversations)
+            select(*_RETURNED)
             .where(self._owned, ConversationRow.status.in_(statuses))
             .order_by(ConversationRow.last_activity_at.desc(), ConversationRow.conversation_id.desc())
             .limit(limit)
@@ -271,7 +374,7 @@ class ConversationRepository:
                     ),
                 )
             )
-        return [dict(row) for row in (await self.conn.execute(statement)).mappings()]
+        return [Conversation.model_validate(row) for row in (await self.conn.execute(statement)).mappings()]
 
     async def take_sequence_numbers(
         self, conversation_id: uuid.UUID, count: int, tokens: int, now: datetime
@@ -325,7 +428,8 @@ class ConversationRepository:
 
     @staticmethod
     def _record(row: dict[str, Any], columns: list[str]) -> tuple[Any, ...]:
-        """A message as COPY takes it: values in column order, enums as text, jsonb as a JSON string."""
+        """A message's row (`NewMessage.columns`, by column name, as Core's INSERT takes it too) as COPY takes it:
+        values in column order, enums as text, jsonb as a JSON string."""
         values = row | {"message_type": row["message_type"].value, "metadata": json.dumps(row["metadata"])}
         return tuple(values[column] for column in columns)
 
@@ -347,17 +451,19 @@ class ConversationRepository:
         await AuditRepository(self.conn).append([numbered(audit, taken.seq)])
         return taken
 
-    async def message(self, message_id: uuid.UUID) -> dict[str, Any] | None:
+    async def message(self, message_id: uuid.UUID) -> StoredMessage | None:
         """The user's message with this id, in whichever conversation."""
-        statement = select(_messages).where(self._owned_messages, MessageRow.message_id == message_id)
-        row = (await self.conn.execute(statement)).mappings().one_or_none()
-        return None if row is None else dict(row)
+        statement = select(*STORED_MESSAGE_COLUMNS).where(
+            self._owned_messages, MessageRow.message_id == message_id
+        )
+        row = (await self.conn.execute(statement)).one_or_none()
+        return None if row is None else StoredMessage(*row)
 
     async def messages(
         self, conversation_id: uuid.UUID, *, after_seq: int | None, before_seq: int | None, limit: int
-    ) -> list[dict[str, Any]]:
+    ) -> list[StoredMessage]:
         """Messages in sequence order: the first `limit` after `after_seq`, or the last `limit` before `before_seq`."""
-        statement = select(_messages).where(
+        statement = select(*STORED_MESSAGE_COLUMNS).where(
             self._owned_messages, MessageRow.conversation_id == conversation_id
         )
         if after_seq is not None:
@@ -366,24 +472,48 @@ class ConversationRepository:
             statement = statement.where(MessageRow.seq < before_seq)
         newest_first = before_seq is not None and after_seq is None
         statement = statement.order_by(MessageRow.seq.desc() if newest_first else MessageRow.seq).limit(limit)
-        rows = [dict(row) for row in (await self.conn.execute(statement)).mappings()]
+        rows = [StoredMessage(*row) for row in await self.conn.execute(statement)]
         return rows[::-1] if newest_first else rows
 
     async def context(
         self, conversation_id: uuid.UUID, max_tokens: int, *, after_seq: int = 0
-    ) -> list[dict[str, Any]] | None:
+    ) -> ContextRead | None:
         """The conversation's summary and its newest unsummarized messages numbered after `after_seq` whose tokens
-        add up to ≤ max_tokens, and the next older one (the first that does not fit), if any.
-
-        One row per message, newest first, each carrying `summary` and `summarized_through_seq`; a single row with
-        `message_id` None when no message fits; None when the conversation does not exist for this user. Each row
-        also carries the conversation's `message_count`.
+        add up to ≤ max_tokens, and the next older one (the first that does not fit), if any; None when the
+        conversation does not exist for this user.
         """
         if self.conn.dialect.name == "postgresql":
             rows = await driver.fetch(
                 self.conn, _PG_CONTEXT, conversation_id, self.user_id, max_tokens, after_seq, read_only=True
             )
-            return rows or None
+            if not rows:
+                return None
+            first = rows[0]  # every row carries the conversation's head
+            # The hot read: each message built by position, with the ids this call knows already (cheaper to
+            # validate than the driver's UUIDs); a head without messages comes as one row of NULL message columns.
+            return ContextRead(
+                first["summary"],
+                first["summarized_through_seq"],
+                first["message_count"],
+                [
+                    StoredMessage(
+                        row["message_id"],
+                        conversation_id,
+                        self.user_id,
+                        row["seq"],
+                        row["agent_name"],
+                        row["message_type"],
+                        row["content"],
+                        row["packed_content"],
+                        row["metadata"],
+                        row["tokens_used"],
+                        row["response_time"],
+                        row["created_at"],
+                    )
+                    for row in rows
+                    if row["message_id"] is not None
+                ],
+            )
         head = (
             await self.conn.execute(
                 select(
@@ -396,7 +526,7 @@ class ConversationRepository:
         if head is None:
             return None
         newest = (
-            select(_messages)
+            select(*STORED_MESSAGE_COLUMNS)
             .where(
                 self._owned_messages,
                 MessageRow.conversation_id == conversation_id,
@@ -410,13 +540,16 @@ class ConversationRepository:
         running = func.sum(at_least_one).over(order_by=newest.c.seq.desc()).label("running_tokens")
         windowed = select(newest, running, at_least_one.label("weight")).subquery()
         statement = (
-            select(windowed)
+            select(*(windowed.c[name] for name in StoredMessage._fields))
             .where(windowed.c.running_tokens - windowed.c.weight <= max_tokens)
             .order_by(windowed.c.seq.desc())
         )
-        rows = [dict(row) for row in (await self.conn.execute(statement)).mappings()]
-        summary = dict(head._mapping)
-        return [summary | row for row in rows] or [summary | {"message_id": None}]
+        return ContextRead(
+            head.summary,
+            head.summarized_through_seq,
+            head.message_count,
+            [StoredMessage(*row) for row in await self.conn.execute(statement)],
+        )
 
     async def message_bodies(self, conversation_id: uuid.UUID) -> list[tuple[uuid.UUID, str]]:
         """(message_id, content) of the conversation's messages not packed yet."""
@@ -439,10 +572,10 @@ class ConversationRepository:
 
     async def messages_between(
         self, conversation_id: uuid.UUID, after_seq: int, through_seq: int
-    ) -> list[dict[str, Any]]:
+    ) -> list[StoredMessage]:
         """Messages with after_seq < seq ≤ through_seq, in order."""
         statement = (
-            select(_messages)
+            select(*STORED_MESSAGE_COLUMNS)
             .where(
                 self._owned_messages,
                 MessageRow.conversation_id == conversation_id,
@@ -451,4 +584,4 @@ class ConversationRepository:
             )
             .order_by(MessageRow.seq)
         )
-        return [dict(row) for row in (await self.conn.execute(statement)).mappings()]
+        return [StoredMessage(*row) for row in await self.conn.execute(statement)]

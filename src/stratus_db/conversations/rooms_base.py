@@ -4,7 +4,6 @@ batcher, the recent-messages cache and the background compressions."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from stratus_db.audit.manager import AuditManager
@@ -13,6 +12,7 @@ from stratus_db.conversations.dialect import conversation_dialect_for
 from stratus_db.conversations.history import HistoryCompression
 from stratus_db.conversations.plans import MESSAGES as MESSAGES
 from stratus_db.conversations.recent import RecentMessages
+from stratus_db.conversations.repository import StoredMessage
 from stratus_db.conversations.schemas import (
     Conversation,
     Message,
@@ -35,28 +35,24 @@ def conversation_audit_values(conversation: Conversation) -> dict[str, Any]:
     }
 
 
-def message_from_row(
-    row: Mapping[str, Any], conversation_id: uuid.UUID | None = None, user_id: uuid.UUID | None = None
-) -> Message:
-    """A stored message as the API returns it: a packed body is unpacked (conversations/packing.py).
-
-    Callers that know the conversation and the owner pass them: the row's copies (driver UUIDs) cost more to convert.
-    """
-    content = row["content"]
+def message_of(stored: StoredMessage) -> Message:
+    """A stored message as the API returns it: a packed body is unpacked (conversations/packing.py)."""
+    content = stored.content
     if content is None:
-        content = packing.unpack(row["packed_content"])
+        assert stored.packed_content is not None, "ck_messages_one_body: one of the two holds the body"
+        content = packing.unpack(stored.packed_content)
     return Message(
-        message_id=row["message_id"],
-        conversation_id=row["conversation_id"] if conversation_id is None else conversation_id,
-        user_id=row["user_id"] if user_id is None else user_id,
-        seq=row["seq"],
-        agent_name=row["agent_name"],
-        message_type=MessageType(row["message_type"]),
+        message_id=stored.message_id,
+        conversation_id=stored.conversation_id,
+        user_id=stored.user_id,
+        seq=stored.seq,
+        agent_name=stored.agent_name,
+        message_type=MessageType(stored.message_type),
         content=content,
-        metadata=row["metadata"],
-        tokens_used=row["tokens_used"],
-        response_time=row["response_time"],
-        created_at=row["created_at"],
+        metadata=stored.metadata,
+        tokens_used=stored.tokens_used,
+        response_time=stored.response_time,
+        created_at=stored.created_at,
     )
 
 

@@ -7,24 +7,28 @@ deleted, with a relevance in [0, 1), best first (newer first among equals).
 from __future__ import annotations
 
 import uuid
-from typing import Any, Protocol
+from typing import NamedTuple, Protocol
 
 from sqlalchemy import Float, Integer, Uuid, bindparam, literal_column, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from stratus_db.conversations.repository import STORED_MESSAGE_COLUMNS, StoredMessage
 from stratus_db.kit import driver
-from stratus_db.kit.models import table_of
 from stratus_db.kit.text import fts5_owned_query, fts5_stem_query
 from stratus_db.models import ConversationRow, ConversationStatus, MessageRow
 
-_messages = table_of(MessageRow)
+
+class MessageMatch(NamedTuple):
+    message: StoredMessage
+    score: float
+    """The relevance, in [0, 1)."""
 
 
 class MessageSearchBackend(Protocol):
     async def matches(
         self, conn: AsyncConnection, user_id: uuid.UUID, terms: list[str], limit: int
-    ) -> list[dict[str, Any]]:
-        """Up to `limit` rows of messages plus a `score` in [0, 1), best first."""
+    ) -> list[MessageMatch]:
+        """Up to `limit` messages, best first."""
 
 
 class PostgresMessageSearch:
@@ -33,9 +37,8 @@ class PostgresMessageSearch:
 
     RANK_HALF = 0.1
     """ts_rank_cd of one matched word: maps to a score of 0.5."""
-    SQL = """
-        SELECT m.message_id, m.conversation_id, m.user_id, m.seq, m.agent_name, m.message_type, m.content,
-               m.metadata, m.tokens_used, m.response_time, m.created_at, m.packed_content,
+    SQL = f"""
+        SELECT {", ".join(f"m.{name}" for name in StoredMessage._fields)},
                ts_rank_cd(m.search_vector, query) / (ts_rank_cd(m.search_vector, query) + $3) AS score
         FROM messages AS m
         JOIN conversations AS c ON c.conversation_id = m.conversation_id AND c.user_id = m.user_id,
@@ -48,10 +51,14 @@ class PostgresMessageSearch:
 
     async def matches(
         self, conn: AsyncConnection, user_id: uuid.UUID, terms: list[str], limit: int
-    ) -> list[dict[str, Any]]:
-        return await driver.fetch(
+    ) -> list[MessageMatch]:
+        rows = await driver.fetch(
             conn, self.SQL, user_id, " | ".join(terms), self.RANK_HALF, limit, read_only=True
         )
+        # Each row holds StoredMessage's columns in its order (SQL), then the score.
+        return [
+            MessageMatch(StoredMessage(*message), score) for *message, score in (row.values() for row in rows)
+        ]
 
 
 class SQLiteMessageSearch:
@@ -63,7 +70,7 @@ class SQLiteMessageSearch:
 
     async def matches(
         self, conn: AsyncConnection, user_id: uuid.UUID, terms: list[str], limit: int
-    ) -> list[dict[str, Any]]:
+    ) -> list[MessageMatch]:
         hits = (
             text(
                 # The owner's column weighs nothing in bm25: every message found matches it.
@@ -79,7 +86,7 @@ class SQLiteMessageSearch:
             .prefix_with("MATERIALIZED")
         )
         statement = (
-            select(_messages, hits.c.score)
+            select(*STORED_MESSAGE_COLUMNS, hits.c.score)
             .join(hits, hits.c.rowid == literal_column("messages.rowid"))
             .join(
                 ConversationRow,
@@ -95,4 +102,4 @@ class SQLiteMessageSearch:
         )
         query = fts5_owned_query(user_id, "content", fts5_stem_query(terms))
         result = await conn.execute(statement, {"query": query, "half": self.BM25_HALF})
-        return [dict(row) for row in result.mappings()]
+        return [MessageMatch(StoredMessage(*message), score) for *message, score in result]

@@ -27,7 +27,7 @@ from stratus_db.memory.repository import (
     read_and_count_on_its_own,
 )
 from stratus_db.memory.schemas import MemoryEntry, MemoryLookup, MemorySearch, MemoryStore, SearchResult
-from stratus_db.memory.search import SearchFilters
+from stratus_db.memory.search import MemoryCandidate, SearchFilters
 from stratus_db.memory.writes import MemoryWrites
 from stratus_db.models import MemoryType
 
@@ -254,36 +254,36 @@ class MemoryManager:
 
             now = self._db.clock()
             filters = SearchFilters(data.user_id, data.memory_types, data.min_importance, now)
-            rows = await self._dialect.search.search(op, terms, filters, data.limit, tx=tx)
-            return self._rank(rows, now, data.limit)
+            candidates = await self._dialect.search.search(op, terms, filters, data.limit, tx=tx)
+            return self._rank(candidates, now, data.limit)
 
-    def _rank(self, rows: list[dict[str, Any]], now: datetime, limit: int) -> list[SearchResult]:
+    def _rank(self, candidates: list[MemoryCandidate], now: datetime, limit: int) -> list[SearchResult]:
         """Score every candidate, then build results for the best `limit` only (models cost more than scores).
 
         PostgreSQL's candidates are already those best `limit`, chosen by the same score in the statement; scoring
         them again here gives each result its components."""
         scored = []
-        for row in rows:
-            lexical = min(max(float(row["lexical"]), 0.0), 1.0)
+        for candidate in candidates:
+            lexical = min(max(float(candidate.lexical), 0.0), 1.0)
             recency_score = recency(
-                row["last_accessed_at"] or row["updated_at"], now, self._policy.recency_half_life
+                candidate.last_accessed_at or candidate.updated_at, now, self._policy.recency_half_life
             )
-            frequency_score = frequency(row["access_count"])
-            score = search_score(lexical, standing(row["importance_score"], recency_score, frequency_score))
-            scored.append((score, lexical, recency_score, frequency_score, row))
-        scored.sort(
-            key=lambda item: (-item[0], item[4]["memory_type"] != MemoryType.critical, item[4]["key"])
-        )
+            frequency_score = frequency(candidate.access_count)
+            score = search_score(
+                lexical, standing(candidate.importance_score, recency_score, frequency_score)
+            )
+            scored.append((score, lexical, recency_score, frequency_score, candidate))
+        scored.sort(key=lambda item: (-item[0], item[4].memory_type != MemoryType.critical, item[4].key))
         return [
             SearchResult(
-                memory=MemoryEntry.model_validate(row),
+                memory=MemoryEntry.model_validate(candidate._asdict()),
                 score=score,
                 lexical=lexical,
-                importance=row["importance_score"],
+                importance=candidate.importance_score,
                 recency=recency_score,
                 frequency=frequency_score,
             )
-            for score, lexical, recency_score, frequency_score, row in scored[:limit]
+            for score, lexical, recency_score, frequency_score, candidate in scored[:limit]
         ]
 
     async def purge_expired(self, *, batch_size: int = 1000) -> int:

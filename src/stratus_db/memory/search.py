@@ -12,7 +12,7 @@ import math
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from sqlalchemy import (
     ColumnElement,
@@ -39,12 +39,38 @@ from stratus_db.memory.policy import (
     LEXICAL_WEIGHT,
     RECENCY_WEIGHT,
 )
+from stratus_db.memory.schemas import MemoryEntry
 from stratus_db.models import MemoryRow, MemoryType
 
 if TYPE_CHECKING:
     from stratus_db.database import Operation
 
 _memories = table_of(MemoryRow)
+
+
+class MemoryCandidate(NamedTuple):
+    """A memory a backend found: its columns as read (built straight from the driver's row; the manager makes
+    MemoryEntries of the few it returns) and its lexical relevance."""
+
+    memory_id: uuid.UUID
+    user_id: uuid.UUID
+    memory_type: str
+    """A MemoryType, or its value as PostgreSQL's driver returns it."""
+    key: str
+    value: Any
+    """The stored JSON value."""
+    importance_score: float
+    access_count: int
+    expires_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+    last_accessed_at: datetime | None
+    lexical: float
+    """In [0, 1]."""
+
+
+_ENTRY_COLUMNS = [name for name in MemoryCandidate._fields if name in MemoryEntry.model_fields]
+"""The columns of a MemoryEntry, in MemoryCandidate's order: what the statements select before `lexical`."""
 
 
 @dataclass(frozen=True)
@@ -64,9 +90,9 @@ class MemorySearchBackend(Protocol):
         limit: int,
         *,
         tx: AsyncConnection | None,
-    ) -> list[dict[str, Any]]:
-        """Rows of memory_entries plus a `lexical` score in [0, 1], in no particular order, among which are the best
-        `limit` by policy.search_score (the manager scores them again and keeps those): exactly those on PostgreSQL,
+    ) -> list[MemoryCandidate]:
+        """The user's live memories that match, in no particular order, among which are the best `limit` by
+        policy.search_score (the manager scores them again and keeps those): exactly those on PostgreSQL,
         which ranks in the statement; on SQLite the best max(5 × limit, 50) by lexical score. In the caller's `tx`
         when given."""
 
@@ -117,14 +143,8 @@ def _rarity(piece: str) -> tuple[int, int, str]:
     return len(piece), letters, piece
 
 
-_ENTRY_COLUMNS = (
-    "memory_id, user_id, memory_type, key, value, importance_score, access_count, expires_at, created_at, "
-    "updated_at, last_accessed_at"
-)
-
-
 def _columns_of(alias: str) -> str:
-    return ", ".join(f"{alias}.{column}" for column in _ENTRY_COLUMNS.split(", "))
+    return ", ".join(f"{alias}.{column}" for column in _ENTRY_COLUMNS)
 
 
 _UNDERFLOW_HALF_LIVES = 1074
@@ -208,7 +228,7 @@ class PostgresMemorySearch:
             return f"""
             SELECT {_columns_of("found")}, found.lexical
             FROM (
-                SELECT {_ENTRY_COLUMNS}, rank / (rank + $6) AS lexical
+                SELECT {", ".join(_ENTRY_COLUMNS)}, rank / (rank + $6) AS lexical
                 FROM ({cls._HITS}
                 ) AS hits
             ) AS found{cls._BEST_FIRST}
@@ -283,15 +303,18 @@ class PostgresMemorySearch:
         limit: int,
         *,
         tx: AsyncConnection | None,
-    ) -> list[dict[str, Any]]:
-        """The best `limit` rows by search score, ranked in the statement: only they cross the wire."""
+    ) -> list[MemoryCandidate]:
+        """The best `limit` memories by search score, ranked in the statement: only they cross the wire."""
         sql, arguments = self.statement(terms, filters, limit)
         if tx is None:
             # One plain statement: it needs no SQLAlchemy Connection (Operation.fetch).
-            return await op.fetch(sql, *arguments)
-        return await op.run(
-            lambda conn: driver.fetch(conn, sql, *arguments, read_only=True), tx=tx, single_statement=True
-        )
+            rows = await op.fetch(sql, *arguments)
+        else:
+            rows = await op.run(
+                lambda conn: driver.fetch(conn, sql, *arguments, read_only=True), tx=tx, single_statement=True
+            )
+        # The statement selects exactly MemoryCandidate's columns, by name.
+        return [MemoryCandidate(**row) for row in rows]
 
     def statement(self, terms: list[str], filters: SearchFilters, limit: int) -> tuple[str, list[Any]]:
         """`search`'s statement and its arguments."""
@@ -349,14 +372,14 @@ class SQLiteMemorySearch:
         limit: int,
         *,
         tx: AsyncConnection | None,
-    ) -> list[dict[str, Any]]:
+    ) -> list[MemoryCandidate]:
         return await op.run(
             lambda conn: self._candidates(conn, terms, filters, limit), tx=tx, single_statement=True
         )
 
     async def _candidates(
         self, conn: AsyncConnection, terms: list[str], filters: SearchFilters, limit: int
-    ) -> list[dict[str, Any]]:
+    ) -> list[MemoryCandidate]:
         # The owner's column weighs nothing in bm25: every row found matches it.
         hits = [
             "SELECT rowid, -bm25(memory_entries_fts, 1.0, 0.0) / (-bm25(memory_entries_fts, 1.0, 0.0) + :word_half) "
@@ -388,7 +411,7 @@ class SQLiteMemorySearch:
         )
         rowid: ColumnElement[int] = literal_column("memory_entries.rowid")
         statement = (
-            select(_memories, best.c.word_score)
+            select(*(_memories.c[name] for name in _ENTRY_COLUMNS), MemoryRow.search_text, best.c.word_score)
             .join(best, best.c.rowid == rowid)
             .where(
                 MemoryRow.user_id == bindparam("owner", filters.user_id, type_=Uuid()),
@@ -401,14 +424,14 @@ class SQLiteMemorySearch:
             .limit(max(limit * self.POOL_FACTOR, self.MIN_POOL))
         )
         result = await conn.execute(_filtered(statement, filters), params)
-        rows = []
-        for row in result.mappings():
-            similarity = best_word_similarity(terms, row["search_text"])
+        candidates = []
+        for *entry, searched_text, word_score in result:
+            similarity = best_word_similarity(terms, searched_text)
             trigram = self.TRIGRAM_WEIGHT * similarity if similarity >= self.TRIGRAM_THRESHOLD else 0.0
-            lexical = max(float(row["word_score"]), trigram)
+            lexical = max(float(word_score), trigram)
             if lexical > 0:
-                rows.append(dict(row) | {"lexical": lexical})
-        return rows
+                candidates.append(MemoryCandidate._make((*entry, lexical)))
+        return candidates
 
 
 def _filtered(statement: Select[Any], filters: SearchFilters) -> Select[Any]:

@@ -73,15 +73,12 @@ class UserManager:
                 },
             )
             now = self._db.clock()
-            values = data.model_dump() | {
-                "user_id": new_id(),
-                "created_at": now,
-                "updated_at": now,
-                "last_active": now,
-            }
+            new_user = UserRead(
+                **data.model_dump(), user_id=new_id(), created_at=now, updated_at=now, last_active=now
+            )
 
             async def work(conn: AsyncConnection) -> UserRead:
-                user = UserRead.model_validate(await UserRepository(conn).insert(values))
+                user = await UserRepository(conn).insert(new_user)
                 await self._audit.record(
                     conn,
                     action=AuditAction.create,
@@ -106,8 +103,7 @@ class UserManager:
             key = parse_uuid(user_id, "user_id")
 
             async def work(conn: AsyncConnection) -> UserRead | None:
-                row = await UserRepository(conn).get(key)
-                return None if row is None else UserRead.model_validate(row)
+                return await UserRepository(conn).get(key)
 
             return await op.run(work, tx=tx)
 
@@ -121,8 +117,7 @@ class UserManager:
             address = validate_input(EmailLookup, {"email": email}).email
 
             async def work(conn: AsyncConnection) -> UserRead | None:
-                row = await UserRepository(conn).get_by_email(address)
-                return None if row is None else UserRead.model_validate(row)
+                return await UserRepository(conn).get_by_email(address)
 
             return await op.run(work, tx=tx)
 
@@ -150,18 +145,14 @@ class UserManager:
 
             async def work(conn: AsyncConnection) -> UserRead:
                 repository = UserRepository(conn)
-                before = await repository.get(key, for_update=True)
-                if before is None:
+                previous = await repository.get(key, for_update=True)
+                if previous is None:
                     raise NotFoundError(f"user {key} does not exist")
-                previous = UserRead.model_validate(before)
                 old_values, new_values = changed_fields(previous, values)
 
                 if not new_values:
                     return previous  # nothing changes, so nothing is written or audited
-                now = self._db.clock()
-                after = UserRead.model_validate(
-                    await repository.update(key, values | {"updated_at": now, "last_active": now})
-                )
+                after = await repository.update(key, data, self._db.clock())
                 await self._audit.record(
                     conn,
                     action=AuditAction.update,
@@ -194,8 +185,7 @@ class UserManager:
             after = None if cursor is None else decode_cursor(cursor, (uuid.UUID,))[0]
 
             async def work(conn: AsyncConnection) -> Page[UserRead]:
-                rows = await UserRepository(conn).page(role=role_filter, after=after, limit=limit + 1)
-                users = [UserRead.model_validate(row) for row in rows]
+                users = await UserRepository(conn).page(role=role_filter, after=after, limit=limit + 1)
                 return make_page(users, limit, lambda user: encode_cursor(user.user_id))
 
             return await op.run(work, tx=tx)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Select, insert, select, update
@@ -13,8 +14,11 @@ from stratus_db.errors import ConflictError, Violation
 from stratus_db.kit.failures import failure_of
 from stratus_db.kit.models import table_of
 from stratus_db.models import UserRole, UserRow
+from stratus_db.users.schemas import UserRead, UserUpdate
 
 _users = table_of(UserRow)
+_RETURNED = [column for column in _users.c if column.name in UserRead.model_fields]
+"""The columns a UserRead is made of: every statement returning users returns these."""
 
 
 def _raise_if_email_taken(exc: IntegrityError, email: object) -> None:
@@ -33,45 +37,49 @@ class UserRepository:
         self.conn = conn
 
     def by_id(self, user_id: uuid.UUID) -> Select[Any]:
-        return select(_users).where(UserRow.user_id == user_id)
+        return select(*_RETURNED).where(UserRow.user_id == user_id)
 
-    async def _one_or_none(self, statement: Select[Any]) -> dict[str, Any] | None:
+    async def _one_or_none(self, statement: Select[Any]) -> UserRead | None:
         row = (await self.conn.execute(statement)).mappings().one_or_none()
-        return None if row is None else dict(row)
+        return None if row is None else UserRead.model_validate(row)
 
-    async def insert(self, values: dict[str, Any]) -> dict[str, Any]:
-        try:
-            row = (
-                (await self.conn.execute(insert(_users).values(**values).returning(_users))).mappings().one()
-            )
-        except IntegrityError as exc:
-            _raise_if_email_taken(exc, values["email"])
-            raise
-        return dict(row)
-
-    async def get(self, user_id: uuid.UUID, *, for_update: bool = False) -> dict[str, Any] | None:
-        statement = self.by_id(user_id)
-        return await self._one_or_none(statement.with_for_update() if for_update else statement)
-
-    async def get_by_email(self, email: str) -> dict[str, Any] | None:
-        return await self._one_or_none(select(_users).where(UserRow.email == email))
-
-    async def update(self, user_id: uuid.UUID, values: dict[str, Any]) -> dict[str, Any]:
-        statement = update(_users).where(UserRow.user_id == user_id).values(**values).returning(_users)
+    async def insert(self, user: UserRead) -> UserRead:
+        """Insert `user`; the stored row comes back (a JSON value as the database keeps it)."""
+        statement = insert(_users).values(**user.model_dump()).returning(*_RETURNED)
         try:
             row = (await self.conn.execute(statement)).mappings().one()
         except IntegrityError as exc:
-            _raise_if_email_taken(exc, values.get("email"))
+            _raise_if_email_taken(exc, user.email)
             raise
-        return dict(row)
+        return UserRead.model_validate(row)
 
-    async def page(
-        self, *, role: UserRole | None, after: uuid.UUID | None, limit: int
-    ) -> list[dict[str, Any]]:
+    async def get(self, user_id: uuid.UUID, *, for_update: bool = False) -> UserRead | None:
+        statement = self.by_id(user_id)
+        return await self._one_or_none(statement.with_for_update() if for_update else statement)
+
+    async def get_by_email(self, email: str) -> UserRead | None:
+        return await self._one_or_none(select(*_RETURNED).where(UserRow.email == email))
+
+    async def update(self, user_id: uuid.UUID, changes: UserUpdate, now: datetime) -> UserRead:
+        """Write the fields `changes` sets (those left out keep their values); the user was active at `now`."""
+        statement = (
+            update(_users)
+            .where(UserRow.user_id == user_id)
+            .values(**changes.model_dump(exclude_unset=True), updated_at=now, last_active=now)
+            .returning(*_RETURNED)
+        )
+        try:
+            row = (await self.conn.execute(statement)).mappings().one()
+        except IntegrityError as exc:
+            _raise_if_email_taken(exc, changes.email)
+            raise
+        return UserRead.model_validate(row)
+
+    async def page(self, *, role: UserRole | None, after: uuid.UUID | None, limit: int) -> list[UserRead]:
         # Keys are UUIDv7, so key order is creation order.
-        statement = select(_users).order_by(UserRow.user_id).limit(limit)
+        statement = select(*_RETURNED).order_by(UserRow.user_id).limit(limit)
         if role is not None:
             statement = statement.where(UserRow.role == role)
         if after is not None:
             statement = statement.where(UserRow.user_id > after)
-        return [dict(row) for row in (await self.conn.execute(statement)).mappings()]
+        return [UserRead.model_validate(row) for row in (await self.conn.execute(statement)).mappings()]
