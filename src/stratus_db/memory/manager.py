@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from stratus_db.audit.manager import AuditManager
 from stratus_db.errors import ValidationError
 from stratus_db.kit.schemas import Page, check_limit, decode_cursor, encode_cursor, make_page
 from stratus_db.kit.statistics import analyze_after
@@ -43,7 +42,6 @@ class MemoryManager:
 
     def __init__(self, db: StratusPostgreSQLIntegration) -> None:
         self._db = db
-        self._audit = AuditManager(db)
         self._policy = MemoryPolicy.from_settings(db.settings)
         self._cache = MemoryCache.of(db)
         self._dialect = memory_dialect_for(db, self._policy)
