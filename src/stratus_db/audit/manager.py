@@ -11,8 +11,9 @@ from pydantic import BaseModel, StrictStr, StringConstraints
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from stratus_db.audit.repository import AuditRepository
-from stratus_db.audit.rows import AuditEntry
+from stratus_db.audit.rows import AuditEntry, audit_context
 from stratus_db.audit.schemas import AuditAction, AuditEvent
+from stratus_db.kit.ids import new_id
 from stratus_db.kit.schemas import Page, aware_datetime, check_limit, decode_cursor, encode_cursor, make_page
 from stratus_db.kit.validation import InputModel, Timestamp, validate_input
 
@@ -87,6 +88,8 @@ class AuditManager:
             timestamp=self._db.clock(),
             old_values=old_values,
             new_values=new_values,
+            context=audit_context(),
+            audit_id=new_id(),
         )
 
     async def query(

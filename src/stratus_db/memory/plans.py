@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple
 
@@ -20,6 +19,7 @@ from stratus_db.audit.manager import same_value
 from stratus_db.audit.rows import AuditContext, AuditEntry
 from stratus_db.audit.schemas import AuditAction
 from stratus_db.errors import ValidationError
+from stratus_db.kit.ids import new_id
 from stratus_db.kit.text import search_text
 from stratus_db.memory.policy import MemoryPolicy, PromotionRule, frequency, recency, standing
 from stratus_db.memory.schemas import MemoryEntry, MemoryStore
@@ -43,15 +43,13 @@ class StoredColumns(NamedTuple):
     updated_at: datetime
 
 
-@dataclass(frozen=True, slots=True)
-class Unchanged:
+class Unchanged(NamedTuple):
     """Storing exactly what is stored: nothing to write, nothing to audit."""
 
     entry: MemoryEntry
 
 
-@dataclass(frozen=True, slots=True)
-class NewMemory:
+class NewMemory(NamedTuple):
     """A memory to insert under a key the user does not have, or in place of `replacing`, an expired memory under
     the key (a new id, so that counts buffered for the old one never reach it)."""
 
@@ -66,8 +64,7 @@ class NewMemory:
         return self.entry.memory_type != MemoryType.critical
 
 
-@dataclass(frozen=True, slots=True)
-class MemoryChange:
+class MemoryChange(NamedTuple):
     """A store over the live memory `previous`: the columns to write and its audit entry (the changed fields' old
     and new values)."""
 
@@ -85,10 +82,10 @@ class MemoryChange:
 
 
 StorePlan = Unchanged | NewMemory | MemoryChange
+"""Plans are NamedTuples: one is made per store, and a frozen dataclass costs four times as much to make."""
 
 
-@dataclass(frozen=True, slots=True)
-class Promotion:
+class Promotion(NamedTuple):
     """A memory read often enough moves to `target`; its expiry only ever lengthens."""
 
     entry: MemoryEntry
@@ -156,6 +153,7 @@ class MemoryPlanner:
             old_values=stored.model_dump(mode="json", include=set(changed)),
             new_values=after.model_dump(mode="json", include=set(changed)),
             context=context,
+            audit_id=new_id(),
         )
         return MemoryChange(stored, columns, audit)
 
@@ -199,6 +197,7 @@ class MemoryPlanner:
             old_values=None if replacing is None else replacing.model_dump(mode="json"),
             new_values=entry.model_dump(mode="json"),
             context=context,
+            audit_id=new_id(),
         )
         return NewMemory(entry, search_text(data.key, data.value), audit, replacing)
 
@@ -221,6 +220,7 @@ class MemoryPlanner:
             old_values=entry.model_dump(mode="json", include={"memory_type", "expires_at", "access_count"}),
             new_values=promoted.model_dump(mode="json", include={"memory_type", "expires_at"}),
             context=context,
+            audit_id=new_id(),
         )
         return Promotion(entry, rule.target, expiry, now, audit)
 
@@ -252,7 +252,9 @@ def removal_audit(
         user_id=entry.user_id,
         timestamp=now,
         old_values=entry.model_dump(mode="json"),
+        new_values=None,
         context=context,
+        audit_id=new_id(),
     )
 
 
@@ -270,5 +272,7 @@ def purge_audit(
             "memory_ids": [str(memory_id) for memory_id, _key in purged],
             "keys": [key for _memory_id, key in purged],
         },
+        new_values=None,
         context=context,
+        audit_id=new_id(),
     )
