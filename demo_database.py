@@ -9,9 +9,11 @@ import asyncio
 
 from stratus_db import StratusPostgreSQLIntegration
 from stratus_db.demo import run_demo
+from stratus_db.logging import configure_json
 
 
 async def main() -> None:
+    configure_json("WARNING")  # the library's failures and slow calls, as JSON lines on standard error
     async with StratusPostgreSQLIntegration() as db:
         await run_demo(db)
 

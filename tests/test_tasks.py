@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import io
-import json
+import logging
+
+import pytest
 
 from stratus_db.kit.tasks import start_background
-from stratus_db.logging import make_logger
+from stratus_db.logging import LOGGER_NAME, get_logger
 
 
 async def _fails() -> None:
@@ -15,30 +16,33 @@ async def _fails() -> None:
     raise ValueError("um defeito")
 
 
-async def test_a_failed_background_task_is_logged_with_its_traceback() -> None:
-    stream = io.StringIO()
-    task = start_background(_fails(), log=make_logger(stream=stream), what="test.background")
-    await asyncio.wait({task})
-    await asyncio.sleep(0)  # the done callback runs on the next turn
+async def test_a_failed_background_task_is_logged_with_its_traceback(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.WARNING, logger=LOGGER_NAME):
+        task = start_background(_fails(), log=get_logger(), what="test.background")
+        await asyncio.wait({task})
+        await asyncio.sleep(0)  # the done callback runs on the next turn
 
-    (line,) = [json.loads(text) for text in stream.getvalue().splitlines()]
-    assert (line["level"], line["message"], line["operation"]) == (
+    (record,) = [record for record in caplog.records if record.name == LOGGER_NAME]
+    assert (record.levelname, record.getMessage(), record.operation) == (  # type: ignore[attr-defined]
         "ERROR",
         "test.background failed unexpectedly",
         "test.background",
     )
-    assert "ValueError: um defeito" in line["exception"]
-    assert "_fails" in line["exception"], "the traceback names where it failed"
+    assert record.exc_info is not None
+    assert isinstance(record.exc_info[1], ValueError)
+    assert "_fails" in caplog.text, "the traceback names where it failed"
 
 
-async def test_a_cancelled_or_finished_background_task_logs_nothing() -> None:
-    stream = io.StringIO()
-    log = make_logger(stream=stream)
-    finished = start_background(asyncio.sleep(0, result=3), log=log, what="test.finished")
-    cancelled = start_background(asyncio.sleep(60), log=log, what="test.cancelled")
-    cancelled.cancel()
-    await asyncio.wait({finished, cancelled})
-    await asyncio.sleep(0)
+async def test_a_cancelled_or_finished_background_task_logs_nothing(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.DEBUG, logger=LOGGER_NAME):
+        log = get_logger()
+        finished = start_background(asyncio.sleep(0, result=3), log=log, what="test.finished")
+        cancelled = start_background(asyncio.sleep(60), log=log, what="test.cancelled")
+        cancelled.cancel()
+        await asyncio.wait({finished, cancelled})
+        await asyncio.sleep(0)
 
     assert await finished == 3
-    assert stream.getvalue() == ""
+    assert [record for record in caplog.records if record.name == LOGGER_NAME] == []

@@ -13,6 +13,7 @@ from stratus_db.config import load_settings
 from stratus_db.database import StratusPostgreSQLIntegration
 from stratus_db.demo import run_demo
 from stratus_db.errors import StratusError
+from stratus_db.logging import configure_json
 from stratus_db.memory.manager import MemoryManager
 
 app = typer.Typer(
@@ -26,7 +27,9 @@ def _run(action: Callable[[StratusPostgreSQLIntegration], Awaitable[T]]) -> T:
     """Run `action` on a database built from the environment; a StratusError becomes one line and exit code 1."""
 
     async def main() -> T:
-        async with StratusPostgreSQLIntegration(load_settings()) as db:
+        settings = load_settings()
+        configure_json(settings.LOG_LEVEL)  # a command is an application: it prints the library's lines
+        async with StratusPostgreSQLIntegration(settings) as db:
             return await action(db)
 
     try:

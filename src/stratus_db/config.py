@@ -75,6 +75,10 @@ class Settings(BaseSettings):
     """Unset: the embedded SQLite file `$STRATUS_DATA_DIR/stratus.db`."""
     STRATUS_DATA_DIR: Path = Path(".")
     LOG_LEVEL: LogLevel = LogLevel.INFO
+    """The level of the JSON lines that the CLI and the service print (`stratus_db.logging.configure_json`); a host
+    that configures logging itself decides the `stratus_db` logger's level."""
+    STRATUS_LOG_SLOW_OPERATION_MS: Annotated[float, Field(gt=0)] = 1000.0
+    """A call that takes longer logs a warning (every call logs a line only at DEBUG)."""
     ENVIRONMENT: Environment = Environment.development
 
     STRATUS_POOL_SIZE: Annotated[int, Field(ge=1, le=1000)] = 10

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -44,11 +45,13 @@ from stratus_db.kit.clock import utc_now
 from stratus_db.kit.failures import translate
 from stratus_db.kit.metrics import OperationMetrics
 from stratus_db.kit.validation import validate_input
-from stratus_db.logging import make_logger
+from stratus_db.logging import LOGGER_NAME, get_logger
 from stratus_db.security.principal import Principal
 
 T = TypeVar("T")
 E = TypeVar("E")
+_library_log = logging.getLogger(LOGGER_NAME)
+"""The standard logger behind `db.log`: its level says whether a healthy call's DEBUG line is worth building."""
 
 
 _REFUSED_SQLSTATES = frozenset({"28000", "28P01", "3D000"})
@@ -184,7 +187,8 @@ class StratusPostgreSQLIntegration:
         self._metrics = OperationMetrics()
         self._schema_ready = False
         self._schema_lock = asyncio.Lock()
-        self.log = make_logger(self.settings.LOG_LEVEL)
+        self.log = get_logger()
+        self._slow_operation_s = self.settings.STRATUS_LOG_SLOW_OPERATION_MS / 1000
         self._extensions: dict[str, Any] = {}
         self._closers: list[Callable[[], Awaitable[None]]] = []
         self._operations_in_flight = 0
@@ -361,15 +365,17 @@ class StratusPostgreSQLIntegration:
         return Operation(self, name, read_only)
 
     def _observe(self, name: str, read_only: bool, seconds: float, exc: BaseException | None) -> None:
-        """Every call's metrics; a warning for a call that raised, else a debug (read) or info (write) line."""
+        """Every call's metrics; a warning for a call that raised or was slow, else a line at DEBUG only."""
         self._metrics.observe(name, seconds, exc)
         if exc is not None:
             self.log.warning(
                 f"{name} failed", operation=name, error=type(exc).__name__, duration_ms=seconds * 1000
             )
-            return
-        log = self.log.debug if read_only else self.log.info
-        log(f"{name} succeeded", operation=name, duration_ms=seconds * 1000)
+        elif seconds > self._slow_operation_s:
+            self.log.warning(f"{name} was slow", operation=name, duration_ms=seconds * 1000)
+        elif _library_log.isEnabledFor(logging.DEBUG):
+            # Checked first: a healthy call's line is built only when someone reads it (a level check, not 60 µs).
+            self.log.debug(f"{name} succeeded", operation=name, duration_ms=seconds * 1000)
 
     async def _run_with_retries(self, name: str, attempt: Callable[[], Awaitable[T]]) -> T:
         """`attempt()` until it succeeds, fails for good, or STRATUS_RETRY_ATTEMPTS are spent."""
@@ -381,6 +387,13 @@ class StratusPostgreSQLIntegration:
                 if not exc.retryable or number == attempts:
                     raise
                 self._metrics.retried(name)
+                self.log.warning(
+                    f"{name} retried",
+                    operation=name,
+                    attempt=number,
+                    error=type(exc).__name__,
+                    reason=exc.message,
+                )
                 # Exponential backoff with jitter, so that colliding transactions do not collide again.
                 await asyncio.sleep(
                     self.settings.STRATUS_RETRY_BACKOFF_S * 2 ** (number - 1) * random.uniform(0.5, 1.5)

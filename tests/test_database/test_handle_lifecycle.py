@@ -4,8 +4,7 @@ nothing translated still leaves the library as a StratusError, with its tracebac
 from __future__ import annotations
 
 import asyncio
-import io
-import json
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
@@ -19,8 +18,7 @@ from stratus_db import (
     UnexpectedError,
     UserManager,
 )
-from stratus_db.config import LogLevel
-from stratus_db.logging import make_logger
+from stratus_db.logging import LOGGER_NAME
 from tests.fixtures.databases import handles_on
 from tests.fixtures.factories import count_rows, create_user
 
@@ -66,22 +64,27 @@ async def test_a_closed_handle_refuses_every_call_and_opens_no_connection(
 
 
 async def test_an_error_nothing_translated_is_an_unexpected_error_with_its_traceback_logged(
-    db: Database, monkeypatch: pytest.MonkeyPatch
+    db: Database, caplog: pytest.LogCaptureFixture
 ) -> None:
-    stream = io.StringIO()
-    monkeypatch.setattr(db, "log", make_logger(LogLevel.WARNING, stream))
-
     async def defective_call() -> None:
         async with db.operation("test.defect"):
             nothing: dict[str, int] = {}
             nothing["key"]  # the defect under test
 
-    with pytest.raises(UnexpectedError, match=r"test\.defect failed unexpectedly \(KeyError\)") as raised:
+    with (
+        caplog.at_level(logging.WARNING, logger=LOGGER_NAME),
+        pytest.raises(UnexpectedError, match=r"test\.defect failed unexpectedly \(KeyError\)") as raised,
+    ):
         await defective_call()
     assert isinstance(raised.value.__cause__, KeyError)
-    (line,) = [json.loads(text) for text in stream.getvalue().splitlines()[1:]]
-    assert line["message"] == "test.defect failed unexpectedly"
-    assert "KeyError: 'key'" in line["exception"]
+    records = [record for record in caplog.records if record.name == LOGGER_NAME]
+    assert [(record.levelname, record.getMessage()) for record in records] == [
+        ("WARNING", "test.defect failed"),
+        ("ERROR", "test.defect failed unexpectedly"),
+    ]
+    error = records[1]
+    assert error.exc_info is not None, "with its traceback"
+    assert isinstance(error.exc_info[1], KeyError)
     assert db.metrics()["operations"]["test.defect"]["errors"] == 1
 
 

@@ -9,7 +9,7 @@ import asyncpg
 from sqlalchemy.engine import make_url
 
 from stratus_db.kit.notify import PostgresNotifier
-from stratus_db.logging import make_logger
+from stratus_db.logging import get_logger
 
 CHANNEL = "stratus_test_heartbeat"
 PATIENCE_S = 30
@@ -76,7 +76,7 @@ async def test_a_silently_dropped_listen_connection_reports_a_gap_and_listens_ag
     notifier = PostgresNotifier(
         url.set(host="127.0.0.1", port=proxy.port),
         CHANNEL,
-        log=make_logger(),
+        log=get_logger(),
         heartbeat_s=0.2,
         heartbeat_timeout_s=1.0,
     )
@@ -117,7 +117,7 @@ async def test_a_silently_dropped_listen_connection_reports_a_gap_and_listens_ag
 async def test_a_healthy_connection_survives_its_heartbeats(postgres_url: str) -> None:
     heartbeat_s = 0.05
     notifier = PostgresNotifier(
-        make_url(postgres_url), CHANNEL, log=make_logger(), heartbeat_s=heartbeat_s, heartbeat_timeout_s=5
+        make_url(postgres_url), CHANNEL, log=get_logger(), heartbeat_s=heartbeat_s, heartbeat_timeout_s=5
     )
     gaps: list[int] = []
     try:

@@ -17,9 +17,9 @@ import asyncpg
 from sqlalchemy import event, func, select
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncConnection
-from structlog.typing import FilteringBoundLogger
 
 from stratus_db.kit.tasks import start_background
+from stratus_db.logging import Logger
 
 MAX_PAYLOAD_BYTES = 7900
 """PostgreSQL refuses NOTIFY payloads of 8000 bytes or more."""
@@ -57,7 +57,7 @@ class PostgresNotifier:
         url: URL,
         channel: str,
         *,
-        log: FilteringBoundLogger,
+        log: Logger,
         heartbeat_s: float = 5.0,
         heartbeat_timeout_s: float = 2.0,
     ) -> None:

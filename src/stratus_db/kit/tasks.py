@@ -7,14 +7,12 @@ from collections.abc import Coroutine
 from functools import partial
 from typing import Any, TypeVar
 
-from structlog.typing import FilteringBoundLogger
+from stratus_db.logging import Logger
 
 T = TypeVar("T")
 
 
-def start_background(
-    coroutine: Coroutine[Any, Any, T], *, log: FilteringBoundLogger, what: str
-) -> asyncio.Task[T]:
+def start_background(coroutine: Coroutine[Any, Any, T], *, log: Logger, what: str) -> asyncio.Task[T]:
     """Run `coroutine` as a task of its own. An exception it ends with is logged at ERROR with its traceback, under
     `what`: asyncio would otherwise report it only when the task is garbage-collected, if ever."""
     task = asyncio.get_running_loop().create_task(coroutine)
@@ -22,7 +20,7 @@ def start_background(
     return task
 
 
-def _report_failure(log: FilteringBoundLogger, what: str, task: asyncio.Task[Any]) -> None:
+def _report_failure(log: Logger, what: str, task: asyncio.Task[Any]) -> None:
     if task.cancelled():
         return
     error = task.exception()
