@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install demo test lint typecheck pytest bench bench-install bench-memory bench-conversations lock clean
+.PHONY: install demo test lint typecheck pytest bench bench-install bench-memory bench-conversations bench-logging lock clean
 
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -29,9 +29,9 @@ pytest: install
 test: lint typecheck pytest
 
 # Benchmarks against a local PostgreSQL (not part of `make test`); results go to docs/benchmarks.md.
-# `make bench` runs every script; `make bench-memory` or `make bench-conversations` one of them. Flags go in
+# `make bench` runs every script; `make bench-memory`, `make bench-conversations` or `make bench-logging` one of them. Flags go in
 # BENCH_ARGS, e.g. `make bench-conversations BENCH_ARGS=--no-write`.
-bench: bench-memory bench-conversations
+bench: bench-memory bench-conversations bench-logging
 
 bench-install: install
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c requirements.lock -e ".[dev,bench]"
@@ -41,6 +41,9 @@ bench-memory: bench-install
 
 bench-conversations: bench-install
 	$(BIN)/python bench/conversations.py $(BENCH_ARGS)
+
+bench-logging: bench-install
+	$(BIN)/python bench/logging_cost.py
 
 # Re-pin every dependency after changing pyproject.toml.
 lock: install

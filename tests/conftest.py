@@ -1,15 +1,28 @@
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
 from stratus_db import AuditManager, ConversationManager, Database, MemoryManager, UserManager
+from stratus_db.logging import LOGGER_NAME
 from tests.fixtures.chat_completions import ChatCompletionsStub, chat_completions_stub
 from tests.fixtures.clock import ManualClock
 from tests.fixtures.databases import empty_all_tables, settings_for, sqlite_url, throwaway_postgres_database
 
 BACKENDS = ["sqlite", "postgresql"]
+
+
+@pytest.fixture(autouse=True)
+def _library_logger_as_found() -> Iterator[None]:
+    """The `stratus_db` logger's handlers and level as each test found them: a CLI command configures JSON lines
+    for its process, which a test runs in the test process."""
+    library = logging.getLogger(LOGGER_NAME)
+    handlers, level = list(library.handlers), library.level
+    yield
+    library.handlers[:] = handlers
+    library.setLevel(level)
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -32,14 +31,9 @@ SPEC_FIELDS = [
 
 
 @pytest.fixture
-def json_stream() -> Iterator[io.StringIO]:
-    """Where `configure_json` writes in a test; the `stratus_db` logger is left as it was found afterwards."""
-    stream = io.StringIO()
-    library = logging.getLogger(LOGGER_NAME)
-    handlers, level = list(library.handlers), library.level
-    yield stream
-    library.handlers[:] = handlers
-    library.setLevel(level)
+def json_stream() -> io.StringIO:
+    """Where `configure_json` writes in a test (conftest.py restores the `stratus_db` logger afterwards)."""
+    return io.StringIO()
 
 
 def _lines(stream: io.StringIO) -> list[dict[str, Any]]:
