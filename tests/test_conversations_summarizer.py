@@ -14,17 +14,18 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
+from stratus_db.config import Settings
 from stratus_db.conversations.summarizer import (
     ExtractiveSummarizer,
     OpenAISummarizer,
     SummaryInput,
     extractive_summary,
     split_sentences,
-    summarizer_from_environment,
+    summarizer_for,
     trim_to_budget,
 )
-from stratus_db.conversations.tokens import estimate_tokens
 from stratus_db.errors import ConfigurationError, SummarizerUnavailableError, ValidationError
+from stratus_db.kit.tokens import estimate_tokens
 from tests.fixtures.chat_completions import ChatCompletionsStub, Reply
 
 CORPUS = Path(__file__).resolve().parents[1] / "bench" / "data" / "conversas-aviacao.jsonl"
@@ -152,7 +153,10 @@ class TestExtractiveBudget:
 
     def test_the_tiniest_budget_still_says_something(self) -> None:
         summary = summarize([user(1, "Qual o METAR de SBGR agora?")], 1)
-        assert summary == "Qual…"
+        assert summary.endswith("…")
+        assert len(summary) > 1
+        assert "Qual o METAR de SBGR agora?".startswith(summary.removesuffix("…"))
+        assert estimate_tokens(summary) <= 1
 
     def test_never_cuts_a_sentence_when_a_whole_one_fits(self) -> None:
         messages = conversation("conv-03")
@@ -334,19 +338,20 @@ class TestExtractiveHostileInput:
 class TestTrimToBudget:
     def test_keeps_leading_whole_sentences(self) -> None:
         text = "Usuário pediu o METAR de SBGR. Agente explicou o vento. Depois falaram de combustível."
-        assert trim_to_budget(text, 18) == "Usuário pediu o METAR de SBGR. Agente explicou o vento."
+        kept = "Usuário pediu o METAR de SBGR. Agente explicou o vento."
+        assert trim_to_budget(text, estimate_tokens(kept)) == kept
 
     def test_keeps_lines_and_speaker_prefixes(self) -> None:
         text = (
             "Usuário: Quer ir a SBRP.\nAgente meteorologia: TAF prevê BR. Sugeriu sair às 10h.\nSistema: fim."
         )
-        assert trim_to_budget(text, 20) == "Usuário: Quer ir a SBRP.\nAgente meteorologia: TAF prevê BR."
+        kept = "Usuário: Quer ir a SBRP.\nAgente meteorologia: TAF prevê BR."
+        assert trim_to_budget(text, estimate_tokens(kept)) == kept
 
     def test_cuts_the_first_sentence_only_when_nothing_whole_fits(self) -> None:
-        assert (
-            trim_to_budget("Usuário: Preciso planejar uma navegação longa até SBPA.", 5)
-            == "Usuário: Preciso…"
-        )
+        cut = "Usuário: Preciso…"
+        text = "Usuário: Preciso planejar uma navegação longa até SBPA."
+        assert trim_to_budget(text, estimate_tokens(cut)) == cut
 
     @pytest.mark.parametrize("max_tokens", range(1, 30))
     def test_never_exceeds_the_budget(self, max_tokens: int) -> None:
@@ -532,28 +537,28 @@ class TestOpenAIFailures:
             OpenAISummarizer(**arguments)  # type: ignore[arg-type]
 
 
-class TestFromEnvironment:
-    def test_without_a_key_the_extractive_summarizer(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        assert isinstance(summarizer_from_environment({}), ExtractiveSummarizer)
-        assert isinstance(summarizer_from_environment({"OPENAI_API_KEY": "  "}), ExtractiveSummarizer)
-        monkeypatch.delenv("OPENAI_API_KEY", raising=False)
-        assert isinstance(summarizer_from_environment(), ExtractiveSummarizer)
+class TestFromSettings:
+    def test_the_extractive_summarizer_whatever_keys_are_set(self) -> None:
+        assert isinstance(summarizer_for(Settings()), ExtractiveSummarizer)
+        keyed = Settings(OPENAI_API_KEY="sk-dos-agentes")  # type: ignore[arg-type]
+        assert isinstance(summarizer_for(keyed), ExtractiveSummarizer)
 
-    async def test_reads_the_process_environment_by_default(
-        self, stub: ChatCompletionsStub, monkeypatch: pytest.MonkeyPatch
-    ) -> None:
-        monkeypatch.setenv("OPENAI_API_KEY", "sk-process")
-        monkeypatch.setenv("OPENAI_BASE_URL", stub.base_url)
-        summarizer = summarizer_from_environment()
-        assert isinstance(summarizer, OpenAISummarizer)
-        assert summarizer.base_url.rstrip("/") == stub.base_url
-        await summarizer.close()
+    def test_openai_only_when_chosen_and_only_with_a_key(self) -> None:
+        with pytest.raises(ConfigurationError, match="needs OPENAI_API_KEY"):
+            summarizer_for(Settings(STRATUS_SUMMARIZER="openai"))
+        with pytest.raises(ConfigurationError, match="needs OPENAI_API_KEY"):
+            summarizer_for(Settings(STRATUS_SUMMARIZER="openai", OPENAI_API_KEY="  "))  # type: ignore[arg-type]
 
-    async def test_with_a_key_the_openai_summarizer_at_the_configured_url(
+    async def test_when_chosen_the_openai_summarizer_at_the_configured_url(
         self, stub: ChatCompletionsStub
     ) -> None:
-        summarizer = summarizer_from_environment(
-            {"OPENAI_API_KEY": "sk-env", "OPENAI_BASE_URL": stub.base_url}, model="gpt-4.1-mini"
+        summarizer = summarizer_for(
+            Settings(
+                STRATUS_SUMMARIZER="openai",
+                OPENAI_API_KEY="sk-env",  # type: ignore[arg-type]
+                OPENAI_BASE_URL=stub.base_url,
+                STRATUS_SUMMARY_MODEL="gpt-4.1-mini",
+            )
         )
         assert isinstance(summarizer, OpenAISummarizer)
         try:

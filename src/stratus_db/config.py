@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic import ValidationError as PydanticValidationError
@@ -120,8 +120,12 @@ class Settings(BaseSettings):
     """Messages the automatic compression leaves in the context window."""
     STRATUS_SUMMARY_MAX_TOKENS: Annotated[int, Field(ge=16, le=100_000)] = 600
     """Largest summary compress_history writes."""
+    STRATUS_SUMMARIZER: Literal["extractive", "openai"] = "extractive"
+    """Which summarizer folds older messages: the offline extractive one, whatever keys are set, unless "openai" is
+    chosen here (conversation text then goes to OpenAI, or to OPENAI_BASE_URL: an explicit choice, never implied by
+    OPENAI_API_KEY, which the agents may set for themselves)."""
     STRATUS_SUMMARY_MODEL: str = "gpt-4o-mini"
-    """Chat model of the OpenAI summarizer (used when OPENAI_API_KEY is set; otherwise the offline extractive one)."""
+    """Chat model of the OpenAI summarizer (STRATUS_SUMMARIZER=openai)."""
     STRATUS_SUMMARY_TIMEOUT_S: Annotated[float, Field(gt=0, le=600)] = 30.0
     """Per request to the OpenAI summarizer, which retries twice (timeouts, 429, 5xx) before giving up."""
     OPENAI_API_KEY: SecretStr | None = None

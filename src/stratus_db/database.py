@@ -12,7 +12,7 @@ from datetime import datetime
 from functools import partial
 from pathlib import Path
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy import event, text
@@ -44,9 +44,13 @@ from stratus_db.kit.backends import READ_ONLY_OPTION, backend_for
 from stratus_db.kit.clock import utc_now
 from stratus_db.kit.failures import translate
 from stratus_db.kit.metrics import OperationMetrics
+from stratus_db.kit.tokens import TokenCounter, estimate_tokens
 from stratus_db.kit.validation import validate_input
 from stratus_db.logging import LOGGER_NAME, get_logger
 from stratus_db.security.principal import Principal
+
+if TYPE_CHECKING:
+    from stratus_db.conversations.summarizer import Summarizer
 
 T = TypeVar("T")
 E = TypeVar("E")
@@ -166,14 +170,38 @@ class StratusPostgreSQLIntegration:
     Args:
         settings: the configuration; read from the environment when omitted.
         clock: where "now" comes from (expiry, timestamps); tests pass a controllable one.
+        summarizer: what folds older messages into a conversation's summary (any object with the `Summarizer`
+            protocol's `summarize`); by default the one STRATUS_SUMMARIZER names (the offline extractive one).
+        token_counter: how many tokens a text costs the host's model (`str -> int`), used for messages appended
+            without `tokens_used`, summaries in a context window and the summary's budget; by default the offline
+            estimate (kit/tokens.py), or `TiktokenCounter()` with the `[tiktoken]` extra.
 
     Raises:
-        ConfigurationError: a setting (DATABASE_URL…) is malformed.
+        ConfigurationError: a setting (DATABASE_URL…) is malformed, or `token_counter` is not callable.
     """
 
-    def __init__(self, settings: Settings | None = None, *, clock: Callable[[], datetime] = utc_now) -> None:
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        clock: Callable[[], datetime] = utc_now,
+        summarizer: Summarizer | None = None,
+        token_counter: TokenCounter | None = None,
+    ) -> None:
         self.settings = settings if settings is not None else load_settings()
         self.clock = clock
+        if token_counter is not None and not callable(token_counter):
+            raise ConfigurationError(
+                f"token_counter must be a callable from text to a number of tokens, got {type(token_counter).__name__}"
+            )
+        if summarizer is not None and not callable(getattr(summarizer, "summarize", None)):
+            raise ConfigurationError(
+                f"summarizer must have an async summarize(messages, *, previous_summary, max_tokens) method, got "
+                f"{type(summarizer).__name__}"
+            )
+        self.summarizer = summarizer
+        """The host's summarizer, or None for the configured one (conversations/history.py)."""
+        self.count_tokens: TokenCounter = estimate_tokens if token_counter is None else token_counter
         url = self.settings.database_url
         self._backend = backend_for(url)
         self._where = self._backend.describe(url)

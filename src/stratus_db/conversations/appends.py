@@ -66,7 +66,7 @@ class MessageAppends(HistoryCompressor):
             message_type: user_input, agent_response or system.
             agent_name: the agent that answered (letters, digits, `_ . -`), for agent responses.
             metadata: a JSON object.
-            tokens_used: when None, estimated as round(len(content) / 3.5) (conversations/tokens.py).
+            tokens_used: when None, counted by the handle's token counter (by default the offline estimate, kit/tokens.py).
             response_time: seconds the agent took.
             message_id: the message's id (by default a new UUIDv7); see above.
             tx: a transaction from `db.transaction()` to join.
@@ -95,7 +95,12 @@ class MessageAppends(HistoryCompressor):
                 },
             )
             message = plan_message(
-                data, data.conversation_id, data.user_id, self._db.clock(), data.message_id
+                data,
+                data.conversation_id,
+                data.user_id,
+                self._db.clock(),
+                self._db.count_tokens,
+                data.message_id,
             )
             audit = message_audit(message, audit_context())
 
@@ -155,7 +160,8 @@ class MessageAppends(HistoryCompressor):
             )
             now = self._db.clock()
             planned = [
-                plan_message(item, batch.conversation_id, batch.user_id, now) for item in batch.messages
+                plan_message(item, batch.conversation_id, batch.user_id, now, self._db.count_tokens)
+                for item in batch.messages
             ]
             context = audit_context()
 
@@ -225,7 +231,13 @@ class MessageAppends(HistoryCompressor):
                         )
                     previous = item.created_at
                 planned.append(
-                    plan_message(item, batch.conversation_id, batch.user_id, item.created_at or now)
+                    plan_message(
+                        item,
+                        batch.conversation_id,
+                        batch.user_id,
+                        item.created_at or now,
+                        self._db.count_tokens,
+                    )
                 )
             tokens = sum(message.tokens_used for message in planned)
 

@@ -19,7 +19,7 @@ from stratus_db.conversations.schemas import (
     CompressionResult,
     Conversation,
 )
-from stratus_db.conversations.summarizer import Summarizer, SummaryInput, trim_to_budget
+from stratus_db.conversations.summarizer import Summarizer, SummaryInput, within_budget
 from stratus_db.errors import SummarizerUnavailableError, ValidationError
 from stratus_db.kit.validation import (
     parse_uuid,
@@ -113,7 +113,7 @@ class HistoryCompressor(ConversationLifecycle):
                         key, after_seq=None, before_seq=current.message_count + 1, limit=max(keep, 1)
                     )
                     weights = [message.tokens_used for message in reversed(newest)][:keep]
-                    kept = window.fit(None, weights, keep_tokens)[1]
+                    kept = window.fit(None, weights, keep_tokens, self._db.count_tokens)[1]
                 through = current.message_count - kept
                 if through <= current.summarized_through_seq:
                     return current, []
@@ -127,7 +127,7 @@ class HistoryCompressor(ConversationLifecycle):
                     conversation_id=key,
                     folded_messages=0,
                     summarized_through_seq=before.summarized_through_seq,
-                    summary_tokens=window.summary_tokens(before.summary),
+                    summary_tokens=window.summary_tokens(before.summary, self._db.count_tokens),
                 )
             messages = [message_of(stored) for stored in folded]
             summary = await (summarizer or self._history.summarizer).summarize(
@@ -155,7 +155,7 @@ class HistoryCompressor(ConversationLifecycle):
                         conversation_id=key,
                         folded_messages=0,
                         summarized_through_seq=current.summarized_through_seq,
-                        summary_tokens=window.summary_tokens(current.summary),
+                        summary_tokens=window.summary_tokens(current.summary, self._db.count_tokens),
                     )
                 await repository.set_summary(
                     key,
@@ -168,7 +168,7 @@ class HistoryCompressor(ConversationLifecycle):
                     conversation_id=key,
                     folded_messages=len(messages),
                     summarized_through_seq=through,
-                    summary_tokens=window.summary_tokens(summary),
+                    summary_tokens=window.summary_tokens(summary, self._db.count_tokens),
                 )
                 await self._audit.record(
                     conn,
@@ -197,4 +197,4 @@ class HistoryCompressor(ConversationLifecycle):
                 f"the summarizer returned text that cannot be stored ({exc}); nothing was written",
                 retryable=False,
             ) from exc
-        return trim_to_budget(text, self._db.settings.STRATUS_SUMMARY_MAX_TOKENS)
+        return within_budget(text, self._db.settings.STRATUS_SUMMARY_MAX_TOKENS, self._db.count_tokens)

@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
-from stratus_db.conversations.summarizer import OpenAISummarizer, Summarizer, summarizer_from_environment
+from stratus_db.conversations.summarizer import OpenAISummarizer, Summarizer, summarizer_for
 from stratus_db.errors import StratusError
 from stratus_db.kit.tasks import start_background
 
@@ -25,16 +25,9 @@ class HistoryCompression:
 
     def __init__(self, db: StratusPostgreSQLIntegration) -> None:
         self._db = db
-        settings = db.settings
-        self.summarizer: Summarizer = summarizer_from_environment(
-            {
-                "OPENAI_API_KEY": settings.OPENAI_API_KEY.get_secret_value()
-                if settings.OPENAI_API_KEY
-                else "",
-                "OPENAI_BASE_URL": settings.OPENAI_BASE_URL or "",
-            },
-            model=settings.STRATUS_SUMMARY_MODEL,
-            timeout=settings.STRATUS_SUMMARY_TIMEOUT_S,
+        # The host's own summarizer, else the one STRATUS_SUMMARIZER names (never OpenAI unless chosen).
+        self.summarizer: Summarizer = (
+            db.summarizer if db.summarizer is not None else summarizer_for(db.settings)
         )
         self._running: dict[uuid.UUID, asyncio.Task[None]] = {}
         db.on_close(self.close)

@@ -14,8 +14,8 @@ from typing import Any, NamedTuple
 from stratus_db.audit.rows import AuditContext, AuditEntry
 from stratus_db.audit.schemas import AuditAction
 from stratus_db.conversations.schemas import Message, MessageInput
-from stratus_db.conversations.tokens import estimate_tokens
 from stratus_db.kit.ids import new_id
+from stratus_db.kit.tokens import TokenCounter
 from stratus_db.models import MessageType
 
 MESSAGES = "messages"
@@ -76,10 +76,11 @@ def plan_message(
     conversation_id: uuid.UUID,
     user_id: uuid.UUID,
     now: datetime,
+    count_tokens: TokenCounter,
     message_id: uuid.UUID | None = None,
 ) -> NewMessage:
     """The message `data` (validated) asks to append: a new UUIDv7 unless `message_id` is given, and its tokens
-    estimated from its text unless given (conversations/tokens.py)."""
+    counted by `count_tokens` unless given (the handle's counter: kit/tokens.py)."""
     return NewMessage(
         message_id=new_id() if message_id is None else message_id,
         conversation_id=conversation_id,
@@ -88,7 +89,7 @@ def plan_message(
         message_type=data.message_type,
         content=data.content,
         metadata=data.metadata,
-        tokens_used=data.tokens_used if data.tokens_used is not None else estimate_tokens(data.content),
+        tokens_used=data.tokens_used if data.tokens_used is not None else count_tokens(data.content),
         response_time=data.response_time,
         created_at=now,
     )

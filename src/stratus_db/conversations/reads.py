@@ -150,18 +150,20 @@ class ConversationReads(ConversationRoom):
         else:
             candidates = delta
         newest_first = [message.tokens_used for message in reversed(candidates)]
-        with_summary, taken = window.fit(summary, newest_first, max_tokens)
+        with_summary, taken = window.fit(summary, newest_first, max_tokens, self._db.count_tokens)
         if taken == len(candidates) < unsummarized:
             # Everything known fits, even the message that once marked the budget's edge: older ones might too.
             return None
         if cache:
             # What fits this budget, and the first message that does not (the edge a larger budget starts from).
-            kept = min(len(candidates), window.fit(None, newest_first, max_tokens)[1] + 1)
+            kept = min(
+                len(candidates), window.fit(None, newest_first, max_tokens, self._db.count_tokens)[1] + 1
+            )
             self._recent.put(
                 conversation_id, Tail(user_id, tuple(candidates[len(candidates) - kept :]), count)
             )
         chosen = candidates[len(candidates) - taken :]
-        summary_cost = window.summary_tokens(summary) if with_summary else 0
+        summary_cost = window.summary_tokens(summary, self._db.count_tokens) if with_summary else 0
         return ContextWindow(
             conversation_id=conversation_id,
             max_tokens=max_tokens,

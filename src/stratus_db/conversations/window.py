@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from stratus_db.conversations.tokens import estimate_tokens
+from stratus_db.kit.tokens import TokenCounter
 
 
 def message_tokens(tokens_used: int) -> int:
@@ -18,13 +18,16 @@ def message_tokens(tokens_used: int) -> int:
     return max(1, tokens_used)
 
 
-def summary_tokens(summary: str | None) -> int:
-    return 0 if not summary else estimate_tokens(summary)
+def summary_tokens(summary: str | None, count_tokens: TokenCounter) -> int:
+    return 0 if not summary else count_tokens(summary)
 
 
-def fit(summary: str | None, newest_first_tokens: Sequence[int], max_tokens: int) -> tuple[bool, int]:
-    """(whether the summary is included, how many of the newest messages are) within `max_tokens`."""
-    cost = summary_tokens(summary)
+def fit(
+    summary: str | None, newest_first_tokens: Sequence[int], max_tokens: int, count_tokens: TokenCounter
+) -> tuple[bool, int]:
+    """(whether the summary is included, how many of the newest messages are) within `max_tokens`, the summary
+    counted by `count_tokens`."""
+    cost = summary_tokens(summary, count_tokens)
     with_summary = 0 < cost <= max_tokens
     room = max_tokens - cost if with_summary else max_tokens
     taken = 0

@@ -20,7 +20,7 @@ from stratus_db import (
     ValidationError,
 )
 from stratus_db.conversations.summarizer import ExtractiveSummarizer, SummaryInput
-from stratus_db.errors import SummarizerUnavailableError
+from stratus_db.errors import ConfigurationError, SummarizerUnavailableError
 from tests.fixtures.chat_completions import ChatCompletionsStub, Reply
 from tests.fixtures.factories import count_rows, create_user
 
@@ -257,13 +257,54 @@ async def test_close_waits_for_background_compressions(db: Database, users: User
     assert stored.summarized_through_seq == 1
 
 
-async def test_with_an_openai_key_the_configured_server_summarizes(
+async def test_an_openai_key_alone_sends_nothing_to_openai(
+    db: Database, users: UserManager, stub: ChatCompletionsStub
+) -> None:
+    """The agents set OPENAI_API_KEY for themselves: that must not send conversation text to a third party. Automatic
+    compression summarizes offline unless STRATUS_SUMMARIZER=openai says otherwise."""
+    keyed = Database(
+        db.settings.model_copy(
+            update={
+                "OPENAI_API_KEY": SecretStr("sk-dos-agentes"),
+                "OPENAI_BASE_URL": stub.base_url,
+                "STRATUS_SUMMARY_THRESHOLD_TOKENS": 30,
+                "STRATUS_SUMMARY_KEEP_LAST": 1,
+            }
+        )
+    )
+    try:
+        conversations = ConversationManager(keyed)
+        user = await create_user(users)
+        conv = await conversations.create_conversation(user.user_id, "briefing")
+        for n in range(1, 5):
+            await conversations.add_message(
+                conv.conversation_id,
+                user.user_id,
+                f"Mensagem {n}: METAR SBGR e teto para VFR.",
+                tokens_used=10,
+            )
+        await conversations.wait_for_compressions()
+        stored = await conversations.get_conversation(conv.conversation_id, user.user_id)
+    finally:
+        await keyed.close()
+    assert stub.requests == []
+    assert stored is not None
+    assert stored.summarized_through_seq >= 2, "compressed, offline"
+    assert stored.summary is not None
+    assert "SBGR" in stored.summary
+
+
+async def test_when_openai_is_chosen_the_configured_server_summarizes(
     db: Database, users: UserManager, stub: ChatCompletionsStub
 ) -> None:
     stub.replies = [Reply(content="Piloto prepara navegação VFR com METAR de SBGR.")]
     remote = Database(
         db.settings.model_copy(
-            update={"OPENAI_API_KEY": SecretStr("sk-teste"), "OPENAI_BASE_URL": stub.base_url}
+            update={
+                "STRATUS_SUMMARIZER": "openai",
+                "OPENAI_API_KEY": SecretStr("sk-teste"),
+                "OPENAI_BASE_URL": stub.base_url,
+            }
         )
     )
     try:
@@ -280,6 +321,90 @@ async def test_with_an_openai_key_the_configured_server_summarizes(
     stored = await ConversationManager(db).get_conversation(conversation_id, user_id)
     assert stored is not None
     assert stored.summary == "Piloto prepara navegação VFR com METAR de SBGR."
+
+
+async def test_openai_chosen_without_a_key_is_a_configuration_error(db: Database, users: UserManager) -> None:
+    chosen = Database(db.settings.model_copy(update={"STRATUS_SUMMARIZER": "openai", "OPENAI_API_KEY": None}))
+    try:
+        with pytest.raises(ConfigurationError, match="STRATUS_SUMMARIZER=openai needs OPENAI_API_KEY"):
+            ConversationManager(chosen)
+    finally:
+        await chosen.close()
+
+
+def _words(text: str) -> int:
+    """A host's own token counter: one token a word."""
+    return len(text.split())
+
+
+async def test_the_hosts_summarizer_and_token_counter_are_used_by_compression_and_the_context(
+    db: Database, users: UserManager
+) -> None:
+    summarizer = RecordingSummarizer()
+    hosted = Database(
+        db.settings.model_copy(
+            update={"STRATUS_SUMMARY_THRESHOLD_TOKENS": 20, "STRATUS_SUMMARY_KEEP_LAST": 1}
+        ),
+        summarizer=summarizer,
+        token_counter=_words,
+    )
+    try:
+        conversations = ConversationManager(hosted)
+        user = await create_user(users)
+        conv = await conversations.create_conversation(user.user_id, "briefing")
+        appended = [
+            await conversations.add_message(
+                conv.conversation_id, user.user_id, f"pergunta número {n} sobre SBGR"
+            )
+            for n in range(1, 6)
+        ]
+        await conversations.wait_for_compressions()
+        stored = await conversations.get_conversation(conv.conversation_id, user.user_id)
+        assert stored is not None
+        context = await conversations.get_context(conv.conversation_id, user.user_id, 100)
+    finally:
+        await hosted.close()
+    assert [message.tokens_used for message in appended] == [5] * 5, "counted by the host's counter: 5 words"
+    assert summarizer.calls, "the automatic compression called the host's summarizer"
+    assert stored.summary is not None
+    assert stored.summary.startswith("resumo das mensagens 1")
+    assert context.summary == stored.summary
+    assert context.summary_tokens == _words(stored.summary), "the summary is counted by the host's counter"
+
+
+async def test_a_summary_is_trimmed_to_the_budget_by_the_hosts_counter(
+    db: Database, users: UserManager
+) -> None:
+    class Wordy:
+        async def summarize(
+            self, messages: Sequence[SummaryInput], *, previous_summary: str | None, max_tokens: int
+        ) -> str:
+            return " ".join(f"palavra{n}." for n in range(200))
+
+    def characters(text: str) -> int:  # much stricter than the offline estimate
+        return len(text)
+
+    hosted = Database(
+        db.settings.model_copy(update={"STRATUS_SUMMARY_MAX_TOKENS": 50}),
+        summarizer=Wordy(),
+        token_counter=characters,
+    )
+    try:
+        conversations = ConversationManager(hosted)
+        conversation_id, user_id = await _conversation(users, conversations, 3)
+        await conversations.compress_history(conversation_id, user_id, keep_last=1)
+        stored = await conversations.get_conversation(conversation_id, user_id)
+    finally:
+        await hosted.close()
+    assert stored is not None
+    assert stored.summary is not None
+    assert 0 < characters(stored.summary) <= 50
+
+
+@pytest.mark.parametrize("counter", [42, "len"])
+async def test_a_token_counter_that_cannot_count_is_refused(db: Database, counter: object) -> None:
+    with pytest.raises(ConfigurationError, match="token_counter must be a callable"):
+        Database(db.settings, token_counter=counter)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,7 @@ from sqlalchemy import update
 
 from stratus_db import ConversationManager, Database, NotFoundError, UserManager, ValidationError
 from stratus_db.conversations import window
-from stratus_db.conversations.tokens import estimate_tokens
+from stratus_db.kit.tokens import estimate_tokens
 from stratus_db.models import ConversationRow
 from tests.fixtures.factories import create_user
 
@@ -126,7 +126,7 @@ async def test_a_long_conversation_never_exceeds_the_budget(
     conversation_id, user_id = await _conversation(users, conversations, sizes)
     for budget in (1, 45, 46, 1000, 4321, sum(sizes), sum(sizes) + 1):
         context = await conversations.get_context(conversation_id, user_id, budget)
-        expected = window.fit(None, sizes[::-1], budget)[1]
+        expected = window.fit(None, sizes[::-1], budget, estimate_tokens)[1]
         assert len(context.messages) == expected
         assert context.total_tokens == sum(sizes[len(sizes) - expected :]) <= budget
         assert [m.seq for m in context.messages] == list(range(301 - expected, 301))
@@ -157,10 +157,10 @@ def test_fit_takes_the_longest_newest_run_within_the_budget(
     summary_tokens: int, sizes: list[int], budget: int
 ) -> None:
     summary = "x" * round(summary_tokens * 3.5) if summary_tokens else None
-    with_summary, taken = window.fit(summary, sizes, budget)
-    cost = window.summary_tokens(summary) if with_summary else 0
+    with_summary, taken = window.fit(summary, sizes, budget, estimate_tokens)
+    cost = window.summary_tokens(summary, estimate_tokens) if with_summary else 0
     used = cost + sum(max(1, size) for size in sizes[:taken])
     assert used <= budget
-    assert with_summary == (summary is not None and window.summary_tokens(summary) <= budget)
+    assert with_summary == (summary is not None and window.summary_tokens(summary, estimate_tokens) <= budget)
     if taken < len(sizes):
         assert used + max(1, sizes[taken]) > budget  # the next older message would not have fitted

@@ -16,6 +16,7 @@ from stratus_db import (
     UserManager,
     ValidationError,
 )
+from stratus_db.kit.tokens import estimate_tokens
 from stratus_db.models import ConversationRow, MessageRow
 from tests.fixtures.factories import count_rows, create_user
 
@@ -109,7 +110,7 @@ class TestAddMessage:
             response_time=1.5,
         )
         assert (first.seq, second.seq) == (1, 2)
-        assert first.tokens_used == round(len("Qual o METAR de SBGR?") / 3.5)
+        assert first.tokens_used == estimate_tokens("Qual o METAR de SBGR?")
         assert (second.agent_name, second.metadata, second.response_time) == (
             "meteorologia",
             {"fonte": "REDEMET"},

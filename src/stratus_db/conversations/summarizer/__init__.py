@@ -6,8 +6,10 @@ one summary within a token budget (as `estimate_tokens` counts). Two implementat
 - `ExtractiveSummarizer`, the offline default: deterministic, Portuguese-aware, it keeps the most informative whole
   sentences (aviation codes, numbers, the user's questions, the conversation's recurring terms) in their original
   order, each line prefixed by its speaker.
-- `OpenAISummarizer`, used when `OPENAI_API_KEY` is set: a Chat Completions call with a Portuguese prompt, its answer
-  trimmed to the budget by the same rules.
+- `OpenAISummarizer`, only when chosen (STRATUS_SUMMARIZER=openai, with OPENAI_API_KEY): a Chat Completions call
+  with a Portuguese prompt, its answer trimmed to the budget by the same rules.
+
+A host may pass any object with `summarize` to the database handle instead (`Database(summarizer=...)`).
 """
 
 from stratus_db.conversations.summarizer.extractive import ExtractiveSummarizer, extractive_summary
@@ -18,7 +20,7 @@ from stratus_db.conversations.summarizer.llm import (
     DEFAULT_TIMEOUT_SECONDS,
     SYSTEM_PROMPT,
     OpenAISummarizer,
-    summarizer_from_environment,
+    summarizer_for,
 )
 from stratus_db.conversations.summarizer.text import (
     MESSAGE_TYPES,
@@ -29,6 +31,7 @@ from stratus_db.conversations.summarizer.text import (
     split_sentences,
     trim_to_budget,
     truncate_on_word,
+    within_budget,
 )
 
 __all__ = [
@@ -46,7 +49,8 @@ __all__ = [
     "extractive_summary",
     "speaker_label",
     "split_sentences",
-    "summarizer_from_environment",
+    "summarizer_for",
     "trim_to_budget",
     "truncate_on_word",
+    "within_budget",
 ]

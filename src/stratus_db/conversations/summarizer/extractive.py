@@ -18,15 +18,16 @@ from stratus_db.conversations.summarizer.text import (
     SPACES,
     SPEAKER,
     SummaryInput,
+    budget_weight,
     check_budget,
     fits,
-    longest_fitting_length,
     plain_lines,
     speaker_label,
     split_sentences,
     truncate_line,
 )
 from stratus_db.kit.text import fold
+from stratus_db.kit.tokens import weighted_characters
 
 
 def _words(text: str) -> frozenset[str]:
@@ -211,15 +212,16 @@ def _render(lines: list[_Line], sentences: list[_Sentence], chosen: set[int] | N
 
 
 class _Selection:
-    """Greedy choice of sentences under a character budget, each term counted once (the first sentence that
+    """Greedy choice of sentences under a budget of weighted characters (kit/tokens.py: what the token estimate
+    divides, additive over sentences), each term counted once (the first sentence that
     mentions it covers it): what a chosen sentence already says adds nothing to another. Coverage only shrinks a
     sentence's gain, so a stale gain is an upper bound and the lazy re-evaluation below picks exactly what the
     plain greedy would."""
 
-    def __init__(self, lines: list[_Line], sentences: list[_Sentence], max_characters: int) -> None:
+    def __init__(self, lines: list[_Line], sentences: list[_Sentence], max_weight: float) -> None:
         self.lines = lines
         self.sentences = sentences
-        self.max_characters = max_characters
+        self.max_weight = max_weight
         # How many sentences mention a term: terms the conversation keeps returning to are what it is about.
         frequency: Counter[str] = Counter()
         for sentence in sentences:
@@ -228,8 +230,8 @@ class _Selection:
         self.covered: set[str] = set()
         self.chosen: set[int] = set()
         self.chosen_per_line = [0] * len(lines)
-        self.used = 0
-        self.previous_used = 0
+        self.used = 0.0
+        self.previous_used = 0.0
 
     def gain(self, index: int) -> float:
         sentence = self.sentences[index]
@@ -243,11 +245,12 @@ class _Selection:
     def priority(self, index: int) -> float:
         return self.gain(index) / math.pow(len(self.sentences[index].text) + 1, LENGTH_EXPONENT)
 
-    def cost(self, index: int) -> int:
+    def cost(self, index: int) -> float:
         sentence = self.sentences[index]
         if self.chosen_per_line[sentence.line]:
-            return 1 + len(sentence.text)
-        return len(self.lines[sentence.line].prefix) + len(sentence.text) + (1 if self.chosen else 0)
+            return 1 + weighted_characters(sentence.text)  # after a space
+        prefix = self.lines[sentence.line].prefix
+        return weighted_characters(prefix + sentence.text) + (1 if self.chosen else 0)  # after a newline
 
     def run(self, candidates: list[int], previous_limit: float) -> list[int]:
         """Choose among `candidates` while they fit; returns those left out only by `previous_limit`."""
@@ -263,7 +266,7 @@ class _Selection:
             if current == 0:
                 break  # the best remaining sentence says nothing new
             cost = self.cost(index)
-            if self.used + cost > self.max_characters:
+            if self.used + cost > self.max_weight:
                 continue
             sentence = self.sentences[index]
             if self.lines[sentence.line].previous:
@@ -287,15 +290,15 @@ def extractive_summary(
     everything = _render(lines, sentences)
     if fits(everything, max_tokens):
         return everything
-    selection = _Selection(lines, sentences, longest_fitting_length(max_tokens, len(everything)))
+    selection = _Selection(lines, sentences, budget_weight(max_tokens))
     has_new = any(not line.previous for line in lines)
-    previous_limit = PREVIOUS_SUMMARY_SHARE * selection.max_characters if has_new else math.inf
+    previous_limit = PREVIOUS_SUMMARY_SHARE * selection.max_weight if has_new else math.inf
     deferred = selection.run(list(range(len(sentences))), previous_limit)
     if deferred:
         selection.run(deferred, math.inf)
     chosen = selection.chosen
     summary = _render(lines, sentences, chosen)
-    # Only an estimator that is not a function of length could get here with too long a text.
+    # The weights add up to the estimate but for its rounding: a last check.
     while chosen and not fits(summary, max_tokens):
         chosen.remove(max(chosen))
         summary = _render(lines, sentences, chosen)

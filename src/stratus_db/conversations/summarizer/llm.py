@@ -3,12 +3,12 @@ prompt, its answer trimmed to the budget by the same rules as the extractive one
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from pydantic import SecretStr
 
+from stratus_db.config import Settings
 from stratus_db.conversations.summarizer.extractive import ExtractiveSummarizer, extractive_summary
 from stratus_db.conversations.summarizer.text import (
     Summarizer,
@@ -19,8 +19,8 @@ from stratus_db.conversations.summarizer.text import (
     split_sentences,
     trim_to_budget,
 )
-from stratus_db.conversations.tokens import estimate_tokens
 from stratus_db.errors import ConfigurationError, SummarizerUnavailableError
+from stratus_db.kit.tokens import estimate_tokens
 
 if TYPE_CHECKING:
     import openai
@@ -203,34 +203,23 @@ def _drop_unfinished_sentence(text: str) -> str:
     return head.strip() or text
 
 
-def summarizer_from_environment(
-    environ: Mapping[str, str] | None = None,
-    *,
-    model: str = DEFAULT_OPENAI_MODEL,
-    timeout: float = DEFAULT_TIMEOUT_SECONDS,
-    max_retries: int = DEFAULT_MAX_RETRIES,
-) -> Summarizer:
-    """`OpenAISummarizer` when OPENAI_API_KEY is set (with OPENAI_BASE_URL if set), else `ExtractiveSummarizer`.
-
-    Meant for the CLI and the app factory, the only places that read the environment.
-
-    Args:
-        environ: the variables to read; None reads `os.environ`.
-        model: the chat model for the OpenAI summarizer.
-        timeout: seconds per request for the OpenAI summarizer.
-        max_retries: retries for the OpenAI summarizer.
+def summarizer_for(settings: Settings) -> Summarizer:
+    """The summarizer STRATUS_SUMMARIZER names: the offline `ExtractiveSummarizer` by default, whatever keys are set;
+    `OpenAISummarizer` only when "openai" is chosen explicitly (with OPENAI_API_KEY, and OPENAI_BASE_URL if set).
 
     Raises:
-        ConfigurationError: the OpenAI settings are out of range.
+        ConfigurationError: "openai" without OPENAI_API_KEY, or OpenAI settings out of range.
     """
-    variables = os.environ if environ is None else environ
-    api_key = variables.get("OPENAI_API_KEY", "").strip()
-    if not api_key:
+    if settings.STRATUS_SUMMARIZER != "openai":
         return ExtractiveSummarizer()
+    api_key = settings.OPENAI_API_KEY.get_secret_value().strip() if settings.OPENAI_API_KEY else ""
+    if not api_key:
+        raise ConfigurationError(
+            "STRATUS_SUMMARIZER=openai needs OPENAI_API_KEY; unset STRATUS_SUMMARIZER for the offline summarizer"
+        )
     return OpenAISummarizer(
         api_key,
-        model=model,
-        base_url=variables.get("OPENAI_BASE_URL", "").strip() or None,
-        timeout=timeout,
-        max_retries=max_retries,
+        model=settings.STRATUS_SUMMARY_MODEL,
+        base_url=(settings.OPENAI_BASE_URL or "").strip() or None,
+        timeout=settings.STRATUS_SUMMARY_TIMEOUT_S,
     )

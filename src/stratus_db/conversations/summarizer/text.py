@@ -10,9 +10,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from stratus_db.conversations.tokens import estimate_tokens
 from stratus_db.errors import ValidationError
 from stratus_db.kit.text import fold
+from stratus_db.kit.tokens import CHARACTERS_PER_TOKEN, TokenCounter, estimate_tokens, weighted_characters
 
 MESSAGE_TYPES = ("user_input", "agent_response", "system")
 
@@ -186,18 +186,6 @@ def fits(text: str, max_tokens: int) -> bool:
     return estimate_tokens(text) <= max_tokens
 
 
-def longest_fitting_length(max_tokens: int, upper: int) -> int:
-    """The most characters (at most `upper`) a text may have within `max_tokens`, by bisection on the estimator."""
-    low, high = 0, upper
-    while low < high:
-        middle = (low + high + 1) // 2
-        if fits(" " * middle, max_tokens):
-            low = middle
-        else:
-            high = middle - 1
-    return low
-
-
 def truncate_on_word(text: str, max_tokens: int) -> str:
     """`text` cut at the last word boundary that keeps it, plus "…", within `max_tokens`.
 
@@ -205,7 +193,15 @@ def truncate_on_word(text: str, max_tokens: int) -> str:
     """
     if fits(text, max_tokens):
         return text
-    room = longest_fitting_length(max_tokens, len(text)) - len("…")
+    # The longest prefix that fits with its "…": the estimate only grows with the prefix, so bisect.
+    low, high = 0, len(text)
+    while low < high:
+        middle = (low + high + 1) // 2
+        if fits(text[:middle] + "…", max_tokens):
+            low = middle
+        else:
+            high = middle - 1
+    room = low
     if room <= 0:
         return "…" if fits("…", max_tokens) else ""
     cut = text.rfind(" ", 0, room + 1)
@@ -214,9 +210,6 @@ def truncate_on_word(text: str, max_tokens: int) -> str:
         while cut > 0 and unicodedata.combining(text[cut]):
             cut -= 1
     head = text[:cut].rstrip(" ,;:–-")
-    # Only an estimator that is not a function of length could need this.
-    while head and not fits(head + "…", max_tokens):
-        head = head[:-1]
     return head + "…"
 
 
@@ -243,17 +236,19 @@ def trim_to_budget(text: str, max_tokens: int) -> str:
     result = "\n".join(lines)
     if fits(result, max_tokens):
         return result
-    max_characters = longest_fitting_length(max_tokens, len(result))
+    max_weight = budget_weight(max_tokens)
     kept: list[str] = []
-    used = 0
+    used = 0.0
     for line in lines:
         prefix_match = SPEAKER.match(line)
         prefix = prefix_match.group() if prefix_match else ""
         body: list[str] = []
-        line_length = len(prefix) + (1 if kept else 0)  # its prefix, and the newline before it
+        line_length = weighted_characters(prefix) + (
+            1 if kept else 0
+        )  # its prefix, and the newline before it
         for sentence in split_sentences(line[len(prefix) :]):
-            cost = len(sentence) + (1 if body else 0)
-            if used + line_length + cost > max_characters:
+            cost = weighted_characters(sentence) + (1 if body else 0)
+            if used + line_length + cost > max_weight:
                 if body:
                     kept.append(prefix + " ".join(body))
                 if kept:
@@ -268,11 +263,29 @@ def trim_to_budget(text: str, max_tokens: int) -> str:
 
 
 def _shorten_until_fits(lines: list[str], max_tokens: int) -> str:
-    # Only an estimator that is not a function of length could leave too long a text here.
+    # The weights add up to the estimate but for its rounding: a last check.
     while len(lines) > 1 and not fits("\n".join(lines), max_tokens):
         lines.pop()
     result = "\n".join(lines)
     return result if fits(result, max_tokens) else truncate_on_word(result, max_tokens)
+
+
+def within_budget(text: str, max_tokens: int, count_tokens: TokenCounter) -> str:
+    """`text` trimmed (`trim_to_budget`) until `count_tokens` — the host's counter, which need not count as the
+    offline estimate does — says it fits `max_tokens`; "" when not even a word does."""
+    budget = max_tokens
+    trimmed = trim_to_budget(text, budget)
+    while trimmed and count_tokens(trimmed) > max_tokens:
+        # Shrink the estimate's budget in proportion to the overrun, by at least one token each time.
+        budget = min(budget - 1, budget * max_tokens // max(count_tokens(trimmed), 1))
+        trimmed = trim_to_budget(text, budget) if budget >= 1 else ""
+    return trimmed
+
+
+def budget_weight(max_tokens: int) -> float:
+    """`max_tokens` in weighted characters (kit/tokens.py), which add up over the pieces of a text: what the
+    estimate rounds to `max_tokens` or less. A last `fits` check covers the rounding of a half."""
+    return (max_tokens + 0.5) * CHARACTERS_PER_TOKEN
 
 
 def check_budget(max_tokens: int) -> None:
