@@ -23,7 +23,7 @@ from sqlalchemy.pool import PoolProxiedConnection
 from sqlalchemy.util import greenlet_spawn
 
 from stratus_db import schema
-from stratus_db.config import Settings, load_settings
+from stratus_db.config import Settings, check_environment, load_settings
 from stratus_db.context import (
     RequestContext,
     begin_operation_trace,
@@ -168,11 +168,15 @@ class StratusPostgreSQLIntegration:
         clock: where "now" comes from (expiry, timestamps); tests pass a controllable one.
 
     Raises:
-        ConfigurationError: a setting (DATABASE_URL…) is malformed.
+        ConfigurationError: a setting (DATABASE_URL…) is malformed, or ENVIRONMENT=production without a PostgreSQL
+            DATABASE_URL; nothing is created (no SQLite file, no engine).
     """
 
     def __init__(self, settings: Settings | None = None, *, clock: Callable[[], datetime] = utc_now) -> None:
         self.settings = settings if settings is not None else load_settings()
+        # Before anything is created (the embedded file's directory, the engine): settings that skipped validation
+        # (model_copy, model_construct) must not reach production with the embedded file.
+        check_environment(self.settings)
         self.clock = clock
         url = self.settings.database_url
         self._backend = backend_for(url)
