@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
@@ -12,6 +13,10 @@ from tests.fixtures.clock import ManualClock
 from tests.fixtures.databases import empty_all_tables, settings_for, sqlite_url, throwaway_postgres_database
 
 BACKENDS = ["sqlite", "postgresql"]
+
+# No .env is read anywhere in the test session (this process, the CLI run in it, the processes it starts): a
+# developer's file must not change what a test sees. Tests of the .env file set STRATUS_ENV_FILE themselves.
+os.environ["STRATUS_ENV_FILE"] = ""
 
 
 @pytest.fixture(autouse=True)

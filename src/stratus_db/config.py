@@ -1,23 +1,43 @@
-"""Settings, read from the environment by the CLI and by `StratusPostgreSQLIntegration()` without arguments."""
+"""Settings, read from the environment (and a `.env` file) by the CLI and by `StratusPostgreSQLIntegration()` without
+arguments; `effective_settings` shows them with secrets masked."""
 
 from __future__ import annotations
 
+import json
+import os
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
+from urllib.parse import quote, urlsplit, urlunsplit
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic import ValidationError as PydanticValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    DotEnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
-from stratus_db.errors import ConfigurationError
+from stratus_db.errors import ConfigurationError, ValidationError
 from stratus_db.models.memory import MemoryType
 
 DEFAULT_SQLITE_FILE = "stratus.db"
 """File name of the embedded database, inside `STRATUS_DATA_DIR` (default: the working directory)."""
 
+ENV_FILE_VARIABLE = "STRATUS_ENV_FILE"
+"""Names the dotenv file Settings read (default `.env` in the working directory); empty: read no file."""
+DEFAULT_ENV_FILE = ".env"
+SECRET_MASK = "***"
+"""What effective_settings shows in place of a secret: SQLAlchemy's mask for a URL's password."""
+_SECRET_NAME_PARTS = frozenset({"KEY", "PASSWORD", "PASSWD", "SECRET", "TOKEN", "CREDENTIAL", "CREDENTIALS"})
+"""A setting whose name has one of these words (split on `_`) holds a secret: OPENAI_API_KEY, but not
+STRATUS_SUMMARY_MAX_TOKENS."""
+_SECRET_QUERY_PARAMETERS = frozenset(
+    {"password", "passwd", "sslpassword", "secret", "token", "api_key", "apikey"}
+)
 _POSTGRES_DRIVERS = {"postgresql", "postgres", "postgresql+asyncpg"}
 _SQLITE_DRIVERS = {"sqlite", "sqlite+aiosqlite"}
 
@@ -66,10 +86,39 @@ def normalize_database_url(raw: str) -> str:
     )
 
 
-class Settings(BaseSettings):
-    """Configuration of the data layer. Field names are the environment variables."""
+def env_file_path() -> Path | None:
+    """The dotenv file Settings read: `$STRATUS_ENV_FILE`, `.env` in the working directory when that is unset, or
+    none when it is empty (the test suite sets it empty: tests/conftest.py).
 
-    model_config = SettingsConfigDict(env_file=None, extra="ignore", frozen=True, case_sensitive=True)
+    Raises:
+        ConfigurationError: STRATUS_ENV_FILE names a file that does not exist (a missing `.env` is fine).
+    """
+    named = os.environ.get(ENV_FILE_VARIABLE)
+    if named is None:
+        return Path(DEFAULT_ENV_FILE)
+    if not named.strip():
+        return None
+    path = Path(named)
+    if not path.is_file():
+        raise ConfigurationError(
+            f"{ENV_FILE_VARIABLE} names {named!r}, which is not a file: name an existing dotenv file, "
+            "or set it empty to read none"
+        )
+    return path
+
+
+class Settings(BaseSettings):
+    """Configuration of the data layer. Field names are the environment variables.
+
+    Each setting comes from, first to last: an argument, the environment, the dotenv file (`.env` in the working
+    directory, if there is one, or the file `STRATUS_ENV_FILE` names; see `env_file_path`), the default. The test
+    suite reads no dotenv file: tests/conftest.py sets `STRATUS_ENV_FILE` empty, and tests build their Settings
+    explicitly (tests/fixtures/databases.py `settings_for`).
+
+    `ENVIRONMENT=production` requires a PostgreSQL `DATABASE_URL` (see `check_environment`).
+    """
+
+    model_config = SettingsConfigDict(extra="ignore", frozen=True, case_sensitive=True)
 
     DATABASE_URL: SecretStr | None = None
     """Unset: the embedded SQLite file `$STRATUS_DATA_DIR/stratus.db`."""
@@ -145,6 +194,28 @@ class Settings(BaseSettings):
         except ConfigurationError as exc:
             raise ValueError(exc.message) from None
 
+    @model_validator(mode="after")
+    def _fit_for_environment(self) -> Self:
+        try:
+            check_environment(self)
+        except ConfigurationError as exc:
+            raise ValueError(exc.message) from None
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The dotenv file is chosen when Settings are made, not when the class is defined, so that
+        # STRATUS_ENV_FILE (set by a deployment, or emptied by the test suite) always decides.
+        dotenv = DotEnvSettingsSource(settings_cls, env_file=env_file_path())
+        return init_settings, env_settings, dotenv, file_secret_settings
+
     @property
     def database_url(self) -> URL:
         """The effective URL: DATABASE_URL, or the embedded SQLite file."""
@@ -158,13 +229,44 @@ class Settings(BaseSettings):
         return self.database_url.get_backend_name() == "sqlite"
 
 
+_ACCEPTED_IN_PRODUCTION = (
+    "postgresql+asyncpg://user:password@host:5432/dbname (postgresql:// and postgres:// are accepted too; Cloud SQL "
+    "as postgresql+asyncpg://user:password@/dbname?host=/cloudsql/PROJECT:REGION:INSTANCE)"
+)
+
+
+def check_environment(settings: Settings) -> None:
+    """Refuse settings unfit for their ENVIRONMENT: production needs a PostgreSQL DATABASE_URL, never the embedded
+    SQLite file (one per container, lost on redeploy, invisible to every other instance).
+
+    Settings check this as they are made; StratusPostgreSQLIntegration checks again before it creates anything,
+    because `model_copy(update=...)` and `model_construct` skip validation.
+
+    Raises:
+        ConfigurationError: naming DATABASE_URL and what is accepted.
+    """
+    if Environment.production != settings.ENVIRONMENT:
+        return
+    if settings.DATABASE_URL is None:
+        raise ConfigurationError(
+            "DATABASE_URL is required when ENVIRONMENT=production (without it the data would go to an embedded "
+            f"SQLite file): set it to {_ACCEPTED_IN_PRODUCTION}"
+        )
+    if settings.is_embedded:
+        raise ConfigurationError(
+            "DATABASE_URL names a SQLite file, which ENVIRONMENT=production refuses: set it to "
+            f"{_ACCEPTED_IN_PRODUCTION}"
+        )
+
+
 def _describe(location: tuple[int | str, ...], message: str) -> str:
     variable = ".".join(str(part) for part in location)
     return message if message.startswith(variable) else f"{variable}: {message}"
 
 
 def load_settings(**overrides: Any) -> Settings:
-    """Read Settings from the environment; a bad variable becomes one ConfigurationError naming it."""
+    """Read Settings from the environment and the dotenv file (see Settings); a bad variable, or settings unfit for
+    ENVIRONMENT, become one ConfigurationError naming the variables."""
     try:
         return Settings(**overrides)
     except PydanticValidationError as exc:
@@ -172,3 +274,74 @@ def load_settings(**overrides: Any) -> Settings:
             _describe(error["loc"], error["msg"].removeprefix("Value error, ")) for error in exc.errors()
         )
         raise ConfigurationError(f"invalid configuration: {problems}") from None
+
+
+def effective_settings(settings: Settings) -> dict[str, str]:
+    """Every setting's effective value as text, secrets masked: for display (`stratus-db config`) and for logs.
+
+    DATABASE_URL is the URL in use (the embedded file's when unset) with its password, and any password or token
+    among its query parameters, shown as SECRET_MASK; so are a URL's password in any other setting, every SecretStr,
+    and every setting whose name says it holds a secret (`..._KEY`, `..._TOKEN`, `..._PASSWORD`, `..._SECRET`,
+    also in a subclass of Settings). An unset setting is the empty string. The other values are written as the
+    environment variable would be (enums by value, booleans `true`/`false`, sets as JSON lists, paths resolved),
+    so setting them gives the same Settings back.
+
+    Raises:
+        ValidationError: `settings` is not a Settings.
+    """
+    if not isinstance(settings, Settings):
+        raise ValidationError(
+            f"settings must be a stratus_db Settings (from load_settings() or Settings(...)), "
+            f"got {type(settings).__name__}"
+        )
+    shown = {name: _as_text(name, getattr(settings, name)) for name in type(settings).model_fields}
+    shown["DATABASE_URL"] = _masked_database_url(settings.database_url)
+    return shown
+
+
+def _holds_secret(name: str) -> bool:
+    return not _SECRET_NAME_PARTS.isdisjoint(name.upper().split("_"))
+
+
+def _as_text(name: str, value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, SecretStr) or _holds_secret(name):
+        return SECRET_MASK if _as_plain_text(value) else ""
+    if isinstance(value, str) and "://" in value:
+        return _masked_url_password(value)
+    return _as_plain_text(value)
+
+
+def _as_plain_text(value: object) -> str:
+    if isinstance(value, SecretStr):
+        return value.get_secret_value()
+    if isinstance(value, StrEnum):
+        return value.value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (set, frozenset)):
+        return json.dumps(sorted(str(_as_plain_text(item)) for item in value))
+    if isinstance(value, Path):
+        return str(value.resolve())
+    return str(value)
+
+
+def _masked_database_url(url: URL) -> str:
+    query = {
+        key: SECRET_MASK if key.lower() in _SECRET_QUERY_PARAMETERS else value
+        for key, value in url.query.items()
+    }
+    rendered = url.set(query=query).render_as_string(hide_password=True)
+    return rendered.replace(
+        f"={quote(SECRET_MASK, safe='')}", f"={SECRET_MASK}"
+    )  # the mask, not its URL escape
+
+
+def _masked_url_password(raw: str) -> str:
+    parts = urlsplit(raw)
+    if parts.password is None:
+        return raw
+    userinfo, _, host = parts.netloc.rpartition("@")
+    username = userinfo.partition(":")[0]
+    return urlunsplit(parts._replace(netloc=f"{username}:{SECRET_MASK}@{host}"))

@@ -23,7 +23,7 @@ from sqlalchemy.pool import PoolProxiedConnection
 from sqlalchemy.util import greenlet_spawn
 
 from stratus_db import schema
-from stratus_db.config import Settings, load_settings
+from stratus_db.config import Settings, check_environment, load_settings
 from stratus_db.context import (
     RequestContext,
     begin_operation_trace,
@@ -177,7 +177,8 @@ class StratusPostgreSQLIntegration:
             estimate (kit/tokens.py), or `TiktokenCounter()` with the `[tiktoken]` extra.
 
     Raises:
-        ConfigurationError: a setting (DATABASE_URL…) is malformed, or `token_counter` is not callable.
+        ConfigurationError: a setting (DATABASE_URL…) is malformed, ENVIRONMENT=production without a PostgreSQL
+            DATABASE_URL (nothing is created: no SQLite file, no engine), or `token_counter` is not callable.
     """
 
     def __init__(
@@ -189,6 +190,9 @@ class StratusPostgreSQLIntegration:
         token_counter: TokenCounter | None = None,
     ) -> None:
         self.settings = settings if settings is not None else load_settings()
+        # Before anything is created (the embedded file's directory, the engine): settings that skipped validation
+        # (model_copy, model_construct) must not reach production with the embedded file.
+        check_environment(self.settings)
         self.clock = clock
         if token_counter is not None and not callable(token_counter):
             raise ConfigurationError(

@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from stratus_db.config import load_settings
 from stratus_db.kit.types import UTCDateTime
 from stratus_db.models import Base
-from stratus_db.schema import include_name, include_object
+from stratus_db.schema import COMPARISON_OPTIONS
 
 
 def _render_item(type_: str, obj: Any, autogen_context: AutogenContext) -> str | Literal[False]:
@@ -27,10 +27,8 @@ def _run(connection: Connection) -> None:
     context.configure(
         connection=connection,
         target_metadata=Base.metadata,
-        compare_type=True,
         render_item=_render_item,
-        include_name=include_name,
-        include_object=include_object,
+        **COMPARISON_OPTIONS,
         render_as_batch=connection.dialect.name == "sqlite",
     )
     with context.begin_transaction():
