@@ -219,6 +219,28 @@ async def count_rows_at(url: str, table: str) -> int:
         await db.close()
 
 
+async def test_a_downgrade_a_migration_refuses_changes_nothing(database_url: str) -> None:
+    """Below 0003 packed (archived) message bodies could not be kept: revision 0003's downgrade refuses."""
+    db = Database(settings_for(database_url))
+    try:
+        user = await create_user(UserManager(db))
+        conversation = await ConversationManager(db).create_conversation(user.user_id, "Arquivada")
+        await ConversationManager(db).add_message(
+            conversation.conversation_id, user.user_id, "TAF SBGR " * 20
+        )
+        await ConversationManager(db).archive_conversation(conversation.conversation_id, user.user_id)
+    finally:
+        await db.close()
+    result = await invoke("db", "downgrade", "0002", "--yes")
+    assert result.exit_code == 1
+    assert result.stderr.startswith(
+        "error: the downgrade to 0002 was refused: unpack the archived conversations"
+    )
+    assert result.stderr.rstrip().endswith("nothing was changed")
+    assert await revision_of(database_url) == head_revision()
+    assert (await invoke("db", "check")).exit_code == 0
+
+
 async def test_downgrade_asks_first_and_a_no_changes_nothing(database_url: str) -> None:
     head = head_revision()
     refused = await invoke("db", "downgrade", previous_of(head), input="n\n")
