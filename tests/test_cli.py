@@ -522,6 +522,11 @@ async def test_import_messages_appends_to_an_existing_conversation(database_url:
         ),
         ('{"content": "a", "created_at": "ontem"}\n', "error: line 1: created_at must be an ISO 8601 time"),
         ('{"content": "a", "created_at": "2026-03-14T12:00:00"}\n', "error: line 1: invalid MessageImport"),
+        (
+            '{"content": "a", "created_at": "2026-03-14T12:00:00+00:00"}\n'
+            '{"content": "b", "created_at": "2026-03-14T11:59:59+00:00"}\n',
+            "error: line 2: created_at is earlier than the line before it",
+        ),
     ],
 )
 async def test_import_messages_refuses_bad_input_with_one_line_and_writes_nothing(

@@ -319,6 +319,7 @@ class _Conversation:
     title: str | None = None
     messages: list[dict[str, Any]] = field(default_factory=list)
     last_seq: int | None = None
+    last_created_at: datetime | None = None
 
 
 def _message_of(line: dict[str, Any], number: int) -> dict[str, Any]:
@@ -389,7 +390,17 @@ def _read_conversations(path: Path, *, into_one: bool) -> list[_Conversation]:
                 )
             conversation.last_seq = seq
         conversation.title = conversation.title or title
-        conversation.messages.append(_message_of(line, number))
+        message = _message_of(line, number)
+        created_at = message.get("created_at")
+        if isinstance(created_at, datetime):
+            # import_messages checks this within one call; the file is imported in several.
+            if conversation.last_created_at is not None and created_at < conversation.last_created_at:
+                raise ValidationError(
+                    f"line {number}: created_at is earlier than the line before it in conversation "
+                    f"{conversation.label!r}: import history in the order it was written"
+                )
+            conversation.last_created_at = created_at
+        conversation.messages.append(message)
     return list(conversations.values())
 
 
