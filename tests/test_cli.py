@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import asyncpg
 import pytest
-from typer.testing import CliRunner
+from sqlalchemy.engine import make_url
+from typer.testing import CliRunner, Result
 
-from stratus_db import Database, MemoryManager, UserManager
+from stratus_db import ConversationManager, Database, MemoryManager, Settings, UserManager, ValidationError
 from stratus_db.cli import app
+from stratus_db.revisions import revision_ids
 from stratus_db.schema import head_revision
+from tests.conftest import BACKENDS
 from tests.fixtures.databases import settings_for, sqlite_url, throwaway_postgres_database
 from tests.fixtures.factories import create_user
 
@@ -90,3 +96,494 @@ async def test_purge_expired_deletes_what_has_expired(
     assert result.exit_code == 0, result.output
     assert result.stdout.strip() == "purged 1 expired memories"
     assert runner.invoke(app, ["purge-expired", "--batch-size", "0"]).exit_code == 2
+
+
+# -- operator commands, on both backends --------------------------------------------------------------------------
+
+CORPUS = Path(__file__).resolve().parents[1] / "bench" / "data" / "conversas-aviacao.jsonl"
+
+
+async def invoke(*args: str, input: str | None = None) -> Result:
+    """Run a command in a worker thread: it runs its own event loop, away from the test's."""
+    return await asyncio.to_thread(runner.invoke, app, list(args), input=input)
+
+
+@pytest.fixture(params=BACKENDS)
+async def database_url(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> AsyncIterator[str]:
+    """A database of its own for each test, migrated to head, that the commands find in DATABASE_URL."""
+    if request.param == "postgresql":
+        async with throwaway_postgres_database() as url:
+            monkeypatch.setenv("DATABASE_URL", url)
+            yield url
+    else:
+        url = sqlite_url(tmp_path / "operator.db")
+        db = Database(settings_for(url))
+        await db.migrate()
+        await db.close()
+        monkeypatch.setenv("DATABASE_URL", url)
+        yield url
+
+
+async def revision_of(url: str) -> str | None:
+    db = Database(settings_for(url))
+    try:
+        return await db.schema_revision()
+    finally:
+        await db.close()
+
+
+def previous_of(revision: str) -> str:
+    ids = revision_ids()
+    return ids[ids.index(revision) + 1]
+
+
+async def test_db_current_history_and_check_at_head(database_url: str) -> None:
+    head = head_revision()
+    current = await invoke("db", "current")
+    assert current.exit_code == 0, current.output
+    assert current.stdout.strip() == f"{head} (head)"
+
+    history = await invoke("db", "history")
+    assert history.exit_code == 0, history.output
+    lines = history.stdout.splitlines()
+    assert len(lines) == len(revision_ids())
+    assert lines[0].startswith(f"{previous_of(head)} -> {head} (head) (current), ")
+    assert lines[-1].startswith("<base> -> 0001, ")
+    assert sum("(current)" in line for line in lines) == 1
+
+    check = await invoke("db", "check")
+    assert check.exit_code == 0, check.output
+    assert check.stdout.splitlines() == [f"revision {head} (head)", "the schema matches the models"]
+
+
+async def test_db_current_and_check_on_an_empty_database(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", sqlite_url(tmp_path / "empty.db"))
+    current = await invoke("db", "current")
+    assert current.exit_code == 0, current.output
+    assert current.stdout.startswith("none: the database is empty")
+    check = await invoke("db", "check")
+    assert check.exit_code == 1
+    assert "run `stratus-db migrate`" in check.stdout
+    assert await revision_of(sqlite_url(tmp_path / "empty.db")) is None, "neither command migrates"
+
+
+async def test_downgrade_keeps_the_rows_and_migrate_brings_the_schema_back(database_url: str) -> None:
+    """Down to 0002 rebuilds conversations and messages on SQLite: with foreign keys on, dropping the old
+    conversations table would have deleted every message."""
+    db = Database(settings_for(database_url))
+    try:
+        user = await create_user(UserManager(db))
+        conversation = await ConversationManager(db).create_conversation(user.user_id, "SBKP–SBRP")
+        await ConversationManager(db).add_message(conversation.conversation_id, user.user_id, "METAR SBKP?")
+    finally:
+        await db.close()
+
+    down = await invoke("db", "downgrade", "0002", "--yes")
+    assert down.exit_code == 0, down.output
+    assert down.stdout.startswith(f"schema at revision 0002 ({head_revision()} → 0002)")
+    assert await revision_of(database_url) == "0002"
+    assert await count_rows_at(database_url, "messages") == 1
+
+    current = await invoke("db", "current")
+    assert current.stdout.strip() == f"0002 (head is {head_revision()}: run `stratus-db migrate`)"
+    history = await invoke("db", "history")
+    assert next(line for line in history.stdout.splitlines() if "(current)" in line).startswith(
+        "0001 -> 0002 "
+    )
+    check = await invoke("db", "check")
+    assert check.exit_code == 1
+    assert check.stdout.startswith(f"revision 0002, head is {head_revision()}")
+
+    up = await invoke("migrate")
+    assert up.exit_code == 0, up.output
+    assert up.stdout.strip() == f"schema at revision {head_revision()} (0002 → {head_revision()})"
+    assert (await invoke("db", "check")).exit_code == 0
+    db = Database(settings_for(database_url))
+    try:
+        messages = await ConversationManager(db).get_messages(conversation.conversation_id, user.user_id)
+        assert [(m.seq, m.content) for m in messages] == [(1, "METAR SBKP?")]
+    finally:
+        await db.close()
+
+
+async def count_rows_at(url: str, table: str) -> int:
+    db = Database(settings_for(url))
+    try:
+        async with db.engine.connect() as conn:  # not db.transaction(): that would migrate the embedded file
+            return int((await conn.exec_driver_sql(f"SELECT count(*) FROM {table}")).scalar_one())
+    finally:
+        await db.close()
+
+
+async def test_a_downgrade_a_migration_refuses_changes_nothing(database_url: str) -> None:
+    """Below 0003 packed (archived) message bodies could not be kept: revision 0003's downgrade refuses."""
+    db = Database(settings_for(database_url))
+    try:
+        user = await create_user(UserManager(db))
+        conversation = await ConversationManager(db).create_conversation(user.user_id, "Arquivada")
+        await ConversationManager(db).add_message(
+            conversation.conversation_id, user.user_id, "TAF SBGR " * 20
+        )
+        await ConversationManager(db).archive_conversation(conversation.conversation_id, user.user_id)
+    finally:
+        await db.close()
+    result = await invoke("db", "downgrade", "0002", "--yes")
+    assert result.exit_code == 1
+    assert result.stderr.startswith(
+        "error: the downgrade to 0002 was refused: unpack the archived conversations"
+    )
+    assert result.stderr.rstrip().endswith("nothing was changed")
+    assert await revision_of(database_url) == head_revision()
+    assert (await invoke("db", "check")).exit_code == 0
+
+
+async def test_downgrade_asks_first_and_a_no_changes_nothing(database_url: str) -> None:
+    head = head_revision()
+    refused = await invoke("db", "downgrade", previous_of(head), input="n\n")
+    assert refused.exit_code == 1
+    assert f"from revision {head} to {previous_of(head)}?" in refused.output
+    assert make_url(database_url).render_as_string(hide_password=True) in refused.output, "names the database"
+    assert await revision_of(database_url) == head
+
+    no_answer = await invoke("db", "downgrade", previous_of(head))  # no terminal, nobody to answer
+    assert no_answer.exit_code == 1
+    assert await revision_of(database_url) == head
+
+    accepted = await invoke("db", "downgrade", previous_of(head), input="y\n")
+    assert accepted.exit_code == 0, accepted.output
+    assert await revision_of(database_url) == previous_of(head)
+
+
+async def test_downgrade_to_base_leaves_no_table_and_migrate_rebuilds_them(database_url: str) -> None:
+    down = await invoke("db", "downgrade", "base", "--yes")
+    assert down.exit_code == 0, down.output
+    assert await revision_of(database_url) is None
+    up = await invoke("migrate")
+    assert up.stdout.strip() == f"schema at revision {head_revision()} (empty → {head_revision()})"
+    assert (await invoke("db", "check")).exit_code == 0
+
+
+@pytest.mark.parametrize(
+    ("revision", "complaint"),
+    [
+        ("zz", "revision must be a revision id (one of "),
+        ("9999", "revision must be a revision id"),
+    ],
+)
+async def test_downgrade_to_an_unknown_revision_is_one_error_line(
+    database_url: str, revision: str, complaint: str
+) -> None:
+    result = await invoke("db", "downgrade", revision, "--yes")
+    assert result.exit_code == 1
+    assert result.stderr.startswith(f"error: {complaint}")
+    assert len(result.stderr.splitlines()) == 1
+    assert await revision_of(database_url) == head_revision()
+
+
+async def test_downgrade_refuses_to_go_forward(database_url: str) -> None:
+    assert (await invoke("db", "downgrade", "0003", "--yes")).exit_code == 0
+    result = await invoke("db", "downgrade", "0004", "--yes")
+    assert result.exit_code == 1
+    assert result.stderr.strip() == (
+        "error: revision 0004 is not older than the database's revision 0003: a downgrade only goes back "
+        "(`stratus-db migrate` upgrades)"
+    )
+    assert await revision_of(database_url) == "0003"
+
+
+async def test_the_library_refuses_a_revision_that_is_not_text(database_url: str) -> None:
+    db = Database(settings_for(database_url))
+    try:
+        with pytest.raises(ValidationError, match="revision must be a revision id"):
+            await db.downgrade(5)  # type: ignore[arg-type]
+        assert await db.schema_revision() == head_revision()
+    finally:
+        await db.close()
+
+
+async def test_migrate_prints_nothing_to_do_at_head(database_url: str) -> None:
+    result = await invoke("migrate")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == f"schema at revision {head_revision()} (already at head: nothing to do)"
+
+
+async def test_migrate_sql_is_reviewable_sql_that_builds_the_schema(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Written without any server: the URL points at a port where nothing listens.
+    monkeypatch.setenv("DATABASE_URL", "postgresql://operator:s3cret@127.0.0.1:1/stratus")
+    result = await invoke("migrate", "--sql")
+    assert result.exit_code == 0, result.output
+    sql = result.stdout
+    assert sql.startswith("BEGIN;")
+    assert sql.rstrip().endswith("COMMIT;")
+    assert "CREATE TABLE users" in sql
+    assert f"UPDATE alembic_version SET version_num='{head_revision()}'" in sql
+
+    partial = await invoke("migrate", "--sql", "--from", previous_of(head_revision()))
+    assert partial.exit_code == 0, partial.output
+    assert "CREATE TABLE" not in partial.stdout
+    assert f"Running upgrade {previous_of(head_revision())} -> {head_revision()}" in partial.stdout
+
+    # What the DBA reviews is what `migrate` would have done: run it, and the database is at head, without drift.
+    async with throwaway_postgres_database(migrate=False) as url:
+        connection = await asyncpg.connect(url.replace("postgresql+asyncpg", "postgresql"))
+        try:
+            await connection.execute(sql)
+        finally:
+            await connection.close()
+        monkeypatch.setenv("DATABASE_URL", url)
+        check = await invoke("db", "check")
+        assert check.exit_code == 0, check.output
+
+
+@pytest.mark.parametrize(
+    ("args", "complaint"),
+    [
+        (["--from", "zz"], "error: from_revision must be a revision id"),
+        (["--from", "0001"], "error: the upgrade cannot be written as SQL: the upgrade from 0001 folds"),
+    ],
+)
+def test_migrate_sql_refuses_what_it_cannot_write(
+    monkeypatch: pytest.MonkeyPatch, args: list[str], complaint: str
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", "postgresql://operator@127.0.0.1:1/stratus")
+    result = runner.invoke(app, ["migrate", "--sql", *args])
+    assert result.exit_code == 1
+    assert result.stderr.startswith(complaint)
+    assert len(result.stderr.splitlines()) == 1
+    assert result.stdout == ""
+
+
+def test_migrate_sql_is_for_postgresql(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("DATABASE_URL", sqlite_url(tmp_path / "never.db"))
+    result = runner.invoke(app, ["migrate", "--sql"])
+    assert result.exit_code == 1
+    assert result.stderr.startswith("error: migrate --sql writes PostgreSQL's SQL")
+    assert not (tmp_path / "never.db").exists()
+    assert runner.invoke(app, ["migrate", "--from", "0004"]).exit_code == 1, "--from only goes with --sql"
+
+
+def test_config_shows_the_effective_settings_with_secrets_masked(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATABASE_URL", "postgres://stratus:pa55word@10.0.0.5:5432/stratus_ia")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-live-abcdef")
+    monkeypatch.setenv("STRATUS_POOL_SIZE", "25")
+    monkeypatch.setenv("STRATUS_MEMORY_SLIDING_TIERS", '["short_term"]')
+    result = runner.invoke(app, ["config"])
+    assert result.exit_code == 0, result.output
+    assert "pa55word" not in result.output
+    assert "sk-live" not in result.output
+    lines = result.stdout.splitlines()
+    assert "DATABASE_URL=postgresql+asyncpg://stratus:***@10.0.0.5:5432/stratus_ia" in lines
+    assert "OPENAI_API_KEY=***" in lines
+    assert "STRATUS_POOL_SIZE=25" in lines
+    assert 'STRATUS_MEMORY_SLIDING_TIERS=["short_term"]' in lines
+    assert "OPENAI_BASE_URL=" in lines
+
+    as_json = json.loads(runner.invoke(app, ["config", "--json"]).stdout)
+    assert as_json["DATABASE_URL"] == "postgresql+asyncpg://stratus:***@10.0.0.5:5432/stratus_ia"
+    assert as_json["LOG_LEVEL"] == "INFO"
+    assert set(as_json) == set(Settings.model_fields)
+
+
+def test_config_shows_the_embedded_file_when_database_url_is_unset(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.setenv("STRATUS_DATA_DIR", str(tmp_path))
+    lines = runner.invoke(app, ["config"]).stdout.splitlines()
+    assert f"DATABASE_URL=sqlite+aiosqlite:///{tmp_path.resolve() / 'stratus.db'}" in lines
+    assert "OPENAI_API_KEY=" in lines
+    monkeypatch.setenv("STRATUS_POOL_SIZE", "0")
+    bad = runner.invoke(app, ["config"])
+    assert bad.exit_code == 1
+    assert bad.stderr.startswith("error: invalid configuration: STRATUS_POOL_SIZE")
+
+
+async def test_purge_expired_reports_progress_on_both_backends(database_url: str) -> None:
+    an_hour_ago = datetime.now(UTC) - timedelta(hours=1)
+    db = Database(settings_for(database_url), clock=lambda: an_hour_ago)
+    try:
+        user = await create_user(UserManager(db))
+        for index in range(5):
+            await MemoryManager(db).store_memory(user.user_id, f"gone{index}", "x", "short_term", 0.5, ttl=60)
+        await MemoryManager(db).store_memory(user.user_id, "kept", "x", "long_term", 0.5)
+    finally:
+        await db.close()
+
+    result = await invoke("purge-expired", "--batch-size", "2")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == "purged 5 expired memories"
+    assert [line for line in result.stderr.splitlines() if line.startswith("purging")] == [
+        "purging expired memories: 2 deleted",
+        "purging expired memories: 4 deleted",
+        "purging expired memories: 5 deleted",
+    ]
+    assert await count_rows_at(database_url, "memory_entries") == 1
+
+
+async def existing_user(url: str) -> uuid.UUID:
+    db = Database(settings_for(url))
+    try:
+        return (await create_user(UserManager(db))).user_id
+    finally:
+        await db.close()
+
+
+async def test_import_messages_creates_one_conversation_per_conversation_of_the_corpus(
+    database_url: str,
+) -> None:
+    user_id = await existing_user(database_url)
+    lines = [json.loads(line) for line in CORPUS.read_text(encoding="utf-8").splitlines() if line.strip()]
+    expected: dict[str, list[dict[str, object]]] = {}
+    for line in lines:
+        expected.setdefault(line["conversation_id"], []).append(line)
+
+    result = await invoke("import-messages", str(CORPUS), "--user-id", str(user_id), "--batch-size", "100")
+    assert result.exit_code == 0, result.output
+    assert (
+        result.stdout.splitlines()[-1] == f"imported {len(lines)} messages into {len(expected)} conversations"
+    )
+    progress = [line for line in result.stderr.splitlines() if line.startswith("importing")]
+    assert progress[-1] == f"importing messages: {len(lines)}/{len(lines)} messages"
+
+    mapping = dict(line.split(" → ") for line in result.stdout.splitlines()[:-1])
+    assert list(mapping) == list(expected), "one conversation per label, in the file's order"
+    db = Database(settings_for(database_url))
+    try:
+        conversations = ConversationManager(db)
+        for label, rows in expected.items():
+            conversation_id = mapping[label].split(":")[0]
+            conversation = await conversations.get_conversation(conversation_id, user_id)
+            assert conversation is not None
+            assert conversation.title == rows[0]["title"]
+            assert conversation.message_count == len(rows)
+            assert conversation.total_tokens == sum(int(str(row["tokens_used"])) for row in rows)
+            stored = await conversations.get_messages(conversation_id, user_id, limit=100)
+            assert [m.seq for m in stored] == list(range(1, len(rows) + 1)), "gap-free, in the file's order"
+            assert [(m.content, m.message_type, m.agent_name, m.response_time) for m in stored] == [
+                (row["content"], row["message_type"], row["agent_name"], row["response_time"]) for row in rows
+            ]
+    finally:
+        await db.close()
+
+
+async def test_import_messages_appends_to_an_existing_conversation(database_url: str, tmp_path: Path) -> None:
+    db = Database(settings_for(database_url))
+    try:
+        user = await create_user(UserManager(db))
+        conversation = await ConversationManager(db).create_conversation(user.user_id, "Plano de voo")
+        await ConversationManager(db).add_message(conversation.conversation_id, user.user_id, "Olá")
+    finally:
+        await db.close()
+    one = [line for line in CORPUS.read_text(encoding="utf-8").splitlines() if '"conv-03"' in line]
+    file = tmp_path / "conv-03.jsonl"
+    file.write_text("\n".join(one) + "\n", encoding="utf-8")
+
+    result = await invoke(
+        "import-messages", str(file), "--user-id", str(user.user_id),
+        "--conversation-id", str(conversation.conversation_id), "--batch-size", "7",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[0] == (
+        f"conv-03 → {conversation.conversation_id}: {len(one)} messages (seq 2–{len(one) + 1})"
+    )
+    db = Database(settings_for(database_url))
+    try:
+        stored = await ConversationManager(db).get_messages(
+            conversation.conversation_id, user.user_id, limit=100
+        )
+        assert [m.seq for m in stored] == list(range(1, len(one) + 2))
+        assert stored[1].content == json.loads(one[0])["content"]
+    finally:
+        await db.close()
+
+
+@pytest.mark.parametrize(
+    ("content", "complaint"),
+    [
+        (None, "error: cannot read {file}: No such file or directory"),
+        ('{"content": "ok"}\n\n{"content": "quebrada"\n', "error: line 3: not valid JSON"),
+        ('{"content": "ok"}\n["content"]\n', "error: line 2: must be a JSON object"),
+        (
+            '{"content": "ok"}\n{"content": "x", "message_type": "robot"}\n',
+            "error: line 2: invalid MessageImport",
+        ),
+        (
+            '{"content": "ok", "colour": "blue"}\n',
+            "error: line 1: invalid MessageImport: colour: unknown argument",
+        ),
+        (
+            '{"content": "a", "seq": 2}\n{"content": "b", "seq": 1}\n',
+            "error: line 2: seq 1 does not follow 2",
+        ),
+        ('{"content": "a", "created_at": "ontem"}\n', "error: line 1: created_at must be an ISO 8601 time"),
+        ('{"content": "a", "created_at": "2026-03-14T12:00:00"}\n', "error: line 1: invalid MessageImport"),
+        (
+            '{"content": "a", "created_at": "2026-03-14T12:00:00+00:00"}\n'
+            '{"content": "b", "created_at": "2026-03-14T11:59:59+00:00"}\n',
+            "error: line 2: created_at is earlier than the line before it",
+        ),
+    ],
+)
+async def test_import_messages_refuses_bad_input_with_one_line_and_writes_nothing(
+    database_url: str, tmp_path: Path, content: str | None, complaint: str
+) -> None:
+    user_id = await existing_user(database_url)
+    file = tmp_path / "history.jsonl"
+    if content is not None:
+        file.write_text(content, encoding="utf-8")
+    result = await invoke("import-messages", str(file), "--user-id", str(user_id))
+    assert result.exit_code == 1
+    assert result.stderr.startswith(complaint.format(file=file)), result.stderr
+    assert len(result.stderr.splitlines()) == 1
+    assert result.stdout == ""
+    assert await count_rows_at(database_url, "conversations") == 0
+    assert await count_rows_at(database_url, "messages") == 0
+
+
+async def test_import_messages_refuses_an_unknown_user_or_conversation(
+    database_url: str, tmp_path: Path
+) -> None:
+    unknown = "01a24e00-0000-7000-8000-000000000000"
+    result = await invoke("import-messages", str(CORPUS), "--user-id", unknown)
+    assert result.exit_code == 1
+    assert result.stderr == f"error: --user-id {unknown}: no such user\n"
+    result = await invoke("import-messages", str(CORPUS), "--user-id", "not-a-uuid")
+    assert result.exit_code == 1
+    assert result.stderr.startswith("error: --user-id must be a UUID")
+
+    db = Database(settings_for(database_url))
+    try:
+        user = await create_user(UserManager(db))
+        archived = await ConversationManager(db).create_conversation(user.user_id, "Antiga")
+        await ConversationManager(db).archive_conversation(archived.conversation_id, user.user_id)
+    finally:
+        await db.close()
+    several = await invoke(
+        "import-messages", str(CORPUS), "--user-id", str(user.user_id), "--conversation-id", unknown
+    )
+    assert several.exit_code == 1
+    assert several.stderr.startswith(
+        "error: line 30: conversation_id 'conv-02' differs from 'conv-01' (line 1): the file holds several"
+    )
+    file = tmp_path / "one.jsonl"
+    file.write_text('{"content": "Bom dia"}\n', encoding="utf-8")
+    result = await invoke(
+        "import-messages", str(file), "--user-id", str(user.user_id), "--conversation-id", unknown
+    )
+    assert result.exit_code == 1
+    assert result.stderr == f"error: --conversation-id {unknown}: the user has no such conversation\n"
+    result = await invoke(
+        "import-messages", str(file), "--user-id", str(user.user_id),
+        "--conversation-id", str(archived.conversation_id),
+    )  # fmt: skip
+    assert result.exit_code == 1
+    assert result.stderr.startswith(
+        f"error: --conversation-id {archived.conversation_id}: the conversation is"
+    )
+    assert await count_rows_at(database_url, "messages") == 0
+    assert await count_rows_at(database_url, "conversations") == 1

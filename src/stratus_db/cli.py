@@ -1,26 +1,60 @@
-"""`stratus-db`: migrate, demo, health, purge-expired."""
+"""`stratus-db`: migrate, db (current, history, downgrade, check), config, demo, health, purge-expired,
+import-messages."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable
-from typing import Annotated, TypeVar
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
 
 import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from stratus_db.config import load_settings
+from stratus_db import revisions
+from stratus_db.config import Settings, effective_settings, load_settings
+from stratus_db.conversations.manager import ConversationManager
+from stratus_db.conversations.schemas import MessageImport
 from stratus_db.database import StratusPostgreSQLIntegration
 from stratus_db.demo import run_demo
-from stratus_db.errors import StratusError
+from stratus_db.errors import ConflictError, NotFoundError, StratusError, ValidationError
+from stratus_db.kit.validation import parse_uuid, validate_input
 from stratus_db.logging import configure_json
 from stratus_db.memory.manager import MemoryManager
+from stratus_db.models import ConversationStatus
+from stratus_db.schema import head_revision
+from stratus_db.security.principal import Principal
+from stratus_db.users.manager import UserManager
 
 app = typer.Typer(
     help="Stratus.IA database layer. Configured by DATABASE_URL (unset: the embedded SQLite file)."
 )
+db_app = typer.Typer(help="The schema's revision: current, history, downgrade, check.")
+app.add_typer(db_app, name="db")
 
 T = TypeVar("T")
+
+OPERATOR = Principal.system("stratus-db")
+"""Who the audit rows of the CLI's writes name."""
+
+
+def _fail(message: str) -> typer.Exit:
+    """One line on standard error; raise the returned Exit (exit code 1)."""
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code=1)
+
+
+def _settings() -> Settings:
+    try:
+        return load_settings()
+    except StratusError as exc:
+        raise _fail(exc.message) from None
 
 
 def _run(action: Callable[[StratusPostgreSQLIntegration], Awaitable[T]]) -> T:
@@ -35,15 +69,184 @@ def _run(action: Callable[[StratusPostgreSQLIntegration], Awaitable[T]]) -> T:
     try:
         return asyncio.run(main())
     except StratusError as exc:
-        typer.echo(f"error: {exc.message}", err=True)
-        raise typer.Exit(code=1) from None
+        raise _fail(exc.message) from None
+
+
+class _Progress:
+    """Progress of a long job: a bar on standard error when it is a terminal (rich, which Typer brings), else a
+    plain line per step there (logs, CI, cron), so that standard output keeps only the result."""
+
+    def __init__(self, description: str, total: int | None, unit: str) -> None:
+        self._description = description
+        self._total = total
+        self._unit = unit
+        console = Console(stderr=True)
+        self._bar: Progress | None = None
+        if console.is_terminal:
+            self._bar = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn() if total is not None else TextColumn("{task.completed} " + unit),
+                TimeElapsedColumn(),
+                console=console,
+                transient=True,
+            )
+            self._task = self._bar.add_task(description, total=total)
+
+    def __enter__(self) -> _Progress:
+        if self._bar is not None:
+            self._bar.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+    def update(self, done: int) -> None:
+        if self._bar is not None:
+            self._bar.update(self._task, completed=done)
+        else:
+            of = f"/{self._total}" if self._total is not None else ""
+            typer.echo(f"{self._description}: {done}{of} {self._unit}", err=True)
+
+
+# -- schema -----------------------------------------------------------------------------------------------------
 
 
 @app.command()
-def migrate() -> None:
-    """Upgrade the database schema to the newest revision."""
-    revision = _run(lambda db: db.migrate())
-    typer.echo(f"schema at revision {revision}")
+def migrate(
+    sql: Annotated[
+        bool,
+        typer.Option(
+            "--sql", help="Print the upgrade's SQL (Alembic's offline mode) for review; touch no database."
+        ),
+    ] = False,
+    from_revision: Annotated[
+        str | None,
+        typer.Option(
+            "--from", help="With --sql: the revision the database is at (default: an empty database)."
+        ),
+    ] = None,
+) -> None:
+    """Upgrade the database schema to the newest revision; prints the revisions from → to."""
+    if sql:
+        settings = _settings()
+        if settings.is_embedded:
+            raise _fail(
+                "migrate --sql writes PostgreSQL's SQL (set DATABASE_URL): the embedded SQLite file is migrated in "
+                "place, its table rebuilds need the live tables"
+            )
+        try:
+            typer.echo(revisions.upgrade_sql(settings.database_url, from_revision), nl=False)
+        except StratusError as exc:
+            raise _fail(exc.message) from None
+        return
+    if from_revision is not None:
+        raise _fail("--from only goes with --sql (migrate reads the database's revision itself)")
+
+    async def upgrade(db: StratusPostgreSQLIntegration) -> tuple[str | None, str]:
+        return await db.schema_revision(), await db.migrate()
+
+    before, after = _run(upgrade)
+    if before == after:
+        typer.echo(f"schema at revision {after} (already at head: nothing to do)")
+    else:
+        typer.echo(f"schema at revision {after} ({before or 'empty'} → {after})")
+
+
+@db_app.command("current")
+def db_current() -> None:
+    """The database's schema revision, and whether it is the head this code expects."""
+    revision = _run(lambda db: db.schema_revision())
+    head = head_revision()
+    if revision is None:
+        typer.echo(f"none: the database is empty (head is {head}: run `stratus-db migrate`)")
+    elif revision == head:
+        typer.echo(f"{revision} (head)")
+    else:
+        typer.echo(f"{revision} (head is {head}: run `stratus-db migrate`)")
+
+
+@db_app.command("history")
+def db_history() -> None:
+    """The revisions this package ships, newest first; the head and the database's revision are marked."""
+    for line in _run(lambda db: db.revision_history()):
+        typer.echo(line)
+
+
+@db_app.command("downgrade")
+def db_downgrade(
+    revision: Annotated[str, typer.Argument(help="An older revision id (see `db history`), or `base`.")],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Downgrade the schema to an older revision: DESTRUCTIVE, the newer revisions' columns and tables are dropped
+    with their data. Asks for confirmation unless --yes."""
+    try:
+        revisions.resolve(revision, "revision")
+    except StratusError as exc:
+        raise _fail(exc.message) from None
+    current = _run(lambda db: db.schema_revision())
+    try:
+        target = revisions.downgrade_target(revision, current)
+    except StratusError as exc:
+        raise _fail(exc.message) from None
+    where = _settings().database_url.render_as_string(hide_password=True)
+    shown = target or revisions.BASE
+    if current == target:
+        typer.echo(f"schema already at revision {current}: nothing to do")
+        return
+    if not yes:
+        typer.confirm(
+            f"Downgrade {where} from revision {current} to {shown}? What the newer revisions added is dropped "
+            "with its data",
+            abort=True,
+        )
+    after = _run(lambda db: db.downgrade(revision))
+    typer.echo(
+        f"schema at revision {after or revisions.BASE} ({current} → {after or revisions.BASE}); "
+        "`stratus-db migrate` upgrades it again"
+    )
+
+
+@db_app.command("check")
+def db_check() -> None:
+    """Whether the database is at head and its tables match the models. Exit code 1 when not."""
+    check = _run(lambda db: db.check_schema())
+    if check.revision != check.head:
+        typer.echo(
+            f"revision {check.revision or 'none (empty)'}, head is {check.head}: run `stratus-db migrate`"
+        )
+    else:
+        typer.echo(f"revision {check.revision} (head)")
+    if check.differences:
+        typer.echo(f"the schema differs from the models ({len(check.differences)} differences):")
+        for difference in check.differences:
+            typer.echo(f"  {difference}")
+    elif check.revision == check.head:
+        typer.echo("the schema matches the models")
+    if not check.ok:
+        raise typer.Exit(code=1)
+
+
+# -- configuration ----------------------------------------------------------------------------------------------
+
+
+@app.command("config")
+def show_config(
+    as_json: Annotated[
+        bool, typer.Option("--json", help="One JSON object instead of NAME=value lines.")
+    ] = False,
+) -> None:
+    """The effective settings (environment and defaults), secrets masked."""
+    effective = effective_settings(_settings())
+    if as_json:
+        typer.echo(json.dumps(effective, indent=2))
+    else:
+        for name, value in effective.items():
+            typer.echo(f"{name}={value}")
+
+
+# -- operations -------------------------------------------------------------------------------------------------
 
 
 @app.command()
@@ -66,5 +269,188 @@ def purge_expired(
     batch_size: Annotated[int, typer.Option(min=1, max=10_000, help="Rows deleted per transaction.")] = 1000,
 ) -> None:
     """Delete expired memories in bounded batches (schedule it: see docs/memory.md)."""
-    deleted = _run(lambda db: MemoryManager(db).purge_expired(batch_size=batch_size))
+
+    async def purge(db: StratusPostgreSQLIntegration) -> int:
+        async with db.context(principal=OPERATOR, purpose="purge-expired"):
+            return await MemoryManager(db).purge_expired(batch_size=batch_size, on_progress=progress.update)
+
+    with _Progress("purging expired memories", total=None, unit="deleted") as progress:
+        deleted = _run(purge)
     typer.echo(f"purged {deleted} expired memories")
+
+
+# -- import -----------------------------------------------------------------------------------------------------
+
+CORPUS_FIELDS = ("conversation_id", "title", "seq")
+"""Fields of a line that say where the message goes, not what it is (the corpus's format, /work/shared/data)."""
+
+
+@dataclass
+class _Conversation:
+    """The lines of one conversation of the file (one `conversation_id` label)."""
+
+    label: str | None
+    first_line: int
+    title: str | None = None
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    last_seq: int | None = None
+    last_created_at: datetime | None = None
+
+
+def _message_of(line: dict[str, Any], number: int) -> dict[str, Any]:
+    """`import_messages`' mapping for one line, validated here so that the error names the line."""
+    message = {key: value for key, value in line.items() if key not in CORPUS_FIELDS}
+    created_at = message.get("created_at")
+    if isinstance(created_at, str):
+        try:
+            message["created_at"] = datetime.fromisoformat(created_at)
+        except ValueError:
+            raise ValidationError(
+                f"line {number}: created_at must be an ISO 8601 time with its offset "
+                f"(e.g. 2026-03-14T12:00:00+00:00), got {created_at[:40]!r}"
+            ) from None
+    try:
+        validate_input(MessageImport, message)
+    except ValidationError as exc:
+        raise ValidationError(f"line {number}: {exc.message}") from None
+    return message
+
+
+def _read_conversations(path: Path, *, into_one: bool) -> list[_Conversation]:
+    """The file's messages grouped by their `conversation_id` label, in the order of first appearance, each
+    conversation's messages in file order. Nothing is written: every line is checked first.
+
+    Raises:
+        ValidationError: the file cannot be read, or a line is malformed (the message names it).
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ValidationError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ValidationError(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    conversations: dict[str | None, _Conversation] = {}
+    for number, raw in enumerate(text.splitlines(), start=1):
+        if not raw.strip():
+            continue
+        try:
+            line = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise ValidationError(
+                f"line {number}: not valid JSON ({exc.msg} at column {exc.colno})"
+            ) from None
+        if not isinstance(line, dict):
+            raise ValidationError(
+                f"line {number}: must be a JSON object (one message), got {type(line).__name__}"
+            )
+        label, title, seq = line.get("conversation_id"), line.get("title"), line.get("seq")
+        if label is not None and not isinstance(label, str):
+            raise ValidationError(f"line {number}: conversation_id must be text, got {label!r}")
+        if title is not None and not isinstance(title, str):
+            raise ValidationError(f"line {number}: title must be text, got {title!r}")
+        if seq is not None and (isinstance(seq, bool) or not isinstance(seq, int)):
+            raise ValidationError(f"line {number}: seq must be an integer, got {seq!r}")
+        if into_one and conversations and label not in conversations:
+            first = next(iter(conversations.values()))
+            raise ValidationError(
+                f"line {number}: conversation_id {label!r} differs from {first.label!r} (line {first.first_line}): "
+                "the file holds several conversations; leave out --conversation-id to create one for each"
+            )
+        conversation = conversations.setdefault(label, _Conversation(label, number))
+        if seq is not None:
+            if conversation.last_seq is not None and seq <= conversation.last_seq:
+                raise ValidationError(
+                    f"line {number}: seq {seq} does not follow {conversation.last_seq}: a conversation's lines must "
+                    "be in the order they were written"
+                )
+            conversation.last_seq = seq
+        conversation.title = conversation.title or title
+        message = _message_of(line, number)
+        created_at = message.get("created_at")
+        if isinstance(created_at, datetime):
+            # import_messages checks this within one call; the file is imported in several.
+            if conversation.last_created_at is not None and created_at < conversation.last_created_at:
+                raise ValidationError(
+                    f"line {number}: created_at is earlier than the line before it in conversation "
+                    f"{conversation.label!r}: import history in the order it was written"
+                )
+            conversation.last_created_at = created_at
+        conversation.messages.append(message)
+    return list(conversations.values())
+
+
+def _chunks(items: list[T], size: int) -> Iterator[list[T]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+@contextmanager
+def _errors_as_exit() -> Iterator[None]:
+    try:
+        yield
+    except StratusError as exc:
+        raise _fail(exc.message) from None
+
+
+@app.command("import-messages")
+def import_messages(
+    file: Annotated[Path, typer.Argument(help="JSON Lines: one message an object (see docs/operations.md).")],
+    user_id: Annotated[str, typer.Option(help="The existing user whose history this is.")],
+    conversation_id: Annotated[
+        str | None,
+        typer.Option(
+            help="Append every line to this existing active conversation of the user (the file must then hold one "
+            "conversation). Default: a new conversation for each conversation_id of the file, titled by its title."
+        ),
+    ] = None,
+    batch_size: Annotated[
+        int, typer.Option(min=1, max=10_000, help="Messages per import_messages call (progress step).")
+    ] = 1000,
+) -> None:
+    """Import a conversation history (JSON Lines) with import_messages: all or nothing, in one transaction."""
+    with _errors_as_exit():
+        owner = parse_uuid(user_id, "--user-id")
+        target = parse_uuid(conversation_id, "--conversation-id") if conversation_id is not None else None
+        conversations = _read_conversations(file, into_one=target is not None)
+    total = sum(len(conversation.messages) for conversation in conversations)
+
+    async def run(db: StratusPostgreSQLIntegration) -> list[tuple[_Conversation, uuid.UUID, int, int | None]]:
+        manager = ConversationManager(db)
+        done = 0
+        results = []
+        # Checked first, so that a wrong id is one clear error (the writes below would refuse it all the same).
+        if await UserManager(db).get_user(owner) is None:
+            raise NotFoundError(f"--user-id {owner}: no such user")
+        if target is not None:
+            found = await manager.get_conversation(target, owner)
+            if found is None:
+                raise NotFoundError(f"--conversation-id {target}: the user has no such conversation")
+            if found.status != ConversationStatus.active:
+                raise ConflictError(
+                    f"--conversation-id {target}: the conversation is {found.status}; messages can only be "
+                    "imported into an active conversation"
+                )
+        async with db.context(principal=OPERATOR, purpose="import-messages"), db.transaction() as tx:
+            for conversation in conversations:
+                if target is not None:
+                    into = target
+                else:
+                    into = (
+                        await manager.create_conversation(owner, conversation.title, tx=tx)
+                    ).conversation_id
+                first: int | None = None
+                for chunk in _chunks(conversation.messages, batch_size):
+                    result = await manager.import_messages(into, owner, chunk, tx=tx)
+                    first = first if first is not None else result.first_seq
+                    done += result.imported
+                    progress.update(done)
+                results.append((conversation, into, len(conversation.messages), first))
+        return results
+
+    with _Progress("importing messages", total=total, unit="messages") as progress:
+        imported = _run(run)
+    for conversation, into, count, first in imported:
+        label = f"{conversation.label} → " if conversation.label is not None else ""
+        seqs = f" (seq {first}–{first + count - 1})" if first is not None else ""
+        typer.echo(f"{label}{into}: {count} messages{seqs}")
+    typer.echo(f"imported {total} messages into {len(imported)} conversations")

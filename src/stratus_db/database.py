@@ -14,15 +14,16 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from alembic.util import CommandError
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy import event, text
+from sqlalchemy import Connection, event, text
 from sqlalchemy.exc import DBAPIError, EmulatedDBAPIException, SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import PoolProxiedConnection
 from sqlalchemy.util import greenlet_spawn
 
-from stratus_db import schema
+from stratus_db import revisions, schema
 from stratus_db.config import Settings, check_environment, load_settings
 from stratus_db.context import (
     RequestContext,
@@ -33,6 +34,7 @@ from stratus_db.context import (
 )
 from stratus_db.errors import (
     ConfigurationError,
+    ConflictError,
     DatabaseClosedError,
     DatabaseUnavailableError,
     SchemaNotReadyError,
@@ -150,6 +152,21 @@ class PoolStatus(BaseModel):
     size: int
     checked_out: int
     overflow: int
+
+
+class SchemaCheck(BaseModel):
+    """`check_schema()`: the database's revision against the head, and how its tables differ from the models."""
+
+    model_config = ConfigDict(frozen=True)
+
+    revision: str | None
+    head: str
+    differences: list[str]
+    """Alembic's comparison of the models with the database, one difference an item; empty when they agree."""
+
+    @property
+    def ok(self) -> bool:
+        return self.revision == self.head and not self.differences
 
 
 class HealthStatus(BaseModel):
@@ -271,15 +288,79 @@ class StratusPostgreSQLIntegration:
         Raises:
             DatabaseUnavailableError: the database cannot be reached.
         """
+        await self._change_schema(schema.upgrade_to_head)
+        self._schema_ready = True
+        return schema.head_revision()
+
+    async def downgrade(self, revision: str) -> str | None:
+        """Downgrade the schema to an older `revision` (a revision id, or `base`: no table left), in one transaction;
+        returns the revision the database is now at (None for base). Destructive: the columns and tables the
+        newer revisions added are dropped with their data. On the embedded SQLite file the tables are rebuilt with
+        foreign keys off and checked before COMMIT, as `migrate` does.
+
+        Raises:
+            ValidationError: `revision` is not a revision this package ships, or not older than the database's.
+            ConflictError: a migration refused to go down (its message says why); nothing was changed.
+            DatabaseUnavailableError: the database cannot be reached.
+        """
+        revisions.resolve(revision, "revision")  # malformed: refused before anything connects
+
+        def down(connection: Connection) -> str | None:
+            target = revisions.downgrade_target(revision, schema.current_revision(connection))
+            try:
+                revisions.downgrade_to(connection, target)
+            except (CommandError, RuntimeError) as exc:
+                raise ConflictError(
+                    f"the downgrade to {target or revisions.BASE} was refused: {exc}; nothing was changed"
+                ) from exc
+            return target
+
+        self._schema_ready = False
+        return await self._change_schema(down)
+
+    async def _change_schema(self, change: Callable[[Connection], T]) -> T:
+        """Run `change` (Alembic migrations) in one transaction, with what the dialect needs around it, and fail
+        before COMMIT if it left a reference broken."""
         async with self._connection() as conn, self._backend.schema_change(conn):
             try:
                 async with conn.begin():
-                    await conn.run_sync(schema.upgrade_to_head)
+                    result = await conn.run_sync(change)
                     await conn.run_sync(schema.check_references)
             except SQLAlchemyError as exc:
                 raise self._translate(exc, may_have_committed=False) from exc
-        self._schema_ready = True
-        return schema.head_revision()
+        return result
+
+    async def schema_revision(self) -> str | None:
+        """The database's schema revision (None: an empty database). Never migrates, even the embedded file.
+
+        Raises:
+            DatabaseUnavailableError: the database cannot be reached.
+        """
+        async with self._unit_of_work(read_only=True) as conn:
+            return await conn.run_sync(schema.current_revision)
+
+    async def revision_history(self) -> list[str]:
+        """Alembic's history of the revisions this package ships, newest first, one line each, the head and the
+        database's current revision marked `(head)` and `(current)`. Never migrates.
+
+        Raises:
+            DatabaseUnavailableError: the database cannot be reached.
+        """
+        async with self._unit_of_work(read_only=True) as conn:
+            return await conn.run_sync(revisions.history)
+
+    async def check_schema(self) -> SchemaCheck:
+        """Whether the database is at the head revision and its tables match the models (`schema.schema_drift`);
+        the differences are compared only at head, where there should be none. Never migrates.
+
+        Raises:
+            DatabaseUnavailableError: the database cannot be reached.
+        """
+        async with self._unit_of_work(read_only=True) as conn:
+            revision = await conn.run_sync(schema.current_revision)
+            head = schema.head_revision()
+            drift = await conn.run_sync(schema.schema_drift) if revision == head else []
+        return SchemaCheck(revision=revision, head=head, differences=[str(item) for item in drift])
 
     async def _ensure_schema(self) -> None:
         if self._schema_ready:

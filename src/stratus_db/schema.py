@@ -9,7 +9,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, Table
+from sqlalchemy import Connection, Table, inspect
 
 from stratus_db.errors import DatabaseError
 from stratus_db.models import Base
@@ -85,10 +85,11 @@ def check_references(connection: Connection) -> None:
     if connection.dialect.name != "sqlite":
         return  # PostgreSQL checks every foreign key as the migration runs
     # Table by table, ours only: another application's rows (one that never turns foreign keys on, say) are not ours
-    # to judge, and its tables may be large.
+    # to judge, and its tables may be large. Only those that exist: a downgrade may have dropped some, or all.
+    existing = set(inspect(connection).get_table_names())
     tables = [
         table
-        for table in sorted(MANAGED_TABLES)
+        for table in sorted(MANAGED_TABLES & existing)
         if connection.exec_driver_sql(f'PRAGMA foreign_key_check("{table}")').first() is not None
     ]
     if tables:

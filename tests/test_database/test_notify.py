@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 
 import asyncpg
+import pytest
 from sqlalchemy.engine import make_url
 
 from stratus_db.kit.notify import PostgresNotifier
@@ -127,3 +128,52 @@ async def test_a_healthy_connection_survives_its_heartbeats(postgres_url: str) -
         assert gaps == []
     finally:
         await notifier.stop()
+
+
+async def test_the_listen_connection_names_itself_in_pg_stat_activity(postgres_url: str) -> None:
+    url = make_url(postgres_url)
+    notifier = PostgresNotifier(url, CHANNEL, log=get_logger())
+    observer = await asyncpg.connect(url.set(drivername="postgresql").render_as_string(hide_password=False))
+    try:
+        await notifier.start(lambda _payload: None, lambda: None)
+        names = await observer.fetch(
+            "SELECT application_name FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
+            url.database,
+        )
+        assert "stratus_db:listen" in [row["application_name"] for row in names]
+    finally:
+        await observer.close()
+        await notifier.stop()
+
+
+async def test_connecting_gives_up_after_the_connect_timeout(postgres_url: str) -> None:
+    """A server that accepts the connection and never answers (a frozen proxy) costs the configured wait."""
+    url = make_url(postgres_url)
+    proxy = FreezableProxy(url.host or "127.0.0.1", url.port or 5432)
+    await proxy.start()
+    proxy.freeze()
+    notifier = PostgresNotifier(
+        url.set(host="127.0.0.1", port=proxy.port), CHANNEL, log=get_logger(), connect_timeout_s=0.3
+    )
+    started = asyncio.get_running_loop().time()
+    try:
+        with pytest.raises(TimeoutError):
+            await notifier.start(lambda _payload: None, lambda: None)
+        assert asyncio.get_running_loop().time() - started < 5, "the old hard-coded wait was 10 s"
+    finally:
+        await notifier.stop()
+        await proxy.stop()
+
+
+async def test_the_memory_cache_listens_with_the_configured_connect_timeout(postgres_url: str) -> None:
+    from stratus_db import Database
+    from stratus_db.memory.cache import MemoryCache
+    from tests.fixtures.databases import settings_for
+
+    db = Database(settings_for(postgres_url).model_copy(update={"STRATUS_CONNECT_TIMEOUT_S": 2.5}))
+    try:
+        notifier = MemoryCache.of(db)._notifier
+        assert isinstance(notifier, PostgresNotifier)
+        assert notifier._connect_timeout_s == 2.5
+    finally:
+        await db.close()

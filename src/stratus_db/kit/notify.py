@@ -44,6 +44,7 @@ class Notifier(Protocol):
 
 class PostgresNotifier:
     """One dedicated asyncpg connection per process that LISTENs; reconnects, reporting a gap, when it is lost.
+    Connecting waits at most `connect_timeout_s` (the settings' STRATUS_CONNECT_TIMEOUT_S, as the pool does).
 
     A connection that dies silently (a NAT or load balancer drops it without a reset) would otherwise look alive
     until the OS gave up on it, hours later, while every message meanwhile was lost: a heartbeat query every
@@ -51,6 +52,8 @@ class PostgresNotifier:
     """
 
     RECONNECT_DELAY_S = 0.5
+    APPLICATION_NAME = "stratus_db:listen"
+    """How the connection shows in pg_stat_activity (the pooled connections are `stratus_db`, kit/backends.py)."""
 
     def __init__(
         self,
@@ -58,11 +61,13 @@ class PostgresNotifier:
         channel: str,
         *,
         log: Logger,
+        connect_timeout_s: float = 10.0,
         heartbeat_s: float = 5.0,
         heartbeat_timeout_s: float = 2.0,
     ) -> None:
         self._log = log
         self._dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
+        self._connect_timeout_s = connect_timeout_s
         self._channel = channel
         self._heartbeat_s = heartbeat_s
         self._heartbeat_timeout_s = heartbeat_timeout_s
@@ -102,7 +107,11 @@ class PostgresNotifier:
                 self._lost(connection)
 
     async def _connect(self) -> None:
-        connection = await asyncpg.connect(self._dsn, timeout=10)
+        connection = await asyncpg.connect(
+            self._dsn,
+            timeout=self._connect_timeout_s,
+            server_settings={"application_name": self.APPLICATION_NAME},
+        )
         await connection.add_listener(self._channel, self._deliver)
         connection.add_termination_listener(self._lost)
         self._connection = connection

@@ -145,7 +145,7 @@ def validate_input(model: type[_InputModel], data: Mapping[str, Any]) -> _InputM
         ) from None
 
 
-def _shown(value: object) -> str:
+def shown(value: object) -> str:
     """A bounded repr for error messages: a 10 MB argument must not become a 10 MB message."""
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
@@ -160,13 +160,13 @@ def parse_uuid(value: object, name: str) -> uuid.UUID:
             return uuid.UUID(value)
         except ValueError:
             pass
-    raise ValidationError(f"{name} must be a UUID (e.g. 3f2b8c4e-...), got {_shown(value)}")
+    raise ValidationError(f"{name} must be a UUID (e.g. 3f2b8c4e-...), got {shown(value)}")
 
 
 def parse_int(value: object, name: str, *, minimum: int, maximum: int) -> int:
     """Accept an int (not a bool) from `minimum` to `maximum`; anything else is a ValidationError naming the argument."""
     if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
-        raise ValidationError(f"{name} must be an integer from {minimum} to {maximum}, got {_shown(value)}")
+        raise ValidationError(f"{name} must be an integer from {minimum} to {maximum}, got {shown(value)}")
     return value
 
 
@@ -175,4 +175,11 @@ def parse_enum(enum: type[_Enum], value: object, name: str) -> _Enum:
     if isinstance(value, str) and value in set(enum):
         return enum(value)
     accepted = ", ".join(member.value for member in enum)
-    raise ValidationError(f"{name} must be one of {accepted}; got {_shown(value)}")
+    raise ValidationError(f"{name} must be one of {accepted}; got {shown(value)}")
+
+
+def check_callback(value: object, name: str) -> None:
+    """Accept None or a callable (a function the caller passes to be called back); anything else is a
+    ValidationError naming the argument."""
+    if value is not None and not callable(value):
+        raise ValidationError(f"{name} must be a function (or None), got {shown(value)}")

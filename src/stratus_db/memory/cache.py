@@ -57,7 +57,12 @@ class MemoryCache:
         )
         self.counts = AccessCounts(db)
         self._notifier: Notifier = (
-            PostgresNotifier(settings.database_url, CHANNEL, log=db.log)
+            PostgresNotifier(
+                settings.database_url,
+                CHANNEL,
+                log=db.log,
+                connect_timeout_s=settings.STRATUS_CONNECT_TIMEOUT_S,
+            )
             if db.backend == "postgresql"
             else SQLiteChangeStamp(str(settings.database_url.database))
         )

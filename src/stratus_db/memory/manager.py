@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -15,7 +15,7 @@ from stratus_db.errors import ValidationError
 from stratus_db.kit.schemas import Page, check_limit, decode_cursor, encode_cursor, make_page
 from stratus_db.kit.statistics import analyze_after
 from stratus_db.kit.text import query_terms
-from stratus_db.kit.validation import parse_enum, parse_uuid, validate_input
+from stratus_db.kit.validation import check_callback, parse_enum, parse_uuid, validate_input
 from stratus_db.memory.access_counts import CacheKey
 from stratus_db.memory.cache import MemoryCache
 from stratus_db.memory.dialect import memory_dialect_for
@@ -284,19 +284,28 @@ class MemoryManager:
             for score, lexical, recency_score, frequency_score, candidate in scored[:limit]
         ]
 
-    async def purge_expired(self, *, batch_size: int = 1000) -> int:
+    async def purge_expired(
+        self, *, batch_size: int = 1000, on_progress: Callable[[int], object] | None = None
+    ) -> int:
         """Delete every expired memory (critical ones never expire), in batches of `batch_size`, each in its own
         short transaction; returns how many were deleted. Each batch writes one audit row per user listing the ids.
 
+        `on_progress(deleted_so_far)` is called after each batch that deleted something has committed, with the
+        running total (a progress bar, a log line). If it raises, the purge stops there with its error; the batches
+        already committed stay deleted.
+
         Raises:
-            ValidationError: `batch_size` outside 1–10,000.
+            ValidationError: `batch_size` outside 1–10,000, or `on_progress` neither a function nor None.
         """
         async with self._db.operation("memory.purge_expired") as op:
             size = check_limit(batch_size, maximum=10_000, name="batch_size")
+            check_callback(on_progress, "on_progress")
 
             total = 0
             while (deleted := await op.run(partial(self._writes.purge_batch, size=size))) > 0:
                 total += deleted
+                if on_progress is not None:
+                    on_progress(total)
                 if deleted < size:
                     break
             await analyze_after(self._db, TABLE, total, tx=None)

@@ -1,4 +1,5 @@
-"""Alembic environment: runs on a connection handed over by stratus_db, or on DATABASE_URL from the command line."""
+"""Alembic environment: runs on a connection handed over by stratus_db, or on DATABASE_URL from the command line;
+offline (--sql) for the URL handed over, or DATABASE_URL."""
 
 from __future__ import annotations
 
@@ -23,14 +24,28 @@ def _render_item(type_: str, obj: Any, autogen_context: AutogenContext) -> str |
     return False
 
 
-def _run(connection: Connection) -> None:
-    context.configure(
-        connection=connection,
-        target_metadata=Base.metadata,
-        render_item=_render_item,
+def _options(dialect_name: str) -> dict[str, Any]:
+    """The same comparison as the drift check (schema.COMPARISON_OPTIONS: only this project's tables), online and
+    offline."""
+    return {
+        "target_metadata": Base.metadata,
+        "render_item": _render_item,
         **COMPARISON_OPTIONS,
-        render_as_batch=connection.dialect.name == "sqlite",
-    )
+        "render_as_batch": dialect_name == "sqlite",
+    }
+
+
+def _run(connection: Connection) -> None:
+    context.configure(connection=connection, **_options(connection.dialect.name))
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+def _run_offline() -> None:
+    """`stratus-db migrate --sql`: the migrations' SQL for the database's dialect, written out, not run (the URL
+    handed over by stratus_db, or DATABASE_URL); nothing connects."""
+    url = context.config.attributes.get("url") or load_settings().database_url
+    context.configure(url=url, literal_binds=True, **_options(url.get_backend_name()))
     with context.begin_transaction():
         context.run_migrations()
 
@@ -48,8 +63,6 @@ given = context.config.attributes.get("connection")
 if given is not None:
     _run(given)
 elif context.is_offline_mode():
-    raise SystemExit(
-        "offline (--sql) migrations are not supported: run `stratus-db migrate` against a database"
-    )
+    _run_offline()
 else:
     asyncio.run(_run_from_settings())

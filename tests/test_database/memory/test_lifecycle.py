@@ -225,6 +225,29 @@ class TestPurgeExpired:
         with pytest.raises(ValidationError, match="1 to 10000"):
             await memories.purge_expired(batch_size=batch_size)
 
+    async def test_reports_progress_after_each_batch_with_the_running_total(
+        self, users: UserManager, memories: MemoryManager, clock: ManualClock
+    ) -> None:
+        user = await create_user(users)
+        for index in range(7):
+            await memories.store_memory(user.user_id, f"k{index}", index, "short_term", 0.5, ttl=60)
+        clock.advance(minutes=2)
+        totals: list[int] = []
+        assert await memories.purge_expired(batch_size=3, on_progress=totals.append) == 7
+        assert totals == [3, 6, 7]
+        assert await memories.purge_expired(on_progress=totals.append) == 0
+        assert totals == [3, 6, 7], "no batch deleted anything: no progress to report"
+
+    async def test_a_progress_callback_that_is_not_a_function_is_refused_before_anything_is_deleted(
+        self, db: Database, users: UserManager, memories: MemoryManager, clock: ManualClock
+    ) -> None:
+        user = await create_user(users)
+        await memories.store_memory(user.user_id, "gone", "x", "short_term", 0.5, ttl=60)
+        clock.advance(minutes=2)
+        with pytest.raises(ValidationError, match="on_progress must be a function"):
+            await memories.purge_expired(on_progress=42)  # type: ignore[arg-type]
+        assert await count_rows(db, "memory_entries") == 1
+
 
 async def test_the_cap_holds_when_new_keys_arrive_together(
     db: Database, users: UserManager, monkeypatch: pytest.MonkeyPatch

@@ -11,7 +11,7 @@ include_object keep them out of the drift comparison).
 from collections.abc import Sequence
 
 import sqlalchemy as sa
-from alembic import op
+from alembic import context, op
 
 revision: str = "0002"
 down_revision: str | None = "0001"
@@ -77,6 +77,15 @@ def _backfill_search_text() -> None:
     # The one import of application code in a revision: the text must be folded exactly as store_memory folds it.
     from stratus_db.kit.text import search_text
 
+    if context.is_offline_mode():
+        # Offline SQL (`stratus-db migrate --sql`) cannot run Python over the rows: from an empty database there are
+        # none to fold; from revision 0001 there may be, and only an online migration can fold them.
+        if context.get_starting_revision_argument() is not None:
+            raise RuntimeError(
+                "the upgrade from 0001 folds stored memories' text in Python: run `stratus-db migrate` against the "
+                "database; offline SQL (--sql) is available from an empty database or from revision 0002 on"
+            )
+        return
     bind = op.get_bind()
     memories = sa.table(
         "memory_entries",
