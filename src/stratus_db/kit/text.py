@@ -8,7 +8,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import snowballstemmer
+import Stemmer
 
 MAX_SEARCH_TEXT_CHARS = 20_000
 """How much of a memory's key and value is indexed for search."""
@@ -125,7 +125,7 @@ def best_word_similarity(terms: list[str], text: str) -> float:
     return best
 
 
-_PORTUGUESE_STEMMER = snowballstemmer.stemmer("portuguese")
+_PORTUGUESE_STEMMER = Stemmer.Stemmer("portuguese")
 MIN_PREFIX_STEM = 4
 """Shorter stems would match too many words as prefixes: such terms are matched whole."""
 

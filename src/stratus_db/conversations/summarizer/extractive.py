@@ -12,7 +12,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-import snowballstemmer
+import Stemmer
 
 from stratus_db.conversations.summarizer.text import (
     SPACES,
@@ -113,7 +113,7 @@ class _Analyzer:
 
     def __init__(self) -> None:
         # A stemmer keeps state while it works: one per summary, so worker threads never share one.
-        self._stemmer = snowballstemmer.stemmer("portuguese")
+        self._stemmer = Stemmer.Stemmer("portuguese")
         self._stems: dict[str, str] = {}
 
     def _stem(self, word: str) -> str:
