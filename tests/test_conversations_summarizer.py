@@ -16,6 +16,7 @@ from pydantic import SecretStr
 
 from stratus_db.config import Settings
 from stratus_db.conversations.summarizer import (
+    ChatModelSummarizer,
     ExtractiveSummarizer,
     OpenAISummarizer,
     SummaryInput,
@@ -567,3 +568,73 @@ class TestFromSettings:
             await summarizer.close()
         assert stub.requests[0].headers["authorization"] == "Bearer sk-env"
         assert stub.requests[0].body["model"] == "gpt-4.1-mini"
+
+
+# -------------------------------------------------------------------------------------------------------------
+# ChatModelSummarizer over a chat model's ainvoke (LangChain's interface, duck-typed)
+
+
+class _Reply:
+    def __init__(self, content: object, finish_reason: str = "stop") -> None:
+        self.content = content
+        self.response_metadata = {"finish_reason": finish_reason}
+
+
+class _ChatModel:
+    """A chat model as LangChain's `BaseChatModel.ainvoke` is called: a list of (role, text), a message back."""
+
+    def __init__(self, *replies: object) -> None:
+        self.replies = list(replies)
+        self.calls: list[list[tuple[str, str]]] = []
+
+    async def ainvoke(self, messages: list[tuple[str, str]]) -> object:
+        self.calls.append(messages)
+        reply = self.replies.pop(0)
+        if isinstance(reply, Exception):
+            raise reply
+        return reply
+
+
+class TestChatModelSummarizer:
+    async def test_asks_the_model_with_the_portuguese_prompt_and_trims_its_answer(self) -> None:
+        model = _ChatModel(_Reply("Piloto planeja VFR para SBRP. " * 40))
+        summary = await ChatModelSummarizer(model).summarize(
+            [user(1, "Vou a SBRP amanhã, VFR.")], previous_summary="Resumo: aluno de PC.", max_tokens=30
+        )
+        ((system, prompt), (human, transcript)) = model.calls[0]
+        assert (system, human) == ("system", "human")
+        assert "30" in prompt, "the budget is in the prompt"
+        assert "Vou a SBRP amanhã" in transcript
+        assert "aluno de PC" in transcript
+        assert summary.startswith("Piloto planeja VFR para SBRP.")
+        assert estimate_tokens(summary) <= 30
+
+    async def test_reads_langchains_content_blocks_and_drops_a_cut_off_sentence(self) -> None:
+        blocks = [{"type": "text", "text": "Piloto vai a SBRP. "}, {"type": "text", "text": "O TAF prev"}]
+        model = _ChatModel(_Reply(blocks, finish_reason="length"))
+        summary = await ChatModelSummarizer(model).summarize(
+            [user(1, "TAF?")], previous_summary=None, max_tokens=50
+        )
+        assert summary == "Piloto vai a SBRP."
+
+    async def test_nothing_to_summarize_asks_nothing(self) -> None:
+        model = _ChatModel()
+        assert await ChatModelSummarizer(model).summarize([], previous_summary=None, max_tokens=50) == ""
+        assert model.calls == []
+
+    @pytest.mark.parametrize(
+        ("reply", "retryable"), [(TimeoutError("lento"), True), (_Reply(""), False), (_Reply(None), False)]
+    )
+    async def test_a_failing_or_empty_model_is_a_summarizer_error(
+        self, reply: object, retryable: bool
+    ) -> None:
+        with pytest.raises(SummarizerUnavailableError) as raised:
+            await ChatModelSummarizer(_ChatModel(reply)).summarize(
+                [user(1, "Oi")], previous_summary=None, max_tokens=50
+            )
+        assert raised.value.retryable is retryable
+
+    @pytest.mark.parametrize("model", [object(), "gpt-4o-mini", None])
+    def test_an_object_without_ainvoke_is_refused(self, model: object) -> None:
+        with pytest.raises(ConfigurationError, match="ainvoke"):
+            ChatModelSummarizer(model)

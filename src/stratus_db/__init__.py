@@ -14,7 +14,12 @@ from stratus_db.conversations.schemas import (
     SearchHit,
     UsageStats,
 )
-from stratus_db.conversations.summarizer import ExtractiveSummarizer, OpenAISummarizer, Summarizer
+from stratus_db.conversations.summarizer import (
+    ChatModelSummarizer,
+    ExtractiveSummarizer,
+    OpenAISummarizer,
+    Summarizer,
+)
 from stratus_db.database import Database, HealthStatus, StratusPostgreSQLIntegration
 from stratus_db.errors import (
     ConfigurationError,
@@ -44,6 +49,7 @@ __all__ = [
     "AuditAction",
     "AuditEvent",
     "AuditManager",
+    "ChatModelSummarizer",
     "CompressionResult",
     "ConfigurationError",
     "ConflictError",

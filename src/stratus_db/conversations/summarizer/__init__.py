@@ -9,9 +9,11 @@ one summary within a token budget (as `estimate_tokens` counts). Two implementat
 - `OpenAISummarizer`, only when chosen (STRATUS_SUMMARIZER=openai, with OPENAI_API_KEY): a Chat Completions call
   with a Portuguese prompt, its answer trimmed to the budget by the same rules.
 
-A host may pass any object with `summarize` to the database handle instead (`Database(summarizer=...)`).
+A host may pass any object with `summarize` to the database handle instead (`Database(summarizer=...)`), such as
+`ChatModelSummarizer(chat_model)` over a LangChain chat model it already uses.
 """
 
+from stratus_db.conversations.summarizer.chat_model import ChatModelSummarizer
 from stratus_db.conversations.summarizer.extractive import ExtractiveSummarizer, extractive_summary
 from stratus_db.conversations.summarizer.llm import (
     DEFAULT_MAX_INPUT_TOKENS,
@@ -41,6 +43,7 @@ __all__ = [
     "DEFAULT_TIMEOUT_SECONDS",
     "MESSAGE_TYPES",
     "SYSTEM_PROMPT",
+    "ChatModelSummarizer",
     "ExtractiveSummarizer",
     "OpenAISummarizer",
     "Summarizer",

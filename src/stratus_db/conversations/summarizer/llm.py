@@ -125,17 +125,10 @@ class OpenAISummarizer:
         self, messages: Sequence[SummaryInput], *, previous_summary: str | None, max_tokens: int
     ) -> str:
         """See `Summarizer.summarize`. One Chat Completions request (plus the SDK's retries)."""
-        check_budget(max_tokens)
-        transcript = _transcript(messages, previous_summary)
-        if not transcript:
+        request = summary_request(messages, previous_summary, max_tokens, self.max_input_tokens)
+        if request is None:
             return ""
-        if estimate_tokens(_wrap(transcript)) > self.max_input_tokens:
-            heading = "Trechos selecionados da conversa (resumo anterior e mensagens novas):\n"
-            room = max(1, self.max_input_tokens - estimate_tokens(_wrap(heading)))
-            transcript = heading + extractive_summary(
-                messages, previous_summary=previous_summary, max_tokens=room
-            )
-        prompt = SYSTEM_PROMPT.format(max_tokens=max_tokens, max_words=max(1, max_tokens * 3 // 5))
+        prompt, transcript = request
         import openai  # already loaded by __init__
 
         try:
@@ -143,7 +136,7 @@ class OpenAISummarizer:
                 model=self.model,
                 messages=[
                     {"role": "system", "content": prompt},
-                    {"role": "user", "content": _wrap(transcript)},
+                    {"role": "user", "content": transcript},
                 ],
                 # max_completion_tokens, not the deprecated max_tokens, which reasoning models reject.
                 max_completion_tokens=max_tokens,
@@ -156,10 +149,9 @@ class OpenAISummarizer:
                 f"summarizer model {self.model} returned no summary text", retryable=False
             )
         choice = response.choices[0]
-        text = clean_text(choice.message.content or "").strip()
-        if choice.finish_reason == "length":
-            text = _drop_unfinished_sentence(text)
-        return trim_to_budget(text, max_tokens)
+        return finished_summary(
+            choice.message.content or "", max_tokens, cut_off=choice.finish_reason == "length"
+        )
 
     def _translate(self, exc: openai.OpenAIError) -> Exception:
         import openai  # already loaded by __init__
@@ -190,6 +182,39 @@ class OpenAISummarizer:
                 f"{where} answered HTTP {exc.status_code}{code} ({attempts})", retryable=retryable
             )
         return SummarizerUnavailableError(f"{where} failed: {type(exc).__name__}", retryable=False)
+
+
+def summary_request(
+    messages: Sequence[SummaryInput], previous_summary: str | None, max_tokens: int, max_input_tokens: int
+) -> tuple[str, str] | None:
+    """What a chat model is asked, for any chat summarizer: (the system prompt, the user message holding the
+    transcript), or None when there is nothing to summarize. A transcript past `max_input_tokens` is sent as the
+    extractive summary's selection of it.
+
+    Raises:
+        ValidationError: `max_tokens` is not a positive integer.
+    """
+    check_budget(max_tokens)
+    transcript = _transcript(messages, previous_summary)
+    if not transcript:
+        return None
+    if estimate_tokens(_wrap(transcript)) > max_input_tokens:
+        heading = "Trechos selecionados da conversa (resumo anterior e mensagens novas):\n"
+        room = max(1, max_input_tokens - estimate_tokens(_wrap(heading)))
+        transcript = heading + extractive_summary(
+            messages, previous_summary=previous_summary, max_tokens=room
+        )
+    prompt = SYSTEM_PROMPT.format(max_tokens=max_tokens, max_words=max(1, max_tokens * 3 // 5))
+    return prompt, _wrap(transcript)
+
+
+def finished_summary(reply: str, max_tokens: int, *, cut_off: bool) -> str:
+    """A chat model's reply as a summary: clean text, without the sentence a length cut-off left unfinished, within
+    `max_tokens`."""
+    text = clean_text(reply).strip()
+    if cut_off:
+        text = _drop_unfinished_sentence(text)
+    return trim_to_budget(text, max_tokens)
 
 
 def _drop_unfinished_sentence(text: str) -> str:
