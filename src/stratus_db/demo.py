@@ -77,9 +77,10 @@ async def run_demo(db: StratusPostgreSQLIntegration) -> None:
             print(f"   [{message.seq}] {speaker}: {message.content}")
 
         print("\nConversation tools:")
-        window = await conv_mgr.get_context(conv.conversation_id, user.user_id, max_tokens=40)
+        budget = 50  # the answer fits, and the question before it no longer does
+        window = await conv_mgr.get_context(conv.conversation_id, user.user_id, max_tokens=budget)
         print(
-            f"   context within 40 tokens: {len(window.messages)} message(s), {window.total_tokens} tokens, "
+            f"   context within {budget} tokens: {len(window.messages)} message(s), {window.total_tokens} tokens, "
             f"{window.omitted_messages} left out"
         )
         hits = await conv_mgr.search_messages(user.user_id, "meteorológico visibilidade")
