@@ -15,7 +15,7 @@ from typing import Annotated
 from pydantic import AfterValidator, BaseModel, ConfigDict, StrictStr, StringConstraints
 
 from stratus_db.kit.validation import SafeStr
-from stratus_db.security.principal import SYSTEM, Principal
+from stratus_db.security.principal import Principal
 
 
 def _valid_ip(value: str | None) -> str | None:
@@ -30,7 +30,8 @@ _Text = Annotated[SafeStr, StringConstraints(min_length=1, max_length=500)]
 class RequestContext(BaseModel):
     model_config = ConfigDict(frozen=True)
 
-    principal: Principal = SYSTEM
+    principal: Principal | None = None
+    """None: no principal was given (STRATUS_ANONYMOUS_CALLS decides what such a call may do)."""
     trace_id: (
         Annotated[StrictStr, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:\-]+$")]
         | None

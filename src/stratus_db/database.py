@@ -6,6 +6,7 @@ import asyncio
 import logging
 import random
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -24,6 +25,9 @@ from sqlalchemy.pool import PoolProxiedConnection
 from sqlalchemy.util import greenlet_spawn
 
 from stratus_db import revisions, schema
+from stratus_db.audit.repository import AuditRepository
+from stratus_db.audit.rows import AuditEntry, audit_context
+from stratus_db.audit.schemas import AuditAction
 from stratus_db.config import Settings, check_environment, load_settings
 from stratus_db.context import (
     RequestContext,
@@ -37,6 +41,7 @@ from stratus_db.errors import (
     ConflictError,
     DatabaseClosedError,
     DatabaseUnavailableError,
+    PermissionDeniedError,
     SchemaNotReadyError,
     StratusError,
     UnexpectedError,
@@ -45,10 +50,12 @@ from stratus_db.kit import driver
 from stratus_db.kit.backends import READ_ONLY_OPTION, backend_for
 from stratus_db.kit.clock import utc_now
 from stratus_db.kit.failures import translate
+from stratus_db.kit.ids import new_id
 from stratus_db.kit.metrics import OperationMetrics
 from stratus_db.kit.tokens import TokenCounter, estimate_tokens
 from stratus_db.kit.validation import validate_input
 from stratus_db.logging import LOGGER_NAME, get_logger
+from stratus_db.security.policy import refusal
 from stratus_db.security.principal import Principal
 
 if TYPE_CHECKING:
@@ -56,6 +63,8 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 E = TypeVar("E")
+ACCESS_TABLE = "access_control"
+"""The table name of a refused call's audit row: it touched no table."""
 _library_log = logging.getLogger(LOGGER_NAME)
 """The standard logger behind `db.log`: its level says whether a healthy call's DEBUG line is worth building."""
 
@@ -88,6 +97,28 @@ class Operation:
         self._trace = begin_operation_trace()
         self._started = time.perf_counter()
         return self
+
+    async def authorize(self, subject: uuid.UUID | None, *, operation: str | None = None) -> None:
+        """Let the call go on only if the context's principal may run this operation (or `operation`, a finer one
+        such as "user.change_role") on the data of the user `subject` (None: of no single user): security/policy.py.
+        Called once the arguments are valid, before anything is read or written.
+
+        Raises:
+            PermissionDeniedError: refused; the refusal is audited (action `deny`), nothing else is written.
+        """
+        name = self.name if operation is None else operation
+        principal = current_context().principal
+        if principal is None:
+            if self._db.settings.STRATUS_ANONYMOUS_CALLS == "system":
+                return  # trusted in-process code
+            reason = f"{name} needs a principal in the context (STRATUS_ANONYMOUS_CALLS=refuse)"
+        else:
+            refused = refusal(principal, name, subject)
+            if refused is None:
+                return
+            reason = refused
+        await self._db._record_refusal(name, subject, reason)
+        raise PermissionDeniedError(reason)
 
     async def __aexit__(
         self, _type: type[BaseException] | None, exc: BaseException | None, _traceback: TracebackType | None
@@ -489,6 +520,30 @@ class StratusPostgreSQLIntegration:
         elif _library_log.isEnabledFor(logging.DEBUG):
             # Checked first: a healthy call's line is built only when someone reads it (a level check, not 60 µs).
             self.log.debug(f"{name} succeeded", operation=name, duration_ms=seconds * 1000)
+
+    async def _record_refusal(self, operation: str, subject: uuid.UUID | None, reason: str) -> None:
+        """The audit row of a refused call, in a transaction of its own (the call itself writes nothing). If it cannot
+        be written, the refusal still stands: the failure is logged."""
+        entry = AuditEntry(
+            action=AuditAction.deny,
+            table_name=ACCESS_TABLE,
+            record_id=None,
+            user_id=subject,
+            timestamp=self.clock(),
+            old_values=None,
+            new_values={"operation": operation, "reason": reason},
+            context=audit_context(),
+            audit_id=new_id(),
+        )
+        try:
+            async with self.transaction() as tx:
+                await AuditRepository(tx).append([entry])
+        except StratusError as exc:
+            self.log.warning(
+                f"{operation} was refused, and its audit row could not be written",
+                operation=operation,
+                error=type(exc).__name__,
+            )
 
     async def _run_with_retries(self, name: str, attempt: Callable[[], Awaitable[T]]) -> T:
         """`attempt()` until it succeeds, fails for good, or STRATUS_RETRY_ATTEMPTS are spent."""

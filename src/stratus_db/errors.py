@@ -31,6 +31,13 @@ class NotFoundError(StratusError):
     status_code = 404
 
 
+class PermissionDeniedError(StratusError):
+    """The principal in the context may not make this call on this data (security/policy.py); nothing was written
+    but the audit row of the refusal."""
+
+    status_code = 403
+
+
 class Violation(StrEnum):
     """The kind of database rule a write broke."""
 

@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 from stratus_db.audit.schemas import AuditAction
 from stratus_db.context import current_context, current_trace_id
 from stratus_db.kit.sql import BatchColumns
+from stratus_db.security.principal import SYSTEM
 
 
 class AuditContext(NamedTuple):
@@ -39,7 +40,11 @@ def audit_context() -> AuditContext:
     row later, in a batch."""
     context = current_context()
     return AuditContext(
-        context.ip_address, context.user_agent, context.principal.actor, current_trace_id(), context.purpose
+        context.ip_address,
+        context.user_agent,
+        (context.principal or SYSTEM).actor,
+        current_trace_id(),
+        context.purpose,
     )
 
 

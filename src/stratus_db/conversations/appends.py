@@ -94,6 +94,7 @@ class MessageAppends(HistoryCompressor):
                     "message_id": message_id,
                 },
             )
+            await op.authorize(data.user_id)
             message = plan_message(
                 data,
                 data.conversation_id,
@@ -158,6 +159,7 @@ class MessageAppends(HistoryCompressor):
                 MessageBatch,
                 {"conversation_id": conversation_id, "user_id": user_id, "messages": list(messages)},
             )
+            await op.authorize(batch.user_id)
             now = self._db.clock()
             planned = [
                 plan_message(item, batch.conversation_id, batch.user_id, now, self._db.count_tokens)
@@ -219,6 +221,7 @@ class MessageAppends(HistoryCompressor):
                 MessageImportBatch,
                 {"conversation_id": conversation_id, "user_id": user_id, "messages": list(messages)},
             )
+            await op.authorize(batch.user_id)
             now = self._db.clock()
             planned = []
             previous: datetime | None = None

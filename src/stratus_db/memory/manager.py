@@ -101,6 +101,7 @@ class MemoryManager:
                 raise ValidationError(
                     "expires_at must be in the future; to remove a memory, use delete_memory"
                 )
+            await op.authorize(data.user_id)
             return await self._writes.store(op, data, tx=tx)
 
     async def get_memory(
@@ -120,6 +121,7 @@ class MemoryManager:
             use_cache = tx is None and self._cache.enabled
             cache_key = self._valid_lookup(user_id, key, use_cache)
             owner, name = cache_key
+            await op.authorize(owner)
             if use_cache:
                 await self._cache.start()
                 now = self._db.clock()
@@ -192,6 +194,7 @@ class MemoryManager:
             type_filter = None if memory_type is None else parse_enum(MemoryType, memory_type, "memory_type")
             limit = check_limit(limit)
             after_key = None if cursor is None else decode_cursor(cursor, (str,))[0]
+            await op.authorize(owner)
 
             async def work(conn: AsyncConnection) -> Page[MemoryEntry]:
                 entries = await MemoryRepository(conn, owner).page(
@@ -211,7 +214,7 @@ class MemoryManager:
         """
         async with self._db.operation("memory.delete") as op:
             lookup = validate_input(MemoryLookup, {"user_id": user_id, "key": key})
-
+            await op.authorize(lookup.user_id)
             return await op.run(partial(self._writes.delete, user_id=lookup.user_id, key=lookup.key), tx=tx)
 
     async def search_memories(
@@ -246,6 +249,7 @@ class MemoryManager:
                     "min_importance": min_importance,
                 },
             )
+            await op.authorize(data.user_id)
             terms = query_terms(data.query)
             if not terms:
                 return []
@@ -300,6 +304,7 @@ class MemoryManager:
         async with self._db.operation("memory.purge_expired") as op:
             size = check_limit(batch_size, maximum=10_000, name="batch_size")
             check_callback(on_progress, "on_progress")
+            await op.authorize(None)
 
             total = 0
             while (deleted := await op.run(partial(self._writes.purge_batch, size=size))) > 0:

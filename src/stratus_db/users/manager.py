@@ -72,6 +72,7 @@ class UserManager:
                     "preferences": {} if preferences is None else preferences,
                 },
             )
+            await op.authorize(None)
             now = self._db.clock()
             new_user = UserRead(
                 **data.model_dump(), user_id=new_id(), created_at=now, updated_at=now, last_active=now
@@ -101,6 +102,7 @@ class UserManager:
         """
         async with self._db.operation("user.get", read_only=True) as op:
             key = parse_uuid(user_id, "user_id")
+            await op.authorize(key)
 
             async def work(conn: AsyncConnection) -> UserRead | None:
                 return await UserRepository(conn).get(key)
@@ -119,7 +121,10 @@ class UserManager:
             async def work(conn: AsyncConnection) -> UserRead | None:
                 return await UserRepository(conn).get_by_email(address)
 
-            return await op.run(work, tx=tx)
+            found = await op.run(work, tx=tx)
+            # Whose profile it is shows only once read: a miss is nobody's, which only those who manage users may see.
+            await op.authorize(None if found is None else found.user_id)
+            return found
 
     async def update_user(
         self, user_id: uuid.UUID | str, *, tx: AsyncConnection | None = None, **changes: Any
@@ -142,6 +147,9 @@ class UserManager:
                 raise ValidationError(
                     f"update_user needs at least one field to change; accepted: {', '.join(UserUpdate.model_fields)}"
                 )
+            await op.authorize(key)
+            if "role" in values:
+                await op.authorize(key, operation="user.change_role")
 
             async def work(conn: AsyncConnection) -> UserRead:
                 repository = UserRepository(conn)
@@ -183,6 +191,7 @@ class UserManager:
             role_filter = None if role is None else parse_enum(UserRole, role, "role")
             limit = check_limit(limit)
             after = None if cursor is None else decode_cursor(cursor, (uuid.UUID,))[0]
+            await op.authorize(None)
 
             async def work(conn: AsyncConnection) -> Page[UserRead]:
                 users = await UserRepository(conn).page(role=role_filter, after=after, limit=limit + 1)

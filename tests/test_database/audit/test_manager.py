@@ -451,7 +451,7 @@ class TestQueryRecordsTheContext:
         self, users: UserManager, audit: AuditManager, db: Database
     ) -> None:
         async with db.context(
-            principal=Principal(kind=PrincipalKind.user, id="abc"),
+            principal=Principal(kind=PrincipalKind.admin, id="abc"),
             trace_id="t-1",
             ip_address="203.0.113.7",
             user_agent="pytest",
@@ -460,7 +460,7 @@ class TestQueryRecordsTheContext:
             user = await create_user(users)
 
         event = await only_event(audit, record_id=user.user_id)
-        assert event.actor == "user:abc"
+        assert event.actor == "admin:abc"
         assert event.trace_id == "t-1"
         assert event.ip_address == "203.0.113.7"
         assert event.user_agent == "pytest"
@@ -470,7 +470,7 @@ class TestQueryRecordsTheContext:
         self, users: UserManager, conversations: ConversationManager, audit: AuditManager, db: Database
     ) -> None:
         async with db.context(
-            principal=Principal(kind=PrincipalKind.service, id="agent-meteo"),
+            principal=Principal.system("agent-meteo"),
             trace_id="trace-42",
             ip_address="2001:db8::1",
         ):
@@ -481,7 +481,7 @@ class TestQueryRecordsTheContext:
         inside = (await audit.query(action="create")).items
         assert len(inside) == 2
         for event in inside:
-            assert event.actor == "service:agent-meteo"
+            assert event.actor == "system:agent-meteo"
             assert event.trace_id == "trace-42"
             assert event.ip_address == "2001:db8::1"
             assert event.user_agent is None
@@ -495,13 +495,13 @@ class TestQueryRecordsTheContext:
         self, users: UserManager, audit: AuditManager, db: Database
     ) -> None:
         async with (
-            db.context(principal=Principal(kind=PrincipalKind.user, id="abc"), ip_address="203.0.113.7"),
+            db.context(principal=Principal(kind=PrincipalKind.admin, id="abc"), ip_address="203.0.113.7"),
             db.context(purpose="support"),
         ):
             user = await create_user(users)
 
         event = await only_event(audit, record_id=user.user_id)
-        assert event.actor == "user:abc"
+        assert event.actor == "admin:abc"
         assert event.ip_address == "203.0.113.7"
         assert event.purpose == "support"
 

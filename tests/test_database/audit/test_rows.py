@@ -11,7 +11,6 @@ from stratus_db import (
     Database,
     MemoryManager,
     Principal,
-    PrincipalKind,
     UserManager,
 )
 from stratus_db.audit.rows import AUDIT_INPUT, CONTEXT_COLUMNS
@@ -52,7 +51,7 @@ async def test_every_write_path_fills_every_context_column(
     user = await create_user(users)
     conversation = await conversations.create_conversation(user_id=user.user_id, title="Voo")
     await memories.store_memory(user.user_id, "updated", "SBGR", "long_term")
-    agent = Principal(kind=PrincipalKind.service, id="planner")
+    agent = Principal.agent("planner", acting_for=user.user_id)
     async with db.context(
         principal=agent,
         trace_id="trace-rows",
@@ -84,7 +83,7 @@ async def test_every_write_path_fills_every_context_column(
     }
     for event in written:
         assert (event.actor, event.ip_address, event.user_agent, event.purpose) == (
-            "service:planner",
+            "agent:planner",
             "10.0.0.7",
             "stratus-agent/1.0",
             "voo",

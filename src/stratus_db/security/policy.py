@@ -1,0 +1,87 @@
+"""Who may call which operation on whose data: the one place access is decided.
+
+Every public call names its operation (`db.operation("memory.store")`) and, once its arguments are valid, asks
+`Operation.authorize(subject)` with the user whose data it touches (None: no single user's, e.g. listing users). The
+rule of the operation decides: the data's owner (the user themselves, or an agent bound to them) and the principal
+kinds allowed on anyone's data. Repositories still apply ownership in SQL (every statement carries the owner's
+filter), so a rule can only narrow what a call reaches, never widen it.
+
+A principal kind not named by a rule is refused; an operation without a rule is refused too (a new method must be
+given one: tests/test_database/test_access.py checks that every public method has one).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from stratus_db.security.principal import Principal, PrincipalKind
+
+SYSTEM_ONLY = frozenset({PrincipalKind.system})
+MANAGERS = frozenset({PrincipalKind.system, PrincipalKind.admin})
+AUDITORS = frozenset({PrincipalKind.system, PrincipalKind.auditor})
+
+
+@dataclass(frozen=True)
+class Rule:
+    """Who may call an operation: its owner (when `owner`) and any principal of `anyone`."""
+
+    anyone: frozenset[PrincipalKind]
+    owner: bool = False
+
+
+OWN_DATA = Rule(anyone=SYSTEM_ONLY, owner=True)
+"""Memories and conversations: their user, an agent bound to them, trusted code. No admin, no auditor: content."""
+OWN_PROFILE = Rule(anyone=MANAGERS, owner=True)
+"""A user's profile: the user, their agent, and those who manage users."""
+
+RULES: Mapping[str, Rule] = {
+    "user.create": Rule(anyone=MANAGERS),
+    "user.get": OWN_PROFILE,
+    "user.get_by_email": OWN_PROFILE,
+    "user.list": Rule(anyone=MANAGERS),
+    "user.update": OWN_PROFILE,
+    "user.change_role": Rule(anyone=MANAGERS),
+    "memory.store": OWN_DATA,
+    "memory.get": OWN_DATA,
+    "memory.list": OWN_DATA,
+    "memory.delete": OWN_DATA,
+    "memory.search": OWN_DATA,
+    "memory.purge_expired": Rule(anyone=MANAGERS),
+    "conversation.create": OWN_DATA,
+    "conversation.get": OWN_DATA,
+    "conversation.list": OWN_DATA,
+    "conversation.update": OWN_DATA,
+    "conversation.archive": OWN_DATA,
+    "conversation.delete": OWN_DATA,
+    "conversation.restore": OWN_DATA,
+    "conversation.purge": OWN_DATA,
+    "conversation.add_message": OWN_DATA,
+    "conversation.add_messages": OWN_DATA,
+    "conversation.import_messages": OWN_DATA,
+    "conversation.get_messages": OWN_DATA,
+    "conversation.get_context": OWN_DATA,
+    "conversation.search_messages": OWN_DATA,
+    "conversation.compress_history": OWN_DATA,
+    # Counts and sizes, no content: a user's own, or anyone's for those who manage users.
+    "conversation.usage_stats": OWN_PROFILE,
+    "conversation.conversation_stats": OWN_PROFILE,
+    "audit.query": Rule(anyone=AUDITORS, owner=True),
+}
+"""Every public operation's rule. Internal operations (a batch of other callers' writes, the access-count flush) have
+none: they carry out calls that were authorized when they were made."""
+
+
+def refusal(principal: Principal, operation: str, subject: uuid.UUID | None) -> str | None:
+    """Why `principal` may not run `operation` on the data of `subject` (None: of no single user); None if it may."""
+    rule = RULES.get(operation)
+    if rule is None:
+        return f"{operation} has no access rule"
+    if principal.kind in rule.anyone:
+        return None
+    if rule.owner and subject is not None and principal.user_id == subject:
+        return None
+    if rule.owner and subject is not None:
+        return f"{principal.actor} may not {operation} for another user"
+    return f"{principal.actor} may not {operation}"
