@@ -587,3 +587,18 @@ async def test_import_messages_refuses_an_unknown_user_or_conversation(
     )
     assert await count_rows_at(database_url, "messages") == 0
     assert await count_rows_at(database_url, "conversations") == 1
+
+
+async def test_the_downgrade_prompt_shows_no_password_given_in_the_urls_query(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """libpq and asyncpg take the password as a query parameter too (`?password=…`): the prompt masks it, as
+    `stratus-db config` does."""
+    async with throwaway_postgres_database() as url:
+        monkeypatch.setenv(
+            "DATABASE_URL", f"{url}?password=s3cr3t-query"
+        )  # trust auth: the password is unused
+        refused = await invoke("db", "downgrade", previous_of(head_revision()), input="n\n")
+    assert refused.exit_code == 1
+    assert "Downgrade postgresql" in refused.output
+    assert "s3cr3t-query" not in refused.output

@@ -190,7 +190,7 @@ def db_downgrade(
         target = revisions.downgrade_target(revision, current)
     except StratusError as exc:
         raise _fail(exc.message) from None
-    where = _settings().database_url.render_as_string(hide_password=True)
+    where = effective_settings(_settings())["DATABASE_URL"]  # its password masked, in the query string too
     shown = target or revisions.BASE
     if current == target:
         typer.echo(f"schema already at revision {current}: nothing to do")

@@ -52,7 +52,7 @@ from stratus_db.kit.clock import utc_now
 from stratus_db.kit.failures import translate
 from stratus_db.kit.ids import new_id
 from stratus_db.kit.metrics import OperationMetrics
-from stratus_db.kit.tokens import TokenCounter, estimate_tokens
+from stratus_db.kit.tokens import TokenCounter, checked_counter, estimate_tokens
 from stratus_db.kit.validation import validate_input
 from stratus_db.logging import LOGGER_NAME, get_logger
 from stratus_db.security.policy import refusal
@@ -222,7 +222,8 @@ class StratusPostgreSQLIntegration:
             protocol's `summarize`); by default the one STRATUS_SUMMARIZER names (the offline extractive one).
         token_counter: how many tokens a text costs the host's model (`str -> int`), used for messages appended
             without `tokens_used`, summaries in a context window and the summary's budget; by default the offline
-            estimate (kit/tokens.py), or `TiktokenCounter()` with the `[tiktoken]` extra.
+            estimate (kit/tokens.py), or `TiktokenCounter()` with the `[tiktoken]` extra. It must return an integer
+            from 0 to 10,000,000: anything else fails the call with ConfigurationError before anything is written.
 
     Raises:
         ConfigurationError: a setting (DATABASE_URL…) is malformed, ENVIRONMENT=production without a PostgreSQL
@@ -253,7 +254,9 @@ class StratusPostgreSQLIntegration:
             )
         self.summarizer = summarizer
         """The host's summarizer, or None for the configured one (conversations/history.py)."""
-        self.count_tokens: TokenCounter = estimate_tokens if token_counter is None else token_counter
+        self.count_tokens: TokenCounter = (
+            estimate_tokens if token_counter is None else checked_counter(token_counter)
+        )
         url = self.settings.database_url
         self._backend = backend_for(url)
         self._where = self._backend.describe(url)

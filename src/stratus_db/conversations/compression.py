@@ -66,7 +66,8 @@ class HistoryCompressor(ConversationLifecycle):
 
         The folded messages stay stored and readable (get_messages) but leave the context window (get_context). The
         summarizer receives the previous summary and the newly folded messages and returns the new summary within
-        STRATUS_SUMMARY_MAX_TOKENS: by default the offline extractive one, or OpenAI's when OPENAI_API_KEY is set.
+        STRATUS_SUMMARY_MAX_TOKENS: the handle's (`Database(summarizer=...)`), else the one STRATUS_SUMMARIZER names
+        (the offline extractive one by default, whatever keys are set).
         It runs outside any transaction of ours (a remote model may take seconds); if another compression of the
         same conversation commits meanwhile, this one writes nothing. Idempotent: with nothing new to fold, nothing is
         written. Works on conversations of any status.

@@ -7,6 +7,7 @@ the messages appended without `tokens_used`, the summary in a context window and
 
 from __future__ import annotations
 
+import operator
 import string
 from collections.abc import Callable
 from typing import Any
@@ -47,6 +48,35 @@ def weighted_characters(text: str) -> float:
 def estimate_tokens(text: str) -> int:
     """The offline estimate of `text`'s tokens (see CHARACTERS_PER_TOKEN), at least 1 (messages are never empty)."""
     return max(1, round(weighted_characters(text) / CHARACTERS_PER_TOKEN))
+
+
+MAX_TOKENS = 10_000_000
+"""The most tokens a text may count: what a message's `tokens_used` accepts."""
+
+
+def checked_counter(count_tokens: TokenCounter) -> TokenCounter:
+    """`count_tokens` (the host's counter) refusing a result that is not a count: its result becomes a message's
+    `tokens_used` and weighs summaries against budgets, so a fraction or a negative number must fail the call before
+    anything is written, not after.
+
+    Raises (when called):
+        ConfigurationError: the counter returned something other than an integer from 0 to MAX_TOKENS.
+    """
+
+    def count(text: str) -> int:
+        tokens = count_tokens(text)
+        try:
+            counted = operator.index(tokens)  # an int, or an integer type such as numpy's; never a float
+        except TypeError:
+            counted = -1
+        if isinstance(tokens, bool) or not 0 <= counted <= MAX_TOKENS:
+            raise ConfigurationError(
+                f"token_counter must return an integer from 0 to {MAX_TOKENS:,}, got {type(tokens).__name__} "
+                f"{str(tokens)[:40]}"
+            )
+        return counted
+
+    return count
 
 
 class TiktokenCounter:

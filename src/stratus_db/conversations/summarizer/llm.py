@@ -1,5 +1,6 @@
-"""The OpenAI-backed summarizer, used when `OPENAI_API_KEY` is set: a Chat Completions call with a Portuguese
-prompt, its answer trimmed to the budget by the same rules as the extractive one; and the choice between the two."""
+"""The OpenAI-backed summarizer, used only when STRATUS_SUMMARIZER=openai (with `OPENAI_API_KEY`): a Chat Completions
+call with a Portuguese prompt, its answer trimmed to the budget by the same rules as the extractive one; and the choice
+between the two."""
 
 from __future__ import annotations
 
