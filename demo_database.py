@@ -13,7 +13,7 @@ from stratus_db.logging import configure_json
 
 
 async def main() -> None:
-    configure_json("WARNING")  # the library's failures and slow calls, as JSON lines on standard error
+    configure_json("ERROR")  # defects only, as JSON lines on standard error: the refusal it shows is expected
     async with StratusPostgreSQLIntegration() as db:
         await run_demo(db)
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 from stratus_db.audit.manager import AuditManager
 from stratus_db.conversations.manager import ConversationManager
 from stratus_db.database import StratusPostgreSQLIntegration
+from stratus_db.errors import PermissionDeniedError
 from stratus_db.memory.manager import MemoryManager
 from stratus_db.security.principal import Principal
 from stratus_db.users.manager import UserManager
 
 DEMO_EMAIL = "joao@aviacao.com"
+OTHER_EMAIL = "maria@aviacao.com"
 
 
 async def run_demo(db: StratusPostgreSQLIntegration) -> None:
@@ -94,6 +96,19 @@ async def run_demo(db: StratusPostgreSQLIntegration) -> None:
         usage = await conv_mgr.get_usage_stats(user.user_id)
         agents = ", ".join(f"{agent.agent_name or 'users'}: {agent.messages}" for agent in usage.per_agent)
         print(f"   usage: {usage.conversations} conversation(s), {usage.messages} messages ({agents})")
+
+        print("\nAccess control:")
+        other = await user_mgr.get_user_by_email(OTHER_EMAIL) or await user_mgr.create_user(
+            name="Maria Souza", email=OTHER_EMAIL, role="instructor"
+        )
+        async with db.context(principal=Principal.agent("meteorologia", acting_for=other.user_id)):
+            try:
+                await memory_mgr.get_memory(user.user_id, "preferred_aircraft")
+            except PermissionDeniedError as refused:
+                print(f"   Maria's agent reading João's memory: refused ({refused.message})")
+        async with db.context(principal=Principal.for_user(user.user_id)):
+            own = await memory_mgr.get_memory(user.user_id, "preferred_aircraft")
+            print(f"   João reading his own memory: {own.value if own else None!r}")
 
         print("\nAudit trail of this user (newest first):")
         for event in (await audit_mgr.query(user_id=user.user_id, limit=10)).items:
