@@ -8,6 +8,7 @@ import inspect
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -70,6 +71,18 @@ CALLS: dict[str, tuple[frozenset[str], Call]] = {
         lambda w: w.users.update_user(w.owner, name=f"Nome {uuid.uuid4().hex}"),
     ),
     "UserManager.list_users": (MANAGING, lambda w: w.users.list_users()),
+    "UserManager.update_preferences": (
+        PROFILE,
+        lambda w: w.users.update_preferences(w.owner, {"theme": uuid.uuid4().hex}),
+    ),
+    "UserManager.active_users": (
+        MANAGING,
+        lambda w: w.users.active_users(datetime.now(UTC) - timedelta(days=1)),
+    ),
+    "UserManager.activity_counts": (
+        MANAGING,
+        lambda w: w.users.activity_counts(datetime.now(UTC) - timedelta(days=7), datetime.now(UTC)),
+    ),
     "MemoryManager.store_memory": (
         OWNER,
         lambda w: w.memories.store_memory(w.owner, "base", uuid.uuid4().hex),

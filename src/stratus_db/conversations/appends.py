@@ -95,6 +95,7 @@ class MessageAppends(HistoryCompressor):
                 },
             )
             await op.authorize(data.user_id)
+            self._activity.note(data.user_id)
             message = plan_message(
                 data,
                 data.conversation_id,
@@ -160,6 +161,7 @@ class MessageAppends(HistoryCompressor):
                 {"conversation_id": conversation_id, "user_id": user_id, "messages": list(messages)},
             )
             await op.authorize(batch.user_id)
+            self._activity.note(batch.user_id)
             now = self._db.clock()
             planned = [
                 plan_message(item, batch.conversation_id, batch.user_id, now, self._db.count_tokens)

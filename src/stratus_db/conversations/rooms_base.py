@@ -19,6 +19,7 @@ from stratus_db.conversations.schemas import (
 )
 from stratus_db.errors import NotFoundError
 from stratus_db.models import MessageType
+from stratus_db.users.activity import tracker_of
 
 if TYPE_CHECKING:
     from stratus_db.database import StratusPostgreSQLIntegration
@@ -73,6 +74,8 @@ class ConversationRoom:
         self._search = dialect.search
         self._appends = dialect.appends
         self._history = HistoryCompression.of(db)
+        self._activity = tracker_of(db)
+        """Where a user's activity is noted: `users.last_active`, written at most once a minute (users/activity.py)."""
         self._recent = db.extension(
             "conversations.recent", lambda: RecentMessages(db.settings.STRATUS_CONTEXT_CACHE_CONVERSATIONS)
         )

@@ -29,6 +29,7 @@ from stratus_db.memory.schemas import MemoryEntry, MemoryLookup, MemorySearch, M
 from stratus_db.memory.search import MemoryCandidate, SearchFilters
 from stratus_db.memory.writes import MemoryWrites
 from stratus_db.models import MemoryType
+from stratus_db.users.activity import tracker_of
 
 if TYPE_CHECKING:
     from stratus_db.database import StratusPostgreSQLIntegration
@@ -44,6 +45,7 @@ class MemoryManager:
         self._db = db
         self._policy = MemoryPolicy.from_settings(db.settings)
         self._cache = MemoryCache.of(db)
+        self._activity = tracker_of(db)
         self._dialect = memory_dialect_for(db, self._policy)
         self._writes = MemoryWrites(db, MemoryPlanner(self._policy), self._cache, self._dialect.coalescer)
 
@@ -102,6 +104,7 @@ class MemoryManager:
                     "expires_at must be in the future; to remove a memory, use delete_memory"
                 )
             await op.authorize(data.user_id)
+            self._activity.note(data.user_id)
             return await self._writes.store(op, data, tx=tx)
 
     async def get_memory(
@@ -122,6 +125,7 @@ class MemoryManager:
             cache_key = self._valid_lookup(user_id, key, use_cache)
             owner, name = cache_key
             await op.authorize(owner)
+            self._activity.note(owner)
             if use_cache:
                 await self._cache.start()
                 now = self._db.clock()

@@ -43,6 +43,10 @@ RULES: Mapping[str, Rule] = {
     "user.list": Rule(anyone=MANAGERS),
     "user.update": OWN_PROFILE,
     "user.change_role": Rule(anyone=MANAGERS),
+    "user.update_preferences": OWN_PROFILE,
+    # Who was active when: a cross-user report.
+    "user.active_users": Rule(anyone=MANAGERS),
+    "user.activity_counts": Rule(anyone=MANAGERS),
     "memory.store": OWN_DATA,
     "memory.get": OWN_DATA,
     "memory.list": OWN_DATA,
@@ -69,8 +73,8 @@ RULES: Mapping[str, Rule] = {
     "conversation.conversation_stats": OWN_PROFILE,
     "audit.query": Rule(anyone=AUDITORS, owner=True),
 }
-"""Every public operation's rule. Internal operations (a batch of other callers' writes, the access-count flush) have
-none: they carry out calls that were authorized when they were made."""
+"""Every public operation's rule. Internal operations (a batch of other callers' writes, the access-count flush, the
+`last_active` write of users/activity.py) have none: they carry out calls that were authorized when they were made."""
 
 
 def refusal(principal: Principal, operation: str, subject: uuid.UUID | None) -> str | None:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from pydantic import ValidationError as PydanticValidationError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from stratus_db.audit.manager import AuditManager, changed_fields
@@ -12,15 +14,53 @@ from stratus_db.audit.schemas import AuditAction
 from stratus_db.errors import NotFoundError, ValidationError
 from stratus_db.kit.ids import new_id
 from stratus_db.kit.schemas import Page, check_limit, decode_cursor, encode_cursor, make_page
-from stratus_db.kit.validation import parse_enum, parse_uuid, validate_input
+from stratus_db.kit.validation import (
+    InputModel,
+    SafeJsonObject,
+    Timestamp,
+    parse_enum,
+    parse_uuid,
+    validate_input,
+)
 from stratus_db.models import UserRole
+from stratus_db.users.activity import (
+    MAX_PERIODS,
+    ActivityCount,
+    Granularity,
+    count_active,
+    periods_between,
+)
+from stratus_db.users.profile import (
+    ExperienceLevel,
+    changed_keys,
+    derive_experience_level,
+    merge_patch,
+    parse_experience_level,
+)
 from stratus_db.users.repository import UserRepository
-from stratus_db.users.schemas import EmailLookup, UserCreate, UserRead, UserUpdate
+from stratus_db.users.schemas import EmailLookup, Preferences, UserCreate, UserRead, UserUpdate
 
 if TYPE_CHECKING:
     from stratus_db.database import StratusPostgreSQLIntegration
 
 TABLE = "users"
+
+
+class _PreferencesPatch(InputModel):
+    patch: SafeJsonObject
+
+
+class _CheckedPreferences(InputModel):
+    preferences: Preferences
+
+
+class _Instant(InputModel):
+    value: Timestamp
+
+
+class _ActivityWindow(InputModel):
+    since: Timestamp
+    until: Timestamp
 
 
 class UserManager:
@@ -49,8 +89,12 @@ class UserManager:
             role: one of UserRole (pilot, instructor, mechanic, student, dispatcher, flight_attendant,
                 air_traffic_controller, other).
             licenses: ANAC licence and rating codes, e.g. ["PP", "PC", "IFR"]; upper-cased, duplicates dropped.
-            experience_level: free text up to 50 characters, e.g. "student", "300h".
-            preferences: a JSON object.
+            experience_level: one of ExperienceLevel (student, private, commercial, airline, instructor,
+                maintenance, dispatch, cabin, other). Left out, it is derived from `licenses` (docs/users.md:
+                airline > instructor > commercial > private > dispatch > maintenance > cabin; `student` for the
+                student role; else None).
+            preferences: a JSON object; the known keys (language, units, home_aerodrome, aircraft, notifications)
+                must follow their schema (docs/users.md), other keys are free within the JSON limits.
             tx: a transaction from `db.transaction()` to join.
 
         Returns:
@@ -73,6 +117,9 @@ class UserManager:
                 },
             )
             await op.authorize(None)
+            if data.experience_level is None:
+                derived = derive_experience_level(data.licenses, student=data.role is UserRole.student)
+                data = data.model_copy(update={"experience_level": derived})
             now = self._db.clock()
             new_user = UserRead(
                 **data.model_dump(), user_id=new_id(), created_at=now, updated_at=now, last_active=now
@@ -178,23 +225,165 @@ class UserManager:
         self,
         *,
         role: UserRole | str | None = None,
+        experience_level: ExperienceLevel | str | None = None,
+        active_since: datetime | None = None,
         limit: int = 50,
         cursor: str | None = None,
         tx: AsyncConnection | None = None,
     ) -> Page[UserRead]:
-        """Users in creation order, optionally of one role. A cross-user query: for administrators and reports.
+        """Users in creation order, optionally of one role, of one experience level, and active (`last_active`) at
+        or after `active_since`. A cross-user query: for administrators and reports.
 
         Raises:
-            ValidationError: an unknown role, a limit outside 1–500, or a cursor not issued here.
+            ValidationError: an unknown role or experience level, an `active_since` that is not a time-zone-aware
+                datetime, a limit outside 1–500, or a cursor not issued here.
         """
         async with self._db.operation("user.list", read_only=True) as op:
             role_filter = None if role is None else parse_enum(UserRole, role, "role")
+            level = None if experience_level is None else parse_experience_level(experience_level)
+            since = None if active_since is None else _instant(active_since, "active_since")
             limit = check_limit(limit)
             after = None if cursor is None else decode_cursor(cursor, (uuid.UUID,))[0]
             await op.authorize(None)
 
             async def work(conn: AsyncConnection) -> Page[UserRead]:
-                users = await UserRepository(conn).page(role=role_filter, after=after, limit=limit + 1)
+                users = await UserRepository(conn).page(
+                    role=role_filter,
+                    experience_level=level,
+                    active_since=since,
+                    after=after,
+                    limit=limit + 1,
+                )
                 return make_page(users, limit, lambda user: encode_cursor(user.user_id))
 
             return await op.run(work, tx=tx)
+
+    async def update_preferences(
+        self, user_id: uuid.UUID | str, patch: dict[str, Any], *, tx: AsyncConnection | None = None
+    ) -> UserRead:
+        """Change the user's preferences with a JSON merge patch (RFC 7396): an object merges into the stored one
+        key by key (recursively), `None` removes a key, any other value replaces it.
+        `update_preferences(uid, {"units": "aviation", "notifications": {"email": False}, "theme": None})`.
+
+        The result must follow the preferences schema (docs/users.md) and the JSON limits; the audit row keeps the
+        old and new values of the top-level keys that changed (None: absent).
+
+        Raises:
+            ValidationError: `user_id` is not a UUID, `patch` is not a JSON object, a known key gets a value of the
+                wrong type, or the result is over the JSON limits; the message names the key; nothing is written.
+            NotFoundError: no such user.
+        """
+        async with self._db.operation("user.update_preferences") as op:
+            key = parse_uuid(user_id, "user_id")
+            if not isinstance(patch, dict):
+                raise ValidationError(f"patch must be a JSON object (a dict), got {type(patch).__name__}")
+            checked = validate_input(_PreferencesPatch, {"patch": patch}).patch
+            # What the patch sets, checked before anything is read: a known key of the wrong type fails here.
+            validate_input(_CheckedPreferences, {"preferences": merge_patch({}, checked)})
+            await op.authorize(key)
+
+            async def work(conn: AsyncConnection) -> UserRead:
+                repository = UserRepository(conn)
+                previous = await repository.get(key, for_update=True)
+                if previous is None:
+                    raise NotFoundError(f"user {key} does not exist")
+                merged = validate_input(
+                    _CheckedPreferences, {"preferences": merge_patch(previous.preferences, checked)}
+                ).preferences
+                old_values, new_values = changed_keys(previous.preferences, merged)
+                if not new_values:
+                    return previous
+                after = await repository.update(
+                    key, UserUpdate.model_validate({"preferences": merged}), self._db.clock()
+                )
+                await self._audit.record(
+                    conn,
+                    action=AuditAction.update,
+                    table_name=TABLE,
+                    record_id=key,
+                    user_id=key,
+                    old_values={"preferences": old_values},
+                    new_values={"preferences": new_values},
+                )
+                return after
+
+            return await op.run(work, tx=tx)
+
+    async def active_users(
+        self,
+        since: datetime,
+        *,
+        limit: int = 50,
+        cursor: str | None = None,
+        tx: AsyncConnection | None = None,
+    ) -> Page[UserRead]:
+        """Users whose `last_active` is at or after `since`, in creation order (a stable order: `last_active` moves
+        while one pages). `last_active` is written at most once a minute per user and process (docs/users.md), so
+        it may lag the latest activity by that much. For administrators and reports.
+
+        Raises:
+            ValidationError: `since` is not a time-zone-aware datetime, a limit outside 1–500, or a foreign cursor.
+        """
+        async with self._db.operation("user.active_users", read_only=True) as op:
+            instant = _instant(since, "since")
+            limit = check_limit(limit)
+            after = None if cursor is None else decode_cursor(cursor, (uuid.UUID,))[0]
+            await op.authorize(None)
+
+            async def work(conn: AsyncConnection) -> Page[UserRead]:
+                users = await UserRepository(conn).page(active_since=instant, after=after, limit=limit + 1)
+                return make_page(users, limit, lambda user: encode_cursor(user.user_id))
+
+            return await op.run(work, tx=tx)
+
+    async def activity_counts(
+        self,
+        since: datetime,
+        until: datetime,
+        *,
+        granularity: Granularity = "day",
+        tx: AsyncConnection | None = None,
+    ) -> list[ActivityCount]:
+        """Daily or monthly active users from `since` (inclusive) to `until` (exclusive): for each UTC day (or month)
+        the periods of the range fall in, the number of distinct users who wrote at least one message in it.
+
+        Counted in SQL from the messages' `created_at` (messages of type `user_input`), not from `last_active`,
+        which keeps only each user's latest activity. Messages of purged conversations are gone and not counted.
+        Every period of the range is listed, those without activity with 0. For administrators and reports.
+
+        Raises:
+            ValidationError: `since`/`until` are not time-zone-aware datetimes, `until` is not after `since`, the
+                granularity is not "day" or "month", or the range has more than 3660 periods.
+        """
+        async with self._db.operation("user.activity_counts", read_only=True) as op:
+            window = validate_input(_ActivityWindow, {"since": since, "until": until})
+            if window.until <= window.since:
+                raise ValidationError("until must be after since")
+            if granularity not in ("day", "month"):
+                raise ValidationError(f"granularity must be 'day' or 'month', got {granularity!r}")
+            if (window.until - window.since).days + 1 > MAX_PERIODS * (1 if granularity == "day" else 31):
+                raise ValidationError(
+                    f"the range from since to until must hold at most {MAX_PERIODS} periods"
+                )
+            periods = periods_between(window.since, window.until, granularity)
+            if len(periods) > MAX_PERIODS:
+                raise ValidationError(
+                    f"the range from since to until must hold at most {MAX_PERIODS} periods"
+                )
+            await op.authorize(None)
+
+            async def work(conn: AsyncConnection) -> dict[Any, int]:
+                return await count_active(conn, window.since, window.until, granularity)
+
+            counts = await op.run(work, tx=tx)
+            return [ActivityCount(period=period, active_users=counts.get(period, 0)) for period in periods]
+
+
+def _instant(value: object, name: str) -> datetime:
+    """A time-zone-aware datetime, in UTC; anything else is a ValidationError naming the argument."""
+    try:
+        return _Instant.model_validate({"value": value}).value
+    except PydanticValidationError:
+        raise ValidationError(
+            f"{name} must be a time-zone-aware datetime (e.g. datetime.now(UTC)), got {type(value).__name__}"
+        ) from None

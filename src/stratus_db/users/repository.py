@@ -75,11 +75,24 @@ class UserRepository:
             raise
         return UserRead.model_validate(row)
 
-    async def page(self, *, role: UserRole | None, after: uuid.UUID | None, limit: int) -> list[UserRead]:
-        # Keys are UUIDv7, so key order is creation order.
+    async def page(
+        self,
+        *,
+        role: UserRole | None = None,
+        experience_level: str | None = None,
+        active_since: datetime | None = None,
+        after: uuid.UUID | None,
+        limit: int,
+    ) -> list[UserRead]:
+        # Keys are UUIDv7, so key order is creation order. The filters on experience_level and last_active have no
+        # index of their own yet (no migration in that change): docs/users.md says which a later migration adds.
         statement = select(*_RETURNED).order_by(UserRow.user_id).limit(limit)
         if role is not None:
             statement = statement.where(UserRow.role == role)
+        if experience_level is not None:
+            statement = statement.where(UserRow.experience_level == experience_level)
+        if active_since is not None:
+            statement = statement.where(UserRow.last_active >= active_since)
         if after is not None:
             statement = statement.where(UserRow.user_id > after)
         return [UserRead.model_validate(row) for row in (await self.conn.execute(statement)).mappings()]

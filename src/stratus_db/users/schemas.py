@@ -18,6 +18,7 @@ from pydantic import (
 from stratus_db.kit.schemas import FrozenModel
 from stratus_db.kit.validation import InputModel, NonEmptyStr, SafeJsonObject, TextEnum
 from stratus_db.models.user import UserRole
+from stratus_db.users.profile import ExperienceLevel, check_preferences
 
 MAX_LICENSES = 50
 
@@ -43,7 +44,10 @@ def _unique_in_order(codes: list[str]) -> list[str]:
 
 Licenses = Annotated[list[LicenseCode], Field(max_length=MAX_LICENSES), AfterValidator(_unique_in_order)]
 Name = Annotated[NonEmptyStr, StringConstraints(max_length=200)]
-ExperienceLevel = Annotated[NonEmptyStr, StringConstraints(max_length=50)]
+Level = TextEnum[ExperienceLevel]
+"""An experience level from the documented set (users/profile.py), or its value as text."""
+Preferences = Annotated[SafeJsonObject, AfterValidator(check_preferences)]
+"""A preferences document: known keys checked (users/profile.py), free keys within the JSON limits."""
 
 
 class UserCreate(InputModel):
@@ -51,8 +55,8 @@ class UserCreate(InputModel):
     email: Email
     role: TextEnum[UserRole]
     licenses: Licenses = Field(default_factory=list)
-    experience_level: ExperienceLevel | None = None
-    preferences: SafeJsonObject = Field(default_factory=dict)
+    experience_level: Level | None = None
+    preferences: Preferences = Field(default_factory=dict)
 
 
 class EmailLookup(InputModel):
@@ -66,8 +70,8 @@ class UserUpdate(InputModel):
     email: Email | None = None
     role: TextEnum[UserRole] | None = None
     licenses: Licenses | None = None
-    experience_level: ExperienceLevel | None = None
-    preferences: SafeJsonObject | None = None
+    experience_level: Level | None = None
+    preferences: Preferences | None = None
 
     @model_validator(mode="after")
     def _required_fields_stay_set(self) -> UserUpdate:

@@ -84,14 +84,14 @@ class TestQueryAfterEachWrite:
     ) -> None:
         user = await create_user(users)
 
-        await users.update_user(user.user_id, experience_level="300h")
+        await users.update_user(user.user_id, experience_level="commercial")
 
         event = await only_event(audit, action="update")
         assert event.table_name == "users"
         assert event.record_id == user.user_id
         assert event.user_id == user.user_id
-        assert event.old_values == {"experience_level": None}
-        assert event.new_values == {"experience_level": "300h"}
+        assert event.old_values == {"experience_level": "private"}  # derived from the licence PP
+        assert event.new_values == {"experience_level": "commercial"}
         assert await count_rows(db, "audit_log") == 2
 
     async def test_store_memory_leaves_one_create_row_on_memory_entries(
@@ -322,7 +322,7 @@ class TestQueryPagination:
     ) -> None:
         created: list[UserRead] = [await create_user(users) for _ in range(7)]
         for user in created[:3]:
-            await users.update_user(user.user_id, experience_level="100h")
+            await users.update_user(user.user_id, experience_level="instructor")
 
         pages = await all_events(audit, limit=3)
 
@@ -340,7 +340,7 @@ class TestQueryPagination:
     async def test_pagination_keeps_the_filters(self, users: UserManager, audit: AuditManager) -> None:
         created = [await create_user(users) for _ in range(5)]
         for user in created:
-            await users.update_user(user.user_id, experience_level="10h")
+            await users.update_user(user.user_id, experience_level="airline")
 
         pages = await all_events(audit, limit=2, action="update")
 

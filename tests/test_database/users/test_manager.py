@@ -58,7 +58,7 @@ class TestCreateUser:
             email="joao@aviacao.com",
             role="pilot",
             licenses=["PP", "PC", "IFR"],
-            experience_level="300h",
+            experience_level="commercial",
             preferences={"units": "metric", "aircraft": ["C172", "PA-28"]},
         )
 
@@ -67,7 +67,7 @@ class TestCreateUser:
         assert user.email == "joao@aviacao.com"
         assert user.role is UserRole.pilot
         assert user.licenses == ["PP", "PC", "IFR"]
-        assert user.experience_level == "300h"
+        assert user.experience_level == "commercial"
         assert user.preferences == {"units": "metric", "aircraft": ["C172", "PA-28"]}
         assert user.created_at.tzinfo is not None
         assert before - timedelta(seconds=1) <= user.created_at <= datetime.now(UTC) + timedelta(seconds=1)
@@ -75,13 +75,13 @@ class TestCreateUser:
         assert user.last_active == user.created_at
         assert await users.get_user(user.user_id) == user
 
-    async def test_defaults_to_no_licences_no_experience_and_empty_preferences(
+    async def test_defaults_to_no_licences_the_student_level_and_empty_preferences(
         self, users: UserManager
     ) -> None:
         user = await users.create_user(name="Ana Lima", email="ana@aeroclube.com.br", role=UserRole.student)
 
         assert user.licenses == []
-        assert user.experience_level is None
+        assert user.experience_level == "student"
         assert user.preferences == {}
         assert await users.get_user(user.user_id) == user
 
@@ -115,14 +115,13 @@ class TestCreateUser:
             email="o'brien+teste@aviação.example.com",
             role="other",
             licenses=["PLA/IFR"],
-            experience_level="'; SELECT 1; --",
             preferences=HOSTILE_PREFERENCES,
         )
 
         stored = await users.get_user(user.user_id)
         assert stored is not None
         assert stored.name == HOSTILE_NAME
-        assert stored.experience_level == "'; SELECT 1; --"
+        assert stored.experience_level is None  # "PLA/IFR" is no catalogue code: no level is derived
         assert stored.preferences == HOSTILE_PREFERENCES
         assert stored.licenses == ["PLA/IFR"]
         assert stored == user
@@ -271,7 +270,7 @@ class TestUpdateUser:
             email="joao@aviacao.com",
             role="student",
             licenses=["PP"],
-            experience_level="40h",
+            experience_level="student",
             preferences={"units": "metric"},
         )
 
@@ -280,7 +279,7 @@ class TestUpdateUser:
             name="João P. Silva",
             role="pilot",
             licenses=["PP", "PC", "PP"],
-            experience_level="250h",
+            experience_level="private",
             preferences={"units": "imperial", "theme": "dark"},
         )
 
@@ -289,7 +288,7 @@ class TestUpdateUser:
         assert updated.email == "joao@aviacao.com"
         assert updated.role is UserRole.pilot
         assert updated.licenses == ["PP", "PC"]
-        assert updated.experience_level == "250h"
+        assert updated.experience_level == "private"
         assert updated.preferences == {"units": "imperial", "theme": "dark"}
         assert updated.created_at == user.created_at
         assert await users.get_user(user.user_id) == updated
@@ -305,7 +304,7 @@ class TestUpdateUser:
     async def test_moves_updated_at_forward(self, users: UserManager) -> None:
         user = await create_user(users)
 
-        updated = await users.update_user(user.user_id, experience_level="500h")
+        updated = await users.update_user(user.user_id, experience_level="airline")
 
         assert updated.updated_at > user.updated_at
         assert updated.last_active > user.last_active
