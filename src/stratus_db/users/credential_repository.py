@@ -6,7 +6,7 @@ import uuid
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import delete, insert, select, tuple_, update
+from sqlalchemy import Select, delete, insert, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -102,16 +102,23 @@ class CredentialRepository:
     async def expiring(
         self, first: date, last: date, after: tuple[date, uuid.UUID] | None, limit: int
     ) -> list[CredentialRead]:
-        """Every user's credentials expiring from `first` to `last` (both included), by (expires_at, credential_id),
-        after the key `after`: one range of ix_user_credentials_expires_at_credential_id."""
-        statement = (
-            select(_credentials)
-            .where(CredentialRow.expires_at >= first, CredentialRow.expires_at <= last)
-            .order_by(CredentialRow.expires_at, CredentialRow.credential_id)
-            .limit(limit)
-        )
-        if after is not None:
-            statement = statement.where(
-                tuple_(CredentialRow.expires_at, CredentialRow.credential_id) > tuple_(*after)
-            )
+        statement = expiring_statement(first, last, after, limit)
         return [CredentialRead.model_validate(row) for row in (await self.conn.execute(statement)).mappings()]
+
+
+def expiring_statement(
+    first: date, last: date, after: tuple[date, uuid.UUID] | None, limit: int
+) -> Select[Any]:
+    """Every user's credentials expiring from `first` to `last` (both included), by (expires_at, credential_id),
+    after the key `after`: one range of ix_user_credentials_expires_at_credential_id."""
+    statement = (
+        select(_credentials)
+        .where(CredentialRow.expires_at >= first, CredentialRow.expires_at <= last)
+        .order_by(CredentialRow.expires_at, CredentialRow.credential_id)
+        .limit(limit)
+    )
+    if after is not None:
+        statement = statement.where(
+            tuple_(CredentialRow.expires_at, CredentialRow.credential_id) > tuple_(*after)
+        )
+    return statement
