@@ -299,7 +299,8 @@ async def test_expiring_credentials_reads_a_range_of_its_index_across_users() ->
 
     def explained_sql(after: tuple[date, uuid.UUID] | None) -> str:
         statement = expiring_statement(date(2026, 7, 1), date(2026, 7, 31), after, 51)
-        compiled = statement.compile(dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True})
+        dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
+        compiled = statement.compile(dialect=dialect, compile_kwargs={"literal_binds": True})
         return f"EXPLAIN (FORMAT JSON) {compiled}"
 
     statements = [explained_sql(None), explained_sql((date(2026, 7, 10), uuid.UUID(int=0)))]

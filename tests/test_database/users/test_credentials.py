@@ -223,7 +223,7 @@ class TestStatus:
 
     async def test_bad_arguments(self, users: UserManager) -> None:
         with pytest.raises(ValidationError, match=r"on must be a datetime\.date"):
-            await users.credential_status(uuid.uuid4(), on=datetime(2026, 1, 1, tzinfo=UTC))  # type: ignore[arg-type]
+            await users.credential_status(uuid.uuid4(), on=datetime(2026, 1, 1, tzinfo=UTC))
         with pytest.raises(NotFoundError):
             await users.credential_status(uuid.uuid4())
 

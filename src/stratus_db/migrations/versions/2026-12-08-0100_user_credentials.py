@@ -12,14 +12,14 @@ The backfill turns each user's `licenses` into credentials, read as create_user 
 `["PP", "PC", "IFR"]` → PPR, PCM, IFRA) and rewrites the list in canonical codes. A user whose list the catalogue
 refuses (an unknown or ambiguous code, e.g. `PLA/IFR` or `IFR` alone) gets credentials for the codes it accepts one
 by one, and keeps the list exactly as it was, so nothing is lost; the next change of that user's credentials
-rewrites it. The downgrade drops the table; `users.licenses` keeps the canonical codes.
+rewrites it. An offline script (`migrate --sql`) leaves the backfill out and says so in a comment. The downgrade drops the table; `users.licenses` keeps the canonical codes.
 """
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
-from alembic import op
+from alembic import context, op
 
 from stratus_db.errors import ValidationError
 from stratus_db.kit.ids import new_id
@@ -72,7 +72,14 @@ def upgrade() -> None:
         ["expires_at", "credential_id"],
         unique=False,
     )
-    _backfill()
+    if context.is_offline_mode():
+        # A reviewed SQL script (`migrate --sql`) cannot read the users it would convert: say so in it.
+        op.execute(
+            "-- revision 0006: users.licenses were NOT turned into user_credentials by this script (the backfill "
+            "reads each user's list through the ANAC catalogue, which only an online `migrate` can do)"
+        )
+    else:
+        _backfill()
 
 
 def _accepted_one_by_one(codes: list[str]) -> list[str]:
