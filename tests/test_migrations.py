@@ -11,7 +11,7 @@ from alembic import command
 from sqlalchemy import Connection, inspect
 from sqlalchemy import text as sql_text
 
-from stratus_db import Database
+from stratus_db import Database, UserManager
 from stratus_db.models import Base
 from stratus_db.schema import alembic_config, current_revision, head_revision, include_name, schema_drift
 from tests.fixtures.databases import settings_for, sqlite_url, throwaway_postgres_database
@@ -360,3 +360,58 @@ async def test_postgres_revision_0005_keeps_search_by_owner_up_and_down() -> Non
 
 async def test_sqlite_revision_0005_puts_the_owner_in_the_search_index_up_and_down(tmp_path: Path) -> None:
     await _search_survives_revision_0005_both_ways(sqlite_url(tmp_path / "revision-0005.db"))
+
+
+async def _licenses_become_credentials(url: str) -> None:
+    """Revision 0006 turns each user's licenses into credentials: a list the catalogue reads is rewritten canonical;
+    one it refuses keeps its text, and the codes accepted one by one become credentials."""
+    from sqlalchemy import text as sql
+
+    db = Database(settings_for(url))
+    try:
+        async with db.engine.begin() as conn:
+
+            def to_0005(connection: Connection) -> None:
+                config = alembic_config()
+                config.attributes["connection"] = connection
+                command.upgrade(config, "0005")
+
+            await conn.run_sync(to_0005)
+            now = "2026-01-01 00:00:00" if db.backend == "sqlite" else datetime.now(UTC)
+            for user_id, email, licenses in (
+                (uuid.UUID(int=1), "ana@aero.com.br", '["PP", "PC", "IFR"]'),
+                (uuid.UUID(int=2), "bia@aero.com.br", '["PLA/IFR", "mlte"]'),
+            ):
+                await conn.execute(
+                    sql(
+                        "INSERT INTO users (user_id, name, email, role, licenses, preferences, created_at, "
+                        "updated_at, last_active) VALUES (:u, 'Ana', :e, 'pilot', :l, '{}', :t, :t, :t)"
+                    ),
+                    {
+                        "u": user_id.hex if db.backend == "sqlite" else user_id,
+                        "e": email,
+                        "l": licenses,
+                        "t": now,
+                    },
+                )
+        await db.migrate()
+        users = UserManager(db)
+        first, second = await users.get_user(uuid.UUID(int=1)), await users.get_user(uuid.UUID(int=2))
+        assert first is not None
+        assert second is not None
+        assert first.licenses == ["PPR", "PCM", "IFRA"]
+        assert second.licenses == ["PLA/IFR", "mlte"]
+        status = await users.credential_status(first.user_id)
+        assert [s.credential.code for s in status] == ["PCM", "PPR", "IFRA"]
+        assert [s.credential.code for s in await users.credential_status(second.user_id)] == ["MLTE"]
+    finally:
+        await db.close()
+
+
+async def test_postgres_0006_turns_licenses_into_credentials() -> None:
+    async with throwaway_postgres_database(migrate=False) as url:
+        await _licenses_become_credentials(url)
+
+
+async def test_sqlite_0006_turns_licenses_into_credentials(tmp_path: Path) -> None:
+    await _licenses_become_credentials(sqlite_url(tmp_path / "credentials.db"))

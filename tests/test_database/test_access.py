@@ -8,7 +8,7 @@ import inspect
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -53,8 +53,11 @@ class World:
     owner: uuid.UUID
     email: str
     conversation: uuid.UUID
+    credential: uuid.UUID
     spare: uuid.UUID | None = None
     """A conversation made for the call under test (archive, delete, restore, purge)."""
+    spare_credential: uuid.UUID | None = None
+    """A credential made for remove_credential."""
 
 
 Call = Callable[[World], Awaitable[Any]]
@@ -83,6 +86,20 @@ CALLS: dict[str, tuple[frozenset[str], Call]] = {
         MANAGING,
         lambda w: w.users.activity_counts(datetime.now(UTC) - timedelta(days=7), datetime.now(UTC)),
     ),
+    "UserManager.add_credential": (
+        PROFILE,
+        lambda w: w.users.add_credential(w.owner, f"TIPO:A{uuid.uuid4().hex[:8]}"),
+    ),
+    "UserManager.update_credential": (
+        PROFILE,
+        lambda w: w.users.update_credential(w.owner, w.credential, number=uuid.uuid4().hex[:12]),
+    ),
+    "UserManager.remove_credential": (
+        PROFILE,
+        lambda w: w.users.remove_credential(w.owner, _spare_credential_id(w)),
+    ),
+    "UserManager.credential_status": (PROFILE, lambda w: w.users.credential_status(w.owner)),
+    "UserManager.expiring_credentials": (MANAGING, lambda w: w.users.expiring_credentials(30)),
     "MemoryManager.store_memory": (
         OWNER,
         lambda w: w.memories.store_memory(w.owner, "base", uuid.uuid4().hex),
@@ -165,6 +182,17 @@ NEEDS_SPARE = {"ConversationManager.restore_conversation": True} | dict.fromkeys
 """Calls that need a conversation of their own, and whether it is archived first."""
 
 
+def _spare_credential_id(w: World) -> uuid.UUID:
+    assert w.spare_credential is not None, "made before the call"
+    return w.spare_credential
+
+
+async def _spare_credential(w: World) -> None:
+    async with w.db.context(principal=Principal.system("test")):
+        added = await w.users.add_credential(w.owner, f"TIPO:R{uuid.uuid4().hex[:8]}")
+    w.spare_credential = added.credential_id
+
+
 def _spare(w: World) -> uuid.UUID:
     assert w.spare is not None, "made before the call"
     return w.spare
@@ -200,6 +228,7 @@ async def _world(db: Database) -> tuple[World, uuid.UUID]:
     memories, conversations = MemoryManager(db), ConversationManager(db)
     await memories.store_memory(owner.user_id, "base", "SBGR", "long_term")
     conversation = await conversations.create_conversation(owner.user_id, "Briefing")
+    held = await users.add_credential(owner.user_id, "CMA1", expires_at=date(2030, 1, 1))
     await conversations.add_message(conversation.conversation_id, owner.user_id, "Vou a SBGR.")
     world = World(
         db,
@@ -210,6 +239,7 @@ async def _world(db: Database) -> tuple[World, uuid.UUID]:
         owner.user_id,
         owner.email,
         conversation.conversation_id,
+        held.credential_id,
     )
     return world, other.user_id
 
@@ -226,7 +256,7 @@ def _principals(owner: uuid.UUID, other: uuid.UUID) -> dict[str, Principal]:
     }
 
 
-DATA_TABLES = ("users", "memory_entries", "conversations", "messages")
+DATA_TABLES = ("users", "user_credentials", "memory_entries", "conversations", "messages")
 
 
 async def _counts(db: Database) -> dict[str, int]:
@@ -241,6 +271,8 @@ async def test_every_call_against_every_principal(db: Database) -> None:
         for label, principal in principals.items():
             if qualified in NEEDS_SPARE:
                 await _spare_conversation(world, archived=NEEDS_SPARE[qualified])
+            if qualified == "UserManager.remove_credential":
+                await _spare_credential(world)
             before = await _counts(db)
             async with db.context(principal=principal):
                 try:

@@ -72,7 +72,7 @@ async def test_the_spec_example_runs_and_stores_everything(
     try:
         user = await UserManager(db).get_user_by_email("joao@aviacao.com")
         assert user is not None
-        assert (user.name, user.role, user.licenses) == ("João Silva", "pilot", ["PP", "PC", "IFR"])
+        assert (user.name, user.role, user.licenses) == ("João Silva", "pilot", ["PPR", "PCM", "IFRA"])
         memory = await MemoryManager(db).get_memory(user.user_id, "preferred_aircraft")
         assert memory is not None
         assert (memory.value, memory.memory_type, memory.importance_score) == ("Cessna 172", "long_term", 0.8)

@@ -286,3 +286,60 @@ async def test_a_purge_leaves_the_memories_analyzed() -> None:
         finally:
             await db.close()
         assert await _statistics(url, "memory_entries") == (500, 500, True)
+
+
+async def test_expiring_credentials_reads_a_range_of_its_index_across_users() -> None:
+    """30,000 credentials of 300 users: the keyset page of expiring_credentials is one range of
+    ix_user_credentials_expires_at_credential_id, before and after ANALYZE, first page and later ones."""
+    from datetime import date
+
+    from sqlalchemy.dialects import postgresql
+
+    from stratus_db.users.credential_repository import expiring_statement
+
+    def explained_sql(after: tuple[date, uuid.UUID] | None) -> str:
+        statement = expiring_statement(date(2026, 7, 1), date(2026, 7, 31), after, 51)
+        dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
+        compiled = statement.compile(dialect=dialect, compile_kwargs={"literal_binds": True})
+        return f"EXPLAIN (FORMAT JSON) {compiled}"
+
+    statements = [explained_sql(None), explained_sql((date(2026, 7, 10), uuid.UUID(int=0)))]
+    async with throwaway_postgres_database() as url:
+        connection = await asyncpg.connect(_plain(url))
+        try:
+            await connection.execute(
+                """
+                INSERT INTO users (user_id, name, email, role, licenses, preferences, created_at, updated_at,
+                                   last_active)
+                SELECT gen_random_uuid(), 'Piloto', 'piloto' || n || '@voo.br', 'pilot', '[]', '{}', now(), now(),
+                       now()
+                FROM generate_series(1, 300) AS n;
+                INSERT INTO user_credentials (credential_id, user_id, code, kind, expires_at, created_at, updated_at)
+                SELECT gen_random_uuid(), user_id, 'TIPO:A' || n, 'rating', DATE '2026-01-01' + (n * 7 % 1000),
+                       now(), now()
+                FROM users, generate_series(1, 100) AS n;
+                """
+            )
+            plans = []
+            for analyzed in (False, True):
+                if analyzed:
+                    await connection.execute("ANALYZE")
+                for sql in statements:
+                    plans.append(json.loads(await connection.fetchval(sql))[0]["Plan"])
+        finally:
+            await connection.close()
+
+    def nodes(node: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        yield node
+        for child in node.get("Plans", []):
+            yield from nodes(child)
+
+    for plan in plans:
+        read = [node for node in nodes(plan) if node["Node Type"].endswith("Scan")]
+        # An index scan in key order, or a bitmap of the window's rows (a few hundred here) sorted for the page:
+        # either reads the window's range of the index, never the table whole.
+        assert [node["Node Type"] for node in read] in (
+            ["Index Scan"],
+            ["Bitmap Heap Scan", "Bitmap Index Scan"],
+        )
+        assert read[-1]["Index Name"] == "ix_user_credentials_expires_at_credential_id"

@@ -47,6 +47,11 @@ RULES: Mapping[str, Rule] = {
     # Who was active when: a cross-user report.
     "user.active_users": Rule(anyone=MANAGERS),
     "user.activity_counts": Rule(anyone=MANAGERS),
+    "user.add_credential": OWN_PROFILE,
+    "user.update_credential": OWN_PROFILE,
+    "user.remove_credential": OWN_PROFILE,
+    "user.credential_status": OWN_PROFILE,
+    "user.expiring_credentials": Rule(anyone=MANAGERS),
     "memory.store": OWN_DATA,
     "memory.get": OWN_DATA,
     "memory.list": OWN_DATA,

@@ -30,6 +30,7 @@ __all__ = [
     "canonical_code",
     "credential",
     "credential_kind",
+    "licence_codes",
     "medical_class",
     "medical_validity",
     "valid_codes",
@@ -490,3 +491,48 @@ def validate_canac(canac: str) -> str:
     if _CANAC.fullmatch(text) is None:
         raise ValidationError(f"canac {_shown(canac)} is not a CANAC; {accepted}")
     return text
+
+
+# --- The legacy ``licenses`` list --------------------------------------------------------------------------------
+
+_AEROPLANE = frozenset({"PPR", "PCM", "PLA", "MNTE", "MLTE", "MNAF", "MLAF", "IFRA", "INVA"})
+_HELICOPTER = frozenset({"PPH", "PCH", "PLH", "IFRH", "INVH"})
+_BY_CATEGORY = {"IFR": ("IFRA", "IFRH"), "INV": ("INVA", "INVH"), "PL": ("PLA", "PLH")}
+"""Ambiguous spellings that differ only by aircraft category: (aeroplane, helicopter)."""
+
+
+def licence_codes(codes: list[str], argument: str = "licenses") -> list[str]:
+    """The canonical codes of a ``licenses`` list (``create_user(licenses=["PP", "PC", "IFR"])``), duplicates dropped,
+    in order.
+
+    Each code is read as ``canonical_code`` reads it, with one addition for this list only: an ambiguous spelling that
+    differs only by aircraft category (``IFR``, ``INV``, ``PL``) resolves to the aeroplane or helicopter credential when
+    the list's other codes are all of that one category (``["PP", "PC", "IFR"]`` → ``PPR, PCM, IFRA``). Otherwise
+    (``["IFR"]`` alone, a list holding both categories, ``CMA``) it is refused with the candidates, as everywhere.
+    Raises ValidationError naming ``argument[index]``.
+    """
+    resolved: list[str | None] = []
+    pending: dict[int, str] = {}
+    for index, code in enumerate(codes):
+        compact = re.sub(r"\s+", "", code.strip().upper()) if isinstance(code, str) else None
+        if compact in _BY_CATEGORY:
+            pending[index] = compact
+            resolved.append(None)
+        else:
+            resolved.append(_resolve(code, f"{argument}[{index}]")[0])
+    known = {code for code in resolved if code is not None}
+    aeroplane, helicopter = bool(known & _AEROPLANE), bool(known & _HELICOPTER)
+    for index, compact in pending.items():
+        if aeroplane == helicopter:
+            candidates = " or ".join(_BY_CATEGORY[compact])
+            why = (
+                "both aeroplane and helicopter credentials"
+                if aeroplane
+                else "no aeroplane or helicopter credential"
+            )
+            raise ValidationError(
+                f"{argument}[{index}] {_shown(codes[index])} is ambiguous: it may mean {candidates}, and the list holds "
+                f"{why} to tell which; name one of them"
+            )
+        resolved[index] = _BY_CATEGORY[compact][0 if aeroplane else 1]
+    return list(dict.fromkeys(code for code in resolved if code is not None))

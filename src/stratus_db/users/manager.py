@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import date, datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError as PydanticValidationError
@@ -19,6 +19,7 @@ from stratus_db.kit.validation import (
     SafeJsonObject,
     Timestamp,
     parse_enum,
+    parse_int,
     parse_uuid,
     validate_input,
 )
@@ -30,6 +31,8 @@ from stratus_db.users.activity import (
     count_active,
     periods_between,
 )
+from stratus_db.users.credential_repository import CredentialRepository
+from stratus_db.users.credentials import CredentialKind
 from stratus_db.users.profile import (
     ExperienceLevel,
     changed_keys,
@@ -38,12 +41,24 @@ from stratus_db.users.profile import (
     parse_experience_level,
 )
 from stratus_db.users.repository import UserRepository
-from stratus_db.users.schemas import EmailLookup, Preferences, UserCreate, UserRead, UserUpdate
+from stratus_db.users.schemas import (
+    CredentialAdd,
+    CredentialRead,
+    CredentialState,
+    CredentialStatus,
+    CredentialUpdate,
+    EmailLookup,
+    Preferences,
+    UserCreate,
+    UserRead,
+    UserUpdate,
+)
 
 if TYPE_CHECKING:
     from stratus_db.database import StratusPostgreSQLIntegration
 
 TABLE = "users"
+CREDENTIALS_TABLE = "user_credentials"
 
 
 class _PreferencesPatch(InputModel):
@@ -88,7 +103,10 @@ class UserManager:
             email: unique, case-insensitively; stored lower-cased.
             role: one of UserRole (pilot, instructor, mechanic, student, dispatcher, flight_attendant,
                 air_traffic_controller, other).
-            licenses: ANAC licence and rating codes, e.g. ["PP", "PC", "IFR"]; upper-cased, duplicates dropped.
+            licenses: ANAC credential codes, e.g. ["PP", "PC", "IFR"]: read by the catalogue (users/credentials.py
+                licence_codes), stored canonical (["PPR", "PCM", "IFRA"]) without duplicates; each becomes a
+                credential of the user's (add_credential gives it a number, dates and restrictions), recorded by
+                the user's audit row.
             experience_level: one of ExperienceLevel (student, private, commercial, airline, instructor,
                 maintenance, dispatch, cabin, other). Left out, it is derived from `licenses` (docs/users.md:
                 airline > instructor > commercial > private > dispatch > maintenance > cabin; `student` for the
@@ -135,6 +153,7 @@ class UserManager:
                     user_id=user.user_id,
                     new_values=user.model_dump(mode="json"),
                 )
+                await self._sync_credentials(conn, user.user_id, user.licenses)
                 return user
 
             return await op.run(work, tx=tx)
@@ -179,7 +198,9 @@ class UserManager:
         """Change some fields of a user: `update_user(uid, name=..., licenses=[...])`.
 
         Accepted fields: name, email, role, licenses, experience_level, preferences. A field left out keeps its
-        value; the audit row keeps the old and new values of the fields that changed.
+        value; the audit row keeps the old and new values of the fields that changed. New `licenses` make the user's
+        credentials those codes: a credential already held keeps its details, a new code is added bare, a code left
+        out is removed (the audit row's `licenses` records it).
 
         Raises:
             ValidationError: `user_id` is not a UUID, a field is unknown or malformed, or no field is given.
@@ -208,6 +229,8 @@ class UserManager:
                 if not new_values:
                     return previous  # nothing changes, so nothing is written or audited
                 after = await repository.update(key, data, self._db.clock())
+                if "licenses" in new_values:
+                    await self._sync_credentials(conn, key, after.licenses)
                 await self._audit.record(
                     conn,
                     action=AuditAction.update,
@@ -309,6 +332,145 @@ class UserManager:
 
             return await op.run(work, tx=tx)
 
+    # --- Structured credentials (user_credentials; docs/users.md) -------------------------------------------------
+
+    async def _sync_credentials(self, conn: AsyncConnection, user_id: uuid.UUID, licenses: list[str]) -> None:
+        """Make the user's credentials the codes of `licenses` (canonical): keep those held, add the others bare,
+        remove those left out. The caller's audit row on `users` records the change (its `licenses` field)."""
+        repository = CredentialRepository(conn)
+        held = await repository.of_user(user_id)
+        await repository.delete(
+            user_id, [credential.credential_id for credential in held if credential.code not in licenses]
+        )
+        codes = {credential.code for credential in held}
+        now = self._db.clock()
+        for code in licenses:
+            if code not in codes:
+                await repository.insert(user_id, code, now)
+
+    async def _audit_credential(
+        self,
+        conn: AsyncConnection,
+        action: AuditAction,
+        credential: CredentialRead,
+        *,
+        old: Any = None,
+        new: Any = None,
+    ) -> None:
+        await self._audit.record(
+            conn,
+            action=action,
+            table_name=CREDENTIALS_TABLE,
+            record_id=credential.credential_id,
+            user_id=credential.user_id,
+            old_values=old.model_dump(mode="json") if isinstance(old, CredentialRead) else old,
+            new_values=new.model_dump(mode="json") if isinstance(new, CredentialRead) else new,
+        )
+
+    async def _locked_user(self, conn: AsyncConnection, user_id: uuid.UUID) -> UserRead:
+        user = await UserRepository(conn).get(user_id, for_update=True)
+        if user is None:
+            raise NotFoundError(f"user {user_id} does not exist")
+        return user
+
+    async def add_credential(
+        self,
+        user_id: uuid.UUID | str,
+        code: str,
+        *,
+        number: str | None = None,
+        issued_at: date | None = None,
+        expires_at: date | None = None,
+        restrictions: str | None = None,
+        tx: AsyncConnection | None = None,
+    ) -> CredentialRead:
+        """Record that the user holds credential `code` (any spelling the catalogue reads: "pp", "CMA-1",
+        "TIPO:A320"), stored under its canonical code and kind. The code joins `licenses` on the user.
+
+        Args:
+            number: the licence or certificate number, up to 50 characters.
+            issued_at, expires_at: `datetime.date`s (not datetimes); the expiry may not be before the issue.
+            restrictions: free text up to 1,000 characters (e.g. "VFR only", "must wear corrective lenses").
+
+        Raises:
+            ValidationError: a malformed argument or an unknown or ambiguous code; nothing is written.
+            NotFoundError: no such user.
+            ConflictError: the user already holds that code (change it with update_credential).
+        """
+        async with self._db.operation("user.add_credential") as op:
+            data = validate_input(
+                CredentialAdd,
+                {
+                    "user_id": user_id,
+                    "code": code,
+                    "number": number,
+                    "issued_at": issued_at,
+                    "expires_at": expires_at,
+                    "restrictions": restrictions,
+                },
+            )
+            await op.authorize(data.user_id)
+
+            async def work(conn: AsyncConnection) -> CredentialRead:
+                user = await self._locked_user(conn, data.user_id)
+                repository = CredentialRepository(conn)
+                details = data.model_dump(include={"number", "issued_at", "expires_at", "restrictions"})
+                added = await repository.insert(data.user_id, data.code, self._db.clock(), **details)
+                await self._audit_credential(conn, AuditAction.create, added, new=added)
+                await repository.set_licenses(data.user_id, user.licenses)
+                return added
+
+            return await op.run(work, tx=tx)
+
+    async def update_credential(
+        self,
+        user_id: uuid.UUID | str,
+        credential_id: uuid.UUID | str,
+        *,
+        tx: AsyncConnection | None = None,
+        **changes: Any,
+    ) -> CredentialRead:
+        """Change some details of one of the user's credentials: number, issued_at, expires_at, restrictions. A
+        field left out keeps its value; None clears it. The code cannot change (remove it and add the other one).
+
+        Raises:
+            ValidationError: a malformed id or field, an unknown field, no field, or an expiry before the issue
+                (with the stored dates too); nothing is written.
+            NotFoundError: the user holds no such credential.
+        """
+        async with self._db.operation("user.update_credential") as op:
+            key = parse_uuid(user_id, "user_id")
+            credential_key = parse_uuid(credential_id, "credential_id")
+            values = validate_input(CredentialUpdate, changes).model_dump(exclude_unset=True)
+            if not values:
+                raise ValidationError(
+                    "update_credential needs at least one field to change; accepted: "
+                    f"{', '.join(CredentialUpdate.model_fields)}"
+                )
+            await op.authorize(key)
+
+            async def work(conn: AsyncConnection) -> CredentialRead:
+                await self._locked_user(conn, key)
+                repository = CredentialRepository(conn)
+                previous = await repository.get(key, credential_key)
+                if previous is None:
+                    raise NotFoundError(f"user {key} holds no credential {credential_key}")
+                issued = values.get("issued_at", previous.issued_at)
+                expires = values.get("expires_at", previous.expires_at)
+                if issued is not None and expires is not None and expires < issued:
+                    raise ValidationError(
+                        f"expires_at {expires.isoformat()} is before issued_at {issued.isoformat()} "
+                        f"(credential {previous.code})"
+                    )
+                old_values, new_values = changed_fields(previous, values)
+                if not new_values:
+                    return previous
+                after = await repository.update(key, credential_key, values, self._db.clock())
+                await self._audit_credential(conn, AuditAction.update, after, old=old_values, new=new_values)
+                return after
+
+            return await op.run(work, tx=tx)
+
     async def active_users(
         self,
         since: datetime,
@@ -378,6 +540,104 @@ class UserManager:
             counts = await op.run(work, tx=tx)
             return [ActivityCount(period=period, active_users=counts.get(period, 0)) for period in periods]
 
+    async def remove_credential(
+        self, user_id: uuid.UUID | str, credential_id: uuid.UUID | str, *, tx: AsyncConnection | None = None
+    ) -> CredentialRead:
+        """Remove one of the user's credentials; its code leaves `licenses`. Returns what was removed.
+
+        Raises:
+            ValidationError: a malformed id.
+            NotFoundError: the user holds no such credential.
+        """
+        async with self._db.operation("user.remove_credential") as op:
+            key = parse_uuid(user_id, "user_id")
+            credential_key = parse_uuid(credential_id, "credential_id")
+            await op.authorize(key)
+
+            async def work(conn: AsyncConnection) -> CredentialRead:
+                user = await self._locked_user(conn, key)
+                repository = CredentialRepository(conn)
+                previous = await repository.get(key, credential_key)
+                if previous is None:
+                    raise NotFoundError(f"user {key} holds no credential {credential_key}")
+                await repository.delete(key, [credential_key])
+                await self._audit_credential(conn, AuditAction.delete, previous, old=previous)
+                await repository.set_licenses(key, user.licenses)
+                return previous
+
+            return await op.run(work, tx=tx)
+
+    def _today(self) -> date:
+        return self._db.clock().astimezone(BRASILIA).date()
+
+    async def credential_status(
+        self, user_id: uuid.UUID | str, *, on: date | None = None, tx: AsyncConnection | None = None
+    ) -> list[CredentialStatus]:
+        """Each of the user's credentials and its state on `on` (default: today in Brasília time), with the reason:
+
+        - `expired`: `on` is after `expires_at` (a credential is valid through its expiry date);
+        - `expiring`: it expires within EXPIRING_WINDOW_DAYS (30) days of `on`, that day included;
+        - `valid`: it expires later;
+        - `no expiry`: no `expires_at` is recorded. A medical certificate's expiry depends on its holder's age
+          (credentials.medical_validity), and no birth date is stored yet, so none is computed.
+
+        Ordered licences, ratings, medical certificates, each by code.
+
+        Raises:
+            ValidationError: `user_id` is not a UUID or `on` is not a `datetime.date`.
+            NotFoundError: no such user.
+        """
+        async with self._db.operation("user.credential_status", read_only=True) as op:
+            key = parse_uuid(user_id, "user_id")
+            day = self._today() if on is None else _plain_date(on, "on")
+            await op.authorize(key)
+
+            async def work(conn: AsyncConnection) -> list[CredentialStatus]:
+                if await UserRepository(conn).get(key) is None:
+                    raise NotFoundError(f"user {key} does not exist")
+                return [
+                    status_on(credential, day) for credential in await CredentialRepository(conn).of_user(key)
+                ]
+
+            statuses = await op.run(work, tx=tx)
+            order = list(CredentialKind)
+            return sorted(statuses, key=lambda s: (order.index(s.credential.kind), s.credential.code))
+
+    async def expiring_credentials(
+        self,
+        within_days: int,
+        *,
+        limit: int = 50,
+        cursor: str | None = None,
+        on: date | None = None,
+        tx: AsyncConnection | None = None,
+    ) -> Page[CredentialRead]:
+        """Every user's credentials that expire from `on` (default: today in Brasília time) to `within_days` days
+        later, both included, soonest first (by expiry, then id). A cross-user query: for administrators and jobs.
+
+        Raises:
+            ValidationError: `within_days` outside 0–3650, a limit outside 1–500, `on` not a `datetime.date`, or a
+                cursor not issued here.
+        """
+        async with self._db.operation("user.expiring_credentials", read_only=True) as op:
+            days = parse_int(within_days, "within_days", minimum=0, maximum=MAX_WINDOW_DAYS)
+            limit = check_limit(limit)
+            first = self._today() if on is None else _plain_date(on, "on")
+            after = None if cursor is None else decode_cursor(cursor, (date.fromisoformat, uuid.UUID))
+            await op.authorize(None)
+            try:
+                last = first + timedelta(days=days)
+            except OverflowError:
+                last = date.max
+
+            async def work(conn: AsyncConnection) -> Page[CredentialRead]:
+                found = await CredentialRepository(conn).expiring(
+                    first, last, None if after is None else (after[0], after[1]), limit + 1
+                )
+                return make_page(found, limit, lambda c: encode_cursor(c.expires_at, c.credential_id))
+
+            return await op.run(work, tx=tx)
+
 
 def _instant(value: object, name: str) -> datetime:
     """A time-zone-aware datetime, in UTC; anything else is a ValidationError naming the argument."""
@@ -387,3 +647,46 @@ def _instant(value: object, name: str) -> datetime:
         raise ValidationError(
             f"{name} must be a time-zone-aware datetime (e.g. datetime.now(UTC)), got {type(value).__name__}"
         ) from None
+
+
+EXPIRING_WINDOW_DAYS = 30
+"""credential_status calls a credential `expiring` when it expires within this many days."""
+MAX_WINDOW_DAYS = 3650
+BRASILIA = timezone(timedelta(hours=-3), "BRT")
+"""Brasília time: "today" for credentials (ANAC dates are Brazilian dates; Brazil has kept no summer time since 2019)."""
+
+
+def _plain_date(value: object, argument: str) -> date:
+    if isinstance(value, datetime) or not isinstance(value, date):
+        raise ValidationError(
+            f"{argument} must be a datetime.date (not a datetime), got {type(value).__name__}"
+        )
+    return value
+
+
+def status_on(credential: CredentialRead, day: date) -> CredentialStatus:
+    """The state of `credential` on `day` (see UserManager.credential_status)."""
+    expires = credential.expires_at
+    if expires is None:
+        if credential.kind is CredentialKind.medical:
+            reason = (
+                "no expiry date recorded; a medical certificate's validity depends on the holder's age "
+                "(RBAC 67.15), and no birth date is stored to compute it"
+            )
+        else:
+            reason = "no expiry date recorded"
+        return CredentialStatus(
+            credential=credential, status=CredentialState.no_expiry, reason=reason, days_left=None
+        )
+    left = (expires - day).days
+    if left < 0:
+        state, reason = (
+            CredentialState.expired,
+            f"expired on {expires.isoformat()}, {-left} day(s) before {day}",
+        )
+    elif left <= EXPIRING_WINDOW_DAYS:
+        state = CredentialState.expiring
+        reason = f"expires on {expires.isoformat()}, in {left} day(s): within {EXPIRING_WINDOW_DAYS} days"
+    else:
+        state, reason = CredentialState.valid, f"valid until {expires.isoformat()} ({left} days)"
+    return CredentialStatus(credential=credential, status=state, reason=reason, days_left=left)

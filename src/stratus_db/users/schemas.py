@@ -1,7 +1,8 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import date, datetime
+from enum import StrEnum
 from typing import Annotated, Any
 
 from pydantic import (
@@ -15,9 +16,11 @@ from pydantic import (
     model_validator,
 )
 
+from stratus_db.errors import ValidationError
 from stratus_db.kit.schemas import FrozenModel
 from stratus_db.kit.validation import InputModel, NonEmptyStr, SafeJsonObject, TextEnum
 from stratus_db.models.user import UserRole
+from stratus_db.users.credentials import CredentialKind, canonical_code, licence_codes
 from stratus_db.users.profile import ExperienceLevel, check_preferences
 
 MAX_LICENSES = 50
@@ -29,20 +32,18 @@ def _lower(value: str) -> str:
 
 Email = Annotated[EmailStr, Strict(), StringConstraints(max_length=320), AfterValidator(_lower)]
 """An e-mail address, stored lower-cased: addresses are unique whatever their case."""
-LicenseCode = Annotated[
-    StrictStr,
-    # Normalize before the pattern is checked: "pp" and " Inva " are valid spellings of PP and INVA.
-    BeforeValidator(lambda value: value.strip().upper() if isinstance(value, str) else value),
-    StringConstraints(min_length=1, max_length=32, pattern=r"^[A-Z0-9][A-Z0-9/\-]*$"),
-]
-"""An ANAC licence or rating code such as PP, PC, PLA, IFR, MLTE, INVA, CMA-1: letters, digits, '/' and '-'."""
 
 
-def _unique_in_order(codes: list[str]) -> list[str]:
-    return list(dict.fromkeys(codes))
+def _catalogue_codes(codes: list[str]) -> list[str]:
+    try:
+        return licence_codes(codes, "entry")
+    except ValidationError as exc:
+        raise ValueError(exc.message) from None
 
 
-Licenses = Annotated[list[LicenseCode], Field(max_length=MAX_LICENSES), AfterValidator(_unique_in_order)]
+Licenses = Annotated[list[StrictStr], Field(max_length=MAX_LICENSES), AfterValidator(_catalogue_codes)]
+"""ANAC credential codes, read by the catalogue (users/credentials.py licence_codes): canonical, in order, without
+duplicates (``["pp", "PC", "IFR"]`` → ``["PPR", "PCM", "IFRA"]``). Each becomes a credential of the user's."""
 Name = Annotated[NonEmptyStr, StringConstraints(max_length=200)]
 Level = TextEnum[ExperienceLevel]
 """An experience level from the documented set (users/profile.py), or its value as text."""
@@ -96,3 +97,87 @@ class UserRead(FrozenModel):
     created_at: datetime
     updated_at: datetime
     last_active: datetime
+
+
+# --- Structured credentials ---------------------------------------------------------------------------------------
+
+
+def _plain_date(value: object) -> object:
+    if isinstance(value, datetime) or not isinstance(value, date):
+        raise ValueError(f"must be a datetime.date (not a datetime, not text), got {type(value).__name__}")
+    return value
+
+
+def _canonical(value: object) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"must be text, got {type(value).__name__}")
+    try:
+        return canonical_code(value)
+    except ValidationError as exc:
+        raise ValueError(exc.message.removeprefix("code ")) from None
+
+
+CredentialDate = Annotated[date, BeforeValidator(_plain_date)]
+CredentialCode = Annotated[str, BeforeValidator(_canonical)]
+CredentialNumber = Annotated[NonEmptyStr, StringConstraints(max_length=50)]
+Restrictions = Annotated[NonEmptyStr, StringConstraints(max_length=1000)]
+
+
+class _Dates(InputModel):
+    issued_at: CredentialDate | None = None
+    expires_at: CredentialDate | None = None
+
+    @model_validator(mode="after")
+    def _expiry_not_before_issue(self) -> _Dates:
+        if self.issued_at is not None and self.expires_at is not None and self.expires_at < self.issued_at:
+            raise ValueError(
+                f"expires_at {self.expires_at.isoformat()} is before issued_at {self.issued_at.isoformat()}"
+            )
+        return self
+
+
+class CredentialAdd(_Dates):
+    user_id: uuid.UUID
+    code: CredentialCode
+    number: CredentialNumber | None = None
+    restrictions: Restrictions | None = None
+
+
+class CredentialUpdate(InputModel):
+    """Fields to change; a field left out keeps its value, None clears it. The code is not changed: remove the
+    credential and add the other one."""
+
+    number: CredentialNumber | None = None
+    issued_at: CredentialDate | None = None
+    expires_at: CredentialDate | None = None
+    restrictions: Restrictions | None = None
+
+
+class CredentialRead(FrozenModel):
+    credential_id: uuid.UUID
+    user_id: uuid.UUID
+    code: str
+    kind: CredentialKind
+    number: str | None
+    issued_at: date | None
+    expires_at: date | None
+    restrictions: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class CredentialState(StrEnum):
+    valid = "valid"
+    expiring = "expiring"
+    expired = "expired"
+    no_expiry = "no expiry"
+
+
+class CredentialStatus(FrozenModel):
+    """One credential and its state on a day (credential_status)."""
+
+    credential: CredentialRead
+    status: CredentialState
+    reason: str
+    days_left: int | None
+    """Days from the day asked about to expires_at (negative once expired); None without an expiry."""

@@ -73,7 +73,7 @@ class TestQueryAfterEachWrite:
         assert event.old_values is None
         assert isinstance(event.new_values, dict)
         assert event.new_values["email"] == "joao@aviacao.com"
-        assert event.new_values["licenses"] == ["PP", "IFR"]
+        assert event.new_values["licenses"] == ["PPR", "IFRA"]
         assert event.actor == "system:system"
         assert event.trace_id  # a fresh trace id when the caller set none
         assert event.timestamp.tzinfo is not None

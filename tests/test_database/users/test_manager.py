@@ -66,7 +66,7 @@ class TestCreateUser:
         assert user.name == "João Silva"
         assert user.email == "joao@aviacao.com"
         assert user.role is UserRole.pilot
-        assert user.licenses == ["PP", "PC", "IFR"]
+        assert user.licenses == ["PPR", "PCM", "IFRA"]  # canonical: docs/users.md
         assert user.experience_level == "commercial"
         assert user.preferences == {"units": "metric", "aircraft": ["C172", "PA-28"]}
         assert user.created_at.tzinfo is not None
@@ -85,7 +85,7 @@ class TestCreateUser:
         assert user.preferences == {}
         assert await users.get_user(user.user_id) == user
 
-    async def test_licences_are_upper_cased_and_de_duplicated_in_order(self, users: UserManager) -> None:
+    async def test_licences_are_canonical_and_de_duplicated_in_order(self, users: UserManager) -> None:
         user = await users.create_user(
             name="Carlos Mendes",
             email="carlos@aviacao.com",
@@ -93,10 +93,10 @@ class TestCreateUser:
             licenses=["pp", "PC", "pp", " ifr ", "Inva", "PC", "cma-1"],
         )
 
-        assert user.licenses == ["PP", "PC", "IFR", "INVA", "CMA-1"]
+        assert user.licenses == ["PPR", "PCM", "IFRA", "INVA", "CMA1"]
         stored = await users.get_user(user.user_id)
         assert stored is not None
-        assert stored.licenses == ["PP", "PC", "IFR", "INVA", "CMA-1"]
+        assert stored.licenses == ["PPR", "PCM", "IFRA", "INVA", "CMA1"]
 
     async def test_email_is_stored_lower_cased(self, db: Database, users: UserManager) -> None:
         user = await users.create_user(name="Joana Prado", email="Joana.Prado@AVIACAO.Com.BR", role="pilot")
@@ -114,7 +114,7 @@ class TestCreateUser:
             name=HOSTILE_NAME,
             email="o'brien+teste@aviação.example.com",
             role="other",
-            licenses=["PLA/IFR"],
+            licenses=["tipo: emb-120"],
             preferences=HOSTILE_PREFERENCES,
         )
 
@@ -123,7 +123,7 @@ class TestCreateUser:
         assert stored.name == HOSTILE_NAME
         assert stored.experience_level is None  # "PLA/IFR" is no catalogue code: no level is derived
         assert stored.preferences == HOSTILE_PREFERENCES
-        assert stored.licenses == ["PLA/IFR"]
+        assert stored.licenses == ["TIPO:EMB-120"]
         assert stored == user
 
     async def test_a_200_character_accented_name_round_trips_exactly(self, users: UserManager) -> None:
@@ -212,7 +212,10 @@ class TestCreateUser:
         assert problem in str(caught.value)
         assert await written_rows(db) == (0, 0)
 
-    @pytest.mark.parametrize("licenses", [["PP", ""], ["P P"], ["PP; DROP"], ["X" * 33]])
+    @pytest.mark.parametrize(
+        "licenses",
+        [["PP", ""], ["PLA/IFR"], ["PP; DROP"], ["X" * 33], ["IFR"], ["PP", "PCH", "IFR"], ["CMA"]],
+    )
     async def test_a_malformed_licence_code_is_rejected_and_nothing_is_written(
         self, db: Database, users: UserManager, licenses: list[str]
     ) -> None:
@@ -287,18 +290,18 @@ class TestUpdateUser:
         assert updated.name == "João P. Silva"
         assert updated.email == "joao@aviacao.com"
         assert updated.role is UserRole.pilot
-        assert updated.licenses == ["PP", "PC"]
+        assert updated.licenses == ["PPR", "PCM"]
         assert updated.experience_level == "private"
         assert updated.preferences == {"units": "imperial", "theme": "dark"}
         assert updated.created_at == user.created_at
         assert await users.get_user(user.user_id) == updated
 
-    async def test_new_licences_are_upper_cased_and_de_duplicated(self, users: UserManager) -> None:
+    async def test_new_licences_are_canonical_and_de_duplicated(self, users: UserManager) -> None:
         user = await create_user(users)
 
         updated = await users.update_user(user.user_id, licenses=["pp", "pc", "PP", "ifr"])
 
-        assert updated.licenses == ["PP", "PC", "IFR"]
+        assert updated.licenses == ["PPR", "PCM", "IFRA"]
         assert await users.get_user(user.user_id) == updated
 
     async def test_moves_updated_at_forward(self, users: UserManager) -> None:

@@ -195,7 +195,7 @@ class TestExperienceLevel:
             (["MMA", "CEL"], "mechanic", "maintenance"),
             (["DOV"], "dispatcher", "dispatch"),
             (["CMS", "CMA2"], "flight_attendant", "cabin"),
-            (["IFR", "CMA1"], "pilot", None),
+            (["IFRA", "CMA1"], "pilot", None),  # ratings and medical certificates alone say nothing
             ([], "student", "student"),
             ([], "pilot", None),
         ],
