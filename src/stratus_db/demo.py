@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from stratus_db.audit.manager import AuditManager
 from stratus_db.conversations.manager import ConversationManager
 from stratus_db.database import StratusPostgreSQLIntegration
@@ -36,6 +38,19 @@ async def run_demo(db: StratusPostgreSQLIntegration) -> None:
                 f"1. Reusing user      user_id={user.user_id}  {user.name} <{user.email}>  role={user.role}"
             )
         print(f"   licences: {', '.join(user.licenses)}")
+        held = {status.credential.code for status in await user_mgr.credential_status(user.user_id)}
+        if "CMA1" not in held:
+            today = db.clock().date()
+            await user_mgr.add_credential(
+                user.user_id,
+                "CMA-1",
+                issued_at=today - timedelta(days=350),
+                expires_at=today + timedelta(days=15),
+            )
+        for status in await user_mgr.credential_status(user.user_id):
+            print(
+                f"   {status.credential.code:<5} {status.credential.kind:<8} {status.status:<10} {status.reason}"
+            )
 
         memory = await memory_mgr.store_memory(
             user_id=user.user_id,
