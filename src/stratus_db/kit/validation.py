@@ -8,7 +8,7 @@ import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, ClassVar, TypeVar
 
 from pydantic import (
     AfterValidator,
@@ -123,13 +123,17 @@ class InputModel(BaseModel):
     """Base of the validated arguments of public functions: unknown fields are errors, not ignored."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=False)
+    fixed_fields: ClassVar[Mapping[str, str]] = {}
+    """Fields of the stored record that no call may change, each with why: naming one is refused with the reason,
+    not as an unknown argument."""
 
 
-def _describe(error: Mapping[str, Any]) -> str:
+def _describe(error: Mapping[str, Any], fixed: Mapping[str, str]) -> str:
     location = ".".join(str(part) for part in error["loc"]) or "value"
     message = str(error["msg"]).removeprefix("Value error, ")
     if error["type"] == "extra_forbidden":
-        return f"{location}: unknown argument"
+        why = fixed.get(location)
+        return f"{location}: unknown argument" if why is None else f"{location}: cannot be changed ({why})"
     return f"{location}: {message}"
 
 
@@ -138,7 +142,8 @@ def validate_input(model: type[_InputModel], data: Mapping[str, Any]) -> _InputM
     try:
         return model.model_validate(dict(data))
     except PydanticValidationError as exc:
-        problems = "; ".join(_describe(error) for error in exc.errors())
+        fixed: Mapping[str, str] = getattr(model, "fixed_fields", {})
+        problems = "; ".join(_describe(error, fixed) for error in exc.errors())
         accepted = ", ".join(model.model_fields)
         raise ValidationError(
             f"invalid {model.__name__}: {problems} (accepted arguments: {accepted})"

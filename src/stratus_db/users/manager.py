@@ -193,12 +193,13 @@ class UserManager:
             return found
 
     async def update_user(
-        self, user_id: uuid.UUID | str, *, tx: AsyncConnection | None = None, **changes: Any
+        self, user_id: uuid.UUID | str, /, *, tx: AsyncConnection | None = None, **changes: Any
     ) -> UserRead:
         """Change some fields of a user: `update_user(uid, name=..., licenses=[...])`.
 
-        Accepted fields: name, email, role, licenses, experience_level, preferences. A field left out keeps its
-        value; the audit row keeps the old and new values of the fields that changed. New `licenses` make the user's
+        Accepted fields: name, email, role, licenses, experience_level, preferences; `user_id` (positional only)
+        and the record's own fields (created_at, updated_at, last_active) cannot be changed. A field left out keeps
+        its value; the audit row keeps the old and new values of the fields that changed. New `licenses` make the user's
         credentials those codes: a credential already held keeps its details, a new code is added bare, a code left
         out is removed (the audit row's `licenses` records it).
 
@@ -426,6 +427,7 @@ class UserManager:
         self,
         user_id: uuid.UUID | str,
         credential_id: uuid.UUID | str,
+        /,
         *,
         tx: AsyncConnection | None = None,
         **changes: Any,

@@ -1,9 +1,10 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from datetime import date, datetime
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
 from pydantic import (
     AfterValidator,
@@ -66,6 +67,13 @@ class EmailLookup(InputModel):
 
 class UserUpdate(InputModel):
     """Fields to change; a field left out keeps its value. Only experience_level can be cleared (set to None)."""
+
+    fixed_fields: ClassVar[Mapping[str, str]] = {
+        "user_id": "it is the user's identity",
+        "created_at": "it records when the user was registered",
+        "updated_at": "every change sets it",
+        "last_active": "it follows the user's activity",
+    }
 
     name: Name | None = None
     email: Email | None = None
@@ -146,6 +154,15 @@ class CredentialAdd(_Dates):
 class CredentialUpdate(InputModel):
     """Fields to change; a field left out keeps its value, None clears it. The code is not changed: remove the
     credential and add the other one."""
+
+    fixed_fields: ClassVar[Mapping[str, str]] = {
+        "credential_id": "it is the credential's identity",
+        "user_id": "a credential stays with its holder",
+        "code": "remove the credential and add one with the other code",
+        "kind": "it follows from the code",
+        "created_at": "it records when the credential was added",
+        "updated_at": "every change sets it",
+    }
 
     number: CredentialNumber | None = None
     issued_at: CredentialDate | None = None
