@@ -602,3 +602,21 @@ async def test_the_downgrade_prompt_shows_no_password_given_in_the_urls_query(
     assert refused.exit_code == 1
     assert "Downgrade postgresql" in refused.output
     assert "s3cr3t-query" not in refused.output
+
+
+async def test_export_user_writes_the_document_and_audits_it(database_url: str, tmp_path: Path) -> None:
+    owner = await existing_user(database_url)
+    target = tmp_path / "export.json"
+
+    result = await invoke("export-user", str(owner), "--output", str(target), "--purpose", "ticket-4711")
+
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith(f"exported user {owner} to {target}")
+    document = json.loads(target.read_text(encoding="utf-8"))
+    assert (document["format"], document["user_id"]) == ("stratus-db/user-export", str(owner))
+    exports = [event for event in document["audit_events"] if event["action"] == "export"]
+    assert [(event["actor"], event["purpose"]) for event in exports] == [("system:stratus-db", "ticket-4711")]
+    missing = await invoke("export-user", str(uuid.uuid4()), "--output", str(tmp_path / "none.json"))
+    assert missing.exit_code == 1
+    assert "does not exist" in missing.stderr
+    assert not (tmp_path / "none.json").exists()

@@ -41,6 +41,7 @@ from stratus_db.kit.schemas import Page
 from stratus_db.memory.manager import MemoryManager
 from stratus_db.memory.schemas import MemoryEntry, SearchResult
 from stratus_db.models import ConversationStatus, MemoryType, MessageType, UserRole
+from stratus_db.privacy.manager import PrivacyManager
 from stratus_db.security.principal import Principal, PrincipalKind
 from stratus_db.users.manager import UserManager
 from stratus_db.users.schemas import UserRead
@@ -75,6 +76,7 @@ __all__ = [
     "Page",
     "Principal",
     "PrincipalKind",
+    "PrivacyManager",
     "SchemaNotReadyError",
     "SearchHit",
     "SearchResult",

@@ -28,6 +28,7 @@ from stratus_db.kit.validation import parse_uuid, validate_input
 from stratus_db.logging import configure_json
 from stratus_db.memory.manager import MemoryManager
 from stratus_db.models import ConversationStatus
+from stratus_db.privacy.manager import PrivacyManager
 from stratus_db.schema import head_revision
 from stratus_db.security.principal import Principal
 from stratus_db.users.manager import UserManager
@@ -277,6 +278,31 @@ def purge_expired(
     with _Progress("purging expired memories", total=None, unit="deleted") as progress:
         deleted = _run(purge)
     typer.echo(f"purged {deleted} expired memories")
+
+
+# -- the data subject's rights (docs/privacy.md) ---------------------------------------------------------------
+
+
+@app.command("export-user")
+def export_user(
+    user_id: Annotated[str, typer.Argument(help="The user whose data is exported.")],
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="The file to write (replaced once complete).")
+    ],
+    purpose: Annotated[
+        str, typer.Option(help="Why, for the audit row: e.g. the request's ticket (LGPD Art. 18 II).")
+    ] = "data-subject-request",
+) -> None:
+    """Write everything held about a user to a JSON file (format stratus-db/user-export, docs/privacy.md)."""
+    with _errors_as_exit():
+        owner = parse_uuid(user_id, "USER_ID")
+
+    async def export(db: StratusPostgreSQLIntegration) -> int:
+        async with db.context(principal=OPERATOR, purpose=purpose):
+            return await PrivacyManager(db).write_user_export(owner, output)
+
+    written = _run(export)
+    typer.echo(f"exported user {owner} to {output} ({written:,} bytes)")
 
 
 # -- import -----------------------------------------------------------------------------------------------------

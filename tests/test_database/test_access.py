@@ -5,10 +5,12 @@ and is itself audited."""
 from __future__ import annotations
 
 import inspect
+import tempfile
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,12 +22,13 @@ from stratus_db import (
     MemoryManager,
     Principal,
     PrincipalKind,
+    PrivacyManager,
     UserManager,
 )
 from stratus_db.errors import PermissionDeniedError, ValidationError
 from tests.fixtures.factories import count_rows, create_user
 
-MANAGERS = (UserManager, MemoryManager, ConversationManager, AuditManager)
+MANAGERS = (UserManager, MemoryManager, ConversationManager, AuditManager, PrivacyManager)
 NOT_CALLS = {
     "AuditManager.record": "writes an audit row inside another manager's call, which was authorized",
     "AuditManager.append": "writes audit entries inside another manager's call, which was authorized",
@@ -38,6 +41,7 @@ OWNER = frozenset({"system", "owner", "owner's agent"})
 PROFILE = OWNER | {"admin"}
 MANAGING = frozenset({"system", "admin"})
 TRAIL = OWNER | {"auditor"}
+PERSON = frozenset({"system", "owner"})
 """Who may: the expectations, written here independently of the policy's own table."""
 
 
@@ -58,6 +62,15 @@ class World:
     """A conversation made for the call under test (archive, delete, restore, purge)."""
     spare_credential: uuid.UUID | None = None
     """A credential made for remove_credential."""
+
+    @property
+    def privacy(self) -> PrivacyManager:
+        return PrivacyManager(self.db)
+
+
+async def _read_export(w: World) -> bytes:
+    chunks = await w.privacy.export_user_data(w.owner)
+    return b"".join([chunk async for chunk in chunks])
 
 
 Call = Callable[[World], Awaitable[Any]]
@@ -172,6 +185,11 @@ CALLS: dict[str, tuple[frozenset[str], Call]] = {
         lambda w: w.conversations.get_conversation_stats(w.conversation, w.owner),
     ),
     "AuditManager.query": (TRAIL, lambda w: w.audit.query(user_id=w.owner)),
+    "PrivacyManager.export_user_data": (PERSON, _read_export),
+    "PrivacyManager.write_user_export": (
+        PERSON,
+        lambda w: w.privacy.write_user_export(w.owner, Path(tempfile.gettempdir()) / f"{uuid.uuid4()}.json"),
+    ),
 }
 """Every public call on the owner's data, and who may make it."""
 NEEDS_SPARE = {"ConversationManager.restore_conversation": True} | dict.fromkeys(

@@ -25,6 +25,8 @@ class AuditAction(StrEnum):
     """compress_history folded older messages into the conversation's summary."""
     import_ = "import"
     """import_messages: one row per imported batch."""
+    export = "export"
+    """Everything held about a person was exported (privacy/export.py): the format, not the content."""
     deny = "deny"
     """A call the access rules refused (security/policy.py): who, which operation, on whose data."""
 

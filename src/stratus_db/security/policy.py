@@ -25,10 +25,12 @@ AUDITORS = frozenset({PrincipalKind.system, PrincipalKind.auditor})
 
 @dataclass(frozen=True)
 class Rule:
-    """Who may call an operation: its owner (when `owner`) and any principal of `anyone`."""
+    """Who may call an operation: its owner (when `owner`: the user, and an agent bound to them unless not
+    `agents`) and any principal of `anyone`."""
 
     anyone: frozenset[PrincipalKind]
     owner: bool = False
+    agents: bool = True
 
 
 OWN_DATA = Rule(anyone=SYSTEM_ONLY, owner=True)
@@ -77,6 +79,9 @@ RULES: Mapping[str, Rule] = {
     "conversation.usage_stats": OWN_PROFILE,
     "conversation.conversation_stats": OWN_PROFILE,
     "audit.query": Rule(anyone=AUDITORS, owner=True),
+    # Everything about a person, content included, in one document: the person, and trusted code acting on their
+    # request; not an agent (it acts in conversations, not on the person's rights), not an admin or auditor.
+    "privacy.export": Rule(anyone=SYSTEM_ONLY, owner=True, agents=False),
 }
 """Every public operation's rule. Internal operations (a batch of other callers' writes, the access-count flush, the
 `last_active` write of users/activity.py) have none: they carry out calls that were authorized when they were made."""
@@ -89,8 +94,9 @@ def refusal(principal: Principal, operation: str, subject: uuid.UUID | None) -> 
         return f"{operation} has no access rule"
     if principal.kind in rule.anyone:
         return None
-    if rule.owner and subject is not None and principal.user_id == subject:
+    owner = rule.owner and (rule.agents or principal.kind is not PrincipalKind.agent)
+    if owner and subject is not None and principal.user_id == subject:
         return None
-    if rule.owner and subject is not None:
+    if owner and subject is not None:
         return f"{principal.actor} may not {operation} for another user"
     return f"{principal.actor} may not {operation}"

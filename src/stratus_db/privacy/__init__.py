@@ -1,0 +1,1 @@
+"""The data subject's rights under LGPD: export (docs/privacy.md)."""
