@@ -15,6 +15,7 @@ from pydantic import ValidationError as PydanticValidationError
 from pydantic_settings import (
     BaseSettings,
     DotEnvSettingsSource,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
 )
@@ -23,6 +24,7 @@ from sqlalchemy.exc import ArgumentError
 
 from stratus_db.errors import ConfigurationError, ValidationError
 from stratus_db.models.memory import MemoryType
+from stratus_db.privacy.kinds import ErasableKind
 
 DEFAULT_SQLITE_FILE = "stratus.db"
 """File name of the embedded database, inside `STRATUS_DATA_DIR` (default: the working directory)."""
@@ -132,6 +134,9 @@ class Settings(BaseSettings):
     sets it, so that a request without an identity reaches nothing)."""
     STRATUS_LOG_SLOW_OPERATION_MS: Annotated[float, Field(gt=0)] = 1000.0
     """A call that takes longer logs a warning (every call logs a line only at DEBUG)."""
+    STRATUS_ERASURE_LEGAL_HOLD: Annotated[frozenset[ErasableKind], NoDecode] = frozenset()
+    """Kinds of a person's data that erase_user keeps because a regulation requires them (docs/privacy.md): a comma
+    list of `user_credentials`, `memory_entries`, `conversations` (with their messages); empty: erase everything."""
     ENVIRONMENT: Environment = Environment.development
 
     STRATUS_POOL_SIZE: Annotated[int, Field(ge=1, le=1000)] = 10
@@ -184,6 +189,20 @@ class Settings(BaseSettings):
     OPENAI_API_KEY: SecretStr | None = None
     OPENAI_BASE_URL: str | None = None
     """Another server speaking the Chat Completions API (Azure OpenAI, a local model, a test stub)."""
+
+    @field_validator("STRATUS_ERASURE_LEGAL_HOLD", mode="before")
+    @classmethod
+    def _comma_list(cls, value: Any) -> Any:
+        # From the environment: a comma list, or the JSON list effective_settings writes.
+        if not isinstance(value, str):
+            return value
+        text = value.strip()
+        if text.startswith("["):
+            try:
+                return json.loads(text)
+            except json.JSONDecodeError:
+                raise ValueError("must be a comma list or a JSON list") from None
+        return [part.strip() for part in text.split(",") if part.strip()]
 
     @field_validator("DATABASE_URL", mode="before")
     @classmethod

@@ -42,6 +42,7 @@ PROFILE = OWNER | {"admin"}
 MANAGING = frozenset({"system", "admin"})
 TRAIL = OWNER | {"auditor"}
 PERSON = frozenset({"system", "owner"})
+PERSON_OR_MANAGER = PERSON | {"admin"}
 """Who may: the expectations, written here independently of the policy's own table."""
 
 
@@ -186,6 +187,10 @@ CALLS: dict[str, tuple[frozenset[str], Call]] = {
     ),
     "AuditManager.query": (TRAIL, lambda w: w.audit.query(user_id=w.owner)),
     "PrivacyManager.export_user_data": (PERSON, _read_export),
+    "PrivacyManager.erase_user": (
+        PERSON_OR_MANAGER,
+        lambda w: w.privacy.erase_user(w.owner, "teste de acesso"),
+    ),
     "PrivacyManager.write_user_export": (
         PERSON,
         lambda w: w.privacy.write_user_export(w.owner, Path(tempfile.gettempdir()) / f"{uuid.uuid4()}.json"),
@@ -198,6 +203,8 @@ NEEDS_SPARE = {"ConversationManager.restore_conversation": True} | dict.fromkeys
     False,
 )  # fmt: skip
 """Calls that need a conversation of their own, and whether it is archived first."""
+NEEDS_NEW_OWNER = frozenset({"PrivacyManager.erase_user"})
+"""Calls after which the owner is gone: each principal tries them on a world of its own."""
 
 
 def _spare_credential_id(w: World) -> uuid.UUID:
@@ -286,7 +293,11 @@ async def test_every_call_against_every_principal(db: Database) -> None:
     principals = _principals(world.owner, other)
     outcomes: dict[tuple[str, str], str] = {}
     for qualified, (_allowed, call) in CALLS.items():
-        for label, principal in principals.items():
+        for label in list(principals):
+            if qualified in NEEDS_NEW_OWNER:
+                world, other = await _world(db)
+                principals = _principals(world.owner, other)
+            principal = principals[label]
             if qualified in NEEDS_SPARE:
                 await _spare_conversation(world, archived=NEEDS_SPARE[qualified])
             if qualified == "UserManager.remove_credential":

@@ -7,7 +7,7 @@ import asyncio
 import json
 import tracemalloc
 import uuid
-from datetime import UTC, date, datetime
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -43,9 +43,9 @@ async def rows_of(db: Database, table: str, user_id: uuid.UUID) -> list[dict[str
         return [dict(row) for row in result.mappings()]
 
 
-async def test_the_export_holds_everything_about_the_person_and_nothing_else(db: Database) -> None:
-    clock = ManualClock(datetime(2026, 12, 1, 12, tzinfo=UTC))
-    db.clock = clock
+async def test_the_export_holds_everything_about_the_person_and_nothing_else(
+    db: Database, clock: ManualClock
+) -> None:
     users, memories, conversations = UserManager(db), MemoryManager(db), ConversationManager(db)
     person = await users.create_user(
         "Ana Souza", "ana@aeroclube.com.br", "pilot", licenses=["PP"], preferences={"units": "aviation"}

@@ -27,6 +27,8 @@ class AuditAction(StrEnum):
     """import_messages: one row per imported batch."""
     export = "export"
     """Everything held about a person was exported (privacy/export.py): the format, not the content."""
+    erase = "erase"
+    """Everything held about a person was erased (privacy/erasure.py): under the pseudonym, with counts only."""
     deny = "deny"
     """A call the access rules refused (security/policy.py): who, which operation, on whose data."""
 

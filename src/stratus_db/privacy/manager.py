@@ -7,14 +7,25 @@ import uuid
 from collections.abc import AsyncGenerator
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated
 
+from pydantic import StringConstraints
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from stratus_db.audit.manager import AuditManager
 from stratus_db.audit.schemas import AuditAction
 from stratus_db.errors import NotFoundError, StratusError, ValidationError
-from stratus_db.kit.validation import parse_uuid
+from stratus_db.kit.ids import new_id
+from stratus_db.kit.validation import InputModel, NonEmptyStr, parse_uuid, validate_input
+from stratus_db.memory.cache import MemoryCache
+from stratus_db.privacy.erasure import (
+    ErasureReport,
+    count_owned,
+    delete_owned,
+    forget_words,
+    owned_tables,
+    pseudonymise_audit,
+)
 from stratus_db.privacy.export import EXPORT_FORMAT, EXPORT_VERSION, begin_snapshot, stream_export
 from stratus_db.users.repository import UserRepository
 
@@ -22,8 +33,12 @@ if TYPE_CHECKING:
     from stratus_db.database import StratusPostgreSQLIntegration
 
 
+class _ErasureReason(InputModel):
+    reason: Annotated[NonEmptyStr, StringConstraints(max_length=500)]
+
+
 class PrivacyManager:
-    """Export of a person's data (and, later in issue 14, erasure and consents)."""
+    """Export and erasure of a person's data."""
 
     def __init__(self, db: StratusPostgreSQLIntegration) -> None:
         self._db = db
@@ -69,6 +84,70 @@ class PrivacyManager:
             await begin_snapshot(conn)
             async for chunk in stream_export(conn, key, exported_at):
                 yield chunk
+
+    async def erase_user(
+        self, user_id: uuid.UUID | str, reason: str, *, tx: AsyncConnection | None = None
+    ) -> ErasureReport:
+        """Erase everything held about the person (LGPD Art. 16 and 18 VI), in one transaction:
+
+        - the audit rows about them are pseudonymised: `user_id` (and a `record_id` that was theirs) become a fresh
+          pseudonym, the old and new values keep only the names of the fields ("[erased]" for each value), the IP
+          address and user agent are cleared, and `user:<their id>` as actor becomes `user:<pseudonym>`;
+        - their rows are deleted: the profile, credentials, memories, conversations and messages (and any table
+          that references users). Kinds named in STRATUS_ERASURE_LEGAL_HOLD are kept, and then so is the user's row,
+          as a tombstone without personal data, so that the held rows keep their owner;
+        - the erasure is audited (action `erase`) under the pseudonym, with the reason and the counts, never the
+          erased values. `reason` is kept in the trail: it should cite the request, not describe the person.
+
+        On SQLite the full-text indexes are then merged so that no deleted word stays in them. Caches in every
+        process forget the person's memories.
+
+        Returns:
+            ErasureReport: the pseudonym, rows deleted per table, audit rows pseudonymised, kinds held.
+
+        Raises:
+            ValidationError: `user_id` is not a UUID, or `reason` is not 1-500 characters of text.
+            PermissionDeniedError: not the person, an administrator or trusted code.
+            NotFoundError: no such user.
+        """
+        async with self._db.operation("privacy.erase") as op:
+            key = parse_uuid(user_id, "user_id")
+            cause = validate_input(_ErasureReason, {"reason": reason}).reason
+            await op.authorize(key)
+            held = self._db.settings.STRATUS_ERASURE_LEGAL_HOLD
+
+            async def work(conn: AsyncConnection) -> ErasureReport:
+                if await UserRepository(conn).get(key, for_update=True) is None:
+                    raise NotFoundError(f"user {key} does not exist")
+                pseudonym = new_id()
+                tables = owned_tables(held)
+                deleted = await count_owned(conn, key, tables)
+                pseudonymised = await pseudonymise_audit(conn, key, pseudonym)
+                await delete_owned(conn, key, pseudonym, held)
+                if not held:
+                    deleted["users"] = 1
+                await MemoryCache.of(self._db).invalidate_everywhere(conn, key)
+                report = ErasureReport(pseudonym, deleted, pseudonymised, tuple(sorted(held)))
+                await self._audit.record(
+                    conn,
+                    action=AuditAction.erase,
+                    table_name="users",
+                    record_id=pseudonym,
+                    user_id=pseudonym,
+                    new_values={
+                        "reason": cause,
+                        "deleted": deleted,
+                        "audit_rows_pseudonymised": pseudonymised,
+                        "held": list(report.held),
+                    },
+                )
+                return report
+
+            report = await op.run(work, tx=tx)
+            if tx is None:
+                async with self._db.transaction() as conn:
+                    await forget_words(conn)
+            return report
 
     async def write_user_export(self, user_id: uuid.UUID | str, path: str | os.PathLike[str]) -> int:
         """Write the user's export document to the file `path` (created or replaced only once complete: the text

@@ -82,6 +82,8 @@ RULES: Mapping[str, Rule] = {
     # Everything about a person, content included, in one document: the person, and trusted code acting on their
     # request; not an agent (it acts in conversations, not on the person's rights), not an admin or auditor.
     "privacy.export": Rule(anyone=SYSTEM_ONLY, owner=True, agents=False),
+    # The person's own request, or those who handle requests and manage users; never an agent.
+    "privacy.erase": Rule(anyone=MANAGERS, owner=True, agents=False),
 }
 """Every public operation's rule. Internal operations (a batch of other callers' writes, the access-count flush, the
 `last_active` write of users/activity.py) have none: they carry out calls that were authorized when they were made."""

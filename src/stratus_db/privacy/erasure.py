@@ -1,0 +1,164 @@
+"""Erasure of a person's data (LGPD Art. 16 and 18 VI): docs/privacy.md "Erasure".
+
+In one transaction: the audit rows about the person are pseudonymised (their ids replaced by a fresh pseudonym, their
+values by the names of the fields that changed, their address and user agent cleared), every row of theirs is
+deleted (the user's row, and with it by ON DELETE CASCADE their credentials, memories, conversations, messages and
+consents) — except the kinds of data a legal hold keeps (`STRATUS_ERASURE_LEGAL_HOLD`), in which case the user's row
+stays as a tombstone without personal data so that the held rows keep their owner — and the erasure itself is
+audited under the pseudonym, without the erased values.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any, NamedTuple
+
+from sqlalchemy import bindparam, delete, func, select, text, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from stratus_db.kit.models import Base, table_of
+from stratus_db.models import AuditRow, UserRow
+from stratus_db.privacy.kinds import ErasableKind
+
+ERASED = "[erased]"
+"""What an erased value becomes in the audit trail."""
+BATCH_ROWS = 1000
+SQLITE_SEARCH_INDEXES = ("memory_entries_fts", "memory_entries_fts_trigram", "messages_fts")
+"""SQLite's full-text indexes: a deleted row's words stay in their segments until merged (see `forget_words`)."""
+
+NOT_OWNED = frozenset({"users", "audit_log"})
+"""Tables with a `user_id` that erasure treats on their own: the profile itself, and the trail (pseudonymised)."""
+
+_audit = table_of(AuditRow)
+_users = table_of(UserRow)
+
+
+class ErasureReport(NamedTuple):
+    """What erase_user did: the pseudonym that now stands for the person in the audit trail (give it to whoever
+    must refer to the erasure later), the rows deleted per table, the audit rows pseudonymised and the kinds kept
+    under a legal hold."""
+
+    pseudonym: uuid.UUID
+    deleted: dict[str, int]
+    audit_rows_pseudonymised: int
+    held: tuple[str, ...]
+
+
+def redacted(values: Any) -> Any:
+    """An audit row's old or new values without their content: an object keeps its keys (which fields changed is
+    not personal), each value becomes ERASED; anything else becomes ERASED; None stays None."""
+    if values is None:
+        return None
+    if isinstance(values, dict):
+        return dict.fromkeys(values, ERASED)
+    return ERASED
+
+
+def owned_tables(held: frozenset[ErasableKind]) -> list[str]:
+    """The tables of rows owned by a user (a `user_id` column), minus those a legal hold keeps (messages go with
+    conversations). Found from the schema, so that a table added later is erased without being listed here."""
+    kept = {kind.value for kind in held}
+    if ErasableKind.conversations in held:
+        kept.add("messages")
+    return sorted(
+        table.name
+        for table in Base.metadata.sorted_tables
+        if table.name not in kept and table.name not in NOT_OWNED and "user_id" in table.c
+    )
+
+
+async def count_owned(conn: AsyncConnection, user_id: uuid.UUID, tables: list[str]) -> dict[str, int]:
+    counts = {}
+    for name in tables:
+        table = Base.metadata.tables[name]
+        statement = select(func.count()).select_from(table).where(table.c.user_id == user_id)
+        counts[name] = (await conn.execute(statement)).scalar_one()
+    return counts
+
+
+async def pseudonymise_audit(conn: AsyncConnection, user_id: uuid.UUID, pseudonym: uuid.UUID) -> int:
+    """Rewrite the audit rows about the person (their `user_id`, or naming them as the acting user) without their
+    values, ids, address or user agent. Returns how many rows were rewritten."""
+    actor = f"user:{user_id}"
+    statement = (
+        select(
+            _audit.c.audit_id, _audit.c.user_id, _audit.c.record_id, _audit.c.old_values, _audit.c.new_values
+        )
+        .where((AuditRow.user_id == user_id) | (AuditRow.actor == actor))
+        .order_by(AuditRow.audit_id)
+        .limit(BATCH_ROWS)
+    )
+    rewrite = (
+        update(_audit)
+        .where(AuditRow.audit_id == bindparam("b_audit_id"))
+        .values(
+            user_id=bindparam("b_user_id"),
+            record_id=bindparam("b_record_id"),
+            old_values=bindparam("b_old", type_=_audit.c.old_values.type),
+            new_values=bindparam("b_new", type_=_audit.c.new_values.type),
+            ip_address=None,
+            user_agent=None,
+        )
+    )
+    rewritten = 0
+    after: uuid.UUID | None = None
+    while True:
+        page = statement if after is None else statement.where(AuditRow.audit_id > after)
+        rows = list(await conn.execute(page))
+        if not rows:
+            break
+        about_them = [row for row in rows if row.user_id == user_id]
+        if about_them:
+            await conn.execute(
+                rewrite,
+                [
+                    {
+                        "b_audit_id": row.audit_id,
+                        "b_user_id": pseudonym,
+                        "b_record_id": pseudonym if row.record_id == user_id else row.record_id,
+                        "b_old": redacted(row.old_values),
+                        "b_new": redacted(row.new_values),
+                    }
+                    for row in about_them
+                ],
+            )
+        rewritten += len(rows)
+        after = rows[-1].audit_id
+    # Rows where they acted on someone else's data (e.g. a refused attempt): only the actor names them.
+    await conn.execute(
+        update(_audit)
+        .where(AuditRow.actor == actor)
+        .values(actor=f"user:{pseudonym}", ip_address=None, user_agent=None)
+    )
+    return rewritten
+
+
+async def delete_owned(
+    conn: AsyncConnection, user_id: uuid.UUID, pseudonym: uuid.UUID, held: frozenset[ErasableKind]
+) -> None:
+    """Delete the person's rows: the user row (everything cascades) or, under a legal hold, every kind not held and
+    the user row's personal data (a tombstone that the held rows keep as their owner)."""
+    if not held:
+        await conn.execute(delete(_users).where(UserRow.user_id == user_id))
+        return
+    for name in owned_tables(held):
+        table = Base.metadata.tables[name]
+        await conn.execute(delete(table).where(table.c.user_id == user_id))
+    tombstone: dict[str, Any] = {
+        "name": ERASED,
+        "email": f"erased-{pseudonym.hex}@erased.invalid",
+        "preferences": {},
+        "experience_level": None,
+    }
+    if ErasableKind.credentials not in held:
+        tombstone["licenses"] = []
+    await conn.execute(update(_users).where(UserRow.user_id == user_id).values(tombstone))
+
+
+async def forget_words(conn: AsyncConnection) -> None:
+    """SQLite: merge the full-text indexes' segments so that the deleted rows' words leave the shadow tables (FTS5
+    keeps them, marked deleted, until a merge). PostgreSQL's tsvector is a column of the deleted row itself."""
+    if conn.dialect.name != "sqlite":
+        return
+    for index in SQLITE_SEARCH_INDEXES:
+        await conn.execute(text(f"INSERT INTO {index}({index}) VALUES ('optimize')"))

@@ -1,0 +1,168 @@
+"""erase_user (LGPD Art. 16 and 18 VI) on both backends: afterwards no table — the audit trail and SQLite's full-text
+index shadow tables included — holds the person's plaintext values or ids; other people's data is untouched; the
+audit rows about them remain, pseudonymised; the erasure itself is audited without the erased values; a legal hold
+keeps what it names."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+
+from stratus_db import (
+    AuditManager,
+    ConversationManager,
+    Database,
+    MemoryManager,
+    NotFoundError,
+    PrivacyManager,
+    UserManager,
+    ValidationError,
+)
+from stratus_db.privacy.erasure import ERASED
+from stratus_db.privacy.kinds import ErasableKind
+from tests.fixtures.factories import count_rows, create_user
+
+NAME = "Zuleica Tempestade"
+EMAIL = "zuleica.tempestade@aeroclube.com.br"
+SECRETS = (NAME, EMAIL, "Hangarsecreto", "Xiquexique", "784512")
+"""The person's plaintext values: a name, an e-mail, a memory, a message and a credential number."""
+
+
+async def every_row_as_text(db: Database) -> list[str]:
+    """Every row of every table of the database, as text: SQLite's full-text shadow tables (blobs as bytes decoded
+    leniently) and PostgreSQL's tables alike."""
+    texts: list[str] = []
+    async with db.transaction(read_only=True) as conn:
+        if conn.dialect.name == "sqlite":
+            names = (
+                await conn.execute(text("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name"))
+            ).scalars()
+            for name in list(names):
+                for row in await conn.execute(text(f'SELECT * FROM "{name}"')):
+                    texts.append(
+                        " ".join(
+                            value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+                            for value in row
+                        )
+                    )
+        else:
+            names = (
+                await conn.execute(
+                    text("SELECT tablename FROM pg_tables WHERE schemaname = current_schema() ORDER BY 1")
+                )
+            ).scalars()
+            for name in list(names):
+                texts += (await conn.execute(text(f'SELECT t::text FROM "{name}" t'))).scalars().all()
+    return texts
+
+
+def occurrences(texts: list[str], needles: tuple[str, ...]) -> dict[str, int]:
+    found = {needle: sum(needle.lower() in line.lower() for line in texts) for needle in needles}
+    return {needle: count for needle, count in found.items() if count}
+
+
+async def a_person_with_data_everywhere(db: Database) -> tuple[uuid.UUID, uuid.UUID]:
+    users, memories, conversations = UserManager(db), MemoryManager(db), ConversationManager(db)
+    person = await users.create_user(NAME, EMAIL, "pilot", licenses=["PP"], preferences={"units": "aviation"})
+    await users.add_credential(person.user_id, "CMA1", number="784512", expires_at=date(2030, 1, 1))
+    await memories.store_memory(person.user_id, "hangar", "Hangarsecreto em Jundiaí", "long_term")
+    assert await memories.get_memory(person.user_id, "hangar") is not None  # cached now
+    chat = await conversations.create_conversation(person.user_id, "Rota")
+    await conversations.add_message(chat.conversation_id, person.user_id, "Minha rota passa por Xiquexique")
+    archived = await conversations.create_conversation(person.user_id, "Antiga")
+    await conversations.add_message(archived.conversation_id, person.user_id, "Xiquexique de novo")
+    await conversations.archive_conversation(archived.conversation_id, person.user_id)  # packed with zstd
+    await users.update_user(person.user_id, name=f"{NAME} Filho")
+    other = await create_user(users)
+    await memories.store_memory(other.user_id, "hangar", "Hangar do outro em Bragança", "long_term")
+    other_chat = await conversations.create_conversation(other.user_id, "Outro")
+    await conversations.add_message(other_chat.conversation_id, other.user_id, "Mensagem de outra pessoa")
+    return person.user_id, other.user_id
+
+
+async def test_nothing_of_the_person_is_left_in_any_table(db: Database) -> None:
+    person, other = await a_person_with_data_everywhere(db)
+    assert occurrences(await every_row_as_text(db), (*SECRETS, str(person))) != {}, (
+        "the scan finds them before"
+    )
+    audit_rows_about_them = len((await AuditManager(db).query(user_id=person, limit=500)).items)
+
+    report = await PrivacyManager(db).erase_user(person, "pedido do titular, protocolo 2026-118")
+
+    left = await every_row_as_text(db)
+    assert occurrences(left, (*SECRETS, str(person), person.hex)) == {}
+    assert occurrences(left, ("Hangar do outro", "Mensagem de outra pessoa", str(other))) != {}
+    assert await UserManager(db).get_user(person) is None
+    assert await MemoryManager(db).get_memory(person, "hangar") is None, "the cache forgot it too"
+    assert report.deleted == {
+        "users": 1,
+        "user_credentials": 2,
+        "memory_entries": 1,
+        "conversations": 2,
+        "messages": 2,
+    }
+    trail = AuditManager(db)
+    assert len((await trail.query(user_id=person)).items) == 0
+    about_pseudonym = (await trail.query(user_id=report.pseudonym, limit=500)).items
+    assert len(about_pseudonym) == audit_rows_about_them + 1, "pseudonymised, not deleted; plus the erasure"
+    assert report.audit_rows_pseudonymised == audit_rows_about_them
+    renamed = next(e for e in about_pseudonym if e.action == "update" and e.table_name == "users")
+    assert renamed.old_values == {"name": ERASED}
+    assert renamed.new_values == {"name": ERASED}
+    erasure = about_pseudonym[0]
+    assert (erasure.action, erasure.record_id) == ("erase", report.pseudonym)
+    assert erasure.new_values == {
+        "reason": "pedido do titular, protocolo 2026-118",
+        "deleted": report.deleted,
+        "audit_rows_pseudonymised": audit_rows_about_them,
+        "held": [],
+    }
+
+
+async def test_a_legal_hold_keeps_what_it_names_under_a_tombstone(db: Database) -> None:
+    person, _ = await a_person_with_data_everywhere(db)
+    holding = Database(
+        db.settings.model_copy(update={"STRATUS_ERASURE_LEGAL_HOLD": frozenset({ErasableKind.conversations})})
+    )
+    try:
+        report = await PrivacyManager(holding).erase_user(person, "pedido do titular")
+    finally:
+        await holding.close()
+
+    assert report.held == ("conversations",)
+    assert report.deleted == {"user_credentials": 2, "memory_entries": 1}
+    tombstone = await UserManager(db).get_user(person)
+    assert tombstone is not None
+    assert (tombstone.name, tombstone.preferences, tombstone.licenses) == (ERASED, {}, [])
+    assert tombstone.email.endswith("@erased.invalid")
+    assert await count_rows(db, "messages") == 3, "the held conversations keep their messages"
+    left = await every_row_as_text(db)
+    assert occurrences(left, (NAME, EMAIL, "Hangarsecreto", "784512")) == {}
+    assert occurrences(left, ("Xiquexique",)) != {}, "held"
+
+
+@pytest.mark.parametrize(
+    ("user_id", "reason", "error", "match"),
+    [
+        ("not-a-uuid", "pedido", ValidationError, "user_id must be a UUID"),
+        (None, "", ValidationError, "reason"),
+        (None, "x" * 501, ValidationError, "reason"),
+        (None, 42, ValidationError, "reason"),
+        (uuid.UUID(int=7), "pedido", NotFoundError, "does not exist"),
+    ],
+)
+async def test_bad_input_erases_nothing(
+    db: Database, user_id: Any, reason: Any, error: type, match: str
+) -> None:
+    person, _ = await a_person_with_data_everywhere(db)
+    before = {table: await count_rows(db, table) for table in ("users", "messages", "audit_log")}
+
+    with pytest.raises(error, match=match):
+        await PrivacyManager(db).erase_user(person if user_id is None else user_id, reason)
+
+    assert {table: await count_rows(db, table) for table in before} == before
+    assert (await UserManager(db).get_user(person)) is not None
