@@ -314,9 +314,10 @@ async def test_expiring_credentials_reads_a_range_of_its_index_across_users() ->
                 SELECT gen_random_uuid(), 'Piloto', 'piloto' || n || '@voo.br', 'pilot', '[]', '{}', now(), now(),
                        now()
                 FROM generate_series(1, 300) AS n;
-                INSERT INTO user_credentials (credential_id, user_id, code, kind, expires_at, created_at, updated_at)
+                INSERT INTO user_credentials (credential_id, user_id, code, kind, expires_at, expiry_basis,
+                                              created_at, updated_at)
                 SELECT gen_random_uuid(), user_id, 'TIPO:A' || n, 'rating', DATE '2026-01-01' + (n * 7 % 1000),
-                       now(), now()
+                       'recorded', now(), now()
                 FROM users, generate_series(1, 100) AS n;
                 """
             )
