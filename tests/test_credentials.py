@@ -22,6 +22,7 @@ from stratus_db.users.credentials import (
     medical_validity,
     valid_codes,
     validate_canac,
+    validity_months,
 )
 
 EXPECTED = {
@@ -252,6 +253,24 @@ def test_validity_bands(cma_class: int, age: int, single_pilot: bool, months: in
     expiry = medical_validity(cma_class, born, EXAM, single_pilot_commercial_passenger=single_pilot)
     year, month = divmod(EXAM.month - 1 + months, 12)
     assert expiry == date(EXAM.year + year, month + 1, EXAM.day)
+    assert validity_months(cma_class, age, single_pilot_commercial_passenger=single_pilot) == months
+
+
+@pytest.mark.parametrize(
+    ("arguments", "problem"),
+    [
+        ((3, 30), "no class 3"),
+        ((4, 30), "no age-based validity rule"),
+        ((1, -1), "age must be an integer"),
+        ((1, True), "age must be an integer"),
+        ((1, "40"), "age must be an integer"),
+    ],
+)
+def test_validity_months_refuses_what_medical_validity_refuses(
+    arguments: tuple[object, object], problem: str
+) -> None:
+    with pytest.raises(ValidationError, match=problem):
+        validity_months(*arguments)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(

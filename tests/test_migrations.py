@@ -7,6 +7,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
 from alembic import command
 from sqlalchemy import Connection, inspect
 from sqlalchemy import text as sql_text
@@ -415,3 +416,111 @@ async def test_postgres_0006_turns_licenses_into_credentials() -> None:
 
 async def test_sqlite_0006_turns_licenses_into_credentials(tmp_path: Path) -> None:
     await _licenses_become_credentials(sqlite_url(tmp_path / "credentials.db"))
+
+
+async def _profile_fields_up_and_down(url: str) -> None:
+    """Revision 0007 marks the expiries stored under 0006 `recorded` (they were given by callers) and computes none;
+    birth dates, CANACs and deactivations then work; the downgrade clears the computed expiries (derived from the
+    birth dates it drops) and keeps the recorded ones, and the upgrade runs again over that."""
+    from datetime import date
+
+    from sqlalchemy import text as sql
+
+    from stratus_db.errors import ConflictError
+
+    db = Database(settings_for(url))
+    ana, bia = uuid.UUID(int=1), uuid.UUID(int=2)
+
+    def key(value: uuid.UUID) -> object:
+        return value.hex if db.backend == "sqlite" else value
+
+    async def expiries() -> dict[str, tuple[object, ...]]:
+        async with db.engine.connect() as conn:
+            columns = await conn.run_sync(
+                lambda sync: {c["name"] for c in inspect(sync).get_columns("user_credentials")}
+            )
+            basis = "expiry_basis" if "expiry_basis" in columns else "NULL"
+            rows = await conn.execute(sql(f"SELECT code, expires_at, {basis} FROM user_credentials"))
+            return {row[0]: (str(row[1]) if row[1] is not None else None, row[2]) for row in rows}
+
+    try:
+        async with db.engine.begin() as conn:
+
+            def to_0006(connection: Connection) -> None:
+                config = alembic_config()
+                config.attributes["connection"] = connection
+                command.upgrade(config, "0006")
+
+            await conn.run_sync(to_0006)
+            now = "2026-01-01 00:00:00" if db.backend == "sqlite" else datetime.now(UTC)
+            for user_id, email in ((ana, "ana@aero.com.br"), (bia, "bia@aero.com.br")):
+                await conn.execute(
+                    sql(
+                        "INSERT INTO users (user_id, name, email, role, licenses, preferences, created_at, "
+                        "updated_at, last_active) VALUES (:u, 'Ana', :e, 'pilot', '[\"CMA1\", \"CMA2\"]', '{}', "
+                        ":t, :t, :t)"
+                    ),
+                    {"u": key(user_id), "e": email, "t": now},
+                )
+            for index, (code, issued, expires) in enumerate(
+                (("CMA1", date(2026, 1, 10), date(2026, 6, 30)), ("CMA2", date(2026, 1, 10), None))
+            ):
+                await conn.execute(
+                    sql(
+                        "INSERT INTO user_credentials (credential_id, user_id, code, kind, issued_at, expires_at, "
+                        "created_at, updated_at) VALUES (:c, :u, :code, 'medical', :i, :x, :t, :t)"
+                    ),
+                    {
+                        "c": key(uuid.UUID(int=100 + index)),
+                        "u": key(ana),
+                        "code": code,
+                        "i": issued,
+                        "x": expires,
+                        "t": now,
+                    },
+                )
+        await db.migrate()
+        assert await expiries() == {"CMA1": ("2026-06-30", "recorded"), "CMA2": (None, None)}
+
+        users = UserManager(db)
+        updated = await users.update_user(ana, birth_date=date(1990, 1, 10), canac="123456")
+        assert (updated.birth_date, updated.canac, updated.deactivated_at) == (
+            date(1990, 1, 10),
+            "123456",
+            None,
+        )
+        # Aged 36 on the exam: a 2nd class certificate is valid 60 months; the recorded 1st class one stays.
+        assert await expiries() == {"CMA1": ("2026-06-30", "recorded"), "CMA2": ("2031-01-10", "computed")}
+        with pytest.raises(ConflictError, match="canac"):
+            await users.update_user(bia, canac="123456")
+        assert (await users.deactivate_user(bia, "teste")).deactivated_at is not None
+        assert [user.user_id for user in (await users.list_users(credential_code="CMA-2")).items] == [ana]
+
+        assert await db.downgrade("0006") == "0006"
+        assert await expiries() == {"CMA1": ("2026-06-30", None), "CMA2": (None, None)}
+        async with db.engine.connect() as conn:
+            columns = await conn.run_sync(
+                lambda sync: {c["name"] for c in inspect(sync).get_columns("users")}
+            )
+            indexes = await conn.run_sync(
+                lambda sync: {i["name"] for i in inspect(sync).get_indexes("users")}
+            )
+        assert not {"birth_date", "canac", "deactivated_at"} & columns
+        assert not {"ix_users_canac", "ix_users_experience_level_user_id", "ix_users_last_active"} & indexes
+        assert "ix_users_role_user_id" in indexes
+
+        await db.migrate()
+        assert await expiries() == {"CMA1": ("2026-06-30", "recorded"), "CMA2": (None, None)}
+        async with db.engine.connect() as conn:
+            assert await conn.run_sync(schema_drift) == []
+    finally:
+        await db.close()
+
+
+async def test_postgres_0007_profile_fields_up_and_down() -> None:
+    async with throwaway_postgres_database(migrate=False) as url:
+        await _profile_fields_up_and_down(url)
+
+
+async def test_sqlite_0007_profile_fields_up_and_down(tmp_path: Path) -> None:
+    await _profile_fields_up_and_down(sqlite_url(tmp_path / "profile-fields.db"))

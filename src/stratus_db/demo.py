@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import date, timedelta
 
 from stratus_db.audit.manager import AuditManager
 from stratus_db.conversations.manager import ConversationManager
@@ -13,6 +13,7 @@ from stratus_db.security.principal import Principal
 from stratus_db.users.manager import UserManager
 
 DEMO_EMAIL = "joao@aviacao.com"
+DEMO_BIRTH_DATE = date(1985, 4, 12)
 OTHER_EMAIL = "maria@aviacao.com"
 
 
@@ -28,7 +29,11 @@ async def run_demo(db: StratusPostgreSQLIntegration) -> None:
         user = await user_mgr.get_user_by_email(DEMO_EMAIL)
         if user is None:
             user = await user_mgr.create_user(
-                name="João Silva", email=DEMO_EMAIL, role="pilot", licenses=["PP", "PC", "IFR"]
+                name="João Silva",
+                email=DEMO_EMAIL,
+                role="pilot",
+                licenses=["PP", "PC", "IFR"],
+                birth_date=DEMO_BIRTH_DATE,
             )
             print(
                 f"1. Created user      user_id={user.user_id}  {user.name} <{user.email}>  role={user.role}"
@@ -37,15 +42,14 @@ async def run_demo(db: StratusPostgreSQLIntegration) -> None:
             print(
                 f"1. Reusing user      user_id={user.user_id}  {user.name} <{user.email}>  role={user.role}"
             )
-        print(f"   licences: {', '.join(user.licenses)}")
+        if user.birth_date is None:  # a user an older demo created
+            user = await user_mgr.update_user(user.user_id, birth_date=DEMO_BIRTH_DATE)
+        print(f"   licences: {', '.join(user.licenses)}; born {user.birth_date}")
         held = {status.credential.code for status in await user_mgr.credential_status(user.user_id)}
         if "CMA1" not in held:
-            today = db.clock().date()
+            # No expiry given: computed from the birth date (12 months for a 1st class certificate at this age).
             await user_mgr.add_credential(
-                user.user_id,
-                "CMA-1",
-                issued_at=today - timedelta(days=350),
-                expires_at=today + timedelta(days=15),
+                user.user_id, "CMA-1", issued_at=db.clock().date() - timedelta(days=350)
             )
         for status in await user_mgr.credential_status(user.user_id):
             print(

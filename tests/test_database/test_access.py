@@ -114,6 +114,11 @@ CALLS: dict[str, tuple[frozenset[str], Call]] = {
     ),
     "UserManager.credential_status": (PROFILE, lambda w: w.users.credential_status(w.owner)),
     "UserManager.expiring_credentials": (MANAGING, lambda w: w.users.expiring_credentials(30)),
+    "UserManager.deactivate_user": (
+        PROFILE,
+        lambda w: w.users.deactivate_user(w.owner, "encerramento pedido pelo usuário"),
+    ),
+    "UserManager.reactivate_user": (MANAGING, lambda w: w.users.reactivate_user(w.owner)),
     "MemoryManager.store_memory": (
         OWNER,
         lambda w: w.memories.store_memory(w.owner, "base", uuid.uuid4().hex),
@@ -218,6 +223,19 @@ async def _spare_credential(w: World) -> None:
     w.spare_credential = added.credential_id
 
 
+ACTIVATION = {"UserManager.deactivate_user": True, "UserManager.reactivate_user": False}
+"""Calls that change whether the owner is active, and whether the owner is made active before each (so that an
+allowed call changes something)."""
+
+
+async def _set_active(w: World, *, active: bool) -> None:
+    async with w.db.context(principal=Principal.system("test")):
+        if active:
+            await w.users.reactivate_user(w.owner)
+        else:
+            await w.users.deactivate_user(w.owner, "preparação do teste")
+
+
 def _spare(w: World) -> uuid.UUID:
     assert w.spare is not None, "made before the call"
     return w.spare
@@ -302,6 +320,8 @@ async def test_every_call_against_every_principal(db: Database) -> None:
                 await _spare_conversation(world, archived=NEEDS_SPARE[qualified])
             if qualified == "UserManager.remove_credential":
                 await _spare_credential(world)
+            if qualified in ACTIVATION:
+                await _set_active(world, active=ACTIVATION[qualified])
             before = await _counts(db)
             async with db.context(principal=principal):
                 try:

@@ -314,9 +314,10 @@ async def test_expiring_credentials_reads_a_range_of_its_index_across_users() ->
                 SELECT gen_random_uuid(), 'Piloto', 'piloto' || n || '@voo.br', 'pilot', '[]', '{}', now(), now(),
                        now()
                 FROM generate_series(1, 300) AS n;
-                INSERT INTO user_credentials (credential_id, user_id, code, kind, expires_at, created_at, updated_at)
+                INSERT INTO user_credentials (credential_id, user_id, code, kind, expires_at, expiry_basis,
+                                              created_at, updated_at)
                 SELECT gen_random_uuid(), user_id, 'TIPO:A' || n, 'rating', DATE '2026-01-01' + (n * 7 % 1000),
-                       now(), now()
+                       'recorded', now(), now()
                 FROM users, generate_series(1, 100) AS n;
                 """
             )
@@ -343,3 +344,69 @@ async def test_expiring_credentials_reads_a_range_of_its_index_across_users() ->
             ["Bitmap Heap Scan", "Bitmap Index Scan"],
         )
         assert read[-1]["Index Name"] == "ix_user_credentials_expires_at_credential_id"
+
+
+async def test_list_users_by_credential_code_reads_a_range_of_its_index() -> None:
+    """100,000 users holding PPR, 500 of them PLA too, a fifth of them deactivated: list_users(credential_code=...)
+    reads the holders from ix_user_credentials_code_user_id in user order and each user by key, first page and later
+    ones, for a rare code and for one every user holds, once the tables are analyzed."""
+    from sqlalchemy.dialects import postgresql
+
+    from stratus_db.users.repository import page_statement
+
+    def explained_sql(code: str, after: uuid.UUID | None) -> str:
+        statement = page_statement(credential_code=code, after=after, limit=51)
+        dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
+        compiled = statement.compile(dialect=dialect, compile_kwargs={"literal_binds": True})
+        return f"EXPLAIN (FORMAT JSON) {compiled}"
+
+    middle = uuid.UUID("80000000-0000-7000-8000-000000000000")
+    statements = {
+        (code, after is not None): explained_sql(code, after)
+        for code in ("PLA", "PPR")
+        for after in (None, middle)
+    }
+    async with throwaway_postgres_database() as url:
+        connection = await asyncpg.connect(_plain(url))
+        try:
+            await connection.execute(
+                """
+                INSERT INTO users (user_id, name, email, role, licenses, preferences, created_at, updated_at,
+                                   last_active, deactivated_at)
+                SELECT gen_random_uuid(), 'Piloto', 'piloto' || n || '@voo.br', 'pilot', '[]', '{}', now(), now(),
+                       now(), CASE WHEN n % 5 = 0 THEN now() END
+                FROM generate_series(1, 100000) AS n;
+                INSERT INTO user_credentials (credential_id, user_id, code, kind, created_at, updated_at)
+                SELECT gen_random_uuid(), user_id, 'PPR', 'licence', now(), now() FROM users;
+                INSERT INTO user_credentials (credential_id, user_id, code, kind, created_at, updated_at)
+                SELECT gen_random_uuid(), user_id, 'PLA', 'licence', now(), now()
+                FROM users ORDER BY email LIMIT 500;
+                ANALYZE;
+                """
+            )
+            plans = {
+                key: json.loads(await connection.fetchval(sql))[0]["Plan"] for key, sql in statements.items()
+            }
+        finally:
+            await connection.close()
+
+    def nodes(node: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        yield node
+        for child in node.get("Plans", []):
+            yield from nodes(child)
+
+    for (code, later), plan in plans.items():
+        read = {
+            node["Relation Name"] if "Relation Name" in node else node["Index Name"]: node
+            for node in nodes(plan)
+            if node["Node Type"].endswith("Scan")
+        }
+        kinds = {name: (node["Node Type"], node.get("Index Name")) for name, node in read.items()}
+        assert "Seq Scan" not in {kind for kind, _index in kinds.values()}, (code, later, kinds)
+        if code == "PLA":
+            # The rare code: its range of the index, then each holder by key.
+            assert ("Index Only Scan", "ix_user_credentials_code_user_id") in kinds.values() or (
+                "Index Scan",
+                "ix_user_credentials_code_user_id",
+            ) in kinds.values(), (code, later, kinds)
+            assert kinds["users"] == ("Index Scan", "pk_users"), (code, later, kinds)

@@ -28,8 +28,9 @@ from tests.fixtures.factories import count_rows, create_user
 
 NAME = "Zuleica Tempestade"
 EMAIL = "zuleica.tempestade@aeroclube.com.br"
-SECRETS = (NAME, EMAIL, "Hangarsecreto", "Xiquexique", "784512")
-"""The person's plaintext values: a name, an e-mail, a memory, a message and a credential number."""
+SECRETS = (NAME, EMAIL, "Hangarsecreto", "Xiquexique", "784512", "735194", "1971-03-09")
+"""The person's plaintext values: a name, an e-mail, a memory, a message, a credential number, a CANAC code and a
+birth date."""
 
 
 async def every_row_as_text(db: Database) -> list[str]:
@@ -67,7 +68,15 @@ def occurrences(texts: list[str], needles: tuple[str, ...]) -> dict[str, int]:
 
 async def a_person_with_data_everywhere(db: Database) -> tuple[uuid.UUID, uuid.UUID]:
     users, memories, conversations = UserManager(db), MemoryManager(db), ConversationManager(db)
-    person = await users.create_user(NAME, EMAIL, "pilot", licenses=["PP"], preferences={"units": "aviation"})
+    person = await users.create_user(
+        NAME,
+        EMAIL,
+        "pilot",
+        licenses=["PP"],
+        preferences={"units": "aviation"},
+        birth_date=date(1971, 3, 9),
+        canac="735194",
+    )
     await users.add_credential(person.user_id, "CMA1", number="784512", expires_at=date(2030, 1, 1))
     await memories.store_memory(person.user_id, "hangar", "Hangarsecreto em Jundiaí", "long_term")
     assert await memories.get_memory(person.user_id, "hangar") is not None  # cached now
@@ -138,10 +147,12 @@ async def test_a_legal_hold_keeps_what_it_names_under_a_tombstone(db: Database) 
     tombstone = await UserManager(db).get_user(person)
     assert tombstone is not None
     assert (tombstone.name, tombstone.preferences, tombstone.licenses) == (ERASED, {}, [])
+    assert (tombstone.birth_date, tombstone.canac) == (None, None)
+    assert tombstone.deactivated_at is not None
     assert tombstone.email.endswith("@erased.invalid")
     assert await count_rows(db, "messages") == 3, "the held conversations keep their messages"
     left = await every_row_as_text(db)
-    assert occurrences(left, (NAME, EMAIL, "Hangarsecreto", "784512")) == {}
+    assert occurrences(left, (NAME, EMAIL, "Hangarsecreto", "784512", "735194", "1971-03-09")) == {}
     assert occurrences(left, ("Xiquexique",)) != {}, "held"
 
 

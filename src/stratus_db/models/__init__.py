@@ -3,7 +3,7 @@
 from stratus_db.kit.models import Base
 from stratus_db.models.audit import AuditRow
 from stratus_db.models.conversation import ConversationRow, ConversationStatus
-from stratus_db.models.credential import CredentialRow
+from stratus_db.models.credential import CredentialRow, ExpiryBasis
 from stratus_db.models.memory import MemoryRow, MemoryType
 from stratus_db.models.message import MessageRow, MessageType
 from stratus_db.models.user import UserRole, UserRow
@@ -14,6 +14,7 @@ __all__ = [
     "ConversationRow",
     "ConversationStatus",
     "CredentialRow",
+    "ExpiryBasis",
     "MemoryRow",
     "MemoryType",
     "MessageRow",

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import date, datetime
+from enum import StrEnum
 
 from sqlalchemy import CheckConstraint, Date, Enum, ForeignKey, Index, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
@@ -9,6 +10,16 @@ from sqlalchemy.orm import Mapped, mapped_column
 from stratus_db.kit.models import Base
 from stratus_db.kit.types import UTCDateTime
 from stratus_db.users.credentials import CredentialKind
+
+
+class ExpiryBasis(StrEnum):
+    """Where a credential's `expires_at` comes from."""
+
+    recorded = "recorded"
+    """Given by the caller (the date printed on the document): never overwritten by a computation."""
+    computed = "computed"
+    """Computed for a medical certificate from its issue date and the holder's birth date (credentials.
+    medical_validity); recomputed when either changes, cleared when the birth date is removed."""
 
 
 class CredentialRow(Base):
@@ -33,6 +44,18 @@ class CredentialRow(Base):
     number: Mapped[str | None] = mapped_column(String(50))
     issued_at: Mapped[date | None] = mapped_column(Date)
     expires_at: Mapped[date | None] = mapped_column(Date)
+    # Set exactly when expires_at is: whether the date was given or computed (so expiring_credentials, which reads
+    # expires_at through its index, sees computed expiries too).
+    expiry_basis: Mapped[ExpiryBasis | None] = mapped_column(
+        Enum(
+            ExpiryBasis,
+            native_enum=False,
+            create_constraint=True,
+            length=16,
+            name="expiry_basis",
+            validate_strings=True,
+        )
+    )
     restrictions: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
@@ -45,6 +68,10 @@ class CredentialRow(Base):
             "expires_at IS NULL OR issued_at IS NULL OR expires_at >= issued_at",
             name="expiry_not_before_issue",
         ),
+        CheckConstraint("(expires_at IS NULL) = (expiry_basis IS NULL)", name="expiry_has_basis"),
         # expiring_credentials: every user's credentials expiring in a window, keyset-paginated by (expiry, id).
         Index(None, "expires_at", "credential_id"),
+        # list_users(credential_code=...): the holders of one code in user order, a range of this index joined to
+        # users by key.
+        Index(None, "code", "user_id"),
     )

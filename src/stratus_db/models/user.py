@@ -1,11 +1,11 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import date, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Enum, Index, String
+from sqlalchemy import Date, Enum, Index, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from stratus_db.kit.models import Base
@@ -46,8 +46,21 @@ class UserRow(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
     last_active: Mapped[datetime] = mapped_column(UTCDateTime)
+    # Known or not: the validity of a medical certificate (CMA) follows from the holder's age (docs/users.md).
+    birth_date: Mapped[date | None] = mapped_column(Date)
+    # The person's ANAC code: 6 digits as text (leading zeros kept), validated by users/credentials.validate_canac.
+    canac: Mapped[str | None] = mapped_column(String(6))
+    # Set by deactivate_user, cleared by reactivate_user; list_users and active_users leave such users out.
+    deactivated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     __table_args__ = (
         # list_users(role=...) pages through one role in key order.
         Index(None, "role", "user_id"),
+        # list_users(experience_level=...) pages through one level in key order, as the role filter does.
+        Index(None, "experience_level", "user_id"),
+        # list_users(active_since=...) and active_users(since): a range of recent users when few are recent.
+        Index(None, "last_active"),
+        # A CANAC belongs to one person. NULLs are distinct in a unique index on both backends, so any number of
+        # users may have none.
+        Index(None, "canac", unique=True),
     )

@@ -11,6 +11,7 @@ audited under the pseudonym, without the erased values.
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Any, NamedTuple
 
 from sqlalchemy import bindparam, delete, func, select, text, update
@@ -134,7 +135,11 @@ async def pseudonymise_audit(conn: AsyncConnection, user_id: uuid.UUID, pseudony
 
 
 async def delete_owned(
-    conn: AsyncConnection, user_id: uuid.UUID, pseudonym: uuid.UUID, held: frozenset[ErasableKind]
+    conn: AsyncConnection,
+    user_id: uuid.UUID,
+    pseudonym: uuid.UUID,
+    held: frozenset[ErasableKind],
+    now: datetime,
 ) -> None:
     """Delete the person's rows: the user row (everything cascades) or, under a legal hold, every kind not held and
     the user row's personal data (a tombstone that the held rows keep as their owner)."""
@@ -149,10 +154,15 @@ async def delete_owned(
         "email": f"erased-{pseudonym.hex}@erased.invalid",
         "preferences": {},
         "experience_level": None,
+        "birth_date": None,
+        "canac": None,
+        "deactivated_at": func.coalesce(
+            UserRow.deactivated_at, bindparam("b_now", type_=UserRow.deactivated_at.type)
+        ),
     }
     if ErasableKind.credentials not in held:
         tombstone["licenses"] = []
-    await conn.execute(update(_users).where(UserRow.user_id == user_id).values(tombstone))
+    await conn.execute(update(_users).where(UserRow.user_id == user_id).values(tombstone), {"b_now": now})
 
 
 async def forget_words(conn: AsyncConnection) -> None:

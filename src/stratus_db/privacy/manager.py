@@ -123,7 +123,7 @@ class PrivacyManager:
                 tables = owned_tables(held)
                 deleted = await count_owned(conn, key, tables)
                 pseudonymised = await pseudonymise_audit(conn, key, pseudonym)
-                await delete_owned(conn, key, pseudonym, held)
+                await delete_owned(conn, key, pseudonym, held, self._db.clock())
                 if not held:
                     deleted["users"] = 1
                 await MemoryCache.of(self._db).invalidate_everywhere(conn, key)

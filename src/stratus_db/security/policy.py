@@ -46,6 +46,10 @@ RULES: Mapping[str, Rule] = {
     "user.update": OWN_PROFILE,
     "user.change_role": Rule(anyone=MANAGERS),
     "user.update_preferences": OWN_PROFILE,
+    # A user may close their own account (so may their agent, acting for them); reopening it is for those who manage
+    # users, so that a deactivation by an admin cannot be undone by the user.
+    "user.deactivate": OWN_PROFILE,
+    "user.reactivate": Rule(anyone=MANAGERS),
     # Who was active when: a cross-user report.
     "user.active_users": Rule(anyone=MANAGERS),
     "user.activity_counts": Rule(anyone=MANAGERS),

@@ -35,6 +35,7 @@ __all__ = [
     "medical_validity",
     "valid_codes",
     "validate_canac",
+    "validity_months",
 ]
 
 
@@ -445,6 +446,22 @@ def _validity_months(cma_class: int, age: int, single_pilot_commercial_passenger
     if not matching:  # the rules data leaves a gap in the age bands
         raise ValidationError(f"cma_class {cma_class}: no validity rule covers age {age}")
     return min(matching)
+
+
+def validity_months(
+    cma_class: int | str, age: int, *, single_pilot_commercial_passenger: bool = False
+) -> int:
+    """The months of validity ``MEDICAL_VALIDITY_RULES`` give a CMA of this class whose holder is ``age`` (completed
+    years) on the exam date: what ``medical_validity`` adds to the exam date. Raises ValidationError as it does."""
+    klass = medical_class(cma_class)
+    if isinstance(age, bool) or not isinstance(age, int) or not 0 <= age <= 200:
+        raise ValidationError(f"age must be an integer from 0 to 200, got {_shown(age)}")
+    if not isinstance(single_pilot_commercial_passenger, bool):
+        raise ValidationError(
+            "single_pilot_commercial_passenger must be True or False, "
+            f"got {type(single_pilot_commercial_passenger).__name__}"
+        )
+    return _validity_months(klass, age, single_pilot_commercial_passenger)
 
 
 def medical_validity(

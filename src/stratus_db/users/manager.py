@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import uuid
 from datetime import date, datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
+from pydantic import StringConstraints
 from pydantic import ValidationError as PydanticValidationError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -16,14 +17,16 @@ from stratus_db.kit.ids import new_id
 from stratus_db.kit.schemas import Page, check_limit, decode_cursor, encode_cursor, make_page
 from stratus_db.kit.validation import (
     InputModel,
+    NonEmptyStr,
     SafeJsonObject,
     Timestamp,
     parse_enum,
     parse_int,
     parse_uuid,
+    shown,
     validate_input,
 )
-from stratus_db.models import UserRole
+from stratus_db.models import ExpiryBasis, UserRole
 from stratus_db.users.activity import (
     MAX_PERIODS,
     ActivityCount,
@@ -32,7 +35,13 @@ from stratus_db.users.activity import (
     periods_between,
 )
 from stratus_db.users.credential_repository import CredentialRepository
-from stratus_db.users.credentials import CredentialKind
+from stratus_db.users.credentials import CredentialKind, canonical_code
+from stratus_db.users.medical import (
+    check_issued_after_birth,
+    computed_reason,
+    expiry,
+    no_expiry_reason,
+)
 from stratus_db.users.profile import (
     ExperienceLevel,
     changed_keys,
@@ -78,6 +87,13 @@ class _ActivityWindow(InputModel):
     until: Timestamp
 
 
+MAX_REASON_CHARS = 500
+
+
+class _Deactivation(InputModel):
+    reason: Annotated[NonEmptyStr, StringConstraints(max_length=MAX_REASON_CHARS)]
+
+
 class UserManager:
     """Create, read, update and list users. Every change writes its audit row in the same transaction."""
 
@@ -94,6 +110,8 @@ class UserManager:
         experience_level: str | None = None,
         preferences: dict[str, Any] | None = None,
         *,
+        birth_date: date | None = None,
+        canac: str | None = None,
         tx: AsyncConnection | None = None,
     ) -> UserRead:
         """Register a user.
@@ -113,6 +131,9 @@ class UserManager:
                 student role; else None).
             preferences: a JSON object; the known keys (language, units, home_aerodrome, aircraft, notifications)
                 must follow their schema (docs/users.md), other keys are free within the JSON limits.
+            birth_date: a `datetime.date` (not a datetime) from 1900-01-01 to today (Brasília time); with it, the
+                expiry of a medical certificate without a recorded one is computed (docs/users.md).
+            canac: the person's ANAC code (CANAC): 6 digits as text, e.g. "123456"; unique among users.
             tx: a transaction from `db.transaction()` to join.
 
         Returns:
@@ -120,7 +141,7 @@ class UserManager:
 
         Raises:
             ValidationError: a field is malformed; nothing is written.
-            ConflictError: the e-mail is already registered.
+            ConflictError: the e-mail, or the CANAC, is already registered (the message names which).
         """
         async with self._db.operation("user.create") as op:
             data = validate_input(
@@ -132,15 +153,23 @@ class UserManager:
                     "licenses": [] if licenses is None else licenses,
                     "experience_level": experience_level,
                     "preferences": {} if preferences is None else preferences,
+                    "birth_date": birth_date,
+                    "canac": canac,
                 },
             )
+            self._check_birth_date(data.birth_date)
             await op.authorize(None)
             if data.experience_level is None:
                 derived = derive_experience_level(data.licenses, student=data.role is UserRole.student)
                 data = data.model_copy(update={"experience_level": derived})
             now = self._db.clock()
             new_user = UserRead(
-                **data.model_dump(), user_id=new_id(), created_at=now, updated_at=now, last_active=now
+                **data.model_dump(),
+                user_id=new_id(),
+                created_at=now,
+                updated_at=now,
+                last_active=now,
+                deactivated_at=None,
             )
 
             async def work(conn: AsyncConnection) -> UserRead:
@@ -197,16 +226,20 @@ class UserManager:
     ) -> UserRead:
         """Change some fields of a user: `update_user(uid, name=..., licenses=[...])`.
 
-        Accepted fields: name, email, role, licenses, experience_level, preferences; `user_id` (positional only)
-        and the record's own fields (created_at, updated_at, last_active) cannot be changed. A field left out keeps
-        its value; the audit row keeps the old and new values of the fields that changed. New `licenses` make the user's
+        Accepted fields: name, email, role, licenses, experience_level, preferences, birth_date, canac (the last
+        three may be set to None to clear them); `user_id` (positional only) and the record's own fields
+        (created_at, updated_at, last_active, deactivated_at) cannot be changed. A field left out keeps its value; the
+        audit row keeps the old and new values of the fields that changed. New `licenses` make the user's
         credentials those codes: a credential already held keeps its details, a new code is added bare, a code left
-        out is removed (the audit row's `licenses` records it).
+        out is removed (the audit row's `licenses` records it). A new birth date recomputes the computed expiries of
+        the user's medical certificates (none recorded by a caller is touched; without a birth date they are
+        cleared), each audited on `user_credentials`.
 
         Raises:
-            ValidationError: `user_id` is not a UUID, a field is unknown or malformed, or no field is given.
+            ValidationError: `user_id` is not a UUID, a field is unknown or malformed, no field is given, a birth
+                date is in the future or before 1900, or after the issue of one of the user's credentials.
             NotFoundError: no such user.
-            ConflictError: the new e-mail belongs to another user.
+            ConflictError: the new e-mail, or the new CANAC, belongs to another user (the message names which).
         """
         async with self._db.operation("user.update") as op:
             key = parse_uuid(user_id, "user_id")
@@ -216,6 +249,7 @@ class UserManager:
                 raise ValidationError(
                     f"update_user needs at least one field to change; accepted: {', '.join(UserUpdate.model_fields)}"
                 )
+            self._check_birth_date(data.birth_date)
             await op.authorize(key)
             if "role" in values:
                 await op.authorize(key, operation="user.change_role")
@@ -229,9 +263,18 @@ class UserManager:
 
                 if not new_values:
                     return previous  # nothing changes, so nothing is written or audited
+                # Checked before anything is written: the new birth date against every credential's issue date.
+                expiries = (
+                    await self._expiry_changes(conn, key, values["birth_date"])
+                    if "birth_date" in new_values
+                    else []
+                )
                 after = await repository.update(key, data, self._db.clock())
                 if "licenses" in new_values:
                     await self._sync_credentials(conn, key, after.licenses)
+                    # A credential the new licences dropped is gone; one they added is bare (no issue date).
+                    expiries = [change for change in expiries if change[0].code in after.licenses]
+                await self._apply_expiry_changes(conn, expiries)
                 await self._audit.record(
                     conn,
                     action=AuditAction.update,
@@ -251,21 +294,28 @@ class UserManager:
         role: UserRole | str | None = None,
         experience_level: ExperienceLevel | str | None = None,
         active_since: datetime | None = None,
+        credential_code: str | None = None,
+        include_deactivated: bool = False,
         limit: int = 50,
         cursor: str | None = None,
         tx: AsyncConnection | None = None,
     ) -> Page[UserRead]:
-        """Users in creation order, optionally of one role, of one experience level, and active (`last_active`) at
-        or after `active_since`. A cross-user query: for administrators and reports.
+        """Users in creation order, optionally of one role, of one experience level, active (`last_active`) at or
+        after `active_since`, and holding credential `credential_code` (any spelling the catalogue reads: "pp" is
+        PPR, "tipo a320" is TIPO:A320). Deactivated users are left out unless `include_deactivated`. A cross-user
+        query: for administrators and reports.
 
         Raises:
-            ValidationError: an unknown role or experience level, an `active_since` that is not a time-zone-aware
-                datetime, a limit outside 1–500, or a cursor not issued here.
+            ValidationError: an unknown role, experience level or credential code (the message lists the valid
+                codes), an `active_since` that is not a time-zone-aware datetime, `include_deactivated` not a bool,
+                a limit outside 1–500, or a cursor not issued here.
         """
         async with self._db.operation("user.list", read_only=True) as op:
             role_filter = None if role is None else parse_enum(UserRole, role, "role")
             level = None if experience_level is None else parse_experience_level(experience_level)
             since = None if active_since is None else _instant(active_since, "active_since")
+            code = None if credential_code is None else _credential_code(credential_code)
+            _flag(include_deactivated, "include_deactivated")
             limit = check_limit(limit)
             after = None if cursor is None else decode_cursor(cursor, (uuid.UUID,))[0]
             await op.authorize(None)
@@ -275,6 +325,8 @@ class UserManager:
                     role=role_filter,
                     experience_level=level,
                     active_since=since,
+                    credential_code=code,
+                    include_deactivated=include_deactivated,
                     after=after,
                     limit=limit + 1,
                 )
@@ -390,11 +442,15 @@ class UserManager:
 
         Args:
             number: the licence or certificate number, up to 50 characters.
-            issued_at, expires_at: `datetime.date`s (not datetimes); the expiry may not be before the issue.
+            issued_at, expires_at: `datetime.date`s (not datetimes); the expiry may not be before the issue, nor
+                the issue before the holder's birth date. A given expiry is stored as `recorded`. Without one, a
+                1st or 2nd class medical certificate with `issued_at` (taken as the exam date) whose holder's birth
+                date is known gets the expiry credentials.medical_validity computes, stored as `computed`.
             restrictions: free text up to 1,000 characters (e.g. "VFR only", "must wear corrective lenses").
 
         Raises:
-            ValidationError: a malformed argument or an unknown or ambiguous code; nothing is written.
+            ValidationError: a malformed argument, an unknown or ambiguous code, or an issue before the holder's
+                birth; nothing is written.
             NotFoundError: no such user.
             ConflictError: the user already holds that code (change it with update_credential).
         """
@@ -414,8 +470,10 @@ class UserManager:
 
             async def work(conn: AsyncConnection) -> CredentialRead:
                 user = await self._locked_user(conn, data.user_id)
+                check_issued_after_birth(data.code, data.issued_at, user.birth_date, "issued_at")
                 repository = CredentialRepository(conn)
-                details = data.model_dump(include={"number", "issued_at", "expires_at", "restrictions"})
+                details = data.model_dump(include={"number", "issued_at", "restrictions"})
+                details |= expiry(data.code, data.issued_at, data.expires_at, user.birth_date)
                 added = await repository.insert(data.user_id, data.code, self._db.clock(), **details)
                 await self._audit_credential(conn, AuditAction.create, added, new=added)
                 await repository.set_licenses(data.user_id, user.licenses)
@@ -435,9 +493,13 @@ class UserManager:
         """Change some details of one of the user's credentials: number, issued_at, expires_at, restrictions. A
         field left out keeps its value; None clears it. The code cannot change (remove it and add the other one).
 
+        A given `expires_at` is stored as `recorded` and never recomputed. A computed expiry (a medical
+        certificate's) follows a new `issued_at`; `expires_at=None` removes a recorded expiry, and the computed one
+        takes its place where it can be computed (see add_credential).
+
         Raises:
-            ValidationError: a malformed id or field, an unknown field, no field, or an expiry before the issue
-                (with the stored dates too); nothing is written.
+            ValidationError: a malformed id or field, an unknown field, no field, an expiry before the issue (with
+                the stored dates too), or an issue before the holder's birth; nothing is written.
             NotFoundError: the user holds no such credential.
         """
         async with self._db.operation("user.update_credential") as op:
@@ -452,18 +514,22 @@ class UserManager:
             await op.authorize(key)
 
             async def work(conn: AsyncConnection) -> CredentialRead:
-                await self._locked_user(conn, key)
+                user = await self._locked_user(conn, key)
                 repository = CredentialRepository(conn)
                 previous = await repository.get(key, credential_key)
                 if previous is None:
                     raise NotFoundError(f"user {key} holds no credential {credential_key}")
                 issued = values.get("issued_at", previous.issued_at)
-                expires = values.get("expires_at", previous.expires_at)
-                if issued is not None and expires is not None and expires < issued:
+                # Only a recorded expiry is the caller's to keep: a computed one is recomputed below.
+                kept = previous.expires_at if previous.expiry_basis is ExpiryBasis.recorded else None
+                recorded = values.get("expires_at", kept)
+                if issued is not None and recorded is not None and recorded < issued:
                     raise ValidationError(
-                        f"expires_at {expires.isoformat()} is before issued_at {issued.isoformat()} "
+                        f"expires_at {recorded.isoformat()} is before issued_at {issued.isoformat()} "
                         f"(credential {previous.code})"
                     )
+                check_issued_after_birth(previous.code, issued, user.birth_date, "issued_at")
+                values.update(expiry(previous.code, issued, recorded, user.birth_date))
                 old_values, new_values = changed_fields(previous, values)
                 if not new_values:
                     return previous
@@ -477,25 +543,34 @@ class UserManager:
         self,
         since: datetime,
         *,
+        include_deactivated: bool = False,
         limit: int = 50,
         cursor: str | None = None,
         tx: AsyncConnection | None = None,
     ) -> Page[UserRead]:
         """Users whose `last_active` is at or after `since`, in creation order (a stable order: `last_active` moves
         while one pages). `last_active` is written at most once a minute per user and process (docs/users.md), so
-        it may lag the latest activity by that much. For administrators and reports.
+        it may lag the latest activity by that much. Deactivated users are left out unless `include_deactivated`.
+        For administrators and reports.
 
         Raises:
-            ValidationError: `since` is not a time-zone-aware datetime, a limit outside 1–500, or a foreign cursor.
+            ValidationError: `since` is not a time-zone-aware datetime, `include_deactivated` not a bool, a limit
+                outside 1–500, or a foreign cursor.
         """
         async with self._db.operation("user.active_users", read_only=True) as op:
             instant = _instant(since, "since")
+            _flag(include_deactivated, "include_deactivated")
             limit = check_limit(limit)
             after = None if cursor is None else decode_cursor(cursor, (uuid.UUID,))[0]
             await op.authorize(None)
 
             async def work(conn: AsyncConnection) -> Page[UserRead]:
-                users = await UserRepository(conn).page(active_since=instant, after=after, limit=limit + 1)
+                users = await UserRepository(conn).page(
+                    active_since=instant,
+                    include_deactivated=include_deactivated,
+                    after=after,
+                    limit=limit + 1,
+                )
                 return make_page(users, limit, lambda user: encode_cursor(user.user_id))
 
             return await op.run(work, tx=tx)
@@ -572,6 +647,125 @@ class UserManager:
     def _today(self) -> date:
         return self._db.clock().astimezone(BRASILIA).date()
 
+    def _check_birth_date(self, birth_date: date | None) -> None:
+        """A birth date is not in the future (today in Brasília time, as credential dates are read)."""
+        today = self._today()
+        if birth_date is not None and birth_date > today:
+            raise ValidationError(
+                f"birth_date {birth_date.isoformat()} is in the future (today is {today.isoformat()} in Brasília)"
+            )
+
+    async def _expiry_changes(
+        self, conn: AsyncConnection, user_id: uuid.UUID, birth_date: date | None
+    ) -> list[tuple[CredentialRead, dict[str, Any]]]:
+        """The credentials whose expiry a new birth date changes, with their new `expires_at` and `expiry_basis`:
+        computed ones recomputed (cleared without a birth date), medical ones without an expiry computed; recorded
+        ones never. Raises ValidationError, naming birth_date, if a credential was issued before it."""
+        changes = []
+        for credential in await CredentialRepository(conn).of_user(user_id):
+            check_issued_after_birth(credential.code, credential.issued_at, birth_date, "birth_date")
+            if credential.expiry_basis is ExpiryBasis.recorded:
+                continue
+            target = expiry(credential.code, credential.issued_at, None, birth_date)
+            if (target["expires_at"], target["expiry_basis"]) != (
+                credential.expires_at,
+                credential.expiry_basis,
+            ):
+                changes.append((credential, target))
+        return changes
+
+    async def _apply_expiry_changes(
+        self, conn: AsyncConnection, changes: list[tuple[CredentialRead, dict[str, Any]]]
+    ) -> None:
+        """Write what _expiry_changes found, each credential with its own audit row on user_credentials."""
+        repository = CredentialRepository(conn)
+        now = self._db.clock()
+        for credential, target in changes:
+            after = await repository.update(credential.user_id, credential.credential_id, target, now)
+            old_values, new_values = changed_fields(credential, target)
+            await self._audit_credential(conn, AuditAction.update, after, old=old_values, new=new_values)
+
+    async def deactivate_user(
+        self, user_id: uuid.UUID | str, reason: str, *, tx: AsyncConnection | None = None
+    ) -> UserRead:
+        """Deactivate a user: `deactivated_at` is set to now, and list_users and active_users leave the user out
+        (unless asked to include them). Nothing else changes: the profile, credentials, memories and conversations
+        stay, get_user still finds the user, and the library does not refuse the user's own calls (a service in
+        front of it decides what a deactivated account may do). The user (or their agent) may deactivate themselves;
+        admin and system anyone.
+
+        Args:
+            reason: why, 1–500 characters; kept in the audit row (action `update`, new values `deactivated_at` and
+                `reason`).
+
+        Returns:
+            The user. An already deactivated user is returned unchanged, and nothing is written or audited (the
+            first deactivation's time and reason stand).
+
+        Raises:
+            ValidationError: `user_id` is not a UUID or `reason` is not 1–500 characters of text.
+            NotFoundError: no such user.
+        """
+        async with self._db.operation("user.deactivate") as op:
+            key = parse_uuid(user_id, "user_id")
+            why = validate_input(_Deactivation, {"reason": reason}).reason
+            await op.authorize(key)
+
+            async def work(conn: AsyncConnection) -> UserRead:
+                previous = await self._locked_user(conn, key)
+                if previous.deactivated_at is not None:
+                    return previous
+                now = self._db.clock()
+                after = await UserRepository(conn).set_deactivated(key, now, now)
+                await self._audit.record(
+                    conn,
+                    action=AuditAction.update,
+                    table_name=TABLE,
+                    record_id=key,
+                    user_id=key,
+                    old_values={"deactivated_at": None},
+                    new_values={
+                        "deactivated_at": after.model_dump(mode="json")["deactivated_at"],
+                        "reason": why,
+                    },
+                )
+                return after
+
+            return await op.run(work, tx=tx)
+
+    async def reactivate_user(
+        self, user_id: uuid.UUID | str, *, tx: AsyncConnection | None = None
+    ) -> UserRead:
+        """Reactivate a deactivated user: `deactivated_at` is cleared, audited (action `update`). For admin and
+        system only: a deactivation is undone by those who manage users. An active user is returned unchanged, and
+        nothing is written or audited.
+
+        Raises:
+            ValidationError: `user_id` is not a UUID.
+            NotFoundError: no such user.
+        """
+        async with self._db.operation("user.reactivate") as op:
+            key = parse_uuid(user_id, "user_id")
+            await op.authorize(key)
+
+            async def work(conn: AsyncConnection) -> UserRead:
+                previous = await self._locked_user(conn, key)
+                if previous.deactivated_at is None:
+                    return previous
+                after = await UserRepository(conn).set_deactivated(key, None, self._db.clock())
+                await self._audit.record(
+                    conn,
+                    action=AuditAction.update,
+                    table_name=TABLE,
+                    record_id=key,
+                    user_id=key,
+                    old_values={"deactivated_at": previous.model_dump(mode="json")["deactivated_at"]},
+                    new_values={"deactivated_at": None},
+                )
+                return after
+
+            return await op.run(work, tx=tx)
+
     async def credential_status(
         self, user_id: uuid.UUID | str, *, on: date | None = None, tx: AsyncConnection | None = None
     ) -> list[CredentialStatus]:
@@ -580,8 +774,11 @@ class UserManager:
         - `expired`: `on` is after `expires_at` (a credential is valid through its expiry date);
         - `expiring`: it expires within EXPIRING_WINDOW_DAYS (30) days of `on`, that day included;
         - `valid`: it expires later;
-        - `no expiry`: no `expires_at` is recorded. A medical certificate's expiry depends on its holder's age
-          (credentials.medical_validity), and no birth date is stored yet, so none is computed.
+        - `no expiry`: no `expires_at` is recorded or computed (the reason says why none was computed for a
+          medical certificate: no birth date, no issue date, or a class without a catalogued rule).
+
+        A computed expiry (`expiry_basis` `computed`) says so in the reason: "computed from the birth date under
+        RBAC 67.15(a): CMA class 1, holder aged 45 on its issue date …, 12 months".
 
         Ordered licences, ratings, medical certificates, each by code.
 
@@ -595,10 +792,12 @@ class UserManager:
             await op.authorize(key)
 
             async def work(conn: AsyncConnection) -> list[CredentialStatus]:
-                if await UserRepository(conn).get(key) is None:
+                user = await UserRepository(conn).get(key)
+                if user is None:
                     raise NotFoundError(f"user {key} does not exist")
                 return [
-                    status_on(credential, day) for credential in await CredentialRepository(conn).of_user(key)
+                    status_on(credential, day, user.birth_date)
+                    for credential in await CredentialRepository(conn).of_user(key)
                 ]
 
             statuses = await op.run(work, tx=tx)
@@ -666,17 +865,11 @@ def _plain_date(value: object, argument: str) -> date:
     return value
 
 
-def status_on(credential: CredentialRead, day: date) -> CredentialStatus:
-    """The state of `credential` on `day` (see UserManager.credential_status)."""
+def status_on(credential: CredentialRead, day: date, birth_date: date | None = None) -> CredentialStatus:
+    """The state of `credential` on `day` (see UserManager.credential_status); `birth_date` is its holder's."""
     expires = credential.expires_at
     if expires is None:
-        if credential.kind is CredentialKind.medical:
-            reason = (
-                "no expiry date recorded; a medical certificate's validity depends on the holder's age "
-                "(RBAC 67.15), and no birth date is stored to compute it"
-            )
-        else:
-            reason = "no expiry date recorded"
+        reason = no_expiry_reason(credential.code, credential.issued_at, birth_date)
         return CredentialStatus(
             credential=credential, status=CredentialState.no_expiry, reason=reason, days_left=None
         )
@@ -691,4 +884,19 @@ def status_on(credential: CredentialRead, day: date) -> CredentialStatus:
         reason = f"expires on {expires.isoformat()}, in {left} day(s): within {EXPIRING_WINDOW_DAYS} days"
     else:
         state, reason = CredentialState.valid, f"valid until {expires.isoformat()} ({left} days)"
+    if credential.expiry_basis is ExpiryBasis.computed:
+        reason += "; " + computed_reason(credential.code, credential.issued_at, birth_date)
     return CredentialStatus(credential=credential, status=state, reason=reason, days_left=left)
+
+
+def _credential_code(value: object) -> str:
+    """The canonical code of a list_users filter; anything the catalogue refuses names the argument."""
+    try:
+        return canonical_code(value)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        raise ValidationError(f"credential_code {exc.message.removeprefix('code ')}") from None
+
+
+def _flag(value: object, name: str) -> None:
+    if not isinstance(value, bool):
+        raise ValidationError(f"{name} must be True or False, got {shown(value)}")

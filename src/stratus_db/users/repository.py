@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from stratus_db.errors import ConflictError, Violation
 from stratus_db.kit.failures import failure_of
 from stratus_db.kit.models import table_of
-from stratus_db.models import UserRole, UserRow
+from stratus_db.models import CredentialRow, UserRole, UserRow
 from stratus_db.users.schemas import UserRead, UserUpdate
 
 _users = table_of(UserRow)
@@ -21,15 +21,16 @@ _RETURNED = [column for column in _users.c if column.name in UserRead.model_fiel
 """The columns a UserRead is made of: every statement returning users returns these."""
 
 
-def _raise_if_email_taken(exc: IntegrityError, email: object) -> None:
-    """A taken e-mail raised as the ConflictError it is, with the rule and the constraint it broke."""
+def _raise_if_taken(exc: IntegrityError, email: object, canac: object) -> None:
+    """A taken e-mail or CANAC raised as the ConflictError it is, with the rule and the constraint it broke."""
     failure = failure_of(exc)
     if failure.violation is Violation.unique:
-        raise ConflictError(
-            f"a user with e-mail {email!r} already exists",
-            violation=Violation.unique,
-            constraint=failure.constraint,
-        ) from exc
+        # PostgreSQL names the index (ix_users_canac), SQLite the column (users.canac).
+        if "canac" in (failure.constraint or ""):
+            message = f"canac {canac!r} already belongs to another user"
+        else:
+            message = f"a user with e-mail {email!r} already exists"
+        raise ConflictError(message, violation=Violation.unique, constraint=failure.constraint) from exc
 
 
 class UserRepository:
@@ -49,7 +50,7 @@ class UserRepository:
         try:
             row = (await self.conn.execute(statement)).mappings().one()
         except IntegrityError as exc:
-            _raise_if_email_taken(exc, user.email)
+            _raise_if_taken(exc, user.email, user.canac)
             raise
         return UserRead.model_validate(row)
 
@@ -71,9 +72,21 @@ class UserRepository:
         try:
             row = (await self.conn.execute(statement)).mappings().one()
         except IntegrityError as exc:
-            _raise_if_email_taken(exc, changes.email)
+            _raise_if_taken(exc, changes.email, changes.canac)
             raise
         return UserRead.model_validate(row)
+
+    async def set_deactivated(
+        self, user_id: uuid.UUID, deactivated_at: datetime | None, now: datetime
+    ) -> UserRead:
+        """Set (or clear, with None) `deactivated_at`. Not activity of the user's: `last_active` stays."""
+        statement = (
+            update(_users)
+            .where(UserRow.user_id == user_id)
+            .values(deactivated_at=deactivated_at, updated_at=now)
+            .returning(*_RETURNED)
+        )
+        return UserRead.model_validate((await self.conn.execute(statement)).mappings().one())
 
     async def page(
         self,
@@ -81,18 +94,54 @@ class UserRepository:
         role: UserRole | None = None,
         experience_level: str | None = None,
         active_since: datetime | None = None,
+        credential_code: str | None = None,
+        include_deactivated: bool = False,
         after: uuid.UUID | None,
         limit: int,
     ) -> list[UserRead]:
-        # Keys are UUIDv7, so key order is creation order. The filters on experience_level and last_active have no
-        # index of their own yet (no migration in that change): docs/users.md says which a later migration adds.
-        statement = select(*_RETURNED).order_by(UserRow.user_id).limit(limit)
-        if role is not None:
-            statement = statement.where(UserRow.role == role)
-        if experience_level is not None:
-            statement = statement.where(UserRow.experience_level == experience_level)
-        if active_since is not None:
-            statement = statement.where(UserRow.last_active >= active_since)
-        if after is not None:
-            statement = statement.where(UserRow.user_id > after)
+        statement = page_statement(
+            role=role,
+            experience_level=experience_level,
+            active_since=active_since,
+            credential_code=credential_code,
+            include_deactivated=include_deactivated,
+            after=after,
+            limit=limit,
+        )
         return [UserRead.model_validate(row) for row in (await self.conn.execute(statement)).mappings()]
+
+
+def page_statement(
+    *,
+    role: UserRole | None = None,
+    experience_level: str | None = None,
+    active_since: datetime | None = None,
+    credential_code: str | None = None,
+    include_deactivated: bool = False,
+    after: uuid.UUID | None,
+    limit: int,
+) -> Select[Any]:
+    """Users in key order (keys are UUIDv7: creation order) after `after`, with the filters given. Each filter has
+    its index: (role, user_id), (experience_level, user_id), (last_active), and for a credential code
+    user_credentials (code, user_id), whose range is read in user order and joined to users by key."""
+    statement = select(*_RETURNED).order_by(UserRow.user_id).limit(limit)
+    if credential_code is not None:
+        # A user holds a code once (UNIQUE (user_id, code)), so the join gives each holder one row.
+        statement = statement.join(CredentialRow, CredentialRow.user_id == UserRow.user_id).where(
+            CredentialRow.code == credential_code
+        )
+    if not include_deactivated:
+        statement = statement.where(UserRow.deactivated_at.is_(None))
+    if role is not None:
+        statement = statement.where(UserRow.role == role)
+    if experience_level is not None:
+        statement = statement.where(UserRow.experience_level == experience_level)
+    if active_since is not None:
+        statement = statement.where(UserRow.last_active >= active_since)
+    if after is not None:
+        statement = statement.where(UserRow.user_id > after)
+        if credential_code is not None:
+            # The planner carries equalities across a join, not ranges: said on both sides, the page starts inside
+            # the code's range of the index instead of at its beginning.
+            statement = statement.where(CredentialRow.user_id > after)
+    return statement

@@ -20,8 +20,9 @@ from pydantic import (
 from stratus_db.errors import ValidationError
 from stratus_db.kit.schemas import FrozenModel
 from stratus_db.kit.validation import InputModel, NonEmptyStr, SafeJsonObject, TextEnum
+from stratus_db.models.credential import ExpiryBasis
 from stratus_db.models.user import UserRole
-from stratus_db.users.credentials import CredentialKind, canonical_code, licence_codes
+from stratus_db.users.credentials import CredentialKind, canonical_code, licence_codes, validate_canac
 from stratus_db.users.profile import ExperienceLevel, check_preferences
 
 MAX_LICENSES = 50
@@ -51,6 +52,35 @@ Level = TextEnum[ExperienceLevel]
 Preferences = Annotated[SafeJsonObject, AfterValidator(check_preferences)]
 """A preferences document: known keys checked (users/profile.py), free keys within the JSON limits."""
 
+EARLIEST_BIRTH_DATE = date(1900, 1, 1)
+"""No user was born before this day: an earlier date is a typing mistake. (The latest is today: UserManager checks
+it against its clock.)"""
+
+
+def _plain_date(value: object) -> object:
+    if isinstance(value, datetime) or not isinstance(value, date):
+        raise ValueError(f"must be a datetime.date (not a datetime, not text), got {type(value).__name__}")
+    return value
+
+
+def _not_before_1900(value: date) -> date:
+    if value < EARLIEST_BIRTH_DATE:
+        raise ValueError(f"must be on or after {EARLIEST_BIRTH_DATE.isoformat()}, got {value.isoformat()}")
+    return value
+
+
+def _canac(value: object) -> str:
+    try:
+        return validate_canac(value)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        raise ValueError(exc.message.removeprefix("canac ")) from None
+
+
+BirthDate = Annotated[date, BeforeValidator(_plain_date), AfterValidator(_not_before_1900)]
+"""A `datetime.date` from 1900-01-01 on (UserManager also refuses one after today)."""
+Canac = Annotated[str, BeforeValidator(_canac)]
+"""The person's ANAC code (CANAC): 6 digits as text, stripped (users/credentials.validate_canac)."""
+
 
 class UserCreate(InputModel):
     name: Name
@@ -59,6 +89,8 @@ class UserCreate(InputModel):
     licenses: Licenses = Field(default_factory=list)
     experience_level: Level | None = None
     preferences: Preferences = Field(default_factory=dict)
+    birth_date: BirthDate | None = None
+    canac: Canac | None = None
 
 
 class EmailLookup(InputModel):
@@ -66,13 +98,15 @@ class EmailLookup(InputModel):
 
 
 class UserUpdate(InputModel):
-    """Fields to change; a field left out keeps its value. Only experience_level can be cleared (set to None)."""
+    """Fields to change; a field left out keeps its value. experience_level, birth_date and canac can be cleared (set
+    to None)."""
 
     fixed_fields: ClassVar[Mapping[str, str]] = {
         "user_id": "it is the user's identity",
         "created_at": "it records when the user was registered",
         "updated_at": "every change sets it",
         "last_active": "it follows the user's activity",
+        "deactivated_at": "deactivate_user and reactivate_user set it",
     }
 
     name: Name | None = None
@@ -81,6 +115,8 @@ class UserUpdate(InputModel):
     licenses: Licenses | None = None
     experience_level: Level | None = None
     preferences: Preferences | None = None
+    birth_date: BirthDate | None = None
+    canac: Canac | None = None
 
     @model_validator(mode="after")
     def _required_fields_stay_set(self) -> UserUpdate:
@@ -105,15 +141,13 @@ class UserRead(FrozenModel):
     created_at: datetime
     updated_at: datetime
     last_active: datetime
+    birth_date: date | None
+    canac: str | None
+    deactivated_at: datetime | None
+    """When deactivate_user deactivated the user; None while active."""
 
 
 # --- Structured credentials ---------------------------------------------------------------------------------------
-
-
-def _plain_date(value: object) -> object:
-    if isinstance(value, datetime) or not isinstance(value, date):
-        raise ValueError(f"must be a datetime.date (not a datetime, not text), got {type(value).__name__}")
-    return value
 
 
 def _canonical(value: object) -> str:
@@ -160,6 +194,7 @@ class CredentialUpdate(InputModel):
         "user_id": "a credential stays with its holder",
         "code": "remove the credential and add one with the other code",
         "kind": "it follows from the code",
+        "expiry_basis": "it says whether expires_at was given or computed",
         "created_at": "it records when the credential was added",
         "updated_at": "every change sets it",
     }
@@ -178,6 +213,9 @@ class CredentialRead(FrozenModel):
     number: str | None
     issued_at: date | None
     expires_at: date | None
+    expiry_basis: ExpiryBasis | None
+    """`recorded` (given by the caller) or `computed` (a medical certificate's, from the holder's birth date); None
+    without an expiry."""
     restrictions: str | None
     created_at: datetime
     updated_at: datetime

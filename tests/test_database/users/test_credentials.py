@@ -152,8 +152,12 @@ class TestAddUpdateRemove:
         row = (await stored_credentials(db, user.user_id))[1]
         assert (row["expires_at"], row["restrictions"]) == (date(2028, 1, 31), None)
         event = (await audit.query(record_id=added.credential_id, action="update")).items[0]
-        assert event.old_values == {"expires_at": None, "restrictions": "VFR"}
-        assert event.new_values == {"expires_at": "2028-01-31", "restrictions": None}
+        assert event.old_values == {"expires_at": None, "expiry_basis": None, "restrictions": "VFR"}
+        assert event.new_values == {
+            "expires_at": "2028-01-31",
+            "expiry_basis": "recorded",
+            "restrictions": None,
+        }
 
     async def test_update_checks_the_new_expiry_against_the_stored_issue(
         self, db: Database, users: UserManager
