@@ -102,9 +102,7 @@ def test_a_huge_value_with_nul_and_emoji_round_trips(cipher: FieldCipher) -> Non
     assert cipher.decrypt(token, EMAIL) == value
 
 
-_json_text = st.text(
-    alphabet=st.characters(codec="utf-8", exclude_characters="\x00"), max_size=20
-)
+_json_text = st.text(alphabet=st.characters(codec="utf-8", exclude_characters="\x00"), max_size=20)
 _json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | _json_text,
     lambda children: st.lists(children, max_size=5) | st.dictionaries(_json_text, children, max_size=5),

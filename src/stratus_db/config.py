@@ -144,8 +144,8 @@ class Settings(BaseSettings):
     STRATUS_ENCRYPTION_KEYS: SecretStr | None = None
     """The keyring: `ID:BASE64` entries separated by commas, the first one active (new values are encrypted under
     it; the others only decrypt), each the base64 of 32 random bytes, ids 1 to 16 of a-z, 0-9 and '-', e.g.
-    `k2:<base64>,k1:<base64>`. Unset: the embedded database uses a key file generated beside it; PostgreSQL refuses
-    to start (security/keystore.py)."""
+    `k2:<base64>,k1:<base64>`. Required when ENVIRONMENT=production; unset, the embedded database uses a key file
+    generated beside it, and PostgreSQL has none (security/keystore.py load_encryption)."""
     STRATUS_BLIND_INDEX_KEY: SecretStr | None = None
     """The base64 of 32 random bytes, from which the blind index's keys (e-mail lookups and uniqueness) are
     derived. Unlike the keyring it cannot rotate without recomputing every index. Unset: as for the keyring."""
