@@ -265,15 +265,25 @@ class DataKey:
     readable only while its wrapped form exists, so destroying that erases them (crypto-shredding). Its `repr` shows
     the ids, never the key."""
 
-    __slots__ = ("_aead", "_material", "key_id", "user_id")
+    __slots__ = ("_aead", "_key_id", "_material", "_user_id")
 
     def __init__(self, user_id: uuid.UUID, key_id: str, material: bytes) -> None:
-        self.user_id = parse_uuid(user_id, "user_id")
-        self.key_id = _check_key_id(key_id, "key_id")
+        self._user_id = parse_uuid(user_id, "user_id")
+        self._key_id = _check_key_id(key_id, "key_id")
         if not isinstance(material, bytes) or len(material) != KEY_BYTES:
             raise ValidationError(f"a data key must be exactly {KEY_BYTES} bytes")
         self._material = material
         self._aead = AESGCM(material)
+
+    @property
+    def user_id(self) -> uuid.UUID:
+        """Whose key it is: its wrapped form unwraps for this user only."""
+        return self._user_id
+
+    @property
+    def key_id(self) -> str:
+        """The id its values name (8 hex digits for the keys new_data_key draws)."""
+        return self._key_id
 
     def __repr__(self) -> str:
         return f"DataKey(user_id={str(self.user_id)!r}, key_id={self.key_id!r})"
@@ -521,11 +531,13 @@ class FieldCipher:
         """
         _check_cell(cell)
         info, raw = _split(token, "token")
-        if info.kind is not KeyKind.keyring:
+        if info.kind is KeyKind.data:
             raise ValidationError(
-                f"token is under a {'data key' if info.kind is KeyKind.data else 'wrapped data key'}, not a "
-                "keyring key: rotate the keyring with rewrap_data_key on the user's wrapped data key"
+                "token is under a user's data key, which a keyring rotation leaves as it is: rewrap the user's "
+                "wrapped data key with rewrap_data_key instead"
             )
+        if info.kind is KeyKind.wrapped:
+            raise ValidationError("token is a wrapped data key: rotate it with rewrap_data_key")
         if info.key_id == self._keyring.active_id:
             return token
         return self._encrypt(self._open_value(info, raw, cell, None), cell, None)
