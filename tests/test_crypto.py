@@ -348,13 +348,15 @@ def test_a_data_key_never_shows_its_material(cipher: FieldCipher) -> None:
 @pytest.mark.parametrize(
     ("table", "column", "row_id"),
     [
+        (None, "email", ROW),
+        ("users", 7, ROW),
         ("", "email", ROW),
         ("users", "e mail", ROW),
         ("users", "x" * 129, ROW),
         ("users", "email", "not-a-uuid"),
     ],
 )
-def test_a_malformed_cell_is_refused(table: str, column: str, row_id: object) -> None:
+def test_a_malformed_cell_is_refused(table: object, column: object, row_id: object) -> None:
     with pytest.raises(ValidationError):
         Cell(table, column, row_id)  # type: ignore[arg-type]
 

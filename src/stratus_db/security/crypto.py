@@ -309,18 +309,32 @@ class Cell:
     """The cell's fields of the associated data, encoded once."""
 
     def __post_init__(self) -> None:
-        for name in ("table", "column"):
-            value = getattr(self, name)
-            if not isinstance(value, str) or _NAME.fullmatch(value) is None:
-                raise ValidationError(
-                    f"{name} must be 1 to 128 characters of A-Z, a-z, 0-9, '_', '.' and '-', got {shown(value)}"
-                )
-        object.__setattr__(self, "row_id", parse_uuid(self.row_id, "row_id"))
-        tail = _fields(self.table.encode("ascii"), self.column.encode("ascii"), self.row_id.bytes)
-        object.__setattr__(self, "_tail", tail)
+        prefix = _column_fields(self.table, self.column)
+        row_id = parse_uuid(self.row_id, "row_id")
+        object.__setattr__(self, "row_id", row_id)
+        object.__setattr__(self, "_tail", prefix + _fields(row_id.bytes))
 
     def __str__(self) -> str:
         return f"{self.table}.{self.column} of row {self.row_id}"
+
+
+def _column_fields(table: object, column: object) -> bytes:
+    """The table's and column's fields of a cell's associated data; a ValidationError naming a malformed one."""
+    if not (isinstance(table, str) and isinstance(column, str)):
+        name, value = ("table", table) if not isinstance(table, str) else ("column", column)
+        raise ValidationError(f"{name} must be text (str), got {type(value).__name__}")
+    # A program names few columns: checking and encoding each once keeps a Cell cheap to build per value.
+    return _checked_column_fields(table, column)
+
+
+@functools.lru_cache(maxsize=4096)
+def _checked_column_fields(table: str, column: str) -> bytes:
+    for name, value in (("table", table), ("column", column)):
+        if _NAME.fullmatch(value) is None:
+            raise ValidationError(
+                f"{name} must be 1 to 128 characters of A-Z, a-z, 0-9, '_', '.' and '-', got {shown(value)}"
+            )
+    return _fields(table.encode("ascii"), column.encode("ascii"))
 
 
 @dataclass(frozen=True, slots=True)
