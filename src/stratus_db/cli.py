@@ -1,4 +1,4 @@
-"""`stratus-db`: migrate, db (current, history, downgrade, check), config, demo, health, purge-expired,
+"""`stratus-db`: migrate, db (current, history, downgrade, check), config, generate-key, demo, health, purge-expired,
 import-messages."""
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from stratus_db.memory.manager import MemoryManager
 from stratus_db.models import ConversationStatus
 from stratus_db.privacy.manager import PrivacyManager
 from stratus_db.schema import head_revision
+from stratus_db.security.crypto import BLIND_INDEX_VARIABLE, KEYS_VARIABLE, new_key_entry, new_secret
 from stratus_db.security.principal import Principal
 from stratus_db.users.manager import UserManager
 
@@ -245,6 +246,46 @@ def show_config(
     else:
         for name, value in effective.items():
             typer.echo(f"{name}={value}")
+
+
+@app.command("generate-key")
+def generate_key(
+    key_id: Annotated[
+        str | None,
+        typer.Option(
+            "--id",
+            help="The key's id: 1 to 16 of a-z, 0-9 and '-' (default: k + today's UTC date + 4 random hex digits).",
+        ),
+    ] = None,
+    blind_index: Annotated[
+        bool,
+        typer.Option(
+            "--blind-index", help=f"Print a secret for {BLIND_INDEX_VARIABLE} instead of a keyring entry."
+        ),
+    ] = False,
+) -> None:
+    """Print a new random key: an ID:BASE64 entry for STRATUS_ENCRYPTION_KEYS (put it first to make it the active
+    key, and keep the older ones until every value has moved to it), or with --blind-index the secret of
+    STRATUS_BLIND_INDEX_KEY. Connects to nothing and stores nothing."""
+    if blind_index:
+        if key_id is not None:
+            raise _fail(f"--id names a keyring entry; {BLIND_INDEX_VARIABLE} has no id")
+        typer.echo(new_secret())
+        typer.echo(
+            f"set {BLIND_INDEX_VARIABLE} to this line; it cannot change without recomputing every index",
+            err=True,
+        )
+        return
+    try:
+        entry = new_key_entry(key_id)
+    except StratusError as exc:
+        raise _fail(exc.message.replace("key_id", "--id")) from None
+    typer.echo(entry)
+    typer.echo(
+        f"put this line first in {KEYS_VARIABLE} (comma-separated, the first one is active); keep the older keys "
+        "after it until every value has moved to the new one",
+        err=True,
+    )
 
 
 # -- operations -------------------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 from urllib.parse import quote, urlsplit, urlunsplit
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic import ValidationError as PydanticValidationError
 from pydantic_settings import (
     BaseSettings,
@@ -25,6 +25,7 @@ from sqlalchemy.exc import ArgumentError
 from stratus_db.errors import ConfigurationError, ValidationError
 from stratus_db.models.memory import MemoryType
 from stratus_db.privacy.kinds import ErasableKind
+from stratus_db.security.crypto import BLIND_INDEX_VARIABLE, KEYS_VARIABLE, BlindIndex, Keyring
 
 DEFAULT_SQLITE_FILE = "stratus.db"
 """File name of the embedded database, inside `STRATUS_DATA_DIR` (default: the working directory)."""
@@ -117,10 +118,15 @@ class Settings(BaseSettings):
     suite reads no dotenv file: tests/conftest.py sets `STRATUS_ENV_FILE` empty, and tests build their Settings
     explicitly (tests/fixtures/databases.py `settings_for`).
 
-    `ENVIRONMENT=production` requires a PostgreSQL `DATABASE_URL` (see `check_environment`).
+    `ENVIRONMENT=production` requires a PostgreSQL `DATABASE_URL`, `STRATUS_ENCRYPTION_KEYS` and
+    `STRATUS_BLIND_INDEX_KEY` (see `check_environment`).
     """
 
-    model_config = SettingsConfigDict(extra="ignore", frozen=True, case_sensitive=True)
+    # hide_input_in_errors: a malformed secret (an encryption key, a URL with its password) must not be quoted by
+    # Pydantic's error, which a traceback or a log would then carry.
+    model_config = SettingsConfigDict(
+        extra="ignore", frozen=True, case_sensitive=True, hide_input_in_errors=True
+    )
 
     DATABASE_URL: SecretStr | None = None
     """Unset: the embedded SQLite file `$STRATUS_DATA_DIR/stratus.db`."""
@@ -138,6 +144,16 @@ class Settings(BaseSettings):
     """Kinds of a person's data that erase_user keeps because a regulation requires them (docs/privacy.md): a comma
     list of `user_credentials`, `memory_entries`, `conversations` (with their messages); empty: erase everything."""
     ENVIRONMENT: Environment = Environment.development
+
+    # Encryption of personal data (security/crypto.py, docs/security.md). Never stored in the database.
+    STRATUS_ENCRYPTION_KEYS: SecretStr | None = None
+    """The keyring: `ID:BASE64` entries separated by commas, the first one active (new values are encrypted under
+    it; the others only decrypt), each the base64 of 32 random bytes, ids 1 to 16 of a-z, 0-9 and '-', e.g.
+    `k2:<base64>,k1:<base64>`. Required when ENVIRONMENT=production; unset, the embedded database uses a key file
+    generated beside it, and PostgreSQL has none (security/keystore.py load_encryption)."""
+    STRATUS_BLIND_INDEX_KEY: SecretStr | None = None
+    """The base64 of 32 random bytes, from which the blind index's keys (e-mail lookups and uniqueness) are
+    derived. Unlike the keyring it cannot rotate without recomputing every index. Unset: as for the keyring."""
 
     STRATUS_POOL_SIZE: Annotated[int, Field(ge=1, le=1000)] = 10
     STRATUS_POOL_MAX_OVERFLOW: Annotated[int, Field(ge=0, le=1000)] = 10
@@ -217,6 +233,25 @@ class Settings(BaseSettings):
         except ConfigurationError as exc:
             raise ValueError(exc.message) from None
 
+    @field_validator(KEYS_VARIABLE, BLIND_INDEX_VARIABLE, mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: Any) -> Any:
+        raw = value.get_secret_value() if isinstance(value, SecretStr) else value
+        return None if isinstance(raw, str) and not raw.strip() else value
+
+    @field_validator(KEYS_VARIABLE, BLIND_INDEX_VARIABLE)
+    @classmethod
+    def _readable_keys(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        # Read now, so that a malformed key is one ConfigurationError at start-up rather than at the first write;
+        # the messages name the variable and never quote the value.
+        if value is not None:
+            parse = Keyring.parse if info.field_name == KEYS_VARIABLE else BlindIndex.parse
+            try:
+                parse(value.get_secret_value())
+            except ConfigurationError as exc:
+                raise ValueError(exc.message) from None
+        return value
+
     @model_validator(mode="after")
     def _fit_for_environment(self) -> Self:
         try:
@@ -260,13 +295,15 @@ _ACCEPTED_IN_PRODUCTION = (
 
 def check_environment(settings: Settings) -> None:
     """Refuse settings unfit for their ENVIRONMENT: production needs a PostgreSQL DATABASE_URL, never the embedded
-    SQLite file (one per container, lost on redeploy, invisible to every other instance).
+    SQLite file (one per container, lost on redeploy, invisible to every other instance), and the encryption keys
+    STRATUS_ENCRYPTION_KEYS and STRATUS_BLIND_INDEX_KEY (production never generates keys of its own: a key made
+    in one container would be lost with it, and with the key every value encrypted under it).
 
     Settings check this as they are made; StratusPostgreSQLIntegration checks again before it creates anything,
     because `model_copy(update=...)` and `model_construct` skip validation.
 
     Raises:
-        ConfigurationError: naming DATABASE_URL and what is accepted.
+        ConfigurationError: naming DATABASE_URL or the missing key variables, and what is accepted.
     """
     if Environment.production != settings.ENVIRONMENT:
         return
@@ -279,6 +316,14 @@ def check_environment(settings: Settings) -> None:
         raise ConfigurationError(
             "DATABASE_URL names a SQLite file, which ENVIRONMENT=production refuses: set it to "
             f"{_ACCEPTED_IN_PRODUCTION}"
+        )
+    missing = [name for name in (KEYS_VARIABLE, BLIND_INDEX_VARIABLE) if getattr(settings, name) is None]
+    if missing:
+        raise ConfigurationError(
+            f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} required when ENVIRONMENT=production "
+            "(personal data is encrypted under keys kept outside the database): set "
+            f"{KEYS_VARIABLE} to `stratus-db generate-key`'s line and {BLIND_INDEX_VARIABLE} to "
+            "`stratus-db generate-key --blind-index`'s (docs/security.md)"
         )
 
 

@@ -115,6 +115,13 @@ class StoredDataError(DatabaseError):
     dictionary this version does not ship). Retrying will not help; the row needs attention."""
 
 
+class DecryptionError(StoredDataError):
+    """An encrypted value cannot be read: it was altered, it was moved from the table, column or row it was
+    encrypted for, it names a key the configured keyring does not hold, or the user's data key it needs was not
+    given (or was destroyed by an erasure). Retrying will not help. The message names the key id and the cell, never
+    the value or the key (security/crypto.py)."""
+
+
 class SummarizerUnavailableError(StratusError):
     """The summarization service failed (unreachable, too slow, rate-limited, or it refused the request); nothing
     was summarized."""

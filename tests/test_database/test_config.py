@@ -17,6 +17,7 @@ from stratus_db.config import (
     normalize_database_url,
 )
 from stratus_db.models.memory import MemoryType
+from stratus_db.security.crypto import new_key_entry, new_secret
 from tests.fixtures.databases import settings_for, sqlite_url
 
 
@@ -58,6 +59,8 @@ def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch, tmp
     monkeypatch.setenv("DATABASE_URL", "postgres://app:secret@db.internal/stratus")
     monkeypatch.setenv("LOG_LEVEL", "DEBUG")
     monkeypatch.setenv("ENVIRONMENT", "production")
+    monkeypatch.setenv("STRATUS_ENCRYPTION_KEYS", new_key_entry("k1"))
+    monkeypatch.setenv("STRATUS_BLIND_INDEX_KEY", new_secret())
     monkeypatch.setenv("STRATUS_POOL_SIZE", "25")
     settings = load_settings()
     assert (
@@ -248,6 +251,12 @@ def test_production_from_the_dotenv_file_still_needs_database_url(dotenv_dir: Pa
     (dotenv_dir / ".env").write_text(
         "ENVIRONMENT=production\nDATABASE_URL=postgresql://app:pw@db.internal/stratus\n"
     )
+    with pytest.raises(
+        ConfigurationError, match="STRATUS_ENCRYPTION_KEYS and STRATUS_BLIND_INDEX_KEY are required"
+    ):
+        load_settings()
+    with (dotenv_dir / ".env").open("a") as dotenv:
+        dotenv.write(f"STRATUS_ENCRYPTION_KEYS={new_key_entry()}\nSTRATUS_BLIND_INDEX_KEY={new_secret()}\n")
     assert load_settings().database_url.host == "db.internal"
 
 
