@@ -25,6 +25,10 @@ class AuditAction(StrEnum):
     """compress_history folded older messages into the conversation's summary."""
     import_ = "import"
     """import_messages: one row per imported batch."""
+    grant = "grant"
+    """A user granted consent to a purpose (a new row of the consent ledger, user_consents)."""
+    revoke = "revoke"
+    """A user revoked consent to a purpose (a new row of the consent ledger; the grant's row is unchanged)."""
     deny = "deny"
     """A call the access rules refused (security/policy.py): who, which operation, on whose data."""
 

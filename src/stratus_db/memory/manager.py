@@ -28,12 +28,15 @@ from stratus_db.memory.repository import (
 from stratus_db.memory.schemas import MemoryEntry, MemoryLookup, MemorySearch, MemoryStore, SearchResult
 from stratus_db.memory.search import MemoryCandidate, SearchFilters
 from stratus_db.memory.writes import MemoryWrites
-from stratus_db.models import MemoryType
+from stratus_db.models import ConsentPurpose, MemoryType
+from stratus_db.privacy.gate import ConsentCheck
 from stratus_db.users.activity import tracker_of
 
 if TYPE_CHECKING:
     from stratus_db.database import StratusPostgreSQLIntegration
 
+PERSONALISATION = ConsentPurpose.memory_personalisation
+"""What store_memory, get_memory and search_memories need consent to when STRATUS_CONSENT_REQUIRED names it."""
 HITS_PER_TURN = 64
 """Cache hits served in a row before get_memory yields to the event loop (a turn costs about as much as a hit)."""
 
@@ -48,6 +51,9 @@ class MemoryManager:
         self._activity = tracker_of(db)
         self._dialect = memory_dialect_for(db, self._policy)
         self._writes = MemoryWrites(db, MemoryPlanner(self._policy), self._cache, self._dialect.coalescer)
+        self._consent = ConsentCheck(db)
+        # Tested once here: with the check off (the default), the hot paths pay one attribute read for it.
+        self._personalisation = ConsentPurpose.memory_personalisation in self._consent.required
 
     async def store_memory(
         self,
@@ -104,6 +110,8 @@ class MemoryManager:
                     "expires_at must be in the future; to remove a memory, use delete_memory"
                 )
             await op.authorize(data.user_id)
+            if self._personalisation:
+                await self._consent.require(data.user_id, PERSONALISATION, tx=tx, acting="store_memory")
             self._activity.note(data.user_id)
             return await self._writes.store(op, data, tx=tx)
 
@@ -125,6 +133,8 @@ class MemoryManager:
             cache_key = self._valid_lookup(user_id, key, use_cache)
             owner, name = cache_key
             await op.authorize(owner)
+            if self._personalisation:
+                await self._consent.require(owner, PERSONALISATION, tx=tx, acting="get_memory")
             self._activity.note(owner)
             if use_cache:
                 await self._cache.start()
@@ -254,6 +264,8 @@ class MemoryManager:
                 },
             )
             await op.authorize(data.user_id)
+            if self._personalisation:
+                await self._consent.require(data.user_id, PERSONALISATION, tx=tx, acting="search_memories")
             terms = query_terms(data.query)
             if not terms:
                 return []
