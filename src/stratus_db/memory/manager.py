@@ -91,6 +91,8 @@ class MemoryManager:
         Raises:
             ValidationError: a malformed argument; nothing is written.
             NotFoundError: the user does not exist.
+            ConsentRequiredError: STRATUS_CONSENT_REQUIRED names memory_personalisation and the user has not
+                consented to it (docs/privacy.md); nothing is written.
         """
         async with self._db.operation("memory.store") as op:
             data = validate_input(
@@ -127,6 +129,8 @@ class MemoryManager:
 
         Raises:
             ValidationError: `user_id` is not a UUID or `key` is malformed.
+            ConsentRequiredError: STRATUS_CONSENT_REQUIRED names memory_personalisation and the user has not
+                consented to it.
         """
         async with self._db.operation("memory.get") as op:
             use_cache = tx is None and self._cache.enabled
@@ -251,6 +255,8 @@ class MemoryManager:
 
         Raises:
             ValidationError: a malformed user id, limit (1–100), memory type or min_importance.
+            ConsentRequiredError: STRATUS_CONSENT_REQUIRED names memory_personalisation and the user has not
+                consented to it.
         """
         async with self._db.operation("memory.search", read_only=True) as op:
             data = validate_input(
