@@ -3,6 +3,7 @@ write audited; and the library's own checks (memories, external summarizers) blo
 
 from __future__ import annotations
 
+import base64
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
@@ -290,6 +291,11 @@ class TestBadInputWritesNothing:
             await consents.consent_history(user.user_id, limit=0)
         with pytest.raises(ValidationError, match="cursor"):
             await consents.consent_history(user.user_id, cursor="abc")
+        deep = base64.urlsafe_b64encode(b"[" * 1500 + b"]" * 1500).decode().rstrip("=")
+        with pytest.raises(ValidationError, match="cursor"):
+            await consents.consent_history(user.user_id, cursor=deep)
+        with pytest.raises(ValidationError, match="user_id"):
+            await consents.has_consent(b"not text", "marketing")  # type: ignore[arg-type]
 
 
 # -- the library's own checks ------------------------------------------------------------------------------------
