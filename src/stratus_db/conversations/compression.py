@@ -94,14 +94,14 @@ class HistoryCompressor(ConversationLifecycle):
         same conversation commits meanwhile, this one writes nothing. Idempotent: with nothing new to fold, nothing is
         written. Works on conversations of any status.
 
-        Args:
-            keep_last: messages to leave in the window; default STRATUS_SUMMARY_KEEP_LAST.
-            summarizer: use this one instead of the configured one.
-
         A summarizer that sends the text out of the process (OpenAI's, a chat model's, a host's that does not declare
         `sends_text_out = False`) is given a user's messages only if the user consented to `external_summarizer`,
         when STRATUS_CONSENT_REQUIRED names it (the default; docs/privacy.md). The automatic compression skips such
         users instead.
+
+        Args:
+            keep_last: messages to leave in the window; default STRATUS_SUMMARY_KEEP_LAST.
+            summarizer: use this one instead of the configured one.
 
         Raises:
             ValidationError: a malformed id or keep_last; nothing is written.
