@@ -6,7 +6,7 @@ its cache.
 One throw-away PostgreSQL database, three handles on it taking turns in slices: the default (STRATUS_CONSENT_REQUIRED
 without memory_personalisation: no check), the check with its per-process cache (STRATUS_CONSENT_CACHE_TTL_S=5), and
 the check reading the ledger every time (TTL 0). Every user has granted consent, so every call goes through. The
-operations, at concurrency 16: store_memory (an update of one of 50 keys per user), get_memory (served by the memory
+operations, at concurrency 16: store_memory (an update of one of 20 keys of 100 users), get_memory (served by the memory
 cache: the path where a check weighs most) and search_memories. Writes the table into docs/benchmarks.md. Not a test:
 nothing here asserts.
 """
@@ -32,8 +32,8 @@ SETUPS = {
     "check on, no cache (TTL 0)": {"STRATUS_CONSENT_CACHE_TTL_S": 0.0},
 }
 CONCURRENCY = 16
-USERS = 200
-KEYS = 50
+USERS = 100
+KEYS = 20
 
 
 async def measure(ops: int, rounds: int) -> list[str]:
@@ -90,11 +90,13 @@ async def measure(ops: int, rounds: int) -> list[str]:
             ]
             for name in names:
                 spent = {setup: Spent() for setup in SETUPS}
-                for setup in SETUPS:  # warm-up: pools, prepared statements, caches
-                    await _timed(operations(managers[setup])[name], range(4 * CONCURRENCY), CONCURRENCY, [])
+                for setup in SETUPS:  # warm-up: pools, prepared statements, every key in each memory cache
+                    await _timed(operations(managers[setup])[name], range(USERS * KEYS), CONCURRENCY, [])
+                order = list(SETUPS)
                 for round_number in range(rounds):
                     start, stop = ops * round_number // rounds, ops * (round_number + 1) // rounds
-                    for setup in SETUPS:
+                    order = order[1:] + order[:1]  # each setup goes first in turn
+                    for setup in order:
                         spent[setup] += await _timed(
                             operations(managers[setup])[name], range(start, stop), CONCURRENCY, []
                         )

@@ -33,6 +33,7 @@ from stratus_db.conversations.summarizer import (
 from stratus_db.errors import ConfigurationError, ConflictError
 from stratus_db.kit.ids import new_id
 from stratus_db.models import Base
+from stratus_db.privacy.gate import ConsentCache
 from tests.fixtures.clock import ManualClock
 from tests.fixtures.databases import handles_on
 from tests.fixtures.factories import count_rows, create_user
@@ -505,6 +506,19 @@ class TestExternalSummarizer:
             await eager.close()
 
 
+class MonotonicClock:
+    """The consent cache's clock, moved by hand."""
+
+    def __init__(self) -> None:
+        self.seconds = 1000.0
+
+    def __call__(self) -> float:
+        return self.seconds
+
+    def advance(self, seconds: float) -> None:
+        self.seconds += seconds
+
+
 class TestOtherProcesses:
     @pytest.fixture
     async def handles(self, db: Database) -> AsyncIterator[Any]:
@@ -514,8 +528,9 @@ class TestOtherProcesses:
     async def test_a_grant_elsewhere_is_seen_within_the_ttl(self, db: Database, handles: Any) -> None:
         """Two handles, as two processes: B's cached refusal stands until its TTL passes, then A's grant counts."""
         a = handles(STRATUS_CONSENT_REQUIRED=frozenset({"memory_personalisation"}))
-        b_clock = ManualClock()
-        b = handles(clock=b_clock, STRATUS_CONSENT_REQUIRED=frozenset({"memory_personalisation"}))
+        b = handles(STRATUS_CONSENT_REQUIRED=frozenset({"memory_personalisation"}))
+        b_clock = MonotonicClock()
+        ConsentCache.of(b).now = b_clock
         user = await create_user(UserManager(a))
         memories_b = MemoryManager(b)
         with pytest.raises(ConsentRequiredError):
@@ -524,12 +539,12 @@ class TestOtherProcesses:
         await ConsentManager(a).grant_consent(user.user_id, "memory_personalisation", "v1", "app")
         with pytest.raises(ConsentRequiredError):
             await memories_b.store_memory(user.user_id, "base", "SBGR")  # still B's cached answer
-        b_clock.advance(seconds=b.settings.STRATUS_CONSENT_CACHE_TTL_S)
+        b_clock.advance(b.settings.STRATUS_CONSENT_CACHE_TTL_S)
         await memories_b.store_memory(user.user_id, "base", "SBGR")
 
         await ConsentManager(a).revoke_consent(user.user_id, "memory_personalisation", "app")
         await memories_b.store_memory(user.user_id, "base", "SBGR Guarulhos")  # within the bound
-        b_clock.advance(seconds=b.settings.STRATUS_CONSENT_CACHE_TTL_S)
+        b_clock.advance(b.settings.STRATUS_CONSENT_CACHE_TTL_S)
         with pytest.raises(ConsentRequiredError):
             await memories_b.store_memory(user.user_id, "base", "SBKP")
 
