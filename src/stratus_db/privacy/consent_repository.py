@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
 
-from sqlalchemy import Select, and_, func, insert, or_, select
+from sqlalchemy import and_, bindparam, func, insert, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -25,14 +24,14 @@ _NEWEST_FIRST = (ConsentRow.occurred_at.desc(), ConsentRow.consent_id.desc())
 """The order of one user's events, newest first: the latest event is the first (ids are UUIDv7 and break a tie)."""
 
 
-def latest_statement(user_id: uuid.UUID, purpose: ConsentPurpose) -> Select[Any]:
-    """The latest event of (user, purpose): one backward descent of ix_user_consents_user_id_purpose_occurred_at_…"""
-    return (
-        select(_consents)
-        .where(ConsentRow.user_id == user_id, ConsentRow.purpose == purpose)
-        .order_by(*_NEWEST_FIRST)
-        .limit(1)
-    )
+_LATEST = (
+    select(_consents)
+    .where(ConsentRow.user_id == bindparam("user_id"), ConsentRow.purpose == bindparam("purpose"))
+    .order_by(*_NEWEST_FIRST)
+    .limit(1)
+)
+"""The latest event of (user, purpose): one backward descent of ix_user_consents_user_id_purpose_occurred_at_….
+Built once: a consent check that misses the cache sends it, and building a Select costs more than running it."""
 
 
 class ConsentRepository:
@@ -60,7 +59,8 @@ class ConsentRepository:
         return (await self.conn.execute(statement)).first() is not None
 
     async def latest(self, purpose: ConsentPurpose) -> ConsentEvent | None:
-        row = (await self.conn.execute(latest_statement(self.user_id, purpose))).mappings().one_or_none()
+        found = await self.conn.execute(_LATEST, {"user_id": self.user_id, "purpose": purpose})
+        row = found.mappings().one_or_none()
         return None if row is None else ConsentEvent.model_validate(row)
 
     async def latest_per_purpose(self) -> dict[ConsentPurpose, ConsentEvent]:
