@@ -1,4 +1,4 @@
-"""stratus_db: the database layer of Stratus.IA (users, memories, conversations, audit)."""
+"""stratus_db: the database layer of Stratus.IA (users, memories, conversations, consent, audit)."""
 
 from stratus_db.audit.manager import AuditManager
 from stratus_db.audit.schemas import AuditAction, AuditEvent
@@ -24,6 +24,7 @@ from stratus_db.database import Database, HealthStatus, StratusPostgreSQLIntegra
 from stratus_db.errors import (
     ConfigurationError,
     ConflictError,
+    ConsentRequiredError,
     DatabaseClosedError,
     DatabaseError,
     DatabaseUnavailableError,
@@ -41,7 +42,16 @@ from stratus_db.errors import (
 from stratus_db.kit.schemas import Page
 from stratus_db.memory.manager import MemoryManager
 from stratus_db.memory.schemas import MemoryEntry, SearchResult
-from stratus_db.models import ConversationStatus, MemoryType, MessageType, UserRole
+from stratus_db.models import (
+    ConsentAction,
+    ConsentPurpose,
+    ConversationStatus,
+    MemoryType,
+    MessageType,
+    UserRole,
+)
+from stratus_db.privacy.consent import ConsentManager
+from stratus_db.privacy.consent_schemas import ConsentEvent, ConsentState
 from stratus_db.privacy.manager import PrivacyManager
 from stratus_db.security.principal import Principal, PrincipalKind
 from stratus_db.users.manager import UserManager
@@ -55,6 +65,12 @@ __all__ = [
     "CompressionResult",
     "ConfigurationError",
     "ConflictError",
+    "ConsentAction",
+    "ConsentEvent",
+    "ConsentManager",
+    "ConsentPurpose",
+    "ConsentRequiredError",
+    "ConsentState",
     "ContextWindow",
     "Conversation",
     "ConversationManager",

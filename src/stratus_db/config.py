@@ -23,9 +23,15 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
 from stratus_db.errors import ConfigurationError, ValidationError
+from stratus_db.models.consent import ConsentPurpose
 from stratus_db.models.memory import MemoryType
 from stratus_db.privacy.kinds import ErasableKind
 from stratus_db.security.crypto import BLIND_INDEX_VARIABLE, KEYS_VARIABLE, BlindIndex, Keyring
+
+LIBRARY_CHECKED_PURPOSES = frozenset(
+    {ConsentPurpose.external_summarizer, ConsentPurpose.memory_personalisation}
+)
+"""The consent purposes the library itself acts on, hence may check (STRATUS_CONSENT_REQUIRED; docs/privacy.md)."""
 
 DEFAULT_SQLITE_FILE = "stratus.db"
 """File name of the embedded database, inside `STRATUS_DATA_DIR` (default: the working directory)."""
@@ -142,7 +148,8 @@ class Settings(BaseSettings):
     """A call that takes longer logs a warning (every call logs a line only at DEBUG)."""
     STRATUS_ERASURE_LEGAL_HOLD: Annotated[frozenset[ErasableKind], NoDecode] = frozenset()
     """Kinds of a person's data that erase_user keeps because a regulation requires them (docs/privacy.md): a comma
-    list of `user_credentials`, `memory_entries`, `conversations` (with their messages); empty: erase everything."""
+    list of `user_credentials`, `memory_entries`, `conversations` (with their messages), `user_consents`; empty:
+    erase everything."""
     ENVIRONMENT: Environment = Environment.development
 
     # Encryption of personal data (security/crypto.py, docs/security.md). Never stored in the database.
@@ -202,11 +209,22 @@ class Settings(BaseSettings):
     """Chat model of the OpenAI summarizer (STRATUS_SUMMARIZER=openai)."""
     STRATUS_SUMMARY_TIMEOUT_S: Annotated[float, Field(gt=0, le=600)] = 30.0
     """Per request to the OpenAI summarizer, which retries twice (timeouts, 429, 5xx) before giving up."""
+
+    # The consent ledger (see docs/privacy.md).
+    STRATUS_CONSENT_REQUIRED: Annotated[frozenset[ConsentPurpose], NoDecode] = frozenset(
+        {ConsentPurpose.external_summarizer}
+    )
+    """The purposes the library checks before it acts on them: `external_summarizer` (compress_history with a
+    summarizer that sends text out) and `memory_personalisation` (store_memory, get_memory, search_memories). A comma
+    list (`external_summarizer,memory_personalisation`) or a JSON list; empty: check none."""
+    STRATUS_CONSENT_CACHE_TTL_S: Annotated[float, Field(ge=0, le=300)] = 5.0
+    """How long a process trusts the consent state it read: a grant or revocation made by another process is seen
+    here within this bound (this process's own at once); 0 reads the ledger on every check."""
     OPENAI_API_KEY: SecretStr | None = None
     OPENAI_BASE_URL: str | None = None
     """Another server speaking the Chat Completions API (Azure OpenAI, a local model, a test stub)."""
 
-    @field_validator("STRATUS_ERASURE_LEGAL_HOLD", mode="before")
+    @field_validator("STRATUS_ERASURE_LEGAL_HOLD", "STRATUS_CONSENT_REQUIRED", mode="before")
     @classmethod
     def _comma_list(cls, value: Any) -> Any:
         # From the environment: a comma list, or the JSON list effective_settings writes.
@@ -219,6 +237,18 @@ class Settings(BaseSettings):
             except json.JSONDecodeError:
                 raise ValueError("must be a comma list or a JSON list") from None
         return [part.strip() for part in text.split(",") if part.strip()]
+
+    @field_validator("STRATUS_CONSENT_REQUIRED", mode="after")
+    @classmethod
+    def _purposes_the_library_checks(cls, value: frozenset[ConsentPurpose]) -> frozenset[ConsentPurpose]:
+        # Naming a purpose nothing here checks would promise an enforcement that does not happen.
+        unchecked = value - LIBRARY_CHECKED_PURPOSES
+        if unchecked:
+            raise ValueError(
+                f"the library checks only {', '.join(sorted(LIBRARY_CHECKED_PURPOSES))}; "
+                f"{', '.join(sorted(unchecked))} is for the host to check with ConsentManager.has_consent"
+            )
+        return value
 
     @field_validator("DATABASE_URL", mode="before")
     @classmethod

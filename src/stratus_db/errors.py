@@ -38,6 +38,21 @@ class PermissionDeniedError(StratusError):
     status_code = 403
 
 
+class ConsentRequiredError(StratusError):
+    """The user has not consented to the purpose this call needs (the consent ledger, privacy/consent.py): an external
+    summarizer would receive their messages, or memories would personalise their answers. Nothing was sent or
+    written; `ConsentManager.grant_consent` records the user's consent."""
+
+    status_code = 403
+
+    def __init__(self, message: str, *, purpose: str, user_id: str) -> None:
+        super().__init__(message)
+        self.purpose = purpose
+        """The purpose without consent (a ConsentPurpose value)."""
+        self.user_id = user_id
+        """The user whose consent is missing."""
+
+
 class Violation(StrEnum):
     """The kind of database rule a write broke."""
 

@@ -17,6 +17,7 @@ import pytest
 
 from stratus_db import (
     AuditManager,
+    ConsentManager,
     ConversationManager,
     Database,
     MemoryManager,
@@ -28,7 +29,7 @@ from stratus_db import (
 from stratus_db.errors import PermissionDeniedError, ValidationError
 from tests.fixtures.factories import count_rows, create_user
 
-MANAGERS = (UserManager, MemoryManager, ConversationManager, AuditManager, PrivacyManager)
+MANAGERS = (UserManager, MemoryManager, ConversationManager, ConsentManager, AuditManager, PrivacyManager)
 NOT_CALLS = {
     "AuditManager.record": "writes an audit row inside another manager's call, which was authorized",
     "AuditManager.append": "writes audit entries inside another manager's call, which was authorized",
@@ -41,6 +42,7 @@ OWNER = frozenset({"system", "owner", "owner's agent"})
 PROFILE = OWNER | {"admin"}
 MANAGING = frozenset({"system", "admin"})
 TRAIL = OWNER | {"auditor"}
+CONSENT_RECORD = OWNER | {"admin", "auditor"}
 PERSON = frozenset({"system", "owner"})
 PERSON_OR_MANAGER = PERSON | {"admin"}
 """Who may: the expectations, written here independently of the policy's own table."""
@@ -54,6 +56,7 @@ class World:
     users: UserManager
     memories: MemoryManager
     conversations: ConversationManager
+    consents: ConsentManager
     audit: AuditManager
     owner: uuid.UUID
     email: str
@@ -190,6 +193,17 @@ CALLS: dict[str, tuple[frozenset[str], Call]] = {
         PROFILE,
         lambda w: w.conversations.get_conversation_stats(w.conversation, w.owner),
     ),
+    "ConsentManager.grant_consent": (
+        OWNER,
+        lambda w: w.consents.grant_consent(w.owner, "marketing", "v1", "app"),
+    ),
+    "ConsentManager.revoke_consent": (
+        PROFILE,
+        lambda w: w.consents.revoke_consent(w.owner, "marketing", "support"),
+    ),
+    "ConsentManager.has_consent": (CONSENT_RECORD, lambda w: w.consents.has_consent(w.owner, "marketing")),
+    "ConsentManager.consents": (CONSENT_RECORD, lambda w: w.consents.consents(w.owner)),
+    "ConsentManager.consent_history": (CONSENT_RECORD, lambda w: w.consents.consent_history(w.owner)),
     "AuditManager.query": (TRAIL, lambda w: w.audit.query(user_id=w.owner)),
     "PrivacyManager.export_user_data": (PERSON, _read_export),
     "PrivacyManager.erase_user": (
@@ -278,6 +292,7 @@ async def _world(db: Database) -> tuple[World, uuid.UUID]:
         users,
         memories,
         conversations,
+        ConsentManager(db),
         AuditManager(db),
         owner.user_id,
         owner.email,
@@ -299,7 +314,7 @@ def _principals(owner: uuid.UUID, other: uuid.UUID) -> dict[str, Principal]:
     }
 
 
-DATA_TABLES = ("users", "user_credentials", "memory_entries", "conversations", "messages")
+DATA_TABLES = ("users", "user_credentials", "memory_entries", "conversations", "messages", "user_consents")
 
 
 async def _counts(db: Database) -> dict[str, int]:

@@ -14,6 +14,7 @@ from sqlalchemy import text
 
 from stratus_db import (
     AuditManager,
+    ConsentManager,
     ConversationManager,
     Database,
     MemoryManager,
@@ -86,6 +87,7 @@ async def a_person_with_data_everywhere(db: Database) -> tuple[uuid.UUID, uuid.U
     await conversations.add_message(archived.conversation_id, person.user_id, "Xiquexique de novo")
     await conversations.archive_conversation(archived.conversation_id, person.user_id)  # packed with zstd
     await users.update_user(person.user_id, name=f"{NAME} Filho")
+    await ConsentManager(db).grant_consent(person.user_id, "analytics", "v3", "app")
     other = await create_user(users)
     await memories.store_memory(other.user_id, "hangar", "Hangar do outro em Bragança", "long_term")
     other_chat = await conversations.create_conversation(other.user_id, "Outro")
@@ -113,6 +115,7 @@ async def test_nothing_of_the_person_is_left_in_any_table(db: Database) -> None:
         "memory_entries": 1,
         "conversations": 2,
         "messages": 2,
+        "user_consents": 1,
     }
     trail = AuditManager(db)
     assert len((await trail.query(user_id=person)).items) == 0
@@ -143,7 +146,7 @@ async def test_a_legal_hold_keeps_what_it_names_under_a_tombstone(db: Database) 
         await holding.close()
 
     assert report.held == ("conversations",)
-    assert report.deleted == {"user_credentials": 2, "memory_entries": 1}
+    assert report.deleted == {"user_credentials": 2, "memory_entries": 1, "user_consents": 1}
     tombstone = await UserManager(db).get_user(person)
     assert tombstone is not None
     assert (tombstone.name, tombstone.preferences, tombstone.licenses) == (ERASED, {}, [])

@@ -16,6 +16,7 @@ from sqlalchemy import func, select
 
 from stratus_db import (
     AuditManager,
+    ConsentManager,
     ConversationManager,
     Database,
     MemoryManager,
@@ -57,6 +58,10 @@ async def test_the_export_holds_everything_about_the_person_and_nothing_else(
     )
     await memories.store_memory(person.user_id, "clima", "teto baixo em SBGR", "short_term")
     await memories.store_memory(stranger.user_id, "aeronave", "segredo do outro")
+    ledger = ConsentManager(db)
+    await ledger.grant_consent(person.user_id, "analytics", "v3", "app")
+    await ledger.revoke_consent(person.user_id, "analytics", "web")
+    await ledger.grant_consent(stranger.user_id, "marketing", "v1", "app")
     statuses = {}
     for title, status in (("Ativa", None), ("Arquivada", "archive"), ("Apagada", "delete")):
         conversation = await conversations.create_conversation(person.user_id, title)
@@ -88,6 +93,10 @@ async def test_the_export_holds_everything_about_the_person_and_nothing_else(
         row["code"] for row in await rows_of(db, "user_credentials", person.user_id)
     )
     assert {c["number"] for c in document["credentials"]} == {None, "998877"}
+    assert [(c["purpose"], c["action"], c["channel"]) for c in document["consents"]] == [
+        ("analytics", "revoked", "web"),
+        ("analytics", "granted", "app"),
+    ]
     held_memories = await rows_of(db, "memory_entries", person.user_id)
     assert sorted(m["key"] for m in document["memories"]) == sorted(m["key"] for m in held_memories)
     assert {m["key"]: m["value"] for m in document["memories"]} == {

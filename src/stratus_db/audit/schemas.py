@@ -29,6 +29,10 @@ class AuditAction(StrEnum):
     """Everything held about a person was exported (privacy/export.py): the format, not the content."""
     erase = "erase"
     """Everything held about a person was erased (privacy/erasure.py): under the pseudonym, with counts only."""
+    grant = "grant"
+    """A user granted consent to a purpose (a new row of the consent ledger, user_consents)."""
+    revoke = "revoke"
+    """A user revoked consent to a purpose (a new row of the consent ledger; the grant's row is unchanged)."""
     deny = "deny"
     """A call the access rules refused (security/policy.py): who, which operation, on whose data."""
 

@@ -19,12 +19,15 @@ from stratus_db.conversations.schemas import (
     CompressionResult,
     Conversation,
 )
-from stratus_db.conversations.summarizer import Summarizer, SummaryInput, within_budget
+from stratus_db.conversations.summarizer import Summarizer, SummaryInput, sends_text_out, within_budget
 from stratus_db.errors import SummarizerUnavailableError, ValidationError
 from stratus_db.kit.validation import (
     parse_uuid,
     storable_text,
 )
+from stratus_db.models import ConsentPurpose
+
+EXTERNAL = ConsentPurpose.external_summarizer
 
 
 class HistoryCompressor(ConversationLifecycle):
@@ -44,10 +47,29 @@ class HistoryCompressor(ConversationLifecycle):
             # again, however long the messages are (not one summarizer call per append).
             self._history.schedule(
                 conversation_id,
-                lambda: self._compress(
-                    conversation_id, user_id, None, keep_tokens=threshold // 2, summarizer=None
-                ),
+                lambda: self._compress_in_background(conversation_id, user_id, keep_tokens=threshold // 2),
             )
+
+    def _needs_consent(self, summarizer: Summarizer) -> bool:
+        return EXTERNAL in self._consent.required and sends_text_out(summarizer)
+
+    async def _compress_in_background(
+        self, conversation_id: uuid.UUID, user_id: uuid.UUID, *, keep_tokens: int
+    ) -> None:
+        """The automatic compression; skipped (and logged at DEBUG, counted in metrics) when the summarizer sends
+        text out and the user has not consented to it: there is no caller to refuse, and the window still fits
+        get_context's budget without a summary."""
+        if self._needs_consent(self._history.summarizer) and not await self._consent.allowed(
+            user_id, EXTERNAL, tx=None
+        ):
+            self._consent.cache.skipped += 1
+            self._db.log.debug(
+                "background history compression skipped: no consent to external_summarizer",
+                operation="conversation.compress_history",
+                conversation_id=str(conversation_id),
+            )
+            return
+        await self._compress(conversation_id, user_id, None, keep_tokens=keep_tokens, summarizer=None)
 
     async def wait_for_compressions(self) -> None:
         """Until the background compressions that appends asked for have finished (`db.close()` waits too)."""
@@ -72,6 +94,11 @@ class HistoryCompressor(ConversationLifecycle):
         same conversation commits meanwhile, this one writes nothing. Idempotent: with nothing new to fold, nothing is
         written. Works on conversations of any status.
 
+        A summarizer that sends the text out of the process (OpenAI's, a chat model's, a host's that does not declare
+        `sends_text_out = False`) is given a user's messages only if the user consented to `external_summarizer`,
+        when STRATUS_CONSENT_REQUIRED names it (the default; docs/privacy.md). The automatic compression skips such
+        users instead.
+
         Args:
             keep_last: messages to leave in the window; default STRATUS_SUMMARY_KEEP_LAST.
             summarizer: use this one instead of the configured one.
@@ -79,6 +106,8 @@ class HistoryCompressor(ConversationLifecycle):
         Raises:
             ValidationError: a malformed id or keep_last; nothing is written.
             NotFoundError: no such conversation for this user.
+            ConsentRequiredError: there is something to fold, the summarizer sends text out, and the user has not
+                consented to `external_summarizer`; nothing is sent or written.
             SummarizerUnavailableError: the remote summarizer failed; nothing is written.
         """
         return await self._compress(
@@ -131,8 +160,13 @@ class HistoryCompressor(ConversationLifecycle):
                     summarized_through_seq=before.summarized_through_seq,
                     summary_tokens=window.summary_tokens(before.summary, self._db.count_tokens),
                 )
+            chosen = summarizer or self._history.summarizer
+            if self._needs_consent(chosen):
+                await self._consent.require(
+                    owner, EXTERNAL, tx=tx, acting="compress_history with a summarizer that sends text out"
+                )
             messages = [message_of(stored) for stored in folded]
-            summary = await (summarizer or self._history.summarizer).summarize(
+            summary = await chosen.summarize(
                 [
                     SummaryInput(
                         seq=message.seq,

@@ -19,6 +19,7 @@ from stratus_db.conversations.schemas import (
 )
 from stratus_db.errors import NotFoundError
 from stratus_db.models import MessageType
+from stratus_db.privacy.gate import ConsentCheck
 from stratus_db.users.activity import tracker_of
 
 if TYPE_CHECKING:
@@ -74,6 +75,8 @@ class ConversationRoom:
         self._search = dialect.search
         self._appends = dialect.appends
         self._history = HistoryCompression.of(db)
+        self._consent = ConsentCheck(db)
+        """The consent checks (privacy/gate.py): compression with a summarizer that sends text out needs consent."""
         self._activity = tracker_of(db)
         """Where a user's activity is noted: `users.last_active`, written at most once a minute (users/activity.py)."""
         self._recent = db.extension(

@@ -28,12 +28,15 @@ from stratus_db.memory.repository import (
 from stratus_db.memory.schemas import MemoryEntry, MemoryLookup, MemorySearch, MemoryStore, SearchResult
 from stratus_db.memory.search import MemoryCandidate, SearchFilters
 from stratus_db.memory.writes import MemoryWrites
-from stratus_db.models import MemoryType
+from stratus_db.models import ConsentPurpose, MemoryType
+from stratus_db.privacy.gate import ConsentCheck
 from stratus_db.users.activity import tracker_of
 
 if TYPE_CHECKING:
     from stratus_db.database import StratusPostgreSQLIntegration
 
+PERSONALISATION = ConsentPurpose.memory_personalisation
+"""What store_memory, get_memory and search_memories need consent to when STRATUS_CONSENT_REQUIRED names it."""
 HITS_PER_TURN = 64
 """Cache hits served in a row before get_memory yields to the event loop (a turn costs about as much as a hit)."""
 
@@ -48,6 +51,9 @@ class MemoryManager:
         self._activity = tracker_of(db)
         self._dialect = memory_dialect_for(db, self._policy)
         self._writes = MemoryWrites(db, MemoryPlanner(self._policy), self._cache, self._dialect.coalescer)
+        self._consent = ConsentCheck(db)
+        # Tested once here: with the check off (the default), the hot paths pay one attribute read for it.
+        self._personalisation = ConsentPurpose.memory_personalisation in self._consent.required
 
     async def store_memory(
         self,
@@ -85,6 +91,8 @@ class MemoryManager:
         Raises:
             ValidationError: a malformed argument; nothing is written.
             NotFoundError: the user does not exist.
+            ConsentRequiredError: STRATUS_CONSENT_REQUIRED names memory_personalisation and the user has not
+                consented to it (docs/privacy.md); nothing is written.
         """
         async with self._db.operation("memory.store") as op:
             data = validate_input(
@@ -104,6 +112,8 @@ class MemoryManager:
                     "expires_at must be in the future; to remove a memory, use delete_memory"
                 )
             await op.authorize(data.user_id)
+            if self._personalisation:
+                await self._consent.require(data.user_id, PERSONALISATION, tx=tx, acting="store_memory")
             self._activity.note(data.user_id)
             return await self._writes.store(op, data, tx=tx)
 
@@ -119,12 +129,16 @@ class MemoryManager:
 
         Raises:
             ValidationError: `user_id` is not a UUID or `key` is malformed.
+            ConsentRequiredError: STRATUS_CONSENT_REQUIRED names memory_personalisation and the user has not
+                consented to it.
         """
         async with self._db.operation("memory.get") as op:
             use_cache = tx is None and self._cache.enabled
             cache_key = self._valid_lookup(user_id, key, use_cache)
             owner, name = cache_key
             await op.authorize(owner)
+            if self._personalisation:
+                await self._consent.require(owner, PERSONALISATION, tx=tx, acting="get_memory")
             self._activity.note(owner)
             if use_cache:
                 await self._cache.start()
@@ -241,6 +255,8 @@ class MemoryManager:
 
         Raises:
             ValidationError: a malformed user id, limit (1–100), memory type or min_importance.
+            ConsentRequiredError: STRATUS_CONSENT_REQUIRED names memory_personalisation and the user has not
+                consented to it.
         """
         async with self._db.operation("memory.search", read_only=True) as op:
             data = validate_input(
@@ -254,6 +270,8 @@ class MemoryManager:
                 },
             )
             await op.authorize(data.user_id)
+            if self._personalisation:
+                await self._consent.require(data.user_id, PERSONALISATION, tx=tx, acting="search_memories")
             terms = query_terms(data.query)
             if not terms:
                 return []

@@ -2,6 +2,7 @@
 
 from stratus_db.kit.models import Base
 from stratus_db.models.audit import AuditRow
+from stratus_db.models.consent import ConsentAction, ConsentPurpose, ConsentRow
 from stratus_db.models.conversation import ConversationRow, ConversationStatus
 from stratus_db.models.credential import CredentialRow, ExpiryBasis
 from stratus_db.models.memory import MemoryRow, MemoryType
@@ -11,6 +12,9 @@ from stratus_db.models.user import UserRole, UserRow
 __all__ = [
     "AuditRow",
     "Base",
+    "ConsentAction",
+    "ConsentPurpose",
+    "ConsentRow",
     "ConversationRow",
     "ConversationStatus",
     "CredentialRow",

@@ -10,6 +10,7 @@ changed or removed raises it):
     {"format": "stratus-db/user-export", "version": 1, "exported_at": "<UTC ISO 8601>", "user_id": "<uuid>",
      "user": {<the profile: UserRead>},
      "credentials": [{<CredentialRead>}, ...],
+     "consents": [{<ConsentEvent>}, ...],                      the consent ledger's events, newest first
      "memories": [{<MemoryEntry>}, ...],                       every stored memory, expired ones not yet purged too
      "conversations": [{<Conversation>, "messages": [{<Message>}, ...]}, ...],  every status, deleted ones too
      "audit_events": [{<AuditEvent>}, ...]}                    the audit rows about the person, oldest first
@@ -35,6 +36,8 @@ from stratus_db.kit.models import table_of
 from stratus_db.memory.repository import entry_of
 from stratus_db.memory.schemas import MemoryEntry
 from stratus_db.models import AuditRow, ConversationStatus, MemoryRow
+from stratus_db.privacy.consent_repository import ConsentRepository
+from stratus_db.privacy.consent_schemas import ConsentEvent
 from stratus_db.users.credential_repository import CredentialRepository
 from stratus_db.users.repository import UserRepository
 
@@ -117,6 +120,15 @@ async def _document(conn: AsyncConnection, user_id: uuid.UUID, exported_at: date
         for credential in await CredentialRepository(conn).of_user(user_id):
             yield _model_json(credential)
 
+    async def consents() -> AsyncIterator[Piece]:
+        ledger = ConsentRepository(conn, user_id)
+
+        async def read(after: tuple[datetime, uuid.UUID] | None) -> list[ConsentEvent]:
+            return await ledger.history(None, after, BATCH_ROWS)
+
+        async for event in _batches(read, lambda e: (e.occurred_at, e.consent_id)):
+            yield _model_json(event)
+
     async def memories() -> AsyncIterator[Piece]:
         async def read(after: str | None) -> list[Any]:
             statement = (
@@ -185,6 +197,7 @@ async def _document(conn: AsyncConnection, user_id: uuid.UUID, exported_at: date
     yield _json(head)[:-1] + ',"user":' + _model_json(user)
     sections: dict[str, Callable[[], AsyncIterator[Piece]]] = {
         "credentials": credentials,
+        "consents": consents,
         "memories": memories,
         "conversations": every_conversation,
         "audit_events": audit_events,

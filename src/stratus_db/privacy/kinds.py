@@ -10,3 +10,5 @@ class ErasableKind(StrEnum):
     memories = "memory_entries"
     conversations = "conversations"
     """With their messages (ON DELETE CASCADE)."""
+    consents = "user_consents"
+    """The consent ledger: the controller must be able to prove a consent was given (LGPD Art. 8 §2)."""

@@ -37,6 +37,11 @@ OWN_DATA = Rule(anyone=SYSTEM_ONLY, owner=True)
 """Memories and conversations: their user, an agent bound to them, trusted code. No admin, no auditor: content."""
 OWN_PROFILE = Rule(anyone=MANAGERS, owner=True)
 """A user's profile: the user, their agent, and those who manage users."""
+CONSENT_RECORD = Rule(
+    anyone=frozenset({PrincipalKind.system, PrincipalKind.admin, PrincipalKind.auditor}), owner=True
+)
+"""Where a user stands on consent: the user, their agent, those who manage users (support answers "what did I agree
+to?"), and auditors (proof of consent is accountability evidence, LGPD Art. 8 §2). Choices, not content."""
 
 RULES: Mapping[str, Rule] = {
     "user.create": Rule(anyone=MANAGERS),
@@ -88,6 +93,14 @@ RULES: Mapping[str, Rule] = {
     "privacy.export": Rule(anyone=SYSTEM_ONLY, owner=True, agents=False),
     # The person's own request, or those who handle requests and manage users; never an agent.
     "privacy.erase": Rule(anyone=MANAGERS, owner=True, agents=False),
+    # Consent is the user's own act: only they (or their agent, or trusted code relaying it) may grant it; an admin
+    # may not manufacture it. Revoking only narrows processing, so support (admin) may record a revocation asked for
+    # by telephone or e-mail.
+    "consent.grant": OWN_DATA,
+    "consent.revoke": OWN_PROFILE,
+    "consent.has": CONSENT_RECORD,
+    "consent.list": CONSENT_RECORD,
+    "consent.history": CONSENT_RECORD,
 }
 """Every public operation's rule. Internal operations (a batch of other callers' writes, the access-count flush, the
 `last_active` write of users/activity.py) have none: they carry out calls that were authorized when they were made."""

@@ -13,6 +13,7 @@ from pydantic import SecretStr
 
 from stratus_db import (
     AuditManager,
+    ConsentManager,
     ConversationManager,
     Database,
     NotFoundError,
@@ -26,7 +27,10 @@ from tests.fixtures.factories import count_rows, create_user
 
 
 class RecordingSummarizer:
-    """A summarizer whose output says what it was given (the protocol is the seam for remote models)."""
+    """A summarizer whose output says what it was given (the protocol is the seam for remote models). It runs here,
+    and says so: no consent to external_summarizer is needed (tests/test_database/test_consents.py tests that)."""
+
+    sends_text_out = False
 
     def __init__(self, gate: asyncio.Event | None = None, fail: bool = False) -> None:
         self.calls: list[tuple[list[int], str | None, int]] = []
@@ -310,6 +314,8 @@ async def test_when_openai_is_chosen_the_configured_server_summarizes(
     try:
         conversations = ConversationManager(remote)
         conversation_id, user_id = await _conversation(users, conversations, 3)
+        # Text goes out to the server: the user's consent first (docs/privacy.md).
+        await ConsentManager(remote).grant_consent(user_id, "external_summarizer", "v1", "app")
         result = await conversations.compress_history(conversation_id, user_id, keep_last=1)
     finally:
         await remote.close()
@@ -376,6 +382,8 @@ async def test_a_summary_is_trimmed_to_the_budget_by_the_hosts_counter(
     db: Database, users: UserManager
 ) -> None:
     class Wordy:
+        sends_text_out = False
+
         async def summarize(
             self, messages: Sequence[SummaryInput], *, previous_summary: str | None, max_tokens: int
         ) -> str:
@@ -415,6 +423,8 @@ async def test_a_summarizer_returning_what_cannot_be_stored_writes_nothing(
     db: Database, users: UserManager, conversations: ConversationManager, returned: object, complaint: str
 ) -> None:
     class Broken:
+        sends_text_out = False
+
         async def summarize(
             self, messages: Sequence[SummaryInput], *, previous_summary: str | None, max_tokens: int
         ) -> object:
@@ -432,6 +442,8 @@ async def test_an_over_long_summary_is_trimmed_to_the_budget(
     db: Database, users: UserManager, conversations: ConversationManager
 ) -> None:
     class Verbose:
+        sends_text_out = False
+
         async def summarize(
             self, messages: Sequence[SummaryInput], *, previous_summary: str | None, max_tokens: int
         ) -> str:

@@ -9,6 +9,9 @@ one summary within a token budget (as `estimate_tokens` counts). Two implementat
 - `OpenAISummarizer`, only when chosen (STRATUS_SUMMARIZER=openai, with OPENAI_API_KEY): a Chat Completions call
   with a Portuguese prompt, its answer trimmed to the budget by the same rules.
 
+A summarizer that sends the text out of the process (OpenAI's, a chat model's, and a host's unless it declares
+`sends_text_out = False`) needs the user's consent to `external_summarizer` (docs/privacy.md).
+
 A host may pass any object with `summarize` to the database handle instead (`Database(summarizer=...)`), such as
 `ChatModelSummarizer(chat_model)` over a LangChain chat model it already uses.
 """
@@ -29,6 +32,7 @@ from stratus_db.conversations.summarizer.text import (
     Summarizer,
     SummaryInput,
     clean_text,
+    sends_text_out,
     speaker_label,
     split_sentences,
     trim_to_budget,
@@ -50,6 +54,7 @@ __all__ = [
     "SummaryInput",
     "clean_text",
     "extractive_summary",
+    "sends_text_out",
     "speaker_label",
     "split_sentences",
     "summarizer_for",

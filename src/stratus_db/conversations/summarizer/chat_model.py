@@ -40,11 +40,22 @@ class ChatModelSummarizer:
     """A `Summarizer` over a chat model's `ainvoke`, with the same Portuguese prompt and budget rules as
     `OpenAISummarizer` (an over-long transcript is first reduced by the extractive summarizer; the answer is trimmed).
 
+    `sends_text_out` (default True) says whether the model's calls take the text out of the process, so that
+    compress_history needs the user's consent to `external_summarizer` (docs/privacy.md); False only for a model that
+    runs where the data already is.
+
     Raises:
-        ConfigurationError: `chat_model` has no `ainvoke`, or `max_input_tokens` is not a positive integer.
+        ConfigurationError: `chat_model` has no `ainvoke`, `max_input_tokens` is not a positive integer, or
+            `sends_text_out` is not a bool.
     """
 
-    def __init__(self, chat_model: Any, *, max_input_tokens: int = DEFAULT_MAX_INPUT_TOKENS) -> None:
+    def __init__(
+        self,
+        chat_model: Any,
+        *,
+        max_input_tokens: int = DEFAULT_MAX_INPUT_TOKENS,
+        sends_text_out: bool = True,
+    ) -> None:
         if not callable(getattr(chat_model, "ainvoke", None)):
             raise ConfigurationError(
                 f"chat_model must have an async ainvoke(messages) method (a LangChain chat model), got "
@@ -56,8 +67,11 @@ class ChatModelSummarizer:
             or max_input_tokens < 1
         ):
             raise ConfigurationError(f"max_input_tokens must be a positive integer, got {max_input_tokens!r}")
+        if not isinstance(sends_text_out, bool):
+            raise ConfigurationError(f"sends_text_out must be True or False, got {sends_text_out!r}")
         self.chat_model = chat_model
         self.max_input_tokens = max_input_tokens
+        self.sends_text_out = sends_text_out
 
     async def summarize(
         self, messages: Sequence[SummaryInput], *, previous_summary: str | None, max_tokens: int

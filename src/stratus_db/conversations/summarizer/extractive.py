@@ -320,6 +320,9 @@ class ExtractiveSummarizer:
     Deterministic: the same input gives the same bytes, in any process.
     """
 
+    sends_text_out = False
+    """It runs in this process: no consent to `external_summarizer` is needed (docs/privacy.md)."""
+
     async def summarize(
         self, messages: Sequence[SummaryInput], *, previous_summary: str | None, max_tokens: int
     ) -> str:

@@ -81,6 +81,9 @@ class OpenAISummarizer:
         temperature: sampling temperature; None leaves it out (reasoning models accept no other value).
     """
 
+    sends_text_out = True
+    """Conversation text goes to the API's server: compress_history needs consent to `external_summarizer`."""
+
     def __init__(
         self,
         api_key: str | SecretStr,

@@ -64,6 +64,13 @@ class Summarizer(Protocol):
         ...
 
 
+def sends_text_out(summarizer: object) -> bool:
+    """Whether `summarizer` sends the messages it is given out of this process, so that compress_history needs the
+    user's consent to `external_summarizer`: its `sends_text_out` attribute, and True when it has none (a host's
+    summarizer is taken to be remote unless it says `sends_text_out = False`)."""
+    return getattr(summarizer, "sends_text_out", True) is not False
+
+
 _LONE_SURROGATE = re.compile(r"[\ud800-\udfff]")
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 _MARKDOWN = re.compile(r"\*\*|__|`")
