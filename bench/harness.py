@@ -146,8 +146,8 @@ async def compare(
 ) -> list[Result]:
     """Time each contender over the same `ops` indexes at `concurrency`, interleaved in `rounds` slices.
 
-    Other work on the machine comes and goes; taking turns in slices spreads it over every contender, so the ratios
-    between them hold better than when each runs its whole share in one go. `warmup` calls per contender first
+    Other work on the machine comes and goes; taking turns in slices (each round another going first) spreads it over
+    every contender, so the ratios between them hold better than when each runs its whole share in one go. `warmup` calls per contender first
     (indexes after the measured ones) fill statement caches and pools; they are not counted.
     """
     for contender in contenders:
@@ -155,8 +155,11 @@ async def compare(
         if warmup:
             await _timed(contender.call, range(ops, ops + warmup), concurrency, [])
     bounds = [ops * part // rounds for part in range(rounds + 1)]
-    for start, stop in itertools.pairwise(bounds):
-        for contender in contenders:
+    for turn, (start, stop) in enumerate(itertools.pairwise(bounds)):
+        # Each round another contender goes first: background work one leaves behind (a deferred flush) lands in
+        # the next one's slice, so the order rotates rather than always charging the same neighbour.
+        first = turn % len(contenders)
+        for contender in contenders[first:] + contenders[:first]:
             contender.spent += await _timed(
                 contender.call, range(start, stop), concurrency, contender.latencies
             )
