@@ -29,6 +29,7 @@ from stratus_db.memory.schemas import MemoryEntry, MemoryLookup, MemorySearch, M
 from stratus_db.memory.search import MemoryCandidate, SearchFilters
 from stratus_db.memory.writes import MemoryWrites
 from stratus_db.models import MemoryType
+from stratus_db.security.principal import Principal
 from stratus_db.users.activity import tracker_of
 
 if TYPE_CHECKING:
@@ -39,7 +40,14 @@ HITS_PER_TURN = 64
 
 
 class MemoryManager:
-    """Store, read, list and delete memories. Writes are audited; an expired memory is never returned."""
+    """Store, read, list and delete memories. Writes are audited; an expired memory is never returned.
+
+    Every public method takes a keyword-only `principal`: who makes that call. Given, it is the call's principal,
+    over the context's (`db.context(principal=...)`) if that names another: security/policy.py decides the call for
+    it, and its audit rows record it as the actor. Omitted, the context's principal applies, and without one the
+    STRATUS_ANONYMOUS_CALLS setting. A call refused raises PermissionDeniedError and writes only the refusal's audit
+    row; a `principal` that is not a Principal raises ValidationError. docs/users.md, "Access control", has the rules.
+    """
 
     def __init__(self, db: StratusPostgreSQLIntegration) -> None:
         self._db = db
@@ -60,6 +68,7 @@ class MemoryManager:
         ttl: timedelta | float | None = None,
         expires_at: datetime | None = None,
         tx: AsyncConnection | None = None,
+        principal: Principal | None = None,
     ) -> MemoryEntry:
         """Store `value` under `key` for the user; an existing key is updated in place.
 
@@ -81,12 +90,13 @@ class MemoryManager:
             ttl: lifetime from now, in seconds or as a timedelta (not for critical).
             expires_at: a time-zone-aware instant in the future (not for critical; not with ttl).
             tx: a transaction from `db.transaction()` to join.
+            principal: who makes this call, instead of the context's principal (see the class docstring).
 
         Raises:
             ValidationError: a malformed argument; nothing is written.
             NotFoundError: the user does not exist.
         """
-        async with self._db.operation("memory.store") as op:
+        async with self._db.operation("memory.store", principal=principal) as op:
             data = validate_input(
                 MemoryStore,
                 {
@@ -108,7 +118,12 @@ class MemoryManager:
             return await self._writes.store(op, data, tx=tx)
 
     async def get_memory(
-        self, user_id: uuid.UUID | str, key: str, *, tx: AsyncConnection | None = None
+        self,
+        user_id: uuid.UUID | str,
+        key: str,
+        *,
+        tx: AsyncConnection | None = None,
+        principal: Principal | None = None,
     ) -> MemoryEntry | None:
         """The user's live memory under `key`, or None if missing or expired.
 
@@ -120,7 +135,7 @@ class MemoryManager:
         Raises:
             ValidationError: `user_id` is not a UUID or `key` is malformed.
         """
-        async with self._db.operation("memory.get") as op:
+        async with self._db.operation("memory.get", principal=principal) as op:
             use_cache = tx is None and self._cache.enabled
             cache_key = self._valid_lookup(user_id, key, use_cache)
             owner, name = cache_key
@@ -187,13 +202,14 @@ class MemoryManager:
         limit: int = 50,
         cursor: str | None = None,
         tx: AsyncConnection | None = None,
+        principal: Principal | None = None,
     ) -> Page[MemoryEntry]:
         """The user's live memories in key order, optionally of one type. Does not count accesses.
 
         Raises:
             ValidationError: a malformed user id, type, limit or cursor.
         """
-        async with self._db.operation("memory.list", read_only=True) as op:
+        async with self._db.operation("memory.list", read_only=True, principal=principal) as op:
             owner = parse_uuid(user_id, "user_id")
             type_filter = None if memory_type is None else parse_enum(MemoryType, memory_type, "memory_type")
             limit = check_limit(limit)
@@ -209,14 +225,19 @@ class MemoryManager:
             return await op.run(work, tx=tx)
 
     async def delete_memory(
-        self, user_id: uuid.UUID | str, key: str, *, tx: AsyncConnection | None = None
+        self,
+        user_id: uuid.UUID | str,
+        key: str,
+        *,
+        tx: AsyncConnection | None = None,
+        principal: Principal | None = None,
     ) -> bool:
         """Delete the user's memory under `key`; True if there was one. The audit row keeps what was deleted.
 
         Raises:
             ValidationError: `user_id` is not a UUID or `key` is malformed.
         """
-        async with self._db.operation("memory.delete") as op:
+        async with self._db.operation("memory.delete", principal=principal) as op:
             lookup = validate_input(MemoryLookup, {"user_id": user_id, "key": key})
             await op.authorize(lookup.user_id)
             return await op.run(partial(self._writes.delete, user_id=lookup.user_id, key=lookup.key), tx=tx)
@@ -230,6 +251,7 @@ class MemoryManager:
         min_importance: float | None = None,
         *,
         tx: AsyncConnection | None = None,
+        principal: Principal | None = None,
     ) -> list[SearchResult]:
         """The user's live memories most relevant to `query`, best first.
 
@@ -242,7 +264,7 @@ class MemoryManager:
         Raises:
             ValidationError: a malformed user id, limit (1–100), memory type or min_importance.
         """
-        async with self._db.operation("memory.search", read_only=True) as op:
+        async with self._db.operation("memory.search", read_only=True, principal=principal) as op:
             data = validate_input(
                 MemorySearch,
                 {
@@ -293,7 +315,11 @@ class MemoryManager:
         ]
 
     async def purge_expired(
-        self, *, batch_size: int = 1000, on_progress: Callable[[int], object] | None = None
+        self,
+        *,
+        batch_size: int = 1000,
+        on_progress: Callable[[int], object] | None = None,
+        principal: Principal | None = None,
     ) -> int:
         """Delete every expired memory (critical ones never expire), in batches of `batch_size`, each in its own
         short transaction; returns how many were deleted. Each batch writes one audit row per user listing the ids.
@@ -305,7 +331,7 @@ class MemoryManager:
         Raises:
             ValidationError: `batch_size` outside 1–10,000, or `on_progress` neither a function nor None.
         """
-        async with self._db.operation("memory.purge_expired") as op:
+        async with self._db.operation("memory.purge_expired", principal=principal) as op:
             size = check_limit(batch_size, maximum=10_000, name="batch_size")
             check_callback(on_progress, "on_progress")
             await op.authorize(None)

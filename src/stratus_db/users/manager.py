@@ -24,6 +24,7 @@ from stratus_db.kit.validation import (
     validate_input,
 )
 from stratus_db.models import UserRole
+from stratus_db.security.principal import Principal
 from stratus_db.users.activity import (
     MAX_PERIODS,
     ActivityCount,
@@ -79,7 +80,14 @@ class _ActivityWindow(InputModel):
 
 
 class UserManager:
-    """Create, read, update and list users. Every change writes its audit row in the same transaction."""
+    """Create, read, update and list users. Every change writes its audit row in the same transaction.
+
+    Every public method takes a keyword-only `principal`: who makes that call. Given, it is the call's principal,
+    over the context's (`db.context(principal=...)`) if that names another: security/policy.py decides the call for
+    it, and its audit rows record it as the actor. Omitted, the context's principal applies, and without one the
+    STRATUS_ANONYMOUS_CALLS setting. A call refused raises PermissionDeniedError and writes only the refusal's audit
+    row; a `principal` that is not a Principal raises ValidationError. docs/users.md, "Access control", has the rules.
+    """
 
     def __init__(self, db: StratusPostgreSQLIntegration) -> None:
         self._db = db
@@ -95,6 +103,7 @@ class UserManager:
         preferences: dict[str, Any] | None = None,
         *,
         tx: AsyncConnection | None = None,
+        principal: Principal | None = None,
     ) -> UserRead:
         """Register a user.
 
@@ -114,6 +123,7 @@ class UserManager:
             preferences: a JSON object; the known keys (language, units, home_aerodrome, aircraft, notifications)
                 must follow their schema (docs/users.md), other keys are free within the JSON limits.
             tx: a transaction from `db.transaction()` to join.
+            principal: who makes this call, instead of the context's principal (see the class docstring).
 
         Returns:
             The stored user.
@@ -122,7 +132,7 @@ class UserManager:
             ValidationError: a field is malformed; nothing is written.
             ConflictError: the e-mail is already registered.
         """
-        async with self._db.operation("user.create") as op:
+        async with self._db.operation("user.create", principal=principal) as op:
             data = validate_input(
                 UserCreate,
                 {
@@ -159,14 +169,18 @@ class UserManager:
             return await op.run(work, tx=tx)
 
     async def get_user(
-        self, user_id: uuid.UUID | str, *, tx: AsyncConnection | None = None
+        self,
+        user_id: uuid.UUID | str,
+        *,
+        tx: AsyncConnection | None = None,
+        principal: Principal | None = None,
     ) -> UserRead | None:
         """The user with this id, or None.
 
         Raises:
             ValidationError: `user_id` is not a UUID.
         """
-        async with self._db.operation("user.get", read_only=True) as op:
+        async with self._db.operation("user.get", read_only=True, principal=principal) as op:
             key = parse_uuid(user_id, "user_id")
             await op.authorize(key)
 
@@ -175,13 +189,15 @@ class UserManager:
 
             return await op.run(work, tx=tx)
 
-    async def get_user_by_email(self, email: str, *, tx: AsyncConnection | None = None) -> UserRead | None:
+    async def get_user_by_email(
+        self, email: str, *, tx: AsyncConnection | None = None, principal: Principal | None = None
+    ) -> UserRead | None:
         """The user with this e-mail (any case), or None.
 
         Raises:
             ValidationError: `email` is not an e-mail address.
         """
-        async with self._db.operation("user.get_by_email", read_only=True) as op:
+        async with self._db.operation("user.get_by_email", read_only=True, principal=principal) as op:
             address = validate_input(EmailLookup, {"email": email}).email
 
             async def work(conn: AsyncConnection) -> UserRead | None:
@@ -193,7 +209,12 @@ class UserManager:
             return found
 
     async def update_user(
-        self, user_id: uuid.UUID | str, *, tx: AsyncConnection | None = None, **changes: Any
+        self,
+        user_id: uuid.UUID | str,
+        *,
+        tx: AsyncConnection | None = None,
+        principal: Principal | None = None,
+        **changes: Any,
     ) -> UserRead:
         """Change some fields of a user: `update_user(uid, name=..., licenses=[...])`.
 
@@ -207,7 +228,7 @@ class UserManager:
             NotFoundError: no such user.
             ConflictError: the new e-mail belongs to another user.
         """
-        async with self._db.operation("user.update") as op:
+        async with self._db.operation("user.update", principal=principal) as op:
             key = parse_uuid(user_id, "user_id")
             data = validate_input(UserUpdate, changes)
             values = data.model_dump(exclude_unset=True)
@@ -253,6 +274,7 @@ class UserManager:
         limit: int = 50,
         cursor: str | None = None,
         tx: AsyncConnection | None = None,
+        principal: Principal | None = None,
     ) -> Page[UserRead]:
         """Users in creation order, optionally of one role, of one experience level, and active (`last_active`) at
         or after `active_since`. A cross-user query: for administrators and reports.
@@ -261,7 +283,7 @@ class UserManager:
             ValidationError: an unknown role or experience level, an `active_since` that is not a time-zone-aware
                 datetime, a limit outside 1–500, or a cursor not issued here.
         """
-        async with self._db.operation("user.list", read_only=True) as op:
+        async with self._db.operation("user.list", read_only=True, principal=principal) as op:
             role_filter = None if role is None else parse_enum(UserRole, role, "role")
             level = None if experience_level is None else parse_experience_level(experience_level)
             since = None if active_since is None else _instant(active_since, "active_since")
@@ -282,7 +304,12 @@ class UserManager:
             return await op.run(work, tx=tx)
 
     async def update_preferences(
-        self, user_id: uuid.UUID | str, patch: dict[str, Any], *, tx: AsyncConnection | None = None
+        self,
+        user_id: uuid.UUID | str,
+        patch: dict[str, Any],
+        *,
+        tx: AsyncConnection | None = None,
+        principal: Principal | None = None,
     ) -> UserRead:
         """Change the user's preferences with a JSON merge patch (RFC 7396): an object merges into the stored one
         key by key (recursively), `None` removes a key, any other value replaces it.
@@ -296,7 +323,7 @@ class UserManager:
                 wrong type, or the result is over the JSON limits; the message names the key; nothing is written.
             NotFoundError: no such user.
         """
-        async with self._db.operation("user.update_preferences") as op:
+        async with self._db.operation("user.update_preferences", principal=principal) as op:
             key = parse_uuid(user_id, "user_id")
             if not isinstance(patch, dict):
                 raise ValidationError(f"patch must be a JSON object (a dict), got {type(patch).__name__}")
@@ -383,6 +410,7 @@ class UserManager:
         expires_at: date | None = None,
         restrictions: str | None = None,
         tx: AsyncConnection | None = None,
+        principal: Principal | None = None,
     ) -> CredentialRead:
         """Record that the user holds credential `code` (any spelling the catalogue reads: "pp", "CMA-1",
         "TIPO:A320"), stored under its canonical code and kind. The code joins `licenses` on the user.
@@ -391,13 +419,14 @@ class UserManager:
             number: the licence or certificate number, up to 50 characters.
             issued_at, expires_at: `datetime.date`s (not datetimes); the expiry may not be before the issue.
             restrictions: free text up to 1,000 characters (e.g. "VFR only", "must wear corrective lenses").
+            principal: who makes this call, instead of the context's principal (see the class docstring).
 
         Raises:
             ValidationError: a malformed argument or an unknown or ambiguous code; nothing is written.
             NotFoundError: no such user.
             ConflictError: the user already holds that code (change it with update_credential).
         """
-        async with self._db.operation("user.add_credential") as op:
+        async with self._db.operation("user.add_credential", principal=principal) as op:
             data = validate_input(
                 CredentialAdd,
                 {
@@ -428,6 +457,7 @@ class UserManager:
         credential_id: uuid.UUID | str,
         *,
         tx: AsyncConnection | None = None,
+        principal: Principal | None = None,
         **changes: Any,
     ) -> CredentialRead:
         """Change some details of one of the user's credentials: number, issued_at, expires_at, restrictions. A
@@ -438,7 +468,7 @@ class UserManager:
                 (with the stored dates too); nothing is written.
             NotFoundError: the user holds no such credential.
         """
-        async with self._db.operation("user.update_credential") as op:
+        async with self._db.operation("user.update_credential", principal=principal) as op:
             key = parse_uuid(user_id, "user_id")
             credential_key = parse_uuid(credential_id, "credential_id")
             values = validate_input(CredentialUpdate, changes).model_dump(exclude_unset=True)
@@ -478,6 +508,7 @@ class UserManager:
         limit: int = 50,
         cursor: str | None = None,
         tx: AsyncConnection | None = None,
+        principal: Principal | None = None,
     ) -> Page[UserRead]:
         """Users whose `last_active` is at or after `since`, in creation order (a stable order: `last_active` moves
         while one pages). `last_active` is written at most once a minute per user and process (docs/users.md), so
@@ -486,7 +517,7 @@ class UserManager:
         Raises:
             ValidationError: `since` is not a time-zone-aware datetime, a limit outside 1–500, or a foreign cursor.
         """
-        async with self._db.operation("user.active_users", read_only=True) as op:
+        async with self._db.operation("user.active_users", read_only=True, principal=principal) as op:
             instant = _instant(since, "since")
             limit = check_limit(limit)
             after = None if cursor is None else decode_cursor(cursor, (uuid.UUID,))[0]
@@ -505,6 +536,7 @@ class UserManager:
         *,
         granularity: Granularity = "day",
         tx: AsyncConnection | None = None,
+        principal: Principal | None = None,
     ) -> list[ActivityCount]:
         """Daily or monthly active users from `since` (inclusive) to `until` (exclusive): for each UTC day (or month)
         the periods of the range fall in, the number of distinct users who wrote at least one message in it.
@@ -517,7 +549,7 @@ class UserManager:
             ValidationError: `since`/`until` are not time-zone-aware datetimes, `until` is not after `since`, the
                 granularity is not "day" or "month", or the range has more than 3660 periods.
         """
-        async with self._db.operation("user.activity_counts", read_only=True) as op:
+        async with self._db.operation("user.activity_counts", read_only=True, principal=principal) as op:
             window = validate_input(_ActivityWindow, {"since": since, "until": until})
             if window.until <= window.since:
                 raise ValidationError("until must be after since")
@@ -541,7 +573,12 @@ class UserManager:
             return [ActivityCount(period=period, active_users=counts.get(period, 0)) for period in periods]
 
     async def remove_credential(
-        self, user_id: uuid.UUID | str, credential_id: uuid.UUID | str, *, tx: AsyncConnection | None = None
+        self,
+        user_id: uuid.UUID | str,
+        credential_id: uuid.UUID | str,
+        *,
+        tx: AsyncConnection | None = None,
+        principal: Principal | None = None,
     ) -> CredentialRead:
         """Remove one of the user's credentials; its code leaves `licenses`. Returns what was removed.
 
@@ -549,7 +586,7 @@ class UserManager:
             ValidationError: a malformed id.
             NotFoundError: the user holds no such credential.
         """
-        async with self._db.operation("user.remove_credential") as op:
+        async with self._db.operation("user.remove_credential", principal=principal) as op:
             key = parse_uuid(user_id, "user_id")
             credential_key = parse_uuid(credential_id, "credential_id")
             await op.authorize(key)
@@ -571,7 +608,12 @@ class UserManager:
         return self._db.clock().astimezone(BRASILIA).date()
 
     async def credential_status(
-        self, user_id: uuid.UUID | str, *, on: date | None = None, tx: AsyncConnection | None = None
+        self,
+        user_id: uuid.UUID | str,
+        *,
+        on: date | None = None,
+        tx: AsyncConnection | None = None,
+        principal: Principal | None = None,
     ) -> list[CredentialStatus]:
         """Each of the user's credentials and its state on `on` (default: today in Brasília time), with the reason:
 
@@ -587,7 +629,7 @@ class UserManager:
             ValidationError: `user_id` is not a UUID or `on` is not a `datetime.date`.
             NotFoundError: no such user.
         """
-        async with self._db.operation("user.credential_status", read_only=True) as op:
+        async with self._db.operation("user.credential_status", read_only=True, principal=principal) as op:
             key = parse_uuid(user_id, "user_id")
             day = self._today() if on is None else _plain_date(on, "on")
             await op.authorize(key)
@@ -611,6 +653,7 @@ class UserManager:
         cursor: str | None = None,
         on: date | None = None,
         tx: AsyncConnection | None = None,
+        principal: Principal | None = None,
     ) -> Page[CredentialRead]:
         """Every user's credentials that expire from `on` (default: today in Brasília time) to `within_days` days
         later, both included, soonest first (by expiry, then id). A cross-user query: for administrators and jobs.
@@ -619,7 +662,7 @@ class UserManager:
             ValidationError: `within_days` outside 0–3650, a limit outside 1–500, `on` not a `datetime.date`, or a
                 cursor not issued here.
         """
-        async with self._db.operation("user.expiring_credentials", read_only=True) as op:
+        async with self._db.operation("user.expiring_credentials", read_only=True, principal=principal) as op:
             days = parse_int(within_days, "within_days", minimum=0, maximum=MAX_WINDOW_DAYS)
             limit = check_limit(limit)
             first = self._today() if on is None else _plain_date(on, "on")
