@@ -141,7 +141,7 @@ class Settings(BaseSettings):
     """The level of the JSON lines that the CLI and the service print (`stratus_db.logging.configure_json`); a host
     that configures logging itself decides the `stratus_db` logger's level."""
     STRATUS_ANONYMOUS_CALLS: Literal["system", "refuse"] = "system"
-    """What a call whose context names no principal may do: "system", trusted in-process code (scripts, the CLI, the
+    """What a call with no principal (no `principal=` argument, none in the context) may do: "system", trusted in-process code (scripts, the CLI, the
     demo), may do everything; "refuse": it is refused with PermissionDeniedError (a service in front of the library
     sets it, so that a request without an identity reaches nothing)."""
     STRATUS_LOG_SLOW_OPERATION_MS: Annotated[float, Field(gt=0)] = 1000.0

@@ -9,6 +9,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from contextvars import Token
 from datetime import datetime
 from functools import partial
 from pathlib import Path
@@ -33,8 +34,11 @@ from stratus_db.context import (
     RequestContext,
     begin_operation_trace,
     current_context,
+    current_principal,
     end_operation_trace,
+    reset_principal,
     use_context,
+    use_principal,
 )
 from stratus_db.errors import (
     ConfigurationError,
@@ -45,6 +49,7 @@ from stratus_db.errors import (
     SchemaNotReadyError,
     StratusError,
     UnexpectedError,
+    ValidationError,
 )
 from stratus_db.kit import driver
 from stratus_db.kit.backends import READ_ONLY_OPTION, backend_for
@@ -53,7 +58,7 @@ from stratus_db.kit.failures import translate
 from stratus_db.kit.ids import new_id
 from stratus_db.kit.metrics import OperationMetrics
 from stratus_db.kit.tokens import TokenCounter, checked_counter, estimate_tokens
-from stratus_db.kit.validation import validate_input
+from stratus_db.kit.validation import shown, validate_input
 from stratus_db.logging import LOGGER_NAME, get_logger
 from stratus_db.security.policy import refusal
 from stratus_db.security.principal import Principal
@@ -82,36 +87,58 @@ class Operation:
     The call's duration and outcome go to the metrics and the log as the block ends, under the call's trace id. A
     plain async context manager because every public call enters one: as an @asynccontextmanager generator, entering
     and leaving cost 5.5 µs more, as much as half of a cached get_memory.
+
+    Given a `principal` (the call's `principal=` argument), the block runs with it as the call's principal, over the
+    context's (context.py `use_principal`): the one place a call's own principal takes effect, for its access check
+    and for the audit rows taken inside it, whichever way they are written later. Not a Principal: ValidationError.
     """
 
-    __slots__ = ("_db", "_started", "_trace", "name", "read_only")
+    __slots__ = ("_db", "_principal", "_scope", "_started", "_trace", "name", "read_only")
 
-    def __init__(self, db: StratusPostgreSQLIntegration, name: str, read_only: bool) -> None:
+    def __init__(
+        self, db: StratusPostgreSQLIntegration, name: str, read_only: bool, principal: object = None
+    ) -> None:
         self._db = db
         self.name = name
         self.read_only = read_only
+        self._principal = principal
 
     async def __aenter__(self) -> Operation:
         self._db._refuse_if_closed()
         self._db._operations_in_flight += 1
         self._trace = begin_operation_trace()
         self._started = time.perf_counter()
+        self._scope: Token[Principal | None] | None = None
+        if self._principal is not None:
+            if not isinstance(self._principal, Principal):
+                # Measured and logged as the call's failure, as every other malformed argument is.
+                error = ValidationError(
+                    "principal must be a Principal (Principal.for_user(...), Principal.agent(...), "
+                    f"Principal.system(...), or Principal(kind=..., id=...)) or None, got {shown(self._principal)}"
+                )
+                await self.__aexit__(ValidationError, error, None)
+                raise error
+            self._scope = use_principal(self._principal)
         return self
 
     async def authorize(self, subject: uuid.UUID | None, *, operation: str | None = None) -> None:
-        """Let the call go on only if the context's principal may run this operation (or `operation`, a finer one
-        such as "user.change_role") on the data of the user `subject` (None: of no single user): security/policy.py.
-        Called once the arguments are valid, before anything is read or written.
+        """Let the call go on only if its principal may run this operation (or `operation`, a finer one such as
+        "user.change_role") on the data of the user `subject` (None: of no single user): security/policy.py. The
+        call's principal is its `principal=` argument if it was given one, else the context's; with neither,
+        STRATUS_ANONYMOUS_CALLS decides. Called once the arguments are valid, before anything is read or written.
 
         Raises:
             PermissionDeniedError: refused; the refusal is audited (action `deny`), nothing else is written.
         """
         name = self.name if operation is None else operation
-        principal = current_context().principal
+        principal = current_principal()
         if principal is None:
             if self._db.settings.STRATUS_ANONYMOUS_CALLS == "system":
                 return  # trusted in-process code
-            reason = f"{name} needs a principal in the context (STRATUS_ANONYMOUS_CALLS=refuse)"
+            reason = (
+                f"{name} needs a principal, as its `principal=` argument or in the context "
+                "(STRATUS_ANONYMOUS_CALLS=refuse)"
+            )
         else:
             refused = refusal(principal, name, subject)
             if refused is None:
@@ -133,6 +160,8 @@ class Operation:
                     f"{self.name} failed unexpectedly ({type(exc).__name__}); the log has the traceback"
                 ) from exc
         finally:
+            if self._scope is not None:
+                reset_principal(self._scope)
             end_operation_trace(self._trace)
             self._db._operation_ended()
 
@@ -507,9 +536,10 @@ class StratusPostgreSQLIntegration:
         lost = isinstance(exc, DBAPIError) and exc.connection_invalidated
         return translate(exc, where=self._where, lost=lost, may_have_committed=may_have_committed)
 
-    def operation(self, name: str, *, read_only: bool = False) -> Operation:
-        """Measure and log one public call, validation included (see `Operation`)."""
-        return Operation(self, name, read_only)
+    def operation(self, name: str, *, read_only: bool = False, principal: object = None) -> Operation:
+        """Measure and log one public call, validation included, as `principal` when given: the call's own
+        `principal=` argument, passed on unvalidated (see `Operation`)."""
+        return Operation(self, name, read_only, principal)
 
     def _observe(self, name: str, read_only: bool, seconds: float, exc: BaseException | None) -> None:
         """Every call's metrics; a warning for a call that raised or was slow, else a line at DEBUG only."""
@@ -642,7 +672,9 @@ class StratusPostgreSQLIntegration:
         merged = current_context().model_dump() | {
             key: value for key, value in given.items() if value is not None
         }
-        with use_context(validate_input(RequestContext, merged)) as context:
+        with use_context(
+            validate_input(RequestContext, merged), names_principal=principal is not None
+        ) as context:
             yield context
 
     # -- operations -----------------------------------------------------------------------------------------------

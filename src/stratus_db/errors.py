@@ -32,8 +32,8 @@ class NotFoundError(StratusError):
 
 
 class PermissionDeniedError(StratusError):
-    """The principal in the context may not make this call on this data (security/policy.py); nothing was written
-    but the audit row of the refusal."""
+    """The call's principal (its `principal=` argument, else the context's) may not make this call on this data
+    (security/policy.py); nothing was written but the audit row of the refusal."""
 
     status_code = 403
 

@@ -4,9 +4,11 @@ and is itself audited."""
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import tempfile
 import uuid
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -14,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import text
 
 from stratus_db import (
     AuditManager,
@@ -26,6 +29,7 @@ from stratus_db import (
     PrivacyManager,
     UserManager,
 )
+from stratus_db.context import current_principal
 from stratus_db.errors import PermissionDeniedError, ValidationError
 from tests.fixtures.factories import count_rows, create_user
 
@@ -72,147 +76,178 @@ class World:
         return PrivacyManager(self.db)
 
 
-async def _read_export(w: World) -> bytes:
-    chunks = await w.privacy.export_user_data(w.owner)
+async def _read_export(w: World, **by: Any) -> bytes:
+    chunks = await w.privacy.export_user_data(w.owner, **by)
     return b"".join([chunk async for chunk in chunks])
 
 
-Call = Callable[[World], Awaitable[Any]]
+Call = Callable[..., Awaitable[Any]]
+"""A call on the owner's data: `call(world, **by)`, where `by` is empty or holds the call's `principal`."""
 
 CALLS: dict[str, tuple[frozenset[str], Call]] = {
     "UserManager.create_user": (
         MANAGING,
-        lambda w: w.users.create_user("Nova", f"nova-{uuid.uuid4().hex[:8]}@aviacao.com.br", "pilot"),
+        lambda w, **by: w.users.create_user(
+            "Nova", f"nova-{uuid.uuid4().hex[:8]}@aviacao.com.br", "pilot", **by
+        ),
     ),
-    "UserManager.get_user": (PROFILE, lambda w: w.users.get_user(w.owner)),
-    "UserManager.get_user_by_email": (PROFILE, lambda w: w.users.get_user_by_email(w.email)),
+    "UserManager.get_user": (PROFILE, lambda w, **by: w.users.get_user(w.owner, **by)),
+    "UserManager.get_user_by_email": (PROFILE, lambda w, **by: w.users.get_user_by_email(w.email, **by)),
     "UserManager.update_user": (
         PROFILE,
-        lambda w: w.users.update_user(w.owner, name=f"Nome {uuid.uuid4().hex}"),
+        lambda w, **by: w.users.update_user(w.owner, name=f"Nome {uuid.uuid4().hex}", **by),
     ),
-    "UserManager.list_users": (MANAGING, lambda w: w.users.list_users()),
+    "UserManager.list_users": (MANAGING, lambda w, **by: w.users.list_users(**by)),
     "UserManager.update_preferences": (
         PROFILE,
-        lambda w: w.users.update_preferences(w.owner, {"theme": uuid.uuid4().hex}),
+        lambda w, **by: w.users.update_preferences(w.owner, {"theme": uuid.uuid4().hex}, **by),
     ),
     "UserManager.active_users": (
         MANAGING,
-        lambda w: w.users.active_users(datetime.now(UTC) - timedelta(days=1)),
+        lambda w, **by: w.users.active_users(datetime.now(UTC) - timedelta(days=1), **by),
     ),
     "UserManager.activity_counts": (
         MANAGING,
-        lambda w: w.users.activity_counts(datetime.now(UTC) - timedelta(days=7), datetime.now(UTC)),
+        lambda w, **by: w.users.activity_counts(
+            datetime.now(UTC) - timedelta(days=7), datetime.now(UTC), **by
+        ),
     ),
     "UserManager.add_credential": (
         PROFILE,
-        lambda w: w.users.add_credential(w.owner, f"TIPO:A{uuid.uuid4().hex[:8]}"),
+        lambda w, **by: w.users.add_credential(w.owner, f"TIPO:A{uuid.uuid4().hex[:8]}", **by),
     ),
     "UserManager.update_credential": (
         PROFILE,
-        lambda w: w.users.update_credential(w.owner, w.credential, number=uuid.uuid4().hex[:12]),
+        lambda w, **by: w.users.update_credential(w.owner, w.credential, number=uuid.uuid4().hex[:12], **by),
     ),
     "UserManager.remove_credential": (
         PROFILE,
-        lambda w: w.users.remove_credential(w.owner, _spare_credential_id(w)),
+        lambda w, **by: w.users.remove_credential(w.owner, _spare_credential_id(w), **by),
     ),
-    "UserManager.credential_status": (PROFILE, lambda w: w.users.credential_status(w.owner)),
-    "UserManager.expiring_credentials": (MANAGING, lambda w: w.users.expiring_credentials(30)),
+    "UserManager.credential_status": (PROFILE, lambda w, **by: w.users.credential_status(w.owner, **by)),
+    "UserManager.expiring_credentials": (MANAGING, lambda w, **by: w.users.expiring_credentials(30, **by)),
     "UserManager.deactivate_user": (
         PROFILE,
-        lambda w: w.users.deactivate_user(w.owner, "encerramento pedido pelo usuário"),
+        lambda w, **by: w.users.deactivate_user(w.owner, "encerramento pedido pelo usuário", **by),
     ),
-    "UserManager.reactivate_user": (MANAGING, lambda w: w.users.reactivate_user(w.owner)),
+    "UserManager.reactivate_user": (MANAGING, lambda w, **by: w.users.reactivate_user(w.owner, **by)),
     "MemoryManager.store_memory": (
         OWNER,
-        lambda w: w.memories.store_memory(w.owner, "base", uuid.uuid4().hex),
+        lambda w, **by: w.memories.store_memory(w.owner, "base", uuid.uuid4().hex, **by),
     ),
-    "MemoryManager.get_memory": (OWNER, lambda w: w.memories.get_memory(w.owner, "base")),
-    "MemoryManager.list_memories": (OWNER, lambda w: w.memories.list_memories(w.owner)),
-    "MemoryManager.delete_memory": (OWNER, lambda w: w.memories.delete_memory(w.owner, "descartavel")),
-    "MemoryManager.search_memories": (OWNER, lambda w: w.memories.search_memories(w.owner, "SBGR")),
-    "MemoryManager.purge_expired": (MANAGING, lambda w: w.memories.purge_expired()),
+    "MemoryManager.get_memory": (OWNER, lambda w, **by: w.memories.get_memory(w.owner, "base", **by)),
+    "MemoryManager.list_memories": (OWNER, lambda w, **by: w.memories.list_memories(w.owner, **by)),
+    "MemoryManager.delete_memory": (
+        OWNER,
+        lambda w, **by: w.memories.delete_memory(w.owner, "descartavel", **by),
+    ),
+    "MemoryManager.search_memories": (
+        OWNER,
+        lambda w, **by: w.memories.search_memories(w.owner, "SBGR", **by),
+    ),
+    "MemoryManager.purge_expired": (MANAGING, lambda w, **by: w.memories.purge_expired(**by)),
     "ConversationManager.create_conversation": (
         OWNER,
-        lambda w: w.conversations.create_conversation(w.owner),
+        lambda w, **by: w.conversations.create_conversation(w.owner, **by),
     ),
     "ConversationManager.get_conversation": (
         OWNER,
-        lambda w: w.conversations.get_conversation(w.conversation, w.owner),
+        lambda w, **by: w.conversations.get_conversation(w.conversation, w.owner, **by),
     ),
-    "ConversationManager.list_conversations": (OWNER, lambda w: w.conversations.list_conversations(w.owner)),
+    "ConversationManager.list_conversations": (
+        OWNER,
+        lambda w, **by: w.conversations.list_conversations(w.owner, **by),
+    ),
     "ConversationManager.update_conversation": (
         OWNER,
-        lambda w: w.conversations.update_conversation(w.conversation, w.owner, title=uuid.uuid4().hex),
+        lambda w, **by: w.conversations.update_conversation(
+            w.conversation, w.owner, title=uuid.uuid4().hex, **by
+        ),
     ),
     "ConversationManager.archive_conversation": (
         OWNER,
-        lambda w: w.conversations.archive_conversation(_spare(w), w.owner),
+        lambda w, **by: w.conversations.archive_conversation(_spare(w), w.owner, **by),
     ),
     "ConversationManager.delete_conversation": (
         OWNER,
-        lambda w: w.conversations.delete_conversation(_spare(w), w.owner),
+        lambda w, **by: w.conversations.delete_conversation(_spare(w), w.owner, **by),
     ),
     "ConversationManager.restore_conversation": (
         OWNER,
-        lambda w: w.conversations.restore_conversation(_spare(w), w.owner),
+        lambda w, **by: w.conversations.restore_conversation(_spare(w), w.owner, **by),
     ),
     "ConversationManager.purge_conversation": (
         OWNER,
-        lambda w: w.conversations.purge_conversation(_spare(w), w.owner),
+        lambda w, **by: w.conversations.purge_conversation(_spare(w), w.owner, **by),
     ),
     "ConversationManager.add_message": (
         OWNER,
-        lambda w: w.conversations.add_message(w.conversation, w.owner, "Qual o METAR de SBGR?"),
+        lambda w, **by: w.conversations.add_message(w.conversation, w.owner, "Qual o METAR de SBGR?", **by),
     ),
     "ConversationManager.add_messages": (
         OWNER,
-        lambda w: w.conversations.add_messages(w.conversation, w.owner, [{"content": "TAF de SBKP?"}]),
+        lambda w, **by: w.conversations.add_messages(
+            w.conversation, w.owner, [{"content": "TAF de SBKP?"}], **by
+        ),
     ),
     "ConversationManager.import_messages": (
         OWNER,
-        lambda w: w.conversations.import_messages(w.conversation, w.owner, [{"content": "Histórico antigo"}]),
+        lambda w, **by: w.conversations.import_messages(
+            w.conversation, w.owner, [{"content": "Histórico antigo"}], **by
+        ),
     ),
     "ConversationManager.get_messages": (
         OWNER,
-        lambda w: w.conversations.get_messages(w.conversation, w.owner),
+        lambda w, **by: w.conversations.get_messages(w.conversation, w.owner, **by),
     ),
     "ConversationManager.get_context": (
         OWNER,
-        lambda w: w.conversations.get_context(w.conversation, w.owner, 1000),
+        lambda w, **by: w.conversations.get_context(w.conversation, w.owner, 1000, **by),
     ),
     "ConversationManager.search_messages": (
         OWNER,
-        lambda w: w.conversations.search_messages(w.owner, "METAR"),
+        lambda w, **by: w.conversations.search_messages(w.owner, "METAR", **by),
     ),
     "ConversationManager.compress_history": (
         OWNER,
-        lambda w: w.conversations.compress_history(w.conversation, w.owner, keep_last=0),
+        lambda w, **by: w.conversations.compress_history(w.conversation, w.owner, keep_last=0, **by),
     ),
-    "ConversationManager.get_usage_stats": (PROFILE, lambda w: w.conversations.get_usage_stats(w.owner)),
+    "ConversationManager.get_usage_stats": (
+        PROFILE,
+        lambda w, **by: w.conversations.get_usage_stats(w.owner, **by),
+    ),
     "ConversationManager.get_conversation_stats": (
         PROFILE,
-        lambda w: w.conversations.get_conversation_stats(w.conversation, w.owner),
+        lambda w, **by: w.conversations.get_conversation_stats(w.conversation, w.owner, **by),
     ),
     "ConsentManager.grant_consent": (
         OWNER,
-        lambda w: w.consents.grant_consent(w.owner, "marketing", "v1", "app"),
+        lambda w, **by: w.consents.grant_consent(w.owner, "marketing", "v1", "app", **by),
     ),
     "ConsentManager.revoke_consent": (
         PROFILE,
-        lambda w: w.consents.revoke_consent(w.owner, "marketing", "support"),
+        lambda w, **by: w.consents.revoke_consent(w.owner, "marketing", "support", **by),
     ),
-    "ConsentManager.has_consent": (CONSENT_RECORD, lambda w: w.consents.has_consent(w.owner, "marketing")),
-    "ConsentManager.consents": (CONSENT_RECORD, lambda w: w.consents.consents(w.owner)),
-    "ConsentManager.consent_history": (CONSENT_RECORD, lambda w: w.consents.consent_history(w.owner)),
-    "AuditManager.query": (TRAIL, lambda w: w.audit.query(user_id=w.owner)),
+    "ConsentManager.has_consent": (
+        CONSENT_RECORD,
+        lambda w, **by: w.consents.has_consent(w.owner, "marketing", **by),
+    ),
+    "ConsentManager.consents": (CONSENT_RECORD, lambda w, **by: w.consents.consents(w.owner, **by)),
+    "ConsentManager.consent_history": (
+        CONSENT_RECORD,
+        lambda w, **by: w.consents.consent_history(w.owner, **by),
+    ),
+    "AuditManager.query": (TRAIL, lambda w, **by: w.audit.query(user_id=w.owner, **by)),
     "PrivacyManager.export_user_data": (PERSON, _read_export),
     "PrivacyManager.erase_user": (
         PERSON_OR_MANAGER,
-        lambda w: w.privacy.erase_user(w.owner, "teste de acesso"),
+        lambda w, **by: w.privacy.erase_user(w.owner, "teste de acesso", **by),
     ),
     "PrivacyManager.write_user_export": (
         PERSON,
-        lambda w: w.privacy.write_user_export(w.owner, Path(tempfile.gettempdir()) / f"{uuid.uuid4()}.json"),
+        lambda w, **by: w.privacy.write_user_export(
+            w.owner, Path(tempfile.gettempdir()) / f"{uuid.uuid4()}.json", **by
+        ),
     ),
 }
 """Every public call on the owner's data, and who may make it."""
@@ -279,6 +314,21 @@ def test_every_public_method_is_in_the_table() -> None:
     assert sorted(set(methods) - set(NOT_CALLS)) == sorted(CALLS), "a public method without an access row"
 
 
+def test_every_public_method_takes_a_keyword_only_principal() -> None:
+    without = []
+    for qualified in sorted(set(_public_methods()) - set(NOT_CALLS)):
+        manager, name = qualified.split(".")
+        parameter = inspect.signature(getattr(globals()[manager], name)).parameters.get("principal")
+        if (
+            parameter is None
+            or parameter.kind is not inspect.Parameter.KEYWORD_ONLY
+            or parameter.default is not None
+            or parameter.annotation not in ("Principal | None", Principal | None)
+        ):
+            without.append(qualified)
+    assert without == [], "every public call takes `principal: Principal | None = None`, keyword-only"
+
+
 async def _world(db: Database) -> tuple[World, uuid.UUID]:
     users = UserManager(db)
     owner, other = await create_user(users), await create_user(users)
@@ -318,10 +368,35 @@ DATA_TABLES = ("users", "user_credentials", "memory_entries", "conversations", "
 
 
 async def _counts(db: Database) -> dict[str, int]:
-    return {table: await count_rows(db, table) for table in (*DATA_TABLES, "audit_log")}
+    return {table: await count_rows(db, table) for table in DATA_TABLES}
 
 
-async def test_every_call_against_every_principal(db: Database) -> None:
+async def _audit_rows_by_actor(db: Database) -> Counter[str]:
+    async with db.transaction(read_only=True) as conn:
+        rows = await conn.execute(text("SELECT actor, count(*) FROM audit_log GROUP BY actor"))
+        return Counter({str(actor): int(count) for actor, count in rows})
+
+
+def _contrary(qualified: str, label: str, principals: dict[str, Principal]) -> tuple[str, Principal]:
+    """For "argument over context": a principal for the context that the call's table answers otherwise than for
+    `label` (when one does) and that the audit trail tells apart from it."""
+    allowed = CALLS[qualified][0]
+    others = [
+        (other, principal)
+        for other, principal in principals.items()
+        if principal.actor != principals[label].actor
+    ]
+    return next(
+        ((other, principal) for other, principal in others if (other in allowed) != (label in allowed)),
+        others[0],
+    )
+
+
+@pytest.mark.parametrize("way", ["context", "argument", "argument over context"])
+async def test_every_call_against_every_principal(db: Database, way: str) -> None:
+    """Every call, by every principal: from the context, as the `principal=` argument, or as the argument while the
+    context names a principal the call's rule treats otherwise (the argument decides). Whatever the call wrote to the
+    audit trail, its refusal included, records the call's principal as the actor."""
     world, other = await _world(db)
     principals = _principals(world.owner, other)
     outcomes: dict[tuple[str, str], str] = {}
@@ -337,19 +412,28 @@ async def test_every_call_against_every_principal(db: Database) -> None:
                 await _spare_credential(world)
             if qualified in ACTIVATION:
                 await _set_active(world, active=ACTIVATION[qualified])
-            before = await _counts(db)
-            async with db.context(principal=principal):
+            in_context = {
+                "context": principal,
+                "argument": None,
+                "argument over context": _contrary(qualified, label, principals)[1],
+            }[way]
+            by = {} if way == "context" else {"principal": principal}
+            before, audited_before = await _counts(db), await _audit_rows_by_actor(db)
+            async with db.context(principal=in_context):
                 try:
-                    await call(world)
+                    await call(world, **by)
+                    outcomes[qualified, label] = "allowed"
                 except PermissionDeniedError:
                     outcomes[qualified, label] = "denied"
-                    after = await _counts(db)
-                    assert {t: after[t] for t in DATA_TABLES} == {t: before[t] for t in DATA_TABLES}, (
-                        f"{qualified} by {label} was refused and wrote nothing"
-                    )
-                    assert after["audit_log"] == before["audit_log"] + 1, "the refusal is audited"
-                    continue
-            outcomes[qualified, label] = "allowed"
+            audited = await _audit_rows_by_actor(db) - audited_before
+            if qualified not in NEEDS_NEW_OWNER or label != "owner":
+                # (The person's own erasure is audited under their pseudonym: test_privacy_erasure.py checks it.)
+                assert set(audited) <= {principal.actor}, f"{qualified} by {label} ({way}) audited as {audited}"
+            if outcomes[qualified, label] == "denied":
+                assert await _counts(db) == before, (
+                    f"{qualified} by {label} ({way}) was refused and wrote nothing"
+                )
+                assert audited == {principal.actor: 1}, "the refusal is audited, with the call's principal"
     expected = {
         (qualified, label): "allowed" if label in allowed else "denied"
         for qualified, (allowed, _call) in CALLS.items()
@@ -414,3 +498,195 @@ async def test_a_malformed_principal_is_refused(db: Database, fields: dict[str, 
     with pytest.raises(ValidationError, match=problem):
         async with db.context(principal=fields):  # type: ignore[arg-type]
             pass
+
+
+async def _actors(db: Database, table: str, record_ids: list[uuid.UUID]) -> dict[tuple[uuid.UUID, str], str]:
+    """Who audit_log says made each change of these records: (record, action) → actor."""
+    async with db.transaction(read_only=True) as conn:
+        rows = await conn.execute(
+            text("SELECT record_id, action, actor FROM audit_log WHERE table_name = :table"), {"table": table}
+        )
+        wanted = set(record_ids)
+        return {
+            (uuid.UUID(str(record)), action): actor
+            for record, action, actor in rows
+            if uuid.UUID(str(record)) in wanted
+        }
+
+
+def _store_batches(db: Database) -> int:
+    count: int = db.metrics()["operations"].get("memory.store_batch", {}).get("count", 0)
+    return count
+
+
+def _appended_in_batches(db: Database) -> int:
+    appended: int = db.metrics().get("append_coalescer", {}).get("appended", 0)
+    return appended
+
+
+async def test_writes_made_with_a_principal_argument_are_audited_as_it_also_when_batched(
+    db: Database,
+) -> None:
+    """Concurrent stores and appends with `principal=` (written together on PostgreSQL, where the batch writes the
+    audit rows of callers with different principals in one statement): each row records its own caller's principal,
+    not the context's, nor another caller's in the same batch."""
+    users, memories, conversations = UserManager(db), MemoryManager(db), ConversationManager(db)
+    owner = await create_user(users)
+    conversation = (await conversations.create_conversation(owner.user_id, "Briefing")).conversation_id
+    briefing = Principal.agent("briefing", acting_for=owner.user_id)
+    themselves = Principal.for_user(owner.user_id)
+    by = [briefing if index % 2 == 0 else themselves for index in range(16)]
+    store_batches, appended = _store_batches(db), _appended_in_batches(db)
+
+    async with db.context(principal=Principal.system("request"), purpose="briefing"):
+        created = await asyncio.gather(
+            *(
+                memories.store_memory(
+                    owner.user_id, f"k{index}", f"v{index}", "long_term", principal=principal
+                )
+                for index, principal in enumerate(by)
+            )
+        )
+        updated = await asyncio.gather(
+            *(
+                memories.store_memory(owner.user_id, f"k{index}", f"w{index}", principal=principal)
+                for index, principal in enumerate(reversed(by))
+            )
+        )
+        messages = await asyncio.gather(
+            *(
+                conversations.add_message(conversation, owner.user_id, f"METAR {index}", principal=principal)
+                for index, principal in enumerate(by)
+            )
+        )
+        alone = await memories.store_memory(owner.user_id, "alone", "PT-ABC", principal=briefing)
+
+    assert [entry.value for entry in updated] == [f"w{index}" for index in range(16)]
+    memory_actors = await _actors(db, "memory_entries", [entry.memory_id for entry in [*created, alone]])
+    assert memory_actors == {
+        **{(entry.memory_id, "create"): by[index].actor for index, entry in enumerate(created)},
+        **{(entry.memory_id, "update"): by[::-1][index].actor for index, entry in enumerate(updated)},
+        (alone.memory_id, "create"): "agent:briefing",
+    }
+    message_actors = await _actors(db, "messages", [message.message_id for message in messages])
+    assert message_actors == {
+        (message.message_id, "create"): by[index].actor for index, message in enumerate(messages)
+    }
+    assert {*memory_actors.values(), *message_actors.values()} == {
+        "agent:briefing",
+        f"user:{owner.user_id}",
+    }
+    async with db.transaction(read_only=True) as conn:
+        purposes = await conn.execute(
+            text("SELECT DISTINCT purpose FROM audit_log WHERE actor <> 'system:system'")
+        )
+        assert {purpose for (purpose,) in purposes} == {"briefing"}, "the context's other fields still apply"
+    if db.backend == "postgresql":
+        assert _store_batches(db) - store_batches >= 2, "the stores were written in batches"
+        assert _appended_in_batches(db) - appended == 16, "the appends were written in batches"
+
+
+async def test_the_argument_overrides_the_context_for_that_call_only(db: Database) -> None:
+    users, memories, audit = UserManager(db), MemoryManager(db), AuditManager(db)
+    owner, other = await create_user(users), await create_user(users)
+    briefing = Principal.agent("briefing", acting_for=owner.user_id)
+    intruder = Principal.for_user(other.user_id)
+
+    async with db.context(principal=intruder, trace_id="req-42"):
+        # The context's principal may not; the argument's may, and is the one audited.
+        stored = await memories.store_memory(owner.user_id, "aeronave", "PT-ABC", principal=briefing)
+        # The next call without the argument is the context's again.
+        with pytest.raises(PermissionDeniedError, match=f"user:{other.user_id} may not memory.get"):
+            await memories.get_memory(owner.user_id, "aeronave")
+    async with db.context(principal=Principal.system("job")):
+        # A narrower argument narrows too: the system context does not lend its rights to the call.
+        with pytest.raises(PermissionDeniedError, match=f"user:{other.user_id} may not memory.delete"):
+            await memories.delete_memory(owner.user_id, "aeronave", principal=intruder)
+        trail = [
+            event for event in (await audit.query(user_id=owner.user_id)).items if event.table_name != "users"
+        ]
+
+    assert await memories.get_memory(owner.user_id, "aeronave") is not None, (
+        "the refused delete wrote nothing"
+    )
+    assert [(event.action, event.table_name, event.actor) for event in trail] == [
+        ("deny", "access_control", f"user:{other.user_id}"),
+        ("deny", "access_control", f"user:{other.user_id}"),
+        ("create", "memory_entries", "agent:briefing"),
+    ]
+    assert [event.new_values["operation"] for event in trail[:2]] == ["memory.delete", "memory.get"]
+    assert trail[2].record_id == stored.memory_id
+    assert [event.trace_id == "req-42" for event in trail] == [False, True, True], (
+        "the context's trace id stays"
+    )
+
+
+async def test_the_argument_is_a_principal_when_no_context_names_one(db: Database) -> None:
+    users = UserManager(db)
+    user = await create_user(users)
+    refusing = Database(db.settings.model_copy(update={"STRATUS_ANONYMOUS_CALLS": "refuse"}))
+    try:
+        found = await UserManager(refusing).get_user(user.user_id, principal=Principal.for_user(user.user_id))
+        assert found is not None
+        assert found.user_id == user.user_id
+        with pytest.raises(PermissionDeniedError, match="needs a principal"):
+            await UserManager(refusing).get_user(user.user_id)
+    finally:
+        await refusing.close()
+
+
+@pytest.mark.parametrize(
+    "given",
+    [
+        {"kind": "system", "id": "job"},
+        "system:job",
+        PrincipalKind.system,
+        uuid.UUID(int=1),
+    ],
+)
+async def test_a_principal_argument_that_is_not_a_principal_is_refused(db: Database, given: object) -> None:
+    users, memories = UserManager(db), MemoryManager(db)
+    user = await create_user(users)
+    before, audited, failed = await _counts(db), await count_rows(db, "audit_log"), _validation_errors(db)
+    with pytest.raises(ValidationError, match=r"^principal must be a Principal"):
+        await memories.store_memory(user.user_id, "k", "v", principal=given)  # type: ignore[arg-type]
+    with pytest.raises(ValidationError, match=r"^principal must be a Principal"):
+        await users.list_users(principal=given)  # type: ignore[arg-type]
+    assert await _counts(db) == before
+    assert await count_rows(db, "audit_log") == audited, "nothing written, not even a refusal"
+    assert _validation_errors(db) == failed + 1, (
+        "measured as the call's failure, as other malformed arguments are"
+    )
+
+
+def _validation_errors(db: Database) -> int:
+    store: dict[str, Any] = db.metrics()["operations"].get("memory.store", {})
+    count: int = store.get("errors_by_type", {}).get("ValidationError", 0)
+    return count
+
+
+async def test_inside_a_call_a_context_that_names_a_principal_wins_and_one_that_does_not_keeps_the_call_s(
+    db: Database,
+) -> None:
+    """Code run inside a call (a host's summarizer, say) that opens a context: the innermost statement of who acts
+    wins, as for nested contexts."""
+    users, memories = UserManager(db), MemoryManager(db)
+    owner = await create_user(users)
+    briefing = Principal.agent("briefing", acting_for=owner.user_id)
+    themselves = Principal.for_user(owner.user_id)
+    async with db.context(principal=Principal.system("request")):
+        async with db.operation("memory.list", principal=briefing):
+            assert current_principal() == briefing
+            async with db.context(principal=themselves):
+                assert current_principal() == themselves
+                by_themselves = await memories.store_memory(owner.user_id, "a", 1)
+            async with db.context(purpose="resumo"):
+                assert current_principal() == briefing
+                by_briefing = await memories.store_memory(owner.user_id, "b", 2)
+        assert current_principal() == Principal.system("request")
+    assert current_principal() is None
+    actors = await _actors(db, "memory_entries", [by_themselves.memory_id, by_briefing.memory_id])
+    assert actors == {
+        (by_themselves.memory_id, "create"): f"user:{owner.user_id}",
+        (by_briefing.memory_id, "create"): "agent:briefing",
+    }

@@ -19,6 +19,7 @@ from stratus_db import (
     Database,
     MemoryManager,
     NotFoundError,
+    Principal,
     PrivacyManager,
     UserManager,
     ValidationError,
@@ -133,6 +134,19 @@ async def test_nothing_of_the_person_is_left_in_any_table(db: Database) -> None:
         "audit_rows_pseudonymised": audit_rows_about_them,
         "held": [],
     }
+
+
+async def test_erasure_asked_for_by_the_person_leaves_no_trace_of_them_either(db: Database) -> None:
+    person, _ = await a_person_with_data_everywhere(db)
+    async with db.context(ip_address="203.0.113.77", user_agent="StratusApp/3.1 (Zuleica)"):
+        report = await PrivacyManager(db).erase_user(
+            person, "pedido do titular pelo app", principal=Principal.for_user(person)
+        )
+
+    left = await every_row_as_text(db)
+    assert occurrences(left, (*SECRETS, str(person), person.hex, "203.0.113.77", "(Zuleica)")) == {}
+    erasure = (await AuditManager(db).query(action="erase")).items[0]
+    assert (erasure.actor, erasure.ip_address, erasure.user_agent) == (f"user:{report.pseudonym}", None, None)
 
 
 async def test_a_legal_hold_keeps_what_it_names_under_a_tombstone(db: Database) -> None:

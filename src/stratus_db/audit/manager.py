@@ -16,6 +16,7 @@ from stratus_db.audit.schemas import AuditAction, AuditEvent
 from stratus_db.kit.ids import new_id
 from stratus_db.kit.schemas import Page, aware_datetime, check_limit, decode_cursor, encode_cursor, make_page
 from stratus_db.kit.validation import InputModel, Timestamp, validate_input
+from stratus_db.security.principal import Principal
 
 if TYPE_CHECKING:
     from stratus_db.database import StratusPostgreSQLIntegration
@@ -33,7 +34,14 @@ class _AuditQuery(InputModel):
 
 
 class AuditManager:
-    """The audit trail. Rows are appended by the other managers, in the same transaction as their change."""
+    """The audit trail. Rows are appended by the other managers, in the same transaction as their change.
+
+    Every public method takes a keyword-only `principal`: who makes that call. Given, it is the call's principal,
+    over the context's (`db.context(principal=...)`) if that names another: security/policy.py decides the call for
+    it, and its audit rows record it as the actor. Omitted, the context's principal applies, and without one the
+    STRATUS_ANONYMOUS_CALLS setting. A call refused raises PermissionDeniedError and writes only the refusal's audit
+    row; a `principal` that is not a Principal raises ValidationError. docs/users.md, "Access control", has the rules.
+    """
 
     def __init__(self, db: StratusPostgreSQLIntegration) -> None:
         self._db = db
@@ -104,6 +112,7 @@ class AuditManager:
         limit: int = 100,
         cursor: str | None = None,
         tx: AsyncConnection | None = None,
+        principal: Principal | None = None,
     ) -> Page[AuditEvent]:
         """Audit rows, newest first, filtered by subject, record, table, action and time range [since, until).
 
@@ -113,7 +122,7 @@ class AuditManager:
         Raises:
             ValidationError: a malformed filter, limit or cursor.
         """
-        async with self._db.operation("audit.query", read_only=True) as op:
+        async with self._db.operation("audit.query", read_only=True, principal=principal) as op:
             filters = validate_input(
                 _AuditQuery,
                 {

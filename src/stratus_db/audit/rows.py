@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any, NamedTuple
 
 from stratus_db.audit.schemas import AuditAction
-from stratus_db.context import current_context, current_trace_id
+from stratus_db.context import current_context, current_principal, current_trace_id
 from stratus_db.kit.sql import BatchColumns
 from stratus_db.security.principal import SYSTEM
 
@@ -36,13 +36,14 @@ CONTEXT_COLUMNS: tuple[str, ...] = AuditContext._fields
 
 
 def audit_context() -> AuditContext:
-    """The request context's audit columns, taken now: inside the operation (its trace id), by code that writes the
-    row later, in a batch."""
+    """The request context's audit columns, taken now: inside the operation (its trace id and its principal, the
+    call's `principal=` argument if it was given one), by code that writes the row later, in a batch."""
     context = current_context()
+    principal = current_principal()
     return AuditContext(
         context.ip_address,
         context.user_agent,
-        (context.principal or SYSTEM).actor,
+        (SYSTEM if principal is None else principal).actor,
         current_trace_id(),
         context.purpose,
     )

@@ -31,6 +31,7 @@ from stratus_db.errors import ConflictError, ValidationError
 from stratus_db.kit.statistics import analyze_after
 from stratus_db.kit.validation import validate_input
 from stratus_db.models import MessageType
+from stratus_db.security.principal import Principal
 
 
 class MessageAppends(HistoryCompressor):
@@ -49,6 +50,7 @@ class MessageAppends(HistoryCompressor):
         *,
         message_id: uuid.UUID | str | None = None,
         tx: AsyncConnection | None = None,
+        principal: Principal | None = None,
     ) -> Message:
         """Append a message to the user's active conversation and update its counters, in one transaction.
 
@@ -70,6 +72,7 @@ class MessageAppends(HistoryCompressor):
             response_time: seconds the agent took.
             message_id: the message's id (by default a new UUIDv7); see above.
             tx: a transaction from `db.transaction()` to join.
+            principal: who makes this call, instead of the context's principal (see the class docstring).
 
         Returns:
             The stored message with its per-conversation sequence number `seq` (1, 2, 3… without gaps).
@@ -79,7 +82,7 @@ class MessageAppends(HistoryCompressor):
             NotFoundError: no such conversation for this user.
             ConflictError: the conversation is archived or deleted, or `message_id` is another message's.
         """
-        async with self._db.operation("conversation.add_message") as op:
+        async with self._db.operation("conversation.add_message", principal=principal) as op:
             data = validate_input(
                 MessageCreate,
                 {
@@ -143,6 +146,7 @@ class MessageAppends(HistoryCompressor):
         messages: Sequence[Mapping[str, Any]],
         *,
         tx: AsyncConnection | None = None,
+        principal: Principal | None = None,
     ) -> list[Message]:
         """Append a batch of messages (each a mapping of `add_message`'s arguments) in one transaction, in order.
 
@@ -153,7 +157,7 @@ class MessageAppends(HistoryCompressor):
             NotFoundError: no such conversation for this user.
             ConflictError: the conversation is archived or deleted.
         """
-        async with self._db.operation("conversation.add_messages") as op:
+        async with self._db.operation("conversation.add_messages", principal=principal) as op:
             if not isinstance(messages, list | tuple):
                 raise ValidationError("messages must be a list of mappings of add_message's arguments")
             batch = validate_input(
@@ -202,6 +206,7 @@ class MessageAppends(HistoryCompressor):
         messages: Iterable[Mapping[str, Any]],
         *,
         tx: AsyncConnection | None = None,
+        principal: Principal | None = None,
     ) -> ImportResult:
         """Bulk-append existing history (a migration from another system) to the user's active conversation.
 
@@ -216,7 +221,7 @@ class MessageAppends(HistoryCompressor):
             NotFoundError: no such conversation for this user.
             ConflictError: the conversation is archived or deleted.
         """
-        async with self._db.operation("conversation.import_messages") as op:
+        async with self._db.operation("conversation.import_messages", principal=principal) as op:
             if isinstance(messages, str | bytes | Mapping) or not isinstance(messages, Iterable):
                 raise ValidationError("messages must be an iterable of mappings of add_message's arguments")
             batch = validate_input(

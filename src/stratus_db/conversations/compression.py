@@ -26,6 +26,7 @@ from stratus_db.kit.validation import (
     storable_text,
 )
 from stratus_db.models import ConsentPurpose
+from stratus_db.security.principal import Principal
 
 EXTERNAL = ConsentPurpose.external_summarizer
 
@@ -83,6 +84,7 @@ class HistoryCompressor(ConversationLifecycle):
         *,
         summarizer: Summarizer | None = None,
         tx: AsyncConnection | None = None,
+        principal: Principal | None = None,
     ) -> CompressionResult:
         """Fold all but the newest `keep_last` messages into the conversation's summary.
 
@@ -102,6 +104,7 @@ class HistoryCompressor(ConversationLifecycle):
         Args:
             keep_last: messages to leave in the window; default STRATUS_SUMMARY_KEEP_LAST.
             summarizer: use this one instead of the configured one.
+            principal: who makes this call, instead of the context's principal (see the class docstring).
 
         Raises:
             ValidationError: a malformed id or keep_last; nothing is written.
@@ -111,7 +114,13 @@ class HistoryCompressor(ConversationLifecycle):
             SummarizerUnavailableError: the remote summarizer failed; nothing is written.
         """
         return await self._compress(
-            conversation_id, user_id, keep_last, keep_tokens=None, summarizer=summarizer, tx=tx
+            conversation_id,
+            user_id,
+            keep_last,
+            keep_tokens=None,
+            summarizer=summarizer,
+            tx=tx,
+            principal=principal,
         )
 
     async def _compress(
@@ -123,9 +132,10 @@ class HistoryCompressor(ConversationLifecycle):
         keep_tokens: int | None,
         summarizer: Summarizer | None,
         tx: AsyncConnection | None = None,
+        principal: Principal | None = None,
     ) -> CompressionResult:
         """compress_history; `keep_tokens` also caps what the kept messages may weigh (the automatic compression)."""
-        async with self._db.operation("conversation.compress_history") as op:
+        async with self._db.operation("conversation.compress_history", principal=principal) as op:
             key = parse_uuid(conversation_id, "conversation_id")
             owner = parse_uuid(user_id, "user_id")
             keep = self._db.settings.STRATUS_SUMMARY_KEEP_LAST if keep_last is None else keep_last

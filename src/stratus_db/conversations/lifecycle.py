@@ -34,6 +34,7 @@ from stratus_db.kit.validation import (
     validate_input,
 )
 from stratus_db.models import ConversationStatus
+from stratus_db.security.principal import Principal
 
 VISIBLE_STATUSES = (ConversationStatus.active, ConversationStatus.archived)
 """What list_conversations shows when no status is asked for: deleted conversations are hidden."""
@@ -49,6 +50,7 @@ class ConversationLifecycle(ConversationRoom):
         context: dict[str, Any] | None = None,
         *,
         tx: AsyncConnection | None = None,
+        principal: Principal | None = None,
     ) -> Conversation:
         """Start a conversation for the user.
 
@@ -57,12 +59,13 @@ class ConversationLifecycle(ConversationRoom):
             title: up to 500 characters.
             context: a JSON object the agents keep with the conversation.
             tx: a transaction from `db.transaction()` to join.
+            principal: who makes this call, instead of the context's principal (see the class docstring).
 
         Raises:
             ValidationError: a malformed argument; nothing is written.
             NotFoundError: the user does not exist.
         """
-        async with self._db.operation("conversation.create") as op:
+        async with self._db.operation("conversation.create", principal=principal) as op:
             data = validate_input(
                 ConversationCreate,
                 {"user_id": user_id, "title": title, "context": {} if context is None else context},
@@ -100,14 +103,19 @@ class ConversationLifecycle(ConversationRoom):
             return await op.run(work, tx=tx)
 
     async def get_conversation(
-        self, conversation_id: uuid.UUID | str, user_id: uuid.UUID | str, *, tx: AsyncConnection | None = None
+        self,
+        conversation_id: uuid.UUID | str,
+        user_id: uuid.UUID | str,
+        *,
+        tx: AsyncConnection | None = None,
+        principal: Principal | None = None,
     ) -> Conversation | None:
         """The user's conversation with this id (whatever its status), or None.
 
         Raises:
             ValidationError: an id is not a UUID.
         """
-        async with self._db.operation("conversation.get", read_only=True) as op:
+        async with self._db.operation("conversation.get", read_only=True, principal=principal) as op:
             key = parse_uuid(conversation_id, "conversation_id")
             owner = parse_uuid(user_id, "user_id")
             await op.authorize(owner)
@@ -125,13 +133,14 @@ class ConversationLifecycle(ConversationRoom):
         limit: int = 50,
         cursor: str | None = None,
         tx: AsyncConnection | None = None,
+        principal: Principal | None = None,
     ) -> Page[Conversation]:
         """The user's conversations, most recent activity first; without `status`, active and archived ones.
 
         Raises:
             ValidationError: a malformed user id, status, limit or cursor.
         """
-        async with self._db.operation("conversation.list", read_only=True) as op:
+        async with self._db.operation("conversation.list", read_only=True, principal=principal) as op:
             owner = parse_uuid(user_id, "user_id")
             statuses = (
                 VISIBLE_STATUSES if status is None else (parse_enum(ConversationStatus, status, "status"),)
@@ -160,6 +169,7 @@ class ConversationLifecycle(ConversationRoom):
         title: str | None = None,
         context: dict[str, Any] | None = None,
         tx: AsyncConnection | None = None,
+        principal: Principal | None = None,
     ) -> Conversation:
         """Change the title and/or replace the context of an active or archived conversation.
 
@@ -170,7 +180,7 @@ class ConversationLifecycle(ConversationRoom):
             NotFoundError: no such conversation for this user.
             ConflictError: the conversation is deleted (restore it first).
         """
-        async with self._db.operation("conversation.update") as op:
+        async with self._db.operation("conversation.update", principal=principal) as op:
             data = validate_input(
                 ConversationUpdate,
                 {"conversation_id": conversation_id, "user_id": user_id, "title": title, "context": context},
@@ -215,12 +225,14 @@ class ConversationLifecycle(ConversationRoom):
         *,
         pack: bool | None = None,
         tx: AsyncConnection | None = None,
+        principal: Principal | None = None,
     ) -> Conversation:
         """Archive an active conversation: it stays listed and readable but takes no more messages.
 
         Args:
             pack: store its message bodies compressed (zstd, conversations/packing.py); reading them back is
                 transparent. Default: the STRATUS_PACK_ARCHIVED_MESSAGES setting (on).
+            principal: who makes this call, instead of the context's principal (see the class docstring).
 
         Archiving an archived conversation changes nothing (but packs it when asked to).
 
@@ -240,10 +252,16 @@ class ConversationLifecycle(ConversationRoom):
             action=AuditAction.archive,
             pack=should_pack,
             tx=tx,
+            principal=principal,
         )
 
     async def delete_conversation(
-        self, conversation_id: uuid.UUID | str, user_id: uuid.UUID | str, *, tx: AsyncConnection | None = None
+        self,
+        conversation_id: uuid.UUID | str,
+        user_id: uuid.UUID | str,
+        *,
+        tx: AsyncConnection | None = None,
+        principal: Principal | None = None,
     ) -> Conversation:
         """Soft-delete: the conversation is hidden from lists and takes no messages; `restore_conversation` undoes it.
 
@@ -260,10 +278,16 @@ class ConversationLifecycle(ConversationRoom):
             allowed_from=tuple(ConversationStatus),
             action=AuditAction.delete,
             tx=tx,
+            principal=principal,
         )
 
     async def restore_conversation(
-        self, conversation_id: uuid.UUID | str, user_id: uuid.UUID | str, *, tx: AsyncConnection | None = None
+        self,
+        conversation_id: uuid.UUID | str,
+        user_id: uuid.UUID | str,
+        *,
+        tx: AsyncConnection | None = None,
+        principal: Principal | None = None,
     ) -> Conversation:
         """Make an archived or deleted conversation active again (packed bodies stay packed and readable).
 
@@ -278,6 +302,7 @@ class ConversationLifecycle(ConversationRoom):
             allowed_from=tuple(ConversationStatus),
             action=AuditAction.restore,
             tx=tx,
+            principal=principal,
         )
 
     async def _change_status(
@@ -291,8 +316,9 @@ class ConversationLifecycle(ConversationRoom):
         action: AuditAction,
         pack: bool = False,
         tx: AsyncConnection | None,
+        principal: Principal | None,
     ) -> Conversation:
-        async with self._db.operation(name) as op:
+        async with self._db.operation(name, principal=principal) as op:
             key = parse_uuid(conversation_id, "conversation_id")
             owner = parse_uuid(user_id, "user_id")
             await op.authorize(owner)
@@ -332,7 +358,12 @@ class ConversationLifecycle(ConversationRoom):
         return len(bodies)
 
     async def purge_conversation(
-        self, conversation_id: uuid.UUID | str, user_id: uuid.UUID | str, *, tx: AsyncConnection | None = None
+        self,
+        conversation_id: uuid.UUID | str,
+        user_id: uuid.UUID | str,
+        *,
+        tx: AsyncConnection | None = None,
+        principal: Principal | None = None,
     ) -> int:
         """Delete the conversation and all its messages for good (LGPD erasure), whatever its status.
 
@@ -341,7 +372,7 @@ class ConversationLifecycle(ConversationRoom):
         Raises:
             NotFoundError: no such conversation for this user.
         """
-        async with self._db.operation("conversation.purge") as op:
+        async with self._db.operation("conversation.purge", principal=principal) as op:
             key = parse_uuid(conversation_id, "conversation_id")
             owner = parse_uuid(user_id, "user_id")
             await op.authorize(owner)

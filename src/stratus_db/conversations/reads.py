@@ -33,6 +33,7 @@ from stratus_db.kit.validation import (
     parse_uuid,
     validate_input,
 )
+from stratus_db.security.principal import Principal
 
 MAX_CONTEXT_TOKENS = 2_000_000
 
@@ -49,6 +50,7 @@ class ConversationReads(ConversationRoom):
         after_seq: int | None = None,
         before_seq: int | None = None,
         tx: AsyncConnection | None = None,
+        principal: Principal | None = None,
     ) -> list[Message]:
         """Messages of the user's conversation in sequence order, summarized ones included.
 
@@ -59,7 +61,7 @@ class ConversationReads(ConversationRoom):
             ValidationError: a malformed id, limit or bound.
             NotFoundError: no such conversation for this user.
         """
-        async with self._db.operation("conversation.get_messages", read_only=True) as op:
+        async with self._db.operation("conversation.get_messages", read_only=True, principal=principal) as op:
             key = parse_uuid(conversation_id, "conversation_id")
             owner = parse_uuid(user_id, "user_id")
             limit = check_limit(limit, maximum=1000)
@@ -86,6 +88,7 @@ class ConversationReads(ConversationRoom):
         max_tokens: int,
         *,
         tx: AsyncConnection | None = None,
+        principal: Principal | None = None,
     ) -> ContextWindow:
         """What an agent sends its model: the summary (if any, and if it fits) and the newest messages that fit.
 
@@ -96,7 +99,7 @@ class ConversationReads(ConversationRoom):
             ValidationError: a malformed id, or max_tokens not an integer from 1 to 2,000,000.
             NotFoundError: no such conversation for this user.
         """
-        async with self._db.operation("conversation.get_context", read_only=True) as op:
+        async with self._db.operation("conversation.get_context", read_only=True, principal=principal) as op:
             key = parse_uuid(conversation_id, "conversation_id")
             owner = parse_uuid(user_id, "user_id")
             if (
@@ -177,7 +180,13 @@ class ConversationReads(ConversationRoom):
         )
 
     async def search_messages(
-        self, user_id: uuid.UUID | str, query: str, limit: int = 20, *, tx: AsyncConnection | None = None
+        self,
+        user_id: uuid.UUID | str,
+        query: str,
+        limit: int = 20,
+        *,
+        tx: AsyncConnection | None = None,
+        principal: Principal | None = None,
     ) -> list[SearchHit]:
         """The user's messages most relevant to `query`, best first, from conversations that are not deleted.
 
@@ -188,7 +197,9 @@ class ConversationReads(ConversationRoom):
         Raises:
             ValidationError: a malformed user id, a query that is not text, or limit outside 1–100.
         """
-        async with self._db.operation("conversation.search_messages", read_only=True) as op:
+        async with self._db.operation(
+            "conversation.search_messages", read_only=True, principal=principal
+        ) as op:
             data = validate_input(
                 MessageQuery,
                 {"user_id": user_id, "query": query, "limit": limit},
@@ -211,6 +222,7 @@ class ConversationReads(ConversationRoom):
         until: datetime | None = None,
         *,
         tx: AsyncConnection | None = None,
+        principal: Principal | None = None,
     ) -> UsageStats:
         """Usage of one user (or of everyone, without `user_id`) in [since, until), computed by the database.
 
@@ -220,7 +232,7 @@ class ConversationReads(ConversationRoom):
         Raises:
             ValidationError: a malformed user id, a naive datetime, or until not after since.
         """
-        async with self._db.operation("conversation.usage_stats", read_only=True) as op:
+        async with self._db.operation("conversation.usage_stats", read_only=True, principal=principal) as op:
             window_ = validate_input(StatsWindow, {"user_id": user_id, "since": since, "until": until})
             scope = stats.Scope(user_id=window_.user_id, since=window_.since, until=window_.until)
             await op.authorize(window_.user_id)  # everyone's usage (no user_id): for those who manage users
@@ -242,7 +254,12 @@ class ConversationReads(ConversationRoom):
             return await op.run(work, tx=tx)
 
     async def get_conversation_stats(
-        self, conversation_id: uuid.UUID | str, user_id: uuid.UUID | str, *, tx: AsyncConnection | None = None
+        self,
+        conversation_id: uuid.UUID | str,
+        user_id: uuid.UUID | str,
+        *,
+        tx: AsyncConnection | None = None,
+        principal: Principal | None = None,
     ) -> ConversationStats:
         """One conversation's messages and tokens, per agent (with response times) and per type.
 
@@ -250,7 +267,9 @@ class ConversationReads(ConversationRoom):
             ValidationError: a malformed id.
             NotFoundError: no such conversation for this user.
         """
-        async with self._db.operation("conversation.conversation_stats", read_only=True) as op:
+        async with self._db.operation(
+            "conversation.conversation_stats", read_only=True, principal=principal
+        ) as op:
             key = parse_uuid(conversation_id, "conversation_id")
             owner = parse_uuid(user_id, "user_id")
             scope = stats.Scope(user_id=owner, conversation_id=key)

@@ -30,6 +30,7 @@ from stratus_db.memory.search import MemoryCandidate, SearchFilters
 from stratus_db.memory.writes import MemoryWrites
 from stratus_db.models import ConsentPurpose, MemoryType
 from stratus_db.privacy.gate import ConsentCheck
+from stratus_db.security.principal import Principal
 from stratus_db.users.activity import tracker_of
 
 if TYPE_CHECKING:
@@ -42,7 +43,14 @@ HITS_PER_TURN = 64
 
 
 class MemoryManager:
-    """Store, read, list and delete memories. Writes are audited; an expired memory is never returned."""
+    """Store, read, list and delete memories. Writes are audited; an expired memory is never returned.
+
+    Every public method takes a keyword-only `principal`: who makes that call. Given, it is the call's principal,
+    over the context's (`db.context(principal=...)`) if that names another: security/policy.py decides the call for
+    it, and its audit rows record it as the actor. Omitted, the context's principal applies, and without one the
+    STRATUS_ANONYMOUS_CALLS setting. A call refused raises PermissionDeniedError and writes only the refusal's audit
+    row; a `principal` that is not a Principal raises ValidationError. docs/users.md, "Access control", has the rules.
+    """
 
     def __init__(self, db: StratusPostgreSQLIntegration) -> None:
         self._db = db
@@ -66,6 +74,7 @@ class MemoryManager:
         ttl: timedelta | float | None = None,
         expires_at: datetime | None = None,
         tx: AsyncConnection | None = None,
+        principal: Principal | None = None,
     ) -> MemoryEntry:
         """Store `value` under `key` for the user; an existing key is updated in place.
 
@@ -87,6 +96,7 @@ class MemoryManager:
             ttl: lifetime from now, in seconds or as a timedelta (not for critical).
             expires_at: a time-zone-aware instant in the future (not for critical; not with ttl).
             tx: a transaction from `db.transaction()` to join.
+            principal: who makes this call, instead of the context's principal (see the class docstring).
 
         Raises:
             ValidationError: a malformed argument; nothing is written.
@@ -94,7 +104,7 @@ class MemoryManager:
             ConsentRequiredError: STRATUS_CONSENT_REQUIRED names memory_personalisation and the user has not
                 consented to it (docs/privacy.md); nothing is written.
         """
-        async with self._db.operation("memory.store") as op:
+        async with self._db.operation("memory.store", principal=principal) as op:
             data = validate_input(
                 MemoryStore,
                 {
@@ -118,7 +128,12 @@ class MemoryManager:
             return await self._writes.store(op, data, tx=tx)
 
     async def get_memory(
-        self, user_id: uuid.UUID | str, key: str, *, tx: AsyncConnection | None = None
+        self,
+        user_id: uuid.UUID | str,
+        key: str,
+        *,
+        tx: AsyncConnection | None = None,
+        principal: Principal | None = None,
     ) -> MemoryEntry | None:
         """The user's live memory under `key`, or None if missing or expired.
 
@@ -132,7 +147,7 @@ class MemoryManager:
             ConsentRequiredError: STRATUS_CONSENT_REQUIRED names memory_personalisation and the user has not
                 consented to it.
         """
-        async with self._db.operation("memory.get") as op:
+        async with self._db.operation("memory.get", principal=principal) as op:
             use_cache = tx is None and self._cache.enabled
             cache_key = self._valid_lookup(user_id, key, use_cache)
             owner, name = cache_key
@@ -201,13 +216,14 @@ class MemoryManager:
         limit: int = 50,
         cursor: str | None = None,
         tx: AsyncConnection | None = None,
+        principal: Principal | None = None,
     ) -> Page[MemoryEntry]:
         """The user's live memories in key order, optionally of one type. Does not count accesses.
 
         Raises:
             ValidationError: a malformed user id, type, limit or cursor.
         """
-        async with self._db.operation("memory.list", read_only=True) as op:
+        async with self._db.operation("memory.list", read_only=True, principal=principal) as op:
             owner = parse_uuid(user_id, "user_id")
             type_filter = None if memory_type is None else parse_enum(MemoryType, memory_type, "memory_type")
             limit = check_limit(limit)
@@ -223,14 +239,19 @@ class MemoryManager:
             return await op.run(work, tx=tx)
 
     async def delete_memory(
-        self, user_id: uuid.UUID | str, key: str, *, tx: AsyncConnection | None = None
+        self,
+        user_id: uuid.UUID | str,
+        key: str,
+        *,
+        tx: AsyncConnection | None = None,
+        principal: Principal | None = None,
     ) -> bool:
         """Delete the user's memory under `key`; True if there was one. The audit row keeps what was deleted.
 
         Raises:
             ValidationError: `user_id` is not a UUID or `key` is malformed.
         """
-        async with self._db.operation("memory.delete") as op:
+        async with self._db.operation("memory.delete", principal=principal) as op:
             lookup = validate_input(MemoryLookup, {"user_id": user_id, "key": key})
             await op.authorize(lookup.user_id)
             return await op.run(partial(self._writes.delete, user_id=lookup.user_id, key=lookup.key), tx=tx)
@@ -244,6 +265,7 @@ class MemoryManager:
         min_importance: float | None = None,
         *,
         tx: AsyncConnection | None = None,
+        principal: Principal | None = None,
     ) -> list[SearchResult]:
         """The user's live memories most relevant to `query`, best first.
 
@@ -258,7 +280,7 @@ class MemoryManager:
             ConsentRequiredError: STRATUS_CONSENT_REQUIRED names memory_personalisation and the user has not
                 consented to it.
         """
-        async with self._db.operation("memory.search", read_only=True) as op:
+        async with self._db.operation("memory.search", read_only=True, principal=principal) as op:
             data = validate_input(
                 MemorySearch,
                 {
@@ -311,7 +333,11 @@ class MemoryManager:
         ]
 
     async def purge_expired(
-        self, *, batch_size: int = 1000, on_progress: Callable[[int], object] | None = None
+        self,
+        *,
+        batch_size: int = 1000,
+        on_progress: Callable[[int], object] | None = None,
+        principal: Principal | None = None,
     ) -> int:
         """Delete every expired memory (critical ones never expire), in batches of `batch_size`, each in its own
         short transaction; returns how many were deleted. Each batch writes one audit row per user listing the ids.
@@ -323,7 +349,7 @@ class MemoryManager:
         Raises:
             ValidationError: `batch_size` outside 1–10,000, or `on_progress` neither a function nor None.
         """
-        async with self._db.operation("memory.purge_expired") as op:
+        async with self._db.operation("memory.purge_expired", principal=principal) as op:
             size = check_limit(batch_size, maximum=10_000, name="batch_size")
             check_callback(on_progress, "on_progress")
             await op.authorize(None)

@@ -28,6 +28,7 @@ from stratus_db.privacy.consent_schemas import (
     ConsentState,
 )
 from stratus_db.privacy.gate import ConsentCache
+from stratus_db.security.principal import Principal
 
 if TYPE_CHECKING:
     from stratus_db.database import StratusPostgreSQLIntegration
@@ -38,7 +39,9 @@ TABLE = "user_consents"
 class ConsentManager:
     """Grant and revoke consent to a purpose, and read where a user stands. Append-only: every grant and every
     revocation is a new row (the rows before it are never changed), written with its audit row in one transaction;
-    the latest event of a (user, purpose) decides."""
+    the latest event of a (user, purpose) decides.
+
+    Every method takes a keyword-only `principal`, who makes the call, over the context's (as UserManager's do)."""
 
     def __init__(self, db: StratusPostgreSQLIntegration) -> None:
         self._db = db
@@ -53,6 +56,7 @@ class ConsentManager:
         channel: str,
         *,
         tx: AsyncConnection | None = None,
+        principal: Principal | None = None,
     ) -> ConsentEvent:
         """Record that the user consents to `purpose`, having been shown version `text_version` of its text.
 
@@ -74,7 +78,7 @@ class ConsentManager:
                 written.
             NotFoundError: no such user; nothing is written.
         """
-        async with self._db.operation("consent.grant") as op:
+        async with self._db.operation("consent.grant", principal=principal) as op:
             data = validate_input(
                 ConsentGrant,
                 {
@@ -104,6 +108,7 @@ class ConsentManager:
         *,
         text_version: str | None = None,
         tx: AsyncConnection | None = None,
+        principal: Principal | None = None,
     ) -> ConsentEvent:
         """Record that the user withdraws consent to `purpose`. A new event: the grant's row is unchanged, and the
         library's checks refuse the purpose from now on (in other processes within STRATUS_CONSENT_CACHE_TTL_S).
@@ -119,7 +124,7 @@ class ConsentManager:
             ValidationError: a malformed argument or an unknown purpose; nothing is written.
             NotFoundError: no such user; nothing is written.
         """
-        async with self._db.operation("consent.revoke") as op:
+        async with self._db.operation("consent.revoke", principal=principal) as op:
             data = validate_input(
                 ConsentRevocation,
                 {
@@ -161,7 +166,12 @@ class ConsentManager:
         return recorded
 
     async def has_consent(
-        self, user_id: uuid.UUID | str, purpose: ConsentPurpose | str, *, tx: AsyncConnection | None = None
+        self,
+        user_id: uuid.UUID | str,
+        purpose: ConsentPurpose | str,
+        *,
+        tx: AsyncConnection | None = None,
+        principal: Principal | None = None,
     ) -> bool:
         """Whether the user's latest event for `purpose` is a grant: False after a revocation, when the user was never
         asked, or when there is no such user. Read from the ledger (never from the checks' cache).
@@ -169,7 +179,7 @@ class ConsentManager:
         Raises:
             ValidationError: a malformed user id or an unknown purpose.
         """
-        async with self._db.operation("consent.has", read_only=True) as op:
+        async with self._db.operation("consent.has", read_only=True, principal=principal) as op:
             key = parse_uuid(user_id, "user_id")
             wanted = parse_enum(ConsentPurpose, purpose, "purpose")
             await op.authorize(key)
@@ -181,7 +191,11 @@ class ConsentManager:
             return await op.run(work, tx=tx, single_statement=True)
 
     async def consents(
-        self, user_id: uuid.UUID | str, *, tx: AsyncConnection | None = None
+        self,
+        user_id: uuid.UUID | str,
+        *,
+        tx: AsyncConnection | None = None,
+        principal: Principal | None = None,
     ) -> list[ConsentState]:
         """Where the user stands on every purpose, in ConsentPurpose's order: granted or not, and the latest event
         (None for a purpose the user was never asked about).
@@ -190,7 +204,7 @@ class ConsentManager:
             ValidationError: a malformed user id.
             NotFoundError: no such user.
         """
-        async with self._db.operation("consent.list", read_only=True) as op:
+        async with self._db.operation("consent.list", read_only=True, principal=principal) as op:
             key = parse_uuid(user_id, "user_id")
             await op.authorize(key)
 
@@ -218,6 +232,7 @@ class ConsentManager:
         limit: int = 50,
         cursor: str | None = None,
         tx: AsyncConnection | None = None,
+        principal: Principal | None = None,
     ) -> Page[ConsentEvent]:
         """The user's consent events, newest first, of one purpose or all: the ledger as recorded.
 
@@ -226,7 +241,7 @@ class ConsentManager:
                 here.
             NotFoundError: no such user.
         """
-        async with self._db.operation("consent.history", read_only=True) as op:
+        async with self._db.operation("consent.history", read_only=True, principal=principal) as op:
             key = parse_uuid(user_id, "user_id")
             wanted = None if purpose is None else parse_enum(ConsentPurpose, purpose, "purpose")
             limit = check_limit(limit)

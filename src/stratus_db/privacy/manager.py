@@ -27,6 +27,7 @@ from stratus_db.privacy.erasure import (
     pseudonymise_audit,
 )
 from stratus_db.privacy.export import EXPORT_FORMAT, EXPORT_VERSION, begin_snapshot, stream_export
+from stratus_db.security.principal import Principal
 from stratus_db.users.repository import UserRepository
 
 if TYPE_CHECKING:
@@ -38,13 +39,16 @@ class _ErasureReason(InputModel):
 
 
 class PrivacyManager:
-    """Export and erasure of a person's data."""
+    """Export and erasure of a person's data (docs/privacy.md). Every method takes a keyword-only `principal`, who
+    makes the call, over the context's (as UserManager's do)."""
 
     def __init__(self, db: StratusPostgreSQLIntegration) -> None:
         self._db = db
         self._audit = AuditManager(db)
 
-    async def export_user_data(self, user_id: uuid.UUID | str) -> AsyncGenerator[bytes]:
+    async def export_user_data(
+        self, user_id: uuid.UUID | str, *, principal: Principal | None = None
+    ) -> AsyncGenerator[bytes]:
         """Everything held about the user as one JSON document (format `stratus-db/user-export` version 1,
         privacy/export.py and docs/privacy.md), streamed: `async for chunk in await privacy.export_user_data(uid)`.
 
@@ -59,7 +63,7 @@ class PrivacyManager:
                 an agent, not an administrator or auditor: the export holds conversation content).
             NotFoundError: no such user.
         """
-        async with self._db.operation("privacy.export") as op:
+        async with self._db.operation("privacy.export", principal=principal) as op:
             key = parse_uuid(user_id, "user_id")
             await op.authorize(key)
             exported_at = self._db.clock()
@@ -86,7 +90,12 @@ class PrivacyManager:
                 yield chunk
 
     async def erase_user(
-        self, user_id: uuid.UUID | str, reason: str, *, tx: AsyncConnection | None = None
+        self,
+        user_id: uuid.UUID | str,
+        reason: str,
+        *,
+        tx: AsyncConnection | None = None,
+        principal: Principal | None = None,
     ) -> ErasureReport:
         """Erase everything held about the person (LGPD Art. 16 and 18 VI), in one transaction:
 
@@ -110,7 +119,7 @@ class PrivacyManager:
             PermissionDeniedError: not the person, an administrator or trusted code.
             NotFoundError: no such user.
         """
-        async with self._db.operation("privacy.erase") as op:
+        async with self._db.operation("privacy.erase", principal=principal) as op:
             key = parse_uuid(user_id, "user_id")
             cause = validate_input(_ErasureReason, {"reason": reason}).reason
             await op.authorize(key)
@@ -128,8 +137,7 @@ class PrivacyManager:
                     deleted["users"] = 1
                 await MemoryCache.of(self._db).invalidate_everywhere(conn, key)
                 report = ErasureReport(pseudonym, deleted, pseudonymised, tuple(sorted(held)))
-                await self._audit.record(
-                    conn,
+                entry = self._audit.entry(
                     action=AuditAction.erase,
                     table_name="users",
                     record_id=pseudonym,
@@ -141,6 +149,13 @@ class PrivacyManager:
                         "held": list(report.held),
                     },
                 )
+                if entry.context.actor == f"user:{key}":
+                    # The person asked for it themselves: the row must not name them either.
+                    anonymous = entry.context._replace(
+                        actor=f"user:{pseudonym}", ip_address=None, user_agent=None
+                    )
+                    entry = entry._replace(context=anonymous)
+                await self._audit.append(conn, [entry])
                 return report
 
             report = await op.run(work, tx=tx)
@@ -149,7 +164,9 @@ class PrivacyManager:
                     await forget_words(conn)
             return report
 
-    async def write_user_export(self, user_id: uuid.UUID | str, path: str | os.PathLike[str]) -> int:
+    async def write_user_export(
+        self, user_id: uuid.UUID | str, path: str | os.PathLike[str], *, principal: Principal | None = None
+    ) -> int:
         """Write the user's export document to the file `path` (created or replaced only once complete: the text
         goes to a temporary file beside it, renamed at the end). Returns the number of bytes written.
 
@@ -161,7 +178,7 @@ class PrivacyManager:
         target = Path(path)
         if not target.parent.is_dir():
             raise ValidationError(f"path: the directory {target.parent} does not exist")
-        chunks = await self.export_user_data(user_id)
+        chunks = await self.export_user_data(user_id, principal=principal)
         partial = target.with_name(f".{target.name}.{uuid.uuid4().hex}.partial")
         written = 0
         try:

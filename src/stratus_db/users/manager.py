@@ -27,6 +27,7 @@ from stratus_db.kit.validation import (
     validate_input,
 )
 from stratus_db.models import ExpiryBasis, UserRole
+from stratus_db.security.principal import Principal
 from stratus_db.users.activity import (
     MAX_PERIODS,
     ActivityCount,
@@ -95,7 +96,14 @@ class _Deactivation(InputModel):
 
 
 class UserManager:
-    """Create, read, update and list users. Every change writes its audit row in the same transaction."""
+    """Create, read, update and list users. Every change writes its audit row in the same transaction.
+
+    Every public method takes a keyword-only `principal`: who makes that call. Given, it is the call's principal,
+    over the context's (`db.context(principal=...)`) if that names another: security/policy.py decides the call for
+    it, and its audit rows record it as the actor. Omitted, the context's principal applies, and without one the
+    STRATUS_ANONYMOUS_CALLS setting. A call refused raises PermissionDeniedError and writes only the refusal's audit
+    row; a `principal` that is not a Principal raises ValidationError. docs/users.md, "Access control", has the rules.
+    """
 
     def __init__(self, db: StratusPostgreSQLIntegration) -> None:
         self._db = db
@@ -113,6 +121,7 @@ class UserManager:
         birth_date: date | None = None,
         canac: str | None = None,
         tx: AsyncConnection | None = None,
+        principal: Principal | None = None,
     ) -> UserRead:
         """Register a user.
 
@@ -135,6 +144,7 @@ class UserManager:
                 expiry of a medical certificate without a recorded one is computed (docs/users.md).
             canac: the person's ANAC code (CANAC): 6 digits as text, e.g. "123456"; unique among users.
             tx: a transaction from `db.transaction()` to join.
+            principal: who makes this call, instead of the context's principal (see the class docstring).
 
         Returns:
             The stored user.
@@ -143,7 +153,7 @@ class UserManager:
             ValidationError: a field is malformed; nothing is written.
             ConflictError: the e-mail, or the CANAC, is already registered (the message names which).
         """
-        async with self._db.operation("user.create") as op:
+        async with self._db.operation("user.create", principal=principal) as op:
             data = validate_input(
                 UserCreate,
                 {
@@ -188,14 +198,18 @@ class UserManager:
             return await op.run(work, tx=tx)
 
     async def get_user(
-        self, user_id: uuid.UUID | str, *, tx: AsyncConnection | None = None
+        self,
+        user_id: uuid.UUID | str,
+        *,
+        tx: AsyncConnection | None = None,
+        principal: Principal | None = None,
     ) -> UserRead | None:
         """The user with this id, or None.
 
         Raises:
             ValidationError: `user_id` is not a UUID.
         """
-        async with self._db.operation("user.get", read_only=True) as op:
+        async with self._db.operation("user.get", read_only=True, principal=principal) as op:
             key = parse_uuid(user_id, "user_id")
             await op.authorize(key)
 
@@ -204,13 +218,15 @@ class UserManager:
 
             return await op.run(work, tx=tx)
 
-    async def get_user_by_email(self, email: str, *, tx: AsyncConnection | None = None) -> UserRead | None:
+    async def get_user_by_email(
+        self, email: str, *, tx: AsyncConnection | None = None, principal: Principal | None = None
+    ) -> UserRead | None:
         """The user with this e-mail (any case), or None.
 
         Raises:
             ValidationError: `email` is not an e-mail address.
         """
-        async with self._db.operation("user.get_by_email", read_only=True) as op:
+        async with self._db.operation("user.get_by_email", read_only=True, principal=principal) as op:
             address = validate_input(EmailLookup, {"email": email}).email
 
             async def work(conn: AsyncConnection) -> UserRead | None:
@@ -222,7 +238,13 @@ class UserManager:
             return found
 
     async def update_user(
-        self, user_id: uuid.UUID | str, /, *, tx: AsyncConnection | None = None, **changes: Any
+        self,
+        user_id: uuid.UUID | str,
+        /,
+        *,
+        tx: AsyncConnection | None = None,
+        principal: Principal | None = None,
+        **changes: Any,
     ) -> UserRead:
         """Change some fields of a user: `update_user(uid, name=..., licenses=[...])`.
 
@@ -241,7 +263,7 @@ class UserManager:
             NotFoundError: no such user.
             ConflictError: the new e-mail, or the new CANAC, belongs to another user (the message names which).
         """
-        async with self._db.operation("user.update") as op:
+        async with self._db.operation("user.update", principal=principal) as op:
             key = parse_uuid(user_id, "user_id")
             data = validate_input(UserUpdate, changes)
             values = data.model_dump(exclude_unset=True)
@@ -299,6 +321,7 @@ class UserManager:
         limit: int = 50,
         cursor: str | None = None,
         tx: AsyncConnection | None = None,
+        principal: Principal | None = None,
     ) -> Page[UserRead]:
         """Users in creation order, optionally of one role, of one experience level, active (`last_active`) at or
         after `active_since`, and holding credential `credential_code` (any spelling the catalogue reads: "pp" is
@@ -310,7 +333,7 @@ class UserManager:
                 codes), an `active_since` that is not a time-zone-aware datetime, `include_deactivated` not a bool,
                 a limit outside 1–500, or a cursor not issued here.
         """
-        async with self._db.operation("user.list", read_only=True) as op:
+        async with self._db.operation("user.list", read_only=True, principal=principal) as op:
             role_filter = None if role is None else parse_enum(UserRole, role, "role")
             level = None if experience_level is None else parse_experience_level(experience_level)
             since = None if active_since is None else _instant(active_since, "active_since")
@@ -335,7 +358,12 @@ class UserManager:
             return await op.run(work, tx=tx)
 
     async def update_preferences(
-        self, user_id: uuid.UUID | str, patch: dict[str, Any], *, tx: AsyncConnection | None = None
+        self,
+        user_id: uuid.UUID | str,
+        patch: dict[str, Any],
+        *,
+        tx: AsyncConnection | None = None,
+        principal: Principal | None = None,
     ) -> UserRead:
         """Change the user's preferences with a JSON merge patch (RFC 7396): an object merges into the stored one
         key by key (recursively), `None` removes a key, any other value replaces it.
@@ -349,7 +377,7 @@ class UserManager:
                 wrong type, or the result is over the JSON limits; the message names the key; nothing is written.
             NotFoundError: no such user.
         """
-        async with self._db.operation("user.update_preferences") as op:
+        async with self._db.operation("user.update_preferences", principal=principal) as op:
             key = parse_uuid(user_id, "user_id")
             if not isinstance(patch, dict):
                 raise ValidationError(f"patch must be a JSON object (a dict), got {type(patch).__name__}")
@@ -436,6 +464,7 @@ class UserManager:
         expires_at: date | None = None,
         restrictions: str | None = None,
         tx: AsyncConnection | None = None,
+        principal: Principal | None = None,
     ) -> CredentialRead:
         """Record that the user holds credential `code` (any spelling the catalogue reads: "pp", "CMA-1",
         "TIPO:A320"), stored under its canonical code and kind. The code joins `licenses` on the user.
@@ -447,6 +476,7 @@ class UserManager:
                 1st or 2nd class medical certificate with `issued_at` (taken as the exam date) whose holder's birth
                 date is known gets the expiry credentials.medical_validity computes, stored as `computed`.
             restrictions: free text up to 1,000 characters (e.g. "VFR only", "must wear corrective lenses").
+            principal: who makes this call, instead of the context's principal (see the class docstring).
 
         Raises:
             ValidationError: a malformed argument, an unknown or ambiguous code, or an issue before the holder's
@@ -454,7 +484,7 @@ class UserManager:
             NotFoundError: no such user.
             ConflictError: the user already holds that code (change it with update_credential).
         """
-        async with self._db.operation("user.add_credential") as op:
+        async with self._db.operation("user.add_credential", principal=principal) as op:
             data = validate_input(
                 CredentialAdd,
                 {
@@ -488,6 +518,7 @@ class UserManager:
         /,
         *,
         tx: AsyncConnection | None = None,
+        principal: Principal | None = None,
         **changes: Any,
     ) -> CredentialRead:
         """Change some details of one of the user's credentials: number, issued_at, expires_at, restrictions. A
@@ -502,7 +533,7 @@ class UserManager:
                 the stored dates too), or an issue before the holder's birth; nothing is written.
             NotFoundError: the user holds no such credential.
         """
-        async with self._db.operation("user.update_credential") as op:
+        async with self._db.operation("user.update_credential", principal=principal) as op:
             key = parse_uuid(user_id, "user_id")
             credential_key = parse_uuid(credential_id, "credential_id")
             values = validate_input(CredentialUpdate, changes).model_dump(exclude_unset=True)
@@ -547,6 +578,7 @@ class UserManager:
         limit: int = 50,
         cursor: str | None = None,
         tx: AsyncConnection | None = None,
+        principal: Principal | None = None,
     ) -> Page[UserRead]:
         """Users whose `last_active` is at or after `since`, in creation order (a stable order: `last_active` moves
         while one pages). `last_active` is written at most once a minute per user and process (docs/users.md), so
@@ -557,7 +589,7 @@ class UserManager:
             ValidationError: `since` is not a time-zone-aware datetime, `include_deactivated` not a bool, a limit
                 outside 1–500, or a foreign cursor.
         """
-        async with self._db.operation("user.active_users", read_only=True) as op:
+        async with self._db.operation("user.active_users", read_only=True, principal=principal) as op:
             instant = _instant(since, "since")
             _flag(include_deactivated, "include_deactivated")
             limit = check_limit(limit)
@@ -582,6 +614,7 @@ class UserManager:
         *,
         granularity: Granularity = "day",
         tx: AsyncConnection | None = None,
+        principal: Principal | None = None,
     ) -> list[ActivityCount]:
         """Daily or monthly active users from `since` (inclusive) to `until` (exclusive): for each UTC day (or month)
         the periods of the range fall in, the number of distinct users who wrote at least one message in it.
@@ -594,7 +627,7 @@ class UserManager:
             ValidationError: `since`/`until` are not time-zone-aware datetimes, `until` is not after `since`, the
                 granularity is not "day" or "month", or the range has more than 3660 periods.
         """
-        async with self._db.operation("user.activity_counts", read_only=True) as op:
+        async with self._db.operation("user.activity_counts", read_only=True, principal=principal) as op:
             window = validate_input(_ActivityWindow, {"since": since, "until": until})
             if window.until <= window.since:
                 raise ValidationError("until must be after since")
@@ -618,7 +651,12 @@ class UserManager:
             return [ActivityCount(period=period, active_users=counts.get(period, 0)) for period in periods]
 
     async def remove_credential(
-        self, user_id: uuid.UUID | str, credential_id: uuid.UUID | str, *, tx: AsyncConnection | None = None
+        self,
+        user_id: uuid.UUID | str,
+        credential_id: uuid.UUID | str,
+        *,
+        tx: AsyncConnection | None = None,
+        principal: Principal | None = None,
     ) -> CredentialRead:
         """Remove one of the user's credentials; its code leaves `licenses`. Returns what was removed.
 
@@ -626,7 +664,7 @@ class UserManager:
             ValidationError: a malformed id.
             NotFoundError: the user holds no such credential.
         """
-        async with self._db.operation("user.remove_credential") as op:
+        async with self._db.operation("user.remove_credential", principal=principal) as op:
             key = parse_uuid(user_id, "user_id")
             credential_key = parse_uuid(credential_id, "credential_id")
             await op.authorize(key)
@@ -686,7 +724,12 @@ class UserManager:
             await self._audit_credential(conn, AuditAction.update, after, old=old_values, new=new_values)
 
     async def deactivate_user(
-        self, user_id: uuid.UUID | str, reason: str, *, tx: AsyncConnection | None = None
+        self,
+        user_id: uuid.UUID | str,
+        reason: str,
+        *,
+        tx: AsyncConnection | None = None,
+        principal: Principal | None = None,
     ) -> UserRead:
         """Deactivate a user: `deactivated_at` is set to now, and list_users and active_users leave the user out
         (unless asked to include them). Nothing else changes: the profile, credentials, memories and conversations
@@ -706,7 +749,7 @@ class UserManager:
             ValidationError: `user_id` is not a UUID or `reason` is not 1–500 characters of text.
             NotFoundError: no such user.
         """
-        async with self._db.operation("user.deactivate") as op:
+        async with self._db.operation("user.deactivate", principal=principal) as op:
             key = parse_uuid(user_id, "user_id")
             why = validate_input(_Deactivation, {"reason": reason}).reason
             await op.authorize(key)
@@ -734,7 +777,11 @@ class UserManager:
             return await op.run(work, tx=tx)
 
     async def reactivate_user(
-        self, user_id: uuid.UUID | str, *, tx: AsyncConnection | None = None
+        self,
+        user_id: uuid.UUID | str,
+        *,
+        tx: AsyncConnection | None = None,
+        principal: Principal | None = None,
     ) -> UserRead:
         """Reactivate a deactivated user: `deactivated_at` is cleared, audited (action `update`). For admin and
         system only: a deactivation is undone by those who manage users. An active user is returned unchanged, and
@@ -744,7 +791,7 @@ class UserManager:
             ValidationError: `user_id` is not a UUID.
             NotFoundError: no such user.
         """
-        async with self._db.operation("user.reactivate") as op:
+        async with self._db.operation("user.reactivate", principal=principal) as op:
             key = parse_uuid(user_id, "user_id")
             await op.authorize(key)
 
@@ -767,7 +814,12 @@ class UserManager:
             return await op.run(work, tx=tx)
 
     async def credential_status(
-        self, user_id: uuid.UUID | str, *, on: date | None = None, tx: AsyncConnection | None = None
+        self,
+        user_id: uuid.UUID | str,
+        *,
+        on: date | None = None,
+        tx: AsyncConnection | None = None,
+        principal: Principal | None = None,
     ) -> list[CredentialStatus]:
         """Each of the user's credentials and its state on `on` (default: today in Brasília time), with the reason:
 
@@ -786,7 +838,7 @@ class UserManager:
             ValidationError: `user_id` is not a UUID or `on` is not a `datetime.date`.
             NotFoundError: no such user.
         """
-        async with self._db.operation("user.credential_status", read_only=True) as op:
+        async with self._db.operation("user.credential_status", read_only=True, principal=principal) as op:
             key = parse_uuid(user_id, "user_id")
             day = self._today() if on is None else _plain_date(on, "on")
             await op.authorize(key)
@@ -812,6 +864,7 @@ class UserManager:
         cursor: str | None = None,
         on: date | None = None,
         tx: AsyncConnection | None = None,
+        principal: Principal | None = None,
     ) -> Page[CredentialRead]:
         """Every user's credentials that expire from `on` (default: today in Brasília time) to `within_days` days
         later, both included, soonest first (by expiry, then id). A cross-user query: for administrators and jobs.
@@ -820,7 +873,7 @@ class UserManager:
             ValidationError: `within_days` outside 0–3650, a limit outside 1–500, `on` not a `datetime.date`, or a
                 cursor not issued here.
         """
-        async with self._db.operation("user.expiring_credentials", read_only=True) as op:
+        async with self._db.operation("user.expiring_credentials", read_only=True, principal=principal) as op:
             days = parse_int(within_days, "within_days", minimum=0, maximum=MAX_WINDOW_DAYS)
             limit = check_limit(limit)
             first = self._today() if on is None else _plain_date(on, "on")
