@@ -428,7 +428,9 @@ async def test_every_call_against_every_principal(db: Database, way: str) -> Non
             audited = await _audit_rows_by_actor(db) - audited_before
             if qualified not in NEEDS_NEW_OWNER or label != "owner":
                 # (The person's own erasure is audited under their pseudonym: test_privacy_erasure.py checks it.)
-                assert set(audited) <= {principal.actor}, f"{qualified} by {label} ({way}) audited as {audited}"
+                assert set(audited) <= {principal.actor}, (
+                    f"{qualified} by {label} ({way}) audited as {audited}"
+                )
             if outcomes[qualified, label] == "denied":
                 assert await _counts(db) == before, (
                     f"{qualified} by {label} ({way}) was refused and wrote nothing"
