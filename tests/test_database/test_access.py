@@ -191,6 +191,8 @@ CALLS: dict[str, tuple[frozenset[str], Call]] = {
         PERSON_OR_MANAGER,
         lambda w: w.privacy.erase_user(w.owner, "teste de acesso"),
     ),
+    # The session's database configures no retention: allowed, the call deletes nothing.
+    "PrivacyManager.apply_retention": (MANAGING, lambda w: w.privacy.apply_retention()),
     "PrivacyManager.write_user_export": (
         PERSON,
         lambda w: w.privacy.write_user_export(w.owner, Path(tempfile.gettempdir()) / f"{uuid.uuid4()}.json"),
