@@ -59,8 +59,9 @@ async def measure(ops: int, rounds: int) -> list[str]:
             ]
             memories, conversations = MemoryManager(db), ConversationManager(db)
             chats = [await conversations.create_conversation(user, "Consulta") for user in users]
+            # Long-term: a short-term memory read often is promoted, a write that empties the cache mid-run.
             for index, user in enumerate(users):
-                await memories.store_memory(user, "aeronave", sentences[index % len(sentences)])
+                await memories.store_memory(user, "aeronave", sentences[index % len(sentences)], "long_term")
 
             def store(index: int) -> Awaitable[Any]:
                 return memories.store_memory(

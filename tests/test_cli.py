@@ -14,7 +14,15 @@ import pytest
 from sqlalchemy.engine import make_url
 from typer.testing import CliRunner, Result
 
-from stratus_db import ConversationManager, Database, MemoryManager, Settings, UserManager, ValidationError
+from stratus_db import (
+    AuditManager,
+    ConversationManager,
+    Database,
+    MemoryManager,
+    Settings,
+    UserManager,
+    ValidationError,
+)
 from stratus_db.cli import app
 from stratus_db.revisions import revision_ids
 from stratus_db.schema import head_revision
@@ -423,6 +431,66 @@ async def test_purge_expired_reports_progress_on_both_backends(database_url: str
         "purging expired memories: 5 deleted",
     ]
     assert await count_rows_at(database_url, "memory_entries") == 1
+
+
+async def test_apply_retention_dry_run_then_progress_on_both_backends(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    forty_days_ago = datetime.now(UTC) - timedelta(days=40)
+    db = Database(settings_for(database_url), clock=lambda: forty_days_ago)
+    try:
+        user = await create_user(UserManager(db))
+        for index in range(5):
+            stale = await ConversationManager(db).create_conversation(user.user_id, f"antiga {index}")
+            await ConversationManager(db).add_message(stale.conversation_id, user.user_id, "METAR SBKP?")
+    finally:
+        await db.close()
+    db = Database(settings_for(database_url))
+    try:
+        kept = await ConversationManager(db).create_conversation(user.user_id, "de hoje")
+    finally:
+        await db.close()
+    monkeypatch.setenv("STRATUS_RETENTION_CONVERSATIONS_DAYS", "30")
+
+    dry = await invoke("apply-retention", "--dry-run")
+    assert dry.exit_code == 0, dry.output
+    lines = dry.stdout.splitlines()
+    assert lines[0].startswith(
+        "conversations: 5 would be purged with 5 messages (no activity for 30 days: before "
+    )
+    assert lines[1:] == [
+        "memories: kept for ever (STRATUS_RETENTION_MEMORIES_DAYS is 0)",
+        "inactive accounts: kept for ever (STRATUS_RETENTION_INACTIVE_ACCOUNTS_DAYS is 0)",
+        "dry run: nothing was deleted",
+    ]
+    assert "applying retention" not in dry.stderr
+    assert await count_rows_at(database_url, "conversations") == 6
+
+    bad = await invoke("apply-retention", "--batch-size", "0")
+    assert bad.exit_code == 2
+    assert await count_rows_at(database_url, "conversations") == 6
+
+    result = await invoke("apply-retention", "--batch-size", "2")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[0].startswith(
+        "conversations: 5 purged with 5 messages (no activity for 30"
+    )
+    assert [line for line in result.stderr.splitlines() if line.startswith("applying")] == [
+        "applying retention to conversations: 2 deleted",
+        "applying retention to conversations: 4 deleted",
+        "applying retention to conversations: 5 deleted",
+    ]
+    assert await count_rows_at(database_url, "conversations") == 1
+    assert await count_rows_at(database_url, "messages") == 0
+    db = Database(settings_for(database_url))
+    try:
+        assert await ConversationManager(db).get_conversation(kept.conversation_id, user.user_id) is not None
+        purges = (await AuditManager(db).query(action="purge", table_name="conversations")).items
+        assert len(purges) == 5
+        assert {event.actor for event in purges} == {"system:stratus-db"}
+        assert {event.purpose for event in purges} == {"apply-retention"}
+    finally:
+        await db.close()
 
 
 async def existing_user(url: str) -> uuid.UUID:

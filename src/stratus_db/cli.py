@@ -1,5 +1,5 @@
 """`stratus-db`: migrate, db (current, history, downgrade, check), config, generate-key, demo, health, purge-expired,
-import-messages."""
+export-user, apply-retention, import-messages."""
 
 from __future__ import annotations
 
@@ -29,6 +29,13 @@ from stratus_db.logging import configure_json
 from stratus_db.memory.manager import MemoryManager
 from stratus_db.models import ConversationStatus
 from stratus_db.privacy.manager import PrivacyManager
+from stratus_db.privacy.retention import (
+    DEFAULT_BATCH_SIZE,
+    MAX_BATCH_SIZE,
+    SETTINGS,
+    RetentionKind,
+    RetentionReport,
+)
 from stratus_db.schema import head_revision
 from stratus_db.security.crypto import BLIND_INDEX_VARIABLE, KEYS_VARIABLE, new_key_entry, new_secret
 from stratus_db.security.principal import Principal
@@ -344,6 +351,86 @@ def export_user(
 
     written = _run(export)
     typer.echo(f"exported user {owner} to {output} ({written:,} bytes)")
+
+
+class _KindsProgress:
+    """One progress bar (or line per step) per kind of data, as a job reaches each in turn."""
+
+    def __init__(self, description: str, unit: str) -> None:
+        self._description = description
+        self._unit = unit
+        self._kind: str | None = None
+        self._progress: _Progress | None = None
+
+    def update(self, kind: str, done: int) -> None:
+        if kind != self._kind:
+            self.close()
+            self._kind = kind
+            self._progress = _Progress(f"{self._description} {kind}", total=None, unit=self._unit).__enter__()
+        assert self._progress is not None, "opened above"
+        self._progress.update(done)
+
+    def close(self) -> None:
+        if self._progress is not None:
+            self._progress.__exit__()
+            self._progress = None
+
+
+_RETENTION_WHAT = {
+    RetentionKind.conversations: ("conversations", "purged", "no activity for {days} days"),
+    RetentionKind.memories: ("memories", "purged", "neither updated nor read for {days} days"),
+    RetentionKind.inactive_accounts: ("inactive accounts", "erased", "inactive for {days} days"),
+}
+
+
+def _retention_lines(report: RetentionReport) -> list[str]:
+    """The result: a line per rule (what went, or why nothing does), then whether it was a dry run."""
+    applied = {rule.kind: rule for rule in report.rules}
+    lines = []
+    for kind, setting in SETTINGS.items():
+        name, done, why = _RETENTION_WHAT[kind]
+        rule = applied.get(kind)
+        if rule is None:
+            lines.append(f"{name}: kept for ever ({setting} is 0)")
+            continue
+        count = report.deleted[kind]
+        verb = f"would be {done}" if report.dry_run else done
+        with_messages = f" with {report.messages} messages" if kind is RetentionKind.conversations else ""
+        cutoff = rule.cutoff.isoformat(timespec="seconds")
+        lines.append(f"{name}: {count} {verb}{with_messages} ({why.format(days=rule.days)}: before {cutoff})")
+    if report.dry_run:
+        lines.append("dry run: nothing was deleted")
+    return lines
+
+
+@app.command("apply-retention")
+def apply_retention(
+    batch_size: Annotated[
+        int,
+        typer.Option(
+            min=1, max=MAX_BATCH_SIZE, help="Conversations, memories or users deleted per transaction."
+        ),
+    ] = DEFAULT_BATCH_SIZE,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Count what would be deleted; delete nothing.")
+    ] = False,
+) -> None:
+    """Delete what the STRATUS_RETENTION_* settings no longer keep, in bounded batches, each deletion audited
+    (schedule it daily: see docs/privacy.md)."""
+
+    async def apply(db: StratusPostgreSQLIntegration) -> RetentionReport:
+        async with db.context(principal=OPERATOR, purpose="apply-retention"):
+            return await PrivacyManager(db).apply_retention(
+                batch_size=batch_size, dry_run=dry_run, on_progress=progress.update
+            )
+
+    progress = _KindsProgress("applying retention to", unit="deleted")
+    try:
+        report = _run(apply)
+    finally:
+        progress.close()
+    for line in _retention_lines(report):
+        typer.echo(line)
 
 
 # -- import -----------------------------------------------------------------------------------------------------

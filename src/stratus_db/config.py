@@ -47,6 +47,8 @@ STRATUS_SUMMARY_MAX_TOKENS."""
 _SECRET_QUERY_PARAMETERS = frozenset(
     {"password", "passwd", "sslpassword", "secret", "token", "api_key", "apikey"}
 )
+MAX_RETENTION_DAYS = 36_500
+"""The longest retention a setting takes (a hundred years): longer is "for ever", which 0 says."""
 _POSTGRES_DRIVERS = {"postgresql", "postgres", "postgresql+asyncpg"}
 _SQLITE_DRIVERS = {"sqlite", "sqlite+aiosqlite"}
 
@@ -150,6 +152,13 @@ class Settings(BaseSettings):
     """Kinds of a person's data that erase_user keeps because a regulation requires them (docs/privacy.md): a comma
     list of `user_credentials`, `memory_entries`, `conversations` (with their messages), `user_consents`; empty:
     erase everything."""
+    # Retention (docs/privacy.md "Retention"), applied by `stratus-db apply-retention`. 0 keeps the data for ever.
+    STRATUS_RETENTION_CONVERSATIONS_DAYS: Annotated[int, Field(ge=0, le=MAX_RETENTION_DAYS)] = 0
+    """A conversation with no activity for this many days is purged with all its messages."""
+    STRATUS_RETENTION_MEMORIES_DAYS: Annotated[int, Field(ge=0, le=MAX_RETENTION_DAYS)] = 0
+    """A memory neither updated nor read for this many days is purged (whatever its tier, critical included)."""
+    STRATUS_RETENTION_INACTIVE_ACCOUNTS_DAYS: Annotated[int, Field(ge=0, le=MAX_RETENTION_DAYS)] = 0
+    """A user whose `last_active` is this many days old is erased (erase_user) with everything of theirs."""
     ENVIRONMENT: Environment = Environment.development
 
     # Encryption of personal data (security/crypto.py, docs/security.md). Never stored in the database.

@@ -243,6 +243,8 @@ CALLS: dict[str, tuple[frozenset[str], Call]] = {
         PERSON_OR_MANAGER,
         lambda w, **by: w.privacy.erase_user(w.owner, "teste de acesso", **by),
     ),
+    # The session's database configures no retention: allowed, the call deletes nothing.
+    "PrivacyManager.apply_retention": (MANAGING, lambda w, **by: w.privacy.apply_retention(**by)),
     "PrivacyManager.write_user_export": (
         PERSON,
         lambda w, **by: w.privacy.write_user_export(

@@ -14,7 +14,7 @@ import uuid
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import bindparam, delete, func, select, text, update
+from sqlalchemy import ColumnElement, bindparam, delete, func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from stratus_db.kit.models import Base, table_of
@@ -26,6 +26,9 @@ ERASED = "[erased]"
 BATCH_ROWS = 1000
 SQLITE_SEARCH_INDEXES = ("memory_entries_fts", "memory_entries_fts_trigram", "messages_fts")
 """SQLite's full-text indexes: a deleted row's words stay in their segments until merged (see `forget_words`)."""
+
+TOMBSTONE_EMAIL_DOMAIN = "erased.invalid"
+"""The e-mail domain of a tombstone (a user row kept under a legal hold): `.invalid` is reserved (RFC 2606)."""
 
 NOT_OWNED = frozenset({"users", "audit_log"})
 """Tables with a `user_id` that erasure treats on their own: the profile itself, and the trail (pseudonymised)."""
@@ -151,7 +154,7 @@ async def delete_owned(
         await conn.execute(delete(table).where(table.c.user_id == user_id))
     tombstone: dict[str, Any] = {
         "name": ERASED,
-        "email": f"erased-{pseudonym.hex}@erased.invalid",
+        "email": f"erased-{pseudonym.hex}@{TOMBSTONE_EMAIL_DOMAIN}",
         "preferences": {},
         "experience_level": None,
         "birth_date": None,
@@ -163,6 +166,11 @@ async def delete_owned(
     if ErasableKind.credentials not in held:
         tombstone["licenses"] = []
     await conn.execute(update(_users).where(UserRow.user_id == user_id).values(tombstone), {"b_now": now})
+
+
+def is_tombstone() -> ColumnElement[bool]:
+    """The users that are tombstones (see `delete_owned`): already erased, the rows a legal hold keeps are theirs."""
+    return UserRow.email.like(f"%@{TOMBSTONE_EMAIL_DOMAIN}")
 
 
 async def forget_words(conn: AsyncConnection) -> None:

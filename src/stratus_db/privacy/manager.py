@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -16,7 +17,16 @@ from stratus_db.audit.manager import AuditManager
 from stratus_db.audit.schemas import AuditAction
 from stratus_db.errors import NotFoundError, StratusError, ValidationError
 from stratus_db.kit.ids import new_id
-from stratus_db.kit.validation import InputModel, NonEmptyStr, parse_uuid, validate_input
+from stratus_db.kit.schemas import check_limit
+from stratus_db.kit.statistics import analyze_after
+from stratus_db.kit.validation import (
+    InputModel,
+    NonEmptyStr,
+    check_callback,
+    parse_uuid,
+    shown,
+    validate_input,
+)
 from stratus_db.memory.cache import MemoryCache
 from stratus_db.privacy.erasure import (
     ErasureReport,
@@ -27,6 +37,19 @@ from stratus_db.privacy.erasure import (
     pseudonymise_audit,
 )
 from stratus_db.privacy.export import EXPORT_FORMAT, EXPORT_VERSION, begin_snapshot, stream_export
+from stratus_db.privacy.retention import (
+    DEFAULT_BATCH_SIZE,
+    MAX_BATCH_SIZE,
+    Batch,
+    RetentionKind,
+    RetentionReport,
+    RetentionRule,
+    configured_rules,
+    count_past,
+    inactive_users,
+    purge_conversations,
+    purge_memories,
+)
 from stratus_db.security.principal import Principal
 from stratus_db.users.repository import UserRepository
 
@@ -38,9 +61,17 @@ class _ErasureReason(InputModel):
     reason: Annotated[NonEmptyStr, StringConstraints(max_length=500)]
 
 
+RETENTION_TABLES = {
+    RetentionKind.conversations: "conversations",
+    RetentionKind.memories: "memory_entries",
+    RetentionKind.inactive_accounts: "users",
+}
+"""The table each retention rule deletes from: analyzed after a large run (kit/statistics.py)."""
+
+
 class PrivacyManager:
-    """Export and erasure of a person's data (docs/privacy.md). Every method takes a keyword-only `principal`, who
-    makes the call, over the context's (as UserManager's do)."""
+    """Export and erasure of a person's data, and retention (docs/privacy.md). Every method takes a keyword-only
+    `principal`, who makes the call, over the context's (as UserManager's do)."""
 
     def __init__(self, db: StratusPostgreSQLIntegration) -> None:
         self._db = db
@@ -191,3 +222,102 @@ class PrivacyManager:
         finally:
             partial.unlink(missing_ok=True)
         return written
+
+    async def apply_retention(
+        self,
+        *,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        dry_run: bool = False,
+        on_progress: Callable[[RetentionKind, int], object] | None = None,
+        principal: Principal | None = None,
+    ) -> RetentionReport:
+        """Delete what the retention settings no longer keep (docs/privacy.md "Retention"): conversations with no
+        activity for STRATUS_RETENTION_CONVERSATIONS_DAYS, with their messages; memories neither updated nor read
+        for STRATUS_RETENTION_MEMORIES_DAYS; users inactive (`last_active`) for
+        STRATUS_RETENTION_INACTIVE_ACCOUNTS_DAYS, erased with erase_user. A setting of 0 (the default) keeps that
+        kind for ever. The cutoffs are taken once, when the call begins.
+
+        Each rule deletes in batches of at most `batch_size` rows, each batch in a transaction of its own, so a
+        large backlog never holds one long transaction; a run stopped half-way is resumed by running it again. Every
+        deletion is audited with the rule's reason: one `purge` row per conversation (its counts), one `purge` row
+        per user and batch of memories (their ids and keys), one `erase` row per user (under their pseudonym).
+
+        `on_progress(kind, deleted_so_far)` is called after each batch that deleted something has committed. If it
+        raises, the run stops there (a StratusError as it is, anything else as the cause of an UnexpectedError);
+        the batches already committed stay deleted.
+
+        Args:
+            batch_size: 1-10,000 rows per transaction (conversations, memories or users).
+            dry_run: count what would be deleted, per rule, and delete nothing (on_progress is not called).
+            on_progress: a function, or None.
+
+        Returns:
+            RetentionReport: the rules applied and the rows deleted (or, in a dry run, that would be) per rule.
+
+        Raises:
+            ValidationError: `batch_size` outside 1-10,000, `dry_run` not a bool, `on_progress` not a function.
+            PermissionDeniedError: not an administrator or trusted code.
+        """
+        async with self._db.operation(
+            "privacy.apply_retention", read_only=dry_run is True, principal=principal
+        ) as op:
+            size = check_limit(batch_size, maximum=MAX_BATCH_SIZE, name="batch_size")
+            if not isinstance(dry_run, bool):
+                raise ValidationError(f"dry_run must be true or false, got {shown(dry_run)}")
+            check_callback(on_progress, "on_progress")
+            await op.authorize(None)
+            rules = configured_rules(self._db.settings, self._db.clock())
+
+            if dry_run:
+
+                async def count(conn: AsyncConnection) -> list[tuple[int, int]]:
+                    return [await count_past(conn, rule) for rule in rules]
+
+                counts = await op.run(count)
+                return RetentionReport(
+                    True,
+                    rules,
+                    {rule.kind: deleted for rule, (deleted, _messages) in zip(rules, counts, strict=True)},
+                    sum(messages for _deleted, messages in counts),
+                )
+
+            deleted: dict[RetentionKind, int] = {}
+            messages = 0
+            for rule in rules:
+                total, after = 0, None
+                while True:
+                    batch = await op.run(partial(self._retention_batch, rule, after, size))
+                    total += batch.deleted
+                    messages += batch.messages
+                    if batch.deleted and on_progress is not None:
+                        on_progress(rule.kind, total)
+                    if batch.deleted < size:
+                        break
+                    after = batch.last
+                deleted[rule.kind] = total
+            await self._after_retention(deleted, messages)
+            return RetentionReport(False, rules, deleted, messages)
+
+    async def _retention_batch(
+        self, rule: RetentionRule, after: uuid.UUID | None, size: int, conn: AsyncConnection
+    ) -> Batch:
+        if rule.kind is RetentionKind.conversations:
+            return await purge_conversations(conn, self._audit, rule, after, size)
+        if rule.kind is RetentionKind.memories:
+            return await purge_memories(conn, MemoryCache.of(self._db), self._db.clock(), rule, after, size)
+        users = await inactive_users(conn, rule, after, size)
+        for user in users:
+            await self.erase_user(user, rule.reason, tx=conn)
+        return Batch(len(users), 0, users[-1] if users else after)
+
+    async def _after_retention(self, deleted: dict[RetentionKind, int], messages: int) -> None:
+        """What follows a run: SQLite's full-text indexes merged so that no deleted word stays in them (as after
+        erase_user; after every run, so that running again also completes a run that stopped half-way), and fresh
+        planner statistics for the tables that shrank by much (PostgreSQL)."""
+        if not deleted:
+            return
+        async with self._db.transaction() as conn:
+            await forget_words(conn)
+        for kind, count in deleted.items():
+            await analyze_after(self._db, RETENTION_TABLES[kind], count, tx=None)
+        await analyze_after(self._db, "messages", messages, tx=None)

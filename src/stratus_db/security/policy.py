@@ -101,6 +101,9 @@ RULES: Mapping[str, Rule] = {
     "consent.has": CONSENT_RECORD,
     "consent.list": CONSENT_RECORD,
     "consent.history": CONSENT_RECORD,
+    # Deletes across users by the configured rules, reading no content: those who manage users and trusted code
+    # (the scheduled `stratus-db apply-retention`). Each erasure it makes is checked as privacy.erase too.
+    "privacy.apply_retention": Rule(anyone=MANAGERS),
 }
 """Every public operation's rule. Internal operations (a batch of other callers' writes, the access-count flush, the
 `last_active` write of users/activity.py) have none: they carry out calls that were authorized when they were made."""
