@@ -57,6 +57,7 @@ from stratus_db.kit.clock import utc_now
 from stratus_db.kit.failures import translate
 from stratus_db.kit.ids import new_id
 from stratus_db.kit.metrics import OperationMetrics
+from stratus_db.kit.tasks import start_background
 from stratus_db.kit.tokens import TokenCounter, checked_counter, estimate_tokens
 from stratus_db.kit.validation import shown, validate_input
 from stratus_db.logging import LOGGER_NAME, get_logger
@@ -121,11 +122,14 @@ class Operation:
             self._scope = use_principal(self._principal)
         return self
 
-    async def authorize(self, subject: uuid.UUID | None, *, operation: str | None = None) -> None:
+    async def authorize(
+        self, subject: uuid.UUID | None, *, operation: str | None = None, tx: AsyncConnection | None = None
+    ) -> None:
         """Let the call go on only if its principal may run this operation (or `operation`, a finer one such as
         "user.change_role") on the data of the user `subject` (None: of no single user): security/policy.py. The
         call's principal is its `principal=` argument if it was given one, else the context's; with neither,
-        STRATUS_ANONYMOUS_CALLS decides. Called once the arguments are valid, before anything is read or written.
+        STRATUS_ANONYMOUS_CALLS decides. Called once the arguments are valid, before anything is read or written;
+        `tx` is the caller's transaction the call would have joined (see `_record_refusal`).
 
         Raises:
             PermissionDeniedError: refused; the refusal is audited (action `deny`), nothing else is written.
@@ -144,7 +148,7 @@ class Operation:
             if refused is None:
                 return
             reason = refused
-        await self._db._record_refusal(name, subject, reason)
+        await self._db._record_refusal(name, subject, reason, tx)
         raise PermissionDeniedError(reason)
 
     async def __aexit__(
@@ -554,9 +558,16 @@ class StratusPostgreSQLIntegration:
             # Checked first: a healthy call's line is built only when someone reads it (a level check, not 60 µs).
             self.log.debug(f"{name} succeeded", operation=name, duration_ms=seconds * 1000)
 
-    async def _record_refusal(self, operation: str, subject: uuid.UUID | None, reason: str) -> None:
-        """The audit row of a refused call, in a transaction of its own (the call itself writes nothing). If it cannot
-        be written, the refusal still stands: the failure is logged."""
+    async def _record_refusal(
+        self, operation: str, subject: uuid.UUID | None, reason: str, tx: AsyncConnection | None
+    ) -> None:
+        """The audit row of a refused call, in a transaction of its own (the call itself writes nothing), so that it
+        stays even when the caller rolls back. If it cannot be written, the refusal still stands: the failure is
+        logged.
+
+        SQLite has one writer: while the caller's transaction `tx` holds the write lock, a transaction of our own
+        would wait for it (the whole statement timeout) and fail. There the row is written once `tx` ends, committed
+        or rolled back, by a background task."""
         entry = AuditEntry(
             action=AuditAction.deny,
             table_name=ACCESS_TABLE,
@@ -568,6 +579,17 @@ class StratusPostgreSQLIntegration:
             context=audit_context(),
             audit_id=new_id(),
         )
+        if tx is not None and self.backend == "sqlite" and tx.in_transaction():
+            self._after_transaction(
+                tx,
+                lambda: start_background(
+                    self._write_refusal(operation, entry), log=self.log, what="access.record_refusal"
+                ),
+            )
+            return
+        await self._write_refusal(operation, entry)
+
+    async def _write_refusal(self, operation: str, entry: AuditEntry) -> None:
         try:
             async with self.transaction() as tx:
                 await AuditRepository(tx).append([entry])
@@ -577,6 +599,22 @@ class StratusPostgreSQLIntegration:
                 operation=operation,
                 error=type(exc).__name__,
             )
+
+    @staticmethod
+    def _after_transaction(tx: AsyncConnection, callback: Callable[[], object]) -> None:
+        """Call `callback` once `tx`'s outermost transaction ends, by COMMIT or ROLLBACK (whichever comes first)."""
+        fired = False
+
+        def ended(_connection: object) -> None:
+            # A listener may not be removed while its event is dispatched: both are `once`, and the one left
+            # over goes at the connection's next commit or rollback, doing nothing.
+            nonlocal fired
+            if not fired:
+                fired = True
+                callback()
+
+        event.listen(tx.sync_connection, "commit", ended, once=True)
+        event.listen(tx.sync_connection, "rollback", ended, once=True)
 
     async def _run_with_retries(self, name: str, attempt: Callable[[], Awaitable[T]]) -> T:
         """`attempt()` until it succeeds, fails for good, or STRATUS_RETRY_ATTEMPTS are spent."""

@@ -694,3 +694,33 @@ async def test_inside_a_call_a_context_that_names_a_principal_wins_and_one_that_
         (by_themselves.memory_id, "create"): f"user:{owner.user_id}",
         (by_briefing.memory_id, "create"): "agent:briefing",
     }
+
+
+async def test_a_refusal_inside_the_callers_transaction_is_prompt_and_audited(db: Database) -> None:
+    """A refused call made with `tx=`: on SQLite the caller's transaction holds the only write lock, and the refusal
+    row used to wait the whole statement timeout for it, then fail unaudited (a logged warning). Now it is written
+    once the caller's transaction ends — here rolled back by the refusal itself."""
+    users = UserManager(db)
+    owner, stranger = await create_user(users), await create_user(users)
+    before = await count_rows(db, "audit_log")
+
+    async def rename_both() -> None:
+        async with db.transaction() as tx:
+            await users.update_user(owner.user_id, name="Renomeado", tx=tx)  # takes the write lock on SQLite
+            await users.update_user(
+                stranger.user_id, name="Intruso", tx=tx, principal=Principal.for_user(owner.user_id)
+            )
+
+    with pytest.raises(PermissionDeniedError, match="another user"):
+        await rename_both()
+
+    for _ in range(100):  # the row is written by a task started when the transaction ended
+        if await count_rows(db, "audit_log") > before:
+            break
+        await asyncio.sleep(0.05)
+    refusals = (await AuditManager(db).query(action="deny")).items
+    assert [(e.actor, e.new_values["operation"]) for e in refusals] == [
+        (f"user:{owner.user_id}", "user.update")
+    ]
+    assert await count_rows(db, "audit_log") == before + 1, "the rolled-back rename left nothing"
+    assert (await users.get_user(owner.user_id)).name == owner.name  # type: ignore[union-attr]

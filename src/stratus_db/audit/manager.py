@@ -137,7 +137,7 @@ class AuditManager:
             limit = check_limit(limit)
             after = None if cursor is None else decode_cursor(cursor, (aware_datetime, uuid.UUID))
             # A user (or their agent) reads the trail of their own data only: its rows are filtered by user_id.
-            await op.authorize(filters.user_id)
+            await op.authorize(filters.user_id, tx=tx)
 
             async def work(conn: AsyncConnection) -> Page[AuditEvent]:
                 repository = AuditRepository(conn)

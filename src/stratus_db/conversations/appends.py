@@ -97,7 +97,7 @@ class MessageAppends(HistoryCompressor):
                     "message_id": message_id,
                 },
             )
-            await op.authorize(data.user_id)
+            await op.authorize(data.user_id, tx=tx)
             self._activity.note(data.user_id)
             message = plan_message(
                 data,
@@ -164,7 +164,7 @@ class MessageAppends(HistoryCompressor):
                 MessageBatch,
                 {"conversation_id": conversation_id, "user_id": user_id, "messages": list(messages)},
             )
-            await op.authorize(batch.user_id)
+            await op.authorize(batch.user_id, tx=tx)
             self._activity.note(batch.user_id)
             now = self._db.clock()
             planned = [
@@ -228,7 +228,7 @@ class MessageAppends(HistoryCompressor):
                 MessageImportBatch,
                 {"conversation_id": conversation_id, "user_id": user_id, "messages": list(messages)},
             )
-            await op.authorize(batch.user_id)
+            await op.authorize(batch.user_id, tx=tx)
             now = self._db.clock()
             planned = []
             previous: datetime | None = None

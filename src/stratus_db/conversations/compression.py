@@ -141,7 +141,7 @@ class HistoryCompressor(ConversationLifecycle):
             keep = self._db.settings.STRATUS_SUMMARY_KEEP_LAST if keep_last is None else keep_last
             if isinstance(keep, bool) or not isinstance(keep, int) or keep < 0:
                 raise ValidationError(f"keep_last must be a non-negative integer, got {keep_last!r}")
-            await op.authorize(owner)
+            await op.authorize(owner, tx=tx)
 
             async def read(conn: AsyncConnection) -> tuple[Conversation, list[StoredMessage]]:
                 repository = ConversationRepository(conn, owner)

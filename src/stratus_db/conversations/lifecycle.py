@@ -70,7 +70,7 @@ class ConversationLifecycle(ConversationRoom):
                 ConversationCreate,
                 {"user_id": user_id, "title": title, "context": {} if context is None else context},
             )
-            await op.authorize(data.user_id)
+            await op.authorize(data.user_id, tx=tx)
             now = self._db.clock()
             new_conversation = Conversation(
                 conversation_id=new_id(),
@@ -118,7 +118,7 @@ class ConversationLifecycle(ConversationRoom):
         async with self._db.operation("conversation.get", read_only=True, principal=principal) as op:
             key = parse_uuid(conversation_id, "conversation_id")
             owner = parse_uuid(user_id, "user_id")
-            await op.authorize(owner)
+            await op.authorize(owner, tx=tx)
 
             async def work(conn: AsyncConnection) -> Conversation | None:
                 return await ConversationRepository(conn, owner).get(key)
@@ -147,7 +147,7 @@ class ConversationLifecycle(ConversationRoom):
             )
             limit = check_limit(limit)
             after = None if cursor is None else decode_cursor(cursor, (aware_datetime, uuid.UUID))
-            await op.authorize(owner)
+            await op.authorize(owner, tx=tx)
 
             async def work(conn: AsyncConnection) -> Page[Conversation]:
                 conversations = await ConversationRepository(conn, owner).page(
@@ -188,7 +188,7 @@ class ConversationLifecycle(ConversationRoom):
             changes = data.model_dump(include={"title", "context"}, exclude_none=True)
             if not changes:
                 raise ValidationError("update_conversation needs a title or a context to change")
-            await op.authorize(data.user_id)
+            await op.authorize(data.user_id, tx=tx)
 
             async def work(conn: AsyncConnection) -> Conversation:
                 repository, current = await self._locked(conn, data.conversation_id, data.user_id)
@@ -321,7 +321,7 @@ class ConversationLifecycle(ConversationRoom):
         async with self._db.operation(name, principal=principal) as op:
             key = parse_uuid(conversation_id, "conversation_id")
             owner = parse_uuid(user_id, "user_id")
-            await op.authorize(owner)
+            await op.authorize(owner, tx=tx)
 
             async def work(conn: AsyncConnection) -> Conversation:
                 repository, current = await self._locked(conn, key, owner)
@@ -375,7 +375,7 @@ class ConversationLifecycle(ConversationRoom):
         async with self._db.operation("conversation.purge", principal=principal) as op:
             key = parse_uuid(conversation_id, "conversation_id")
             owner = parse_uuid(user_id, "user_id")
-            await op.authorize(owner)
+            await op.authorize(owner, tx=tx)
 
             async def work(conn: AsyncConnection) -> int:
                 repository, current = await self._locked(conn, key, owner)

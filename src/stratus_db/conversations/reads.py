@@ -68,7 +68,7 @@ class ConversationReads(ConversationRoom):
             for name, bound in (("after_seq", after_seq), ("before_seq", before_seq)):
                 if bound is not None:
                     parse_int(bound, name, minimum=0, maximum=INT32_MAX)  # seq is an integer column
-            await op.authorize(owner)
+            await op.authorize(owner, tx=tx)
 
             async def work(conn: AsyncConnection) -> list[Message]:
                 repository = ConversationRepository(conn, owner)
@@ -110,7 +110,7 @@ class ConversationReads(ConversationRoom):
                 raise ValidationError(
                     f"max_tokens must be an integer from 1 to {MAX_CONTEXT_TOKENS:,}, got {max_tokens!r}"
                 )
-            await op.authorize(owner)
+            await op.authorize(owner, tx=tx)
 
             # A read inside a caller's transaction may see rows that roll back: it neither uses nor fills the cache.
             tail = self._recent.get(key, owner) if tx is None else None
@@ -204,7 +204,7 @@ class ConversationReads(ConversationRoom):
                 MessageQuery,
                 {"user_id": user_id, "query": query, "limit": limit},
             )
-            await op.authorize(data.user_id)
+            await op.authorize(data.user_id, tx=tx)
             terms = query_terms(data.query)
             if not terms:
                 return []
@@ -235,7 +235,9 @@ class ConversationReads(ConversationRoom):
         async with self._db.operation("conversation.usage_stats", read_only=True, principal=principal) as op:
             window_ = validate_input(StatsWindow, {"user_id": user_id, "since": since, "until": until})
             scope = stats.Scope(user_id=window_.user_id, since=window_.since, until=window_.until)
-            await op.authorize(window_.user_id)  # everyone's usage (no user_id): for those who manage users
+            await op.authorize(
+                window_.user_id, tx=tx
+            )  # everyone's usage (no user_id): for those who manage users
 
             async def work(conn: AsyncConnection) -> UsageStats:
                 per_day = await stats.daily_usage(conn, scope)
@@ -273,7 +275,7 @@ class ConversationReads(ConversationRoom):
             key = parse_uuid(conversation_id, "conversation_id")
             owner = parse_uuid(user_id, "user_id")
             scope = stats.Scope(user_id=owner, conversation_id=key)
-            await op.authorize(owner)
+            await op.authorize(owner, tx=tx)
 
             async def work(conn: AsyncConnection) -> ConversationStats:
                 conversation = await ConversationRepository(conn, owner).get(key)

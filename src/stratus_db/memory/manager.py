@@ -121,7 +121,7 @@ class MemoryManager:
                 raise ValidationError(
                     "expires_at must be in the future; to remove a memory, use delete_memory"
                 )
-            await op.authorize(data.user_id)
+            await op.authorize(data.user_id, tx=tx)
             if self._personalisation:
                 await self._consent.require(data.user_id, PERSONALISATION, tx=tx, acting="store_memory")
             self._activity.note(data.user_id)
@@ -151,7 +151,7 @@ class MemoryManager:
             use_cache = tx is None and self._cache.enabled
             cache_key = self._valid_lookup(user_id, key, use_cache)
             owner, name = cache_key
-            await op.authorize(owner)
+            await op.authorize(owner, tx=tx)
             if self._personalisation:
                 await self._consent.require(owner, PERSONALISATION, tx=tx, acting="get_memory")
             self._activity.note(owner)
@@ -228,7 +228,7 @@ class MemoryManager:
             type_filter = None if memory_type is None else parse_enum(MemoryType, memory_type, "memory_type")
             limit = check_limit(limit)
             after_key = None if cursor is None else decode_cursor(cursor, (str,))[0]
-            await op.authorize(owner)
+            await op.authorize(owner, tx=tx)
 
             async def work(conn: AsyncConnection) -> Page[MemoryEntry]:
                 entries = await MemoryRepository(conn, owner).page(
@@ -253,7 +253,7 @@ class MemoryManager:
         """
         async with self._db.operation("memory.delete", principal=principal) as op:
             lookup = validate_input(MemoryLookup, {"user_id": user_id, "key": key})
-            await op.authorize(lookup.user_id)
+            await op.authorize(lookup.user_id, tx=tx)
             return await op.run(partial(self._writes.delete, user_id=lookup.user_id, key=lookup.key), tx=tx)
 
     async def search_memories(
@@ -291,7 +291,7 @@ class MemoryManager:
                     "min_importance": min_importance,
                 },
             )
-            await op.authorize(data.user_id)
+            await op.authorize(data.user_id, tx=tx)
             if self._personalisation:
                 await self._consent.require(data.user_id, PERSONALISATION, tx=tx, acting="search_memories")
             terms = query_terms(data.query)

@@ -88,7 +88,7 @@ class ConsentManager:
                     "channel": channel,
                 },
             )
-            await op.authorize(data.user_id)
+            await op.authorize(data.user_id, tx=tx)
             event = ConsentEvent(
                 consent_id=new_id(),
                 user_id=data.user_id,
@@ -134,7 +134,7 @@ class ConsentManager:
                     "text_version": text_version,
                 },
             )
-            await op.authorize(data.user_id)
+            await op.authorize(data.user_id, tx=tx)
             event = ConsentEvent(
                 consent_id=new_id(),
                 user_id=data.user_id,
@@ -182,7 +182,7 @@ class ConsentManager:
         async with self._db.operation("consent.has", read_only=True, principal=principal) as op:
             key = parse_uuid(user_id, "user_id")
             wanted = parse_enum(ConsentPurpose, purpose, "purpose")
-            await op.authorize(key)
+            await op.authorize(key, tx=tx)
 
             async def work(conn: AsyncConnection) -> bool:
                 latest = await ConsentRepository(conn, key).latest(wanted)
@@ -206,7 +206,7 @@ class ConsentManager:
         """
         async with self._db.operation("consent.list", read_only=True, principal=principal) as op:
             key = parse_uuid(user_id, "user_id")
-            await op.authorize(key)
+            await op.authorize(key, tx=tx)
 
             async def work(conn: AsyncConnection) -> dict[ConsentPurpose, ConsentEvent]:
                 repository = ConsentRepository(conn, key)
@@ -249,7 +249,7 @@ class ConsentManager:
             if cursor is not None:
                 last_at, last_id = decode_cursor(cursor, (aware_datetime, uuid.UUID))
                 after = (last_at, last_id)
-            await op.authorize(key)
+            await op.authorize(key, tx=tx)
 
             async def work(conn: AsyncConnection) -> Page[ConsentEvent]:
                 repository = ConsentRepository(conn, key)

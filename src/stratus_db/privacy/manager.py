@@ -153,7 +153,7 @@ class PrivacyManager:
         async with self._db.operation("privacy.erase", principal=principal) as op:
             key = parse_uuid(user_id, "user_id")
             cause = validate_input(_ErasureReason, {"reason": reason}).reason
-            await op.authorize(key)
+            await op.authorize(key, tx=tx)
             held = self._db.settings.STRATUS_ERASURE_LEGAL_HOLD
 
             async def work(conn: AsyncConnection) -> ErasureReport:

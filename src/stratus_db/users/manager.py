@@ -168,7 +168,7 @@ class UserManager:
                 },
             )
             self._check_birth_date(data.birth_date)
-            await op.authorize(None)
+            await op.authorize(None, tx=tx)
             if data.experience_level is None:
                 derived = derive_experience_level(data.licenses, student=data.role is UserRole.student)
                 data = data.model_copy(update={"experience_level": derived})
@@ -211,7 +211,7 @@ class UserManager:
         """
         async with self._db.operation("user.get", read_only=True, principal=principal) as op:
             key = parse_uuid(user_id, "user_id")
-            await op.authorize(key)
+            await op.authorize(key, tx=tx)
 
             async def work(conn: AsyncConnection) -> UserRead | None:
                 return await UserRepository(conn).get(key)
@@ -234,7 +234,7 @@ class UserManager:
 
             found = await op.run(work, tx=tx)
             # Whose profile it is shows only once read: a miss is nobody's, which only those who manage users may see.
-            await op.authorize(None if found is None else found.user_id)
+            await op.authorize(None if found is None else found.user_id, tx=tx)
             return found
 
     async def update_user(
@@ -272,9 +272,9 @@ class UserManager:
                     f"update_user needs at least one field to change; accepted: {', '.join(UserUpdate.model_fields)}"
                 )
             self._check_birth_date(data.birth_date)
-            await op.authorize(key)
+            await op.authorize(key, tx=tx)
             if "role" in values:
-                await op.authorize(key, operation="user.change_role")
+                await op.authorize(key, operation="user.change_role", tx=tx)
 
             async def work(conn: AsyncConnection) -> UserRead:
                 repository = UserRepository(conn)
@@ -341,7 +341,7 @@ class UserManager:
             _flag(include_deactivated, "include_deactivated")
             limit = check_limit(limit)
             after = None if cursor is None else decode_cursor(cursor, (uuid.UUID,))[0]
-            await op.authorize(None)
+            await op.authorize(None, tx=tx)
 
             async def work(conn: AsyncConnection) -> Page[UserRead]:
                 users = await UserRepository(conn).page(
@@ -384,7 +384,7 @@ class UserManager:
             checked = validate_input(_PreferencesPatch, {"patch": patch}).patch
             # What the patch sets, checked before anything is read: a known key of the wrong type fails here.
             validate_input(_CheckedPreferences, {"preferences": merge_patch({}, checked)})
-            await op.authorize(key)
+            await op.authorize(key, tx=tx)
 
             async def work(conn: AsyncConnection) -> UserRead:
                 repository = UserRepository(conn)
@@ -496,7 +496,7 @@ class UserManager:
                     "restrictions": restrictions,
                 },
             )
-            await op.authorize(data.user_id)
+            await op.authorize(data.user_id, tx=tx)
 
             async def work(conn: AsyncConnection) -> CredentialRead:
                 user = await self._locked_user(conn, data.user_id)
@@ -542,7 +542,7 @@ class UserManager:
                     "update_credential needs at least one field to change; accepted: "
                     f"{', '.join(CredentialUpdate.model_fields)}"
                 )
-            await op.authorize(key)
+            await op.authorize(key, tx=tx)
 
             async def work(conn: AsyncConnection) -> CredentialRead:
                 user = await self._locked_user(conn, key)
@@ -594,7 +594,7 @@ class UserManager:
             _flag(include_deactivated, "include_deactivated")
             limit = check_limit(limit)
             after = None if cursor is None else decode_cursor(cursor, (uuid.UUID,))[0]
-            await op.authorize(None)
+            await op.authorize(None, tx=tx)
 
             async def work(conn: AsyncConnection) -> Page[UserRead]:
                 users = await UserRepository(conn).page(
@@ -642,7 +642,7 @@ class UserManager:
                 raise ValidationError(
                     f"the range from since to until must hold at most {MAX_PERIODS} periods"
                 )
-            await op.authorize(None)
+            await op.authorize(None, tx=tx)
 
             async def work(conn: AsyncConnection) -> dict[Any, int]:
                 return await count_active(conn, window.since, window.until, granularity)
@@ -667,7 +667,7 @@ class UserManager:
         async with self._db.operation("user.remove_credential", principal=principal) as op:
             key = parse_uuid(user_id, "user_id")
             credential_key = parse_uuid(credential_id, "credential_id")
-            await op.authorize(key)
+            await op.authorize(key, tx=tx)
 
             async def work(conn: AsyncConnection) -> CredentialRead:
                 user = await self._locked_user(conn, key)
@@ -752,7 +752,7 @@ class UserManager:
         async with self._db.operation("user.deactivate", principal=principal) as op:
             key = parse_uuid(user_id, "user_id")
             why = validate_input(_Deactivation, {"reason": reason}).reason
-            await op.authorize(key)
+            await op.authorize(key, tx=tx)
 
             async def work(conn: AsyncConnection) -> UserRead:
                 previous = await self._locked_user(conn, key)
@@ -793,7 +793,7 @@ class UserManager:
         """
         async with self._db.operation("user.reactivate", principal=principal) as op:
             key = parse_uuid(user_id, "user_id")
-            await op.authorize(key)
+            await op.authorize(key, tx=tx)
 
             async def work(conn: AsyncConnection) -> UserRead:
                 previous = await self._locked_user(conn, key)
@@ -841,7 +841,7 @@ class UserManager:
         async with self._db.operation("user.credential_status", read_only=True, principal=principal) as op:
             key = parse_uuid(user_id, "user_id")
             day = self._today() if on is None else _plain_date(on, "on")
-            await op.authorize(key)
+            await op.authorize(key, tx=tx)
 
             async def work(conn: AsyncConnection) -> list[CredentialStatus]:
                 user = await UserRepository(conn).get(key)
@@ -878,7 +878,7 @@ class UserManager:
             limit = check_limit(limit)
             first = self._today() if on is None else _plain_date(on, "on")
             after = None if cursor is None else decode_cursor(cursor, (date.fromisoformat, uuid.UUID))
-            await op.authorize(None)
+            await op.authorize(None, tx=tx)
             try:
                 last = first + timedelta(days=days)
             except OverflowError:
