@@ -1,7 +1,10 @@
-"""The spec's complete demonstration: create a user, remember something, talk, read it all back, show the audit."""
+"""The spec's complete demonstration: create a user, remember something, talk, read it all back, refuse another's
+agent, consent, export and erase (LGPD), show the audit."""
 
 from __future__ import annotations
 
+import json
+import uuid
 from datetime import date, timedelta
 
 from stratus_db.audit.manager import AuditManager
@@ -9,6 +12,8 @@ from stratus_db.conversations.manager import ConversationManager
 from stratus_db.database import StratusPostgreSQLIntegration
 from stratus_db.errors import PermissionDeniedError
 from stratus_db.memory.manager import MemoryManager
+from stratus_db.privacy.consent import ConsentManager
+from stratus_db.privacy.manager import PrivacyManager
 from stratus_db.security.principal import Principal
 from stratus_db.users.manager import UserManager
 
@@ -128,6 +133,32 @@ async def run_demo(db: StratusPostgreSQLIntegration) -> None:
         async with db.context(principal=Principal.for_user(user.user_id)):
             own = await memory_mgr.get_memory(user.user_id, "preferred_aircraft")
             print(f"   João reading his own memory: {own.value if own else None!r}")
+
+        print("\nPrivacy (LGPD):")
+        consents = ConsentManager(db)
+        await consents.grant_consent(user.user_id, "memory_personalisation", "2026-12", "app")
+        print(
+            f"   consent to memory personalisation: {await consents.has_consent(user.user_id, 'memory_personalisation')}"
+        )
+        document = json.loads(
+            b"".join([chunk async for chunk in await PrivacyManager(db).export_user_data(user.user_id)])
+        )
+        sections = ", ".join(
+            f"{len(document[key])} {key}" for key in ("credentials", "consents", "memories", "conversations")
+        )
+        print(
+            f"   export ({document['format']} v{document['version']}): {sections}, {len(document['audit_events'])} audit events"
+        )
+        visitor = await user_mgr.create_user(
+            name="Visitante", email=f"visitante-{uuid.uuid4().hex[:8]}@aviacao.com", role="student"
+        )
+        await memory_mgr.store_memory(visitor.user_id, "curso", "PPA em Jundiaí")
+        erased = await PrivacyManager(db).erase_user(visitor.user_id, "pedido do titular (demonstração)")
+        deleted = ", ".join(f"{count} {table}" for table, count in erased.deleted.items() if count)
+        print(
+            f"   erase_user(a visitor): deleted {deleted}; {erased.audit_rows_pseudonymised} audit rows "
+            f"pseudonymised as {erased.pseudonym}"
+        )
 
         print("\nAudit trail of this user (newest first):")
         for event in (await audit_mgr.query(user_id=user.user_id, limit=10)).items:
