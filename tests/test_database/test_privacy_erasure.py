@@ -5,6 +5,7 @@ keeps what it names."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import date
 from typing import Any
@@ -24,6 +25,7 @@ from stratus_db import (
     UserManager,
     ValidationError,
 )
+from stratus_db.errors import PermissionDeniedError
 from stratus_db.privacy.erasure import ERASED
 from stratus_db.privacy.kinds import ErasableKind
 from tests.fixtures.factories import count_rows, create_user
@@ -90,6 +92,9 @@ async def a_person_with_data_everywhere(db: Database) -> tuple[uuid.UUID, uuid.U
     await users.update_user(person.user_id, name=f"{NAME} Filho")
     await ConsentManager(db).grant_consent(person.user_id, "analytics", "v3", "app")
     other = await create_user(users)
+    async with db.context(ip_address="203.0.113.77", user_agent="StratusApp/3.1 (Zuleica)"):
+        with pytest.raises(PermissionDeniedError):  # a refused attempt: its audit row names them as the actor
+            await memories.get_memory(other.user_id, "hangar", principal=Principal.for_user(person.user_id))
     await memories.store_memory(other.user_id, "hangar", "Hangar do outro em Bragança", "long_term")
     other_chat = await conversations.create_conversation(other.user_id, "Outro")
     await conversations.add_message(other_chat.conversation_id, other.user_id, "Mensagem de outra pessoa")
@@ -103,10 +108,11 @@ async def test_nothing_of_the_person_is_left_in_any_table(db: Database) -> None:
     )
     audit_rows_about_them = len((await AuditManager(db).query(user_id=person, limit=500)).items)
 
-    report = await PrivacyManager(db).erase_user(person, "pedido do titular, protocolo 2026-118")
+    async with db.context(ip_address="198.51.100.23", user_agent="PortalDPO/1.0"):
+        report = await PrivacyManager(db).erase_user(person, "pedido do titular, protocolo 2026-118")
 
     left = await every_row_as_text(db)
-    assert occurrences(left, (*SECRETS, str(person), person.hex)) == {}
+    assert occurrences(left, (*SECRETS, str(person), person.hex, "203.0.113.77", "198.51.100.23")) == {}
     assert occurrences(left, ("Hangar do outro", "Mensagem de outra pessoa", str(other))) != {}
     assert await UserManager(db).get_user(person) is None
     assert await MemoryManager(db).get_memory(person, "hangar") is None, "the cache forgot it too"
@@ -122,7 +128,7 @@ async def test_nothing_of_the_person_is_left_in_any_table(db: Database) -> None:
     assert len((await trail.query(user_id=person)).items) == 0
     about_pseudonym = (await trail.query(user_id=report.pseudonym, limit=500)).items
     assert len(about_pseudonym) == audit_rows_about_them + 1, "pseudonymised, not deleted; plus the erasure"
-    assert report.audit_rows_pseudonymised == audit_rows_about_them
+    assert report.audit_rows_pseudonymised == audit_rows_about_them + 1, "and the refusal of their attempt"
     renamed = next(e for e in about_pseudonym if e.action == "update" and e.table_name == "users")
     assert renamed.old_values == {"name": ERASED}
     assert renamed.new_values == {"name": ERASED}
@@ -131,7 +137,7 @@ async def test_nothing_of_the_person_is_left_in_any_table(db: Database) -> None:
     assert erasure.new_values == {
         "reason": "pedido do titular, protocolo 2026-118",
         "deleted": report.deleted,
-        "audit_rows_pseudonymised": audit_rows_about_them,
+        "audit_rows_pseudonymised": audit_rows_about_them + 1,
         "held": [],
     }
 
@@ -147,6 +153,22 @@ async def test_erasure_asked_for_by_the_person_leaves_no_trace_of_them_either(db
     assert occurrences(left, (*SECRETS, str(person), person.hex, "203.0.113.77", "(Zuleica)")) == {}
     erasure = (await AuditManager(db).query(action="erase")).items[0]
     assert (erasure.actor, erasure.ip_address, erasure.user_agent) == (f"user:{report.pseudonym}", None, None)
+
+
+async def test_erasure_in_the_callers_transaction_clears_the_search_indexes_after_commit(
+    db: Database,
+) -> None:
+    person, _ = await a_person_with_data_everywhere(db)
+
+    async with db.transaction() as tx:
+        await PrivacyManager(db).erase_user(person, "pedido do titular", tx=tx)
+
+    for _ in range(100):  # the indexes are merged by a task started at commit
+        left = await every_row_as_text(db)
+        if not occurrences(left, (*SECRETS, str(person), person.hex)):
+            break
+        await asyncio.sleep(0.05)
+    assert occurrences(left, (*SECRETS, str(person), person.hex)) == {}
 
 
 async def test_a_legal_hold_keeps_what_it_names_under_a_tombstone(db: Database) -> None:

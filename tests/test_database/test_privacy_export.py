@@ -21,6 +21,8 @@ from stratus_db import (
     Database,
     MemoryManager,
     NotFoundError,
+    PermissionDeniedError,
+    Principal,
     PrivacyManager,
     UserManager,
     ValidationError,
@@ -78,6 +80,9 @@ async def test_the_export_holds_everything_about_the_person_and_nothing_else(
         elif status == "delete":
             await conversations.delete_conversation(conversation.conversation_id, person.user_id)
         statuses[conversation.conversation_id] = title
+    async with db.context(ip_address="198.51.100.9", user_agent="Curioso/1.0"):  # the stranger tries, refused
+        with pytest.raises(PermissionDeniedError):
+            await users.get_user(person.user_id, principal=Principal.for_user(stranger.user_id))
     other_chat = await conversations.create_conversation(stranger.user_id, "Alheia")
     await conversations.add_message(other_chat.conversation_id, stranger.user_id, "mensagem do outro")
     clock.advance(days=30)  # the short-term memory expires; it is still held until purged
@@ -116,7 +121,10 @@ async def test_the_export_holds_everything_about_the_person_and_nothing_else(
     assert [e["audit_id"] for e in document["audit_events"]] == [
         str(row["audit_id"]) for row in sorted(held_audit, key=lambda r: (r["timestamp"], r["audit_id"]))
     ]
+    refusal = next(e for e in document["audit_events"] if e["action"] == "deny")
+    assert (refusal["actor"], refusal["ip_address"], refusal["user_agent"]) == ("user", None, None)
     text = json.dumps(document, ensure_ascii=False)
+    assert "198.51.100.9" not in text
     assert "segredo do outro" not in text
     assert "mensagem do outro" not in text
     assert str(stranger.user_id) not in text
@@ -199,6 +207,7 @@ async def test_write_user_export_writes_the_whole_document_to_a_file(db: Databas
     written = await PrivacyManager(db).write_user_export(person.user_id, target)
 
     assert target.stat().st_size == written
+    assert target.stat().st_mode & 0o777 == 0o600, "it holds health data: the owner alone reads it"
     assert json.loads(target.read_text(encoding="utf-8"))["user"]["email"] == person.email
     assert await asyncio.to_thread(lambda: list(tmp_path.iterdir())) == [target], (
         "no partial file left behind"

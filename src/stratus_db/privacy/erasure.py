@@ -10,6 +10,7 @@ audited under the pseudonym, without the erased values.
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import datetime
 from typing import Any, NamedTuple
@@ -64,25 +65,18 @@ def owned_tables(held: frozenset[ErasableKind]) -> list[str]:
     kept = {kind.value for kind in held}
     if ErasableKind.conversations in held:
         kept.add("messages")
-    return sorted(
+    # Dependents first (messages before their conversations): each table's rows are deleted by its own statement.
+    return [
         table.name
-        for table in Base.metadata.sorted_tables
+        for table in reversed(Base.metadata.sorted_tables)
         if table.name not in kept and table.name not in NOT_OWNED and "user_id" in table.c
-    )
-
-
-async def count_owned(conn: AsyncConnection, user_id: uuid.UUID, tables: list[str]) -> dict[str, int]:
-    counts = {}
-    for name in tables:
-        table = Base.metadata.tables[name]
-        statement = select(func.count()).select_from(table).where(table.c.user_id == user_id)
-        counts[name] = (await conn.execute(statement)).scalar_one()
-    return counts
+    ]
 
 
 async def pseudonymise_audit(conn: AsyncConnection, user_id: uuid.UUID, pseudonym: uuid.UUID) -> int:
     """Rewrite the audit rows about the person (their `user_id`, or naming them as the acting user) without their
-    values, ids, address or user agent. Returns how many rows were rewritten."""
+    values, ids, address or user agent. Returns how many rows were rewritten. Runs after their rows are deleted, so
+    that a write of theirs committed meanwhile (its audit row with it) is either refused or rewritten here."""
     actor = f"user:{user_id}"
     statement = (
         select(
@@ -104,6 +98,12 @@ async def pseudonymise_audit(conn: AsyncConnection, user_id: uuid.UUID, pseudony
             user_agent=None,
         )
     )
+
+    def renamed(values: Any) -> Any:
+        return (
+            None if values is None else json.loads(json.dumps(values).replace(str(user_id), str(pseudonym)))
+        )
+
     rewritten = 0
     after: uuid.UUID | None = None
     while True:
@@ -111,24 +111,24 @@ async def pseudonymise_audit(conn: AsyncConnection, user_id: uuid.UUID, pseudony
         rows = list(await conn.execute(page))
         if not rows:
             break
-        about_them = [row for row in rows if row.user_id == user_id]
-        if about_them:
-            await conn.execute(
-                rewrite,
-                [
-                    {
-                        "b_audit_id": row.audit_id,
-                        "b_user_id": pseudonym,
-                        "b_record_id": pseudonym if row.record_id == user_id else row.record_id,
-                        "b_old": redacted(row.old_values),
-                        "b_new": redacted(row.new_values),
-                    }
-                    for row in about_them
-                ],
-            )
+        await conn.execute(
+            rewrite,
+            [
+                {
+                    "b_audit_id": row.audit_id,
+                    "b_user_id": pseudonym if row.user_id == user_id else row.user_id,
+                    "b_record_id": pseudonym if row.record_id == user_id else row.record_id,
+                    # About them: values erased. About someone else, with them acting (a refused attempt, say):
+                    # that person's values stay, only the mentions of the erased id (a refusal's reason) change.
+                    "b_old": redacted(row.old_values) if row.user_id == user_id else renamed(row.old_values),
+                    "b_new": redacted(row.new_values) if row.user_id == user_id else renamed(row.new_values),
+                }
+                for row in rows
+            ],
+        )
         rewritten += len(rows)
         after = rows[-1].audit_id
-    # Rows where they acted on someone else's data (e.g. a refused attempt): only the actor names them.
+    # Rows where they were the acting user name them in the actor column too.
     await conn.execute(
         update(_audit)
         .where(AuditRow.actor == actor)
@@ -143,15 +143,18 @@ async def delete_owned(
     pseudonym: uuid.UUID,
     held: frozenset[ErasableKind],
     now: datetime,
-) -> None:
-    """Delete the person's rows: the user row (everything cascades) or, under a legal hold, every kind not held and
-    the user row's personal data (a tombstone that the held rows keep as their owner)."""
-    if not held:
-        await conn.execute(delete(_users).where(UserRow.user_id == user_id))
-        return
+) -> dict[str, int]:
+    """Delete the person's rows, table by table (dependents first), and return how many went from each: every kind
+    not held, then the user row — or, under a legal hold, its personal data (a tombstone that the held rows keep as
+    their owner)."""
+    deleted = {}
     for name in owned_tables(held):
         table = Base.metadata.tables[name]
-        await conn.execute(delete(table).where(table.c.user_id == user_id))
+        result = await conn.execute(delete(table).where(table.c.user_id == user_id))
+        deleted[name] = result.rowcount
+    if not held:
+        deleted["users"] = (await conn.execute(delete(_users).where(UserRow.user_id == user_id))).rowcount
+        return deleted
     tombstone: dict[str, Any] = {
         "name": ERASED,
         "email": f"erased-{pseudonym.hex}@{TOMBSTONE_EMAIL_DOMAIN}",
@@ -166,6 +169,7 @@ async def delete_owned(
     if ErasableKind.credentials not in held:
         tombstone["licenses"] = []
     await conn.execute(update(_users).where(UserRow.user_id == user_id).values(tombstone), {"b_now": now})
+    return deleted
 
 
 def is_tombstone() -> ColumnElement[bool]:

@@ -13,7 +13,8 @@ changed or removed raises it):
      "consents": [{<ConsentEvent>}, ...],                      the consent ledger's events, newest first
      "memories": [{<MemoryEntry>}, ...],                       every stored memory, expired ones not yet purged too
      "conversations": [{<Conversation>, "messages": [{<Message>}, ...]}, ...],  every status, deleted ones too
-     "audit_events": [{<AuditEvent>}, ...]}                    the audit rows about the person, oldest first
+     "audit_events": [{<AuditEvent>}, ...]}                    the audit rows about the person, oldest first; when
+                                                               someone else acted, only the actor's kind is given
 """
 
 from __future__ import annotations
@@ -185,8 +186,15 @@ async def _document(conn: AsyncConnection, user_id: uuid.UUID, exported_at: date
                 )
             return list((await conn.execute(statement)).mappings())
 
+        themselves = f"user:{user_id}"
         async for row in _batches(read, lambda row: (row["timestamp"], row["audit_id"])):
-            yield _model_json(AuditEvent.model_validate(row))
+            event = AuditEvent.model_validate(row)
+            if event.actor != themselves:
+                # Someone else acted (an admin, an agent, a refused stranger): the person learns what was done with
+                # their data and by what kind of actor, not that actor's identity, address or user agent.
+                kind = event.actor.partition(":")[0]
+                event = event.model_copy(update={"actor": kind, "ip_address": None, "user_agent": None})
+            yield _model_json(event)
 
     head = {
         "format": EXPORT_FORMAT,

@@ -19,6 +19,7 @@ from stratus_db.errors import NotFoundError, StratusError, ValidationError
 from stratus_db.kit.ids import new_id
 from stratus_db.kit.schemas import check_limit
 from stratus_db.kit.statistics import analyze_after
+from stratus_db.kit.tasks import start_background
 from stratus_db.kit.validation import (
     InputModel,
     NonEmptyStr,
@@ -30,10 +31,8 @@ from stratus_db.kit.validation import (
 from stratus_db.memory.cache import MemoryCache
 from stratus_db.privacy.erasure import (
     ErasureReport,
-    count_owned,
     delete_owned,
     forget_words,
-    owned_tables,
     pseudonymise_audit,
 )
 from stratus_db.privacy.export import EXPORT_FORMAT, EXPORT_VERSION, begin_snapshot, stream_export
@@ -160,12 +159,8 @@ class PrivacyManager:
                 if await UserRepository(conn).get(key, for_update=True) is None:
                     raise NotFoundError(f"user {key} does not exist")
                 pseudonym = new_id()
-                tables = owned_tables(held)
-                deleted = await count_owned(conn, key, tables)
+                deleted = await delete_owned(conn, key, pseudonym, held, self._db.clock())
                 pseudonymised = await pseudonymise_audit(conn, key, pseudonym)
-                await delete_owned(conn, key, pseudonym, held, self._db.clock())
-                if not held:
-                    deleted["users"] = 1
                 await MemoryCache.of(self._db).invalidate_everywhere(conn, key)
                 report = ErasureReport(pseudonym, deleted, pseudonymised, tuple(sorted(held)))
                 entry = self._audit.entry(
@@ -180,20 +175,27 @@ class PrivacyManager:
                         "held": list(report.held),
                     },
                 )
-                if entry.context.actor == f"user:{key}":
-                    # The person asked for it themselves: the row must not name them either.
-                    anonymous = entry.context._replace(
-                        actor=f"user:{pseudonym}", ip_address=None, user_agent=None
-                    )
-                    entry = entry._replace(context=anonymous)
+                # The address and user agent of the request may be the person's own device, and the actor the person.
+                actor = f"user:{pseudonym}" if entry.context.actor == f"user:{key}" else entry.context.actor
+                entry = entry._replace(
+                    context=entry.context._replace(actor=actor, ip_address=None, user_agent=None)
+                )
                 await self._audit.append(conn, [entry])
                 return report
 
             report = await op.run(work, tx=tx)
             if tx is None:
-                async with self._db.transaction() as conn:
-                    await forget_words(conn)
+                await self._forget_words()
+            else:  # once the caller's transaction has committed the deletions
+                self._db.after_commit(tx, self._forget_words_soon)
             return report
+
+    def _forget_words_soon(self) -> None:
+        start_background(self._forget_words(), log=self._db.log, what="privacy.erase")
+
+    async def _forget_words(self) -> None:
+        async with self._db.transaction() as conn:
+            await forget_words(conn)
 
     async def write_user_export(
         self, user_id: uuid.UUID | str, path: str | os.PathLike[str], *, principal: Principal | None = None
@@ -210,17 +212,18 @@ class PrivacyManager:
         if not target.parent.is_dir():
             raise ValidationError(f"path: the directory {target.parent} does not exist")
         chunks = await self.export_user_data(user_id, principal=principal)
-        partial = target.with_name(f".{target.name}.{uuid.uuid4().hex}.partial")
+        unfinished = target.with_name(f".{target.name}.{uuid.uuid4().hex}.partial")
         written = 0
         try:
-            with partial.open("wb") as file:
+            # Only the owner of the process may read it: it holds health data (medical certificates).
+            with os.fdopen(os.open(unfinished, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as file:
                 async for chunk in chunks:
                     written += file.write(chunk)
-            partial.replace(target)
+            unfinished.replace(target)
         except OSError as exc:
             raise StratusError(f"could not write the export to {target}: {exc.strerror or exc}") from exc
         finally:
-            partial.unlink(missing_ok=True)
+            unfinished.unlink(missing_ok=True)
         return written
 
     async def apply_retention(

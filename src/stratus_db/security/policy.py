@@ -51,9 +51,9 @@ RULES: Mapping[str, Rule] = {
     "user.update": OWN_PROFILE,
     "user.change_role": Rule(anyone=MANAGERS),
     "user.update_preferences": OWN_PROFILE,
-    # A user may close their own account (so may their agent, acting for them); reopening it is for those who manage
-    # users, so that a deactivation by an admin cannot be undone by the user.
-    "user.deactivate": OWN_PROFILE,
+    # A user may close their own account, not an agent (an act of the person, undone only by an admin); reopening it
+    # is for those who manage users, so that a deactivation by an admin cannot be undone by the user.
+    "user.deactivate": Rule(anyone=MANAGERS, owner=True, agents=False),
     "user.reactivate": Rule(anyone=MANAGERS),
     # Who was active when: a cross-user report.
     "user.active_users": Rule(anyone=MANAGERS),
@@ -93,10 +93,10 @@ RULES: Mapping[str, Rule] = {
     "privacy.export": Rule(anyone=SYSTEM_ONLY, owner=True, agents=False),
     # The person's own request, or those who handle requests and manage users; never an agent.
     "privacy.erase": Rule(anyone=MANAGERS, owner=True, agents=False),
-    # Consent is the user's own act: only they (or their agent, or trusted code relaying it) may grant it; an admin
-    # may not manufacture it. Revoking only narrows processing, so support (admin) may record a revocation asked for
+    # Consent is the person's own act (LGPD Art. 8): only they, or trusted code relaying it, may grant it; not their
+    # agent (the assistant would unlock purposes for itself), and an admin may not manufacture it. Revoking only narrows processing, so support (admin) may record a revocation asked for
     # by telephone or e-mail.
-    "consent.grant": OWN_DATA,
+    "consent.grant": Rule(anyone=SYSTEM_ONLY, owner=True, agents=False),
     "consent.revoke": OWN_PROFILE,
     "consent.has": CONSENT_RECORD,
     "consent.list": CONSENT_RECORD,
@@ -116,9 +116,12 @@ def refusal(principal: Principal, operation: str, subject: uuid.UUID | None) -> 
         return f"{operation} has no access rule"
     if principal.kind in rule.anyone:
         return None
+    # The reason names the kind of principal, not who: it is kept in the audit trail (whose actor column names them)
+    # and in exports of the other person's data, where one person's identity must not reach another.
+    who = f"a {principal.kind.value} principal"
     owner = rule.owner and (rule.agents or principal.kind is not PrincipalKind.agent)
     if owner and subject is not None and principal.user_id == subject:
         return None
     if owner and subject is not None:
-        return f"{principal.actor} may not {operation} for another user"
-    return f"{principal.actor} may not {operation}"
+        return f"{who} may not {operation} for another user"
+    return f"{who} may not {operation}"

@@ -43,6 +43,10 @@ class Principal(BaseModel):
             raise ValueError(f"a {self.kind.value} principal needs the user_id of the user it is or acts for")
         if self.kind not in _BOUND and self.user_id is not None:
             raise ValueError(f"a {self.kind.value} principal acts for no single user: drop user_id")
+        if self.kind is PrincipalKind.user and self.id != str(self.user_id):
+            # The audit trail names a user by their id (`user:<id>`): another name would escape erasure's
+            # pseudonymisation, and could name someone else.
+            raise ValueError("a user principal's id is its user_id (Principal.for_user(user_id) builds it)")
         return self
 
     @classmethod

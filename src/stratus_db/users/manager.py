@@ -734,8 +734,8 @@ class UserManager:
         """Deactivate a user: `deactivated_at` is set to now, and list_users and active_users leave the user out
         (unless asked to include them). Nothing else changes: the profile, credentials, memories and conversations
         stay, get_user still finds the user, and the library does not refuse the user's own calls (a service in
-        front of it decides what a deactivated account may do). The user (or their agent) may deactivate themselves;
-        admin and system anyone.
+        front of it decides what a deactivated account may do). The user may deactivate themselves (not through an
+        agent); admin and system anyone.
 
         Args:
             reason: why, 1–500 characters; kept in the audit row (action `update`, new values `deactivated_at` and
