@@ -25,6 +25,7 @@ from stratus_db import (
     UserManager,
     ValidationError,
 )
+from stratus_db.conversations.rooms_base import recent_messages
 from stratus_db.errors import PermissionDeniedError
 from stratus_db.privacy.erasure import ERASED
 from stratus_db.privacy.kinds import ErasableKind
@@ -216,3 +217,16 @@ async def test_bad_input_erases_nothing(
 
     assert {table: await count_rows(db, table) for table in before} == before
     assert (await UserManager(db).get_user(person)) is not None
+
+
+async def test_erasure_empties_this_process_cache_of_their_conversations(db: Database) -> None:
+    users, conversations = UserManager(db), ConversationManager(db)
+    person = await create_user(users)
+    chat = await conversations.create_conversation(person.user_id, "Rota")
+    await conversations.add_message(chat.conversation_id, person.user_id, "Minha rota passa por Xiquexique")
+    await conversations.get_context(chat.conversation_id, person.user_id, 1000)  # caches the tail
+    assert recent_messages(db).get(chat.conversation_id, person.user_id) is not None
+
+    await PrivacyManager(db).erase_user(person.user_id, "pedido do titular")
+
+    assert recent_messages(db).get(chat.conversation_id, person.user_id) is None

@@ -49,3 +49,9 @@ class RecentMessages:
 
     def drop(self, conversation_id: uuid.UUID) -> None:
         self._tails.pop(conversation_id, None)
+
+    def drop_user(self, user_id: uuid.UUID) -> None:
+        """Forget every tail of the user's (their erasure: a purged conversation is never served again, but its
+        messages should not stay in this process's memory either)."""
+        for conversation_id in [key for key, tail in self._tails.items() if tail.user_id == user_id]:
+            del self._tails[conversation_id]

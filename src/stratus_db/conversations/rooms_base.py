@@ -58,6 +58,13 @@ def message_of(stored: StoredMessage) -> Message:
     )
 
 
+def recent_messages(db: StratusPostgreSQLIntegration) -> RecentMessages:
+    """The handle's one cache of conversation tails (conversations/recent.py)."""
+    return db.extension(
+        "conversations.recent", lambda: RecentMessages(db.settings.STRATUS_CONTEXT_CACHE_CONVERSATIONS)
+    )
+
+
 def not_found(conversation_id: uuid.UUID, user_id: uuid.UUID) -> NotFoundError:
     return NotFoundError(
         f"conversation {conversation_id} does not exist or does not belong to user {user_id}"
@@ -79,6 +86,4 @@ class ConversationRoom:
         """The consent checks (privacy/gate.py): compression with a summarizer that sends text out needs consent."""
         self._activity = tracker_of(db)
         """Where a user's activity is noted: `users.last_active`, written at most once a minute (users/activity.py)."""
-        self._recent = db.extension(
-            "conversations.recent", lambda: RecentMessages(db.settings.STRATUS_CONTEXT_CACHE_CONVERSATIONS)
-        )
+        self._recent = recent_messages(db)

@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from stratus_db.audit.manager import AuditManager
 from stratus_db.audit.schemas import AuditAction
+from stratus_db.conversations.rooms_base import recent_messages
 from stratus_db.errors import NotFoundError, StratusError, ValidationError
 from stratus_db.kit.ids import new_id
 from stratus_db.kit.schemas import check_limit
@@ -162,6 +163,9 @@ class PrivacyManager:
                 deleted = await delete_owned(conn, key, pseudonym, held, self._db.clock())
                 pseudonymised = await pseudonymise_audit(conn, key, pseudonym)
                 await MemoryCache.of(self._db).invalidate_everywhere(conn, key)
+                # This process's conversation tails; another process's are never served for a purged conversation
+                # and leave its memory as its LRU turns over (docs/privacy.md).
+                self._db.after_commit(conn, partial(recent_messages(self._db).drop_user, key))
                 report = ErasureReport(pseudonym, deleted, pseudonymised, tuple(sorted(held)))
                 entry = self._audit.entry(
                     action=AuditAction.erase,
