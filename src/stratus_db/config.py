@@ -360,7 +360,7 @@ def check_environment(settings: Settings) -> None:
     if missing:
         raise ConfigurationError(
             f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} required when ENVIRONMENT=production "
-            "(personal data is encrypted under keys kept outside the database): set "
+            "(the keys of the field encryption of personal data, kept outside the database): set "
             f"{KEYS_VARIABLE} to `stratus-db generate-key`'s line and {BLIND_INDEX_VARIABLE} to "
             "`stratus-db generate-key --blind-index`'s (docs/security.md)"
         )
