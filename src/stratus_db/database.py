@@ -355,7 +355,7 @@ class StratusPostgreSQLIntegration:
         Raises:
             DatabaseUnavailableError: the database cannot be reached.
         """
-        await self._change_schema(schema.upgrade_to_head)
+        await self._change_schema(partial(schema.upgrade_to_head, settings=self.settings))
         self._schema_ready = True
         return schema.head_revision()
 
@@ -375,7 +375,7 @@ class StratusPostgreSQLIntegration:
         def down(connection: Connection) -> str | None:
             target = revisions.downgrade_target(revision, schema.current_revision(connection))
             try:
-                revisions.downgrade_to(connection, target)
+                revisions.downgrade_to(connection, target, self.settings)
             except (CommandError, RuntimeError) as exc:
                 raise ConflictError(
                     f"the downgrade to {target or revisions.BASE} was refused: {exc}; nothing was changed"

@@ -14,6 +14,7 @@ from alembic.util import CommandError
 from sqlalchemy import Connection
 from sqlalchemy.engine import URL
 
+from stratus_db.config import Settings
 from stratus_db.errors import ValidationError
 from stratus_db.kit.validation import shown
 from stratus_db.schema import alembic_config
@@ -74,10 +75,12 @@ def downgrade_target(revision: object, current: str | None) -> str | None:
     return target
 
 
-def downgrade_to(connection: Connection, target: str | None) -> None:
-    """Run the downgrade migrations from the database's revision to `target` (None: base) on `connection`."""
+def downgrade_to(connection: Connection, target: str | None, settings: Settings | None = None) -> None:
+    """Run the downgrade migrations from the database's revision to `target` (None: base) on `connection`;
+    `settings` give the keys a migration that decrypts rows needs (load_settings() without them)."""
     config = alembic_config()
     config.attributes["connection"] = connection
+    config.attributes["settings"] = settings
     command.downgrade(config, target or BASE)
 
 

@@ -11,6 +11,7 @@ from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Table, inspect
 
+from stratus_db.config import Settings
 from stratus_db.errors import DatabaseError
 from stratus_db.models import Base
 
@@ -73,10 +74,12 @@ def current_revision(connection: Connection) -> str | None:
     return MigrationContext.configure(connection).get_current_revision()
 
 
-def upgrade_to_head(connection: Connection) -> None:
-    """Run every missing migration on `connection` (inside the caller's transaction)."""
+def upgrade_to_head(connection: Connection, settings: Settings | None = None) -> None:
+    """Run every missing migration on `connection` (inside the caller's transaction); `settings` give the keys a
+    migration that encrypts existing rows needs (load_settings() without them)."""
     config = alembic_config()
     config.attributes["connection"] = connection
+    config.attributes["settings"] = settings
     command.upgrade(config, "head")
 
 

@@ -16,6 +16,8 @@ from stratus_db.audit.schemas import AuditAction, AuditEvent
 from stratus_db.kit.ids import new_id
 from stratus_db.kit.schemas import Page, aware_datetime, check_limit, decode_cursor, encode_cursor, make_page
 from stratus_db.kit.validation import InputModel, Timestamp, validate_input
+from stratus_db.security.crypto import DataKey, is_token
+from stratus_db.security.personal import ENCRYPTED_COLUMNS, PersonalData
 from stratus_db.security.principal import Principal
 
 if TYPE_CHECKING:
@@ -56,8 +58,11 @@ class AuditManager:
         user_id: uuid.UUID | None,
         old_values: Any | None = None,
         new_values: Any | None = None,
+        data_key: DataKey | None = None,
+        sealed_fields: tuple[str, ...] | None = None,
     ) -> None:
-        """Append one audit row in `tx`, with actor, trace id, address, user agent and purpose from the context."""
+        """Append one audit row in `tx`, with actor, trace id, address, user agent and purpose from the context;
+        `data_key` and `sealed_fields` as `entry` takes them."""
         await self.append(
             tx,
             [
@@ -68,6 +73,8 @@ class AuditManager:
                     user_id=user_id,
                     old_values=old_values,
                     new_values=new_values,
+                    data_key=data_key,
+                    sealed_fields=sealed_fields,
                 )
             ],
         )
@@ -86,8 +93,20 @@ class AuditManager:
         user_id: uuid.UUID | None,
         old_values: Any | None = None,
         new_values: Any | None = None,
+        data_key: DataKey | None = None,
+        sealed_fields: tuple[str, ...] | None = None,
     ) -> AuditEntry:
-        """The audit entry `record` writes, now and in the current request context."""
+        """The audit entry `record` writes, now and in the current request context.
+
+        Given the subject's `data_key`, the personal fields among the old and new values (`sealed_fields`; by
+        default the table's encrypted columns, security/personal.py ENCRYPTED_COLUMNS) are encrypted under it,
+        bound to this audit row: the trail never holds them in clear, and erasing the user shreds them."""
+        audit_id = new_id()
+        if data_key is not None:
+            personal = PersonalData.of(self._db)
+            fields = ENCRYPTED_COLUMNS.get(table_name, ()) if sealed_fields is None else sealed_fields
+            old_values = personal.seal_audit(fields, "old_values", old_values, audit_id, data_key)
+            new_values = personal.seal_audit(fields, "new_values", new_values, audit_id, data_key)
         return AuditEntry(
             action=action,
             table_name=table_name,
@@ -97,7 +116,7 @@ class AuditManager:
             old_values=old_values,
             new_values=new_values,
             context=audit_context(),
-            audit_id=new_id(),
+            audit_id=audit_id,
         )
 
     async def query(
@@ -143,12 +162,35 @@ class AuditManager:
                 repository = AuditRepository(conn)
                 statement = repository.query_statement(**filters.model_dump(), after=after)
                 rows = await repository.fetch(statement, limit + 1)
-                events = [AuditEvent.model_validate(row) for row in rows]
+                events = await open_events(conn, PersonalData.of(self._db), rows)
                 return make_page(
                     events, limit, lambda event: encode_cursor(event.timestamp.isoformat(), event.audit_id)
                 )
 
             return await op.run(work, tx=tx)
+
+
+async def open_events(conn: AsyncConnection, personal: PersonalData, rows: Sequence[Any]) -> list[AuditEvent]:
+    """AuditEvents from audit rows, their sealed values decrypted with each subject's data key (SHREDDED for a
+    user erased since)."""
+    events = []
+    for row in rows:
+        event = AuditEvent.model_validate(row)
+        if is_token_bearing(event.old_values) or is_token_bearing(event.new_values):
+            data_key = None if event.user_id is None else await personal.key_of(conn, event.user_id)
+            event = event.model_copy(
+                update={
+                    side: personal.open_audit(side, getattr(event, side), event.audit_id, data_key)
+                    for side in ("old_values", "new_values")
+                }
+            )
+        events.append(event)
+    return events
+
+
+def is_token_bearing(values: Any) -> bool:
+    """Whether an audit row's old or new values hold a sealed value."""
+    return isinstance(values, dict) and any(is_token(value) for value in values.values())
 
 
 def same_value(old: Any, new: Any) -> bool:

@@ -41,8 +41,11 @@ class CredentialRow(Base):
             validate_strings=True,
         )
     )
-    number: Mapped[str | None] = mapped_column(String(50))
-    issued_at: Mapped[date | None] = mapped_column(Date)
+    # number, issued_at and restrictions hold tokens under the holder's data key (security/personal.py): a
+    # medical certificate's restrictions are health data (LGPD Art. 11). The code and the expiry stay in clear for
+    # list_users(credential_code=...) and expiring_credentials (docs/security.md, threat model).
+    number: Mapped[str | None] = mapped_column(Text)
+    issued_at: Mapped[str | None] = mapped_column(Text)
     expires_at: Mapped[date | None] = mapped_column(Date)
     # Set exactly when expires_at is: whether the date was given or computed (so expiring_credentials, which reads
     # expires_at through its index, sees computed expiries too).
@@ -64,10 +67,7 @@ class CredentialRow(Base):
         # One credential per code per user; it also serves every per-user read (credential_status, the sync of
         # users.licenses).
         UniqueConstraint("user_id", "code"),
-        CheckConstraint(
-            "expires_at IS NULL OR issued_at IS NULL OR expires_at >= issued_at",
-            name="expiry_not_before_issue",
-        ),
+        # The expiry is not before the issue: checked by UserManager, since issued_at is encrypted.
         CheckConstraint("(expires_at IS NULL) = (expiry_basis IS NULL)", name="expiry_has_basis"),
         # expiring_credentials: every user's credentials expiring in a window, keyset-paginated by (expiry, id).
         Index(None, "expires_at", "credential_id"),

@@ -6,6 +6,7 @@ from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import (
+    Boolean,
     CheckConstraint,
     Enum,
     Float,
@@ -15,6 +16,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -52,6 +54,9 @@ class MemoryRow(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
     last_accessed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # store_memory(sensitive=True): `value` holds a token (a JSON string) under the user's data key, and
+    # search_text is empty, so the memory is left out of search (docs/memory.md).
+    sensitive: Mapped[bool] = mapped_column(Boolean, server_default=false())
     # The folded words of key and value (kit/text.py), written by store_memory. The full-text structures built on
     # it differ by backend and live outside the models (see memory/search.py and migration 0002).
     search_text: Mapped[str] = mapped_column(Text, server_default="")

@@ -1,11 +1,11 @@
 from __future__ import annotations
 
 import uuid
-from datetime import date, datetime
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Date, Enum, Index, String
+from sqlalchemy import Enum, Index, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from stratus_db.kit.models import Base
@@ -27,9 +27,16 @@ class UserRow(Base):
     __tablename__ = "users"
 
     user_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
-    name: Mapped[str] = mapped_column(String(200))
-    # Stored lower-cased, so the unique constraint makes addresses unique case-insensitively on both backends.
-    email: Mapped[str] = mapped_column(String(320), unique=True)
+    # name, email, birth_date and canac hold tokens: encrypted under the user's data key (security/personal.py),
+    # bound to their column and row. Lookups and uniqueness go through the blind indexes.
+    name: Mapped[str] = mapped_column(Text)
+    email: Mapped[str] = mapped_column(Text)
+    # HMAC of the lower-cased e-mail (crypto.BlindIndex.email): addresses are unique whatever their case. A
+    # tombstone's is `erased:` and a pseudonym (privacy/erasure.py).
+    email_index: Mapped[str] = mapped_column(String(80), unique=True)
+    # The user's data key, wrapped by the keyring (crypto.FieldCipher.new_data_key); NULL once destroyed by an
+    # erasure that keeps a tombstone. Deleting the row destroys it: crypto-shredding.
+    data_key: Mapped[str | None] = mapped_column(Text)
     role: Mapped[UserRole] = mapped_column(
         Enum(
             UserRole,
@@ -47,9 +54,10 @@ class UserRow(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
     last_active: Mapped[datetime] = mapped_column(UTCDateTime)
     # Known or not: the validity of a medical certificate (CMA) follows from the holder's age (docs/users.md).
-    birth_date: Mapped[date | None] = mapped_column(Date)
-    # The person's ANAC code: 6 digits as text (leading zeros kept), validated by users/credentials.validate_canac.
-    canac: Mapped[str | None] = mapped_column(String(6))
+    birth_date: Mapped[str | None] = mapped_column(Text)
+    # The person's ANAC code (6 digits, users/credentials.validate_canac), and its blind index for uniqueness.
+    canac: Mapped[str | None] = mapped_column(Text)
+    canac_index: Mapped[str | None] = mapped_column(String(64))
     # Set by deactivate_user, cleared by reactivate_user; list_users and active_users leave such users out.
     deactivated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
@@ -62,5 +70,5 @@ class UserRow(Base):
         Index(None, "last_active"),
         # A CANAC belongs to one person. NULLs are distinct in a unique index on both backends, so any number of
         # users may have none.
-        Index(None, "canac", unique=True),
+        Index(None, "canac_index", unique=True),
     )

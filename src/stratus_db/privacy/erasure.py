@@ -5,7 +5,8 @@ values by the names of the fields that changed, their address and user agent cle
 deleted (the user's row, and with it by ON DELETE CASCADE their credentials, memories, conversations, messages and
 consents) — except the kinds of data a legal hold keeps (`STRATUS_ERASURE_LEGAL_HOLD`), in which case the user's row
 stays as a tombstone without personal data so that the held rows keep their owner — and the erasure itself is
-audited under the pseudonym, without the erased values.
+audited under the pseudonym, without the erased values. The user's data key goes with their row (or is cleared from
+the tombstone when no held kind needs it): what the trail kept encrypted under it can never be read again.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from stratus_db.kit.models import Base, table_of
 from stratus_db.models import AuditRow, UserRow
 from stratus_db.privacy.kinds import ErasableKind
+from stratus_db.users.repository import TOMBSTONE_INDEX_PREFIX
 
 ERASED = "[erased]"
 """What an erased value becomes in the audit trail."""
@@ -30,6 +32,10 @@ SQLITE_SEARCH_INDEXES = ("memory_entries_fts", "memory_entries_fts_trigram", "me
 
 TOMBSTONE_EMAIL_DOMAIN = "erased.invalid"
 """The e-mail domain of a tombstone (a user row kept under a legal hold): `.invalid` is reserved (RFC 2606)."""
+
+KEYED_KINDS = frozenset({ErasableKind.credentials, ErasableKind.memories})
+"""Held kinds whose rows hold values under the user's data key (credentials' details, sensitive memories): holding
+one keeps the key on the tombstone; otherwise erasure destroys it."""
 
 NOT_OWNED = frozenset({"users", "audit_log"})
 """Tables with a `user_id` that erasure treats on their own: the profile itself, and the trail (pseudonymised)."""
@@ -158,23 +164,28 @@ async def delete_owned(
     tombstone: dict[str, Any] = {
         "name": ERASED,
         "email": f"erased-{pseudonym.hex}@{TOMBSTONE_EMAIL_DOMAIN}",
+        "email_index": f"{TOMBSTONE_INDEX_PREFIX}{pseudonym.hex}",
         "preferences": {},
         "experience_level": None,
         "birth_date": None,
         "canac": None,
+        "canac_index": None,
         "deactivated_at": func.coalesce(
             UserRow.deactivated_at, bindparam("b_now", type_=UserRow.deactivated_at.type)
         ),
     }
     if ErasableKind.credentials not in held:
         tombstone["licenses"] = []
+    if not held & KEYED_KINDS:
+        # No row kept needs the data key: destroying it shreds what the audit trail held under it.
+        tombstone["data_key"] = None
     await conn.execute(update(_users).where(UserRow.user_id == user_id).values(tombstone), {"b_now": now})
     return deleted
 
 
 def is_tombstone() -> ColumnElement[bool]:
     """The users that are tombstones (see `delete_owned`): already erased, the rows a legal hold keeps are theirs."""
-    return UserRow.email.like(f"%@{TOMBSTONE_EMAIL_DOMAIN}")
+    return UserRow.email_index.like(f"{TOMBSTONE_INDEX_PREFIX}%")
 
 
 async def forget_words(conn: AsyncConnection) -> None:

@@ -29,7 +29,7 @@ from pydantic import BaseModel
 from sqlalchemy import and_, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from stratus_db.audit.schemas import AuditEvent
+from stratus_db.audit.manager import open_events
 from stratus_db.conversations.repository import ConversationRepository, StoredMessage
 from stratus_db.conversations.rooms_base import message_of
 from stratus_db.conversations.schemas import Conversation
@@ -39,6 +39,7 @@ from stratus_db.memory.schemas import MemoryEntry
 from stratus_db.models import AuditRow, ConversationStatus, MemoryRow
 from stratus_db.privacy.consent_repository import ConsentRepository
 from stratus_db.privacy.consent_schemas import ConsentEvent
+from stratus_db.security.personal import PersonalData
 from stratus_db.users.credential_repository import CredentialRepository
 from stratus_db.users.repository import UserRepository
 
@@ -95,13 +96,13 @@ async def _batches(
 
 
 async def stream_export(
-    conn: AsyncConnection, user_id: uuid.UUID, exported_at: datetime
+    conn: AsyncConnection, user_id: uuid.UUID, exported_at: datetime, personal: PersonalData
 ) -> AsyncIterator[bytes]:
     """The export document of `user_id`, read on `conn` (a snapshot transaction), in chunks of UTF-8 JSON text of
     about CHUNK_BYTES."""
     pieces: list[str] = []
     size = 0
-    async for piece in _document(conn, user_id, exported_at):
+    async for piece in _document(conn, user_id, exported_at, personal):
         pieces.append(piece)
         size += len(piece)
         if size >= CHUNK_BYTES:
@@ -111,14 +112,16 @@ async def stream_export(
         yield "".join(pieces).encode()
 
 
-async def _document(conn: AsyncConnection, user_id: uuid.UUID, exported_at: datetime) -> AsyncIterator[str]:
-    user = await UserRepository(conn).get(user_id)
+async def _document(
+    conn: AsyncConnection, user_id: uuid.UUID, exported_at: datetime, personal: PersonalData
+) -> AsyncIterator[str]:
+    user = await UserRepository(conn, personal).get(user_id)
     if user is None:  # erased since the export was asked for: the snapshot holds nothing about them
         return
     conversations = ConversationRepository(conn, user_id)
 
     async def credentials() -> AsyncIterator[Piece]:
-        for credential in await CredentialRepository(conn).of_user(user_id):
+        for credential in await CredentialRepository(conn, personal).of_user(user_id):
             yield _model_json(credential)
 
     async def consents() -> AsyncIterator[Piece]:
@@ -188,7 +191,7 @@ async def _document(conn: AsyncConnection, user_id: uuid.UUID, exported_at: date
 
         themselves = f"user:{user_id}"
         async for row in _batches(read, lambda row: (row["timestamp"], row["audit_id"])):
-            event = AuditEvent.model_validate(row)
+            event = (await open_events(conn, personal, [row]))[0]
             if event.actor != themselves:
                 # Someone else acted (an admin, an agent, a refused stranger): the person learns what was done with
                 # their data and by what kind of actor, not that actor's identity, address or user agent.

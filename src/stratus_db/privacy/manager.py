@@ -50,6 +50,7 @@ from stratus_db.privacy.retention import (
     purge_conversations,
     purge_memories,
 )
+from stratus_db.security.personal import PersonalData
 from stratus_db.security.principal import Principal
 from stratus_db.users.repository import UserRepository
 
@@ -100,7 +101,7 @@ class PrivacyManager:
             exported_at = self._db.clock()
 
             async def record(conn: AsyncConnection) -> None:
-                if await UserRepository(conn).get(key) is None:
+                if await UserRepository(conn, PersonalData.of(self._db)).get(key) is None:
                     raise NotFoundError(f"user {key} does not exist")
                 await self._audit.record(
                     conn,
@@ -117,7 +118,7 @@ class PrivacyManager:
     async def _read_export(self, key: uuid.UUID, exported_at: datetime) -> AsyncGenerator[bytes]:
         async with self._db.transaction(read_only=True) as conn:
             await begin_snapshot(conn)
-            async for chunk in stream_export(conn, key, exported_at):
+            async for chunk in stream_export(conn, key, exported_at, PersonalData.of(self._db)):
                 yield chunk
 
     async def erase_user(
@@ -136,6 +137,9 @@ class PrivacyManager:
         - their rows are deleted: the profile, credentials, memories, conversations and messages (and any table
           that references users). Kinds named in STRATUS_ERASURE_LEGAL_HOLD are kept, and then so is the user's row,
           as a tombstone without personal data, so that the held rows keep their owner;
+        - the user's data key goes with their row (or is cleared from the tombstone, unless a held kind needs it:
+          credentials or memories), so every value encrypted under it, in the audit trail too, is unreadable for
+          good (crypto-shredding);
         - the erasure is audited (action `erase`) under the pseudonym, with the reason and the counts, never the
           erased values. `reason` is kept in the trail: it should cite the request, not describe the person.
 
@@ -157,7 +161,7 @@ class PrivacyManager:
             held = self._db.settings.STRATUS_ERASURE_LEGAL_HOLD
 
             async def work(conn: AsyncConnection) -> ErasureReport:
-                if await UserRepository(conn).get(key, for_update=True) is None:
+                if await UserRepository(conn, PersonalData.of(self._db)).get(key, for_update=True) is None:
                     raise NotFoundError(f"user {key} does not exist")
                 pseudonym = new_id()
                 deleted = await delete_owned(conn, key, pseudonym, held, self._db.clock())
@@ -166,6 +170,7 @@ class PrivacyManager:
                 # This process's conversation tails; another process's are never served for a purged conversation
                 # and leave its memory as its LRU turns over (docs/privacy.md).
                 self._db.after_commit(conn, partial(recent_messages(self._db).drop_user, key))
+                self._db.after_commit(conn, partial(PersonalData.of(self._db).forget, key))
                 report = ErasureReport(pseudonym, deleted, pseudonymised, tuple(sorted(held)))
                 entry = self._audit.entry(
                     action=AuditAction.erase,

@@ -514,6 +514,28 @@ class FieldCipher:
         """The instant `encrypt_datetime` encrypted for `cell`, aware, in UTC (Raises: as `decrypt`)."""
         return datetime.fromisoformat(self._decrypt(token, cell, data_key, _DATETIME).decode("ascii"))
 
+    def decrypt_value(
+        self, token: str, cell: Cell, *, data_key: DataKey | None = None
+    ) -> str | date | datetime | JsonValue:
+        """The value any `encrypt_*` encrypted for `cell`, as the type it was encrypted as (read from the token's
+        plaintext): for code that stores values of several types in one way (Raises: as `decrypt`)."""
+        _check_cell(cell)
+        if data_key is not None and not isinstance(data_key, DataKey):
+            raise ValidationError(f"data_key must be a DataKey or None, got {type(data_key).__name__}")
+        info, raw = _split(token, "token")
+        plaintext = self._open_value(info, raw, cell, data_key)
+        kind, body = plaintext[:1], plaintext[1:]
+        if kind == _TEXT:
+            return body.decode("utf-8")
+        if kind == _DATE:
+            return date.fromisoformat(body.decode("ascii"))
+        if kind == _DATETIME:
+            return datetime.fromisoformat(body.decode("ascii"))
+        if kind == _JSON_VALUE:
+            decoded: JsonValue = json.loads(body)
+            return decoded
+        raise DecryptionError(f"{cell} holds a value of an unknown type")
+
     # rotation
 
     def inspect(self, token: str) -> TokenInfo:
@@ -698,13 +720,14 @@ def _check_cell(cell: object) -> None:
 class BlindIndex:
     """Keyed hashes for equality lookups and uniqueness on encrypted values, from STRATUS_BLIND_INDEX_KEY: the
     e-mail's index is HMAC-SHA-256 of the normalised address (stripped, lower-cased) under a key derived from the
-    secret with HKDF-SHA-256 (info `stratus_db blind index v1: email`), as 64 lower-case hex digits.
+    secret with HKDF-SHA-256 (info `stratus_db blind index v1: email`), as 64 lower-case hex digits; the CANAC's is
+    the same under its own derived key (`canac`).
 
     The secret cannot rotate without recomputing every stored index (docs/security.md). Neither `repr` nor `str`
     shows it.
     """
 
-    __slots__ = ("_email_key",)
+    __slots__ = ("_canac_key", "_email_key")
 
     def __init__(self, secret: bytes) -> None:
         """
@@ -714,6 +737,7 @@ class BlindIndex:
         if not isinstance(secret, bytes) or len(secret) != KEY_BYTES:
             raise ValidationError(f"secret must be exactly {KEY_BYTES} bytes")
         self._email_key = _derive(secret, "email")
+        self._canac_key = _derive(secret, "canac")
 
     @classmethod
     def parse(cls, text: str) -> BlindIndex:
@@ -749,8 +773,22 @@ class BlindIndex:
         # The standard library's HMAC is C code (OpenSSL), as fast as cryptography's and simpler to call.
         return hmac.digest(self._email_key, encoded, "sha256").hex()
 
+    def canac(self, code: str) -> str:
+        """The blind index of a CANAC (the person's ANAC code, validated by the caller), under its own derived key
+        (info `stratus_db blind index v1: canac`): 64 lower-case hex digits.
+
+        Raises:
+            ValidationError: not text of 1 to 16 ASCII characters once stripped; the message never quotes it.
+        """
+        if not isinstance(code, str):
+            raise ValidationError(f"code must be text (str), got {type(code).__name__}")
+        normalised = code.strip()
+        if not (0 < len(normalised) <= 16 and normalised.isascii()):
+            raise ValidationError("code must be 1 to 16 ASCII characters once stripped")
+        return hmac.digest(self._canac_key, normalised.encode("ascii"), "sha256").hex()
+
     def __repr__(self) -> str:
-        return "BlindIndex(purposes=('email',))"
+        return "BlindIndex(purposes=('email', 'canac'))"
 
     __str__ = __repr__
 
@@ -763,3 +801,8 @@ def _derive(secret: bytes, purpose: str) -> bytes:
         salt=None,
         info=_BLIND_INDEX_INFO + purpose.encode("ascii"),
     ).derive(secret)
+
+
+def is_token(value: object) -> bool:
+    """Whether `value` has the form of a token of this format (its integrity is not checked)."""
+    return isinstance(value, str) and _TOKEN.fullmatch(value) is not None

@@ -1,4 +1,6 @@
-"""All SQL on user_credentials, and the copy of their codes kept in users.licenses."""
+"""All SQL on user_credentials, and the copy of their codes kept in users.licenses. A credential's number, issue
+date and restrictions are encrypted under the holder's data key on the way in and decrypted on the way out
+(security/personal.py)."""
 
 from __future__ import annotations
 
@@ -15,48 +17,70 @@ from stratus_db.kit.failures import failure_of
 from stratus_db.kit.ids import new_id
 from stratus_db.kit.models import table_of
 from stratus_db.models import CredentialRow, UserRow
+from stratus_db.security.crypto import DataKey
+from stratus_db.security.personal import PersonalData
 from stratus_db.users.credentials import credential_kind
 from stratus_db.users.schemas import CredentialRead
 
+TABLE = "user_credentials"
 _credentials = table_of(CredentialRow)
 _users = table_of(UserRow)
+_WITH_KEY = select(_credentials, _users.c.data_key).join_from(
+    _credentials, _users, _users.c.user_id == _credentials.c.user_id
+)
+"""Credentials with their holder's wrapped data key, which decrypts them."""
 
 
 class CredentialRepository:
-    def __init__(self, conn: AsyncConnection) -> None:
+    def __init__(self, conn: AsyncConnection, personal: PersonalData) -> None:
         self.conn = conn
+        self.personal = personal
+
+    def _read(self, row: Any) -> CredentialRead:
+        values = dict(row)
+        return self._open(values, self.personal.unwrap(values["user_id"], values.pop("data_key")))
+
+    def _open(self, values: dict[str, Any], data_key: DataKey) -> CredentialRead:
+        return CredentialRead.model_validate(
+            self.personal.open_row(TABLE, values, values["credential_id"], data_key)
+        )
+
+    async def _read_all(self, statement: Select[Any]) -> list[CredentialRead]:
+        return [self._read(row) for row in (await self.conn.execute(statement)).mappings()]
+
+    async def _key(self, user_id: uuid.UUID) -> DataKey:
+        data_key = await self.personal.key_of(self.conn, user_id)
+        assert data_key is not None, f"user {user_id} has no data key"
+        return data_key
 
     async def of_user(self, user_id: uuid.UUID) -> list[CredentialRead]:
         """The user's credentials in the order they were added (keys are UUIDv7)."""
-        statement = (
-            select(_credentials).where(CredentialRow.user_id == user_id).order_by(CredentialRow.credential_id)
+        return await self._read_all(
+            _WITH_KEY.where(CredentialRow.user_id == user_id).order_by(CredentialRow.credential_id)
         )
-        return [CredentialRead.model_validate(row) for row in (await self.conn.execute(statement)).mappings()]
 
     async def get(self, user_id: uuid.UUID, credential_id: uuid.UUID) -> CredentialRead | None:
-        statement = select(_credentials).where(
-            CredentialRow.user_id == user_id, CredentialRow.credential_id == credential_id
+        found = await self._read_all(
+            _WITH_KEY.where(CredentialRow.user_id == user_id, CredentialRow.credential_id == credential_id)
         )
-        row = (await self.conn.execute(statement)).mappings().one_or_none()
-        return None if row is None else CredentialRead.model_validate(row)
+        return found[0] if found else None
 
     async def insert(self, user_id: uuid.UUID, code: str, now: datetime, **details: Any) -> CredentialRead:
         """Add credential `code` (canonical) with `details` (number, issued_at, expires_at, restrictions)."""
-        statement = (
-            insert(_credentials)
-            .values(
-                credential_id=new_id(),
-                user_id=user_id,
-                code=code,
-                kind=credential_kind(code),
-                created_at=now,
-                updated_at=now,
-                **details,
-            )
-            .returning(_credentials)
-        )
+        credential_id = new_id()
+        values = {
+            "credential_id": credential_id,
+            "user_id": user_id,
+            "code": code,
+            "kind": credential_kind(code),
+            "created_at": now,
+            "updated_at": now,
+            **details,
+        }
+        sealed = self.personal.seal_row(TABLE, values, credential_id, await self._key(user_id))
+        statement = insert(_credentials).values(sealed)
         try:
-            row = (await self.conn.execute(statement)).mappings().one()
+            await self.conn.execute(statement)
         except IntegrityError as exc:
             failure = failure_of(exc)
             if failure.violation is Violation.unique:
@@ -66,18 +90,19 @@ class CredentialRepository:
                     constraint=failure.constraint,
                 ) from exc
             raise
-        return CredentialRead.model_validate(row)
+        return CredentialRead.model_validate({name: values.get(name) for name in CredentialRead.model_fields})
 
     async def update(
         self, user_id: uuid.UUID, credential_id: uuid.UUID, changes: dict[str, Any], now: datetime
     ) -> CredentialRead:
+        data_key = await self._key(user_id)
         statement = (
             update(_credentials)
             .where(CredentialRow.user_id == user_id, CredentialRow.credential_id == credential_id)
-            .values(**changes, updated_at=now)
+            .values(**self.personal.seal_row(TABLE, changes, credential_id, data_key), updated_at=now)
             .returning(_credentials)
         )
-        return CredentialRead.model_validate((await self.conn.execute(statement)).mappings().one())
+        return self._open(dict((await self.conn.execute(statement)).mappings().one()), data_key)
 
     async def delete(self, user_id: uuid.UUID, credential_ids: list[uuid.UUID]) -> None:
         if credential_ids:
@@ -102,8 +127,7 @@ class CredentialRepository:
     async def expiring(
         self, first: date, last: date, after: tuple[date, uuid.UUID] | None, limit: int
     ) -> list[CredentialRead]:
-        statement = expiring_statement(first, last, after, limit)
-        return [CredentialRead.model_validate(row) for row in (await self.conn.execute(statement)).mappings()]
+        return await self._read_all(expiring_statement(first, last, after, limit))
 
 
 def expiring_statement(
@@ -112,8 +136,7 @@ def expiring_statement(
     """Every user's credentials expiring from `first` to `last` (both included), by (expires_at, credential_id),
     after the key `after`: one range of ix_user_credentials_expires_at_credential_id."""
     statement = (
-        select(_credentials)
-        .where(CredentialRow.expires_at >= first, CredentialRow.expires_at <= last)
+        _WITH_KEY.where(CredentialRow.expires_at >= first, CredentialRow.expires_at <= last)
         .order_by(CredentialRow.expires_at, CredentialRow.credential_id)
         .limit(limit)
     )

@@ -27,6 +27,7 @@ from stratus_db.kit.validation import (
     validate_input,
 )
 from stratus_db.models import ExpiryBasis, UserRole
+from stratus_db.security.personal import PersonalData
 from stratus_db.security.principal import Principal
 from stratus_db.users.activity import (
     MAX_PERIODS,
@@ -109,6 +110,11 @@ class UserManager:
         self._db = db
         self._audit = AuditManager(db)
 
+    @property
+    def _personal(self) -> PersonalData:
+        # Looked up on use: the keys are loaded by the first call that needs them, not by building a manager.
+        return PersonalData.of(self._db)
+
     async def create_user(
         self,
         name: str,
@@ -183,7 +189,8 @@ class UserManager:
             )
 
             async def work(conn: AsyncConnection) -> UserRead:
-                user = await UserRepository(conn).insert(new_user)
+                repository = UserRepository(conn, self._personal)
+                user = await repository.insert(new_user)
                 await self._audit.record(
                     conn,
                     action=AuditAction.create,
@@ -191,6 +198,7 @@ class UserManager:
                     record_id=user.user_id,
                     user_id=user.user_id,
                     new_values=user.model_dump(mode="json"),
+                    data_key=await repository.data_key(user.user_id),
                 )
                 await self._sync_credentials(conn, user.user_id, user.licenses)
                 return user
@@ -214,7 +222,7 @@ class UserManager:
             await op.authorize(key, tx=tx)
 
             async def work(conn: AsyncConnection) -> UserRead | None:
-                return await UserRepository(conn).get(key)
+                return await UserRepository(conn, self._personal).get(key)
 
             return await op.run(work, tx=tx)
 
@@ -230,7 +238,7 @@ class UserManager:
             address = validate_input(EmailLookup, {"email": email}).email
 
             async def work(conn: AsyncConnection) -> UserRead | None:
-                return await UserRepository(conn).get_by_email(address)
+                return await UserRepository(conn, self._personal).get_by_email(address)
 
             found = await op.run(work, tx=tx)
             # Whose profile it is shows only once read: a miss is nobody's, which only those who manage users may see.
@@ -277,7 +285,7 @@ class UserManager:
                 await op.authorize(key, operation="user.change_role", tx=tx)
 
             async def work(conn: AsyncConnection) -> UserRead:
-                repository = UserRepository(conn)
+                repository = UserRepository(conn, self._personal)
                 previous = await repository.get(key, for_update=True)
                 if previous is None:
                     raise NotFoundError(f"user {key} does not exist")
@@ -305,6 +313,7 @@ class UserManager:
                     user_id=key,
                     old_values=old_values,
                     new_values=new_values,
+                    data_key=await repository.data_key(key),
                 )
                 return after
 
@@ -344,7 +353,7 @@ class UserManager:
             await op.authorize(None, tx=tx)
 
             async def work(conn: AsyncConnection) -> Page[UserRead]:
-                users = await UserRepository(conn).page(
+                users = await UserRepository(conn, self._personal).page(
                     role=role_filter,
                     experience_level=level,
                     active_since=since,
@@ -387,7 +396,7 @@ class UserManager:
             await op.authorize(key, tx=tx)
 
             async def work(conn: AsyncConnection) -> UserRead:
-                repository = UserRepository(conn)
+                repository = UserRepository(conn, self._personal)
                 previous = await repository.get(key, for_update=True)
                 if previous is None:
                     raise NotFoundError(f"user {key} does not exist")
@@ -418,7 +427,7 @@ class UserManager:
     async def _sync_credentials(self, conn: AsyncConnection, user_id: uuid.UUID, licenses: list[str]) -> None:
         """Make the user's credentials the codes of `licenses` (canonical): keep those held, add the others bare,
         remove those left out. The caller's audit row on `users` records the change (its `licenses` field)."""
-        repository = CredentialRepository(conn)
+        repository = CredentialRepository(conn, self._personal)
         held = await repository.of_user(user_id)
         await repository.delete(
             user_id, [credential.credential_id for credential in held if credential.code not in licenses]
@@ -446,10 +455,11 @@ class UserManager:
             user_id=credential.user_id,
             old_values=old.model_dump(mode="json") if isinstance(old, CredentialRead) else old,
             new_values=new.model_dump(mode="json") if isinstance(new, CredentialRead) else new,
+            data_key=await self._personal.key_of(conn, credential.user_id),
         )
 
     async def _locked_user(self, conn: AsyncConnection, user_id: uuid.UUID) -> UserRead:
-        user = await UserRepository(conn).get(user_id, for_update=True)
+        user = await UserRepository(conn, self._personal).get(user_id, for_update=True)
         if user is None:
             raise NotFoundError(f"user {user_id} does not exist")
         return user
@@ -501,7 +511,7 @@ class UserManager:
             async def work(conn: AsyncConnection) -> CredentialRead:
                 user = await self._locked_user(conn, data.user_id)
                 check_issued_after_birth(data.code, data.issued_at, user.birth_date, "issued_at")
-                repository = CredentialRepository(conn)
+                repository = CredentialRepository(conn, self._personal)
                 details = data.model_dump(include={"number", "issued_at", "restrictions"})
                 details |= expiry(data.code, data.issued_at, data.expires_at, user.birth_date)
                 added = await repository.insert(data.user_id, data.code, self._db.clock(), **details)
@@ -546,7 +556,7 @@ class UserManager:
 
             async def work(conn: AsyncConnection) -> CredentialRead:
                 user = await self._locked_user(conn, key)
-                repository = CredentialRepository(conn)
+                repository = CredentialRepository(conn, self._personal)
                 previous = await repository.get(key, credential_key)
                 if previous is None:
                     raise NotFoundError(f"user {key} holds no credential {credential_key}")
@@ -597,7 +607,7 @@ class UserManager:
             await op.authorize(None, tx=tx)
 
             async def work(conn: AsyncConnection) -> Page[UserRead]:
-                users = await UserRepository(conn).page(
+                users = await UserRepository(conn, self._personal).page(
                     active_since=instant,
                     include_deactivated=include_deactivated,
                     after=after,
@@ -671,7 +681,7 @@ class UserManager:
 
             async def work(conn: AsyncConnection) -> CredentialRead:
                 user = await self._locked_user(conn, key)
-                repository = CredentialRepository(conn)
+                repository = CredentialRepository(conn, self._personal)
                 previous = await repository.get(key, credential_key)
                 if previous is None:
                     raise NotFoundError(f"user {key} holds no credential {credential_key}")
@@ -700,7 +710,7 @@ class UserManager:
         computed ones recomputed (cleared without a birth date), medical ones without an expiry computed; recorded
         ones never. Raises ValidationError, naming birth_date, if a credential was issued before it."""
         changes = []
-        for credential in await CredentialRepository(conn).of_user(user_id):
+        for credential in await CredentialRepository(conn, self._personal).of_user(user_id):
             check_issued_after_birth(credential.code, credential.issued_at, birth_date, "birth_date")
             if credential.expiry_basis is ExpiryBasis.recorded:
                 continue
@@ -716,7 +726,7 @@ class UserManager:
         self, conn: AsyncConnection, changes: list[tuple[CredentialRead, dict[str, Any]]]
     ) -> None:
         """Write what _expiry_changes found, each credential with its own audit row on user_credentials."""
-        repository = CredentialRepository(conn)
+        repository = CredentialRepository(conn, self._personal)
         now = self._db.clock()
         for credential, target in changes:
             after = await repository.update(credential.user_id, credential.credential_id, target, now)
@@ -759,7 +769,7 @@ class UserManager:
                 if previous.deactivated_at is not None:
                     return previous
                 now = self._db.clock()
-                after = await UserRepository(conn).set_deactivated(key, now, now)
+                after = await UserRepository(conn, self._personal).set_deactivated(key, now, now)
                 await self._audit.record(
                     conn,
                     action=AuditAction.update,
@@ -799,7 +809,9 @@ class UserManager:
                 previous = await self._locked_user(conn, key)
                 if previous.deactivated_at is None:
                     return previous
-                after = await UserRepository(conn).set_deactivated(key, None, self._db.clock())
+                after = await UserRepository(conn, self._personal).set_deactivated(
+                    key, None, self._db.clock()
+                )
                 await self._audit.record(
                     conn,
                     action=AuditAction.update,
@@ -844,12 +856,12 @@ class UserManager:
             await op.authorize(key, tx=tx)
 
             async def work(conn: AsyncConnection) -> list[CredentialStatus]:
-                user = await UserRepository(conn).get(key)
+                user = await UserRepository(conn, self._personal).get(key)
                 if user is None:
                     raise NotFoundError(f"user {key} does not exist")
                 return [
                     status_on(credential, day, user.birth_date)
-                    for credential in await CredentialRepository(conn).of_user(key)
+                    for credential in await CredentialRepository(conn, self._personal).of_user(key)
                 ]
 
             statuses = await op.run(work, tx=tx)
@@ -885,7 +897,7 @@ class UserManager:
                 last = date.max
 
             async def work(conn: AsyncConnection) -> Page[CredentialRead]:
-                found = await CredentialRepository(conn).expiring(
+                found = await CredentialRepository(conn, self._personal).expiring(
                     first, last, None if after is None else (after[0], after[1]), limit + 1
                 )
                 return make_page(found, limit, lambda c: encode_cursor(c.expires_at, c.credential_id))

@@ -1,4 +1,5 @@
-"""All SQL on users."""
+"""All SQL on users. The personal fields are encrypted on the way in and decrypted on the way out
+(security/personal.py): nothing above this module sees a token."""
 
 from __future__ import annotations
 
@@ -14,11 +15,21 @@ from stratus_db.errors import ConflictError, Violation
 from stratus_db.kit.failures import failure_of
 from stratus_db.kit.models import table_of
 from stratus_db.models import CredentialRow, UserRole, UserRow
+from stratus_db.security.crypto import DataKey
+from stratus_db.security.personal import ENCRYPTED_COLUMNS, PersonalData
 from stratus_db.users.schemas import UserRead, UserUpdate
 
+TABLE = "users"
+TOMBSTONE_INDEX_PREFIX = "erased:"
+"""The start of a tombstone's `email_index` (privacy/erasure.py): its fields are placeholders, not tokens."""
 _users = table_of(UserRow)
-_RETURNED = [column for column in _users.c if column.name in UserRead.model_fields]
-"""The columns a UserRead is made of: every statement returning users returns these."""
+_ENCRYPTED = ENCRYPTED_COLUMNS[TABLE]
+_RETURNED = [
+    column
+    for column in _users.c
+    if column.name in UserRead.model_fields or column.name in ("data_key", "email_index")
+]
+"""The columns a UserRead is made of, and what decrypting it takes: every statement returning users returns these."""
 
 
 def _raise_if_taken(exc: IntegrityError, email: object, canac: object) -> None:
@@ -34,39 +45,77 @@ def _raise_if_taken(exc: IntegrityError, email: object, canac: object) -> None:
 
 
 class UserRepository:
-    def __init__(self, conn: AsyncConnection) -> None:
+    def __init__(self, conn: AsyncConnection, personal: PersonalData) -> None:
         self.conn = conn
+        self.personal = personal
 
     def by_id(self, user_id: uuid.UUID) -> Select[Any]:
         return select(*_RETURNED).where(UserRow.user_id == user_id)
 
+    def read(self, row: Any) -> UserRead:
+        """A UserRead from a row of _RETURNED: its personal fields decrypted with the user's data key.
+
+        Raises:
+            DecryptionError: a field was altered or moved from another row, or the key cannot be unwrapped.
+        """
+        values = dict(row)
+        wrapped, email_index = values.pop("data_key"), values.pop("email_index")
+        user_id = values["user_id"]
+        if email_index.startswith(TOMBSTONE_INDEX_PREFIX):
+            # An erased user kept for a legal hold: placeholders in clear, nothing personal left to decrypt.
+            return UserRead.model_validate(values)
+        data_key = self.personal.unwrap(user_id, wrapped)
+        return UserRead.model_validate(self.personal.open_row(TABLE, values, user_id, data_key))
+
     async def _one_or_none(self, statement: Select[Any]) -> UserRead | None:
         row = (await self.conn.execute(statement)).mappings().one_or_none()
-        return None if row is None else UserRead.model_validate(row)
+        return None if row is None else self.read(row)
+
+    def _sealed(self, values: dict[str, Any], user_id: uuid.UUID, data_key: DataKey) -> dict[str, Any]:
+        """`values` to write: the personal fields encrypted, the blind indexes of a new e-mail or CANAC beside."""
+        sealed = self.personal.seal_row(TABLE, values, user_id, data_key)
+        if "email" in values:
+            sealed["email_index"] = self.personal.blind_index.email(values["email"])
+        if "canac" in values:
+            canac = values["canac"]
+            sealed["canac_index"] = None if canac is None else self.personal.blind_index.canac(canac)
+        return sealed
 
     async def insert(self, user: UserRead) -> UserRead:
-        """Insert `user`; the stored row comes back (a JSON value as the database keeps it)."""
-        statement = insert(_users).values(**user.model_dump()).returning(*_RETURNED)
+        """Insert `user` with a new data key; the stored row comes back (a JSON value as the database keeps it)."""
+        data_key, wrapped = self.personal.new_key(user.user_id)
+        values = self._sealed(user.model_dump(), user.user_id, data_key) | {"data_key": wrapped}
+        statement = insert(_users).values(**values).returning(*_RETURNED)
         try:
             row = (await self.conn.execute(statement)).mappings().one()
         except IntegrityError as exc:
             _raise_if_taken(exc, user.email, user.canac)
             raise
-        return UserRead.model_validate(row)
+        return self.read(row)
 
     async def get(self, user_id: uuid.UUID, *, for_update: bool = False) -> UserRead | None:
         statement = self.by_id(user_id)
         return await self._one_or_none(statement.with_for_update() if for_update else statement)
 
     async def get_by_email(self, email: str) -> UserRead | None:
-        return await self._one_or_none(select(*_RETURNED).where(UserRow.email == email))
+        index = self.personal.blind_index.email(email)
+        return await self._one_or_none(select(*_RETURNED).where(UserRow.email_index == index))
+
+    async def data_key(self, user_id: uuid.UUID) -> DataKey:
+        """The data key of a user known to exist (read in this transaction)."""
+        data_key = await self.personal.key_of(self.conn, user_id)
+        assert data_key is not None, f"user {user_id} has no data key"
+        return data_key
 
     async def update(self, user_id: uuid.UUID, changes: UserUpdate, now: datetime) -> UserRead:
         """Write the fields `changes` sets (those left out keep their values); the user was active at `now`."""
+        values = changes.model_dump(exclude_unset=True)
+        if any(name in values for name in _ENCRYPTED):
+            values = self._sealed(values, user_id, await self.data_key(user_id))
         statement = (
             update(_users)
             .where(UserRow.user_id == user_id)
-            .values(**changes.model_dump(exclude_unset=True), updated_at=now, last_active=now)
+            .values(**values, updated_at=now, last_active=now)
             .returning(*_RETURNED)
         )
         try:
@@ -74,7 +123,7 @@ class UserRepository:
         except IntegrityError as exc:
             _raise_if_taken(exc, changes.email, changes.canac)
             raise
-        return UserRead.model_validate(row)
+        return self.read(row)
 
     async def set_deactivated(
         self, user_id: uuid.UUID, deactivated_at: datetime | None, now: datetime
@@ -86,7 +135,7 @@ class UserRepository:
             .values(deactivated_at=deactivated_at, updated_at=now)
             .returning(*_RETURNED)
         )
-        return UserRead.model_validate((await self.conn.execute(statement)).mappings().one())
+        return self.read((await self.conn.execute(statement)).mappings().one())
 
     async def page(
         self,
@@ -108,7 +157,7 @@ class UserRepository:
             after=after,
             limit=limit,
         )
-        return [UserRead.model_validate(row) for row in (await self.conn.execute(statement)).mappings()]
+        return [self.read(row) for row in (await self.conn.execute(statement)).mappings()]
 
 
 def page_statement(
