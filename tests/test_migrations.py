@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -11,11 +12,20 @@ import pytest
 from alembic import command
 from sqlalchemy import Connection, inspect
 from sqlalchemy import text as sql_text
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from stratus_db import Database, UserManager
 from stratus_db.models import Base
 from stratus_db.schema import alembic_config, current_revision, head_revision, include_name, schema_drift
 from tests.fixtures.databases import settings_for, sqlite_url, throwaway_postgres_database
+
+
+@asynccontextmanager
+async def schema_transaction(db: Database) -> AsyncIterator[AsyncConnection]:
+    """A transaction to walk the migrations in by hand, as `db.migrate` runs them: on SQLite with foreign keys off
+    (revision 0009 rebuilds `users`, which with them on would cascade to every row that references it)."""
+    async with db.engine.connect() as conn, db._backend.schema_change(conn), conn.begin():
+        yield conn
 
 
 def _downgrade_to_base(connection: Connection) -> None:
@@ -40,7 +50,7 @@ async def _check_migrations(url: str) -> None:
         if db.backend == "sqlite":
             assert {"memory_entries_fts", "memory_entries_fts_trigram"} <= tables
 
-        async with db.engine.begin() as conn:
+        async with schema_transaction(db) as conn:
             await conn.run_sync(_downgrade_to_base)
         async with db.engine.connect() as conn:
             assert await conn.run_sync(lambda sync: inspect(sync).get_table_names()) == ["alembic_version"]
@@ -69,7 +79,7 @@ async def _rows_stored_before_search_become_searchable(url: str) -> None:
 
     db = Database(settings_for(url))
     try:
-        async with db.engine.begin() as conn:
+        async with schema_transaction(db) as conn:
 
             def to_0001(connection: Connection) -> None:
                 config = alembic_config()
@@ -163,7 +173,7 @@ async def _search_survives_revision_0004_both_ways(url: str) -> None:
             return value.hex if db.backend == "sqlite" else value
 
         now = "2026-01-01 00:00:00" if db.backend == "sqlite" else datetime.now(UTC)
-        async with db.engine.begin() as conn:
+        async with schema_transaction(db) as conn:
             await conn.run_sync(walk("0003"))
             await conn.execute(
                 sql_text(
@@ -186,7 +196,7 @@ async def _search_survives_revision_0004_both_ways(url: str) -> None:
                 },
             )
 
-        async with db.engine.begin() as conn:
+        async with schema_transaction(db) as conn:
             await conn.run_sync(walk("head"))
         memories = MemoryManager(db)
         for query in ("guarulhos", "Guarulos", "SBGR"):
@@ -195,7 +205,7 @@ async def _search_survives_revision_0004_both_ways(url: str) -> None:
         assert await memories.search_memories(user_id, "guarulhos") == []
         assert [r.memory.key for r in await memories.search_memories(user_id, "viracopos")] == ["base"]
 
-        async with db.engine.begin() as conn:
+        async with schema_transaction(db) as conn:
             await conn.run_sync(walk("0003", down=True))
             if db.backend == "postgresql":
                 generated = await conn.scalar(
@@ -252,7 +262,7 @@ async def _search_survives_revision_0005_both_ways(url: str) -> None:
 
     now = "2026-01-01 00:00:00" if db.backend == "sqlite" else datetime.now(UTC)
     try:
-        async with db.engine.begin() as conn:
+        async with schema_transaction(db) as conn:
             await conn.run_sync(walk("0004"))
             for index, user_id in enumerate((owner, stranger)):
                 await conn.execute(
@@ -325,7 +335,7 @@ async def _search_survives_revision_0005_both_ways(url: str) -> None:
                     query
                 )
 
-        async with db.engine.begin() as conn:
+        async with schema_transaction(db) as conn:
             await conn.run_sync(walk("head"))
             if db.backend == "sqlite":
                 for table, count in [
@@ -340,14 +350,14 @@ async def _search_survives_revision_0005_both_ways(url: str) -> None:
                     assert owned.scalar_one() == count, table
         await found_by_owner()
 
-        async with db.engine.begin() as conn:
+        async with schema_transaction(db) as conn:
             await conn.run_sync(walk("0004", down=True))
             if db.backend == "sqlite":
                 packed = await conn.execute(
                     sql_text("SELECT count(*) FROM messages_fts WHERE messages_fts MATCH 'cessna'")
                 )
                 assert packed.scalar_one() == 2
-        async with db.engine.begin() as conn:
+        async with schema_transaction(db) as conn:
             await conn.run_sync(walk("head"))
         await found_by_owner()
     finally:
@@ -370,7 +380,7 @@ async def _licenses_become_credentials(url: str) -> None:
 
     db = Database(settings_for(url))
     try:
-        async with db.engine.begin() as conn:
+        async with schema_transaction(db) as conn:
 
             def to_0005(connection: Connection) -> None:
                 config = alembic_config()
@@ -444,7 +454,7 @@ async def _profile_fields_up_and_down(url: str) -> None:
             return {row[0]: (str(row[1]) if row[1] is not None else None, row[2]) for row in rows}
 
     try:
-        async with db.engine.begin() as conn:
+        async with schema_transaction(db) as conn:
 
             def to_0006(connection: Connection) -> None:
                 config = alembic_config()

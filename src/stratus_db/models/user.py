@@ -33,7 +33,7 @@ class UserRow(Base):
     email: Mapped[str] = mapped_column(Text)
     # HMAC of the lower-cased e-mail (crypto.BlindIndex.email): addresses are unique whatever their case. A
     # tombstone's is `erased:` and a pseudonym (privacy/erasure.py).
-    email_index: Mapped[str] = mapped_column(String(80), unique=True)
+    email_index: Mapped[str] = mapped_column(String(80))
     # The user's data key, wrapped by the keyring (crypto.FieldCipher.new_data_key); NULL once destroyed by an
     # erasure that keeps a tombstone. Deleting the row destroys it: crypto-shredding.
     data_key: Mapped[str | None] = mapped_column(Text)
@@ -71,4 +71,6 @@ class UserRow(Base):
         # A CANAC belongs to one person. NULLs are distinct in a unique index on both backends, so any number of
         # users may have none.
         Index(None, "canac_index", unique=True),
+        # An e-mail belongs to one user: its blind index is unique (get_user_by_email reads through it).
+        Index(None, "email_index", unique=True),
     )

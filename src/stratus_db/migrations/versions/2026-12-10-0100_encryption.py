@@ -164,7 +164,21 @@ def _rewritten(
     }
 
 
+def _refuse_cascading_rebuild() -> None:
+    """SQLite rebuilds `users` (batch mode): DROP TABLE with foreign keys on would first delete every row that
+    references a user (ON DELETE CASCADE). `stratus-db migrate`, db.migrate and the alembic command line run with
+    them off; a connection that turned them on must not run this."""
+    bind = op.get_bind()
+    if bind.dialect.name == "sqlite" and bind.exec_driver_sql("PRAGMA foreign_keys").scalar():
+        raise RuntimeError(
+            "revision 0009 rebuilds the users table, which SQLite must do with foreign keys off: run it with "
+            "`stratus-db migrate` (or turn PRAGMA foreign_keys off before the migration's transaction)"
+        )
+
+
 def upgrade() -> None:
+    if not context.is_offline_mode():
+        _refuse_cascading_rebuild()
     with op.batch_alter_table("users") as batch:
         batch.add_column(sa.Column("email_index", sa.String(length=80), nullable=True))
         batch.add_column(sa.Column("data_key", sa.Text(), nullable=True))
@@ -201,7 +215,7 @@ def upgrade() -> None:
 
     with op.batch_alter_table("users") as batch:
         batch.alter_column("email_index", existing_type=sa.String(length=80), nullable=False)
-        batch.create_unique_constraint(op.f("uq_users_email_index"), ["email_index"])
+        batch.create_index(op.f("ix_users_email_index"), ["email_index"], unique=True)
         batch.create_index(op.f("ix_users_canac_index"), ["canac_index"], unique=True)
 
 
@@ -314,11 +328,17 @@ def _seal(
 
 
 def downgrade() -> None:
-    if not context.is_offline_mode() and _has_users():
-        _decrypt_rows(op.get_bind())
+    if not context.is_offline_mode():
+        _refuse_cascading_rebuild()
+        if _has_users():
+            _decrypt_rows(op.get_bind())
+    sqlite = op.get_bind().dialect.name == "sqlite"
+    if sqlite:
+        _as_date_column("users", "birth_date")
+        _as_date_column("user_credentials", "issued_at")
     with op.batch_alter_table("users") as batch:
         batch.drop_index(op.f("ix_users_canac_index"))
-        batch.drop_constraint(op.f("uq_users_email_index"), type_="unique")
+        batch.drop_index(op.f("ix_users_email_index"))
         batch.drop_column("canac_index")
         batch.drop_column("data_key")
         batch.drop_column("email_index")
@@ -328,22 +348,35 @@ def downgrade() -> None:
         batch.alter_column(
             "email", type_=sa.String(length=320), existing_type=sa.Text(), existing_nullable=False
         )
-        batch.alter_column(
-            "birth_date", type_=sa.Date(), existing_type=sa.Text(), postgresql_using="birth_date::date"
-        )
+        if not sqlite:
+            batch.alter_column(
+                "birth_date", type_=sa.Date(), existing_type=sa.Text(), postgresql_using="birth_date::date"
+            )
         batch.alter_column("canac", type_=sa.String(length=6), existing_type=sa.Text())
         batch.create_unique_constraint(op.f("uq_users_email"), ["email"])
         batch.create_index(op.f("ix_users_canac"), ["canac"], unique=True)
     with op.batch_alter_table("user_credentials") as batch:
         batch.alter_column("number", type_=sa.String(length=50), existing_type=sa.Text())
-        batch.alter_column(
-            "issued_at", type_=sa.Date(), existing_type=sa.Text(), postgresql_using="issued_at::date"
-        )
+        if not sqlite:
+            batch.alter_column(
+                "issued_at", type_=sa.Date(), existing_type=sa.Text(), postgresql_using="issued_at::date"
+            )
         batch.create_check_constraint(
             "expiry_not_before_issue", "expires_at IS NULL OR issued_at IS NULL OR expires_at >= issued_at"
         )
-    with op.batch_alter_table("memory_entries") as batch:
-        batch.drop_column("sensitive")
+    # Not a batch: rebuilding memory_entries would drop its full-text triggers on SQLite (3.35+ drops a column).
+    op.drop_column("memory_entries", "sensitive")
+
+
+def _as_date_column(table: str, column: str) -> None:
+    """SQLite: make a TEXT column of ISO dates a DATE column again without the CAST a batch would copy it with
+    (CAST AS DATE is CAST AS NUMERIC there: `2026-01-10` would become 2026): a new column, the values copied as they
+    are, the old one dropped, the new one renamed (SQLite 3.35 and later)."""
+    restored = f"{column}_restored"
+    op.add_column(table, sa.Column(restored, sa.Date(), nullable=True))
+    op.execute(f"UPDATE {table} SET {restored} = {column}")
+    op.drop_column(table, column)
+    op.execute(f"ALTER TABLE {table} RENAME COLUMN {restored} TO {column}")
 
 
 def _decrypt_rows(conn: sa.Connection) -> None:
