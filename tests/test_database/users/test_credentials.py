@@ -11,15 +11,18 @@ from sqlalchemy import select
 
 from stratus_db import AuditManager, ConflictError, Database, NotFoundError, UserManager, ValidationError
 from stratus_db.models import Base
+from tests.fixtures.sealed import opened_row
 from tests.fixtures.factories import count_rows, create_user
 
 
 async def stored_credentials(db: Database, user_id: uuid.UUID) -> list[dict[str, Any]]:
-    """The user's credential rows exactly as the table holds them, read without the manager."""
+    """The user's credential rows as the table holds them, read without the manager, the encrypted columns
+    decrypted (each checked to be a token)."""
     table = Base.metadata.tables["user_credentials"]
     statement = select(table).where(table.c.user_id == user_id).order_by(table.c.credential_id)
     async with db.transaction(read_only=True) as conn:
-        return [dict(row) for row in (await conn.execute(statement)).mappings()]
+        rows = [dict(row) for row in (await conn.execute(statement)).mappings()]
+    return [await opened_row(db, "user_credentials", row, row["credential_id"], user_id) for row in rows]
 
 
 async def written(db: Database) -> tuple[int, int]:

@@ -22,6 +22,7 @@ from stratus_db import (
 )
 from stratus_db.kit.schemas import encode_cursor
 from stratus_db.models import Base
+from tests.fixtures.sealed import opened_row
 from tests.fixtures.factories import count_rows, create_user
 
 HOSTILE_NAME = "Robert'); DROP TABLE users;-- \"Bobby\" O'Brien 👩\u200d✈️ ✈️🛫"
@@ -41,10 +42,11 @@ async def written_rows(db: Database) -> tuple[int, int]:
 
 
 async def stored_email(db: Database, user_id: uuid.UUID) -> str:
-    """The e-mail exactly as the database holds it, read without the manager."""
+    """The e-mail the database holds (encrypted: decrypted here), read without the manager."""
     table = Base.metadata.tables["users"]
     async with db.transaction(read_only=True) as conn:
-        value = (await conn.execute(select(table.c.email).where(table.c.user_id == user_id))).scalar_one()
+        row = (await conn.execute(select(table).where(table.c.user_id == user_id))).mappings().one()
+    value = (await opened_row(db, "users", dict(row), user_id, user_id))["email"]
     assert isinstance(value, str)
     return value
 

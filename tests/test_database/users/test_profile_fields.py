@@ -21,6 +21,7 @@ from stratus_db import (
 )
 from stratus_db.errors import PermissionDeniedError
 from stratus_db.models import Base
+from tests.fixtures.sealed import opened_row
 from tests.fixtures.clock import ManualClock
 from tests.fixtures.factories import count_rows, create_user
 
@@ -31,9 +32,10 @@ NOON_IN_BRASILIA = datetime(2026, 7, 1, 15, 0, tzinfo=UTC)
 
 
 async def user_row(db: Database, user_id: uuid.UUID) -> dict[str, Any]:
+    """The user's row as the table holds it, its encrypted columns decrypted (each checked to be a token)."""
     async with db.transaction(read_only=True) as conn:
         row = (await conn.execute(select(USERS).where(USERS.c.user_id == user_id))).mappings().one()
-    return dict(row)
+    return await opened_row(db, "users", dict(row), user_id, user_id)
 
 
 async def credential_rows(db: Database, user_id: uuid.UUID) -> dict[str, tuple[Any, Any]]:
