@@ -180,7 +180,14 @@ async def open_events(conn: AsyncConnection, personal: PersonalData, rows: Seque
             data_key = None if event.user_id is None else await personal.key_of(conn, event.user_id)
             event = event.model_copy(
                 update={
-                    side: personal.open_audit(side, getattr(event, side), event.audit_id, data_key)
+                    side: personal.open_audit(
+                        side,
+                        getattr(event, side),
+                        event.audit_id,
+                        data_key,
+                        table=event.table_name,
+                        record_id=event.record_id,
+                    )
                     for side in ("old_values", "new_values")
                 }
             )

@@ -24,17 +24,19 @@ from stratus_db.memory.policy import MemoryPolicy, frequency, recency, search_sc
 from stratus_db.memory.repository import (
     MemoryRepository,
     read_and_count_on_its_own,
+    reveal,
 )
 from stratus_db.memory.schemas import MemoryEntry, MemoryLookup, MemorySearch, MemoryStore, SearchResult
 from stratus_db.memory.search import MemoryCandidate, SearchFilters
 from stratus_db.memory.writes import MemoryWrites
 from stratus_db.models import ConsentPurpose, MemoryType
 from stratus_db.privacy.gate import ConsentCheck
+from stratus_db.security.personal import PersonalData
 from stratus_db.security.principal import Principal
 from stratus_db.users.activity import tracker_of
 
 if TYPE_CHECKING:
-    from stratus_db.database import StratusPostgreSQLIntegration
+    from stratus_db.database import Operation, StratusPostgreSQLIntegration
 
 PERSONALISATION = ConsentPurpose.memory_personalisation
 """What store_memory, get_memory and search_memories need consent to when STRATUS_CONSENT_REQUIRED names it."""
@@ -73,6 +75,7 @@ class MemoryManager:
         *,
         ttl: timedelta | float | None = None,
         expires_at: datetime | None = None,
+        sensitive: bool = False,
         tx: AsyncConnection | None = None,
         principal: Principal | None = None,
     ) -> MemoryEntry:
@@ -95,11 +98,15 @@ class MemoryManager:
             importance_score: from 0 to 1.
             ttl: lifetime from now, in seconds or as a timedelta (not for critical).
             expires_at: a time-zone-aware instant in the future (not for critical; not with ttl).
+            sensitive: the value is personal data to protect (health, say): encrypted under the user's data key
+                before it reaches the database, and the memory is left out of search_memories (docs/memory.md).
+                A sensitive memory stays so: storing over it without sensitive=True is refused.
             tx: a transaction from `db.transaction()` to join.
             principal: who makes this call, instead of the context's principal (see the class docstring).
 
         Raises:
-            ValidationError: a malformed argument; nothing is written.
+            ValidationError: a malformed argument, or a store without sensitive=True over a sensitive memory;
+                nothing is written.
             NotFoundError: the user does not exist.
             ConsentRequiredError: STRATUS_CONSENT_REQUIRED names memory_personalisation and the user has not
                 consented to it (docs/privacy.md); nothing is written.
@@ -115,6 +122,7 @@ class MemoryManager:
                     "importance_score": importance_score,
                     "ttl": ttl,
                     "expires_at": expires_at,
+                    "sensitive": sensitive,
                 },
             )
             if data.expires_at is not None and data.expires_at <= self._db.clock():
@@ -125,7 +133,9 @@ class MemoryManager:
             if self._personalisation:
                 await self._consent.require(data.user_id, PERSONALISATION, tx=tx, acting="store_memory")
             self._activity.note(data.user_id)
-            return await self._writes.store(op, data, tx=tx)
+            stored = await self._writes.store(op, data, tx=tx)
+            # The value as given, not its token: nothing above the store sees one.
+            return stored.model_copy(update={"value": data.value}) if stored.sensitive else stored
 
     async def get_memory(
         self,
@@ -170,7 +180,8 @@ class MemoryManager:
                             # A hit awaits no I/O: a task reading only cached memories would otherwise never let
                             # the event loop run anything else, the access-count flush included.
                             await asyncio.sleep(0)
-                        return self._cache.record_hit(cache_key, cached, now)
+                        hit = self._cache.record_hit(cache_key, cached, now)
+                        return await self._revealed(op, hit, tx) if hit.sensitive else hit
             epoch = self._cache.epoch()
 
             async def read(conn: AsyncConnection) -> MemoryEntry | None:
@@ -190,7 +201,15 @@ class MemoryManager:
             # A sliding tier's expiry moves with every read, so its reads must reach the database.
             if use_cache and entry is not None and entry.memory_type not in self._policy.sliding:
                 self._cache.admit(cache_key, entry, epoch)
-            return entry
+            return await self._revealed(op, entry, tx) if entry is not None and entry.sensitive else entry
+
+    async def _revealed(self, op: Operation, entry: MemoryEntry, tx: AsyncConnection | None) -> MemoryEntry:
+        """A sensitive memory with its value decrypted (the cache and the rows hold its token)."""
+
+        async def work(conn: AsyncConnection) -> MemoryEntry:
+            return (await reveal(PersonalData.of(self._db), conn, [entry]))[0]
+
+        return await op.run(work, tx=tx)
 
     def _valid_lookup(self, user_id: object, key: object, use_cache: bool) -> CacheKey:
         """get_memory's arguments, validated: as `(user_id, key)`, the cache's key.
@@ -234,6 +253,8 @@ class MemoryManager:
                 entries = await MemoryRepository(conn, owner).page(
                     memory_type=type_filter, after_key=after_key, limit=limit + 1, now=self._db.clock()
                 )
+                if any(entry.sensitive for entry in entries):
+                    entries = await reveal(PersonalData.of(self._db), conn, entries)
                 return make_page(entries, limit, lambda entry: encode_cursor(entry.key))
 
             return await op.run(work, tx=tx)

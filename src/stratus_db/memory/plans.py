@@ -11,7 +11,7 @@ promotion and the per-user cap are decided by the policy (memory/policy.py) that
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any, NamedTuple
 
@@ -28,7 +28,7 @@ from stratus_db.models import MemoryType
 TABLE = "memory_entries"
 DEFAULT_IMPORTANCE = 0.5
 """Importance of a new memory stored without one."""
-_STORED = ("value", "memory_type", "importance_score", "expires_at")
+_STORED = ("value", "memory_type", "importance_score", "expires_at", "sensitive")
 """The columns a store decides; its audit row lists those that change."""
 
 
@@ -39,6 +39,7 @@ class StoredColumns(NamedTuple):
     memory_type: MemoryType
     importance_score: float
     expires_at: datetime | None
+    sensitive: bool
     search_text: str
     updated_at: datetime
 
@@ -81,6 +82,8 @@ class MemoryChange(NamedTuple):
         )
 
 
+Seal = Callable[[Any, uuid.UUID], str]
+"""Encrypts a sensitive memory's value for its row (memory_id) under the owner's data key (memory/writes.py)."""
 StorePlan = Unchanged | NewMemory | MemoryChange
 """Plans are NamedTuples: one is made per store, and a frozen dataclass costs four times as much to make."""
 
@@ -119,22 +122,31 @@ class MemoryPlanner:
         *,
         memory_id: uuid.UUID,
         context: AuditContext,
+        seal: Seal | None = None,
     ) -> StorePlan:
         """What storing `data` writes over `stored`, the row under its key (None: there is none), at `now`.
 
         A new memory gets `memory_id` (a new id, never the expired one's it replaces). A memory gets its
-        tier's default expiry unless `data` says otherwise, counted from `now`: storing again renews it.
+        tier's default expiry unless `data` says otherwise, counted from `now`: storing again renews it. A sensitive
+        store's value is written as `seal(value, memory_id)` makes it (required then), with no search text.
 
         Raises:
-            ValidationError: `ttl` or `expires_at` for a memory that ends up critical.
+            ValidationError: `ttl` or `expires_at` for a memory that ends up critical; a store that is not sensitive
+                over a sensitive memory.
         """
         if stored is None:
-            return self._new(data, now, memory_id, context)
+            return self._new(data, now, memory_id, context, seal)
         if stored.expires_at is not None and stored.expires_at <= now:
-            return self._new(data, now, memory_id, context, replacing=stored)
+            return self._new(data, now, memory_id, context, seal, replacing=stored)
+        if stored.sensitive and not data.sensitive:
+            raise ValidationError(
+                f"memory {data.key!r} is sensitive: store it with sensitive=True, or delete it first (its value is "
+                "never written in clear over it)"
+            )
         tier = data.memory_type or stored.memory_type
         importance = stored.importance_score if data.importance_score is None else data.importance_score
-        decided = (data.value, tier, importance, self._expiry(data, tier, now))
+        value = _stored_value(data, stored.memory_id, seal)
+        decided = (value, tier, importance, self._expiry(data, tier, now), data.sensitive)
         changed = [
             name
             for name, value in zip(_STORED, decided, strict=True)
@@ -143,7 +155,7 @@ class MemoryPlanner:
         if not changed:
             return Unchanged(stored)
         after = stored.model_copy(update=dict(zip(_STORED, decided, strict=True)))
-        columns = StoredColumns(*decided, search_text(data.key, data.value), now)
+        columns = StoredColumns(*decided, _search_text(data), now)
         audit = AuditEntry(
             action=AuditAction.update,
             table_name=TABLE,
@@ -172,6 +184,7 @@ class MemoryPlanner:
         now: datetime,
         memory_id: uuid.UUID,
         context: AuditContext,
+        seal: Seal | None,
         replacing: MemoryEntry | None = None,
     ) -> NewMemory:
         tier = data.memory_type or MemoryType.short_term
@@ -180,13 +193,14 @@ class MemoryPlanner:
             user_id=data.user_id,
             memory_type=tier,
             key=data.key,
-            value=data.value,
+            value=_stored_value(data, memory_id, seal),
             importance_score=DEFAULT_IMPORTANCE if data.importance_score is None else data.importance_score,
             access_count=0,
             expires_at=self._expiry(data, tier, now),
             created_at=now,
             updated_at=now,
             last_accessed_at=None,
+            sensitive=data.sensitive,
         )
         audit = AuditEntry(
             action=AuditAction.create,
@@ -199,7 +213,7 @@ class MemoryPlanner:
             context=context,
             audit_id=new_id(),
         )
-        return NewMemory(entry, search_text(data.key, data.value), audit, replacing)
+        return NewMemory(entry, _search_text(data), audit, replacing)
 
     def promotion(
         self, entry: MemoryEntry, rule: PromotionRule, now: datetime, context: AuditContext
@@ -239,6 +253,19 @@ class MemoryPlanner:
             return score, candidate.memory_id
 
         return [candidate.memory_id for candidate in sorted(candidates, key=value_of)[:excess]]
+
+
+def _stored_value(data: MemoryStore, memory_id: uuid.UUID, seal: Seal | None) -> Any:
+    """What the row holds as the value: the value, or for a sensitive store its token for this row."""
+    if not data.sensitive:
+        return data.value
+    assert seal is not None, "a sensitive store is planned with a seal"
+    return seal(data.value, memory_id)
+
+
+def _search_text(data: MemoryStore) -> str:
+    """The words search finds the memory by: none for a sensitive memory (left out of search)."""
+    return "" if data.sensitive else search_text(data.key, data.value)
 
 
 def removal_audit(

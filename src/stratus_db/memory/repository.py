@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from stratus_db.audit.rows import AUDIT_INPUT, insert_audit_rows
 from stratus_db.audit.schemas import AuditAction
-from stratus_db.errors import NotFoundError, Violation
+from stratus_db.errors import DecryptionError, NotFoundError, Violation
 from stratus_db.kit import driver
 from stratus_db.kit.failures import violation_of
 from stratus_db.kit.models import table_of
@@ -25,6 +25,7 @@ from stratus_db.kit.types import UTCDateTime
 from stratus_db.memory.plans import EvictionCandidate, MemoryChange, NewMemory, Promotion, StoredColumns
 from stratus_db.memory.schemas import MemoryEntry
 from stratus_db.models import MemoryRow, MemoryType, UserRow
+from stratus_db.security.personal import PersonalData
 
 if TYPE_CHECKING:
     from stratus_db.database import Operation
@@ -35,13 +36,35 @@ _PG_READ_AND_COUNT = """-- read_and_count on PostgreSQL without sliding tiers: t
 UPDATE memory_entries SET access_count = access_count + 1, last_accessed_at = $3
 WHERE user_id = $1 AND key = $2 AND (expires_at IS NULL OR expires_at > $3)
 RETURNING memory_id, user_id, memory_type, key, value, importance_score, access_count, expires_at, created_at,
-          updated_at, last_accessed_at
+          updated_at, last_accessed_at, sensitive
 """
 
 
 def entry_of(row: Mapping[str, Any] | RowMapping) -> MemoryEntry:
     """A memory as the API returns it, from a row of memory_entries (extra columns ignored)."""
     return MemoryEntry.model_validate(row)
+
+
+async def reveal(
+    personal: PersonalData, conn: AsyncConnection, entries: list[MemoryEntry]
+) -> list[MemoryEntry]:
+    """`entries` with the values of the sensitive ones decrypted under their owner's data key.
+
+    Raises:
+        DecryptionError: a value was altered, moved from another row, or its owner's key is gone.
+    """
+    revealed = []
+    for entry in entries:
+        if entry.sensitive:
+            data_key = await personal.key_of(conn, entry.user_id)
+            if data_key is None:
+                raise DecryptionError(
+                    f"memory {entry.memory_id} is sensitive and its owner's data key is gone"
+                )
+            value = personal.open_memory_value(entry.value, entry.memory_id, data_key)
+            entry = entry.model_copy(update={"value": value})
+        revealed.append(entry)
+    return revealed
 
 
 async def read_and_count_on_its_own(
@@ -250,7 +273,7 @@ class ExpiredMemoryRepository:
 _PG_READ_KEYS = """-- the coalesced store's read: the rows of many (user_id, key) pairs, each by uq_memory_entries_user_id_key
 
 SELECT m.memory_id, m.user_id, m.memory_type, m.key, m.value, m.importance_score, m.access_count, m.expires_at,
-       m.created_at, m.updated_at, m.last_accessed_at
+       m.created_at, m.updated_at, m.last_accessed_at, m.sensitive
 -- LIMIT $3, the arrays' length: planned as one lookup (see above)
 FROM (SELECT * FROM unnest($1::uuid[], $2::text[]) AS w (user_id, key) LIMIT $3) AS wanted
 JOIN memory_entries AS m ON m.user_id = wanted.user_id AND m.key = wanted.key
@@ -305,7 +328,7 @@ updated AS (
       AND m.value::text = c.read_value::jsonb::text AND m.memory_type = c.read_memory_type
       AND m.importance_score = c.read_importance_score AND m.expires_at IS NOT DISTINCT FROM c.read_expires_at
     RETURNING m.memory_id, m.user_id, m.memory_type, m.key, m.value, m.importance_score, m.access_count,
-              m.expires_at, m.created_at, m.updated_at, m.last_accessed_at
+              m.expires_at, m.created_at, m.updated_at, m.last_accessed_at, m.sensitive
 ),
 audited AS (
     {_UPDATES_AUDITED}
@@ -419,7 +442,7 @@ inserted AS (
     -- A key created since the batch read it: its caller takes the locking path, which updates it.
     ON CONFLICT (user_id, key) DO NOTHING
     RETURNING memory_id, user_id, memory_type, key, value, importance_score, access_count, expires_at, created_at,
-              updated_at, last_accessed_at
+              updated_at, last_accessed_at, sensitive
 ),
 audited AS (
     {_CREATES_AUDITED}

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from pydantic import (
     BeforeValidator,
     Field,
+    StrictBool,
     StrictFloat,
     StrictInt,
     StrictStr,
@@ -45,6 +46,7 @@ class MemoryStore(InputModel):
     ttl: Lifetime | None = None
     """Seconds or a timedelta; overrides the tier's default lifetime."""
     expires_at: Timestamp | None = None
+    sensitive: StrictBool = False
 
     @model_validator(mode="after")
     def _one_expiry(self) -> MemoryStore:
@@ -74,6 +76,8 @@ class MemoryEntry(FrozenModel):
     created_at: datetime
     updated_at: datetime
     last_accessed_at: datetime | None
+    sensitive: bool = False
+    """Stored with sensitive=True: its value is encrypted at rest and it is left out of search."""
 
 
 class SearchResult(FrozenModel):

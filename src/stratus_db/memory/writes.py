@@ -22,12 +22,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from stratus_db.audit.manager import AuditManager
 from stratus_db.audit.rows import AuditEntry, audit_context
 from stratus_db.audit.schemas import AuditAction
+from stratus_db.errors import NotFoundError
 from stratus_db.kit.ids import new_id
 from stratus_db.memory.cache import MemoryCache
 from stratus_db.memory.coalescing import PlanFor, StoreCoalescer
 from stratus_db.memory.plans import (
     MemoryChange,
     MemoryPlanner,
+    Seal,
     StorePlan,
     Unchanged,
     purge_audit,
@@ -36,9 +38,15 @@ from stratus_db.memory.plans import (
 from stratus_db.memory.repository import ExpiredMemoryRepository, MemoryRepository
 from stratus_db.memory.schemas import MemoryEntry, MemoryStore
 from stratus_db.models import MemoryType
+from stratus_db.security.crypto import DataKey
+from stratus_db.security.personal import PersonalData
 
 if TYPE_CHECKING:
     from stratus_db.database import Operation, StratusPostgreSQLIntegration
+
+
+async def _key_of(personal: PersonalData, user_id: uuid.UUID, conn: AsyncConnection) -> DataKey | None:
+    return await personal.key_of(conn, user_id)
 
 
 class MemoryWrites:
@@ -57,14 +65,24 @@ class MemoryWrites:
         self._batches = batches
 
     async def store(self, op: Operation, data: MemoryStore, *, tx: AsyncConnection | None) -> MemoryEntry:
-        """Store `data` (validated): batched when it can be, else in a transaction that locks the key."""
+        """Store `data` (validated): batched when it can be, else in a transaction that locks the key. A sensitive
+        value is encrypted under the owner's data key, for its row, before it is planned (never batched: it is
+        rare, and the batch's statements write values they can compare)."""
+        seal = None if not data.sensitive else await self._sealer(op, data.user_id, tx)
         # Taken now, in the caller's operation: a batch writes the audit row later, in a context of its own.
-        plan_for = partial(self._planner.store, data, memory_id=new_id(), context=audit_context())
-        if tx is None and self._batches is not None:
+        plan_for = partial(self._planner.store, data, memory_id=new_id(), context=audit_context(), seal=seal)
+        if tx is None and self._batches is not None and not data.sensitive:
             stored = await self._batches.store(data.user_id, data.key, plan_for, self._planner.policy)
             if stored is not None:
                 return stored
         return await op.run(partial(self._store_locked, data.user_id, data.key, plan_for), tx=tx)
+
+    async def _sealer(self, op: Operation, user_id: uuid.UUID, tx: AsyncConnection | None) -> Seal:
+        personal = PersonalData.of(self._db)
+        data_key = await op.run(partial(_key_of, personal, user_id), tx=tx)
+        if data_key is None:
+            raise NotFoundError(f"user {user_id} does not exist")
+        return partial(personal.seal_memory_value, data_key=data_key)
 
     async def _store_locked(
         self, user_id: uuid.UUID, key: str, plan_for: PlanFor, conn: AsyncConnection

@@ -34,7 +34,7 @@ from stratus_db.conversations.repository import ConversationRepository, StoredMe
 from stratus_db.conversations.rooms_base import message_of
 from stratus_db.conversations.schemas import Conversation
 from stratus_db.kit.models import table_of
-from stratus_db.memory.repository import entry_of
+from stratus_db.memory.repository import entry_of, reveal
 from stratus_db.memory.schemas import MemoryEntry
 from stratus_db.models import AuditRow, ConversationStatus, MemoryRow
 from stratus_db.privacy.consent_repository import ConsentRepository
@@ -146,7 +146,8 @@ async def _document(
             return list((await conn.execute(statement)).mappings())
 
         async for row in _batches(read, lambda row: row["key"]):
-            yield _model_json(entry_of(row))
+            entry = entry_of(row)
+            yield _model_json((await reveal(personal, conn, [entry]))[0] if entry.sensitive else entry)
 
     async def messages(conversation_id: uuid.UUID) -> AsyncIterator[Piece]:
         async def read(after: int | None) -> list[StoredMessage]:

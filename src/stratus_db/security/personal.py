@@ -37,6 +37,7 @@ ENCRYPTED_COLUMNS: Final[Mapping[str, tuple[str, ...]]] = {
 SENSITIVE_MEMORY_FIELDS: Final = ("value",)
 """A sensitive memory's fields encrypted in its row and in its audit rows."""
 AUDIT_TABLE: Final = "audit_log"
+MEMORY_TABLE: Final = "memory_entries"
 SHREDDED: Final = "[shredded]"
 """What an audit value reads as once its owner's data key is destroyed (the user erased)."""
 _CACHED_KEYS: Final = 10_000
@@ -147,6 +148,20 @@ class PersonalData:
             for name, value in row.items()
         }
 
+    # sensitive memories
+
+    def seal_memory_value(self, value: Any, memory_id: uuid.UUID, *, data_key: DataKey) -> str:
+        """A sensitive memory's value as its row holds it: a token bound to the row (memory_entries.value)."""
+        return self.cipher.encrypt_json(value, Cell(MEMORY_TABLE, "value", memory_id), data_key=data_key)
+
+    def open_memory_value(self, token: str, memory_id: uuid.UUID, data_key: DataKey) -> JsonValue:
+        """The value `seal_memory_value` encrypted for the row `memory_id`.
+
+        Raises:
+            DecryptionError: altered, moved from another row, or under another key.
+        """
+        return self.cipher.decrypt_json(token, Cell(MEMORY_TABLE, "value", memory_id), data_key=data_key)
+
     # values in the audit trail
 
     def seal_audit(
@@ -168,9 +183,19 @@ class PersonalData:
             for name, value in values.items()
         }
 
-    def open_audit(self, side: str, values: Any, audit_id: uuid.UUID, data_key: DataKey | None) -> Any:
+    def open_audit(
+        self,
+        side: str,
+        values: Any,
+        audit_id: uuid.UUID,
+        data_key: DataKey | None,
+        *,
+        table: str | None = None,
+        record_id: uuid.UUID | None = None,
+    ) -> Any:
         """An audit row's old or new values as written: each sealed value decrypted with the subject's data key, or
-        SHREDDED when that key is gone.
+        SHREDDED when that key is gone. A sensitive memory's `value` (on `table` memory_entries) is its row's own
+        token, bound to the memory (`record_id`).
 
         Raises:
             DecryptionError: a value was altered or moved from another audit row.
@@ -183,6 +208,8 @@ class PersonalData:
                 opened[name] = value
             elif data_key is None:
                 opened[name] = SHREDDED
+            elif table == MEMORY_TABLE and name == "value" and record_id is not None:
+                opened[name] = self.open_memory_value(value, record_id, data_key)
             else:
                 opened[name] = self.cipher.decrypt_json(
                     value, Cell(AUDIT_TABLE, f"{side}.{name}", audit_id), data_key=data_key

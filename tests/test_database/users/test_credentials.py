@@ -11,8 +11,8 @@ from sqlalchemy import select
 
 from stratus_db import AuditManager, ConflictError, Database, NotFoundError, UserManager, ValidationError
 from stratus_db.models import Base
-from tests.fixtures.sealed import opened_row
 from tests.fixtures.factories import count_rows, create_user
+from tests.fixtures.sealed import opened_row
 
 
 async def stored_credentials(db: Database, user_id: uuid.UUID) -> list[dict[str, Any]]:

@@ -22,8 +22,8 @@ from stratus_db import (
 )
 from stratus_db.kit.schemas import encode_cursor
 from stratus_db.models import Base
-from tests.fixtures.sealed import opened_row
 from tests.fixtures.factories import count_rows, create_user
+from tests.fixtures.sealed import opened_row
 
 HOSTILE_NAME = "Robert'); DROP TABLE users;-- \"Bobby\" O'Brien 👩\u200d✈️ ✈️🛫"
 ACCENTED_NAME = ("Conceição Ávila Ñandú Çedilha Müller " * 6)[:199] + "ã"

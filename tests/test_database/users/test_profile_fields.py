@@ -21,9 +21,9 @@ from stratus_db import (
 )
 from stratus_db.errors import PermissionDeniedError
 from stratus_db.models import Base
-from tests.fixtures.sealed import opened_row
 from tests.fixtures.clock import ManualClock
 from tests.fixtures.factories import count_rows, create_user
+from tests.fixtures.sealed import opened_row
 
 USERS = Base.metadata.tables["users"]
 CREDENTIALS = Base.metadata.tables["user_credentials"]
