@@ -55,6 +55,7 @@ from stratus_db.privacy.consent import ConsentManager
 from stratus_db.privacy.consent_schemas import ConsentEvent, ConsentState
 from stratus_db.privacy.manager import PrivacyManager
 from stratus_db.security.principal import Principal, PrincipalKind
+from stratus_db.security.rotation import KeyManager, RotationReport
 from stratus_db.users.manager import UserManager
 from stratus_db.users.schemas import UserRead
 
@@ -85,6 +86,7 @@ __all__ = [
     "ExtractiveSummarizer",
     "HealthStatus",
     "ImportResult",
+    "KeyManager",
     "MemoryEntry",
     "MemoryManager",
     "MemoryType",
@@ -97,6 +99,7 @@ __all__ = [
     "Principal",
     "PrincipalKind",
     "PrivacyManager",
+    "RotationReport",
     "SchemaNotReadyError",
     "SearchHit",
     "SearchResult",

@@ -1,5 +1,5 @@
-"""`stratus-db`: migrate, db (current, history, downgrade, check), config, generate-key, demo, health, purge-expired,
-export-user, apply-retention, import-messages."""
+"""`stratus-db`: migrate, db (current, history, downgrade, check), config, generate-key, rotate-keys, demo, health,
+purge-expired, export-user, apply-retention, import-messages."""
 
 from __future__ import annotations
 
@@ -39,6 +39,9 @@ from stratus_db.privacy.retention import (
 from stratus_db.schema import head_revision
 from stratus_db.security.crypto import BLIND_INDEX_VARIABLE, KEYS_VARIABLE, new_key_entry, new_secret
 from stratus_db.security.principal import Principal
+from stratus_db.security.rotation import DEFAULT_BATCH_SIZE as ROTATION_BATCH
+from stratus_db.security.rotation import MAX_BATCH_SIZE as ROTATION_MAX_BATCH
+from stratus_db.security.rotation import KeyManager, RotationReport
 from stratus_db.users.manager import UserManager
 
 app = typer.Typer(
@@ -292,6 +295,39 @@ def generate_key(
         f"put this line first in {KEYS_VARIABLE} (comma-separated, the first one is active); keep the older keys "
         "after it until every value has moved to the new one",
         err=True,
+    )
+
+
+@app.command("rotate-keys")
+def rotate_keys(
+    batch_size: Annotated[
+        int,
+        typer.Option(
+            min=1, max=ROTATION_MAX_BATCH, help="Users whose data key is rewrapped per transaction."
+        ),
+    ] = ROTATION_BATCH,
+) -> None:
+    """Rewrap every user's data key under the active key (the first of STRATUS_ENCRYPTION_KEYS), in bounded batches, each
+    committed on its own: interrupted, it resumes where it stopped. Values stay encrypted under their data keys, so
+    none is rewritten. When it reports no data key under an older key, that key can leave the keyring."""
+
+    async def rotate(db: StratusPostgreSQLIntegration) -> RotationReport:
+        async with db.context(principal=OPERATOR, purpose="rotate-keys"):
+            return await KeyManager(db).rotate_keys(
+                batch_size=batch_size, on_progress=lambda done, _total: progress.update(done)
+            )
+
+    with _Progress("rewrapping data keys", total=None, unit="users") as progress:
+        report = _run(rotate)
+    typer.echo(
+        f"active key {report.active_key}: {report.rewrapped} data keys rewrapped, {report.already_current} "
+        "already under it"
+    )
+    older = [key_id for key_id in report.remaining_key_ids if key_id != report.active_key]
+    typer.echo(
+        f"data keys still under {', '.join(older)}: run again"
+        if older
+        else "no data key is under an older key"
     )
 
 

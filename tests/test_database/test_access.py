@@ -23,6 +23,7 @@ from stratus_db import (
     ConsentManager,
     ConversationManager,
     Database,
+    KeyManager,
     MemoryManager,
     Principal,
     PrincipalKind,
@@ -33,7 +34,7 @@ from stratus_db.context import current_principal
 from stratus_db.errors import PermissionDeniedError, ValidationError
 from tests.fixtures.factories import count_rows, create_user
 
-MANAGERS = (UserManager, MemoryManager, ConversationManager, ConsentManager, AuditManager, PrivacyManager)
+MANAGERS = (UserManager, MemoryManager, ConversationManager, ConsentManager, AuditManager, PrivacyManager, KeyManager)
 NOT_CALLS = {
     "AuditManager.record": "writes an audit row inside another manager's call, which was authorized",
     "AuditManager.append": "writes audit entries inside another manager's call, which was authorized",
@@ -245,6 +246,7 @@ CALLS: dict[str, tuple[frozenset[str], Call]] = {
     ),
     # The session's database configures no retention: allowed, the call deletes nothing.
     "PrivacyManager.apply_retention": (MANAGING, lambda w, **by: w.privacy.apply_retention(**by)),
+    "KeyManager.rotate_keys": (MANAGING, lambda w, **by: KeyManager(w.db).rotate_keys(**by)),
     "PrivacyManager.write_user_export": (
         PERSON,
         lambda w, **by: w.privacy.write_user_export(

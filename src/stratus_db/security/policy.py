@@ -104,6 +104,8 @@ RULES: Mapping[str, Rule] = {
     # Deletes across users by the configured rules, reading no content: those who manage users and trusted code
     # (the scheduled `stratus-db apply-retention`). Each erasure it makes is checked as privacy.erase too.
     "privacy.apply_retention": Rule(anyone=MANAGERS),
+    # Rewrapping every data key under the active key (`stratus-db rotate-keys`): an operator's job.
+    "keys.rotate": Rule(anyone=MANAGERS),
 }
 """Every public operation's rule. Internal operations (a batch of other callers' writes, the access-count flush, the
 `last_active` write of users/activity.py) have none: they carry out calls that were authorized when they were made."""
