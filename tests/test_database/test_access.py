@@ -34,7 +34,15 @@ from stratus_db.context import current_principal
 from stratus_db.errors import PermissionDeniedError, ValidationError
 from tests.fixtures.factories import count_rows, create_user
 
-MANAGERS = (UserManager, MemoryManager, ConversationManager, ConsentManager, AuditManager, PrivacyManager, KeyManager)
+MANAGERS = (
+    UserManager,
+    MemoryManager,
+    ConversationManager,
+    ConsentManager,
+    AuditManager,
+    PrivacyManager,
+    KeyManager,
+)
 NOT_CALLS = {
     "AuditManager.record": "writes an audit row inside another manager's call, which was authorized",
     "AuditManager.append": "writes audit entries inside another manager's call, which was authorized",
