@@ -243,7 +243,6 @@ async def _encrypts_rows_stored_before(url: str) -> None:
 
             await conn.run_sync(to_0008)
             user_id, credential_id = uuid.uuid4(), uuid.uuid4()
-            key = (lambda value: value.hex) if db.backend == "sqlite" else (lambda value: value)
             now = "2026-01-01 00:00:00" if db.backend == "sqlite" else datetime.now(UTC)
             await conn.execute(
                 text(
@@ -251,7 +250,7 @@ async def _encrypts_rows_stored_before(url: str) -> None:
                     "last_active, birth_date, canac) VALUES (:u, :n, :e, 'pilot', '[\"CMA1\"]', '{}', :t, :t, :t, "
                     ":b, :c)"
                 ),
-                {"u": key(user_id), "n": NAME, "e": EMAIL, "t": now, "b": BIRTH, "c": CANAC},
+                {"u": _key(db, user_id), "n": NAME, "e": EMAIL, "t": now, "b": BIRTH, "c": CANAC},
             )
             await conn.execute(
                 text(
@@ -259,8 +258,8 @@ async def _encrypts_rows_stored_before(url: str) -> None:
                     "restrictions, created_at, updated_at) VALUES (:c, :u, 'CMA1', 'medical', :n, :i, :r, :t, :t)"
                 ),
                 {
-                    "c": key(credential_id),
-                    "u": key(user_id),
+                    "c": _key(db, credential_id),
+                    "u": _key(db, user_id),
                     "n": NUMBER,
                     "i": ISSUED,
                     "r": RESTRICTIONS,
