@@ -7,11 +7,14 @@ import json
 import uuid
 from datetime import date, timedelta
 
+from sqlalchemy import select
+
 from stratus_db.audit.manager import AuditManager
 from stratus_db.conversations.manager import ConversationManager
 from stratus_db.database import StratusPostgreSQLIntegration
 from stratus_db.errors import PermissionDeniedError
 from stratus_db.memory.manager import MemoryManager
+from stratus_db.models import UserRow
 from stratus_db.privacy.consent import ConsentManager
 from stratus_db.privacy.manager import PrivacyManager
 from stratus_db.security.principal import Principal
@@ -135,6 +138,13 @@ async def run_demo(db: StratusPostgreSQLIntegration) -> None:
             print(f"   João reading his own memory: {own.value if own else None!r}")
 
         print("\nPrivacy (LGPD):")
+        condition = await memory_mgr.store_memory(
+            user.user_id, "saude", "CMA com restrição: lentes corretivas", "long_term", sensitive=True
+        )
+        async with db.transaction(read_only=True) as conn:
+            stored_name = await conn.scalar(select(UserRow.name).where(UserRow.user_id == user.user_id))
+        print(f"   name as the table holds it: {str(stored_name)[:28]}… (the API returns {user.name!r})")
+        print(f"   sensitive memory {condition.key!r}: encrypted at rest, never found by search_memories")
         consents = ConsentManager(db)
         await consents.grant_consent(user.user_id, "memory_personalisation", "2026-12", "app")
         print(
