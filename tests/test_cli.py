@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -24,8 +25,10 @@ from stratus_db import (
     ValidationError,
 )
 from stratus_db.cli import app
+from stratus_db.config import load_settings
 from stratus_db.revisions import revision_ids
 from stratus_db.schema import head_revision
+from stratus_db.security.crypto import new_key_entry
 from tests.conftest import BACKENDS
 from tests.fixtures.databases import settings_for, sqlite_url, throwaway_postgres_database
 from tests.fixtures.factories import create_user
@@ -689,3 +692,33 @@ async def test_export_user_writes_the_document_and_audits_it(database_url: str, 
     assert missing.exit_code == 1
     assert "does not exist" in missing.stderr
     assert not (tmp_path / "none.json").exists()
+
+
+async def test_rotate_keys_moves_every_data_key_to_the_new_key_with_progress(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    user_ids = [await existing_user(database_url) for _ in range(3)]
+    old_entry = os.environ["STRATUS_ENCRYPTION_KEYS"]
+    new_entry = new_key_entry("kcli")
+    monkeypatch.setenv("STRATUS_ENCRYPTION_KEYS", f"{new_entry},{old_entry}")
+
+    result = await invoke("rotate-keys", "--batch-size", "2")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines() == [
+        "active key kcli: 3 data keys rewrapped, 0 already under it",
+        "no data key is under an older key",
+    ]
+    assert [line for line in result.stderr.splitlines() if line.startswith("rewrapping")] == [
+        "rewrapping data keys: 2 users",
+        "rewrapping data keys: 3 users",
+    ]
+    again = await invoke("rotate-keys")
+    assert again.stdout.splitlines()[0] == "active key kcli: 0 data keys rewrapped, 3 already under it"
+    assert (await invoke("rotate-keys", "--batch-size", "0")).exit_code == 2
+
+    monkeypatch.setenv("STRATUS_ENCRYPTION_KEYS", new_entry)  # the old key retired: everything still reads
+    db = Database(load_settings())
+    try:
+        assert all([await UserManager(db).get_user(user_id) for user_id in user_ids])
+    finally:
+        await db.close()

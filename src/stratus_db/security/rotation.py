@@ -84,12 +84,12 @@ class KeyManager:
             while True:
                 batch = partial(_rewrap_batch, personal=personal, after=after, size=size)
                 changed, unchanged, after = await op.run(batch, tx=None)
+                if after is None:
+                    break
                 rewrapped += changed
                 current += unchanged
                 if on_progress is not None:
                     on_progress(rewrapped + current, max(total, rewrapped + current))
-                if after is None:
-                    break
             remaining = await op.run(_key_ids, tx=None)
             self._db.log.info(
                 "data keys rewrapped", active_key=active, rewrapped=rewrapped, already_current=current
