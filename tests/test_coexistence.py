@@ -66,7 +66,7 @@ EXPECTED_ROWS = {"checkpoint_migrations": 2, "checkpoints": 2, "store": 1}
 async def _create_foreign_objects(db: Database) -> None:
     """As the other application would: through its own connection, with its own rules."""
     if db.backend == "postgresql":
-        async with db.engine.begin() as conn:
+        async with db.engine.connect() as conn, db._backend.schema_change(conn), conn.begin():
             for statement in POSTGRES_FOREIGN_SCHEMA:
                 await conn.exec_driver_sql(statement)
     else:
@@ -140,7 +140,7 @@ async def _migrations_leave_foreign_tables_alone(url: str) -> None:
         assert await db.migrate() == head_revision()
         await _assert_foreign_objects_intact(db)
 
-        async with db.engine.begin() as conn:
+        async with db.engine.connect() as conn, db._backend.schema_change(conn), conn.begin():
             await conn.run_sync(_walk("base", down=True))
         async with db.engine.connect() as conn:
             remaining = await conn.run_sync(_tables)

@@ -34,8 +34,9 @@ def embedded(data_dir: Path, **overrides: object) -> Settings:
     return Settings(STRATUS_DATA_DIR=data_dir, ENVIRONMENT="test", **overrides)  # type: ignore[arg-type]
 
 
-@pytest.fixture
+@pytest.fixture(autouse=True)
 def no_key_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The test session's keys (tests/conftest.py) are not these tests' environment: each sets what it needs."""
     monkeypatch.delenv("STRATUS_ENCRYPTION_KEYS", raising=False)
     monkeypatch.delenv("STRATUS_BLIND_INDEX_KEY", raising=False)
 

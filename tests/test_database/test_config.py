@@ -106,6 +106,13 @@ def test_a_bad_variable_is_named_in_the_error(
 # -- production refuses the embedded database ----------------------------------------------------------------------
 
 
+@pytest.fixture(autouse=True)
+def _no_session_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The test session's keys (tests/conftest.py) are not part of the configurations these tests read."""
+    monkeypatch.delenv("STRATUS_ENCRYPTION_KEYS", raising=False)
+    monkeypatch.delenv("STRATUS_BLIND_INDEX_KEY", raising=False)
+
+
 @pytest.fixture
 def production_without_url(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     """ENVIRONMENT=production, no DATABASE_URL, run from an empty directory; returns that directory."""

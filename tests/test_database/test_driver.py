@@ -205,8 +205,8 @@ async def test_a_driver_statement_first_in_a_transaction_belongs_to_it(postgresq
 
 
 _INSERT_USER = (
-    "INSERT INTO users (user_id, name, email, role, licenses, preferences, created_at, updated_at, last_active) "
-    "VALUES ($1, 'Ana', $2, 'pilot', '[]', '{}', now(), now(), now())"
+    "INSERT INTO users (user_id, name, email, email_index, role, licenses, preferences, created_at, updated_at, "
+    "last_active) VALUES ($1, 'Ana', $2, md5($2), 'pilot', '[]', '{}', now(), now(), now())"
 )
 
 

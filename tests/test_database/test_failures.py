@@ -19,10 +19,11 @@ from tests.fixtures.factories import count_rows, create_user
 # columns of a unique or not-null rule).
 BROKEN_RULES = [
     pytest.param(
-        "INSERT INTO users (user_id, name, email, role, licenses, preferences, created_at, updated_at, last_active) "
-        "SELECT :fresh, name, email, role, licenses, preferences, created_at, updated_at, last_active FROM users",
+        "INSERT INTO users (user_id, name, email, email_index, role, licenses, preferences, created_at, updated_at, "
+        "last_active) SELECT :fresh, name, email, email_index, role, licenses, preferences, created_at, updated_at, "
+        "last_active FROM users",
         Violation.unique,
-        {"postgresql": "uq_users_email", "sqlite": "users.email"},
+        {"postgresql": "ix_users_email_index", "sqlite": "users.email_index"},
         id="unique",
     ),
     pytest.param(
@@ -81,7 +82,10 @@ async def test_a_taken_email_is_a_unique_violation_through_the_public_api(
     with pytest.raises(ConflictError, match="already exists") as raised:
         await create_user(users, email=taken.email)
     assert raised.value.violation is Violation.unique
-    assert raised.value.constraint == {"postgresql": "uq_users_email", "sqlite": "users.email"}[db.backend]
+    assert (
+        raised.value.constraint
+        == {"postgresql": "ix_users_email_index", "sqlite": "users.email_index"}[db.backend]
+    )
 
 
 def test_the_drivers_own_errors_translate_by_sqlstate() -> None:

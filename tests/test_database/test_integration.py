@@ -18,6 +18,7 @@ from stratus_db import (
     ValidationError,
 )
 from stratus_db.schema import head_revision
+from stratus_db.security.personal import PersonalData
 from tests.fixtures.databases import empty_all_tables, settings_for, sqlite_url, throwaway_postgres_database
 from tests.fixtures.factories import count_rows, create_user
 
@@ -139,10 +140,11 @@ async def _lock_in_order(db: Database, first: str, second: str, both_hold: async
     async def work(conn: AsyncConnection) -> int:
         nonlocal attempts
         attempts += 1
-        await conn.execute(text("UPDATE users SET name = name WHERE email = :e"), {"e": first})
+        index = PersonalData.of(db).blind_index.email  # the e-mail itself is encrypted
+        await conn.execute(text("UPDATE users SET name = name WHERE email_index = :e"), {"e": index(first)})
         if attempts == 1:
             await both_hold.wait()
-        await conn.execute(text("UPDATE users SET name = name WHERE email = :e"), {"e": second})
+        await conn.execute(text("UPDATE users SET name = name WHERE email_index = :e"), {"e": index(second)})
         return attempts
 
     async with db.operation("test.deadlock") as op:

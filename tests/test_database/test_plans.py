@@ -177,9 +177,9 @@ async def test_the_batch_statements_read_by_index_whatever_the_tables_held_when_
         try:
             await connection.execute(
                 """
-                INSERT INTO users (user_id, name, email, role, licenses, preferences, created_at, updated_at,
+                INSERT INTO users (user_id, name, email, email_index, role, licenses, preferences, created_at, updated_at,
                                    last_active)
-                SELECT gen_random_uuid(), 'Piloto', 'piloto' || n || '@voo.br', 'pilot', '[]', '{}', now(), now(),
+                SELECT gen_random_uuid(), 'Piloto', 'piloto' || n || '@voo.br', md5('piloto' || n), 'pilot', '[]', '{}', now(), now(),
                        now()
                 FROM generate_series(1, 300) AS n;
                 INSERT INTO memory_entries (memory_id, user_id, memory_type, key, value, importance_score,
@@ -309,9 +309,9 @@ async def test_expiring_credentials_reads_a_range_of_its_index_across_users() ->
         try:
             await connection.execute(
                 """
-                INSERT INTO users (user_id, name, email, role, licenses, preferences, created_at, updated_at,
+                INSERT INTO users (user_id, name, email, email_index, role, licenses, preferences, created_at, updated_at,
                                    last_active)
-                SELECT gen_random_uuid(), 'Piloto', 'piloto' || n || '@voo.br', 'pilot', '[]', '{}', now(), now(),
+                SELECT gen_random_uuid(), 'Piloto', 'piloto' || n || '@voo.br', md5('piloto' || n), 'pilot', '[]', '{}', now(), now(),
                        now()
                 FROM generate_series(1, 300) AS n;
                 INSERT INTO user_credentials (credential_id, user_id, code, kind, expires_at, expiry_basis,
@@ -371,9 +371,9 @@ async def test_list_users_by_credential_code_reads_a_range_of_its_index() -> Non
         try:
             await connection.execute(
                 """
-                INSERT INTO users (user_id, name, email, role, licenses, preferences, created_at, updated_at,
+                INSERT INTO users (user_id, name, email, email_index, role, licenses, preferences, created_at, updated_at,
                                    last_active, deactivated_at)
-                SELECT gen_random_uuid(), 'Piloto', 'piloto' || n || '@voo.br', 'pilot', '[]', '{}', now(), now(),
+                SELECT gen_random_uuid(), 'Piloto', 'piloto' || n || '@voo.br', md5('piloto' || n), 'pilot', '[]', '{}', now(), now(),
                        now(), CASE WHEN n % 5 = 0 THEN now() END
                 FROM generate_series(1, 100000) AS n;
                 INSERT INTO user_credentials (credential_id, user_id, code, kind, created_at, updated_at)

@@ -107,12 +107,27 @@ class TestNoParametersInErrors:
                 # A raw insert that breaks the role CHECK: PostgreSQL's error detail would quote the whole row.
                 await conn.execute(
                     text(
-                        "INSERT INTO users (user_id, name, email, role, licenses, preferences, created_at, "
-                        "updated_at, last_active) VALUES (:id, :secret, :secret, :secret, '[]', '{}', :t, :t, :t)"
+                        "INSERT INTO users (user_id, name, email, email_index, role, licenses, preferences, "
+                        "created_at, updated_at, last_active) "
+                        "VALUES (:id, :name, :email, :index, :role, '[]', '{}', :t, :t, :t)"
                     ),
-                    {"id": "0" * 32, "secret": secret, "t": "2026-01-01 00:00:00"}
+                    {
+                        "id": "0" * 32,
+                        "name": secret,
+                        "email": secret,
+                        "index": secret,
+                        "role": secret,
+                        "t": "2026-01-01 00:00:00",
+                    }
                     if db.backend == "sqlite"
-                    else {"id": uuid.UUID(int=0), "secret": secret, "t": datetime.now(UTC)},
+                    else {
+                        "id": uuid.UUID(int=0),
+                        "name": secret,
+                        "email": secret,
+                        "index": secret,
+                        "role": secret,
+                        "t": datetime.now(UTC),
+                    },
                 )
         assert secret not in caught.value.message
         assert "hunter2" not in repr(caught.value.__cause__)

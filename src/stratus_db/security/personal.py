@@ -20,6 +20,7 @@ from pydantic import JsonValue
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from stratus_db.errors import NotFoundError
 from stratus_db.kit.models import table_of
 from stratus_db.models import UserRow
 from stratus_db.security.crypto import BlindIndex, Cell, DataKey, FieldCipher, is_token
@@ -93,6 +94,25 @@ class PersonalData:
             return cached[1]
         wrapped = await conn.scalar(select(_users.c.data_key).where(_users.c.user_id == user_id))
         return None if wrapped is None else self.unwrap(user_id, wrapped)
+
+    async def keys_of(self, conn: AsyncConnection, user_ids: set[uuid.UUID]) -> dict[uuid.UUID, DataKey]:
+        """The data keys of users known to exist, those not cached read in one statement.
+
+        Raises:
+            NotFoundError: one of them has no data key (erased meanwhile).
+        """
+        keys = {user_id: cached[1] for user_id in user_ids if (cached := self._keys.get(user_id)) is not None}
+        missing = user_ids - keys.keys()
+        if missing:
+            rows = await conn.execute(
+                select(_users.c.user_id, _users.c.data_key).where(_users.c.user_id.in_(missing))
+            )
+            for user_id, wrapped in rows:
+                if wrapped is not None:
+                    keys[user_id] = self.unwrap(user_id, wrapped)
+        if len(keys) < len(user_ids):
+            raise NotFoundError(f"user {next(iter(user_ids - keys.keys()))} has no data key: erased")
+        return keys
 
     def forget(self, user_id: uuid.UUID) -> None:
         """Drop the user's unwrapped key from this handle: their key was destroyed."""
