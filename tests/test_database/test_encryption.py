@@ -6,6 +6,7 @@ before it."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime
@@ -22,10 +23,12 @@ from stratus_db import (
     DecryptionError,
     KeyManager,
     MemoryManager,
+    NotFoundError,
     PrivacyManager,
     UserManager,
     ValidationError,
 )
+from stratus_db.privacy.kinds import ErasableKind
 from stratus_db.schema import alembic_config
 from stratus_db.security.crypto import new_key_entry
 from tests.fixtures.databases import handles_on, settings_for, sqlite_url, throwaway_postgres_database
@@ -282,9 +285,21 @@ async def _encrypts_rows_stored_before(url: str) -> None:
         )
         [status] = await users.credential_status(user_id)
         assert (status.credential.number, status.credential.issued_at) == (NUMBER, ISSUED)
+        await MemoryManager(db).store_memory(user_id, "saude", CONDITION, sensitive=True)
         assert await db.downgrade("0008") == "0008"
         row = await _raw(db, "SELECT name, email, canac FROM users")
         assert tuple(row) == (NAME, EMAIL, CANAC)
+        async with db.engine.connect() as conn:
+            value = (await conn.execute(text("SELECT value FROM memory_entries"))).scalar_one()
+            audited = (
+                await conn.execute(
+                    text("SELECT new_values FROM audit_log WHERE table_name = 'memory_entries'")
+                )
+            ).scalar_one()
+        as_json = [json.loads(item) if db.backend == "sqlite" else item for item in (value, audited)]
+        assert as_json == [CONDITION, {**as_json[1], "value": CONDITION}], (
+            "the memory and its trail, decrypted"
+        )
     finally:
         await db.close()
 
@@ -296,3 +311,37 @@ async def test_postgres_migration_0009_encrypts_existing_rows() -> None:
 
 async def test_sqlite_migration_0009_encrypts_existing_rows(tmp_path: Any) -> None:
     await _encrypts_rows_stored_before(sqlite_url(tmp_path / "before-0009.db"))
+
+
+async def test_the_trail_of_an_expired_sensitive_memory_replaced_still_reads(
+    db: Database, clock: Any
+) -> None:
+    user_id, _ = await a_pilot_with_personal_data(db)
+    memories = MemoryManager(db)
+    await memories.store_memory(user_id, "exame", "glicemia alterada", sensitive=True, ttl=60)
+    clock.advance(seconds=120)
+    await memories.store_memory(user_id, "exame", "glicemia normal", sensitive=True)
+
+    trail = (await AuditManager(db).query(user_id=user_id, table_name="memory_entries", limit=100)).items
+    replaced = trail[0]
+    assert (replaced.action, replaced.new_values["value"]) == ("create", "glicemia normal")
+    assert replaced.old_values["value"] == "glicemia alterada", (
+        "the expired memory's token is bound to its own id"
+    )
+    assert occurrences(await every_row_as_text(db), ("glicemia",)) == {}
+
+
+async def test_an_erased_user_kept_as_a_tombstone_cannot_be_written_to(db: Database, handles: Any) -> None:
+    user_id, _ = await a_pilot_with_personal_data(db)
+    holding = handles(STRATUS_ERASURE_LEGAL_HOLD=frozenset({ErasableKind.consents}))
+    await PrivacyManager(holding).erase_user(user_id, "pedido do titular")
+
+    users = UserManager(holding)
+    with pytest.raises(NotFoundError, match="erased"):
+        await users.update_user(user_id, name="Outro Nome")
+    with pytest.raises(NotFoundError, match="erased"):
+        await users.add_credential(user_id, "PCM", number="123")
+    tombstone = await users.get_user(user_id)
+    assert tombstone is not None
+    assert (tombstone.name, tombstone.birth_date, tombstone.canac) == ("[erased]", None, None)
+    assert occurrences(await every_row_as_text(db), (*PLAINTEXTS, "Outro Nome")) == {}

@@ -22,7 +22,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from stratus_db.audit.manager import AuditManager
 from stratus_db.audit.rows import AuditEntry, audit_context
 from stratus_db.audit.schemas import AuditAction
-from stratus_db.errors import NotFoundError
 from stratus_db.kit.ids import new_id
 from stratus_db.memory.cache import MemoryCache
 from stratus_db.memory.coalescing import PlanFor, StoreCoalescer
@@ -45,8 +44,8 @@ if TYPE_CHECKING:
     from stratus_db.database import Operation, StratusPostgreSQLIntegration
 
 
-async def _key_of(personal: PersonalData, user_id: uuid.UUID, conn: AsyncConnection) -> DataKey | None:
-    return await personal.key_of(conn, user_id)
+async def _key_for_writing(personal: PersonalData, user_id: uuid.UUID, conn: AsyncConnection) -> DataKey:
+    return await personal.key_for_writing(conn, user_id)
 
 
 class MemoryWrites:
@@ -79,9 +78,7 @@ class MemoryWrites:
 
     async def _sealer(self, op: Operation, user_id: uuid.UUID, tx: AsyncConnection | None) -> Seal:
         personal = PersonalData.of(self._db)
-        data_key = await op.run(partial(_key_of, personal, user_id), tx=tx)
-        if data_key is None:
-            raise NotFoundError(f"user {user_id} does not exist")
+        data_key = await op.run(partial(_key_for_writing, personal, user_id), tx=tx)
         return partial(personal.seal_memory_value, data_key=data_key)
 
     async def _store_locked(

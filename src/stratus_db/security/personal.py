@@ -20,7 +20,7 @@ from pydantic import JsonValue
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from stratus_db.errors import NotFoundError
+from stratus_db.errors import DecryptionError, NotFoundError
 from stratus_db.kit.models import table_of
 from stratus_db.models import UserRow
 from stratus_db.security.crypto import BlindIndex, Cell, DataKey, FieldCipher, is_token
@@ -114,6 +114,20 @@ class PersonalData:
             raise NotFoundError(f"user {next(iter(user_ids - keys.keys()))} has no data key: erased")
         return keys
 
+    async def key_for_writing(self, conn: AsyncConnection, user_id: uuid.UUID) -> DataKey:
+        """The data key of a user whose data is about to be written: a user without one is erased (gone, or a
+        tombstone kept for a legal hold), whose data no longer changes.
+
+        Raises:
+            NotFoundError: the user has no data key.
+        """
+        data_key = await self.key_of(conn, user_id)
+        if data_key is None:
+            raise NotFoundError(
+                f"user {user_id} does not exist (or was erased: their data no longer changes)"
+            )
+        return data_key
+
     def forget(self, user_id: uuid.UUID) -> None:
         """Drop the user's unwrapped key from this handle: their key was destroyed."""
         self._keys.pop(user_id, None)
@@ -167,6 +181,20 @@ class PersonalData:
             name: self.open(value, table, name, row_id, data_key) if name in encrypted else value
             for name, value in row.items()
         }
+
+    def _memory_value_in_audit(
+        self, value: str, values: dict[str, Any], record_id: uuid.UUID | None, data_key: DataKey | None
+    ) -> JsonValue:
+        """A memory's value in its audit row: a sensitive one's token is its row's, bound to the memory it belonged
+        to (the row's `memory_id` when the values name it: an expired memory replaced has its own); an ordinary
+        value that only looks like a token stays as it is."""
+        if data_key is None:
+            return SHREDDED
+        owner = values.get("memory_id", record_id)
+        try:
+            return self.open_memory_value(value, uuid.UUID(str(owner)), data_key)
+        except (DecryptionError, ValueError):
+            return value
 
     # sensitive memories
 
@@ -223,13 +251,16 @@ class PersonalData:
         if not isinstance(values, dict):
             return values
         opened: dict[str, JsonValue] = {}
+        sealed = ENCRYPTED_COLUMNS.get(table or "", ())
         for name, value in values.items():
             if not is_token(value):
                 opened[name] = value
+            elif table == MEMORY_TABLE and name == "value":
+                opened[name] = self._memory_value_in_audit(value, values, record_id, data_key)
+            elif name not in sealed:
+                opened[name] = value  # plaintext that happens to look like a token
             elif data_key is None:
                 opened[name] = SHREDDED
-            elif table == MEMORY_TABLE and name == "value" and record_id is not None:
-                opened[name] = self.open_memory_value(value, record_id, data_key)
             else:
                 opened[name] = self.cipher.decrypt_json(
                     value, Cell(AUDIT_TABLE, f"{side}.{name}", audit_id), data_key=data_key

@@ -120,7 +120,8 @@ async def _rewrap_batch(
         .where(_users.c.data_key.is_not(None))
         .order_by(_users.c.user_id)
         .limit(size)
-        .with_for_update()
+        # FOR NO KEY UPDATE: the rows' keys stay shareable, so inserts that reference these users go on meanwhile.
+        .with_for_update(key_share=True)
     )
     if after is not None:
         statement = statement.where(_users.c.user_id > after)

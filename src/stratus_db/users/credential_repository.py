@@ -49,9 +49,7 @@ class CredentialRepository:
         return [self._read(row) for row in (await self.conn.execute(statement)).mappings()]
 
     async def _key(self, user_id: uuid.UUID) -> DataKey:
-        data_key = await self.personal.key_of(self.conn, user_id)
-        assert data_key is not None, f"user {user_id} has no data key"
-        return data_key
+        return await self.personal.key_for_writing(self.conn, user_id)
 
     async def of_user(self, user_id: uuid.UUID) -> list[CredentialRead]:
         """The user's credentials in the order they were added (keys are UUIDv7)."""

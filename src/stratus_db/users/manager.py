@@ -455,7 +455,7 @@ class UserManager:
             user_id=credential.user_id,
             old_values=old.model_dump(mode="json") if isinstance(old, CredentialRead) else old,
             new_values=new.model_dump(mode="json") if isinstance(new, CredentialRead) else new,
-            data_key=await self._personal.key_of(conn, credential.user_id),
+            data_key=await self._personal.key_for_writing(conn, credential.user_id),
         )
 
     async def _locked_user(self, conn: AsyncConnection, user_id: uuid.UUID) -> UserRead:

@@ -36,7 +36,7 @@ def _raise_if_taken(exc: IntegrityError, email: object, canac: object) -> None:
     """A taken e-mail or CANAC raised as the ConflictError it is, with the rule and the constraint it broke."""
     failure = failure_of(exc)
     if failure.violation is Violation.unique:
-        # PostgreSQL names the index (ix_users_canac), SQLite the column (users.canac).
+        # PostgreSQL names the index (ix_users_canac_index), SQLite the column (users.canac_index).
         if "canac" in (failure.constraint or ""):
             message = f"canac {canac!r} already belongs to another user"
         else:
@@ -102,10 +102,8 @@ class UserRepository:
         return await self._one_or_none(select(*_RETURNED).where(UserRow.email_index == index))
 
     async def data_key(self, user_id: uuid.UUID) -> DataKey:
-        """The data key of a user known to exist (read in this transaction)."""
-        data_key = await self.personal.key_of(self.conn, user_id)
-        assert data_key is not None, f"user {user_id} has no data key"
-        return data_key
+        """The user's data key, to write their data (PersonalData.key_for_writing: NotFoundError once erased)."""
+        return await self.personal.key_for_writing(self.conn, user_id)
 
     async def update(self, user_id: uuid.UUID, changes: UserUpdate, now: datetime) -> UserRead:
         """Write the fields `changes` sets (those left out keep their values); the user was active at `now`."""

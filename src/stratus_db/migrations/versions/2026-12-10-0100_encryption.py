@@ -15,7 +15,8 @@ Existing rows are encrypted by the upgrade, in batches of 1,000, with the keys o
 with (the database handle's, or load_settings() for the `alembic` command line): each user gets a data key, their
 fields and their credentials' are encrypted under it, and the personal values in the audit rows about users and
 credentials too (those of users no longer present are replaced by `[shredded]`: nobody can read them any more).
-`migrate --sql` writes the schema change only and refuses a database that already holds users.
+`migrate --sql` writes the schema change only: its script fails on a database that already holds users (at making
+`email_index` NOT NULL), which must be migrated online.
 
 The downgrade decrypts everything back (with the same keys) and restores the columns, their types and constraints;
 sensitive memories become ordinary ones, their values in clear (searchable again once rewritten).
@@ -30,6 +31,7 @@ import sqlalchemy as sa
 from alembic import context, op
 from sqlalchemy.dialects import postgresql
 
+from stratus_db.errors import DecryptionError
 from stratus_db.security.crypto import Cell, FieldCipher, is_token
 
 revision: str = "0009"
@@ -68,6 +70,7 @@ _audit = sa.table(
     "audit_log",
     sa.column("audit_id", sa.Uuid()),
     sa.column("user_id", sa.Uuid()),
+    sa.column("record_id", sa.Uuid()),
     sa.column("table_name", sa.String()),
     sa.column("old_values", _JSON),
     sa.column("new_values", _JSON),
@@ -192,14 +195,20 @@ def upgrade() -> None:
             "email", type_=sa.Text(), existing_type=sa.String(length=320), existing_nullable=False
         )
         batch.alter_column(
-            "birth_date", type_=sa.Text(), existing_type=sa.Date(), postgresql_using="birth_date::text"
+            "birth_date",
+            type_=sa.Text(),
+            existing_type=sa.Date(),
+            postgresql_using="to_char(birth_date, 'YYYY-MM-DD')",
         )
         batch.alter_column("canac", type_=sa.Text(), existing_type=sa.String(length=6))
     with op.batch_alter_table("user_credentials") as batch:
         batch.drop_constraint(op.f("ck_user_credentials_expiry_not_before_issue"), type_="check")
         batch.alter_column("number", type_=sa.Text(), existing_type=sa.String(length=50))
         batch.alter_column(
-            "issued_at", type_=sa.Text(), existing_type=sa.Date(), postgresql_using="issued_at::text"
+            "issued_at",
+            type_=sa.Text(),
+            existing_type=sa.Date(),
+            postgresql_using="to_char(issued_at, 'YYYY-MM-DD')",
         )
     op.add_column(
         "memory_entries", sa.Column("sensitive", sa.Boolean(), server_default=sa.false(), nullable=False)
@@ -379,6 +388,52 @@ def _as_date_column(table: str, column: str) -> None:
     op.execute(f"ALTER TABLE {table} RENAME COLUMN {restored} TO {column}")
 
 
+def _open_memory_audit(conn: sa.Connection, cipher: FieldCipher) -> None:
+    """Decrypt the sensitive memories' values in their audit rows (each the token of its memory's row), before the
+    data keys go: those of users gone since read `[shredded]`."""
+    statement = (
+        sa.select(
+            _audit.c.audit_id,
+            _audit.c.user_id,
+            _audit.c.record_id,
+            _audit.c.old_values,
+            _audit.c.new_values,
+            _users.c.data_key,
+        )
+        .select_from(_audit.outerjoin(_users, _users.c.user_id == _audit.c.user_id))
+        .where(_audit.c.table_name == "memory_entries")
+    )
+    rewrite = (
+        sa.update(_audit)
+        .where(_audit.c.audit_id == sa.bindparam("b_id"))
+        .values(old_values=sa.bindparam("b_old", type_=_JSON), new_values=sa.bindparam("b_new", type_=_JSON))
+    )
+
+    def opened(values: Any, record_id: uuid.UUID, key: Any) -> Any:
+        if not isinstance(values, dict) or not is_token(values.get("value")):
+            return values
+        if key is None:
+            return values | {"value": SHREDDED}
+        memory_id = uuid.UUID(str(values.get("memory_id", record_id)))
+        try:
+            value = cipher.decrypt_json(
+                values["value"], Cell("memory_entries", "value", memory_id), data_key=key
+            )
+        except DecryptionError:
+            return values  # an ordinary value that only looks like a token
+        return values | {"value": value}
+
+    for rows in _pages(conn, statement, _audit.c.audit_id):
+        updates = []
+        for row in rows:
+            key = None if row.data_key is None else cipher.unwrap_data_key(row.data_key, row.user_id)
+            old, new = opened(row.old_values, row.record_id, key), opened(row.new_values, row.record_id, key)
+            if (old, new) != (row.old_values, row.new_values):
+                updates.append({"b_id": row.audit_id, "b_old": old, "b_new": new})
+        if updates:
+            conn.execute(rewrite, updates)
+
+
 def _decrypt_rows(conn: sa.Connection) -> None:
     encryption = _keys()
     cipher: FieldCipher = encryption.fields
@@ -394,6 +449,7 @@ def _decrypt_rows(conn: sa.Connection) -> None:
         return cipher.decrypt_json(value, Cell("audit_log", f"{side}.{name}", audit_id), data_key=key)
 
     _audit_values(conn, open_audit, cipher)
+    _open_memory_audit(conn, cipher)
 
     memory_rows = (
         sa.select(_memories.c.memory_id, _memories.c.user_id, _memories.c.value, _users.c.data_key)
