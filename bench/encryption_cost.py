@@ -144,7 +144,8 @@ async def measure(ops: int, rounds: int) -> list[str]:
         for name, by_setup in spent.items():
             encrypted, plain = by_setup["encrypted"], by_setup["plain"]
             cells = [
-                f"{count / s.wall:,.0f}/s, client {s.client_cpu * 1e6 / count:.0f} µs" for s in (encrypted, plain)
+                f"{count / s.wall:,.0f}/s, client {s.client_cpu * 1e6 / count:.0f} µs"
+                for s in (encrypted, plain)
             ]
             line = (
                 f"| {backend}, `{name}` | {cells[0]} | {cells[1]} | {encrypted.client_cpu / plain.client_cpu:.2f} "
@@ -156,7 +157,9 @@ async def measure(ops: int, rounds: int) -> list[str]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--ops", type=int, default=4000, help="calls per setup and operation on PostgreSQL")
     parser.add_argument("--rounds", type=int, default=3, help="slices the setups take turns in")
     parser.add_argument("--no-write", action="store_true", help="print only; leave docs/benchmarks.md alone")
