@@ -8,7 +8,6 @@ import pytest
 
 from stratus_db import AuditManager, ConversationManager, Database, MemoryManager, UserManager
 from stratus_db.logging import LOGGER_NAME
-from stratus_db.security.crypto import new_key_entry, new_secret
 from tests.fixtures.chat_completions import ChatCompletionsStub, chat_completions_stub
 from tests.fixtures.clock import ManualClock
 from tests.fixtures.databases import empty_all_tables, settings_for, sqlite_url, throwaway_postgres_database
@@ -18,10 +17,7 @@ BACKENDS = ["sqlite", "postgresql"]
 # No .env is read anywhere in the test session (this process, the CLI run in it, the processes it starts): a
 # developer's file must not change what a test sees. Tests of the .env file set STRATUS_ENV_FILE themselves.
 os.environ["STRATUS_ENV_FILE"] = ""
-# The session's encryption keys, for every database (PostgreSQL needs them set) and every process the tests start.
-# tests/test_keystore.py removes them where the key file or their absence is the subject.
-os.environ.setdefault("STRATUS_ENCRYPTION_KEYS", new_key_entry("ktest"))
-os.environ.setdefault("STRATUS_BLIND_INDEX_KEY", new_secret())
+# The session's encryption keys come from tests/fixtures/databases.py (imported above), for every process it starts.
 
 
 @pytest.fixture(autouse=True)
