@@ -26,6 +26,7 @@ from stratus_db import (
 )
 from stratus_db.cli import app
 from stratus_db.config import load_settings
+from stratus_db.models import AuditRow
 from stratus_db.revisions import revision_ids
 from stratus_db.schema import head_revision
 from stratus_db.security.crypto import new_key_entry
@@ -722,3 +723,42 @@ async def test_rotate_keys_moves_every_data_key_to_the_new_key_with_progress(
         assert all([await UserManager(db).get_user(user_id) for user_id in user_ids])
     finally:
         await db.close()
+
+
+async def test_audit_seal_checkpoint_and_verify_against_the_exported_heads(
+    database_url: str, tmp_path: Path
+) -> None:
+    await existing_user(database_url)
+    await existing_user(database_url)
+
+    sealed = await invoke("audit", "seal", "--batch-size", "1")
+    assert sealed.exit_code == 0, sealed.output
+    assert sealed.stdout.startswith("sealed 2 audit rows in 2 checkpoint(s); head ")
+    assert "nothing to seal" in (await invoke("audit", "seal")).stdout
+    heads = tmp_path / "heads.json"
+    exported = await invoke("audit", "checkpoint", "--export", str(heads))
+    assert exported.stdout.strip() == f"2 checkpoint(s) written to {heads}"
+    assert [c["last_position"] for c in json.loads(heads.read_text())["checkpoints"]] == [1, 2]
+
+    verified = await invoke("audit", "verify", "--heads", str(heads))
+    assert verified.exit_code == 0, verified.output
+    assert verified.stdout.splitlines() == [
+        "2 sealed rows and 2 checkpoints checked; 0 rows redacted by erasures; 0 rows not sealed yet",
+        "the audit trail matches its seals",
+    ]
+
+    db = Database(settings_for(database_url))
+    try:
+        async with db.engine.begin() as conn:
+            await conn.execute(AuditRow.__table__.update().values(actor="system:intruso"))
+    finally:
+        await db.close()
+    tampered = await invoke("audit", "verify")
+    assert tampered.exit_code == 1
+    assert [line.split(",")[0] for line in tampered.stdout.splitlines()[1:]] == [
+        "modified: position 1",
+        "modified: position 2",
+    ]
+    bad = await invoke("audit", "verify", "--heads", str(tmp_path / "missing.json"))
+    assert bad.exit_code == 1
+    assert "not an exported checkpoint file" in bad.stderr

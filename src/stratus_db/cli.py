@@ -1,5 +1,5 @@
-"""`stratus-db`: migrate, db (current, history, downgrade, check), config, generate-key, rotate-keys, demo, health,
-purge-expired, export-user, apply-retention, import-messages."""
+"""`stratus-db`: migrate, db (current, history, downgrade, check), audit (seal, verify, checkpoint), config,
+generate-key, rotate-keys, demo, health, purge-expired, export-user, apply-retention, import-messages."""
 
 from __future__ import annotations
 
@@ -18,6 +18,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from stratus_db import revisions
+from stratus_db.audit.manager import DEFAULT_SEAL_BATCH, MAX_SEAL_BATCH, AuditManager, SealReport
+from stratus_db.audit.sealing import Checkpoint, VerifyReport
 from stratus_db.config import Settings, effective_settings, load_settings
 from stratus_db.conversations.manager import ConversationManager
 from stratus_db.conversations.schemas import MessageImport
@@ -49,6 +51,8 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="The schema's revision: current, history, downgrade, check.")
 app.add_typer(db_app, name="db")
+audit_app = typer.Typer(help="The audit trail's tamper evidence: seal, verify, checkpoint (docs/audit.md).")
+app.add_typer(audit_app, name="audit")
 
 T = TypeVar("T")
 
@@ -329,6 +333,98 @@ def rotate_keys(
         if older
         else "no data key is under an older key"
     )
+
+
+# -- audit ------------------------------------------------------------------------------------------------------
+
+
+@audit_app.command("seal")
+def audit_seal(
+    batch_size: Annotated[
+        int, typer.Option(min=1, max=MAX_SEAL_BATCH, help="Audit rows per checkpoint (and per transaction).")
+    ] = DEFAULT_SEAL_BATCH,
+) -> None:
+    """Seal every audit row committed and not yet sealed into the hash chain (schedule it, e.g. every minute), and
+    print the new head."""
+
+    async def seal(db: StratusPostgreSQLIntegration) -> SealReport:
+        async with db.context(principal=OPERATOR, purpose="audit-seal"):
+            return await AuditManager(db).seal(batch_size=batch_size, on_progress=progress.update)
+
+    with _Progress("sealing audit rows", total=None, unit="rows") as progress:
+        report = _run(seal)
+    if not report.checkpoints:
+        typer.echo("nothing to seal: every audit row is sealed")
+        return
+    last = report.checkpoints[-1]
+    typer.echo(
+        f"sealed {report.rows_sealed} audit rows in {len(report.checkpoints)} checkpoint(s); head "
+        f"{last.head} at position {last.last_position} (checkpoint {last.checkpoint_id})"
+    )
+
+
+@audit_app.command("verify")
+def audit_verify(
+    heads: Annotated[
+        Path | None,
+        typer.Option(help="Checkpoints exported earlier (`audit checkpoint --export`), to compare with."),
+    ] = None,
+) -> None:
+    """Recompute the whole trail against its seals; exit code 1 and the first problems if anything differs."""
+    expected: list[Any] = []
+    if heads is not None:
+        try:
+            expected = json.loads(heads.read_text(encoding="utf-8"))["checkpoints"]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise _fail(f"--heads {heads}: not an exported checkpoint file ({type(exc).__name__})") from None
+
+    async def verify(db: StratusPostgreSQLIntegration) -> VerifyReport:
+        async with db.context(principal=OPERATOR, purpose="audit-verify"):
+            return await AuditManager(db).verify(expected_heads=expected)
+
+    report = _run(verify)
+    typer.echo(
+        f"{report.rows_checked} sealed rows and {report.checkpoints_checked} checkpoints checked; "
+        f"{report.redacted} rows redacted by erasures; {report.unsealed} rows not sealed yet"
+    )
+    if report.ok:
+        typer.echo("the audit trail matches its seals")
+        return
+    for problem in report.problems[:20]:
+        where = f"position {problem.position}" if problem.position is not None else "unsealed"
+        row = f", audit row {problem.audit_id}" if problem.audit_id is not None else ""
+        typer.echo(f"{problem.kind}: {where}{row}: {problem.detail}")
+    raise typer.Exit(code=1)
+
+
+@audit_app.command("checkpoint")
+def audit_checkpoint(
+    export: Annotated[
+        Path | None, typer.Option("--export", help="Write every checkpoint's head to this JSON file.")
+    ] = None,
+) -> None:
+    """List the checkpoints (id, last position, head); with --export, write them to a file to keep outside the
+    database (then `audit verify --heads FILE` compares with it)."""
+
+    async def listed(db: StratusPostgreSQLIntegration) -> list[Checkpoint]:
+        async with db.context(principal=OPERATOR, purpose="audit-checkpoint"):
+            return await AuditManager(db).checkpoints()
+
+    found = _run(listed)
+    if export is not None:
+        document = {
+            "format": "stratus-db/audit-checkpoints",
+            "version": 1,
+            "checkpoints": [c.exported() for c in found],
+        }
+        export.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+        typer.echo(f"{len(found)} checkpoint(s) written to {export}")
+        return
+    for checkpoint in found:
+        typer.echo(
+            f"{checkpoint.checkpoint_id}\t{checkpoint.sealed_at.isoformat()}\t"
+            f"{checkpoint.first_position}-{checkpoint.last_position}\t{checkpoint.head}"
+        )
 
 
 # -- operations -------------------------------------------------------------------------------------------------

@@ -55,6 +55,7 @@ OWNER = frozenset({"system", "owner", "owner's agent"})
 PROFILE = OWNER | {"admin"}
 MANAGING = frozenset({"system", "admin"})
 TRAIL = OWNER | {"auditor"}
+AUDITING = frozenset({"system", "auditor"})
 CONSENT_RECORD = OWNER | {"admin", "auditor"}
 PERSON = frozenset({"system", "owner"})
 PERSON_OR_MANAGER = PERSON | {"admin"}
@@ -247,6 +248,9 @@ CALLS: dict[str, tuple[frozenset[str], Call]] = {
         lambda w, **by: w.consents.consent_history(w.owner, **by),
     ),
     "AuditManager.query": (TRAIL, lambda w, **by: w.audit.query(user_id=w.owner, **by)),
+    "AuditManager.seal": (MANAGING, lambda w, **by: w.audit.seal(**by)),
+    "AuditManager.verify": (AUDITING, lambda w, **by: w.audit.verify(**by)),
+    "AuditManager.checkpoints": (AUDITING, lambda w, **by: w.audit.checkpoints(**by)),
     "PrivacyManager.export_user_data": (PERSON, _read_export),
     "PrivacyManager.erase_user": (
         PERSON_OR_MANAGER,

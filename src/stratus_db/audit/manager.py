@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Annotated, Any
+from functools import partial
+from typing import TYPE_CHECKING, Annotated, Any, NamedTuple
 
 from pydantic import BaseModel, StrictStr, StringConstraints
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -13,9 +14,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from stratus_db.audit.repository import AuditRepository
 from stratus_db.audit.rows import AuditEntry, audit_context
 from stratus_db.audit.schemas import AuditAction, AuditEvent
+from stratus_db.audit.sealing import Checkpoint, VerifyReport, seal_batch
+from stratus_db.audit.sealing import checkpoints as list_checkpoints
+from stratus_db.audit.sealing import verify as verify_trail
+from stratus_db.errors import ValidationError
 from stratus_db.kit.ids import new_id
 from stratus_db.kit.schemas import Page, aware_datetime, check_limit, decode_cursor, encode_cursor, make_page
-from stratus_db.kit.validation import InputModel, Timestamp, validate_input
+from stratus_db.kit.validation import InputModel, Timestamp, check_callback, parse_int, shown, validate_input
 from stratus_db.security.crypto import DataKey, is_token
 from stratus_db.security.personal import ENCRYPTED_COLUMNS, PersonalData
 from stratus_db.security.principal import Principal
@@ -23,6 +28,8 @@ from stratus_db.security.principal import Principal
 if TYPE_CHECKING:
     from stratus_db.database import StratusPostgreSQLIntegration
 
+DEFAULT_SEAL_BATCH = 1000
+MAX_SEAL_BATCH = 10_000
 _Name = Annotated[StrictStr, StringConstraints(min_length=1, max_length=63, pattern=r"^[A-Za-z0-9_.:\-]+$")]
 
 
@@ -169,6 +176,91 @@ class AuditManager:
 
             return await op.run(work, tx=tx)
 
+    async def seal(
+        self,
+        *,
+        batch_size: int = DEFAULT_SEAL_BATCH,
+        on_progress: Callable[[int], None] | None = None,
+        principal: Principal | None = None,
+    ) -> SealReport:
+        """Seal every audit row committed and not yet sealed into the hash chain (audit/sealing.py), in batches of
+        `batch_size` rows, each a checkpoint and a transaction of its own. Writers never wait for it; run it
+        periodically (`stratus-db audit seal`), and keep the heads outside the database (docs/audit.md).
+
+        Raises:
+            ValidationError: a malformed batch size or callback.
+            PermissionDeniedError: not trusted code or an administrator.
+        """
+        async with self._db.operation("audit.seal", principal=principal) as op:
+            size = parse_int(batch_size, "batch_size", minimum=1, maximum=MAX_SEAL_BATCH)
+            check_callback(on_progress, "on_progress")
+            await op.authorize(None)
+            made: list[Checkpoint] = []
+            sealed = 0
+            while True:
+                checkpoint = await op.run(partial(_seal_batch, now=self._db.clock(), size=size), tx=None)
+                if checkpoint is None:
+                    break
+                made.append(checkpoint)
+                sealed += checkpoint.last_position - checkpoint.first_position + 1
+                if on_progress is not None:
+                    on_progress(sealed)
+            return SealReport(tuple(made), sealed)
+
+    async def verify(
+        self,
+        *,
+        expected_heads: Sequence[Mapping[str, Any]] = (),
+        principal: Principal | None = None,
+    ) -> VerifyReport:
+        """Check the whole trail against its seals (audit/sealing.py): every sealed row's hash, the chain, the
+        checkpoints, and `expected_heads` (what `checkpoints()` gave earlier, kept outside the database). Reads in
+        batches, in one snapshot: time linear in the rows, memory bounded.
+
+        Returns:
+            VerifyReport: `ok`, and the problems in chain order (the first is where the trail stops being the one
+            that was sealed), with the rows checked and those not sealed yet.
+
+        Raises:
+            ValidationError: `expected_heads` is not a list of exported checkpoints.
+            PermissionDeniedError: not trusted code or an auditor.
+        """
+        async with self._db.operation("audit.verify", read_only=True, principal=principal) as op:
+            heads = _checked_heads(expected_heads)
+            await op.authorize(None)
+            return await op.run(partial(verify_trail, expected_heads=heads), tx=None)
+
+    async def checkpoints(self, *, principal: Principal | None = None) -> list[Checkpoint]:
+        """Every checkpoint, oldest first: `Checkpoint.exported()` is what to keep outside the database.
+
+        Raises:
+            PermissionDeniedError: not trusted code or an auditor.
+        """
+        async with self._db.operation("audit.checkpoints", read_only=True, principal=principal) as op:
+            await op.authorize(None)
+            return await op.run(list_checkpoints, tx=None)
+
+
+async def _seal_batch(conn: AsyncConnection, *, now: datetime, size: int) -> Checkpoint | None:
+    return await seal_batch(conn, now, size)
+
+
+def _checked_heads(heads: object) -> list[Mapping[str, Any]]:
+    """Exported checkpoints: a list of objects each with an integer `last_position` and a 64-hex `head`."""
+    if not isinstance(heads, list | tuple) or not all(
+        isinstance(head, Mapping)
+        and isinstance(head.get("last_position"), int)
+        and not isinstance(head.get("last_position"), bool)
+        and isinstance(head.get("head"), str)
+        and len(head["head"]) == 64
+        for head in heads
+    ):
+        raise ValidationError(
+            "expected_heads must be a list of exported checkpoints ({'checkpoint_id', 'last_position', 'head'}, "
+            f"as Checkpoint.exported() gives them), got {shown(heads)}"
+        )
+    return list(heads)
+
 
 async def open_events(conn: AsyncConnection, personal: PersonalData, rows: Sequence[Any]) -> list[AuditEvent]:
     """AuditEvents from audit rows, their sealed values decrypted with each subject's data key (SHREDDED for a
@@ -198,6 +290,14 @@ async def open_events(conn: AsyncConnection, personal: PersonalData, rows: Seque
 def is_token_bearing(values: Any) -> bool:
     """Whether an audit row's old or new values hold a sealed value."""
     return isinstance(values, dict) and any(is_token(value) for value in values.values())
+
+
+class SealReport(NamedTuple):
+    """What `AuditManager.seal` did: the checkpoints it made (the last one's head is the chain's head) and the rows
+    they sealed."""
+
+    checkpoints: tuple[Checkpoint, ...]
+    rows_sealed: int
 
 
 def same_value(old: Any, new: Any) -> bool:

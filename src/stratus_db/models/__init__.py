@@ -1,7 +1,7 @@
 """Every table. Importing this module registers them all on one metadata (Alembic reads it)."""
 
 from stratus_db.kit.models import Base
-from stratus_db.models.audit import AuditRow
+from stratus_db.models.audit import AuditChainRow, AuditCheckpointRow, AuditRedactionRow, AuditRow
 from stratus_db.models.consent import ConsentAction, ConsentPurpose, ConsentRow
 from stratus_db.models.conversation import ConversationRow, ConversationStatus
 from stratus_db.models.credential import CredentialRow, ExpiryBasis
@@ -10,6 +10,9 @@ from stratus_db.models.message import MessageRow, MessageType
 from stratus_db.models.user import UserRole, UserRow
 
 __all__ = [
+    "AuditChainRow",
+    "AuditCheckpointRow",
+    "AuditRedactionRow",
     "AuditRow",
     "Base",
     "ConsentAction",

@@ -4,7 +4,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Index, String
+from sqlalchemy import BigInteger, Index, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from stratus_db.kit.models import Base
@@ -40,3 +40,41 @@ class AuditRow(Base):
         # AuditManager.query() without subject or record: everything in a time range, newest first.
         Index(None, "timestamp", "audit_id"),
     )
+
+
+class AuditChainRow(Base):
+    """The seal of one audit row (audit/sealing.py): its place in the hash chain, the hash of its fields and the
+    chain's hash up to it. Written by the sealer only, after the audit row has committed."""
+
+    __tablename__ = "audit_chain"
+
+    position: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    audit_id: Mapped[uuid.UUID] = mapped_column(unique=True)
+    row_hash: Mapped[str] = mapped_column(String(64))
+    chain_hash: Mapped[str] = mapped_column(String(64))
+    checkpoint_id: Mapped[int] = mapped_column(BigInteger)
+
+
+class AuditCheckpointRow(Base):
+    """One run of the sealer: the positions it sealed and the chain's hash after them (the head to keep elsewhere)."""
+
+    __tablename__ = "audit_checkpoints"
+
+    checkpoint_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    sealed_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    first_position: Mapped[int] = mapped_column(BigInteger)
+    last_position: Mapped[int] = mapped_column(BigInteger)
+    head: Mapped[str] = mapped_column(String(64))
+
+
+class AuditRedactionRow(Base):
+    """A field of a sealed audit row that an erasure rewrote (LGPD): the hashes of the field before and after, so
+    that verification accepts exactly that rewrite and nothing else."""
+
+    __tablename__ = "audit_redactions"
+
+    audit_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    field: Mapped[str] = mapped_column(String(32), primary_key=True)
+    original_hash: Mapped[str] = mapped_column(String(64))
+    redacted_hash: Mapped[str] = mapped_column(String(64))
+    erased_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -19,6 +19,7 @@ from typing import Any, NamedTuple
 from sqlalchemy import ColumnElement, bindparam, delete, func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from stratus_db.audit.sealing import redact
 from stratus_db.kit.models import Base, table_of
 from stratus_db.models import AuditRow, UserRow
 from stratus_db.privacy.kinds import ErasableKind
@@ -79,30 +80,33 @@ def owned_tables(held: frozenset[ErasableKind]) -> list[str]:
     ]
 
 
-async def pseudonymise_audit(conn: AsyncConnection, user_id: uuid.UUID, pseudonym: uuid.UUID) -> int:
+async def pseudonymise_audit(
+    conn: AsyncConnection, user_id: uuid.UUID, pseudonym: uuid.UUID, now: datetime
+) -> int:
     """Rewrite the audit rows about the person (their `user_id`, or naming them as the acting user) without their
     values, ids, address or user agent. Returns how many rows were rewritten. Runs after their rows are deleted, so
-    that a write of theirs committed meanwhile (its audit row with it) is either refused or rewritten here."""
+    that a write of theirs committed meanwhile (its audit row with it) is either refused or rewritten here. Each
+    field rewritten is recorded as a redaction (audit/sealing.py), so that the sealed trail still verifies."""
     actor = f"user:{user_id}"
     statement = (
-        select(
-            _audit.c.audit_id, _audit.c.user_id, _audit.c.record_id, _audit.c.old_values, _audit.c.new_values
-        )
+        select(_audit)
         .where((AuditRow.user_id == user_id) | (AuditRow.actor == actor))
         .order_by(AuditRow.audit_id)
         .limit(BATCH_ROWS)
     )
+    rewritten_fields = (
+        "user_id",
+        "record_id",
+        "old_values",
+        "new_values",
+        "ip_address",
+        "user_agent",
+        "actor",
+    )
     rewrite = (
         update(_audit)
         .where(AuditRow.audit_id == bindparam("b_audit_id"))
-        .values(
-            user_id=bindparam("b_user_id"),
-            record_id=bindparam("b_record_id"),
-            old_values=bindparam("b_old", type_=_audit.c.old_values.type),
-            new_values=bindparam("b_new", type_=_audit.c.new_values.type),
-            ip_address=None,
-            user_agent=None,
-        )
+        .values({name: bindparam(f"b_{name}", type_=_audit.c[name].type) for name in rewritten_fields})
     )
 
     def renamed(values: Any) -> Any:
@@ -114,32 +118,30 @@ async def pseudonymise_audit(conn: AsyncConnection, user_id: uuid.UUID, pseudony
     after: uuid.UUID | None = None
     while True:
         page = statement if after is None else statement.where(AuditRow.audit_id > after)
-        rows = list(await conn.execute(page))
+        rows = [dict(row) for row in (await conn.execute(page)).mappings()]
         if not rows:
             break
-        await conn.execute(
-            rewrite,
-            [
-                {
-                    "b_audit_id": row.audit_id,
-                    "b_user_id": pseudonym if row.user_id == user_id else row.user_id,
-                    "b_record_id": pseudonym if row.record_id == user_id else row.record_id,
-                    # About them: values erased. About someone else, with them acting (a refused attempt, say):
-                    # that person's values stay, only the mentions of the erased id (a refusal's reason) change.
-                    "b_old": redacted(row.old_values) if row.user_id == user_id else renamed(row.old_values),
-                    "b_new": redacted(row.new_values) if row.user_id == user_id else renamed(row.new_values),
-                }
-                for row in rows
-            ],
-        )
+        changes = []
+        for row in rows:
+            about_them = row["user_id"] == user_id
+            new = {
+                "user_id": pseudonym if about_them else row["user_id"],
+                "record_id": pseudonym if row["record_id"] == user_id else row["record_id"],
+                # About them: values erased. About someone else, with them acting (a refused attempt, say): that
+                # person's values stay, only the mentions of the erased id (a refusal's reason) change.
+                "old_values": redacted(row["old_values"]) if about_them else renamed(row["old_values"]),
+                "new_values": redacted(row["new_values"]) if about_them else renamed(row["new_values"]),
+                "ip_address": None,
+                "user_agent": None,
+                "actor": f"user:{pseudonym}" if row["actor"] == actor else row["actor"],
+            }
+            changes.append(
+                {"b_audit_id": row["audit_id"]} | {f"b_{name}": value for name, value in new.items()}
+            )
+            await redact(conn, row["audit_id"], row, new, now)
+        await conn.execute(rewrite, changes)
         rewritten += len(rows)
-        after = rows[-1].audit_id
-    # Rows where they were the acting user name them in the actor column too.
-    await conn.execute(
-        update(_audit)
-        .where(AuditRow.actor == actor)
-        .values(actor=f"user:{pseudonym}", ip_address=None, user_agent=None)
-    )
+        after = rows[-1]["audit_id"]
     return rewritten
 
 

@@ -165,7 +165,7 @@ class PrivacyManager:
                     raise NotFoundError(f"user {key} does not exist")
                 pseudonym = new_id()
                 deleted = await delete_owned(conn, key, pseudonym, held, self._db.clock())
-                pseudonymised = await pseudonymise_audit(conn, key, pseudonym)
+                pseudonymised = await pseudonymise_audit(conn, key, pseudonym, self._db.clock())
                 await MemoryCache.of(self._db).invalidate_everywhere(conn, key)
                 # This process's conversation tails; another process's are never served for a purged conversation
                 # and leave its memory as its LRU turns over (docs/privacy.md).

@@ -88,6 +88,11 @@ RULES: Mapping[str, Rule] = {
     "conversation.usage_stats": OWN_PROFILE,
     "conversation.conversation_stats": OWN_PROFILE,
     "audit.query": Rule(anyone=AUDITORS, owner=True),
+    # The tamper evidence of the whole trail: sealing is an operator's job; verifying and the checkpoints, an
+    # auditor's (neither reads a value of the trail).
+    "audit.seal": Rule(anyone=MANAGERS),
+    "audit.verify": Rule(anyone=AUDITORS),
+    "audit.checkpoints": Rule(anyone=AUDITORS),
     # Everything about a person, content included, in one document: the person, and trusted code acting on their
     # request; not an agent (it acts in conversations, not on the person's rights), not an admin or auditor.
     "privacy.export": Rule(anyone=SYSTEM_ONLY, owner=True, agents=False),

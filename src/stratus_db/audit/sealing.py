@@ -1,0 +1,400 @@
+"""Tamper evidence for the audit trail: a hash chain over the rows, sealed in checkpoints, and its verification.
+
+The sealer (`seal_batch`, run by `AuditManager.seal` / `stratus-db audit seal`) takes audit rows that have committed
+but are not yet sealed, gives each the next position, and stores in `audit_chain` the hash of its fields and the
+chain's hash up to it; each run ends in a checkpoint whose head (the chain's hash at its last position) can be kept
+outside the database (`stratus-db audit checkpoint --export`). Writers never wait for it: an audit row is written as
+before, and sealed later. `verify` recomputes every row's hash and the whole chain, in position order, in batches
+(time linear in the rows, memory bounded by a batch), and reports what no longer matches: a row modified, a row
+deleted, a row inserted into the sealed past, a seal or checkpoint altered, or a head that differs from one kept
+outside.
+
+A row's hash is the hash of its fields' hashes, each field hashed on its own: an erasure (LGPD) that rewrites fields
+of a sealed row records each rewrite as the field's hash before and after (`audit_redactions`), and verification
+accepts exactly those rewrites. Values encrypted under a user's data key are hashed as stored (ciphertext), so
+destroying the key changes nothing here. docs/audit.md tells the model and its limits.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final
+
+from sqlalchemy import func, insert, select, text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from stratus_db.kit.models import table_of
+from stratus_db.models import AuditChainRow, AuditCheckpointRow, AuditRedactionRow, AuditRow
+
+FIELDS: Final = (
+    "audit_id",
+    "user_id",
+    "action",
+    "table_name",
+    "record_id",
+    "old_values",
+    "new_values",
+    "timestamp",
+    "ip_address",
+    "user_agent",
+    "actor",
+    "trace_id",
+    "purpose",
+)
+"""The columns of an audit row that its hash covers, in this order: all of them."""
+GENESIS: Final = "0" * 64
+"""The chain's hash before its first row."""
+LATE_COMMIT_GRACE: Final = timedelta(minutes=5)
+"""An unsealed row whose timestamp is older than the last checkpoint by more than this was not a slow commit: it was
+put into the sealed past (verify reports it as inserted). Longer than any transaction the library runs."""
+MAX_PROBLEMS: Final = 100
+_SEALER_LOCK: Final = 0x5EA1_A0D1
+"""PostgreSQL advisory lock key: one sealer at a time (SQLite's single writer already serialises them)."""
+
+_audit = table_of(AuditRow)
+_chain = table_of(AuditChainRow)
+_checkpoints = table_of(AuditCheckpointRow)
+_redactions = table_of(AuditRedactionRow)
+
+
+def _canonical(value: Any) -> str:
+    """One text per value, whatever the backend returned: UUIDs in their usual form, instants in UTC with
+    microseconds, JSON with sorted keys."""
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def field_hash(name: str, value: Any) -> str:
+    """The hash of one field of an audit row (its name bound in)."""
+    return hashlib.sha256(f"{name}\x00{_canonical(value)}".encode()).hexdigest()
+
+
+def field_hashes(row: Mapping[str, Any]) -> dict[str, str]:
+    return {name: field_hash(name, row[name]) for name in FIELDS}
+
+
+def row_hash(hashes: Mapping[str, str]) -> str:
+    return hashlib.sha256("".join(hashes[name] for name in FIELDS).encode()).hexdigest()
+
+
+def chain_hash(previous: str, position: int, hashed_row: str) -> str:
+    return hashlib.sha256(f"{previous}:{position}:{hashed_row}".encode()).hexdigest()
+
+
+# -- sealing -------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """One run of the sealer: the positions it sealed and the chain's hash after the last one."""
+
+    checkpoint_id: int
+    sealed_at: datetime
+    first_position: int
+    last_position: int
+    head: str
+
+    def exported(self) -> dict[str, Any]:
+        """The form `stratus-db audit checkpoint --export` writes, and `verify(expected_heads=...)` reads."""
+        return {
+            "checkpoint_id": self.checkpoint_id,
+            "sealed_at": self.sealed_at.isoformat(),
+            "last_position": self.last_position,
+            "head": self.head,
+        }
+
+
+async def seal_batch(conn: AsyncConnection, now: datetime, size: int) -> Checkpoint | None:
+    """Seal up to `size` committed, unsealed audit rows (oldest first) in one checkpoint; None when none is left."""
+    if conn.dialect.name == "postgresql":
+        await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SEALER_LOCK})
+    last = (
+        await conn.execute(
+            select(_chain.c.position, _chain.c.chain_hash).order_by(_chain.c.position.desc()).limit(1)
+        )
+    ).first()
+    position, previous = (0, GENESIS) if last is None else (last.position, last.chain_hash)
+    pending = (
+        select(_audit)
+        .outerjoin(_chain, _chain.c.audit_id == _audit.c.audit_id)
+        .where(_chain.c.audit_id.is_(None))
+        .order_by(_audit.c.timestamp, _audit.c.audit_id)
+        .limit(size)
+    )
+    rows = [dict(row) for row in (await conn.execute(pending)).mappings()]
+    if not rows:
+        return None
+    latest = await conn.scalar(select(func.max(_checkpoints.c.checkpoint_id)))
+    checkpoint_id = (latest or 0) + 1
+    first = position + 1
+    seals = []
+    for row in rows:
+        position += 1
+        hashed = row_hash(field_hashes(row))
+        previous = chain_hash(previous, position, hashed)
+        seals.append(
+            {
+                "position": position,
+                "audit_id": row["audit_id"],
+                "row_hash": hashed,
+                "chain_hash": previous,
+                "checkpoint_id": checkpoint_id,
+            }
+        )
+    await conn.execute(insert(_chain), seals)
+    checkpoint = Checkpoint(checkpoint_id, now, first, position, previous)
+    await conn.execute(
+        insert(_checkpoints).values(
+            checkpoint_id=checkpoint_id,
+            sealed_at=now,
+            first_position=first,
+            last_position=position,
+            head=previous,
+        )
+    )
+    return checkpoint
+
+
+async def checkpoints(conn: AsyncConnection) -> list[Checkpoint]:
+    rows = await conn.execute(select(_checkpoints).order_by(_checkpoints.c.checkpoint_id))
+    return [Checkpoint(**row) for row in rows.mappings()]
+
+
+async def redact(
+    conn: AsyncConnection,
+    audit_id: uuid.UUID,
+    before: Mapping[str, Any],
+    after: Mapping[str, Any],
+    now: datetime,
+) -> None:
+    """Record an erasure's rewrite of the fields of audit row `audit_id` that change from `before` to `after`."""
+    changed = [
+        {
+            "audit_id": audit_id,
+            "field": name,
+            "original_hash": field_hash(name, before[name]),
+            "redacted_hash": field_hash(name, after[name]),
+            "erased_at": now,
+        }
+        for name in after
+        if field_hash(name, before[name]) != field_hash(name, after[name])
+    ]
+    if changed:
+        # A row rewritten twice (by two erasures): the first original is the one the seal covers.
+        existing = {
+            row.field: row
+            for row in await conn.execute(select(_redactions).where(_redactions.c.audit_id == audit_id))
+        }
+        fresh = []
+        for redaction in changed:
+            kept = existing.get(redaction["field"])
+            if kept is None:
+                fresh.append(redaction)
+            else:
+                await conn.execute(
+                    _redactions.update()
+                    .where(_redactions.c.audit_id == audit_id, _redactions.c.field == redaction["field"])
+                    .values(redacted_hash=redaction["redacted_hash"], erased_at=now)
+                )
+        if fresh:
+            await conn.execute(insert(_redactions), fresh)
+
+
+# -- verification --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One thing that no longer matches its seal."""
+
+    kind: str
+    """`modified`, `deleted`, `inserted`, `seal altered`, `checkpoint altered`, `head differs` or `checkpoint missing`."""
+    position: int | None
+    audit_id: uuid.UUID | None
+    detail: str
+
+
+@dataclass(slots=True)
+class VerifyReport:
+    """What `verify` found: rows and checkpoints checked, rows not sealed yet, and the problems in chain order (the
+    first is where the trail stops being the one that was sealed; at most MAX_PROBLEMS are listed)."""
+
+    rows_checked: int = 0
+    checkpoints_checked: int = 0
+    unsealed: int = 0
+    redacted: int = 0
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def add(self, problem: Problem) -> None:
+        if len(self.problems) < MAX_PROBLEMS:
+            self.problems.append(problem)
+
+
+async def verify(
+    conn: AsyncConnection, *, expected_heads: Sequence[Mapping[str, Any]] = (), batch: int = 1000
+) -> VerifyReport:
+    """Recompute every sealed row's hash and the chain, compare them with the seals, the checkpoints and
+    `expected_heads` (checkpoints exported earlier), and count the rows not sealed yet."""
+    report = VerifyReport()
+    stored = {checkpoint.last_position: checkpoint for checkpoint in await checkpoints(conn)}
+    report.checkpoints_checked = len(stored)
+    heads_at: dict[int, str] = {}
+    previous, position = GENESIS, 0
+    while True:
+        statement = (
+            select(_chain).where(_chain.c.position > position).order_by(_chain.c.position).limit(batch)
+        )
+        seals = [dict(seal) for seal in (await conn.execute(statement)).mappings()]
+        if not seals:
+            break
+        ids = [seal["audit_id"] for seal in seals]
+        rows = {
+            row["audit_id"]: dict(row)
+            for row in (await conn.execute(select(_audit).where(_audit.c.audit_id.in_(ids)))).mappings()
+        }
+        redactions: dict[uuid.UUID, dict[str, tuple[str, str]]] = {}
+        for redaction in await conn.execute(select(_redactions).where(_redactions.c.audit_id.in_(ids))):
+            redactions.setdefault(redaction.audit_id, {})[redaction.field] = (
+                redaction.original_hash,
+                redaction.redacted_hash,
+            )
+        for seal in seals:
+            report.rows_checked += 1
+            if seal["position"] != position + 1:
+                report.add(
+                    Problem(
+                        "seal altered",
+                        position + 1,
+                        None,
+                        f"positions {position + 1} to {seal['position'] - 1} are missing from the chain",
+                    )
+                )
+            position = seal["position"]
+            _check_row(report, seal, rows.get(seal["audit_id"]), redactions.get(seal["audit_id"], {}))
+            # Going on from the recomputed hash: one altered seal is one report, not one for every later row.
+            previous = chain_hash(previous, position, seal["row_hash"])
+            if previous != seal["chain_hash"]:
+                report.add(
+                    Problem(
+                        "seal altered", position, seal["audit_id"], "the chain's hash here does not follow"
+                    )
+                )
+            if position in stored:
+                heads_at[position] = previous
+                if stored[position].head != previous:
+                    report.add(
+                        Problem(
+                            "checkpoint altered",
+                            position,
+                            None,
+                            f"checkpoint {stored[position].checkpoint_id}'s head differs from the chain",
+                        )
+                    )
+    for checkpoint in stored.values():
+        if checkpoint.last_position > position:
+            report.add(
+                Problem(
+                    "seal altered",
+                    checkpoint.last_position,
+                    None,
+                    f"checkpoint {checkpoint.checkpoint_id} ends at position {checkpoint.last_position}, past the "
+                    f"chain's end ({position}): sealed rows were removed",
+                )
+            )
+    _check_heads(report, expected_heads, stored, heads_at, position)
+    await _count_unsealed(conn, report, stored)
+    return report
+
+
+def _check_row(
+    report: VerifyReport,
+    seal: Mapping[str, Any],
+    row: Mapping[str, Any] | None,
+    redactions: Mapping[str, tuple[str, str]],
+) -> None:
+    if row is None:
+        report.add(Problem("deleted", seal["position"], seal["audit_id"], "the sealed audit row is gone"))
+        return
+    hashes = field_hashes(row)
+    if row_hash(hashes) == seal["row_hash"]:
+        return
+    redacted = dict(hashes)
+    for name, (original, rewritten) in redactions.items():
+        if redacted.get(name) == rewritten:
+            redacted[name] = original
+    if redactions and row_hash(redacted) == seal["row_hash"]:
+        report.redacted += 1
+        return
+    report.add(
+        Problem("modified", seal["position"], seal["audit_id"], "the row's fields differ from its seal")
+    )
+
+
+def _check_heads(
+    report: VerifyReport,
+    expected: Iterable[Mapping[str, Any]],
+    stored: Mapping[int, Checkpoint],
+    heads_at: Mapping[int, str],
+    end: int,
+) -> None:
+    """Compare the heads kept outside with the database: each must be a checkpoint still there, with the same
+    head, which the recomputed chain reaches."""
+    for head in expected:
+        last, value, number = int(head["last_position"]), str(head["head"]), head.get("checkpoint_id")
+        found = stored.get(last)
+        if found is None or last > end:
+            report.add(
+                Problem(
+                    "checkpoint missing",
+                    last,
+                    None,
+                    f"checkpoint {number} (position {last}), kept outside, is not in the database any more",
+                )
+            )
+        elif found.head != value or heads_at.get(last) != value:
+            report.add(
+                Problem("head differs", last, None, f"checkpoint {number}'s head differs from the one kept")
+            )
+
+
+async def _count_unsealed(
+    conn: AsyncConnection, report: VerifyReport, stored: Mapping[int, Checkpoint]
+) -> None:
+    """Rows not sealed yet; those older than the last checkpoint (beyond LATE_COMMIT_GRACE) were put into the past."""
+    unsealed = (
+        select(_audit.c.audit_id, _audit.c.timestamp)
+        .outerjoin(_chain, _chain.c.audit_id == _audit.c.audit_id)
+        .where(_chain.c.audit_id.is_(None))
+    )
+    report.unsealed = int(await conn.scalar(select(func.count()).select_from(unsealed.subquery())) or 0)
+    if not stored or not report.unsealed:
+        return
+    last_sealed = max(checkpoint.sealed_at for checkpoint in stored.values())
+    backdated = (
+        await conn.execute(
+            unsealed.where(_audit.c.timestamp < last_sealed - LATE_COMMIT_GRACE)
+            .order_by(_audit.c.timestamp, _audit.c.audit_id)
+            .limit(MAX_PROBLEMS)
+        )
+    ).all()
+    for audit_id, moment in backdated:
+        report.add(
+            Problem(
+                "inserted",
+                None,
+                audit_id,
+                f"an unsealed row dated {moment.isoformat()}, before the last checkpoint ({last_sealed.isoformat()})",
+            )
+        )

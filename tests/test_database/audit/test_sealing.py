@@ -1,0 +1,208 @@
+"""The audit trail's tamper evidence on both backends: a sealed trail verifies; each kind of tampering done directly
+in SQL (a value edited, a row deleted, a forged row put into the past, two rows swapped, the tail truncated with its
+seals) is reported at its place; an erasure after sealing still verifies, and a redacted row altered again does not;
+exported heads catch what the database alone cannot."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import delete, func, insert, select, update
+
+from stratus_db import (
+    AuditManager,
+    ConversationManager,
+    Database,
+    MemoryManager,
+    Principal,
+    PrivacyManager,
+    UserManager,
+    ValidationError,
+)
+from stratus_db.errors import PermissionDeniedError
+from stratus_db.models import AuditChainRow, AuditCheckpointRow, AuditRow
+from tests.fixtures.factories import count_rows, create_user
+
+AUDIT = AuditRow.__table__
+CHAIN = AuditChainRow.__table__
+CHECKPOINTS = AuditCheckpointRow.__table__
+
+
+async def some_history(db: Database) -> uuid.UUID:
+    users, memories, conversations = UserManager(db), MemoryManager(db), ConversationManager(db)
+    user = await users.create_user("Ana Voo", "ana.voo@aeroclube.com.br", "pilot", licenses=["PP"])
+    await users.update_user(user.user_id, name="Ana Voo Prado")
+    await memories.store_memory(user.user_id, "base", "SBKP", "long_term")
+    chat = await conversations.create_conversation(user.user_id, "Rota")
+    await conversations.add_message(chat.conversation_id, user.user_id, "METAR SBKP?")
+    other = await create_user(users)
+    await memories.store_memory(other.user_id, "base", "SBGR", "long_term")
+    return user.user_id
+
+
+async def sealed_ids(db: Database) -> list[uuid.UUID]:
+    """The audit ids in chain order."""
+    async with db.engine.connect() as conn:
+        return list((await conn.execute(select(CHAIN.c.audit_id).order_by(CHAIN.c.position))).scalars())
+
+
+async def sql(db: Database, statement: Any) -> None:
+    """Tampering as someone with the database's password would: straight SQL, no library."""
+    async with db.engine.begin() as conn:
+        await conn.execute(statement)
+
+
+async def test_a_sealed_trail_verifies_and_sealing_again_seals_only_what_is_new(
+    db: Database, audit: AuditManager
+) -> None:
+    await some_history(db)
+    rows = await count_rows(db, "audit_log")
+
+    first = await audit.seal(batch_size=3)
+    assert first.rows_sealed == rows
+    assert len(first.checkpoints) == -(-rows // 3), "a checkpoint per batch"
+    assert [c.first_position for c in first.checkpoints] == list(range(1, rows + 1, 3))
+    report = await audit.verify(expected_heads=[c.exported() for c in await audit.checkpoints()])
+    assert (report.ok, report.rows_checked, report.unsealed, report.problems) == (True, rows, 0, [])
+
+    assert (await audit.seal()).rows_sealed == 0
+    await create_user(UserManager(db))
+    report = await audit.verify()
+    assert (report.ok, report.unsealed) == (True, 1), "not sealed yet is not tampering"
+    again = await audit.seal()
+    assert (again.rows_sealed, again.checkpoints[0].first_position) == (1, rows + 1)
+    assert (await audit.verify()).ok
+
+
+async def test_an_edited_value_is_reported_at_its_row(db: Database, audit: AuditManager) -> None:
+    await some_history(db)
+    await audit.seal()
+    target = (await sealed_ids(db))[3]
+    await sql(db, update(AUDIT).where(AUDIT.c.audit_id == target).values(actor="user:someone-else"))
+
+    report = await audit.verify()
+    assert not report.ok
+    assert [(p.kind, p.position, p.audit_id) for p in report.problems] == [("modified", 4, target)]
+
+
+async def test_a_deleted_row_is_reported_at_its_place(db: Database, audit: AuditManager) -> None:
+    await some_history(db)
+    await audit.seal()
+    target = (await sealed_ids(db))[1]
+    await sql(db, delete(AUDIT).where(AUDIT.c.audit_id == target))
+
+    problems = (await audit.verify()).problems
+    assert [(p.kind, p.position, p.audit_id) for p in problems] == [("deleted", 2, target)]
+
+
+async def test_a_forged_row_put_into_the_past_is_reported_as_inserted(
+    db: Database, audit: AuditManager
+) -> None:
+    await some_history(db)
+    [checkpoint] = (await audit.seal()).checkpoints
+    forged = uuid.uuid4()
+    await sql(
+        db,
+        insert(AUDIT).values(
+            audit_id=forged,
+            action="delete",
+            table_name="users",
+            timestamp=checkpoint.sealed_at - timedelta(days=3),
+            actor="system:forged",
+        ),
+    )
+
+    problems = (await audit.verify()).problems
+    assert [(p.kind, p.audit_id) for p in problems] == [("inserted", forged)]
+
+
+async def test_two_rows_swapped_are_reported_from_the_first(db: Database, audit: AuditManager) -> None:
+    await some_history(db)
+    await audit.seal()
+    ids = await sealed_ids(db)
+    async with db.engine.begin() as conn:
+        read = select(AUDIT.c.action, AUDIT.c.new_values)
+        a = (await conn.execute(read.where(AUDIT.c.audit_id == ids[0]))).one()
+        b = (await conn.execute(read.where(AUDIT.c.audit_id == ids[2]))).one()
+        await conn.execute(
+            update(AUDIT).where(AUDIT.c.audit_id == ids[0]).values(action=b[0], new_values=b[1])
+        )
+        await conn.execute(
+            update(AUDIT).where(AUDIT.c.audit_id == ids[2]).values(action=a[0], new_values=a[1])
+        )
+
+    problems = (await audit.verify()).problems
+    assert [(p.kind, p.position) for p in problems] == [("modified", 1), ("modified", 3)]
+
+
+async def test_a_truncated_tail_with_its_seals_is_caught_by_the_heads_kept_outside(
+    db: Database, audit: AuditManager
+) -> None:
+    await some_history(db)
+    await audit.seal(batch_size=4)
+    checkpoints = await audit.checkpoints()
+    kept = [checkpoint.exported() for checkpoint in checkpoints]
+    last = checkpoints[-1]
+    tail = (await sealed_ids(db))[last.first_position - 1 :]
+
+    # The rows alone: the seals show them gone.
+    await sql(db, delete(AUDIT).where(AUDIT.c.audit_id.in_(tail)))
+    assert {p.kind for p in (await audit.verify()).problems} == {"deleted"}
+    # Their seals and checkpoint too: the database agrees with itself again; only the heads kept outside tell.
+    await sql(db, delete(CHAIN).where(CHAIN.c.audit_id.in_(tail)))
+    await sql(db, delete(CHECKPOINTS).where(CHECKPOINTS.c.checkpoint_id == last.checkpoint_id))
+    assert (await audit.verify()).ok
+    problems = (await audit.verify(expected_heads=kept)).problems
+    assert [(p.kind, p.position) for p in problems] == [("checkpoint missing", last.last_position)]
+
+
+async def test_an_altered_seal_or_checkpoint_is_reported(db: Database, audit: AuditManager) -> None:
+    await some_history(db)
+    await audit.seal()
+    async with db.engine.connect() as conn:
+        original = await conn.scalar(select(CHAIN.c.chain_hash).where(CHAIN.c.position == 2))
+    await sql(db, update(CHAIN).where(CHAIN.c.position == 2).values(chain_hash="f" * 64))
+    assert [(p.kind, p.position) for p in (await audit.verify()).problems] == [("seal altered", 2)]
+
+    await sql(db, update(CHAIN).where(CHAIN.c.position == 2).values(chain_hash=original))
+    await sql(db, update(CHECKPOINTS).values(head="e" * 64))
+    assert [p.kind for p in (await audit.verify()).problems] == ["checkpoint altered"]
+
+
+async def test_an_erasure_after_sealing_still_verifies_and_its_rows_stay_protected(
+    db: Database, audit: AuditManager
+) -> None:
+    person = await some_history(db)
+    await audit.seal()
+    report = await PrivacyManager(db).erase_user(person, "pedido do titular")
+
+    verified = await audit.verify()
+    assert verified.ok, verified.problems
+    assert verified.redacted == report.audit_rows_pseudonymised, "every sealed row the erasure rewrote"
+    await audit.seal()
+    assert (await audit.verify()).ok
+
+    pseudonymised = (await audit.query(user_id=report.pseudonym, action="update")).items[0]
+    await sql(db, update(AUDIT).where(AUDIT.c.audit_id == pseudonymised.audit_id).values(action="create"))
+    problems = (await audit.verify()).problems
+    assert [(p.kind, p.audit_id) for p in problems] == [("modified", pseudonymised.audit_id)]
+
+
+async def test_sealing_and_verifying_are_for_operators_and_auditors(
+    db: Database, audit: AuditManager
+) -> None:
+    user = await create_user(UserManager(db))
+    with pytest.raises(PermissionDeniedError):
+        await audit.seal(principal=Principal.for_user(user.user_id))
+    with pytest.raises(PermissionDeniedError):
+        await audit.verify(principal=Principal.for_user(user.user_id))
+    assert (await audit.verify(principal=Principal(kind="auditor", id="dpo"))).ok
+    with pytest.raises(ValidationError, match="batch_size"):
+        await audit.seal(batch_size=0)
+    with pytest.raises(ValidationError, match="expected_heads"):
+        await audit.verify(expected_heads=[{"head": "x"}])
+    async with db.engine.connect() as conn:
+        assert await conn.scalar(select(func.count()).select_from(CHAIN)) == 0, "nothing sealed by a refusal"
