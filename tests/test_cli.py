@@ -26,6 +26,7 @@ from stratus_db import (
 )
 from stratus_db.cli import app
 from stratus_db.config import load_settings
+from stratus_db.kit.models import table_of
 from stratus_db.models import AuditRow
 from stratus_db.revisions import revision_ids
 from stratus_db.schema import head_revision
@@ -750,7 +751,7 @@ async def test_audit_seal_checkpoint_and_verify_against_the_exported_heads(
     db = Database(settings_for(database_url))
     try:
         async with db.engine.begin() as conn:
-            await conn.execute(AuditRow.__table__.update().values(actor="system:intruso"))
+            await conn.execute(table_of(AuditRow).update().values(actor="system:intruso"))
     finally:
         await db.close()
     tampered = await invoke("audit", "verify")

@@ -18,17 +18,19 @@ from stratus_db import (
     Database,
     MemoryManager,
     Principal,
+    PrincipalKind,
     PrivacyManager,
     UserManager,
     ValidationError,
 )
 from stratus_db.errors import PermissionDeniedError
+from stratus_db.kit.models import table_of
 from stratus_db.models import AuditChainRow, AuditCheckpointRow, AuditRow
 from tests.fixtures.factories import count_rows, create_user
 
-AUDIT = AuditRow.__table__
-CHAIN = AuditChainRow.__table__
-CHECKPOINTS = AuditCheckpointRow.__table__
+AUDIT = table_of(AuditRow)
+CHAIN = table_of(AuditChainRow)
+CHECKPOINTS = table_of(AuditCheckpointRow)
 
 
 async def some_history(db: Database) -> uuid.UUID:
@@ -199,7 +201,7 @@ async def test_sealing_and_verifying_are_for_operators_and_auditors(
         await audit.seal(principal=Principal.for_user(user.user_id))
     with pytest.raises(PermissionDeniedError):
         await audit.verify(principal=Principal.for_user(user.user_id))
-    assert (await audit.verify(principal=Principal(kind="auditor", id="dpo"))).ok
+    assert (await audit.verify(principal=Principal(kind=PrincipalKind.auditor, id="dpo"))).ok
     with pytest.raises(ValidationError, match="batch_size"):
         await audit.seal(batch_size=0)
     with pytest.raises(ValidationError, match="expected_heads"):
