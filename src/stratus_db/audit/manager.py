@@ -38,6 +38,8 @@ class _AuditQuery(InputModel):
     record_id: uuid.UUID | None = None
     table_name: _Name | None = None
     action: _Name | None = None
+    actor: Annotated[StrictStr, StringConstraints(min_length=1, max_length=210)] | None = None
+    trace_id: Annotated[StrictStr, StringConstraints(min_length=1, max_length=64)] | None = None
     since: Timestamp | None = None
     until: Timestamp | None = None
 
@@ -133,6 +135,8 @@ class AuditManager:
         record_id: uuid.UUID | str | None = None,
         table_name: str | None = None,
         action: str | None = None,
+        actor: str | None = None,
+        trace_id: str | None = None,
         since: datetime | None = None,
         until: datetime | None = None,
         limit: int = 100,
@@ -140,7 +144,8 @@ class AuditManager:
         tx: AsyncConnection | None = None,
         principal: Principal | None = None,
     ) -> Page[AuditEvent]:
-        """Audit rows, newest first, filtered by subject, record, table, action and time range [since, until).
+        """Audit rows, newest first, filtered by subject, record, table, action, actor (`kind:id`, e.g.
+        `agent:briefing` or `user:<id>`), trace id and time range [since, until).
 
         Returns:
             A page of AuditEvent; pass `next_cursor` back as `cursor` for the following page.
@@ -156,6 +161,8 @@ class AuditManager:
                     "record_id": record_id,
                     "table_name": table_name,
                     "action": action,
+                    "actor": actor,
+                    "trace_id": trace_id,
                     "since": since,
                     "until": until,
                 },

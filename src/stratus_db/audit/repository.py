@@ -33,11 +33,14 @@ class AuditRepository:
         record_id: uuid.UUID | None,
         table_name: str | None,
         action: str | None,
+        actor: str | None = None,
+        trace_id: str | None = None,
         since: datetime | None,
         until: datetime | None,
         after: tuple[Any, ...] | None,
     ) -> Select[Any]:
-        # Newest first; each filter combination is served by one of the table's three indexes.
+        # Newest first; each filter combination is served by one of the table's indexes (subject, record, actor,
+        # trace, time).
         statement = select(_audit).order_by(AuditRow.timestamp.desc(), AuditRow.audit_id.desc())
         if user_id is not None:
             statement = statement.where(AuditRow.user_id == user_id)
@@ -47,6 +50,10 @@ class AuditRepository:
             statement = statement.where(AuditRow.table_name == table_name)
         if action is not None:
             statement = statement.where(AuditRow.action == action)
+        if actor is not None:
+            statement = statement.where(AuditRow.actor == actor)
+        if trace_id is not None:
+            statement = statement.where(AuditRow.trace_id == trace_id)
         if since is not None:
             statement = statement.where(AuditRow.timestamp >= since)
         if until is not None:

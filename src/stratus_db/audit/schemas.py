@@ -25,6 +25,9 @@ class AuditAction(StrEnum):
     """compress_history folded older messages into the conversation's summary."""
     import_ = "import"
     """import_messages: one row per imported batch."""
+    read = "read"
+    """Medical-certificate data was read (credential_status, expiring_credentials): which credentials, never their
+    values."""
     export = "export"
     """Everything held about a person was exported (privacy/export.py): the format, not the content."""
     erase = "erase"

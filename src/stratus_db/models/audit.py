@@ -39,6 +39,10 @@ class AuditRow(Base):
         Index(None, "record_id", "timestamp", "audit_id"),
         # AuditManager.query() without subject or record: everything in a time range, newest first.
         Index(None, "timestamp", "audit_id"),
+        # AuditManager.query(actor=...): what one principal did, newest first.
+        Index(None, "actor", "timestamp", "audit_id"),
+        # AuditManager.query(trace_id=...): every row one request wrote.
+        Index(None, "trace_id"),
     )
 
 

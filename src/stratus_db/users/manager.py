@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import date, datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -11,6 +12,7 @@ from pydantic import ValidationError as PydanticValidationError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from stratus_db.audit.manager import AuditManager, changed_fields
+from stratus_db.audit.rows import AuditEntry
 from stratus_db.audit.schemas import AuditAction
 from stratus_db.errors import NotFoundError, ValidationError
 from stratus_db.kit.ids import new_id
@@ -692,6 +694,24 @@ class UserManager:
 
             return await op.run(work, tx=tx)
 
+    def _medical_reads(self, operation: str, credentials: Sequence[CredentialRead]) -> list[AuditEntry]:
+        """The audit entries of a read of medical-certificate data (health data, LGPD Art. 11): one per holder, with
+        the operation and the ids of the certificates read, never their contents."""
+        by_holder: dict[uuid.UUID, list[str]] = {}
+        for credential in credentials:
+            if credential.kind is CredentialKind.medical:
+                by_holder.setdefault(credential.user_id, []).append(str(credential.credential_id))
+        return [
+            self._audit.entry(
+                action=AuditAction.read,
+                table_name=CREDENTIALS_TABLE,
+                record_id=None,
+                user_id=holder,
+                new_values={"operation": operation, "credential_ids": ids},
+            )
+            for holder, ids in by_holder.items()
+        ]
+
     def _today(self) -> date:
         return self._db.clock().astimezone(BRASILIA).date()
 
@@ -844,13 +864,14 @@ class UserManager:
         A computed expiry (`expiry_basis` `computed`) says so in the reason: "computed from the birth date under
         RBAC 67.15(a): CMA class 1, holder aged 45 on its issue date …, 12 months".
 
-        Ordered licences, ratings, medical certificates, each by code.
+        Ordered licences, ratings, medical certificates, each by code. Reading medical certificates (health data) is
+        audited: one row, action `read`, with the certificates' ids, never their contents.
 
         Raises:
             ValidationError: `user_id` is not a UUID or `on` is not a `datetime.date`.
             NotFoundError: no such user.
         """
-        async with self._db.operation("user.credential_status", read_only=True, principal=principal) as op:
+        async with self._db.operation("user.credential_status", principal=principal) as op:
             key = parse_uuid(user_id, "user_id")
             day = self._today() if on is None else _plain_date(on, "on")
             await op.authorize(key, tx=tx)
@@ -859,10 +880,9 @@ class UserManager:
                 user = await UserRepository(conn, self._personal).get(key)
                 if user is None:
                     raise NotFoundError(f"user {key} does not exist")
-                return [
-                    status_on(credential, day, user.birth_date)
-                    for credential in await CredentialRepository(conn, self._personal).of_user(key)
-                ]
+                held = await CredentialRepository(conn, self._personal).of_user(key)
+                await self._audit.append(conn, self._medical_reads("credential_status", held))
+                return [status_on(credential, day, user.birth_date) for credential in held]
 
             statuses = await op.run(work, tx=tx)
             order = list(CredentialKind)
@@ -880,12 +900,13 @@ class UserManager:
     ) -> Page[CredentialRead]:
         """Every user's credentials that expire from `on` (default: today in Brasília time) to `within_days` days
         later, both included, soonest first (by expiry, then id). A cross-user query: for administrators and jobs.
+        The medical certificates of a page are audited as read: one row per holder (action `read`, the ids).
 
         Raises:
             ValidationError: `within_days` outside 0–3650, a limit outside 1–500, `on` not a `datetime.date`, or a
                 cursor not issued here.
         """
-        async with self._db.operation("user.expiring_credentials", read_only=True, principal=principal) as op:
+        async with self._db.operation("user.expiring_credentials", principal=principal) as op:
             days = parse_int(within_days, "within_days", minimum=0, maximum=MAX_WINDOW_DAYS)
             limit = check_limit(limit)
             first = self._today() if on is None else _plain_date(on, "on")
@@ -900,7 +921,9 @@ class UserManager:
                 found = await CredentialRepository(conn, self._personal).expiring(
                     first, last, None if after is None else (after[0], after[1]), limit + 1
                 )
-                return make_page(found, limit, lambda c: encode_cursor(c.expires_at, c.credential_id))
+                page = make_page(found, limit, lambda c: encode_cursor(c.expires_at, c.credential_id))
+                await self._audit.append(conn, self._medical_reads("expiring_credentials", page.items))
+                return page
 
             return await op.run(work, tx=tx)
 

@@ -4,10 +4,11 @@ Revision ID: 0010
 Revises: 0009
 Create Date: 2026-12-11 01:00:00
 
-Both backends (docs/audit.md). Three new tables, nothing changed in `audit_log`: `audit_chain` (one row per sealed
+Both backends (docs/audit.md). Three new tables: `audit_chain` (one row per sealed
 audit row: its position, the hash of its fields and the chain's hash up to it), `audit_checkpoints` (one row per run
 of the sealer: the range it sealed and the head) and `audit_redactions` (the fields an erasure rewrote in sealed rows,
-as hashes before and after). Existing audit rows are sealed by the first run of the sealer (`stratus-db audit seal`),
+as hashes before and after); `audit_log` gains two indexes, for AuditManager.query(actor=...) and (trace_id=...).
+Existing audit rows are sealed by the first run of the sealer (`stratus-db audit seal`),
 not here. The downgrade drops the three tables, and with them every seal.
 """
 
@@ -52,8 +53,15 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("audit_id", "field", name=op.f("pk_audit_redactions")),
     )
 
+    op.create_index(
+        op.f("ix_audit_log_actor_timestamp_audit_id"), "audit_log", ["actor", "timestamp", "audit_id"]
+    )
+    op.create_index(op.f("ix_audit_log_trace_id"), "audit_log", ["trace_id"])
+
 
 def downgrade() -> None:
+    op.drop_index(op.f("ix_audit_log_trace_id"), table_name="audit_log")
+    op.drop_index(op.f("ix_audit_log_actor_timestamp_audit_id"), table_name="audit_log")
     op.drop_table("audit_redactions")
     op.drop_table("audit_checkpoints")
     op.drop_table("audit_chain")
