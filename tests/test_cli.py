@@ -763,3 +763,29 @@ async def test_audit_seal_checkpoint_and_verify_against_the_exported_heads(
     bad = await invoke("audit", "verify", "--heads", str(tmp_path / "missing.json"))
     assert bad.exit_code == 1
     assert "not an exported checkpoint file" in bad.stderr
+
+
+async def test_audit_report_in_each_format(database_url: str, tmp_path: Path) -> None:
+    await existing_user(database_url)
+    today = datetime.now(UTC).date()
+    window = ["--since", f"{today - timedelta(days=1)}", "--until", f"{today + timedelta(days=1)}"]
+
+    as_json = await invoke("audit", "report", *window)
+    assert as_json.exit_code == 0, as_json.output
+    document = json.loads(as_json.stdout)
+    assert (document["rows"], document["by_action"], document["by_principal_kind"]) == (
+        1,
+        {"create": 1},
+        {"system": 1},
+    )
+    as_csv = await invoke("audit", "report", *window, "--format", "csv")
+    assert as_csv.stdout.splitlines()[:2] == ["section,key,count", "total,rows,1"]
+    page = tmp_path / "report.html"
+    as_html = await invoke("audit", "report", *window, "--format", "html", "--output", str(page))
+    assert as_html.stdout.strip() == f"audit report (1 rows) written to {page}"
+    assert "<td>by_table</td><td>users</td><td>1</td>" in page.read_text()
+    backwards = await invoke(
+        "audit", "report", "--since", f"{today}", "--until", f"{today - timedelta(days=1)}"
+    )
+    assert backwards.exit_code == 1
+    assert "until" in backwards.stderr

@@ -1,4 +1,4 @@
-"""`stratus-db`: migrate, db (current, history, downgrade, check), audit (seal, verify, checkpoint), config,
+"""`stratus-db`: migrate, db (current, history, downgrade, check), audit (seal, verify, checkpoint, report), config,
 generate-key, rotate-keys, demo, health, purge-expired, export-user, apply-retention, import-messages."""
 
 from __future__ import annotations
@@ -9,7 +9,8 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -19,6 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from stratus_db import revisions
 from stratus_db.audit.manager import DEFAULT_SEAL_BATCH, MAX_SEAL_BATCH, AuditManager, SealReport
+from stratus_db.audit.report import AuditReport, as_csv, as_html
 from stratus_db.audit.sealing import Checkpoint, VerifyReport
 from stratus_db.config import Settings, effective_settings, load_settings
 from stratus_db.conversations.manager import ConversationManager
@@ -395,6 +397,46 @@ def audit_verify(
         row = f", audit row {problem.audit_id}" if problem.audit_id is not None else ""
         typer.echo(f"{problem.kind}: {where}{row}: {problem.detail}")
     raise typer.Exit(code=1)
+
+
+class ReportFormat(StrEnum):
+    json = "json"
+    csv = "csv"
+    html = "html"
+
+
+@audit_app.command("report")
+def audit_report(
+    since: Annotated[
+        datetime, typer.Option(help="Start of the range, included (ISO 8601; UTC when no offset).")
+    ],
+    until: Annotated[datetime, typer.Option(help="End of the range, excluded.")],
+    output_format: Annotated[
+        ReportFormat, typer.Option("--format", help="json, csv or html.")
+    ] = ReportFormat.json,
+    output: Annotated[
+        Path | None, typer.Option(help="Write to this file instead of standard output.")
+    ] = None,
+) -> None:
+    """What the audit trail holds for a time range: rows by action, table, principal kind and day; refusals;
+    exports, erasures and sensitive reads; the most active data subjects; the record of processing by purpose."""
+    window = [moment if moment.tzinfo else moment.replace(tzinfo=UTC) for moment in (since, until)]
+
+    async def report(db: StratusPostgreSQLIntegration) -> AuditReport:
+        async with db.context(principal=OPERATOR, purpose="audit-report"):
+            return await AuditManager(db).report(window[0], window[1])
+
+    found = _run(report)
+    rendered = {
+        ReportFormat.json: lambda: found.model_dump_json(indent=2) + "\n",
+        ReportFormat.csv: lambda: as_csv(found),
+        ReportFormat.html: lambda: as_html(found),
+    }[output_format]()
+    if output is None:
+        typer.echo(rendered, nl=False)
+    else:
+        output.write_text(rendered, encoding="utf-8")
+        typer.echo(f"audit report ({found.rows} rows) written to {output}")
 
 
 @audit_app.command("checkpoint")

@@ -251,6 +251,12 @@ CALLS: dict[str, tuple[frozenset[str], Call]] = {
     "AuditManager.seal": (MANAGING, lambda w, **by: w.audit.seal(**by)),
     "AuditManager.verify": (AUDITING, lambda w, **by: w.audit.verify(**by)),
     "AuditManager.checkpoints": (AUDITING, lambda w, **by: w.audit.checkpoints(**by)),
+    "AuditManager.report": (
+        AUDITING,
+        lambda w, **by: w.audit.report(
+            datetime(2026, 1, 1, tzinfo=UTC), datetime(2027, 1, 1, tzinfo=UTC), **by
+        ),
+    ),
     "PrivacyManager.export_user_data": (PERSON, _read_export),
     "PrivacyManager.erase_user": (
         PERSON_OR_MANAGER,

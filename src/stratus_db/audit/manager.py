@@ -8,9 +8,10 @@ from datetime import datetime
 from functools import partial
 from typing import TYPE_CHECKING, Annotated, Any, NamedTuple
 
-from pydantic import BaseModel, StrictStr, StringConstraints
+from pydantic import BaseModel, StrictStr, StringConstraints, model_validator
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from stratus_db.audit.report import AuditReport, build_report
 from stratus_db.audit.repository import AuditRepository
 from stratus_db.audit.rows import AuditEntry, audit_context
 from stratus_db.audit.schemas import AuditAction, AuditEvent
@@ -237,6 +238,22 @@ class AuditManager:
             await op.authorize(None)
             return await op.run(partial(verify_trail, expected_heads=heads), tx=None)
 
+    async def report(
+        self, since: datetime, until: datetime, *, principal: Principal | None = None
+    ) -> AuditReport:
+        """What the trail holds for [since, until), counted in SQL (audit/report.py): rows by action, table,
+        principal kind and UTC day; refusals; exports, erasures and sensitive reads; the most active data subjects;
+        and the record of processing operations by purpose (LGPD Art. 37).
+
+        Raises:
+            ValidationError: `since` or `until` not a time-zone-aware datetime, or `until` not after `since`.
+            PermissionDeniedError: not trusted code or an auditor.
+        """
+        async with self._db.operation("audit.report", read_only=True, principal=principal) as op:
+            window = validate_input(_ReportWindow, {"since": since, "until": until})
+            await op.authorize(None)
+            return await op.run(partial(_build_report, since=window.since, until=window.until), tx=None)
+
     async def checkpoints(self, *, principal: Principal | None = None) -> list[Checkpoint]:
         """Every checkpoint, oldest first: `Checkpoint.exported()` is what to keep outside the database.
 
@@ -246,6 +263,23 @@ class AuditManager:
         async with self._db.operation("audit.checkpoints", read_only=True, principal=principal) as op:
             await op.authorize(None)
             return await op.run(list_checkpoints, tx=None)
+
+
+class _ReportWindow(InputModel):
+    since: Timestamp
+    until: Timestamp
+
+    @model_validator(mode="after")
+    def _until_after_since(self) -> _ReportWindow:
+        if self.until <= self.since:
+            raise ValueError(
+                f"until ({self.until.isoformat()}) must be after since ({self.since.isoformat()})"
+            )
+        return self
+
+
+async def _build_report(conn: AsyncConnection, *, since: datetime, until: datetime) -> AuditReport:
+    return await build_report(conn, since, until)
 
 
 async def _seal_batch(conn: AsyncConnection, *, now: datetime, size: int) -> Checkpoint | None:

@@ -93,6 +93,8 @@ RULES: Mapping[str, Rule] = {
     "audit.seal": Rule(anyone=MANAGERS),
     "audit.verify": Rule(anyone=AUDITORS),
     "audit.checkpoints": Rule(anyone=AUDITORS),
+    # Counts over everyone's trail: an auditor's (the DPO's) or trusted code's.
+    "audit.report": Rule(anyone=AUDITORS),
     # Everything about a person, content included, in one document: the person, and trusted code acting on their
     # request; not an agent (it acts in conversations, not on the person's rights), not an admin or auditor.
     "privacy.export": Rule(anyone=SYSTEM_ONLY, owner=True, agents=False),
