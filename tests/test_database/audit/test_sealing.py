@@ -26,6 +26,7 @@ from stratus_db import (
 from stratus_db.errors import PermissionDeniedError
 from stratus_db.kit.models import table_of
 from stratus_db.models import AuditChainRow, AuditCheckpointRow, AuditRow
+from tests.fixtures.clock import ManualClock
 from tests.fixtures.factories import count_rows, create_user
 
 AUDIT = table_of(AuditRow)
@@ -208,3 +209,19 @@ async def test_sealing_and_verifying_are_for_operators_and_auditors(
         await audit.verify(expected_heads=[{"head": "x"}])
     async with db.engine.connect() as conn:
         assert await conn.scalar(select(func.count()).select_from(CHAIN)) == 0, "nothing sealed by a refusal"
+
+
+async def test_a_row_that_commits_late_is_sealed_by_the_next_run(
+    db: Database, clock: ManualClock, audit: AuditManager
+) -> None:
+    users = UserManager(db)
+    await create_user(users)
+    await audit.seal()
+    clock.now -= timedelta(minutes=1)  # its transaction took its timestamp before the last row sealed
+    await create_user(users)
+    clock.now += timedelta(minutes=2)
+
+    assert (await audit.verify()).ok, "not sealed yet, within the grace: a slow commit, not tampering"
+    assert (await audit.seal()).rows_sealed == 1
+    report = await audit.verify()
+    assert (report.ok, report.rows_checked, report.unsealed) == (True, 2, 0)
