@@ -182,6 +182,28 @@ class PersonalData:
             for name, value in row.items()
         }
 
+    def _audited_value(
+        self,
+        value: str,
+        side: str,
+        name: str,
+        audit_id: uuid.UUID,
+        data_key: DataKey,
+        table: str | None,
+        record_id: uuid.UUID | None,
+    ) -> JsonValue:
+        """A sealed field of an audit row: bound to the audit row when the library wrote it; a row's own token when
+        the database's trigger recorded a write made outside the library (migration 0011)."""
+        try:
+            return self.cipher.decrypt_json(
+                value, Cell(AUDIT_TABLE, f"{side}.{name}", audit_id), data_key=data_key
+            )
+        except DecryptionError:
+            if table is None or record_id is None:
+                raise
+            opened = self.cipher.decrypt_value(value, Cell(table, name, record_id), data_key=data_key)
+            return opened.isoformat() if isinstance(opened, date) else opened
+
     def _memory_value_in_audit(
         self, value: str, values: dict[str, Any], record_id: uuid.UUID | None, data_key: DataKey | None
     ) -> JsonValue:
@@ -262,7 +284,5 @@ class PersonalData:
             elif data_key is None:
                 opened[name] = SHREDDED
             else:
-                opened[name] = self.cipher.decrypt_json(
-                    value, Cell(AUDIT_TABLE, f"{side}.{name}", audit_id), data_key=data_key
-                )
+                opened[name] = self._audited_value(value, side, name, audit_id, data_key, table, record_id)
         return opened
