@@ -26,17 +26,21 @@ import asyncpg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.conversations import WITHOUT_MESSAGE_SEARCH, Owned, seed_conversations, seed_users
+from bench.conversations import WITHOUT_MESSAGE_SEARCH, Owned, seed_conversations
 from bench.harness import (
     RESULTS,
     ROOT,
     corpus_messages,
     driver_url,
     environment,
+    seed_users,
     server_cpu_seconds,
     server_cpu_since,
     write_section,
 )
+from stratus_db.audit.rows import AuditContext, AuditEntry
+from stratus_db.audit.schemas import AuditAction
+from stratus_db.conversations.plans import NewMessage
 from stratus_db.conversations.repository import appends_statement
 from stratus_db.kit.ids import new_id
 from stratus_db.models import MessageType
@@ -47,34 +51,36 @@ USERS = 1000
 CONVERSATIONS_PER_USER = 3
 
 
-def append(owner: Owned, message: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """One append as the coalescer queues it: the message with its owner, and its audit row."""
-    message_id = new_id()
+def append(owner: Owned, message: dict[str, Any]) -> tuple[NewMessage, AuditEntry]:
+    """One append as the coalescer queues it: the message with its owner, and its audit entry."""
+    message_id, now = new_id(), datetime.now(UTC)
     return (
-        {
-            "message_id": message_id,
-            "conversation_id": owner.conversation_id,
-            "user_id": owner.user_id,
-            "agent_name": message["agent_name"],
-            "message_type": MessageType(message["message_type"]),
-            "content": message["content"],
-            "metadata": {"canal": "web"},
-            "tokens_used": message["tokens_used"],
-            "response_time": message["response_time"],
-            "created_at": datetime.now(UTC),
-        },
-        {
-            "audit_id": new_id(),
-            "new_values": {
+        NewMessage(
+            message_id=message_id,
+            conversation_id=owner.conversation_id,
+            user_id=owner.user_id,
+            agent_name=message["agent_name"],
+            message_type=MessageType(message["message_type"]),
+            content=message["content"],
+            metadata={"canal": "web"},
+            tokens_used=message["tokens_used"],
+            response_time=message["response_time"],
+            created_at=now,
+        ),
+        AuditEntry(
+            action=AuditAction.create,
+            table_name="messages",
+            record_id=message_id,
+            user_id=owner.user_id,
+            timestamp=now,
+            old_values=None,
+            new_values={
                 "conversation_id": str(owner.conversation_id),
                 "content_chars": len(message["content"]),
             },
-            "ip_address": None,
-            "user_agent": None,
-            "actor": "system:bench",
-            "trace_id": str(message_id),
-            "purpose": None,
-        },
+            context=AuditContext(None, None, "system:bench", str(message_id), None),
+            audit_id=new_id(),
+        ),
     )
 
 

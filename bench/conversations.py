@@ -52,6 +52,7 @@ from bench.harness import (
     environment,
     results_table,
     seed_through,
+    seed_users,
     sequential_scans,
     server_version,
     write_section,
@@ -75,7 +76,7 @@ CONVERSATION_COLUMNS = [
     "message_count", "total_tokens", "created_at", "updated_at", "last_activity_at",
 ]  # fmt: skip
 
-FLOOR_APPEND = """
+_FLOOR_WRITES = """
 WITH counted AS (
     UPDATE conversations
     SET message_count = message_count + 1, total_tokens = total_tokens + $8,
@@ -87,13 +88,24 @@ WITH counted AS (
                           tokens_used, response_time, created_at)
     SELECT $1, $2, $3, seq, $4, $5, $6, $7::jsonb, $8, $9, created_at FROM counted
     RETURNING seq, created_at
-), audited AS (
+)"""
+FLOOR_APPEND = (
+    _FLOOR_WRITES
+    + """, audited AS (
     INSERT INTO audit_log (audit_id, user_id, action, table_name, record_id, new_values, timestamp, actor)
     SELECT $11, $3, 'create', 'messages', $1, $12::jsonb || jsonb_build_object('seq', seq), $10, 'system:bench'
     FROM inserted
 )
 SELECT seq, created_at FROM inserted
 """
+)
+FLOOR_APPEND_UNAUDITED = (
+    _FLOOR_WRITES
+    + """
+-- $11 and $12 (the audit row's id and values) unused: the same arguments as FLOOR_APPEND, without its audit row.
+SELECT seq, created_at FROM inserted WHERE $11::uuid IS NOT NULL OR $12::jsonb IS NOT NULL
+"""
+)
 FLOOR_CONTEXT = """
 SELECT c.summary, c.summarized_through_seq, c.message_count, recent.*
 FROM conversations AS c
@@ -168,21 +180,6 @@ def peer_message(message: dict[str, Any]) -> BaseMessage:
     if message["message_type"] == "agent_response":
         return AIMessage(content=message["content"], name=message["agent_name"])
     return SystemMessage(content=message["content"])
-
-
-async def seed_users(connection: asyncpg.Connection, users: list[uuid.UUID]) -> None:
-    now = datetime.now(UTC)
-    await connection.copy_records_to_table(
-        "users",
-        records=[
-            (u, f"Piloto {i}", f"piloto{i}@bench.com.br", "pilot", "[]", None, "{}", now, now, now)
-            for i, u in enumerate(users)
-        ],
-        columns=[
-            "user_id", "name", "email", "role", "licenses", "experience_level", "preferences", "created_at",
-            "updated_at", "last_active",
-        ],
-    )  # fmt: skip
 
 
 async def seed_conversations(

@@ -11,8 +11,10 @@ import json
 import os
 import platform
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -281,3 +283,20 @@ def write_section(name: str, lines: list[str]) -> None:
     else:
         existing = existing.rstrip() + "\n\n" + section + "\n"
     RESULTS.write_text(existing, encoding="utf-8")
+
+
+async def seed_users(connection: asyncpg.Connection, users: list[uuid.UUID]) -> None:
+    """Users written with COPY, as owners of seeded rows only: no data key, the e-mail's index a placeholder (the
+    library never reads these profiles in the benchmarks)."""
+    now = datetime.now(UTC)
+    await connection.copy_records_to_table(
+        "users",
+        records=[
+            (u, f"Piloto {i}", f"piloto{i}@bench.com.br", f"bench-{i}", "pilot", "[]", None, "{}", now, now, now)
+            for i, u in enumerate(users)
+        ],
+        columns=[
+            "user_id", "name", "email", "email_index", "role", "licenses", "experience_level", "preferences",
+            "created_at", "updated_at", "last_active",
+        ],
+    )  # fmt: skip

@@ -42,6 +42,7 @@ from bench.harness import (
     environment,
     results_table,
     seed_through,
+    seed_users,
     sequential_scans,
     server_version,
     write_section,
@@ -134,13 +135,7 @@ async def seed_with_copy(url: str, user_count: int, per_user: int, sentences: li
     now = datetime.now(UTC)
     connection = await asyncpg.connect(driver_url(url))
     try:
-        await connection.copy_records_to_table(
-            "users",
-            records=[
-                (u, f"Piloto {i}", f"piloto{i}@bench.com.br", "pilot", "[]", None, "{}", now, now, now)
-                for i, u in enumerate(users)
-            ],
-        )
+        await seed_users(connection, users)
         rows = []
         for user in users:
             for key in user_keys(per_user):
