@@ -24,6 +24,7 @@ from stratus_db import (
     UserManager,
     ValidationError,
 )
+from stratus_db.audit.sealing import rewrite_permit
 from stratus_db.cli import app
 from stratus_db.config import load_settings
 from stratus_db.kit.models import table_of
@@ -750,7 +751,7 @@ async def test_audit_seal_checkpoint_and_verify_against_the_exported_heads(
 
     db = Database(settings_for(database_url))
     try:
-        async with db.engine.begin() as conn:
+        async with db.engine.begin() as conn, rewrite_permit(conn, "tampering"):
             await conn.execute(table_of(AuditRow).update().values(actor="system:intruso"))
     finally:
         await db.close()

@@ -20,16 +20,23 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
-from sqlalchemy import func, insert, select, text
+from sqlalchemy import delete, func, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from stratus_db.kit.models import table_of
-from stratus_db.models import AuditChainRow, AuditCheckpointRow, AuditRedactionRow, AuditRow
+from stratus_db.models import (
+    AuditChainRow,
+    AuditCheckpointRow,
+    AuditRedactionRow,
+    AuditRewritePermitRow,
+    AuditRow,
+)
 
 FIELDS: Final = (
     "audit_id",
@@ -60,6 +67,7 @@ _audit = table_of(AuditRow)
 _chain = table_of(AuditChainRow)
 _checkpoints = table_of(AuditCheckpointRow)
 _redactions = table_of(AuditRedactionRow)
+_permits = table_of(AuditRewritePermitRow)
 
 
 def _canonical(value: Any) -> str:
@@ -214,6 +222,17 @@ async def redact(
                 )
         if fresh:
             await conn.execute(insert(_redactions), fresh)
+
+
+@asynccontextmanager
+async def rewrite_permit(conn: AsyncConnection, reason: str) -> AsyncIterator[None]:
+    """Let the enclosed statements update or delete audit_log rows (revision 0012's triggers refuse otherwise): a
+    permit row written in `conn`'s transaction and deleted before it commits, so no other transaction sees it. On an
+    error the transaction is rolled back, permit included."""
+    permit = uuid.uuid4()
+    await conn.execute(insert(_permits).values(permit_id=permit, reason=reason))
+    yield
+    await conn.execute(delete(_permits).where(_permits.c.permit_id == permit))
 
 
 # -- verification --------------------------------------------------------------------------------------------------

@@ -1,7 +1,13 @@
 """Every table. Importing this module registers them all on one metadata (Alembic reads it)."""
 
 from stratus_db.kit.models import Base
-from stratus_db.models.audit import AuditChainRow, AuditCheckpointRow, AuditRedactionRow, AuditRow
+from stratus_db.models.audit import (
+    AuditChainRow,
+    AuditCheckpointRow,
+    AuditRedactionRow,
+    AuditRewritePermitRow,
+    AuditRow,
+)
 from stratus_db.models.consent import ConsentAction, ConsentPurpose, ConsentRow
 from stratus_db.models.conversation import ConversationRow, ConversationStatus
 from stratus_db.models.credential import CredentialRow, ExpiryBasis
@@ -13,6 +19,7 @@ __all__ = [
     "AuditChainRow",
     "AuditCheckpointRow",
     "AuditRedactionRow",
+    "AuditRewritePermitRow",
     "AuditRow",
     "Base",
     "ConsentAction",

@@ -82,3 +82,14 @@ class AuditRedactionRow(Base):
     original_hash: Mapped[str] = mapped_column(String(64))
     redacted_hash: Mapped[str] = mapped_column(String(64))
     erased_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class AuditRewritePermitRow(Base):
+    """While a row is here, in the transaction that wrote it, audit_log rows may be updated or deleted; otherwise the
+    database refuses (revision 0012's triggers). Erasure writes one, rewrites, and deletes it before committing, so no
+    other transaction ever sees it (docs/audit.md, "Append-only")."""
+
+    __tablename__ = "audit_rewrite_permits"
+
+    permit_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    reason: Mapped[str] = mapped_column(String(100))

@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 from sqlalchemy import ColumnElement, bindparam, delete, func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from stratus_db.audit.sealing import redact
+from stratus_db.audit.sealing import redact, rewrite_permit
 from stratus_db.kit.models import Base, table_of
 from stratus_db.models import AuditRow, UserRow
 from stratus_db.privacy.kinds import ErasableKind
@@ -116,32 +116,33 @@ async def pseudonymise_audit(
 
     rewritten = 0
     after: uuid.UUID | None = None
-    while True:
-        page = statement if after is None else statement.where(AuditRow.audit_id > after)
-        rows = [dict(row) for row in (await conn.execute(page)).mappings()]
-        if not rows:
-            break
-        changes = []
-        for row in rows:
-            about_them = row["user_id"] == user_id
-            new = {
-                "user_id": pseudonym if about_them else row["user_id"],
-                "record_id": pseudonym if row["record_id"] == user_id else row["record_id"],
-                # About them: values erased. About someone else, with them acting (a refused attempt, say): that
-                # person's values stay, only the mentions of the erased id (a refusal's reason) change.
-                "old_values": redacted(row["old_values"]) if about_them else renamed(row["old_values"]),
-                "new_values": redacted(row["new_values"]) if about_them else renamed(row["new_values"]),
-                "ip_address": None,
-                "user_agent": None,
-                "actor": f"user:{pseudonym}" if row["actor"] == actor else row["actor"],
-            }
-            changes.append(
-                {"b_audit_id": row["audit_id"]} | {f"b_{name}": value for name, value in new.items()}
-            )
-            await redact(conn, row["audit_id"], row, new, now)
-        await conn.execute(rewrite, changes)
-        rewritten += len(rows)
-        after = rows[-1]["audit_id"]
+    async with rewrite_permit(conn, "erasure"):
+        while True:
+            page = statement if after is None else statement.where(AuditRow.audit_id > after)
+            rows = [dict(row) for row in (await conn.execute(page)).mappings()]
+            if not rows:
+                break
+            changes = []
+            for row in rows:
+                about_them = row["user_id"] == user_id
+                new = {
+                    "user_id": pseudonym if about_them else row["user_id"],
+                    "record_id": pseudonym if row["record_id"] == user_id else row["record_id"],
+                    # About them: values erased. About someone else, with them acting (a refused attempt, say): that
+                    # person's values stay, only the mentions of the erased id (a refusal's reason) change.
+                    "old_values": redacted(row["old_values"]) if about_them else renamed(row["old_values"]),
+                    "new_values": redacted(row["new_values"]) if about_them else renamed(row["new_values"]),
+                    "ip_address": None,
+                    "user_agent": None,
+                    "actor": f"user:{pseudonym}" if row["actor"] == actor else row["actor"],
+                }
+                changes.append(
+                    {"b_audit_id": row["audit_id"]} | {f"b_{name}": value for name, value in new.items()}
+                )
+                await redact(conn, row["audit_id"], row, new, now)
+            await conn.execute(rewrite, changes)
+            rewritten += len(rows)
+            after = rows[-1]["audit_id"]
     return rewritten
 
 

@@ -23,9 +23,10 @@ from stratus_db import (
     UserManager,
     ValidationError,
 )
-from stratus_db.errors import PermissionDeniedError
+from stratus_db.audit.sealing import rewrite_permit
+from stratus_db.errors import ConflictError, PermissionDeniedError
 from stratus_db.kit.models import table_of
-from stratus_db.models import AuditChainRow, AuditCheckpointRow, AuditRow
+from stratus_db.models import AuditChainRow, AuditCheckpointRow, AuditRewritePermitRow, AuditRow
 from tests.fixtures.clock import ManualClock
 from tests.fixtures.factories import count_rows, create_user
 
@@ -53,8 +54,9 @@ async def sealed_ids(db: Database) -> list[uuid.UUID]:
 
 
 async def sql(db: Database, statement: Any) -> None:
-    """Tampering as someone with the database's password would: straight SQL, no library."""
-    async with db.engine.begin() as conn:
+    """Tampering as someone with the database's password would: straight SQL, no library, past the append-only
+    triggers with a permit of their own (revision 0012 stops mistakes, not them)."""
+    async with db.engine.begin() as conn, rewrite_permit(conn, "tampering"):
         await conn.execute(statement)
 
 
@@ -126,7 +128,7 @@ async def test_two_rows_swapped_are_reported_from_the_first(db: Database, audit:
     await some_history(db)
     await audit.seal()
     ids = await sealed_ids(db)
-    async with db.engine.begin() as conn:
+    async with db.engine.begin() as conn, rewrite_permit(conn, "tampering"):
         read = select(AUDIT.c.action, AUDIT.c.new_values)
         a = (await conn.execute(read.where(AUDIT.c.audit_id == ids[0]))).one()
         b = (await conn.execute(read.where(AUDIT.c.audit_id == ids[2]))).one()
@@ -225,3 +227,18 @@ async def test_a_row_that_commits_late_is_sealed_by_the_next_run(
     assert (await audit.seal()).rows_sealed == 1
     report = await audit.verify()
     assert (report.ok, report.rows_checked, report.unsealed) == (True, 2, 0)
+
+
+async def test_the_trail_refuses_updates_and_deletes_outside_an_erasure(
+    db: Database, audit: AuditManager
+) -> None:
+    await some_history(db)
+    before = [(e.audit_id, e.action, e.actor) for e in (await audit.query(limit=100)).items]
+
+    for statement in (update(AUDIT).values(actor="system:intruso"), delete(AUDIT)):
+        with pytest.raises(ConflictError):
+            async with db.transaction() as conn:
+                await conn.execute(statement)
+    assert [(e.audit_id, e.action, e.actor) for e in (await audit.query(limit=100)).items] == before
+    async with db.engine.connect() as conn:
+        assert await conn.scalar(select(func.count()).select_from(table_of(AuditRewritePermitRow))) == 0
