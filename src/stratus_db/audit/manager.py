@@ -15,12 +15,13 @@ from stratus_db.audit.report import AuditReport, build_report
 from stratus_db.audit.repository import AuditRepository
 from stratus_db.audit.rows import AuditEntry, audit_context
 from stratus_db.audit.schemas import AuditAction, AuditEvent
-from stratus_db.audit.sealing import Checkpoint, VerifyReport, seal_batch
+from stratus_db.audit.sealing import Checkpoint, FieldHasher, VerifyReport, seal_batch
 from stratus_db.audit.sealing import checkpoints as list_checkpoints
 from stratus_db.audit.sealing import verify as verify_trail
 from stratus_db.errors import ValidationError
 from stratus_db.kit.ids import new_id
 from stratus_db.kit.schemas import Page, aware_datetime, check_limit, decode_cursor, encode_cursor, make_page
+from stratus_db.kit.sql import begin_snapshot
 from stratus_db.kit.validation import InputModel, Timestamp, check_callback, parse_int, shown, validate_input
 from stratus_db.security.crypto import DataKey, is_token
 from stratus_db.security.personal import ENCRYPTED_COLUMNS, PersonalData
@@ -29,6 +30,8 @@ from stratus_db.security.principal import Principal
 if TYPE_CHECKING:
     from stratus_db.database import StratusPostgreSQLIntegration
 
+OUTSIDE_ACTOR_PREFIX = "db:"
+"""The actor of a row the database's trigger wrote for a write made outside the library (revision 0011)."""
 DEFAULT_SEAL_BATCH = 1000
 MAX_SEAL_BATCH = 10_000
 _Name = Annotated[StrictStr, StringConstraints(min_length=1, max_length=63, pattern=r"^[A-Za-z0-9_.:\-]+$")]
@@ -57,6 +60,11 @@ class AuditManager:
 
     def __init__(self, db: StratusPostgreSQLIntegration) -> None:
         self._db = db
+
+    @property
+    def _hasher(self) -> FieldHasher:
+        """The keyed hash of the trail's fields (audit/sealing.py), from the handle's blind-index secret."""
+        return PersonalData.of(self._db).blind_index.audit_field
 
     async def record(
         self,
@@ -206,7 +214,9 @@ class AuditManager:
             made: list[Checkpoint] = []
             sealed = 0
             while True:
-                checkpoint = await op.run(partial(_seal_batch, now=self._db.clock(), size=size), tx=None)
+                checkpoint = await op.run(
+                    partial(_seal_batch, hasher=self._hasher, now=self._db.clock(), size=size), tx=None
+                )
                 if checkpoint is None:
                     break
                 made.append(checkpoint)
@@ -236,7 +246,10 @@ class AuditManager:
         async with self._db.operation("audit.verify", read_only=True, principal=principal) as op:
             heads = _checked_heads(expected_heads)
             await op.authorize(None)
-            return await op.run(partial(verify_trail, expected_heads=heads), tx=None)
+            # One snapshot throughout: an erasure committing between two batches would otherwise look like tampering.
+            async with self._db.transaction(read_only=True) as conn:
+                await begin_snapshot(conn)
+                return await verify_trail(conn, self._hasher, expected_heads=heads)
 
     async def report(
         self, since: datetime, until: datetime, *, principal: Principal | None = None
@@ -282,8 +295,10 @@ async def _build_report(conn: AsyncConnection, *, since: datetime, until: dateti
     return await build_report(conn, since, until)
 
 
-async def _seal_batch(conn: AsyncConnection, *, now: datetime, size: int) -> Checkpoint | None:
-    return await seal_batch(conn, now, size)
+async def _seal_batch(
+    conn: AsyncConnection, *, hasher: FieldHasher, now: datetime, size: int
+) -> Checkpoint | None:
+    return await seal_batch(conn, hasher, now, size)
 
 
 def _checked_heads(heads: object) -> list[Mapping[str, Any]]:
@@ -320,6 +335,7 @@ async def open_events(conn: AsyncConnection, personal: PersonalData, rows: Seque
                         data_key,
                         table=event.table_name,
                         record_id=event.record_id,
+                        outside=event.actor.startswith(OUTSIDE_ACTOR_PREFIX),
                     )
                     for side in ("old_values", "new_values")
                 }

@@ -59,7 +59,9 @@ class AuditReport(FrozenModel):
 def _principal_kind(dialect: str) -> ColumnElement[str]:
     if dialect == "postgresql":
         return func.split_part(_audit.c.actor, ":", 1)
-    return func.substr(_audit.c.actor, 1, func.instr(_audit.c.actor, ":") - 1)
+    # As split_part: the whole actor when it has no colon.
+    colon = func.instr(_audit.c.actor, ":")
+    return case((colon > 0, func.substr(_audit.c.actor, 1, colon - 1)), else_=_audit.c.actor)
 
 
 def _day(dialect: str) -> ColumnElement[str]:

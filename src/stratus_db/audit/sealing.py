@@ -18,9 +18,10 @@ destroying the key changes nothing here. docs/audit.md tells the model and its l
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import uuid
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -57,9 +58,13 @@ FIELDS: Final = (
 GENESIS: Final = "0" * 64
 """The chain's hash before its first row."""
 LATE_COMMIT_GRACE: Final = timedelta(minutes=5)
-"""An unsealed row whose timestamp is older than the last checkpoint by more than this was not a slow commit: it was
-put into the sealed past (verify reports it as inserted). Longer than any transaction the library runs."""
+"""An unsealed row whose timestamp is older than the newest sealed row by more than this was not a slow commit: it was
+put into the sealed past (verify reports it as inserted, and the sealer leaves it). Longer than any transaction the
+library runs on its own; a caller's transaction (`tx=`) or a psql session held open longer has its rows reported."""
+REFERENCE_WINDOW: Final = 100
 MAX_PROBLEMS: Final = 100
+MAX_COMBINATIONS: Final = 4096
+"""Combinations of rewritten fields' earlier values tried for one row (far more than erasures ever produce)."""
 _SEALER_LOCK: Final = 0x5EA1_A0D1
 """PostgreSQL advisory lock key: one sealer at a time (SQLite's single writer already serialises them)."""
 
@@ -80,13 +85,18 @@ def _canonical(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
-def field_hash(name: str, value: Any) -> str:
+FieldHasher = Callable[[bytes], str]
+"""Keyed hash of a field's bytes: BlindIndex.audit_field (HMAC-SHA-256 under a key derived from
+STRATUS_BLIND_INDEX_KEY), so that a hash kept after an erasure cannot be checked against guesses."""
+
+
+def field_hash(hasher: FieldHasher, name: str, value: Any) -> str:
     """The hash of one field of an audit row (its name bound in)."""
-    return hashlib.sha256(f"{name}\x00{_canonical(value)}".encode()).hexdigest()
+    return hasher(f"{name}\x00{_canonical(value)}".encode())
 
 
-def field_hashes(row: Mapping[str, Any]) -> dict[str, str]:
-    return {name: field_hash(name, row[name]) for name in FIELDS}
+def field_hashes(hasher: FieldHasher, row: Mapping[str, Any]) -> dict[str, str]:
+    return {name: field_hash(hasher, name, row[name]) for name in FIELDS}
 
 
 def row_hash(hashes: Mapping[str, str]) -> str:
@@ -120,19 +130,19 @@ class Checkpoint:
         }
 
 
-async def seal_batch(conn: AsyncConnection, now: datetime, size: int) -> Checkpoint | None:
+async def seal_batch(
+    conn: AsyncConnection, hasher: FieldHasher, now: datetime, size: int
+) -> Checkpoint | None:
     """Seal up to `size` committed, unsealed audit rows (oldest first) in one checkpoint; None when none is left."""
     if conn.dialect.name == "postgresql":
         await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SEALER_LOCK})
     last = (
         await conn.execute(
-            select(_chain.c.position, _chain.c.chain_hash, _audit.c.timestamp)
-            .outerjoin(_audit, _audit.c.audit_id == _chain.c.audit_id)
-            .order_by(_chain.c.position.desc())
-            .limit(1)
+            select(_chain.c.position, _chain.c.chain_hash).order_by(_chain.c.position.desc()).limit(1)
         )
     ).first()
     position, previous = (0, GENESIS) if last is None else (last.position, last.chain_hash)
+    reference = await sealed_reference(conn)
     pending = (
         select(_audit)
         .outerjoin(_chain, _chain.c.audit_id == _audit.c.audit_id)
@@ -140,11 +150,11 @@ async def seal_batch(conn: AsyncConnection, now: datetime, size: int) -> Checkpo
         .order_by(_audit.c.timestamp, _audit.c.audit_id)
         .limit(size)
     )
-    if last is not None and last.timestamp is not None:
+    if reference is not None:
         # Rows are sealed oldest first: what is left starts near the last one sealed (a range of the timestamp
         # index, not the whole trail). An unsealed row older than that by more than the grace was not a slow
-        # commit: verify reports it as inserted.
-        pending = pending.where(_audit.c.timestamp >= last.timestamp - LATE_COMMIT_GRACE)
+        # commit: verify reports it as inserted, by the same reference.
+        pending = pending.where(_audit.c.timestamp >= reference - LATE_COMMIT_GRACE)
     rows = [dict(row) for row in (await conn.execute(pending)).mappings()]
     if not rows:
         return None
@@ -154,7 +164,7 @@ async def seal_batch(conn: AsyncConnection, now: datetime, size: int) -> Checkpo
     seals = []
     for row in rows:
         position += 1
-        hashed = row_hash(field_hashes(row))
+        hashed = row_hash(field_hashes(hasher, row))
         previous = chain_hash(previous, position, hashed)
         seals.append(
             {
@@ -179,49 +189,59 @@ async def seal_batch(conn: AsyncConnection, now: datetime, size: int) -> Checkpo
     return checkpoint
 
 
+async def sealed_reference(conn: AsyncConnection) -> datetime | None:
+    """The timestamp of the newest sealed row still present (among the last REFERENCE_WINDOW positions): the sealer
+    takes rows from it on (less the grace), and verify calls older unsealed rows inserted. None before any seal."""
+    recent = select(_chain.c.audit_id).order_by(_chain.c.position.desc()).limit(REFERENCE_WINDOW).subquery()
+    newest: datetime | None = await conn.scalar(
+        select(func.max(_audit.c.timestamp)).join_from(recent, _audit, _audit.c.audit_id == recent.c.audit_id)
+    )
+    return newest
+
+
 async def checkpoints(conn: AsyncConnection) -> list[Checkpoint]:
     rows = await conn.execute(select(_checkpoints).order_by(_checkpoints.c.checkpoint_id))
     return [Checkpoint(**row) for row in rows.mappings()]
 
 
-async def redact(
-    conn: AsyncConnection,
+def redactions(
+    hasher: FieldHasher,
     audit_id: uuid.UUID,
     before: Mapping[str, Any],
     after: Mapping[str, Any],
     now: datetime,
-) -> None:
-    """Record an erasure's rewrite of the fields of audit row `audit_id` that change from `before` to `after`."""
-    changed = [
+) -> list[dict[str, Any]]:
+    """The redaction rows of an erasure's rewrite of audit row `audit_id` from `before` to `after`: one per field
+    that changes, its hash before and after. A field rewritten again later gets another row: verification follows
+    them back to whichever value was sealed."""
+    return [
         {
             "audit_id": audit_id,
             "field": name,
-            "original_hash": field_hash(name, before[name]),
-            "redacted_hash": field_hash(name, after[name]),
+            "original_hash": field_hash(hasher, name, before[name]),
+            "redacted_hash": field_hash(hasher, name, after[name]),
             "erased_at": now,
         }
         for name in after
-        if field_hash(name, before[name]) != field_hash(name, after[name])
+        if field_hash(hasher, name, before[name]) != field_hash(hasher, name, after[name])
     ]
-    if changed:
-        # A row rewritten twice (by two erasures): the first original is the one the seal covers.
-        existing = {
-            row.field: row
-            for row in await conn.execute(select(_redactions).where(_redactions.c.audit_id == audit_id))
-        }
-        fresh = []
-        for redaction in changed:
-            kept = existing.get(redaction["field"])
-            if kept is None:
-                fresh.append(redaction)
-            else:
-                await conn.execute(
-                    _redactions.update()
-                    .where(_redactions.c.audit_id == audit_id, _redactions.c.field == redaction["field"])
-                    .values(redacted_hash=redaction["redacted_hash"], erased_at=now)
-                )
-        if fresh:
-            await conn.execute(insert(_redactions), fresh)
+
+
+async def record_redactions(conn: AsyncConnection, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Write redaction rows (`redactions`) in one statement; one already recorded is left as it is."""
+    if not rows:
+        return
+    known = {
+        (row.audit_id, row.field, row.original_hash)
+        for row in await conn.execute(
+            select(_redactions.c.audit_id, _redactions.c.field, _redactions.c.original_hash).where(
+                _redactions.c.audit_id.in_({row["audit_id"] for row in rows})
+            )
+        )
+    }
+    fresh = [row for row in rows if (row["audit_id"], row["field"], row["original_hash"]) not in known]
+    if fresh:
+        await conn.execute(insert(_redactions), fresh)
 
 
 @asynccontextmanager
@@ -270,7 +290,11 @@ class VerifyReport:
 
 
 async def verify(
-    conn: AsyncConnection, *, expected_heads: Sequence[Mapping[str, Any]] = (), batch: int = 1000
+    conn: AsyncConnection,
+    hasher: FieldHasher,
+    *,
+    expected_heads: Sequence[Mapping[str, Any]] = (),
+    batch: int = 1000,
 ) -> VerifyReport:
     """Recompute every sealed row's hash and the chain, compare them with the seals, the checkpoints and
     `expected_heads` (checkpoints exported earlier), and count the rows not sealed yet."""
@@ -291,12 +315,11 @@ async def verify(
             row["audit_id"]: dict(row)
             for row in (await conn.execute(select(_audit).where(_audit.c.audit_id.in_(ids)))).mappings()
         }
-        redactions: dict[uuid.UUID, dict[str, tuple[str, str]]] = {}
+        rewrites: dict[uuid.UUID, dict[str, dict[str, str]]] = {}
         for redaction in await conn.execute(select(_redactions).where(_redactions.c.audit_id.in_(ids))):
-            redactions.setdefault(redaction.audit_id, {})[redaction.field] = (
-                redaction.original_hash,
-                redaction.redacted_hash,
-            )
+            rewrites.setdefault(redaction.audit_id, {}).setdefault(redaction.field, {})[
+                redaction.redacted_hash
+            ] = redaction.original_hash
         for seal in seals:
             report.rows_checked += 1
             if seal["position"] != position + 1:
@@ -309,7 +332,7 @@ async def verify(
                     )
                 )
             position = seal["position"]
-            _check_row(report, seal, rows.get(seal["audit_id"]), redactions.get(seal["audit_id"], {}))
+            _check_row(report, hasher, seal, rows.get(seal["audit_id"]), rewrites.get(seal["audit_id"], {}))
             # Going on from the recomputed hash: one altered seal is one report, not one for every later row.
             previous = chain_hash(previous, position, seal["row_hash"])
             if previous != seal["chain_hash"]:
@@ -341,29 +364,38 @@ async def verify(
                 )
             )
     _check_heads(report, expected_heads, stored, heads_at, position)
-    await _count_unsealed(conn, report, stored)
+    await _count_unsealed(conn, report)
     return report
 
 
 def _check_row(
     report: VerifyReport,
+    hasher: FieldHasher,
     seal: Mapping[str, Any],
     row: Mapping[str, Any] | None,
-    redactions: Mapping[str, tuple[str, str]],
+    rewrites: Mapping[str, Mapping[str, str]],
 ) -> None:
+    """Check one sealed row; `rewrites` are its fields' recorded erasure rewrites, field → {hash after: hash
+    before}."""
     if row is None:
         report.add(Problem("deleted", seal["position"], seal["audit_id"], "the sealed audit row is gone"))
         return
-    hashes = field_hashes(row)
+    hashes = field_hashes(hasher, row)
     if row_hash(hashes) == seal["row_hash"]:
         return
-    redacted = dict(hashes)
-    for name, (original, rewritten) in redactions.items():
-        if redacted.get(name) == rewritten:
-            redacted[name] = original
-    if redactions and row_hash(redacted) == seal["row_hash"]:
-        report.redacted += 1
-        return
+    # Each rewritten field may have been sealed at any value along its rewrites (an erasure before the seal, another
+    # after it): try them, newest first.
+    candidates = []
+    for name in FIELDS:
+        values = [hashes[name]]
+        steps = rewrites.get(name, {})
+        while values[-1] in steps and steps[values[-1]] not in values:
+            values.append(steps[values[-1]])
+        candidates.append(values)
+    for combination in itertools.islice(itertools.product(*candidates), 1, MAX_COMBINATIONS):
+        if row_hash(dict(zip(FIELDS, combination, strict=True))) == seal["row_hash"]:
+            report.redacted += 1
+            return
     report.add(
         Problem("modified", seal["position"], seal["audit_id"], "the row's fields differ from its seal")
     )
@@ -396,22 +428,21 @@ def _check_heads(
             )
 
 
-async def _count_unsealed(
-    conn: AsyncConnection, report: VerifyReport, stored: Mapping[int, Checkpoint]
-) -> None:
-    """Rows not sealed yet; those older than the last checkpoint (beyond LATE_COMMIT_GRACE) were put into the past."""
+async def _count_unsealed(conn: AsyncConnection, report: VerifyReport) -> None:
+    """Rows not sealed yet; those older than the newest sealed row (beyond LATE_COMMIT_GRACE) were put into the past:
+    the sealer will not take them either."""
     unsealed = (
         select(_audit.c.audit_id, _audit.c.timestamp)
         .outerjoin(_chain, _chain.c.audit_id == _audit.c.audit_id)
         .where(_chain.c.audit_id.is_(None))
     )
     report.unsealed = int(await conn.scalar(select(func.count()).select_from(unsealed.subquery())) or 0)
-    if not stored or not report.unsealed:
+    reference = await sealed_reference(conn)
+    if reference is None or not report.unsealed:
         return
-    last_sealed = max(checkpoint.sealed_at for checkpoint in stored.values())
     backdated = (
         await conn.execute(
-            unsealed.where(_audit.c.timestamp < last_sealed - LATE_COMMIT_GRACE)
+            unsealed.where(_audit.c.timestamp < reference - LATE_COMMIT_GRACE)
             .order_by(_audit.c.timestamp, _audit.c.audit_id)
             .limit(MAX_PROBLEMS)
         )
@@ -422,6 +453,6 @@ async def _count_unsealed(
                 "inserted",
                 None,
                 audit_id,
-                f"an unsealed row dated {moment.isoformat()}, before the last checkpoint ({last_sealed.isoformat()})",
+                f"an unsealed row dated {moment.isoformat()}, older than the newest sealed row ({reference.isoformat()})",
             )
         )

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
-from sqlalchemy import Date, Table
+from sqlalchemy import Date, Table, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.ext.compiler import compiles
@@ -76,3 +76,10 @@ class BatchColumns:
     def arrays(self, rows: Sequence[Mapping[str, Any]]) -> list[list[Any]]:
         """The arguments: one list per column, of the rows' values in order."""
         return [[row[name] for row in rows] for name, _type in self.columns]
+
+
+async def begin_snapshot(conn: AsyncConnection) -> None:
+    """Make the transaction just begun on `conn` a snapshot: REPEATABLE READ on PostgreSQL (before any query). On
+    SQLite a read transaction in WAL mode already sees one state throughout."""
+    if conn.dialect.name == "postgresql":
+        await conn.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"))

@@ -72,14 +72,15 @@ class AuditCheckpointRow(Base):
 
 
 class AuditRedactionRow(Base):
-    """A field of a sealed audit row that an erasure rewrote (LGPD): the hashes of the field before and after, so
+    """A field of an audit row that an erasure rewrote (LGPD): the keyed hashes of the field before and after, so
     that verification accepts exactly that rewrite and nothing else."""
 
     __tablename__ = "audit_redactions"
 
     audit_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
     field: Mapped[str] = mapped_column(String(32), primary_key=True)
-    original_hash: Mapped[str] = mapped_column(String(64))
+    # A field rewritten by two erasures has two rows: verification follows them back to the value sealed.
+    original_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
     redacted_hash: Mapped[str] = mapped_column(String(64))
     erased_at: Mapped[datetime] = mapped_column(UTCDateTime)
 

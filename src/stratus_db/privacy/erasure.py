@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 from sqlalchemy import ColumnElement, bindparam, delete, func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from stratus_db.audit.sealing import redact, rewrite_permit
+from stratus_db.audit.sealing import FieldHasher, record_redactions, redactions, rewrite_permit
 from stratus_db.kit.models import Base, table_of
 from stratus_db.models import AuditRow, UserRow
 from stratus_db.privacy.kinds import ErasableKind
@@ -81,7 +81,7 @@ def owned_tables(held: frozenset[ErasableKind]) -> list[str]:
 
 
 async def pseudonymise_audit(
-    conn: AsyncConnection, user_id: uuid.UUID, pseudonym: uuid.UUID, now: datetime
+    conn: AsyncConnection, user_id: uuid.UUID, pseudonym: uuid.UUID, now: datetime, hasher: FieldHasher
 ) -> int:
     """Rewrite the audit rows about the person (their `user_id`, or naming them as the acting user) without their
     values, ids, address or user agent. Returns how many rows were rewritten. Runs after their rows are deleted, so
@@ -122,7 +122,7 @@ async def pseudonymise_audit(
             rows = [dict(row) for row in (await conn.execute(page)).mappings()]
             if not rows:
                 break
-            changes = []
+            changes, rewrites = [], []
             for row in rows:
                 about_them = row["user_id"] == user_id
                 new = {
@@ -139,7 +139,8 @@ async def pseudonymise_audit(
                 changes.append(
                     {"b_audit_id": row["audit_id"]} | {f"b_{name}": value for name, value in new.items()}
                 )
-                await redact(conn, row["audit_id"], row, new, now)
+                rewrites += redactions(hasher, row["audit_id"], row, new, now)
+            await record_redactions(conn, rewrites)
             await conn.execute(rewrite, changes)
             rewritten += len(rows)
             after = rows[-1]["audit_id"]

@@ -26,7 +26,7 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
-from sqlalchemy import and_, or_, select, text
+from sqlalchemy import and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from stratus_db.audit.manager import open_events
@@ -219,10 +219,3 @@ async def _document(
         async for piece in _array(elements()):
             yield piece
     yield "}"
-
-
-async def begin_snapshot(conn: AsyncConnection) -> None:
-    """Make the transaction just begun on `conn` a snapshot: REPEATABLE READ on PostgreSQL (before any query). On
-    SQLite a read transaction in WAL mode already sees one state throughout."""
-    if conn.dialect.name == "postgresql":
-        await conn.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"))

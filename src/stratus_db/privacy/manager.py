@@ -19,6 +19,7 @@ from stratus_db.conversations.rooms_base import recent_messages
 from stratus_db.errors import NotFoundError, StratusError, ValidationError
 from stratus_db.kit.ids import new_id
 from stratus_db.kit.schemas import check_limit
+from stratus_db.kit.sql import begin_snapshot
 from stratus_db.kit.statistics import analyze_after
 from stratus_db.kit.tasks import start_background
 from stratus_db.kit.validation import (
@@ -36,7 +37,7 @@ from stratus_db.privacy.erasure import (
     forget_words,
     pseudonymise_audit,
 )
-from stratus_db.privacy.export import EXPORT_FORMAT, EXPORT_VERSION, begin_snapshot, stream_export
+from stratus_db.privacy.export import EXPORT_FORMAT, EXPORT_VERSION, stream_export
 from stratus_db.privacy.retention import (
     DEFAULT_BATCH_SIZE,
     MAX_BATCH_SIZE,
@@ -165,7 +166,9 @@ class PrivacyManager:
                     raise NotFoundError(f"user {key} does not exist")
                 pseudonym = new_id()
                 deleted = await delete_owned(conn, key, pseudonym, held, self._db.clock())
-                pseudonymised = await pseudonymise_audit(conn, key, pseudonym, self._db.clock())
+                pseudonymised = await pseudonymise_audit(
+                    conn, key, pseudonym, self._db.clock(), PersonalData.of(self._db).blind_index.audit_field
+                )
                 await MemoryCache.of(self._db).invalidate_everywhere(conn, key)
                 # This process's conversation tails; another process's are never served for a purged conversation
                 # and leave its memory as its LRU turns over (docs/privacy.md).

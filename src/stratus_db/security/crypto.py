@@ -727,7 +727,7 @@ class BlindIndex:
     shows it.
     """
 
-    __slots__ = ("_canac_key", "_email_key")
+    __slots__ = ("_audit_key", "_canac_key", "_email_key")
 
     def __init__(self, secret: bytes) -> None:
         """
@@ -738,6 +738,7 @@ class BlindIndex:
             raise ValidationError(f"secret must be exactly {KEY_BYTES} bytes")
         self._email_key = _derive(secret, "email")
         self._canac_key = _derive(secret, "canac")
+        self._audit_key = _derive(secret, "audit field")
 
     @classmethod
     def parse(cls, text: str) -> BlindIndex:
@@ -787,8 +788,13 @@ class BlindIndex:
             raise ValidationError("code must be 1 to 16 ASCII characters once stripped")
         return hmac.digest(self._canac_key, normalised.encode("ascii"), "sha256").hex()
 
+    def audit_field(self, data: bytes) -> str:
+        """The keyed hash of one field of an audit row (audit/sealing.py), under its own derived key (info `…
+        audit field`): without the secret, a stored hash cannot be checked against guesses (an IP address, an id)."""
+        return hmac.digest(self._audit_key, data, "sha256").hex()
+
     def __repr__(self) -> str:
-        return "BlindIndex(purposes=('email', 'canac'))"
+        return "BlindIndex(purposes=('email', 'canac', 'audit field'))"
 
     __str__ = __repr__
 

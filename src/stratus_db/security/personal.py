@@ -262,10 +262,12 @@ class PersonalData:
         *,
         table: str | None = None,
         record_id: uuid.UUID | None = None,
+        outside: bool = False,
     ) -> Any:
         """An audit row's old or new values as written: each sealed value decrypted with the subject's data key, or
         SHREDDED when that key is gone. A sensitive memory's `value` (on `table` memory_entries) is its row's own
-        token, bound to the memory (`record_id`).
+        token, bound to the memory (`record_id`). `outside`: the database's trigger wrote the row, for a write made
+        outside the library (revision 0011): its values are the row's own tokens, bound to the row they came from.
 
         Raises:
             DecryptionError: a value was altered or moved from another audit row.
@@ -284,5 +286,7 @@ class PersonalData:
             elif data_key is None:
                 opened[name] = SHREDDED
             else:
-                opened[name] = self._audited_value(value, side, name, audit_id, data_key, table, record_id)
+                opened[name] = self._audited_value(
+                    value, side, name, audit_id, data_key, table if outside else None, record_id
+                )
         return opened

@@ -54,3 +54,6 @@ async def test_postgres_psql_changes_are_audited_with_the_login_as_actor(
     assert stored is not None
     assert stored["name"].startswith("v1:u:"), "stored as the row held it: ciphertext"
     assert user.name not in str(stored)
+    assert not {"data_key", "email_index", "canac_index"} & stored.keys(), (
+        "no copy of the key outlives the row"
+    )

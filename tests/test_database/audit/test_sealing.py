@@ -5,6 +5,7 @@ exported heads catch what the database alone cannot."""
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from datetime import timedelta
 from typing import Any
@@ -26,7 +27,13 @@ from stratus_db import (
 from stratus_db.audit.sealing import rewrite_permit
 from stratus_db.errors import ConflictError, PermissionDeniedError
 from stratus_db.kit.models import table_of
-from stratus_db.models import AuditChainRow, AuditCheckpointRow, AuditRewritePermitRow, AuditRow
+from stratus_db.models import (
+    AuditChainRow,
+    AuditCheckpointRow,
+    AuditRedactionRow,
+    AuditRewritePermitRow,
+    AuditRow,
+)
 from tests.fixtures.clock import ManualClock
 from tests.fixtures.factories import count_rows, create_user
 
@@ -242,3 +249,27 @@ async def test_the_trail_refuses_updates_and_deletes_outside_an_erasure(
     assert [(e.audit_id, e.action, e.actor) for e in (await audit.query(limit=100)).items] == before
     async with db.engine.connect() as conn:
         assert await conn.scalar(select(func.count()).select_from(table_of(AuditRewritePermitRow))) == 0
+
+
+async def test_a_row_rewritten_by_two_erasures_still_verifies_and_its_hashes_are_keyed(
+    db: Database, audit: AuditManager
+) -> None:
+    users = UserManager(db)
+    ana, bia = await create_user(users), await create_user(users)
+    async with db.context(ip_address="203.0.113.9"):
+        with pytest.raises(PermissionDeniedError):  # about Ana, Bia acting: a refusal row naming both
+            await MemoryManager(db).get_memory(ana.user_id, "base", principal=Principal.for_user(bia.user_id))
+    await PrivacyManager(db).erase_user(bia.user_id, "pedido de Bia")  # rewrites that row before it is sealed
+    await audit.seal()
+    await PrivacyManager(db).erase_user(ana.user_id, "pedido de Ana")  # and again, after
+
+    report = await audit.verify()
+    assert report.ok, report.problems
+    assert report.redacted >= 1
+    async with db.engine.connect() as conn:
+        stored = set((await conn.execute(select(table_of(AuditRedactionRow).c.original_hash))).scalars())
+    guessable = hashlib.sha256(b'ip_address\x00"203.0.113.9"').hexdigest()
+    assert stored
+    assert guessable not in stored, (
+        "a hash kept after an erasure is keyed: guesses cannot be checked against it"
+    )

@@ -50,7 +50,7 @@ def upgrade() -> None:
         sa.Column("original_hash", sa.String(length=64), nullable=False),
         sa.Column("redacted_hash", sa.String(length=64), nullable=False),
         sa.Column("erased_at", sa.DateTime(timezone=True), nullable=False),
-        sa.PrimaryKeyConstraint("audit_id", "field", name=op.f("pk_audit_redactions")),
+        sa.PrimaryKeyConstraint("audit_id", "field", "original_hash", name=op.f("pk_audit_redactions")),
     )
 
     op.create_index(

@@ -8,8 +8,9 @@ PostgreSQL only (docs/audit.md, "Writes made outside the library"). The library 
 whole request context, on every path; a write that arrives another way (psql, another service, a hand-written
 migration) would leave none. An AFTER ROW trigger on `users`, `user_credentials`, `user_consents`, `memory_entries`,
 `conversations` and `messages` writes one for it: action `create` / `update` / `delete`, the table and the row's key,
-the changed columns only (old and new, as stored: encrypted columns stay ciphertext; the search columns and packed
-message bytes are left out), the time, the client's address, the application name as user agent, and `db:<login>` as
+the changed columns only (old and new, as stored: encrypted columns stay ciphertext; the search columns, packed
+message bytes, the user's wrapped data key and the blind indexes are left out: a copy of the key in the trail would
+outlive the erasure that destroys it), the time, the client's address, the application name as user agent, and `db:<login>` as
 actor. The trigger's WHEN clause skips the library's own connections (application_name `stratus_db`, set by the
 engine), so the library's writes pay one comparison per row and are never audited twice. SQLite, an embedded file
 only the library opens, has no such trigger. The downgrade drops the triggers and the function.
@@ -37,7 +38,8 @@ KEYS = {
 FUNCTION = """
 CREATE FUNCTION stratus_audit_outside_write() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
-    left_out CONSTANT text[] := ARRAY['search_vector', 'search_text', 'packed_content'];
+    left_out CONSTANT text[] := ARRAY['search_vector', 'search_text', 'packed_content', 'data_key', 'email_index',
+                                      'canac_index'];
     before jsonb;
     after jsonb;
     subject jsonb;

@@ -23,7 +23,9 @@ down_revision: str | None = "0011"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-MESSAGE = "audit_log is append-only (its rows are never updated or deleted, except by an erasure; docs/audit.md)"
+MESSAGE = (
+    "audit_log is append-only (its rows are never updated or deleted, except by an erasure; docs/audit.md)"
+)
 
 POSTGRES_FUNCTION = f"""
 CREATE FUNCTION stratus_audit_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
