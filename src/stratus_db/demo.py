@@ -175,6 +175,13 @@ async def run_demo(db: StratusPostgreSQLIntegration) -> None:
             print(
                 f"   {event.timestamp:%Y-%m-%d %H:%M:%S} {event.action:<7} {event.table_name:<15} by {event.actor} ({event.purpose})"
             )
+        sealed = await audit_mgr.seal()
+        verified = await audit_mgr.verify()
+        print(
+            f"   sealed {sealed.rows_sealed} new audit rows into the hash chain; verify: "
+            f"{'the trail matches its seals' if verified.ok else verified.problems[0].detail} "
+            f"({verified.rows_checked} rows checked)"
+        )
 
         health = await db.health_check()
         print(
