@@ -11,8 +11,6 @@ Writes the table into docs/benchmarks.md. Not a test: nothing here asserts.
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import sys
 import uuid
 from collections.abc import Awaitable, Callable
@@ -22,13 +20,11 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.harness import (
-    RESULTS,
     Contender,
     compare,
     corpus_sentences,
-    environment,
     results_table,
-    write_section,
+    run_sliced,
 )
 from stratus_db import ConversationManager, Database, MemoryManager, UserManager
 from stratus_db.users.activity import tracker_of
@@ -115,27 +111,18 @@ async def measure(ops: int, rounds: int) -> list[str]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    run_sliced(
+        __doc__,
+        measure,
+        section="activity",
+        intro=(
+            "What following `last_active` costs the hot paths (issue 13): the same calls through a handle whose "
+            "tracker notes each user and one whose tracker is off, taking turns, `make bench-activity`:"
+        ),
+        packages=("sqlalchemy", "asyncpg"),
+        default_ops=6000,
+        ops_help="calls per setup and operation",
     )
-    parser.add_argument("--ops", type=int, default=6000, help="calls per setup and operation")
-    parser.add_argument("--rounds", type=int, default=3, help="slices the setups take turns in")
-    parser.add_argument("--no-write", action="store_true", help="print only; leave docs/benchmarks.md alone")
-    arguments = parser.parse_args()
-    lines = asyncio.run(measure(arguments.ops, arguments.rounds))
-    if not arguments.no_write:
-        write_section(
-            "activity",
-            [
-                "What following `last_active` costs the hot paths (issue 13): the same calls through a handle whose "
-                "tracker notes each user and one whose tracker is off, taking turns, `make bench-activity`:",
-                "",
-                *lines,
-                "",
-                environment(("sqlalchemy", "asyncpg")),
-            ],
-        )
-        print(f"written to {RESULTS}")
 
 
 if __name__ == "__main__":

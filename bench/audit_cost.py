@@ -18,8 +18,6 @@ Writes the table into docs/benchmarks.md. Not a test: nothing here asserts.
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import json
 import sys
 from collections.abc import Awaitable, Callable
@@ -32,7 +30,7 @@ import asyncpg
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.conversations import FLOOR_APPEND, FLOOR_APPEND_UNAUDITED
-from bench.harness import RESULTS, Spent, _timed, corpus_messages, driver_url, environment, write_section
+from bench.harness import Spent, _timed, corpus_messages, driver_url, run_sliced
 from stratus_db import ConversationManager, Database, UserManager
 from stratus_db.kit.ids import new_id
 from tests.fixtures.databases import settings_for, throwaway_postgres_database
@@ -155,27 +153,18 @@ async def measure(ops: int, rounds: int) -> list[str]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    run_sliced(
+        __doc__,
+        measure,
+        section="audit",
+        intro=(
+            "What auditing costs an append: the audit row, and the trigger that audits writes made outside "
+            "the library, each against the same writes without it, interleaved in one run, `make bench-audit`:"
+        ),
+        packages=("sqlalchemy", "asyncpg"),
+        default_ops=6000,
+        ops_help="appends per setup",
     )
-    parser.add_argument("--ops", type=int, default=6000, help="appends per setup")
-    parser.add_argument("--rounds", type=int, default=3, help="slices the setups take turns in")
-    parser.add_argument("--no-write", action="store_true", help="print only; leave docs/benchmarks.md alone")
-    arguments = parser.parse_args()
-    lines = asyncio.run(measure(arguments.ops, arguments.rounds))
-    if not arguments.no_write:
-        write_section(
-            "audit",
-            [
-                "What auditing costs an append: the audit row, and the trigger that audits writes made outside "
-                "the library, each against the same writes without it, interleaved in one run, `make bench-audit`:",
-                "",
-                *lines,
-                "",
-                environment(("sqlalchemy", "asyncpg")),
-            ],
-        )
-        print(f"written to {RESULTS}")
 
 
 if __name__ == "__main__":

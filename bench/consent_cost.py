@@ -14,8 +14,6 @@ nothing here asserts.
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -23,7 +21,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.harness import RESULTS, Spent, _timed, corpus_sentences, environment, write_section
+from bench.harness import Spent, _timed, corpus_sentences, run_sliced
 from stratus_db import ConsentManager, Database, MemoryManager, UserManager
 from tests.fixtures.databases import settings_for, throwaway_postgres_database
 
@@ -116,27 +114,18 @@ async def measure(ops: int, rounds: int) -> list[str]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    run_sliced(
+        __doc__,
+        measure,
+        section="consent",
+        intro=(
+            "Throughput and client CPU a call with the memory_personalisation consent check off, on (cached), and "
+            "on without its cache (the percentage: client CPU against the check off), `make bench-consent`:"
+        ),
+        packages=("sqlalchemy", "asyncpg"),
+        default_ops=6000,
+        ops_help="calls per setup and operation",
     )
-    parser.add_argument("--ops", type=int, default=6000, help="calls per setup and operation")
-    parser.add_argument("--rounds", type=int, default=3, help="slices the setups take turns in")
-    parser.add_argument("--no-write", action="store_true", help="print only; leave docs/benchmarks.md alone")
-    arguments = parser.parse_args()
-    lines = asyncio.run(measure(arguments.ops, arguments.rounds))
-    if not arguments.no_write:
-        write_section(
-            "consent",
-            [
-                "Throughput and client CPU a call with the memory_personalisation consent check off, on (cached), and "
-                "on without its cache (the percentage: client CPU against the check off), `make bench-consent`:",
-                "",
-                *lines,
-                "",
-                environment(("sqlalchemy", "asyncpg")),
-            ],
-        )
-        print(f"written to {RESULTS}")
 
 
 if __name__ == "__main__":

@@ -12,8 +12,6 @@ users back (a data key unwrapped once per user per handle, then cached). Concurr
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import itertools
 import sys
 import tempfile
@@ -25,7 +23,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.harness import RESULTS, Spent, _timed, environment, write_section
+from bench.harness import Spent, _timed, run_sliced
 from stratus_db import Database, UserManager
 from stratus_db.security.crypto import DataKey
 from stratus_db.security.keystore import load_encryption
@@ -157,28 +155,19 @@ async def measure(ops: int, rounds: int) -> list[str]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    run_sliced(
+        __doc__,
+        measure,
+        section="encryption",
+        intro=(
+            "What field encryption costs `create_user` and `get_user`: the library against itself with the "
+            "encryption taken out (`plain`: values stored as they are), interleaved in one run, "
+            "`make bench-encryption`:"
+        ),
+        packages=("sqlalchemy", "asyncpg", "cryptography"),
+        default_ops=4000,
+        ops_help="calls per setup and operation on PostgreSQL",
     )
-    parser.add_argument("--ops", type=int, default=4000, help="calls per setup and operation on PostgreSQL")
-    parser.add_argument("--rounds", type=int, default=3, help="slices the setups take turns in")
-    parser.add_argument("--no-write", action="store_true", help="print only; leave docs/benchmarks.md alone")
-    arguments = parser.parse_args()
-    lines = asyncio.run(measure(arguments.ops, arguments.rounds))
-    if not arguments.no_write:
-        write_section(
-            "encryption",
-            [
-                "What field encryption costs `create_user` and `get_user`: the library against itself with the "
-                "encryption taken out (`plain`: values stored as they are), interleaved in one run, "
-                "`make bench-encryption`:",
-                "",
-                *lines,
-                "",
-                environment(("sqlalchemy", "asyncpg", "cryptography")),
-            ],
-        )
-        print(f"written to {RESULTS}")
 
 
 if __name__ == "__main__":

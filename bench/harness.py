@@ -5,6 +5,7 @@ Not a test and not part of the package: the scripts in bench/ import it (`from b
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import itertools
 import json
@@ -300,3 +301,27 @@ async def seed_users(connection: asyncpg.Connection, users: list[uuid.UUID]) -> 
             "created_at", "updated_at", "last_active",
         ],
     )  # fmt: skip
+
+
+def run_sliced(
+    doc: str | None,
+    measure: Callable[[int, int], Awaitable[list[str]]],
+    *,
+    section: str,
+    intro: str,
+    packages: Iterable[str],
+    default_ops: int,
+    ops_help: str,
+) -> None:
+    """The command line of a benchmark whose setups take turns in slices (`--ops`, `--rounds`, `--no-write`): run
+    `measure(ops, rounds)`, print its table, and write it with `intro` between the `section` markers of
+    docs/benchmarks.md."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--ops", type=int, default=default_ops, help=ops_help)
+    parser.add_argument("--rounds", type=int, default=3, help="slices the setups take turns in")
+    parser.add_argument("--no-write", action="store_true", help="print only; leave docs/benchmarks.md alone")
+    arguments = parser.parse_args()
+    lines = asyncio.run(measure(arguments.ops, arguments.rounds))
+    if not arguments.no_write:
+        write_section(section, [intro, "", *lines, "", environment(packages)])
+        print(f"written to {RESULTS}")
