@@ -790,3 +790,17 @@ async def test_audit_report_in_each_format(database_url: str, tmp_path: Path) ->
     )
     assert backwards.exit_code == 1
     assert "until" in backwards.stderr
+
+
+async def test_audit_purge_says_what_retention_does(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await existing_user(database_url)
+    assert (await invoke("audit", "purge")).stdout.strip() == (
+        "the audit trail is kept for ever (STRATUS_AUDIT_RETENTION_DAYS is 0)"
+    )
+    await invoke("audit", "seal")
+    monkeypatch.setenv("STRATUS_AUDIT_RETENTION_DAYS", "30")
+    dry = await invoke("audit", "purge", "--dry-run")
+    assert dry.exit_code == 0, dry.output
+    assert dry.stdout.startswith("0 audit rows in 0 checkpoint(s) would be purged (dated before ")

@@ -1,5 +1,5 @@
-"""`stratus-db`: migrate, db (current, history, downgrade, check), audit (seal, verify, checkpoint, report), config,
-generate-key, rotate-keys, demo, health, purge-expired, export-user, apply-retention, import-messages."""
+"""`stratus-db`: migrate, db (current, history, downgrade, check), audit (seal, verify, checkpoint, report, purge),
+config, generate-key, rotate-keys, demo, health, purge-expired, export-user, apply-retention, import-messages."""
 
 from __future__ import annotations
 
@@ -19,7 +19,13 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from stratus_db import revisions
-from stratus_db.audit.manager import DEFAULT_SEAL_BATCH, MAX_SEAL_BATCH, AuditManager, SealReport
+from stratus_db.audit.manager import (
+    DEFAULT_SEAL_BATCH,
+    MAX_SEAL_BATCH,
+    AuditManager,
+    AuditPurgeReport,
+    SealReport,
+)
 from stratus_db.audit.report import AuditReport, as_csv, as_html
 from stratus_db.audit.sealing import Checkpoint, VerifyReport
 from stratus_db.config import Settings, effective_settings, load_settings
@@ -397,6 +403,30 @@ def audit_verify(
         row = f", audit row {problem.audit_id}" if problem.audit_id is not None else ""
         typer.echo(f"{problem.kind}: {where}{row}: {problem.detail}")
     raise typer.Exit(code=1)
+
+
+@audit_app.command("purge")
+def audit_purge(
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Count what would be purged; purge nothing.")
+    ] = False,
+) -> None:
+    """Delete the audit rows older than STRATUS_AUDIT_RETENTION_DAYS, in whole sealed checkpoints (schedule it
+    daily, after `audit seal`); verification goes on from the last purged head."""
+
+    async def purge(db: StratusPostgreSQLIntegration) -> AuditPurgeReport:
+        async with db.context(principal=OPERATOR, purpose="audit-purge"):
+            return await AuditManager(db).purge(dry_run=dry_run)
+
+    report = _run(purge)
+    if report.cutoff is None:
+        typer.echo("the audit trail is kept for ever (STRATUS_AUDIT_RETENTION_DAYS is 0)")
+        return
+    verb = "would be purged" if dry_run else "purged"
+    typer.echo(
+        f"{report.rows} audit rows in {report.checkpoints} checkpoint(s) {verb} (dated before "
+        f"{report.cutoff.isoformat()})"
+    )
 
 
 class ReportFormat(StrEnum):

@@ -159,6 +159,9 @@ class Settings(BaseSettings):
     """A memory neither updated nor read for this many days is purged (whatever its tier, critical included)."""
     STRATUS_RETENTION_INACTIVE_ACCOUNTS_DAYS: Annotated[int, Field(ge=0, le=MAX_RETENTION_DAYS)] = 0
     """A user whose `last_active` is this many days old is erased (erase_user) with everything of theirs."""
+    STRATUS_AUDIT_RETENTION_DAYS: Annotated[int, Field(ge=0, le=MAX_RETENTION_DAYS)] = 0
+    """Audit rows older than this many days are purged by `stratus-db audit purge`, in whole sealed checkpoints
+    (docs/audit.md); 0 keeps the trail for ever."""
     ENVIRONMENT: Environment = Environment.development
 
     # Encryption of personal data (security/crypto.py, docs/security.md). Never stored in the database.

@@ -249,6 +249,8 @@ CALLS: dict[str, tuple[frozenset[str], Call]] = {
     ),
     "AuditManager.query": (TRAIL, lambda w, **by: w.audit.query(user_id=w.owner, **by)),
     "AuditManager.seal": (MANAGING, lambda w, **by: w.audit.seal(**by)),
+    # The session's database keeps the trail for ever: allowed, the call purges nothing.
+    "AuditManager.purge": (MANAGING, lambda w, **by: w.audit.purge(**by)),
     "AuditManager.verify": (AUDITING, lambda w, **by: w.audit.verify(**by)),
     "AuditManager.checkpoints": (AUDITING, lambda w, **by: w.audit.checkpoints(**by)),
     "AuditManager.report": (

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import partial
 from typing import TYPE_CHECKING, Annotated, Any, NamedTuple
 
@@ -15,7 +15,14 @@ from stratus_db.audit.report import AuditReport, build_report
 from stratus_db.audit.repository import AuditRepository
 from stratus_db.audit.rows import AuditEntry, audit_context
 from stratus_db.audit.schemas import AuditAction, AuditEvent
-from stratus_db.audit.sealing import Checkpoint, FieldHasher, VerifyReport, seal_batch
+from stratus_db.audit.sealing import (
+    Checkpoint,
+    FieldHasher,
+    VerifyReport,
+    purge_checkpoint,
+    purgeable,
+    seal_batch,
+)
 from stratus_db.audit.sealing import checkpoints as list_checkpoints
 from stratus_db.audit.sealing import verify as verify_trail
 from stratus_db.errors import ValidationError
@@ -251,6 +258,50 @@ class AuditManager:
                 await begin_snapshot(conn)
                 return await verify_trail(conn, self._hasher, expected_heads=heads)
 
+    async def purge(self, *, dry_run: bool = False, principal: Principal | None = None) -> AuditPurgeReport:
+        """Delete the audit rows older than STRATUS_AUDIT_RETENTION_DAYS (0, the default, keeps them for ever), in
+        whole sealed checkpoints from the start of the chain, each in a transaction of its own: a checkpoint with a
+        row still within retention, and every later one, stays. A purged checkpoint keeps its head, so `verify`
+        goes on from it (and heads exported before still match). Rows not sealed yet are never purged. The purge
+        is audited (action `purge`, table `audit_log`, the counts).
+
+        Raises:
+            ValidationError: `dry_run` is not a bool.
+            PermissionDeniedError: not trusted code or an administrator.
+        """
+        async with self._db.operation("audit.purge", principal=principal) as op:
+            if not isinstance(dry_run, bool):
+                raise ValidationError(f"dry_run must be True or False, got {shown(dry_run)}")
+            await op.authorize(None)
+            days = self._db.settings.STRATUS_AUDIT_RETENTION_DAYS
+            if not days:
+                return AuditPurgeReport(None, 0, 0)
+            now = self._db.clock()
+            cutoff = now - timedelta(days=days)
+            due = await op.run(partial(_purgeable, cutoff=cutoff), tx=None)
+            if dry_run or not due:
+                return AuditPurgeReport(cutoff, len(due), sum(rows for _checkpoint, rows in due))
+            for checkpoint, _rows in due:
+                await op.run(partial(_purge_checkpoint, checkpoint=checkpoint, now=now), tx=None)
+            report = AuditPurgeReport(cutoff, len(due), sum(rows for _checkpoint, rows in due))
+
+            async def record(conn: AsyncConnection) -> None:
+                await self.record(
+                    conn,
+                    action=AuditAction.purge,
+                    table_name="audit_log",
+                    record_id=None,
+                    user_id=None,
+                    new_values={
+                        "before": cutoff.isoformat(),
+                        "checkpoints": report.checkpoints,
+                        "rows": report.rows,
+                    },
+                )
+
+            await op.run(record, tx=None)
+            return report
+
     async def report(
         self, since: datetime, until: datetime, *, principal: Principal | None = None
     ) -> AuditReport:
@@ -293,6 +344,14 @@ class _ReportWindow(InputModel):
 
 async def _build_report(conn: AsyncConnection, *, since: datetime, until: datetime) -> AuditReport:
     return await build_report(conn, since, until)
+
+
+async def _purgeable(conn: AsyncConnection, *, cutoff: datetime) -> list[tuple[Checkpoint, int]]:
+    return await purgeable(conn, cutoff)
+
+
+async def _purge_checkpoint(conn: AsyncConnection, *, checkpoint: Checkpoint, now: datetime) -> None:
+    await purge_checkpoint(conn, checkpoint, now)
 
 
 async def _seal_batch(
@@ -347,6 +406,15 @@ async def open_events(conn: AsyncConnection, personal: PersonalData, rows: Seque
 def is_token_bearing(values: Any) -> bool:
     """Whether an audit row's old or new values hold a sealed value."""
     return isinstance(values, dict) and any(is_token(value) for value in values.values())
+
+
+class AuditPurgeReport(NamedTuple):
+    """What `AuditManager.purge` did (or would do): rows dated before `cutoff` (None: retention is off) purged in
+    whole checkpoints."""
+
+    cutoff: datetime | None
+    checkpoints: int
+    rows: int
 
 
 class SealReport(NamedTuple):

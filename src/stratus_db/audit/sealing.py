@@ -119,6 +119,8 @@ class Checkpoint:
     first_position: int
     last_position: int
     head: str
+    purged_at: datetime | None = None
+    """When retention purged its rows and seals (its head stays: verification starts after it)."""
 
     def exported(self) -> dict[str, Any]:
         """The form `stratus-db audit checkpoint --export` writes, and `verify(expected_heads=...)` reads."""
@@ -255,6 +257,40 @@ async def rewrite_permit(conn: AsyncConnection, reason: str) -> AsyncIterator[No
     await conn.execute(delete(_permits).where(_permits.c.permit_id == permit))
 
 
+async def purgeable(conn: AsyncConnection, cutoff: datetime) -> list[tuple[Checkpoint, int]]:
+    """The oldest checkpoints not purged yet whose rows are all dated before `cutoff`, in order, each with its number
+    of rows: retention purges whole sealed ranges only, from the start of the chain."""
+    found = []
+    for checkpoint in await checkpoints(conn):
+        if checkpoint.purged_at is not None:
+            continue
+        newest, rows = (
+            await conn.execute(
+                select(func.max(_audit.c.timestamp), func.count(_chain.c.position))
+                .select_from(_chain.outerjoin(_audit, _audit.c.audit_id == _chain.c.audit_id))
+                .where(_chain.c.checkpoint_id == checkpoint.checkpoint_id)
+            )
+        ).one()
+        if newest is None or newest >= cutoff:
+            break
+        found.append((checkpoint, int(rows)))
+    return found
+
+
+async def purge_checkpoint(conn: AsyncConnection, checkpoint: Checkpoint, now: datetime) -> None:
+    """Delete a checkpoint's audit rows, their seals and redactions; keep the checkpoint, marked purged."""
+    sealed = select(_chain.c.audit_id).where(_chain.c.checkpoint_id == checkpoint.checkpoint_id)
+    async with rewrite_permit(conn, "retention"):
+        await conn.execute(delete(_redactions).where(_redactions.c.audit_id.in_(sealed)))
+        await conn.execute(delete(_audit).where(_audit.c.audit_id.in_(sealed)))
+    await conn.execute(delete(_chain).where(_chain.c.checkpoint_id == checkpoint.checkpoint_id))
+    await conn.execute(
+        _checkpoints.update()
+        .where(_checkpoints.c.checkpoint_id == checkpoint.checkpoint_id)
+        .values(purged_at=now)
+    )
+
+
 # -- verification --------------------------------------------------------------------------------------------------
 
 
@@ -301,8 +337,13 @@ async def verify(
     report = VerifyReport()
     stored = {checkpoint.last_position: checkpoint for checkpoint in await checkpoints(conn)}
     report.checkpoints_checked = len(stored)
-    heads_at: dict[int, str] = {}
-    previous, position = GENESIS, 0
+    # Retention purged the oldest checkpoints' rows and seals: the chain goes on from the last purged head.
+    purged = [checkpoint for checkpoint in stored.values() if checkpoint.purged_at is not None]
+    heads_at: dict[int, str] = {checkpoint.last_position: checkpoint.head for checkpoint in purged}
+    last_purged = max(purged, key=lambda checkpoint: checkpoint.last_position, default=None)
+    previous, position = (
+        (GENESIS, 0) if last_purged is None else (last_purged.head, last_purged.last_position)
+    )
     while True:
         statement = (
             select(_chain).where(_chain.c.position > position).order_by(_chain.c.position).limit(batch)

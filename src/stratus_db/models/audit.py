@@ -69,6 +69,8 @@ class AuditCheckpointRow(Base):
     first_position: Mapped[int] = mapped_column(BigInteger)
     last_position: Mapped[int] = mapped_column(BigInteger)
     head: Mapped[str] = mapped_column(String(64))
+    # Set when retention purged its rows (and their seals): the head stays, and verification starts after it.
+    purged_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class AuditRedactionRow(Base):

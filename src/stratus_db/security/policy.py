@@ -91,6 +91,7 @@ RULES: Mapping[str, Rule] = {
     # The tamper evidence of the whole trail: sealing is an operator's job; verifying and the checkpoints, an
     # auditor's (neither reads a value of the trail).
     "audit.seal": Rule(anyone=MANAGERS),
+    "audit.purge": Rule(anyone=MANAGERS),
     "audit.verify": Rule(anyone=AUDITORS),
     "audit.checkpoints": Rule(anyone=AUDITORS),
     # Counts over everyone's trail: an auditor's (the DPO's) or trusted code's.

@@ -273,3 +273,51 @@ async def test_a_row_rewritten_by_two_erasures_still_verifies_and_its_hashes_are
     assert guessable not in stored, (
         "a hash kept after an erasure is keyed: guesses cannot be checked against it"
     )
+
+
+async def test_retention_purges_whole_sealed_checkpoints_and_the_trail_still_verifies(
+    db: Database, clock: ManualClock
+) -> None:
+    users = UserManager(db)
+    start = clock.now
+    old = [await create_user(users) for _ in range(3)]  # day 0
+    trail = AuditManager(db)
+    await trail.seal(batch_size=2)  # checkpoints 1 (2 rows) and 2 (1 row)
+    clock.now = start + timedelta(days=40)
+    recent = await create_user(users)
+    await trail.seal()  # checkpoint 3
+    kept = [checkpoint.exported() for checkpoint in await trail.checkpoints()]
+    clock.now = start + timedelta(days=45)
+
+    keeping = db.settings.model_copy(update={"STRATUS_AUDIT_RETENTION_DAYS": 30})
+    retaining = Database(keeping, clock=clock)
+    try:
+        audit = AuditManager(retaining)
+        dry = await audit.purge(dry_run=True)
+        assert (dry.checkpoints, dry.rows) == (2, 3)
+        assert await count_rows(db, "audit_log") == 4, "a dry run purges nothing"
+
+        done = await audit.purge()
+        cutoff = start + timedelta(days=15)
+        assert (done.cutoff, done.checkpoints, done.rows) == (cutoff, 2, 3)
+        remaining = {e.record_id for e in (await audit.query(table_name="users", action="create")).items}
+        assert remaining == {recent.user_id}
+        assert not {user.user_id for user in old} & remaining
+        [purge] = (await audit.query(action="purge", table_name="audit_log")).items
+        assert purge.new_values == {"before": cutoff.isoformat(), "checkpoints": 2, "rows": 3}
+
+        report = await audit.verify(expected_heads=kept)
+        assert (report.ok, report.rows_checked, report.unsealed) == (True, 1, 1), report.problems
+        assert (await audit.purge()).rows == 0, "nothing more is due"
+        await sql(db, update(AUDIT).where(AUDIT.c.record_id == recent.user_id).values(actor="system:outro"))
+        assert [p.kind for p in (await audit.verify()).problems] == ["modified"]
+    finally:
+        await retaining.close()
+
+
+async def test_without_retention_the_trail_is_kept(db: Database, audit: AuditManager) -> None:
+    await some_history(db)
+    await audit.seal()
+    report = await audit.purge()
+    assert (report.cutoff, report.checkpoints, report.rows) == (None, 0, 0)
+    assert (await audit.verify()).ok

@@ -41,6 +41,7 @@ def upgrade() -> None:
         sa.Column("first_position", sa.BigInteger(), nullable=False),
         sa.Column("last_position", sa.BigInteger(), nullable=False),
         sa.Column("head", sa.String(length=64), nullable=False),
+        sa.Column("purged_at", sa.DateTime(timezone=True), nullable=True),
         sa.PrimaryKeyConstraint("checkpoint_id", name=op.f("pk_audit_checkpoints")),
     )
     op.create_table(
