@@ -54,7 +54,9 @@ FIELDS: Final = (
     "trace_id",
     "purpose",
 )
-"""The columns of an audit row that its hash covers, in this order: all of them."""
+"""The columns of an audit row that its hash covers, in this order: all of them. Listed, not read from the model: a
+column added to audit_log later must not change the hash of a row sealed before it (a new column would join the
+hash under a format version of its own)."""
 GENESIS: Final = "0" * 64
 """The chain's hash before its first row."""
 LATE_COMMIT_GRACE: Final = timedelta(minutes=5)

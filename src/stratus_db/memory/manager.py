@@ -204,7 +204,14 @@ class MemoryManager:
             return await self._revealed(op, entry, tx) if entry is not None and entry.sensitive else entry
 
     async def _revealed(self, op: Operation, entry: MemoryEntry, tx: AsyncConnection | None) -> MemoryEntry:
-        """A sensitive memory with its value decrypted (the cache and the rows hold its token)."""
+        """A sensitive memory with its value decrypted (the cache and the rows hold its token); the database is read
+        only for a key this handle does not hold yet."""
+        personal = PersonalData.of(self._db)
+        data_key = personal.cached_key(entry.user_id)
+        if data_key is not None:
+            return entry.model_copy(
+                update={"value": personal.open_memory_value(entry.value, entry.memory_id, data_key)}
+            )
 
         async def work(conn: AsyncConnection) -> MemoryEntry:
             return (await reveal(PersonalData.of(self._db), conn, [entry]))[0]

@@ -86,12 +86,19 @@ class PersonalData:
         self._remember(user_id, wrapped, data_key)
         return data_key
 
+    def cached_key(self, user_id: uuid.UUID) -> DataKey | None:
+        """The user's data key if this handle holds it unwrapped already (no database read), else None."""
+        cached = self._keys.get(user_id)
+        if cached is None:
+            return None
+        self._keys.move_to_end(user_id)
+        return cached[1]
+
     async def key_of(self, conn: AsyncConnection, user_id: uuid.UUID) -> DataKey | None:
         """The user's data key, or None when it no longer exists (the user erased) or never did."""
-        cached = self._keys.get(user_id)
+        cached = self.cached_key(user_id)
         if cached is not None:
-            self._keys.move_to_end(user_id)
-            return cached[1]
+            return cached
         wrapped = await conn.scalar(select(_users.c.data_key).where(_users.c.user_id == user_id))
         return None if wrapped is None else self.unwrap(user_id, wrapped)
 
