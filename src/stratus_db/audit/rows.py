@@ -10,6 +10,7 @@ it through `AUDIT_INPUT`, `AuditEntry.batch_input()` and `insert_audit_rows`.
 from __future__ import annotations
 
 import json
+import sys
 import uuid
 from datetime import datetime
 from typing import Any, NamedTuple
@@ -37,16 +38,50 @@ CONTEXT_COLUMNS: tuple[str, ...] = AuditContext._fields
 
 def audit_context() -> AuditContext:
     """The request context's audit columns, taken now: inside the operation (its trace id and its principal, the
-    call's `principal=` argument if it was given one), by code that writes the row later, in a batch."""
+    call's `principal=` argument if it was given one), by code that writes the row later, in a batch.
+
+    A call made with no principal at all is recorded as `system:system`, and, unless the context gave a user agent,
+    with the code that made it in `user_agent` (`calling_code()`): whoever reads the trail can find which job wrote
+    the row."""
     context = current_context()
     principal = current_principal()
+    if principal is None:
+        return AuditContext(
+            context.ip_address,
+            context.user_agent or calling_code(),
+            SYSTEM.actor,
+            current_trace_id(),
+            context.purpose,
+        )
     return AuditContext(
-        context.ip_address,
-        context.user_agent,
-        (SYSTEM if principal is None else principal).actor,
-        current_trace_id(),
-        context.purpose,
+        context.ip_address, context.user_agent, principal.actor, current_trace_id(), context.purpose
     )
+
+
+_MACHINERY = ("stratus_db.", "asyncio.", "contextlib", "functools", "concurrent.")
+"""Modules whose frames are the library or the event loop, not the code that called the library. The library's own
+command line and demo are callers (and name their principal anyway)."""
+_CALLERS = ("stratus_db.cli", "stratus_db.demo")
+CODE_PREFIX = "code: "
+"""How `user_agent` starts when it names the calling code rather than a client."""
+
+
+def calling_code() -> str:
+    """`code: <module>:<line> in <function>` of the nearest frame outside the library (and the event loop): what
+    called it. Work the library runs in a task of its own (a background compression) has no such frame: then the
+    outermost library frame, the task's own code. About a microsecond: taken only for a call without a principal."""
+    frame = sys._getframe(1)
+    last = frame
+    while frame is not None:
+        module = frame.f_globals.get("__name__", "")
+        if not module.startswith(_MACHINERY) or module.startswith(_CALLERS):
+            break
+        if module.startswith("stratus_db."):
+            last = frame
+        frame = frame.f_back
+    found = last if frame is None else frame
+    module = found.f_globals.get("__name__", "?")
+    return f"{CODE_PREFIX}{module}:{found.f_lineno} in {found.f_code.co_qualname}"[:500]
 
 
 class AuditEntry(NamedTuple):

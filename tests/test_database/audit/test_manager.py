@@ -491,6 +491,36 @@ class TestQueryRecordsTheContext:
         assert after.trace_id not in (None, "trace-42")
         assert after.ip_address is None
 
+    async def test_a_write_without_a_principal_names_the_code_that_made_it(
+        self, users: UserManager, conversations: ConversationManager, audit: AuditManager, db: Database
+    ) -> None:
+        async with db.context(principal=Principal.system("setup")):
+            user = await create_user(users)
+            conversation = await conversations.create_conversation(user_id=user.user_id)
+        here = f"code: {__name__}:"
+        where = "TestQueryRecordsTheContext.test_a_write_without_a_principal_names_the_code_that_made_it"
+
+        await users.update_user(user.user_id, name="Sem contexto")
+        await conversations.add_message(
+            conversation_id=conversation.conversation_id, user_id=user.user_id, content="Teto 1.500 pés"
+        )
+        async with db.context(user_agent="nightly-job/1.0"):
+            await users.update_user(user.user_id, name="Com agente")
+
+        written = (await audit.query(actor="system:system")).items
+        assert [(event.table_name, event.action) for event in written] == [
+            ("users", "update"),
+            ("messages", "create"),
+            ("users", "update"),
+        ]
+        assert written[0].user_agent == "nightly-job/1.0"
+        for event in written[1:]:
+            assert event.user_agent is not None
+            assert event.user_agent.startswith(here), event.user_agent
+            assert event.user_agent.endswith(f" in {where}"), event.user_agent
+        # A principal given, the code location is not recorded: the principal says who acted.
+        assert all(event.user_agent is None for event in (await audit.query(actor="system:setup")).items)
+
     async def test_a_nested_context_keeps_the_outer_fields_it_does_not_set(
         self, users: UserManager, audit: AuditManager, db: Database
     ) -> None:
