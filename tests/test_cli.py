@@ -491,7 +491,7 @@ async def test_apply_retention_dry_run_then_progress_on_both_backends(
     db = Database(settings_for(database_url))
     try:
         assert await ConversationManager(db).get_conversation(kept.conversation_id, user.user_id) is not None
-        purges = (await AuditManager(db).query(action="purge", table_name="conversations")).items
+        purges = (await AuditManager(db).query(action="purge", table="conversations")).items
         assert len(purges) == 5
         assert {event.actor for event in purges} == {"system:stratus-db"}
         assert {event.purpose for event in purges} == {"apply-retention"}
@@ -797,10 +797,14 @@ async def test_audit_purge_says_what_retention_does(
 ) -> None:
     await existing_user(database_url)
     assert (await invoke("audit", "purge")).stdout.strip() == (
-        "the audit trail is kept for ever (STRATUS_AUDIT_RETENTION_DAYS is 0)"
+        "the audit trail is kept for ever (STRATUS_AUDIT_RETENTION_DAYS is 0 and no STRATUS_AUDIT_RETENTION_RULES)"
     )
     await invoke("audit", "seal")
     monkeypatch.setenv("STRATUS_AUDIT_RETENTION_DAYS", "30")
+    monkeypatch.setenv("STRATUS_AUDIT_RETENTION_RULES", '{"access:deny": 0, "*:read": 730}')
     dry = await invoke("audit", "purge", "--dry-run")
     assert dry.exit_code == 0, dry.output
-    assert dry.stdout.startswith("0 audit rows in 0 checkpoint(s) would be purged (dated before ")
+    assert dry.stdout.strip() == (
+        "0 audit rows in 0 checkpoint(s) would be purged "
+        "(retention in days: access:deny: for ever, *:read: 730, otherwise 30)"
+    )

@@ -411,21 +411,27 @@ def audit_purge(
         bool, typer.Option("--dry-run", help="Count what would be purged; purge nothing.")
     ] = False,
 ) -> None:
-    """Delete the audit rows older than STRATUS_AUDIT_RETENTION_DAYS, in whole sealed checkpoints (schedule it
-    daily, after `audit seal`); verification goes on from the last purged head."""
+    """Delete the audit rows past their retention (STRATUS_AUDIT_RETENTION_DAYS and STRATUS_AUDIT_RETENTION_RULES),
+    in whole sealed checkpoints (schedule it daily, after `audit seal`); verification goes on from the last purged
+    head."""
 
     async def purge(db: StratusPostgreSQLIntegration) -> AuditPurgeReport:
         async with db.context(principal=OPERATOR, purpose="audit-purge"):
             return await AuditManager(db).purge(dry_run=dry_run)
 
     report = _run(purge)
-    if report.cutoff is None:
-        typer.echo("the audit trail is kept for ever (STRATUS_AUDIT_RETENTION_DAYS is 0)")
+    if report.retention.keeps_everything:
+        typer.echo(
+            "the audit trail is kept for ever (STRATUS_AUDIT_RETENTION_DAYS is 0 and no "
+            "STRATUS_AUDIT_RETENTION_RULES)"
+        )
         return
     verb = "would be purged" if dry_run else "purged"
+    retention = [f"{key}: {days or 'for ever'}" for key, days in report.retention.rules.items()]
+    retention.append(f"otherwise {report.retention.default_days or 'for ever'}")
     typer.echo(
-        f"{report.rows} audit rows in {report.checkpoints} checkpoint(s) {verb} (dated before "
-        f"{report.cutoff.isoformat()})"
+        f"{report.rows} audit rows in {report.checkpoints} checkpoint(s) {verb} (retention in days: "
+        f"{', '.join(retention)})"
     )
 
 

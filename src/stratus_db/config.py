@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 from urllib.parse import quote, urlsplit, urlunsplit
 
-from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
+from pydantic import Field, SecretStr, StringConstraints, ValidationInfo, field_validator, model_validator
 from pydantic import ValidationError as PydanticValidationError
 from pydantic_settings import (
     BaseSettings,
@@ -49,6 +49,8 @@ _SECRET_QUERY_PARAMETERS = frozenset(
 )
 MAX_RETENTION_DAYS = 36_500
 """The longest retention a setting takes (a hundred years): longer is "for ever", which 0 says."""
+AUDIT_RULE_PATTERN = r"^(\*|[a-z_]{1,63}):[a-z_]{1,50}$|^[a-z_]{1,63}$"
+"""A key of STRATUS_AUDIT_RETENTION_RULES: `table`, `table:action` or `*:action`."""
 _POSTGRES_DRIVERS = {"postgresql", "postgres", "postgresql+asyncpg"}
 _SQLITE_DRIVERS = {"sqlite", "sqlite+aiosqlite"}
 
@@ -161,7 +163,15 @@ class Settings(BaseSettings):
     """A user whose `last_active` is this many days old is erased (erase_user) with everything of theirs."""
     STRATUS_AUDIT_RETENTION_DAYS: Annotated[int, Field(ge=0, le=MAX_RETENTION_DAYS)] = 0
     """Audit rows older than this many days are purged by `stratus-db audit purge`, in whole sealed checkpoints
-    (docs/audit.md); 0 keeps the trail for ever."""
+    (docs/audit.md); 0 keeps the trail for ever. STRATUS_AUDIT_RETENTION_RULES overrides it for some rows."""
+    STRATUS_AUDIT_RETENTION_RULES: dict[
+        Annotated[str, StringConstraints(pattern=AUDIT_RULE_PATTERN)],
+        Annotated[int, Field(ge=0, le=MAX_RETENTION_DAYS)],
+    ] = Field(default_factory=dict)
+    """Retention in days by table and action, over STRATUS_AUDIT_RETENTION_DAYS, as a JSON object whose keys are
+    `table`, `table:action` or `*:action`, e.g. `{"messages": 365, "*:read": 730, "access:deny": 1825}` (0: for
+    ever). The most specific key wins: `table:action`, then `*:action`, then `table`. A checkpoint is purged once
+    every row in it is past its own retention."""
     ENVIRONMENT: Environment = Environment.development
 
     # Encryption of personal data (security/crypto.py, docs/security.md). Never stored in the database.

@@ -322,7 +322,7 @@ async def test_the_trail_of_an_expired_sensitive_memory_replaced_still_reads(
     clock.advance(seconds=120)
     await memories.store_memory(user_id, "exame", "glicemia normal", sensitive=True)
 
-    trail = (await AuditManager(db).query(user_id=user_id, table_name="memory_entries", limit=100)).items
+    trail = (await AuditManager(db).query(user_id=user_id, table="memory_entries", limit=100)).items
     replaced = trail[0]
     assert (replaced.action, replaced.new_values["value"]) == ("create", "glicemia normal")
     assert replaced.old_values["value"] == "glicemia alterada", (

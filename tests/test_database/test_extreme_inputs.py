@@ -445,7 +445,7 @@ class TestText:
             ),
             pytest.param(lambda w: w.memories.get_memory(w.user_id, BYTES), "key", id="get_memory-key"),
             pytest.param(lambda w: w.memories.delete_memory(w.user_id, BYTES), "key", id="delete_memory-key"),
-            pytest.param(lambda w: w.audit.query(table_name=BYTES), "table_name", id="audit-table_name"),
+            pytest.param(lambda w: w.audit.query(table=BYTES), "table", id="audit-table"),
         ],
     )
     async def test_bytes_are_not_text(self, db: Database, world: World, call: Call, argument: str) -> None:

@@ -104,7 +104,7 @@ async def test_conversations_without_activity_are_purged_with_their_messages(
     assert await column(db, "messages", "conversation_id") == {touched.conversation_id}
     assert await count_rows(db, "users") == 2
     assert await count_rows(db, "memory_entries") == 1
-    purges = (await AuditManager(db).query(action="purge", table_name="conversations")).items
+    purges = (await AuditManager(db).query(action="purge", table="conversations")).items
     assert {event.record_id for event in purges} == {stale.conversation_id, archived.conversation_id}
     assert {event.record_id: event.user_id for event in purges} == {
         stale.conversation_id: ana.user_id,
@@ -138,7 +138,7 @@ async def test_memories_neither_updated_nor_read_are_purged(db: Database, clock:
     assert report.deleted == {RetentionKind.memories: 3}
     left = {(row_owner, key) for row_owner, key in await owners_and_keys(db)}
     assert left == {(ana.user_id, "lida"), (ana.user_id, "atualizada")}
-    purges = (await AuditManager(db).query(action="purge", table_name="memory_entries")).items
+    purges = (await AuditManager(db).query(action="purge", table="memory_entries")).items
     assert {event.user_id: sorted(event.old_values["keys"]) for event in purges} == {
         ana.user_id: ["critica", "esquecida"],
         bia.user_id: ["esquecida"],
@@ -259,8 +259,8 @@ async def test_batches_are_bounded_and_each_commits_on_its_own(db: Database, clo
     assert await count_rows(db, "conversations") == 0
     assert await owners_and_keys(db) == [(keeper, "recente")]
     trail = AuditManager(db)
-    assert len((await trail.query(action="purge", table_name="conversations")).items) == 5
-    assert len((await trail.query(action="purge", table_name="memory_entries")).items) == 3, "one per batch"
+    assert len((await trail.query(action="purge", table="conversations")).items) == 5
+    assert len((await trail.query(action="purge", table="memory_entries")).items) == 3, "one per batch"
     assert len((await trail.query(action="erase")).items) == 5
 
 
@@ -282,7 +282,7 @@ async def test_a_run_stopped_half_way_keeps_its_batches_and_runs_again(
 
     assert again.deleted == {RetentionKind.conversations: 1}
     assert await count_rows(db, "conversations") == 0
-    assert len((await AuditManager(db).query(action="purge", table_name="conversations")).items) == 5
+    assert len((await AuditManager(db).query(action="purge", table="conversations")).items) == 5
 
 
 async def test_unset_rules_delete_nothing(db: Database, clock: ManualClock) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 from functools import partial
 from typing import TYPE_CHECKING, Annotated, Any, NamedTuple
 
@@ -18,8 +18,10 @@ from stratus_db.audit.schemas import AuditAction, AuditEvent
 from stratus_db.audit.sealing import (
     Checkpoint,
     FieldHasher,
+    RetentionPolicy,
     VerifyReport,
-    purge_checkpoint,
+    add_partitions,
+    purge_through,
     purgeable,
     seal_batch,
 )
@@ -47,7 +49,7 @@ _Name = Annotated[StrictStr, StringConstraints(min_length=1, max_length=63, patt
 class _AuditQuery(InputModel):
     user_id: uuid.UUID | None = None
     record_id: uuid.UUID | None = None
-    table_name: _Name | None = None
+    table: _Name | None = None
     action: _Name | None = None
     actor: Annotated[StrictStr, StringConstraints(min_length=1, max_length=210)] | None = None
     trace_id: Annotated[StrictStr, StringConstraints(min_length=1, max_length=64)] | None = None
@@ -149,7 +151,7 @@ class AuditManager:
         *,
         user_id: uuid.UUID | str | None = None,
         record_id: uuid.UUID | str | None = None,
-        table_name: str | None = None,
+        table: str | None = None,
         action: str | None = None,
         actor: str | None = None,
         trace_id: str | None = None,
@@ -175,7 +177,7 @@ class AuditManager:
                 {
                     "user_id": user_id,
                     "record_id": record_id,
-                    "table_name": table_name,
+                    "table": table,
                     "action": action,
                     "actor": actor,
                     "trace_id": trace_id,
@@ -208,7 +210,8 @@ class AuditManager:
     ) -> SealReport:
         """Seal every audit row committed and not yet sealed into the hash chain (audit/sealing.py), in batches of
         `batch_size` rows, each a checkpoint and a transaction of its own. Writers never wait for it; run it
-        periodically (`stratus-db audit seal`), and keep the heads outside the database (docs/audit.md).
+        periodically (`stratus-db audit seal`), and keep the heads outside the database (docs/audit.md). On
+        PostgreSQL it first makes audit_log's month partitions for this month and the next two.
 
         Raises:
             ValidationError: a malformed batch size or callback.
@@ -218,6 +221,7 @@ class AuditManager:
             size = parse_int(batch_size, "batch_size", minimum=1, maximum=MAX_SEAL_BATCH)
             check_callback(on_progress, "on_progress")
             await op.authorize(None)
+            await op.run(partial(_add_partitions, now=self._db.clock()), tx=None)
             made: list[Checkpoint] = []
             sealed = 0
             while True:
@@ -259,9 +263,10 @@ class AuditManager:
                 return await verify_trail(conn, self._hasher, expected_heads=heads)
 
     async def purge(self, *, dry_run: bool = False, principal: Principal | None = None) -> AuditPurgeReport:
-        """Delete the audit rows older than STRATUS_AUDIT_RETENTION_DAYS (0, the default, keeps them for ever), in
-        whole sealed checkpoints from the start of the chain, each in a transaction of its own: a checkpoint with a
-        row still within retention, and every later one, stays. A purged checkpoint keeps its head, so `verify`
+        """Delete the audit rows past their retention (STRATUS_AUDIT_RETENTION_DAYS, 0 by default: for ever, and
+        STRATUS_AUDIT_RETENTION_RULES by table and action), in whole sealed checkpoints from the start of the chain,
+        in one transaction: a checkpoint with a row still within its retention, and every later one, stays. On
+        PostgreSQL a month partition all of whose rows go is dropped rather than deleted row by row. A purged checkpoint keeps its head, so `verify`
         goes on from it (and heads exported before still match). Rows not sealed yet are never purged. The purge
         is audited (action `purge`, table `audit_log`, the counts).
 
@@ -273,17 +278,18 @@ class AuditManager:
             if not isinstance(dry_run, bool):
                 raise ValidationError(f"dry_run must be True or False, got {shown(dry_run)}")
             await op.authorize(None)
-            days = self._db.settings.STRATUS_AUDIT_RETENTION_DAYS
-            if not days:
-                return AuditPurgeReport(None, 0, 0)
+            settings = self._db.settings
+            policy = RetentionPolicy(
+                settings.STRATUS_AUDIT_RETENTION_DAYS, settings.STRATUS_AUDIT_RETENTION_RULES
+            )
+            if policy.keeps_everything:
+                return AuditPurgeReport(policy, 0, 0)
             now = self._db.clock()
-            cutoff = now - timedelta(days=days)
-            due = await op.run(partial(_purgeable, cutoff=cutoff), tx=None)
+            due = await op.run(partial(_purgeable, policy=policy, now=now), tx=None)
+            report = AuditPurgeReport(policy, len(due), sum(rows for _checkpoint, rows in due))
             if dry_run or not due:
-                return AuditPurgeReport(cutoff, len(due), sum(rows for _checkpoint, rows in due))
-            for checkpoint, _rows in due:
-                await op.run(partial(_purge_checkpoint, checkpoint=checkpoint, now=now), tx=None)
-            report = AuditPurgeReport(cutoff, len(due), sum(rows for _checkpoint, rows in due))
+                return report
+            await op.run(partial(_purge_through, checkpoint=due[-1][0], now=now), tx=None)
 
             async def record(conn: AsyncConnection) -> None:
                 await self.record(
@@ -293,7 +299,8 @@ class AuditManager:
                     record_id=None,
                     user_id=None,
                     new_values={
-                        "before": cutoff.isoformat(),
+                        "retention": policy.exported(),
+                        "through_checkpoint": due[-1][0].checkpoint_id,
                         "checkpoints": report.checkpoints,
                         "rows": report.rows,
                     },
@@ -346,12 +353,18 @@ async def _build_report(conn: AsyncConnection, *, since: datetime, until: dateti
     return await build_report(conn, since, until)
 
 
-async def _purgeable(conn: AsyncConnection, *, cutoff: datetime) -> list[tuple[Checkpoint, int]]:
-    return await purgeable(conn, cutoff)
+async def _purgeable(
+    conn: AsyncConnection, *, policy: RetentionPolicy, now: datetime
+) -> list[tuple[Checkpoint, int]]:
+    return await purgeable(conn, policy, now)
 
 
-async def _purge_checkpoint(conn: AsyncConnection, *, checkpoint: Checkpoint, now: datetime) -> None:
-    await purge_checkpoint(conn, checkpoint, now)
+async def _purge_through(conn: AsyncConnection, *, checkpoint: Checkpoint, now: datetime) -> None:
+    await purge_through(conn, checkpoint, now)
+
+
+async def _add_partitions(conn: AsyncConnection, *, now: datetime) -> None:
+    await add_partitions(conn, now)
 
 
 async def _seal_batch(
@@ -409,10 +422,9 @@ def is_token_bearing(values: Any) -> bool:
 
 
 class AuditPurgeReport(NamedTuple):
-    """What `AuditManager.purge` did (or would do): rows dated before `cutoff` (None: retention is off) purged in
-    whole checkpoints."""
+    """What `AuditManager.purge` did (or would do) under `retention`: rows past it purged in whole checkpoints."""
 
-    cutoff: datetime | None
+    retention: RetentionPolicy
     checkpoints: int
     rows: int
 

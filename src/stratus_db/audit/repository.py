@@ -31,7 +31,7 @@ class AuditRepository:
         *,
         user_id: uuid.UUID | None,
         record_id: uuid.UUID | None,
-        table_name: str | None,
+        table: str | None,
         action: str | None,
         actor: str | None = None,
         trace_id: str | None = None,
@@ -46,8 +46,8 @@ class AuditRepository:
             statement = statement.where(AuditRow.user_id == user_id)
         if record_id is not None:
             statement = statement.where(AuditRow.record_id == record_id)
-        if table_name is not None:
-            statement = statement.where(AuditRow.table_name == table_name)
+        if table is not None:
+            statement = statement.where(AuditRow.table_name == table)
         if action is not None:
             statement = statement.where(AuditRow.action == action)
         if actor is not None:

@@ -13,6 +13,7 @@ import json
 import sys
 import uuid
 from datetime import datetime
+from types import FrameType
 from typing import Any, NamedTuple
 
 from stratus_db.audit.schemas import AuditAction
@@ -70,8 +71,8 @@ def calling_code() -> str:
     """`code: <module>:<line> in <function>` of the nearest frame outside the library (and the event loop): what
     called it. Work the library runs in a task of its own (a background compression) has no such frame: then the
     outermost library frame, the task's own code. About a microsecond: taken only for a call without a principal."""
-    frame = sys._getframe(1)
-    last = frame
+    frame: FrameType | None = sys._getframe(1)
+    last = sys._getframe(1)
     while frame is not None:
         module = frame.f_globals.get("__name__", "")
         if not module.startswith(_MACHINERY) or module.startswith(_CALLERS):

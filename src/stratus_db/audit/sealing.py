@@ -25,9 +25,9 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
-from sqlalchemy import delete, func, insert, select, text
+from sqlalchemy import ColumnElement, and_, bindparam, case, delete, func, insert, literal, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from stratus_db.kit.models import table_of
@@ -67,6 +67,8 @@ REFERENCE_WINDOW: Final = 100
 MAX_PROBLEMS: Final = 100
 MAX_COMBINATIONS: Final = 4096
 """Combinations of rewritten fields' earlier values tried for one row (far more than erasures ever produce)."""
+PARTITIONS_AHEAD: Final = 2
+"""PostgreSQL: months of audit_log partitions made ahead of the current one."""
 _SEALER_LOCK: Final = 0x5EA1_A0D1
 """PostgreSQL advisory lock key: one sealer at a time (SQLite's single writer already serialises them)."""
 
@@ -193,6 +195,18 @@ async def seal_batch(
     return checkpoint
 
 
+async def add_partitions(conn: AsyncConnection, now: datetime) -> None:
+    """PostgreSQL: make audit_log's partitions for the month of `now` and the PARTITIONS_AHEAD next, those not made
+    yet (`stratus_audit_add_partition`, revision 0013): the sealer runs it, so a month's rows land in their partition,
+    which retention can drop whole. Nothing on SQLite."""
+    if conn.dialect.name != "postgresql":
+        return
+    month = now.astimezone(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    for _ in range(PARTITIONS_AHEAD + 1):
+        await conn.execute(text("SELECT stratus_audit_add_partition(:moment)"), {"moment": month})
+        month = (month + timedelta(days=32)).replace(day=1)
+
+
 async def sealed_reference(conn: AsyncConnection) -> datetime | None:
     """The timestamp of the newest sealed row still present (among the last REFERENCE_WINDOW positions): the sealer
     takes rows from it on (less the grace), and verify calls older unsealed rows inserted. None before any seal."""
@@ -259,38 +273,133 @@ async def rewrite_permit(conn: AsyncConnection, reason: str) -> AsyncIterator[No
     await conn.execute(delete(_permits).where(_permits.c.permit_id == permit))
 
 
-async def purgeable(conn: AsyncConnection, cutoff: datetime) -> list[tuple[Checkpoint, int]]:
-    """The oldest checkpoints not purged yet whose rows are all dated before `cutoff`, in order, each with its number
-    of rows: retention purges whole sealed ranges only, from the start of the chain."""
+class RetentionPolicy(NamedTuple):
+    """How long audit rows are kept: `default_days` (STRATUS_AUDIT_RETENTION_DAYS) unless one of `rules`
+    (STRATUS_AUDIT_RETENTION_RULES: `table`, `table:action` or `*:action` → days) is more specific; 0 is for ever."""
+
+    default_days: int
+    rules: Mapping[str, int]
+
+    @property
+    def keeps_everything(self) -> bool:
+        return not self.default_days and not any(self.rules.values())
+
+    def exported(self) -> dict[str, Any]:
+        return {"default_days": self.default_days, "rules": dict(self.rules)}
+
+    def cutoff(self, now: datetime) -> ColumnElement[datetime]:
+        """Each audit row's cutoff as an SQL expression: the row is past retention when dated before it (NULL: kept
+        for ever)."""
+
+        def moment(days: int) -> ColumnElement[datetime]:
+            return literal(None if days == 0 else now - timedelta(days=days), type_=_audit.c.timestamp.type)
+
+        def specificity(key: str) -> int:
+            table, _, action = key.partition(":")
+            return 0 if table != "*" and action else 1 if action else 2
+
+        branches = []
+        for key in sorted(self.rules, key=specificity):
+            table, _, action = key.partition(":")
+            conditions = [
+                *([_audit.c.table_name == table] if table != "*" else []),
+                *([_audit.c.action == action] if action else []),
+            ]
+            branches.append((and_(*conditions), moment(self.rules[key])))
+        if not branches:
+            return moment(self.default_days)
+        return case(*branches, else_=moment(self.default_days))
+
+
+async def purgeable(
+    conn: AsyncConnection, policy: RetentionPolicy, now: datetime
+) -> list[tuple[Checkpoint, int]]:
+    """The oldest checkpoints not purged yet all of whose rows are past their retention (`policy`), in order, each
+    with its number of rows: retention purges whole sealed ranges only, from the start of the chain."""
     found = []
+    kept = case((_audit.c.timestamp < policy.cutoff(now), 0), else_=1)
     for checkpoint in await checkpoints(conn):
         if checkpoint.purged_at is not None:
             continue
-        newest, rows = (
+        present, still_kept, rows = (
             await conn.execute(
-                select(func.max(_audit.c.timestamp), func.count(_chain.c.position))
+                select(func.count(_audit.c.audit_id), func.sum(kept), func.count(_chain.c.position))
                 .select_from(_chain.outerjoin(_audit, _audit.c.audit_id == _chain.c.audit_id))
                 .where(_chain.c.checkpoint_id == checkpoint.checkpoint_id)
             )
         ).one()
-        if newest is None or newest >= cutoff:
+        if not present or still_kept:
             break
         found.append((checkpoint, int(rows)))
     return found
 
 
-async def purge_checkpoint(conn: AsyncConnection, checkpoint: Checkpoint, now: datetime) -> None:
-    """Delete a checkpoint's audit rows, their seals and redactions; keep the checkpoint, marked purged."""
-    sealed = select(_chain.c.audit_id).where(_chain.c.checkpoint_id == checkpoint.checkpoint_id)
+async def purge_through(conn: AsyncConnection, checkpoint: Checkpoint, now: datetime) -> int:
+    """Remove every sealed row up to `checkpoint` (the last of those `purgeable` found), with their seals and
+    redactions; keep the checkpoints, marked purged. Returns the rows removed.
+
+    PostgreSQL: through `stratus_audit_purge` (revision 0013), which the application's role may run though it may
+    not DELETE from audit_log, and which drops each month partition all of whose rows go rather than deleting them."""
+    if conn.dialect.name == "postgresql":
+        removed = await conn.scalar(
+            text("SELECT stratus_audit_purge(:checkpoint, :now)"),
+            {"checkpoint": checkpoint.checkpoint_id, "now": now},
+        )
+        return int(removed or 0)
+    sealed = select(_chain.c.audit_id).where(_chain.c.position <= checkpoint.last_position)
     async with rewrite_permit(conn, "retention"):
         await conn.execute(delete(_redactions).where(_redactions.c.audit_id.in_(sealed)))
-        await conn.execute(delete(_audit).where(_audit.c.audit_id.in_(sealed)))
-    await conn.execute(delete(_chain).where(_chain.c.checkpoint_id == checkpoint.checkpoint_id))
+        removed = (await conn.execute(delete(_audit).where(_audit.c.audit_id.in_(sealed)))).rowcount
+    await conn.execute(delete(_chain).where(_chain.c.position <= checkpoint.last_position))
     await conn.execute(
         _checkpoints.update()
-        .where(_checkpoints.c.checkpoint_id == checkpoint.checkpoint_id)
+        .where(_checkpoints.c.checkpoint_id <= checkpoint.checkpoint_id, _checkpoints.c.purged_at.is_(None))
         .values(purged_at=now)
     )
+    return int(removed)
+
+
+async def rewrite_for_erasure(
+    conn: AsyncConnection,
+    subject: uuid.UUID,
+    pseudonym: uuid.UUID,
+    rows: Sequence[Mapping[str, Any]],
+    rewrites: Sequence[Mapping[str, Any]],
+) -> None:
+    """Apply an erasure's rewrite of audit rows about `subject` (each of `rows`: its audit_id and its new user_id,
+    record_id, old_values, new_values and actor; the address and user agent go) and record its redactions.
+
+    PostgreSQL: through `stratus_audit_erase` (revision 0013), which the application's role may run though it may
+    not UPDATE audit_log, and which checks that the person is erased and that only their identifiers change, to the
+    pseudonym. SQLite: the same statements under a rewrite permit."""
+    if conn.dialect.name == "postgresql":
+        await conn.execute(
+            text(
+                "SELECT stratus_audit_erase(:subject, :pseudonym, CAST(:rows AS jsonb), CAST(:rewrites AS jsonb))"
+            ),
+            {
+                "subject": subject,
+                "pseudonym": pseudonym,
+                "rows": json.dumps(list(rows), default=str),
+                "rewrites": json.dumps(list(rewrites), default=str),
+            },
+        )
+        return
+    columns = ("user_id", "record_id", "old_values", "new_values", "actor")
+    statement = (
+        _audit.update()
+        .where(_audit.c.audit_id == bindparam("b_audit_id"))
+        .values(
+            {name: bindparam(f"b_{name}", type_=_audit.c[name].type) for name in columns}
+            | {"ip_address": None, "user_agent": None}
+        )
+    )
+    async with rewrite_permit(conn, "erasure"):
+        await record_redactions(conn, rewrites)
+        await conn.execute(
+            statement,
+            [{"b_audit_id": row["audit_id"]} | {f"b_{name}": row[name] for name in columns} for row in rows],
+        )
 
 
 # -- verification --------------------------------------------------------------------------------------------------

@@ -12,7 +12,10 @@ from stratus_db.kit.types import NullableJSONType, UTCDateTime
 
 
 class AuditRow(Base):
-    """Append-only trail of every change. No foreign keys: it outlives the users and rows it describes."""
+    """Append-only trail of every change. No foreign keys: it outlives the users and rows it describes.
+
+    On PostgreSQL the table is partitioned by month of `timestamp`, and its primary key is (audit_id, timestamp), as
+    a partitioned table's must hold the partition key (revision 0013); audit ids are unique all the same."""
 
     __tablename__ = "audit_log"
 
@@ -43,6 +46,10 @@ class AuditRow(Base):
         Index(None, "actor", "timestamp", "audit_id"),
         # AuditManager.query(trace_id=...): every row one request wrote.
         Index(None, "trace_id"),
+        # AuditManager.query(table=...), alone or with action=: one table's history, newest first.
+        Index(None, "table_name", "action", "timestamp", "audit_id"),
+        # AuditManager.query(action=...): every erasure, export, refusal…, newest first.
+        Index(None, "action", "timestamp", "audit_id"),
     )
 
 

@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 from sqlalchemy import ColumnElement, bindparam, delete, func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from stratus_db.audit.sealing import FieldHasher, record_redactions, redactions, rewrite_permit
+from stratus_db.audit.sealing import FieldHasher, redactions, rewrite_for_erasure
 from stratus_db.kit.models import Base, table_of
 from stratus_db.models import AuditRow, UserRow
 from stratus_db.privacy.kinds import ErasableKind
@@ -94,20 +94,6 @@ async def pseudonymise_audit(
         .order_by(AuditRow.audit_id)
         .limit(BATCH_ROWS)
     )
-    rewritten_fields = (
-        "user_id",
-        "record_id",
-        "old_values",
-        "new_values",
-        "ip_address",
-        "user_agent",
-        "actor",
-    )
-    rewrite = (
-        update(_audit)
-        .where(AuditRow.audit_id == bindparam("b_audit_id"))
-        .values({name: bindparam(f"b_{name}", type_=_audit.c[name].type) for name in rewritten_fields})
-    )
 
     def renamed(values: Any) -> Any:
         return (
@@ -116,34 +102,30 @@ async def pseudonymise_audit(
 
     rewritten = 0
     after: uuid.UUID | None = None
-    async with rewrite_permit(conn, "erasure"):
-        while True:
-            page = statement if after is None else statement.where(AuditRow.audit_id > after)
-            rows = [dict(row) for row in (await conn.execute(page)).mappings()]
-            if not rows:
-                break
-            changes, rewrites = [], []
-            for row in rows:
-                about_them = row["user_id"] == user_id
-                new = {
-                    "user_id": pseudonym if about_them else row["user_id"],
-                    "record_id": pseudonym if row["record_id"] == user_id else row["record_id"],
-                    # About them: values erased. About someone else, with them acting (a refused attempt, say): that
-                    # person's values stay, only the mentions of the erased id (a refusal's reason) change.
-                    "old_values": redacted(row["old_values"]) if about_them else renamed(row["old_values"]),
-                    "new_values": redacted(row["new_values"]) if about_them else renamed(row["new_values"]),
-                    "ip_address": None,
-                    "user_agent": None,
-                    "actor": f"user:{pseudonym}" if row["actor"] == actor else row["actor"],
-                }
-                changes.append(
-                    {"b_audit_id": row["audit_id"]} | {f"b_{name}": value for name, value in new.items()}
-                )
-                rewrites += redactions(hasher, row["audit_id"], row, new, now)
-            await record_redactions(conn, rewrites)
-            await conn.execute(rewrite, changes)
-            rewritten += len(rows)
-            after = rows[-1]["audit_id"]
+    while True:
+        page = statement if after is None else statement.where(AuditRow.audit_id > after)
+        rows = [dict(row) for row in (await conn.execute(page)).mappings()]
+        if not rows:
+            break
+        changes, rewrites = [], []
+        for row in rows:
+            about_them = row["user_id"] == user_id
+            new = {
+                "user_id": pseudonym if about_them else row["user_id"],
+                "record_id": pseudonym if row["record_id"] == user_id else row["record_id"],
+                # About them: values erased. About someone else, with them acting (a refused attempt, say): that
+                # person's values stay, only the mentions of the erased id (a refusal's reason) change.
+                "old_values": redacted(row["old_values"]) if about_them else renamed(row["old_values"]),
+                "new_values": redacted(row["new_values"]) if about_them else renamed(row["new_values"]),
+                "ip_address": None,
+                "user_agent": None,
+                "actor": f"user:{pseudonym}" if row["actor"] == actor else row["actor"],
+            }
+            changes.append({"audit_id": row["audit_id"]} | new)
+            rewrites += redactions(hasher, row["audit_id"], row, new, now)
+        await rewrite_for_erasure(conn, user_id, pseudonym, changes, rewrites)
+        rewritten += len(rows)
+        after = rows[-1]["audit_id"]
     return rewritten
 
 

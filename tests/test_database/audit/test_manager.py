@@ -103,7 +103,7 @@ class TestQueryAfterEachWrite:
             user_id=user.user_id, key="preferred_aircraft", value="Cessna 172", memory_type="long_term"
         )
 
-        event = await only_event(audit, table_name="memory_entries")
+        event = await only_event(audit, table="memory_entries")
         assert event.action == "create"
         assert event.record_id == entry.memory_id
         assert event.user_id == user.user_id
@@ -123,7 +123,7 @@ class TestQueryAfterEachWrite:
             user_id=user.user_id, key="preferred_aircraft", value="Piper PA-28", memory_type="long_term"
         )
 
-        event = await only_event(audit, table_name="memory_entries", action="update")
+        event = await only_event(audit, table="memory_entries", action="update")
         assert event.record_id == entry.memory_id
         assert event.user_id == user.user_id
         assert event.old_values == {"value": "Cessna 172"}
@@ -139,7 +139,7 @@ class TestQueryAfterEachWrite:
             user_id=user.user_id, title="Consulta meteorológica"
         )
 
-        event = await only_event(audit, table_name="conversations")
+        event = await only_event(audit, table="conversations")
         assert event.action == "create"
         assert event.record_id == conversation.conversation_id
         assert event.user_id == user.user_id
@@ -160,7 +160,7 @@ class TestQueryAfterEachWrite:
             content="Qual o METAR de SBGR?",
         )
 
-        event = await only_event(audit, table_name="messages")
+        event = await only_event(audit, table="messages")
         assert event.action == "create"
         assert event.record_id == message.message_id
         assert event.user_id == user.user_id
@@ -176,7 +176,7 @@ class TestQueryAfterEachWrite:
             conversation_id=conversation.conversation_id, user_id=user.user_id, content=SECRET_CONTENT
         )
 
-        event = await only_event(audit, table_name="messages")
+        event = await only_event(audit, table="messages")
         stored = event.model_dump_json() + json.dumps(event.new_values) + json.dumps(event.old_values)
         for fragment in ("XK-4471", "hunter2", "reserva", SECRET_CONTENT):
             assert fragment not in stored
@@ -231,11 +231,11 @@ class TestQueryFilters:
         assert [event.action for event in by_record] == ["update", "create"]
         assert all(event.record_id == maria.user_id for event in by_record)
 
-        assert {event.record_id for event in (await audit.query(table_name="users")).items} == {
+        assert {event.record_id for event in (await audit.query(table="users")).items} == {
             joao.user_id,
             maria.user_id,
         }
-        assert [event.record_id for event in (await audit.query(table_name="memory_entries")).items] == [
+        assert [event.record_id for event in (await audit.query(table="memory_entries")).items] == [
             memory.memory_id
         ]
         assert len((await audit.query(action="create")).items) == 4
@@ -249,7 +249,7 @@ class TestQueryFilters:
         await conversations.create_conversation(user_id=joao.user_id)
         await conversations.create_conversation(user_id=maria.user_id)
 
-        events = (await audit.query(user_id=maria.user_id, table_name="conversations", action="create")).items
+        events = (await audit.query(user_id=maria.user_id, table="conversations", action="create")).items
 
         assert len(events) == 1
         assert events[0].user_id == maria.user_id
@@ -263,7 +263,7 @@ class TestQueryFilters:
         filter_sets: list[dict[str, Any]] = [
             {"user_id": uuid.uuid4()},
             {"record_id": uuid.uuid4()},
-            {"table_name": "messages"},
+            {"table": "messages"},
             {"action": "delete"},
         ]
         for filters in filter_sets:
@@ -431,7 +431,7 @@ class TestQueryValidation:
         [
             ({"user_id": "1; DROP TABLE users"}, "user_id"),
             ({"record_id": "not-a-uuid"}, "record_id"),
-            ({"table_name": "users; DROP TABLE audit_log"}, "table_name"),
+            ({"table": "users; DROP TABLE audit_log"}, "table"),
             ({"action": "create' OR '1'='1"}, "action"),
             ({"limit": 0}, "limit"),
             ({"limit": 501}, "limit"),

@@ -298,13 +298,17 @@ async def test_retention_purges_whole_sealed_checkpoints_and_the_trail_still_ver
         assert await count_rows(db, "audit_log") == 4, "a dry run purges nothing"
 
         done = await audit.purge()
-        cutoff = start + timedelta(days=15)
-        assert (done.cutoff, done.checkpoints, done.rows) == (cutoff, 2, 3)
-        remaining = {e.record_id for e in (await audit.query(table_name="users", action="create")).items}
+        assert (done.retention.default_days, done.checkpoints, done.rows) == (30, 2, 3)
+        remaining = {e.record_id for e in (await audit.query(table="users", action="create")).items}
         assert remaining == {recent.user_id}
         assert not {user.user_id for user in old} & remaining
-        [purge] = (await audit.query(action="purge", table_name="audit_log")).items
-        assert purge.new_values == {"before": cutoff.isoformat(), "checkpoints": 2, "rows": 3}
+        [purge] = (await audit.query(action="purge", table="audit_log")).items
+        assert purge.new_values == {
+            "retention": {"default_days": 30, "rules": {}},
+            "through_checkpoint": 2,
+            "checkpoints": 2,
+            "rows": 3,
+        }
 
         report = await audit.verify(expected_heads=kept)
         assert (report.ok, report.rows_checked, report.unsealed) == (True, 1, 1), report.problems
@@ -319,5 +323,5 @@ async def test_without_retention_the_trail_is_kept(db: Database, audit: AuditMan
     await some_history(db)
     await audit.seal()
     report = await audit.purge()
-    assert (report.cutoff, report.checkpoints, report.rows) == (None, 0, 0)
+    assert (report.retention.keeps_everything, report.checkpoints, report.rows) == (True, 0, 0)
     assert (await audit.verify()).ok

@@ -78,7 +78,7 @@ async def test_200_appends_from_several_processes_get_distinct_gap_free_numbers_
     assert stored is not None
     assert (stored.message_count, stored.total_tokens) == (total, 3 * total)
     assert stored.last_activity_at == max(message.created_at for message in messages)
-    audited = await AuditManager(db).query(table_name="messages", limit=total)
+    audited = await AuditManager(db).query(table="messages", limit=total)
     assert sorted(event.new_values["seq"] for event in audited.items) == list(range(1, total + 1))
 
 
@@ -118,7 +118,7 @@ class TestAddMessages:
         assert stored is not None
         first_tokens = round(len("primeira") / 3.5)
         assert (stored.message_count, stored.total_tokens) == (3, first_tokens + batch[0].tokens_used + 40)
-        events = (await AuditManager(db).query(table_name="messages")).items
+        events = (await AuditManager(db).query(table="messages")).items
         assert sorted(event.new_values["seq"] for event in events) == [1, 2, 3]
 
     @pytest.mark.parametrize(
@@ -212,7 +212,7 @@ async def test_concurrent_appends_to_many_conversations_each_get_their_own_resul
         assert stored is not None
         assert (stored.message_count, stored.total_tokens) == (10, 20)
     assert await count_rows(db, "messages") == 30
-    audited = await AuditManager(db).query(table_name="messages", limit=100)
+    audited = await AuditManager(db).query(table="messages", limit=100)
     assert len(audited.items) == 30
     assert {event.record_id for event in audited.items} == {
         result.message_id for result in results if not isinstance(result, BaseException)

@@ -159,7 +159,7 @@ class TestLedger:
         user = await create_user(users)
         granted = await consents.grant_consent(user.user_id, "model_improvement", "v3", "api")
         revoked = await consents.revoke_consent(user.user_id, "model_improvement", "app", text_version="v3")
-        trail = (await AuditManager(db).query(user_id=user.user_id, table_name="user_consents")).items
+        trail = (await AuditManager(db).query(user_id=user.user_id, table="user_consents")).items
         assert [(event.action, event.record_id, event.new_values) for event in reversed(trail)] == [
             (
                 "grant",
