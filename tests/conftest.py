@@ -75,6 +75,13 @@ async def db(session_db: Database) -> AsyncIterator[Database]:
 
 
 @pytest.fixture
+async def postgresql_only(postgresql_db: Database) -> AsyncIterator[Database]:
+    """The session's PostgreSQL database, for a test of what only PostgreSQL has; emptied after it, as `db` is."""
+    yield postgresql_db
+    await empty_all_tables(postgresql_db)
+
+
+@pytest.fixture
 def clock(db: Database, monkeypatch: pytest.MonkeyPatch) -> ManualClock:
     """Take over the database's clock for this test; `clock.advance(hours=25)` moves time forward."""
     manual = ManualClock()

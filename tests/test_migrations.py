@@ -534,3 +534,80 @@ async def test_postgres_0007_profile_fields_up_and_down() -> None:
 
 async def test_sqlite_0007_profile_fields_up_and_down(tmp_path: Path) -> None:
     await _profile_fields_up_and_down(sqlite_url(tmp_path / "profile-fields.db"))
+
+
+async def test_postgres_0013_partitions_the_audit_trail_by_month_up_and_down() -> None:
+    """Revision 0013 moves the audit rows written before it into month partitions (one per month they are in, and
+    this month and the next two), keeps every row as it was, and the trail sealed after it verifies; the downgrade
+    puts the same rows back into a plain table."""
+    from stratus_db import AuditManager
+
+    async with throwaway_postgres_database(migrate=False) as url:
+        db = Database(settings_for(url))
+        try:
+            async with schema_transaction(db) as conn:
+
+                def to_0012(connection: Connection) -> None:
+                    config = alembic_config()
+                    config.attributes["connection"] = connection
+                    command.upgrade(config, "0012")
+
+                await conn.run_sync(to_0012)
+                for month in (9, 10, 11):
+                    await conn.execute(
+                        sql_text(
+                            "INSERT INTO audit_log (audit_id, action, table_name, timestamp, actor, new_values) "
+                            "VALUES (:id, 'create', 'users', :at, 'system:system', '{\"n\": 1}')"
+                        ),
+                        {"id": uuid.uuid4(), "at": datetime(2025, month, 28, 23, 30, tzinfo=UTC)},
+                    )
+
+            async def rows() -> list[tuple[object, ...]]:
+                async with db.engine.connect() as conn:
+                    found = await conn.execute(
+                        sql_text("SELECT audit_id, timestamp, new_values FROM audit_log ORDER BY timestamp")
+                    )
+                    return [tuple(row) for row in found]
+
+            async def partitions() -> dict[str, int]:
+                async with db.engine.connect() as conn:
+                    found = await conn.execute(
+                        sql_text(
+                            "SELECT c.relname, (SELECT count(*) FROM audit_log a WHERE a.tableoid = c.oid) "
+                            "FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+                            "WHERE i.inhparent = 'audit_log'::regclass"
+                        )
+                    )
+                    return {str(row[0]): int(row[1]) for row in found}
+
+            before = await rows()
+            await db.migrate()
+            assert await rows() == before
+            now = datetime.now(UTC)
+            months = {(now.year * 12 + now.month - 1 + ahead) for ahead in range(3)}
+            expected = {"audit_log_2025_09": 1, "audit_log_2025_10": 1, "audit_log_2025_11": 1} | {
+                f"audit_log_{m // 12}_{m % 12 + 1:02d}": 0 for m in months
+            }
+            assert await partitions() == expected | {"audit_log_default": 0}
+            async with db.engine.connect() as conn:
+                assert await conn.run_sync(schema_drift) == []
+
+            await UserManager(db).create_user(name="Ana", email="ana@example.com", role="pilot")
+            trail = AuditManager(db)
+            await trail.seal()
+            assert (await trail.verify()).ok
+
+            after = await rows()
+            assert await db.downgrade("0012") == "0012"
+            assert await rows() == after
+            assert after[:3] == before
+            assert len(after) == 4
+            async with db.engine.connect() as conn:
+                assert await partitions() == {}
+                primary = await conn.run_sync(lambda sync: inspect(sync).get_pk_constraint("audit_log"))
+            assert primary["constrained_columns"] == ["audit_id"]
+            await db.migrate()
+            assert len(await rows()) == 4
+            assert (await trail.verify()).ok
+        finally:
+            await db.close()

@@ -14,9 +14,9 @@ from tests.fixtures.factories import count_rows, create_user
 
 
 async def test_postgres_psql_changes_are_audited_with_the_login_as_actor(
-    postgresql_db: Database,
+    postgresql_only: Database,
 ) -> None:
-    db = postgresql_db
+    db = postgresql_only
     users, audit = UserManager(db), AuditManager(db)
     user = await create_user(users)
     assert await count_rows(db, "audit_log") == 1, "the library's write, audited once"
