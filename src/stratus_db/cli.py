@@ -198,6 +198,16 @@ def db_history() -> None:
         typer.echo(line)
 
 
+@db_app.command("grant-app-role")
+def db_grant_app_role(
+    role: Annotated[str, typer.Argument(help="The role the application logs in as (created beforehand).")],
+) -> None:
+    """PostgreSQL: let ROLE do what the library does, and never UPDATE, DELETE or TRUNCATE the audit trail (erasure
+    and retention go through functions that run as the tables' owner). Run as the owner, after `migrate`."""
+    _run(lambda db: db.grant_application_role(role))
+    typer.echo(f"{role} may use the data layer; the audit trail is append-only for it")
+
+
 @db_app.command("downgrade")
 def db_downgrade(
     revision: Annotated[str, typer.Argument(help="An older revision id (see `db history`), or `base`.")],

@@ -359,6 +359,24 @@ class StratusPostgreSQLIntegration:
         self._schema_ready = True
         return schema.head_revision()
 
+    async def grant_application_role(self, role: str) -> None:
+        """PostgreSQL: let `role`, the login the application runs as, do what the library does and no more on the
+        audit trail (schema.py `grant_application_role`, docs/audit.md "Append-only"). Run with the migrations'
+        role, which owns the tables, after `migrate`; idempotent.
+
+        Raises:
+            ValidationError: `role` is not a role name, does not exist, is a superuser or owns the tables.
+            ConfigurationError: the database is the embedded SQLite file, which has no roles.
+            DatabaseUnavailableError: the database cannot be reached.
+        """
+        if not isinstance(role, str):
+            raise ValidationError(f"role must be a PostgreSQL role name, got {shown(role)}")
+        if self.backend != "postgresql":
+            raise ConfigurationError(
+                "grant_application_role needs PostgreSQL (DATABASE_URL): the embedded SQLite file has no roles"
+            )
+        await self._change_schema(partial(schema.grant_application_role, role=role))
+
     async def downgrade(self, revision: str) -> str | None:
         """Downgrade the schema to an older `revision` (a revision id, or `base`: no table left), in one transaction;
         returns the revision the database is now at (None for base). Destructive: the columns and tables the

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from alembic import command
@@ -9,10 +10,10 @@ from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, Table, inspect
+from sqlalchemy import Connection, Table, inspect, text
 
 from stratus_db.config import Settings
-from stratus_db.errors import DatabaseError
+from stratus_db.errors import DatabaseError, ValidationError
 from stratus_db.models import Base
 
 SCRIPT_LOCATION = "stratus_db:migrations"
@@ -103,3 +104,55 @@ def schema_drift(connection: Connection) -> list[object]:
     """Differences between the models and the migrated database, over MANAGED_TABLES only; empty when they agree."""
     context = MigrationContext.configure(connection, opts=COMPARISON_OPTIONS)
     return list(compare_metadata(context, Base.metadata))
+
+
+AUDIT_TABLES = frozenset(
+    {"audit_log", "audit_chain", "audit_checkpoints", "audit_redactions", "audit_rewrite_permits"}
+)
+"""The audit trail's tables: the application's role appends to some and rewrites none (`grant_application_role`)."""
+APPENDED_BY_THE_APPLICATION = ("audit_log", "audit_chain", "audit_checkpoints")
+"""Audit tables the application's role inserts into: its audit rows, and the sealer's seals and checkpoints."""
+AUDIT_FUNCTIONS = (
+    "stratus_audit_add_partition(timestamptz)",
+    "stratus_audit_erase(uuid, uuid, jsonb, jsonb)",
+    "stratus_audit_purge(bigint, timestamptz)",
+)
+"""Revision 0013's SECURITY DEFINER functions: the only ways the application's role changes what is in the trail."""
+ROLE_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+
+def grant_application_role(connection: Connection, role: str) -> None:
+    """PostgreSQL: let `role` (an existing role that owns nothing here and is no superuser) do everything the
+    library does, and no more on the audit trail: read, insert, update and delete the data tables; read the audit
+    tables and append to audit_log and to the seals; never UPDATE, DELETE or TRUNCATE them. Erasure, retention and
+    the month partitions go through revision 0013's functions, which run as their owner (the migrations' role).
+    Run as the owner of the tables, after `migrate`; idempotent."""
+    if not ROLE_NAME.fullmatch(role):
+        raise ValidationError(
+            f"role must be a PostgreSQL role name (lower-case letters, digits and _, at most 63), got {role!r}"
+        )
+    found = connection.execute(
+        text("SELECT rolsuper OR rolbypassrls FROM pg_roles WHERE rolname = :role"), {"role": role}
+    ).first()
+    if found is None:
+        raise ValidationError(f"role {role!r} does not exist: create it first (CREATE ROLE {role} LOGIN)")
+    if found[0]:
+        raise ValidationError(
+            f"role {role!r} is a superuser: nothing can be revoked from it; use a plain role"
+        )
+    owner = connection.execute(text("SELECT tableowner FROM pg_tables WHERE tablename = 'users'")).scalar()
+    if owner == role:
+        raise ValidationError(
+            f"role {role!r} owns the tables (an owner may do anything to them): grant to another role"
+        )
+    data_tables = ", ".join(sorted(MANAGED_TABLES - AUDIT_TABLES))
+    statements = [
+        f"GRANT USAGE ON SCHEMA {connection.dialect.default_schema_name} TO {role}",
+        f"GRANT SELECT ON {', '.join(sorted(MANAGED_TABLES | {'alembic_version'}))} TO {role}",
+        f"GRANT INSERT, UPDATE, DELETE ON {data_tables} TO {role}",
+        f"REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON {', '.join(sorted(AUDIT_TABLES))} FROM {role}",
+        f"GRANT INSERT ON {', '.join(APPENDED_BY_THE_APPLICATION)} TO {role}",
+        f"GRANT EXECUTE ON FUNCTION {', '.join(AUDIT_FUNCTIONS)} TO {role}",
+    ]
+    for statement in statements:
+        connection.execute(text(statement))
