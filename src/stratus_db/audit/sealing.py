@@ -446,8 +446,10 @@ async def verify(
     """Recompute every sealed row's hash and the chain, compare them with the seals, the checkpoints and
     `expected_heads` (checkpoints exported earlier), and count the rows not sealed yet."""
     report = VerifyReport()
-    stored = {checkpoint.last_position: checkpoint for checkpoint in await checkpoints(conn)}
+    listed = await checkpoints(conn)
+    stored = {checkpoint.last_position: checkpoint for checkpoint in listed}
     report.checkpoints_checked = len(stored)
+    _check_ranges(report, listed)
     # Retention purged the oldest checkpoints' rows and seals: the chain goes on from the last purged head.
     purged = [checkpoint for checkpoint in stored.values() if checkpoint.purged_at is not None]
     heads_at: dict[int, str] = {checkpoint.last_position: checkpoint.head for checkpoint in purged}
@@ -518,6 +520,24 @@ async def verify(
     _check_heads(report, expected_heads, stored, heads_at, position)
     await _count_unsealed(conn, report)
     return report
+
+
+def _check_ranges(report: VerifyReport, listed: Sequence[Checkpoint]) -> None:
+    """Checkpoints, in order, cover the chain from position 1 without gap or overlap: a checkpoint deleted or
+    altered in the middle shows here, heads kept outside or not."""
+    expected = 1
+    for checkpoint in listed:
+        if checkpoint.first_position != expected or checkpoint.last_position < checkpoint.first_position:
+            report.add(
+                Problem(
+                    "checkpoint missing" if checkpoint.first_position > expected else "checkpoint altered",
+                    expected,
+                    None,
+                    f"checkpoint {checkpoint.checkpoint_id} covers positions {checkpoint.first_position} to "
+                    f"{checkpoint.last_position}; the one before it ended at {expected - 1}",
+                )
+            )
+        expected = checkpoint.last_position + 1
 
 
 def _check_row(

@@ -51,7 +51,15 @@ def _run_offline() -> None:
 
 
 async def _run_from_settings() -> None:
-    engine = create_async_engine(load_settings().database_url)
+    url = load_settings().database_url
+    # As the library's own connections: revision 0011's trigger leaves the migrations' data changes to them, as it
+    # does when `stratus-db migrate` runs them, rather than auditing each row as an outside write.
+    options = (
+        {"connect_args": {"server_settings": {"application_name": "stratus_db"}}}
+        if url.get_backend_name() == "postgresql"
+        else {}
+    )
+    engine = create_async_engine(url, **options)
     try:
         async with engine.begin() as connection:
             await connection.run_sync(_run)

@@ -171,6 +171,29 @@ async def test_a_truncated_tail_with_its_seals_is_caught_by_the_heads_kept_outsi
     assert [(p.kind, p.position) for p in problems] == [("checkpoint missing", last.last_position)]
 
 
+async def test_a_checkpoint_removed_or_stretched_in_the_middle_is_caught_without_heads(
+    db: Database, audit: AuditManager
+) -> None:
+    await some_history(db)
+    await audit.seal(batch_size=2)
+    first, second, *_ = await audit.checkpoints()
+    await sql(db, delete(CHECKPOINTS).where(CHECKPOINTS.c.checkpoint_id == first.checkpoint_id))
+    assert [(p.kind, p.position) for p in (await audit.verify()).problems] == [("checkpoint missing", 1)]
+
+    await sql(
+        db,
+        insert(CHECKPOINTS).values(
+            checkpoint_id=first.checkpoint_id,
+            sealed_at=first.sealed_at,
+            first_position=first.first_position,
+            last_position=first.last_position + 1,
+            head=first.head,
+        ),
+    )
+    problems = [(p.kind, p.position) for p in (await audit.verify()).problems]
+    assert ("checkpoint altered", second.first_position + 1) in problems
+
+
 async def test_an_altered_seal_or_checkpoint_is_reported(db: Database, audit: AuditManager) -> None:
     await some_history(db)
     await audit.seal()
