@@ -37,7 +37,7 @@ from stratus_db.security.personal import ENCRYPTED_COLUMNS, PersonalData
 from stratus_db.security.principal import Principal
 
 if TYPE_CHECKING:
-    from stratus_db.database import StratusPostgreSQLIntegration
+    from stratus_db.database import Operation, StratusPostgreSQLIntegration
 
 OUTSIDE_ACTOR_PREFIX = "db:"
 """The actor of a row the database's trigger wrote for a write made outside the library (revision 0011)."""
@@ -221,20 +221,25 @@ class AuditManager:
             size = parse_int(batch_size, "batch_size", minimum=1, maximum=MAX_SEAL_BATCH)
             check_callback(on_progress, "on_progress")
             await op.authorize(None)
-            await op.run(partial(_add_partitions, now=self._db.clock()), tx=None)
-            made: list[Checkpoint] = []
-            sealed = 0
-            while True:
-                checkpoint = await op.run(
-                    partial(_seal_batch, hasher=self._hasher, now=self._db.clock(), size=size), tx=None
-                )
-                if checkpoint is None:
-                    break
-                made.append(checkpoint)
-                sealed += checkpoint.last_position - checkpoint.first_position + 1
-                if on_progress is not None:
-                    on_progress(sealed)
-            return SealReport(tuple(made), sealed)
+            return await self._seal_all(op, size, on_progress)
+
+    async def _seal_all(
+        self, op: Operation, size: int, on_progress: Callable[[int], None] | None = None
+    ) -> SealReport:
+        await op.run(partial(_add_partitions, now=self._db.clock()), tx=None)
+        made: list[Checkpoint] = []
+        sealed = 0
+        while True:
+            checkpoint = await op.run(
+                partial(_seal_batch, hasher=self._hasher, now=self._db.clock(), size=size), tx=None
+            )
+            if checkpoint is None:
+                break
+            made.append(checkpoint)
+            sealed += checkpoint.last_position - checkpoint.first_position + 1
+            if on_progress is not None:
+                on_progress(sealed)
+        return SealReport(tuple(made), sealed)
 
     async def verify(
         self,
@@ -268,7 +273,8 @@ class AuditManager:
         in one transaction: a checkpoint with a row still within its retention, and every later one, stays. On
         PostgreSQL a month partition all of whose rows go is dropped rather than deleted row by row. A purged checkpoint keeps its head, so `verify`
         goes on from it (and heads exported before still match). Rows not sealed yet are never purged. The purge
-        is audited (action `purge`, table `audit_log`, the counts).
+        is audited (action `purge`, table `audit_log`, the retention and counts), and that row is sealed at once,
+        with whatever else awaited the sealer, in a new checkpoint.
 
         Raises:
             ValidationError: `dry_run` is not a bool.
@@ -307,6 +313,8 @@ class AuditManager:
                 )
 
             await op.run(record, tx=None)
+            # The purge's own row is sealed at once, in a new checkpoint after the purged ones.
+            await self._seal_all(op, DEFAULT_SEAL_BATCH)
             return report
 
     async def report(
