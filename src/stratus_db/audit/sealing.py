@@ -142,12 +142,15 @@ async def seal_batch(
     """Seal up to `size` committed, unsealed audit rows (oldest first) in one checkpoint; None when none is left."""
     if conn.dialect.name == "postgresql":
         await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SEALER_LOCK})
+    # The chain goes on from the newest checkpoint (each batch ends in one): its seals may have been purged since.
     last = (
         await conn.execute(
-            select(_chain.c.position, _chain.c.chain_hash).order_by(_chain.c.position.desc()).limit(1)
+            select(_checkpoints.c.last_position, _checkpoints.c.head)
+            .order_by(_checkpoints.c.checkpoint_id.desc())
+            .limit(1)
         )
     ).first()
-    position, previous = (0, GENESIS) if last is None else (last.position, last.chain_hash)
+    position, previous = (0, GENESIS) if last is None else (last.last_position, last.head)
     reference = await sealed_reference(conn)
     pending = (
         select(_audit)

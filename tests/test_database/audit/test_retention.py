@@ -58,6 +58,25 @@ async def test_each_row_is_kept_as_long_as_its_table_and_action_say(db: Database
     assert [event.new_values["rows"] for event in remaining] == [1, 1, 1]
 
 
+async def test_the_chain_goes_on_after_a_purge_of_everything_sealed(db: Database, clock: ManualClock) -> None:
+    users, trail = UserManager(db), AuditManager(db)
+    for _ in range(3):
+        await create_user(users)
+    await trail.seal()
+    clock.advance(days=40)
+
+    assert await purge(db, clock, 30, {}) == (1, 3)  # and the purge's row is sealed after the purged head
+    await create_user(users)
+    await trail.seal()
+    report = await trail.verify()
+    assert (report.ok, report.rows_checked, report.unsealed) == (True, 2, 0), report.problems
+    assert [(c.first_position, c.last_position) for c in await trail.checkpoints()] == [
+        (1, 3),
+        (4, 4),
+        (5, 5),
+    ]
+
+
 @pytest.mark.parametrize(
     "rules",
     [{"users; DROP TABLE audit_log": 1}, {"users:": 1}, {"*": 1}, {"users": -1}, {"users": "muito"}],
@@ -106,9 +125,12 @@ async def test_postgres_a_purge_drops_each_month_whose_rows_all_go(
     clock.advance(days=40)  # March 16: January's rows are 65 days old, February's 40
 
     assert await purge(db, clock, 60, {}) == (1, 3)
-    assert await partitions(db) == {"audit_log_2041_02": 1, "audit_log_2041_03": 1, "audit_log_2041_04": 0}, (
-        "January dropped whole; the purge's own row is in March"
-    )
+    assert await partitions(db) == {
+        "audit_log_2041_02": 1,
+        "audit_log_2041_03": 1,
+        "audit_log_2041_04": 0,
+        "audit_log_2041_05": 0,
+    }, "January dropped whole; the purge's own row is in March, and sealing it made May"
     assert await count_rows(db, "audit_log") == 2
     assert {event.record_id for event in (await trail.query(table="users")).items} == {february.user_id}
 
