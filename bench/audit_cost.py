@@ -6,11 +6,13 @@ outside the library.
 One throw-away database, 100 users with a conversation each, appends at concurrency 16, the setups taking turns in
 slices (each going first in turn):
 
+- the library's `add_message`, against the same calls without any auditing: the audit row taken out of its
+  statements (the `audited` step of `_PG_APPEND` and `_PG_APPEND_MANY`, swapped for one that writes nothing) and the
+  outside-write trigger (revision 0011) disabled (`ALTER TABLE … DISABLE TRIGGER`); then against each of the two
+  alone: what auditing costs `add_message` (issue 15's budget: at most 15 % of its throughput);
 - the floor (bench/conversations.py `FLOOR_APPEND`: the message, the conversation's counters and the audit row as
-  one statement on a raw asyncpg pool), against the same statement without its audit row: what the audit row costs
-  the write itself;
-- the library's `add_message` with the outside-write trigger (revision 0011) enabled, against the same with it
-  disabled (`ALTER TABLE … DISABLE TRIGGER`): what the trigger's WHEN clause costs the library's writes.
+  one statement on a raw asyncpg pool), against the same statement without its audit row: the audit row's cost
+  without the library around it.
 
 The floor's connections carry the library's application_name, so the trigger skips them as it skips the library's.
 Writes the table into docs/benchmarks.md. Not a test: nothing here asserts.
@@ -20,10 +22,11 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import asyncpg
 
@@ -32,6 +35,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.conversations import FLOOR_APPEND, FLOOR_APPEND_UNAUDITED
 from bench.harness import Spent, _timed, corpus_messages, driver_url, run_sliced
 from stratus_db import ConversationManager, Database, UserManager
+from stratus_db.audit.rows import AUDIT_INPUT
+from stratus_db.conversations import repository
 from stratus_db.kit.ids import new_id
 from tests.fixtures.databases import settings_for, throwaway_postgres_database
 
@@ -39,12 +44,47 @@ CONCURRENCY = 16
 USERS = 100
 AUDITED_TABLES = ("messages", "conversations")
 """The tables an append writes: the trigger is disabled on both for the `trigger off` setup."""
-SETUPS = (
-    "floor, with its audit row",
-    "floor, without an audit row",
-    "add_message, outside-write trigger on",
-    "add_message, outside-write trigger off",
+
+
+class Setup(NamedTuple):
+    name: str
+    library: bool
+    audit_row: bool = True
+    trigger: bool = True
+
+
+AUDITED = Setup("add_message", library=True)
+NO_AUDIT_ROW = Setup("add_message, without its audit row", library=True, audit_row=False)
+NO_TRIGGER = Setup("add_message, outside-write trigger off", library=True, trigger=False)
+UNAUDITED = Setup("add_message, neither", library=True, audit_row=False, trigger=False)
+FLOOR = Setup("floor, with its audit row", library=False)
+FLOOR_UNAUDITED = Setup("floor, without an audit row", library=False, audit_row=False)
+SETUPS = (AUDITED, NO_AUDIT_ROW, NO_TRIGGER, UNAUDITED, FLOOR, FLOOR_UNAUDITED)
+COMPARED = (
+    ("all of auditing (`add_message`)", AUDITED, UNAUDITED),
+    ("the audit row (`add_message`)", AUDITED, NO_AUDIT_ROW),
+    ("the outside-write trigger (`add_message`)", AUDITED, NO_TRIGGER),
+    ("the audit row (floor statement)", FLOOR, FLOOR_UNAUDITED),
 )
+
+
+@contextmanager
+def unaudited_appends(enabled: bool) -> Iterator[None]:
+    """While enabled, the library's append statements write no audit row: their `audited` step selects the audit
+    parameters (so that the statement's parameters stay the same) and writes nothing."""
+    if not enabled:
+        yield
+        return
+    single, many = repository._PG_APPEND, repository._PG_APPEND_MANY
+    typed = ", ".join(
+        f"{repository._APPEND_INPUT.parameter(name)}::{kind}" for name, kind in AUDIT_INPUT.columns
+    )
+    repository._PG_APPEND = single.replace(repository._APPEND_AUDITED, f"SELECT {typed}")
+    repository._PG_APPEND_MANY = many.replace(repository._APPEND_MANY_AUDITED, "SELECT 1")
+    try:
+        yield
+    finally:
+        repository._PG_APPEND, repository._PG_APPEND_MANY = single, many
 
 
 async def measure(ops: int, rounds: int) -> list[str]:
@@ -97,12 +137,10 @@ async def measure(ops: int, rounds: int) -> list[str]:
                     tokens_used=message["tokens_used"],
                 )
 
-            calls = {
-                SETUPS[0]: floor(FLOOR_APPEND),
-                SETUPS[1]: floor(FLOOR_APPEND_UNAUDITED),
-                SETUPS[2]: library,
-                SETUPS[3]: library,
-            }
+            def call(setup: Setup) -> Callable[[int], Awaitable[Any]]:
+                if setup.library:
+                    return library
+                return floor(FLOOR_APPEND if setup.audit_row else FLOOR_APPEND_UNAUDITED)
 
             async def triggers(enabled: bool) -> None:
                 for table in AUDITED_TABLES:
@@ -110,24 +148,30 @@ async def measure(ops: int, rounds: int) -> list[str]:
                         f"ALTER TABLE {table} {'ENABLE' if enabled else 'DISABLE'} TRIGGER audit_outside_write"
                     )
 
+            async def run(setup: Setup, indexes: range) -> Spent:
+                if not setup.trigger:
+                    await triggers(enabled=False)
+                try:
+                    with unaudited_appends(setup.library and not setup.audit_row):
+                        return await _timed(call(setup), indexes, CONCURRENCY, [])
+                finally:
+                    if not setup.trigger:
+                        await triggers(enabled=True)
+
             spent = {setup: Spent() for setup in SETUPS}
             for setup in SETUPS:  # warm-up: pools, prepared statements
-                await _timed(calls[setup], range(400), CONCURRENCY, [])
+                await run(setup, range(400))
             order = list(SETUPS)
             for round_number in range(rounds):
                 start, stop = ops * round_number // rounds, ops * (round_number + 1) // rounds
                 order = order[1:] + order[:1]
                 for setup in order:
-                    if setup == SETUPS[3]:
-                        await triggers(enabled=False)
-                    spent[setup] += await _timed(calls[setup], range(start, stop), CONCURRENCY, [])
-                    if setup == SETUPS[3]:
-                        await triggers(enabled=True)
+                    spent[setup] += await run(setup, range(start, stop))
         finally:
             await pool.close()
             await db.close()
 
-    def cell(setup: str) -> str:
+    def cell(setup: Setup) -> str:
         used = spent[setup]
         return (
             f"{ops / used.wall:,.0f}/s, client {used.client_cpu * 1e6 / ops:.0f} µs, "
@@ -138,10 +182,7 @@ async def measure(ops: int, rounds: int) -> list[str]:
         "| Append, concurrency 16 | with | without | throughput, with ÷ without | server CPU, with ÷ without |",
         "|---|---:|---:|---:|---:|",
     ]
-    for what, with_, without in (
-        ("the audit row (floor statement)", SETUPS[0], SETUPS[1]),
-        ("the outside-write trigger (`add_message`)", SETUPS[2], SETUPS[3]),
-    ):
+    for what, with_, without in COMPARED:
         a, b = spent[with_], spent[without]
         lines.append(
             f"| {what} | {cell(with_)} | {cell(without)} | {b.wall / a.wall:.2f} | "
@@ -158,8 +199,9 @@ def main() -> None:
         measure,
         section="audit",
         intro=(
-            "What auditing costs an append: the audit row, and the trigger that audits writes made outside "
-            "the library, each against the same writes without it, interleaved in one run, `make bench-audit`:"
+            "What auditing costs an append: the audit row (in the library's `add_message`, and in the raw asyncpg "
+            "floor statement), and the trigger that audits writes made outside the library, each against the same "
+            "writes without it, interleaved in one run, `make bench-audit`:"
         ),
         packages=("sqlalchemy", "asyncpg"),
         default_ops=6000,

@@ -4,7 +4,8 @@ Revision ID: 0013
 Revises: 0012
 Create Date: 2026-12-12 01:00:00
 
-Both backends: `audit_log` gains two indexes, for AuditManager.query(table=..., action=...) and (action=...).
+Both backends: `audit_log` gains two partial indexes, for AuditManager.query(table=..., action=...) and
+(action=...), over every row but message appends (most of the trail, and its hot path).
 
 PostgreSQL (docs/audit.md, "Append-only" and "Retention"):
 
@@ -27,6 +28,7 @@ The downgrade puts the rows back into a plain table (primary key audit_id) and d
 
 from collections.abc import Sequence
 
+import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0013"
@@ -42,8 +44,11 @@ INDEXES = {
     "ix_audit_log_trace_id": "trace_id",
 }
 """audit_log's indexes before this revision, rebuilt on the partitioned table."""
+APART_FROM_APPENDS = "table_name <> 'messages' OR action <> 'create'"
+"""The new indexes leave message appends out (models/audit.py says why); written here, as a revision must not
+depend on the models."""
 NEW_INDEXES = {
-    "ix_audit_log_table_name_action_timestamp_audit_id": ["table_name", "action", "timestamp", "audit_id"],
+    "ix_audit_log_table_name_timestamp_audit_id": ["table_name", "timestamp", "audit_id"],
     "ix_audit_log_action_timestamp_audit_id": ["action", "timestamp", "audit_id"],
 }
 APPEND_ONLY = (
@@ -176,7 +181,13 @@ def upgrade() -> None:
     if op.get_bind().dialect.name == "postgresql":
         _partition()
     for name, columns in NEW_INDEXES.items():
-        op.create_index(name, "audit_log", columns)
+        op.create_index(
+            name,
+            "audit_log",
+            columns,
+            postgresql_where=sa.text(APART_FROM_APPENDS),
+            sqlite_where=sa.text(APART_FROM_APPENDS),
+        )
 
 
 def _partition() -> None:
