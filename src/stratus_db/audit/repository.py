@@ -27,8 +27,8 @@ class AuditRepository:
         if entries:
             await self.conn.execute(insert(_audit), [entry.row() for entry in entries])
 
+    @staticmethod
     def query_statement(
-        self,
         *,
         user_id: uuid.UUID | None,
         record_id: uuid.UUID | None,

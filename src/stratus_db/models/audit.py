@@ -11,7 +11,7 @@ from stratus_db.kit.models import Base
 from stratus_db.kit.types import NullableJSONType, UTCDateTime
 
 APPEND_TABLE, APPEND_ACTION = "messages", "create"
-APART_FROM_APPENDS = f"table_name <> '{APPEND_TABLE}' OR action <> '{APPEND_ACTION}'"
+APART_FROM_APPENDS = f"(table_name <> '{APPEND_TABLE}' OR action <> '{APPEND_ACTION}')"
 """The predicate of audit_log's table and action indexes: every row but a message append's. A query uses them only
 when its WHERE clause holds this very text (AuditRepository adds it whenever the filters exclude appends): PostgreSQL
 cannot prove it from a parameter, and SQLite proves a partial index's predicate only from an identical term."""

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
+from sqlalchemy import Select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from stratus_db import (
@@ -23,7 +24,9 @@ from stratus_db import (
     UserRead,
     ValidationError,
 )
+from stratus_db.audit.repository import AuditRepository
 from stratus_db.kit.schemas import encode_cursor
+from stratus_db.models.audit import APART_FROM_APPENDS
 from tests.fixtures.factories import count_rows, create_user
 
 BRASILIA = timezone(timedelta(hours=-3))
@@ -601,3 +604,59 @@ class TestQueryAfterASharedTransaction:
         for table in ("users", "memory_entries", "conversations", "audit_log"):
             assert await count_rows(db, table) == 0, table
         assert (await audit.query()).items == []
+
+
+class TestQueryIndexes:
+    """The table and action filters read their partial indexes (message appends left out): the query carries the
+    indexes' predicate word for word whenever its filters exclude appends, since neither PostgreSQL (from a
+    parameter) nor SQLite (from anything but the same term) could prove it."""
+
+    @pytest.mark.parametrize(
+        ("filters", "index"),
+        [
+            ({"table": "users"}, "ix_audit_log_table_name_timestamp_audit_id"),
+            ({"action": "erase"}, "ix_audit_log_action_timestamp_audit_id"),
+            ({"table": "messages", "action": "update"}, "ix_audit_log_action_timestamp_audit_id"),
+        ],
+    )
+    async def test_a_selective_filter_reads_its_index(
+        self, db: Database, filters: dict[str, str], index: str
+    ) -> None:
+        async with db.engine.connect() as conn:
+            statement = query_statement(filters).limit(101)
+            compiled = statement.compile(dialect=conn.dialect)
+            sql = str(compiled)
+            assert APART_FROM_APPENDS in sql
+            parameters = tuple(compiled.params[name] for name in compiled.positiontup or ())
+            if db.backend == "sqlite":
+                # SQLite refuses the statement ("no query solution") if this index cannot serve it.
+                forced = sql.replace("FROM audit_log", f"FROM audit_log INDEXED BY {index}", 1)
+                plan = " ".join(
+                    str(row) for row in await conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {forced}", parameters)
+                )
+                assert index in plan, plan
+                return
+            # PostgreSQL takes a partial index only if it can prove its predicate from the query (here, from the same
+            # text: a parameter proves nothing). With no rows to cost, which of the two it picks is a toss-up; the
+            # partitions' copies of the indexes are named after the partitions.
+            await conn.execute(text("SET LOCAL enable_seqscan = off"))
+            plan = " ".join(str(row) for row in await conn.exec_driver_sql(f"EXPLAIN {sql}", parameters))
+            assert any(f"_{name}_idx" in plan for name in PARTIAL_INDEXES), plan
+
+    @pytest.mark.parametrize(
+        "filters",
+        [{"table": "messages"}, {"action": "create"}, {"table": "messages", "action": "create"}, {}],
+    )
+    def test_a_filter_that_takes_appends_does_not_exclude_them(self, filters: dict[str, str]) -> None:
+        assert APART_FROM_APPENDS not in str(query_statement(filters))
+
+
+PARTIAL_INDEXES = ("table_name_timestamp_audit_id", "action_timestamp_audit_id")
+
+
+def query_statement(filters: dict[str, str]) -> Select[Any]:
+    """AuditManager.query's statement for these filters (the others unset)."""
+    unset: dict[str, Any] = dict.fromkeys(
+        ("user_id", "record_id", "table", "action", "since", "until", "after")
+    )
+    return AuditRepository.query_statement(**(unset | filters))

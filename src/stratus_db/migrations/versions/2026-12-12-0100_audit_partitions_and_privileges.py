@@ -44,7 +44,7 @@ INDEXES = {
     "ix_audit_log_trace_id": "trace_id",
 }
 """audit_log's indexes before this revision, rebuilt on the partitioned table."""
-APART_FROM_APPENDS = "table_name <> 'messages' OR action <> 'create'"
+APART_FROM_APPENDS = "(table_name <> 'messages' OR action <> 'create')"
 """The new indexes leave message appends out (models/audit.py says why); written here, as a revision must not
 depend on the models."""
 NEW_INDEXES = {
