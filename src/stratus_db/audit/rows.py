@@ -19,29 +19,33 @@ from typing import Any, NamedTuple
 from stratus_db.audit.schemas import AuditAction
 from stratus_db.context import current_context, current_principal, current_trace_id
 from stratus_db.kit.sql import BatchColumns
-from stratus_db.security.principal import SYSTEM
+from stratus_db.security.principal import SYSTEM, PrincipalKind
 
 
 class AuditContext(NamedTuple):
-    """The columns of an audit row that come from the request context: who acted, from where, under which trace and
-    why."""
+    """The columns of an audit row that come from the request context: who acted (and, for an agent, the user it
+    acted for), from where, under which trace and why."""
 
     ip_address: str | None
     user_agent: str | None
     actor: str
     trace_id: str
     purpose: str | None
+    on_behalf_of: uuid.UUID | None
 
 
 CONTEXT_COLUMNS: tuple[str, ...] = AuditContext._fields
-"""audit_log's columns that come from the request context (all text), in the order statements take them."""
+"""audit_log's columns that come from the request context, in the order statements take them."""
+CONTEXT_TYPES: dict[str, str] = dict.fromkeys(CONTEXT_COLUMNS, "text") | {"on_behalf_of": "uuid"}
+"""Their PostgreSQL types, for the batch statements' arrays."""
 
 
 def audit_context() -> AuditContext:
     """The request context's audit columns, taken now: inside the operation (its trace id and its principal, the
     call's `principal=` argument if it was given one), by code that writes the row later, in a batch.
 
-    A call made with no principal at all is recorded as `system:system`, and, unless the context gave a user agent,
+    An agent's row names the user it acted for (`on_behalf_of`): its actor, `agent:<name>`, does not. A call made
+    with no principal at all is recorded as `system:system`, and, unless the context gave a user agent,
     with the code that made it in `user_agent` (`calling_code()`): whoever reads the trail can find which job wrote
     the row."""
     context = current_context()
@@ -53,9 +57,15 @@ def audit_context() -> AuditContext:
             SYSTEM.actor,
             current_trace_id(),
             context.purpose,
+            None,
         )
     return AuditContext(
-        context.ip_address, context.user_agent, principal.actor, current_trace_id(), context.purpose
+        context.ip_address,
+        context.user_agent,
+        principal.actor,
+        current_trace_id(),
+        context.purpose,
+        principal.user_id if principal.kind is PrincipalKind.agent else None,
     )
 
 
@@ -133,7 +143,7 @@ AUDIT_INPUT = BatchColumns(
         ("audited_at", "timestamptz"),
         ("old_values", "text"),
         ("new_values", "text"),
-        *((name, "text") for name in CONTEXT_COLUMNS),
+        *CONTEXT_TYPES.items(),
     )
 )
 """What each row of a batch statement carries for its audit row, beside the domain's own columns (`AuditEntry.

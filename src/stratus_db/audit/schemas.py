@@ -56,3 +56,5 @@ class AuditEvent(FrozenModel):
     actor: str
     trace_id: str | None
     purpose: str | None
+    on_behalf_of: uuid.UUID | None = None
+    """The user an agent acted for (None for any other principal)."""

@@ -54,9 +54,12 @@ FIELDS: Final = (
     "trace_id",
     "purpose",
 )
-"""The columns of an audit row that its hash covers, in this order: all of them. Listed, not read from the model: a
-column added to audit_log later must not change the hash of a row sealed before it (a new column would join the
-hash under a format version of its own)."""
+"""The columns of an audit row that its hash covers, in this order. Listed, not read from the model: a column added to
+audit_log later must not change the hash of a row sealed before it (see LATER_FIELDS)."""
+LATER_FIELDS: Final = ("on_behalf_of",)
+"""Columns added after the first seals (revision 0013), in this order after FIELDS: a row's hash covers one only when
+it holds a value. Rows sealed before it existed hold NULL there and keep their hashes; a value set or cleared later
+changes the hash all the same."""
 GENESIS: Final = "0" * 64
 """The chain's hash before its first row."""
 LATE_COMMIT_GRACE: Final = timedelta(minutes=5)
@@ -100,11 +103,19 @@ def field_hash(hasher: FieldHasher, name: str, value: Any) -> str:
 
 
 def field_hashes(hasher: FieldHasher, row: Mapping[str, Any]) -> dict[str, str]:
-    return {name: field_hash(hasher, name, row[name]) for name in FIELDS}
+    """The hashes of the fields a row's hash covers: every one of FIELDS, and those of LATER_FIELDS that hold a
+    value."""
+    hashes = {name: field_hash(hasher, name, row[name]) for name in FIELDS}
+    for name in LATER_FIELDS:
+        if row.get(name) is not None:
+            hashes[name] = field_hash(hasher, name, row[name])
+    return hashes
 
 
 def row_hash(hashes: Mapping[str, str]) -> str:
-    return hashlib.sha256("".join(hashes[name] for name in FIELDS).encode()).hexdigest()
+    return hashlib.sha256(
+        "".join(hashes[name] for name in (*FIELDS, *LATER_FIELDS) if name in hashes).encode()
+    ).hexdigest()
 
 
 def chain_hash(previous: str, position: int, hashed_row: str) -> str:
@@ -370,7 +381,8 @@ async def rewrite_for_erasure(
     rewrites: Sequence[Mapping[str, Any]],
 ) -> None:
     """Apply an erasure's rewrite of audit rows about `subject` (each of `rows`: its audit_id and its new user_id,
-    record_id, old_values, new_values and actor; the address and user agent go) and record its redactions.
+    record_id, old_values, new_values, actor and on_behalf_of; the address and user agent go) and record its
+    redactions.
 
     PostgreSQL: through `stratus_audit_erase` (revision 0013), which the application's role may run though it may
     not UPDATE audit_log, and which checks that the person is erased and that only their identifiers change, to the
@@ -388,7 +400,7 @@ async def rewrite_for_erasure(
             },
         )
         return
-    columns = ("user_id", "record_id", "old_values", "new_values", "actor")
+    columns = ("user_id", "record_id", "old_values", "new_values", "actor", "on_behalf_of")
     statement = (
         _audit.update()
         .where(_audit.c.audit_id == bindparam("b_audit_id"))
@@ -561,14 +573,14 @@ def _check_row(
     # Each rewritten field may have been sealed at any value along its rewrites (an erasure before the seal, another
     # after it): try them, newest first.
     candidates = []
-    for name in FIELDS:
+    for name in hashes:
         values = [hashes[name]]
         steps = rewrites.get(name, {})
         while values[-1] in steps and steps[values[-1]] not in values:
             values.append(steps[values[-1]])
         candidates.append(values)
     for combination in itertools.islice(itertools.product(*candidates), 1, MAX_COMBINATIONS):
-        if row_hash(dict(zip(FIELDS, combination, strict=True))) == seal["row_hash"]:
+        if row_hash(dict(zip(hashes, combination, strict=True))) == seal["row_hash"]:
             report.redacted += 1
             return
     report.add(

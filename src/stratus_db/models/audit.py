@@ -40,6 +40,8 @@ class AuditRow(Base):
     actor: Mapped[str] = mapped_column(String(210))
     trace_id: Mapped[str | None] = mapped_column(String(64))
     purpose: Mapped[str | None] = mapped_column(String(100))
+    # The user an agent principal acted for (None for any other principal): `agent:<name>` alone does not say.
+    on_behalf_of: Mapped[uuid.UUID | None] = mapped_column()
 
     __table_args__ = (
         # AuditManager.query(user_id=...): one subject's history, newest first.
@@ -52,6 +54,13 @@ class AuditRow(Base):
         Index(None, "actor", "timestamp", "audit_id"),
         # AuditManager.query(trace_id=...): every row one request wrote.
         Index(None, "trace_id"),
+        # Erasure: the rows of an agent acting for the person (agents' rows only).
+        Index(
+            None,
+            "on_behalf_of",
+            postgresql_where=text("on_behalf_of IS NOT NULL"),
+            sqlite_where=text("on_behalf_of IS NOT NULL"),
+        ),
         # AuditManager.query(table=...) and (action=...): one table's history, every
         # erasure, export, refusal…, newest first. Partial: message appends, most of the trail and its hot path, are
         # left out (a filter that asks for them reads the time index, where nearly every row is one).

@@ -83,14 +83,15 @@ def owned_tables(held: frozenset[ErasableKind]) -> list[str]:
 async def pseudonymise_audit(
     conn: AsyncConnection, user_id: uuid.UUID, pseudonym: uuid.UUID, now: datetime, hasher: FieldHasher
 ) -> int:
-    """Rewrite the audit rows about the person (their `user_id`, or naming them as the acting user) without their
+    """Rewrite the audit rows about the person (their `user_id`, naming them as the acting user, or an agent acting
+    for them) without their
     values, ids, address or user agent. Returns how many rows were rewritten. Runs after their rows are deleted, so
     that a write of theirs committed meanwhile (its audit row with it) is either refused or rewritten here. Each
     field rewritten is recorded as a redaction (audit/sealing.py), so that the sealed trail still verifies."""
     actor = f"user:{user_id}"
     statement = (
         select(_audit)
-        .where((AuditRow.user_id == user_id) | (AuditRow.actor == actor))
+        .where((AuditRow.user_id == user_id) | (AuditRow.actor == actor) | (AuditRow.on_behalf_of == user_id))
         .order_by(AuditRow.audit_id)
         .limit(BATCH_ROWS)
     )
@@ -120,6 +121,7 @@ async def pseudonymise_audit(
                 "ip_address": None,
                 "user_agent": None,
                 "actor": f"user:{pseudonym}" if row["actor"] == actor else row["actor"],
+                "on_behalf_of": pseudonym if row["on_behalf_of"] == user_id else row["on_behalf_of"],
             }
             changes.append({"audit_id": row["audit_id"]} | new)
             rewrites += redactions(hasher, row["audit_id"], row, new, now)

@@ -5,11 +5,12 @@ twice."""
 from __future__ import annotations
 
 import asyncpg
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from stratus_db import AuditManager, Database, UserManager
 from stratus_db.kit.models import table_of
 from stratus_db.models import AuditRow
+from stratus_db.schema import AUDIT_TABLES, MANAGED_TABLES
 from tests.fixtures.factories import count_rows, create_user
 
 
@@ -57,3 +58,20 @@ async def test_postgres_psql_changes_are_audited_with_the_login_as_actor(
     assert not {"data_key", "email_index", "canac_index"} & stored.keys(), (
         "no copy of the key outlives the row"
     )
+
+
+async def test_postgres_every_table_of_data_has_the_outside_write_trigger(postgresql_only: Database) -> None:
+    """A table added later without the trigger would let writes made outside the library go unaudited: every table
+    the models define, but the audit trail's own, carries it."""
+    async with postgresql_only.engine.connect() as conn:
+        audited = set(
+            (
+                await conn.execute(
+                    text(
+                        "SELECT event_object_table FROM information_schema.triggers "
+                        "WHERE trigger_name = 'audit_outside_write'"
+                    )
+                )
+            ).scalars()
+        )
+    assert audited == MANAGED_TABLES - AUDIT_TABLES

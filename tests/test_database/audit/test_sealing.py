@@ -350,3 +350,33 @@ async def test_without_retention_the_trail_is_kept(db: Database, audit: AuditMan
     report = await audit.purge()
     assert (report.retention.keeps_everything, report.checkpoints, report.rows) == (True, 0, 0)
     assert (await audit.verify()).ok
+
+
+async def test_an_agents_rows_name_whom_it_acted_for_and_erasure_pseudonymises_that_too(
+    db: Database, audit: AuditManager
+) -> None:
+    users, memories = UserManager(db), MemoryManager(db)
+    ana, bia = await create_user(users), await create_user(users)
+    for_ana = Principal.agent("briefing", acting_for=ana.user_id)
+    await memories.store_memory(ana.user_id, "base", "SBKP", "long_term", principal=for_ana)
+    with pytest.raises(PermissionDeniedError):  # Ana's agent reaching for Bia's data: refused, and audited
+        await memories.store_memory(bia.user_id, "base", "SBGR", "long_term", principal=for_ana)
+    rows = (await audit.query(actor="agent:briefing")).items
+    assert [(event.action, event.user_id, event.on_behalf_of) for event in rows] == [
+        ("deny", bia.user_id, ana.user_id),
+        ("create", ana.user_id, ana.user_id),
+    ]
+    assert {event.on_behalf_of for event in (await audit.query(actor="system:system")).items} == {None}
+    await audit.seal()
+
+    report = await PrivacyManager(db).erase_user(ana.user_id, "pedido de Ana")
+    [refusal] = (await audit.query(user_id=bia.user_id, action="deny")).items
+    assert refusal.on_behalf_of == report.pseudonym
+    assert str(ana.user_id) not in refusal.model_dump_json()
+    verified = await audit.verify()
+    assert verified.ok, verified.problems
+    # The value is covered by the row's seal: changed or cleared, the row is reported.
+    await sql(db, update(AUDIT).where(AUDIT.c.audit_id == refusal.audit_id).values(on_behalf_of=bia.user_id))
+    assert [(p.kind, p.audit_id) for p in (await audit.verify()).problems] == [("modified", refusal.audit_id)]
+    await sql(db, update(AUDIT).where(AUDIT.c.audit_id == refusal.audit_id).values(on_behalf_of=None))
+    assert [(p.kind, p.audit_id) for p in (await audit.verify()).problems] == [("modified", refusal.audit_id)]
