@@ -114,8 +114,8 @@ APPENDED_BY_THE_APPLICATION = ("audit_log", "audit_chain", "audit_checkpoints")
 """Audit tables the application's role inserts into: its audit rows, and the sealer's seals and checkpoints."""
 AUDIT_FUNCTIONS = (
     "stratus_audit_add_partition(timestamptz)",
-    "stratus_audit_erase(uuid, uuid, jsonb, jsonb)",
-    "stratus_audit_purge(bigint, timestamptz)",
+    "stratus_audit_erase(uuid, uuid, uuid[], jsonb)",
+    "stratus_audit_purge(bigint, timestamptz, jsonb)",
 )
 """Revision 0013's SECURITY DEFINER functions: the only ways the application's role changes what is in the trail."""
 ROLE_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
@@ -132,27 +132,45 @@ def grant_application_role(connection: Connection, role: str) -> None:
             f"role must be a PostgreSQL role name (lower-case letters, digits and _, at most 63), got {role!r}"
         )
     found = connection.execute(
-        text("SELECT rolsuper OR rolbypassrls FROM pg_roles WHERE rolname = :role"), {"role": role}
+        text("SELECT rolsuper, rolbypassrls FROM pg_roles WHERE rolname = :role"), {"role": role}
     ).first()
     if found is None:
         raise ValidationError(f"role {role!r} does not exist: create it first (CREATE ROLE {role} LOGIN)")
-    if found[0]:
-        raise ValidationError(
-            f"role {role!r} is a superuser: nothing can be revoked from it; use a plain role"
-        )
+    if found.rolsuper or found.rolbypassrls:
+        kind = "a superuser" if found.rolsuper else "allowed to bypass row security"
+        raise ValidationError(f"role {role!r} is {kind}: nothing can be withheld from it; use a plain role")
     owner = connection.execute(text("SELECT tableowner FROM pg_tables WHERE tablename = 'users'")).scalar()
-    if owner == role:
+    if connection.execute(
+        text("SELECT pg_has_role(:role, :owner, 'USAGE')"), {"role": role, "owner": owner}
+    ).scalar():
         raise ValidationError(
-            f"role {role!r} owns the tables (an owner may do anything to them): grant to another role"
+            f"role {role!r} owns the tables or acts as their owner ({owner}), who may do anything to them: "
+            "grant to another role"
         )
+    quote = connection.dialect.identifier_preparer.quote
+    grantee, schema_name = quote(role), quote(str(connection.dialect.default_schema_name))
     data_tables = ", ".join(sorted(MANAGED_TABLES - AUDIT_TABLES))
     statements = [
-        f"GRANT USAGE ON SCHEMA {connection.dialect.default_schema_name} TO {role}",
-        f"GRANT SELECT ON {', '.join(sorted(MANAGED_TABLES | {'alembic_version'}))} TO {role}",
-        f"GRANT INSERT, UPDATE, DELETE ON {data_tables} TO {role}",
-        f"REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON {', '.join(sorted(AUDIT_TABLES))} FROM {role}",
-        f"GRANT INSERT ON {', '.join(APPENDED_BY_THE_APPLICATION)} TO {role}",
-        f"GRANT EXECUTE ON FUNCTION {', '.join(AUDIT_FUNCTIONS)} TO {role}",
+        f"GRANT USAGE ON SCHEMA {schema_name} TO {grantee}",
+        f"GRANT SELECT ON {', '.join(sorted(MANAGED_TABLES | {'alembic_version'}))} TO {grantee}",
+        f"GRANT INSERT, UPDATE, DELETE ON {data_tables} TO {grantee}",
+        f"REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON {', '.join(sorted(AUDIT_TABLES))} FROM {grantee}",
+        f"GRANT INSERT ON {', '.join(APPENDED_BY_THE_APPLICATION)} TO {grantee}",
+        f"GRANT EXECUTE ON FUNCTION {', '.join(AUDIT_FUNCTIONS)} TO {grantee}",
     ]
     for statement in statements:
         connection.execute(text(statement))
+    # A privilege held another way (granted to PUBLIC, or to a role it belongs to) is not revoked above: refuse.
+    rewrites = [
+        table
+        for table in sorted(AUDIT_TABLES | {"audit_erasures"})
+        if connection.execute(
+            text("SELECT has_table_privilege(:role, :table, 'UPDATE, DELETE, TRUNCATE')"),
+            {"role": role, "table": table},
+        ).scalar()
+    ]
+    if rewrites:
+        raise ValidationError(
+            f"role {role!r} may still update, delete or truncate {', '.join(rewrites)} through PUBLIC or another "
+            "role it belongs to: revoke that first"
+        )

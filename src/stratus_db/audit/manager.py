@@ -273,8 +273,8 @@ class AuditManager:
         in one transaction: a checkpoint with a row still within its retention, and every later one, stays. On
         PostgreSQL a month partition all of whose rows go is dropped rather than deleted row by row. A purged checkpoint keeps its head, so `verify`
         goes on from it (and heads exported before still match). Rows not sealed yet are never purged. The purge
-        is audited (action `purge`, table `audit_log`, the retention and counts), and that row is sealed at once,
-        with whatever else awaited the sealer, in a new checkpoint.
+        is audited in the same transaction (action `purge`, table `audit_log`, the retention and counts), and that
+        row is sealed at once, with whatever else awaited the sealer, in a new checkpoint.
 
         Raises:
             ValidationError: `dry_run` is not a bool.
@@ -295,24 +295,17 @@ class AuditManager:
             report = AuditPurgeReport(policy, len(due), sum(rows for _checkpoint, rows in due))
             if dry_run or not due:
                 return report
-            await op.run(partial(_purge_through, checkpoint=due[-1][0], now=now), tx=None)
-
-            async def record(conn: AsyncConnection) -> None:
-                await self.record(
-                    conn,
-                    action=AuditAction.purge,
-                    table_name="audit_log",
-                    record_id=None,
-                    user_id=None,
-                    new_values={
-                        "retention": policy.exported(),
-                        "through_checkpoint": due[-1][0].checkpoint_id,
-                        "checkpoints": report.checkpoints,
-                        "rows": report.rows,
-                    },
-                )
-
-            await op.run(record, tx=None)
+            entry = self.entry(
+                action=AuditAction.purge,
+                table_name="audit_log",
+                record_id=None,
+                user_id=None,
+                new_values={"retention": policy.exported(), "checkpoints": report.checkpoints},
+            )
+            removed = await op.run(
+                partial(_purge_through, checkpoint=due[-1][0], now=now, entry=entry), tx=None
+            )
+            report = report._replace(rows=removed)
             # The purge's own row is sealed at once, in a new checkpoint after the purged ones.
             await self._seal_all(op, DEFAULT_SEAL_BATCH)
             return report
@@ -367,8 +360,10 @@ async def _purgeable(
     return await purgeable(conn, policy, now)
 
 
-async def _purge_through(conn: AsyncConnection, *, checkpoint: Checkpoint, now: datetime) -> None:
-    await purge_through(conn, checkpoint, now)
+async def _purge_through(
+    conn: AsyncConnection, *, checkpoint: Checkpoint, now: datetime, entry: AuditEntry
+) -> int:
+    return await purge_through(conn, checkpoint, now, entry)
 
 
 async def _add_partitions(conn: AsyncConnection, *, now: datetime) -> None:

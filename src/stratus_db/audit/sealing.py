@@ -30,6 +30,7 @@ from typing import Any, Final, NamedTuple
 from sqlalchemy import ColumnElement, and_, bindparam, case, delete, func, insert, literal, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from stratus_db.audit.rows import AuditEntry
 from stratus_db.kit.models import table_of
 from stratus_db.models import (
     AuditChainRow,
@@ -223,11 +224,17 @@ async def add_partitions(conn: AsyncConnection, now: datetime) -> None:
 
 async def sealed_reference(conn: AsyncConnection) -> datetime | None:
     """The timestamp of the newest sealed row still present (among the last REFERENCE_WINDOW positions): the sealer
-    takes rows from it on (less the grace), and verify calls older unsealed rows inserted. None before any seal."""
+    takes rows from it on (less the grace), and verify calls older unsealed rows inserted. Once retention has purged
+    every sealed row, the time the newest checkpoint was sealed (its rows were all dated before it). None before any
+    seal."""
     recent = select(_chain.c.audit_id).order_by(_chain.c.position.desc()).limit(REFERENCE_WINDOW).subquery()
     newest: datetime | None = await conn.scalar(
         select(func.max(_audit.c.timestamp)).join_from(recent, _audit, _audit.c.audit_id == recent.c.audit_id)
     )
+    if newest is None:
+        newest = await conn.scalar(
+            select(_checkpoints.c.sealed_at).order_by(_checkpoints.c.checkpoint_id.desc()).limit(1)
+        )
     return newest
 
 
@@ -348,16 +355,26 @@ async def purgeable(
     return found
 
 
-async def purge_through(conn: AsyncConnection, checkpoint: Checkpoint, now: datetime) -> int:
+async def purge_through(
+    conn: AsyncConnection, checkpoint: Checkpoint, now: datetime, entry: AuditEntry
+) -> int:
     """Remove every sealed row up to `checkpoint` (the last of those `purgeable` found), with their seals and
-    redactions; keep the checkpoints, marked purged. Returns the rows removed.
+    redactions; keep the checkpoints, marked purged; write the purge's audit row (`entry`, its new values completed
+    with the last checkpoint purged and the rows removed). One transaction. Returns the rows removed.
 
     PostgreSQL: through `stratus_audit_purge` (revision 0013), which the application's role may run though it may
-    not DELETE from audit_log, and which drops each month partition all of whose rows go rather than deleting them."""
+    not DELETE from audit_log: it drops each past month partition all of whose rows go rather than deleting them,
+    writes the audit row itself (a direct call cannot purge unrecorded), and refuses to go under the owner's minimum
+    retention, if one is set."""
     if conn.dialect.name == "postgresql":
+        context = entry.context._asdict()
         removed = await conn.scalar(
-            text("SELECT stratus_audit_purge(:checkpoint, :now)"),
-            {"checkpoint": checkpoint.checkpoint_id, "now": now},
+            text("SELECT stratus_audit_purge(:checkpoint, :now, CAST(:row AS jsonb))"),
+            {
+                "checkpoint": checkpoint.checkpoint_id,
+                "now": now,
+                "row": json.dumps({"new_values": entry.new_values} | context, default=str),
+            },
         )
         return int(removed or 0)
     sealed = select(_chain.c.audit_id).where(_chain.c.position <= checkpoint.last_position)
@@ -370,6 +387,8 @@ async def purge_through(conn: AsyncConnection, checkpoint: Checkpoint, now: date
         .where(_checkpoints.c.checkpoint_id <= checkpoint.checkpoint_id, _checkpoints.c.purged_at.is_(None))
         .values(purged_at=now)
     )
+    values = entry.new_values | {"through_checkpoint": checkpoint.checkpoint_id, "rows": removed}
+    await conn.execute(insert(_audit).values(entry._replace(new_values=values).row()))
     return int(removed)
 
 
@@ -385,17 +404,16 @@ async def rewrite_for_erasure(
     redactions.
 
     PostgreSQL: through `stratus_audit_erase` (revision 0013), which the application's role may run though it may
-    not UPDATE audit_log, and which checks that the person is erased and that only their identifiers change, to the
-    pseudonym. SQLite: the same statements under a rewrite permit."""
+    not UPDATE audit_log: given only the rows' ids, it checks that the person is erased, each row is about them and
+    the pseudonym is new, and computes the new values itself, as `rows` has them (their redactions' hashes must
+    match). SQLite: `rows`' values, written under a rewrite permit."""
     if conn.dialect.name == "postgresql":
         await conn.execute(
-            text(
-                "SELECT stratus_audit_erase(:subject, :pseudonym, CAST(:rows AS jsonb), CAST(:rewrites AS jsonb))"
-            ),
+            text("SELECT stratus_audit_erase(:subject, :pseudonym, :rewritten, CAST(:rewrites AS jsonb))"),
             {
                 "subject": subject,
                 "pseudonym": pseudonym,
-                "rows": json.dumps(list(rows), default=str),
+                "rewritten": [row["audit_id"] for row in rows],
                 "rewrites": json.dumps(list(rewrites), default=str),
             },
         )

@@ -17,6 +17,10 @@ when its WHERE clause holds this very text (AuditRepository adds it whenever the
 cannot prove it from a parameter, and SQLite proves a partial index's predicate only from an identical term."""
 
 
+ACTING_FOR_SOMEONE = "on_behalf_of IS NOT NULL"
+"""The predicate of the on_behalf_of index: agents' rows only."""
+
+
 class AuditRow(Base):
     """Append-only trail of every change. No foreign keys: it outlives the users and rows it describes.
 
@@ -58,8 +62,8 @@ class AuditRow(Base):
         Index(
             None,
             "on_behalf_of",
-            postgresql_where=text("on_behalf_of IS NOT NULL"),
-            sqlite_where=text("on_behalf_of IS NOT NULL"),
+            postgresql_where=text(ACTING_FOR_SOMEONE),
+            sqlite_where=text(ACTING_FOR_SOMEONE),
         ),
         # AuditManager.query(table=...) and (action=...): one table's history, every
         # erasure, export, refusal…, newest first. Partial: message appends, most of the trail and its hot path, are

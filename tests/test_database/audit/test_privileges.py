@@ -4,13 +4,12 @@ through refuse what an erasure or a purge would not do."""
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
-from sqlalchemy import make_url
+from sqlalchemy import make_url, text
 
 from stratus_db import (
     AuditManager,
@@ -78,47 +77,87 @@ async def test_the_application_role_works_and_cannot_rewrite_the_trail(
         ):
             with pytest.raises(asyncpg.InsufficientPrivilegeError):
                 await connection.execute(statement)
-        # The functions refuse what erasure and retention would not do: rewrite the trail of a person not erased,
-        # or purge a checkpoint that is not there.
+        # The functions refuse what erasure and retention would not do.
+        erase = "SELECT stratus_audit_erase($1, $2, $3::uuid[], $4::jsonb)"
         with pytest.raises(asyncpg.InsufficientPrivilegeError, match="only by their erasure"):
-            await connection.execute(
-                "SELECT stratus_audit_erase($1, $2, '[]', '[]')", bia.user_id, uuid.uuid4()
-            )
+            await connection.execute(erase, bia.user_id, uuid.uuid4(), [], "[]")
+        # A temporary table of the caller's cannot stand in for `users` (the functions put pg_temp last).
+        await connection.execute("CREATE TEMP TABLE users (user_id uuid, email_index text)")
+        with pytest.raises(asyncpg.InsufficientPrivilegeError, match="only by their erasure"):
+            await connection.execute(erase, bia.user_id, uuid.uuid4(), [], "[]")
         with pytest.raises(asyncpg.InvalidParameterValueError):
-            await connection.fetchval("SELECT stratus_audit_purge(999, now())")
+            await connection.fetchval("SELECT stratus_audit_purge(999, now(), '{}')")
     finally:
         await connection.close()
 
     report = await PrivacyManager(app).erase_user(ana.user_id, "pedido da titular")
+    bias_rows = await trail.query(user_id=bia.user_id)
     connection = await raw(app_url)
     try:
-        # Ana is erased: her trail may be rewritten, but only her identifiers, to the pseudonym.
-        [bias_row] = await connection.fetch(
-            "SELECT audit_id FROM audit_log WHERE user_id = $1 AND action = 'create'", bia.user_id
-        )
-        forged = [{"audit_id": str(bias_row["audit_id"]), "user_id": str(report.pseudonym), "actor": "x"}]
-        with pytest.raises(asyncpg.InsufficientPrivilegeError, match="only the rows about the person"):
-            await connection.execute(
-                "SELECT stratus_audit_erase($1, $2, $3::jsonb, '[]')",
-                ana.user_id,
-                report.pseudonym,
-                json.dumps(forged),
-            )
+        erase = "SELECT stratus_audit_erase($1, $2, $3::uuid[], $4::jsonb)"
+        # Ana is erased: only rows about her may be rewritten, to a new pseudonym, once.
+        with pytest.raises(asyncpg.InsufficientPrivilegeError, match="only rows about the person"):
+            await connection.execute(erase, ana.user_id, uuid.uuid4(), [bias_rows.items[0].audit_id], "[]")
+        with pytest.raises(asyncpg.InsufficientPrivilegeError, match="new id"):
+            await connection.execute(erase, ana.user_id, bia.user_id, [], "[]")
+        with pytest.raises(asyncpg.InsufficientPrivilegeError, match="not rewritten again"):
+            await connection.execute(erase, report.pseudonym, uuid.uuid4(), [], "[]")
+        with pytest.raises(asyncpg.InsufficientPrivilegeError, match="not rewritten again"):
+            await connection.execute(erase, uuid.uuid4(), report.pseudonym, [], "[]")
     finally:
         await connection.close()
     await trail.seal()
     verified = await trail.verify()
     assert verified.ok, verified.problems
     assert verified.redacted >= 1
+    assert (await trail.query(user_id=bia.user_id)).items == bias_rows.items
 
     clock.advance(days=40)
     retaining = Database(app.settings.model_copy(update={"STRATUS_AUDIT_RETENTION_DAYS": 30}), clock=clock)
     try:
+        sealed = sum(c.last_position - c.first_position + 1 for c in await trail.checkpoints())
         purged = await AuditManager(retaining).purge()
-        assert purged.rows >= 5
+        assert purged.rows == sealed
         assert (await AuditManager(retaining).verify()).ok
     finally:
         await retaining.close()
+
+
+async def test_a_purge_called_directly_is_audited_and_the_owner_sets_a_floor(
+    owner_and_application: tuple[Database, Database, str],
+) -> None:
+    owner, app, app_url = owner_and_application
+    trail = AuditManager(app)
+    await create_user(UserManager(app))
+    [checkpoint] = (await trail.seal()).checkpoints
+
+    async with owner.engine.begin() as conn:
+        await conn.execute(
+            text(
+                "ALTER FUNCTION stratus_audit_purge(bigint, timestamptz, jsonb) "
+                "SET stratus.audit_minimum_retention = '30 days'"
+            )
+        )
+    connection = await raw(app_url)
+    try:
+        with pytest.raises(asyncpg.InsufficientPrivilegeError, match="at least 30 days"):
+            await connection.fetchval("SELECT stratus_audit_purge($1, now(), '{}')", checkpoint.checkpoint_id)
+        async with owner.engine.begin() as conn:
+            await conn.execute(
+                text("ALTER FUNCTION stratus_audit_purge(bigint, timestamptz, jsonb) RESET ALL")
+            )
+        # With no floor the role may purge early; it cannot purge unrecorded.
+        assert (
+            await connection.fetchval("SELECT stratus_audit_purge($1, now(), '{}')", checkpoint.checkpoint_id)
+            == 1
+        )
+    finally:
+        await connection.close()
+    [purge] = (await trail.query(action="purge")).items
+    assert purge.actor.startswith("db:stratus_app_")
+    assert purge.new_values == {"through_checkpoint": checkpoint.checkpoint_id, "rows": 1}
+    await trail.seal()
+    assert (await trail.verify()).ok
 
 
 async def test_the_grant_refuses_what_would_leave_the_trail_rewritable(

@@ -58,9 +58,19 @@ APPEND_ONLY = (
     "FOR EACH ROW EXECUTE FUNCTION stratus_audit_append_only()"
 )
 
+SECURE = "SECURITY DEFINER"
+"""How each function runs: as its owner. Its search path is then set to the migration's schema and pg_temp, last
+(`SEARCH_PATH`), so that a temporary table of the caller's can never stand in for one of ours."""
+SEARCH_PATH = """
+DO $$ BEGIN
+    EXECUTE format('ALTER FUNCTION {signature} SET search_path = %I, pg_temp', current_schema());
+END $$
+"""
+"""Run by the server (so `migrate --sql` writes it too): the schema is the one the tables are created in."""
+
 ADD_PARTITION = """
 CREATE FUNCTION stratus_audit_add_partition(moment timestamptz) RETURNS boolean
-LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $$
+LANGUAGE plpgsql {secure} SET lock_timeout = '2s' AS $$
 DECLARE
     low CONSTANT timestamptz := date_trunc('month', moment AT TIME ZONE 'UTC') AT TIME ZONE 'UTC';
     high CONSTANT timestamptz := low + interval '1 month';
@@ -74,19 +84,21 @@ BEGIN
     IF EXISTS (SELECT 1 FROM audit_log_default WHERE "timestamp" >= low AND "timestamp" < high) THEN
         RETURN false;
     END IF;
-    -- Making a partition locks audit_log against writers: never wait long for them.
-    SET LOCAL lock_timeout = '2s';
+    -- Making a partition locks audit_log against writers: never wait long for them (lock_timeout, above).
     EXECUTE format('CREATE TABLE %I PARTITION OF audit_log FOR VALUES FROM (%L) TO (%L)', name, low, high);
     RETURN true;
-EXCEPTION WHEN lock_not_available THEN
-    RETURN false;
+EXCEPTION
+    -- Writers held on, another sealer made it first, or a row of that month reached the default partition meanwhile:
+    -- the month goes on in the default partition until the next run.
+    WHEN lock_not_available OR duplicate_table OR check_violation THEN
+        RETURN false;
 END
 $$
 """
 
 ERASE = """
-CREATE FUNCTION stratus_audit_erase(subject uuid, pseudonym uuid, rewritten jsonb, redactions jsonb)
-RETURNS integer LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $$
+CREATE FUNCTION stratus_audit_erase(subject uuid, pseudonym uuid, rewritten uuid[], redactions jsonb)
+RETURNS integer LANGUAGE plpgsql {secure} AS $$
 DECLARE
     actor_before CONSTANT text := 'user:' || subject;
     permit CONSTANT uuid := gen_random_uuid();
@@ -96,25 +108,49 @@ BEGIN
         RAISE EXCEPTION 'the audit trail of user % is rewritten only by their erasure', subject
             USING ERRCODE = 'insufficient_privilege';
     END IF;
+    -- One pseudonym per erasure (its batches share the transaction), never anyone's id, never reused; an erased
+    -- trail is never rewritten again. The person's id is not kept: that would undo the pseudonymisation.
+    IF EXISTS (SELECT 1 FROM audit_erasures AS e WHERE e.pseudonym = stratus_audit_erase.subject)
+       OR EXISTS (SELECT 1 FROM audit_erasures AS e WHERE e.pseudonym = stratus_audit_erase.pseudonym
+                  AND e.erasure_xid <> pg_current_xact_id()::text::bigint) THEN
+        RAISE EXCEPTION 'an erased trail is not rewritten again, nor a pseudonym reused'
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM audit_erasures AS e WHERE e.pseudonym = stratus_audit_erase.pseudonym) THEN
+        IF EXISTS (SELECT 1 FROM users WHERE user_id = pseudonym)
+           OR EXISTS (SELECT 1 FROM audit_log WHERE user_id = pseudonym OR actor = 'user:' || pseudonym
+                      OR on_behalf_of = pseudonym) THEN
+            RAISE EXCEPTION 'the pseudonym must be a new id' USING ERRCODE = 'insufficient_privilege';
+        END IF;
+        INSERT INTO audit_erasures (pseudonym, erasure_xid, erased_at)
+        VALUES (pseudonym, pg_current_xact_id()::text::bigint, now());
+    END IF;
     INSERT INTO audit_rewrite_permits (permit_id, reason) VALUES (permit, 'erasure');
-    -- Only rows about the person or made by them, and only their identifiers, to the pseudonym: address and user
-    -- agent go; the values are the caller's redaction (the seals check it through the redactions recorded).
+    -- Only the rows named, each about the person, made by them, or by an agent acting for them; every new value is
+    -- computed here, as privacy/erasure.py computes it: the caller chooses none.
     UPDATE audit_log AS a
-    SET user_id = r.user_id, record_id = r.record_id, old_values = r.old_values, new_values = r.new_values,
-        ip_address = NULL, user_agent = NULL, actor = r.actor, on_behalf_of = r.on_behalf_of
-    FROM jsonb_to_recordset(rewritten)
-        AS r(audit_id uuid, user_id uuid, record_id uuid, old_values jsonb, new_values jsonb, actor text,
-             on_behalf_of uuid)
-    WHERE a.audit_id = r.audit_id
-      AND (a.user_id = subject OR a.actor = actor_before OR a.on_behalf_of = subject)
-      AND r.user_id IS NOT DISTINCT FROM (CASE WHEN a.user_id = subject THEN pseudonym ELSE a.user_id END)
-      AND r.record_id IS NOT DISTINCT FROM (CASE WHEN a.record_id = subject THEN pseudonym ELSE a.record_id END)
-      AND r.actor = (CASE WHEN a.actor = actor_before THEN 'user:' || pseudonym ELSE a.actor END)
-      AND r.on_behalf_of IS NOT DISTINCT FROM
-          (CASE WHEN a.on_behalf_of = subject THEN pseudonym ELSE a.on_behalf_of END);
+    SET user_id = CASE WHEN a.user_id = subject THEN pseudonym ELSE a.user_id END,
+        record_id = CASE WHEN a.record_id = subject THEN pseudonym ELSE a.record_id END,
+        old_values = CASE WHEN a.user_id = subject THEN stratus_audit_redacted(a.old_values)
+                          ELSE replace(a.old_values::text, subject::text, pseudonym::text)::jsonb END,
+        new_values = CASE WHEN a.user_id = subject THEN stratus_audit_redacted(a.new_values)
+                          ELSE replace(a.new_values::text, subject::text, pseudonym::text)::jsonb END,
+        ip_address = NULL,
+        user_agent = NULL,
+        actor = CASE WHEN a.actor = actor_before THEN 'user:' || pseudonym ELSE a.actor END,
+        on_behalf_of = CASE WHEN a.on_behalf_of = subject THEN pseudonym ELSE a.on_behalf_of END
+    WHERE a.audit_id = ANY (rewritten)
+      AND (a.user_id = subject OR a.actor = actor_before OR a.on_behalf_of = subject);
     GET DIAGNOSTICS changed = ROW_COUNT;
-    IF changed <> jsonb_array_length(rewritten) THEN
-        RAISE EXCEPTION 'an erasure may rewrite only the rows about the person, their identifiers to the pseudonym'
+    IF changed <> cardinality(rewritten) THEN
+        RAISE EXCEPTION 'an erasure rewrites only rows about the person' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    -- The caller's hashes (keyed by a secret the database does not hold), for the rows and fields rewritten here only.
+    IF EXISTS (SELECT 1 FROM jsonb_to_recordset(redactions) AS d(audit_id uuid, field text)
+               WHERE NOT d.audit_id = ANY (rewritten)
+                  OR d.field NOT IN ('user_id', 'record_id', 'old_values', 'new_values', 'ip_address',
+                                     'user_agent', 'actor', 'on_behalf_of')) THEN
+        RAISE EXCEPTION 'redactions are recorded only for the fields an erasure rewrites'
             USING ERRCODE = 'insufficient_privilege';
     END IF;
     INSERT INTO audit_redactions (audit_id, field, original_hash, redacted_hash, erased_at)
@@ -127,15 +163,31 @@ END
 $$
 """
 
+REDACTED = """
+CREATE FUNCTION stratus_audit_redacted(original jsonb) RETURNS jsonb LANGUAGE sql IMMUTABLE AS $$
+    -- privacy/erasure.py `redacted`: an object keeps its keys, each value "[erased]"; anything else "[erased]".
+    SELECT CASE
+        WHEN original IS NULL THEN NULL
+        WHEN jsonb_typeof(original) = 'object' THEN
+            coalesce((SELECT jsonb_object_agg(key, '"[erased]"'::jsonb) FROM jsonb_object_keys(original) AS key),
+                     '{{}}'::jsonb)
+        ELSE '"[erased]"'::jsonb
+    END
+$$
+"""
+
 PURGE = """
-CREATE FUNCTION stratus_audit_purge(through_checkpoint bigint, purged_at timestamptz) RETURNS bigint
-LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $$
+CREATE FUNCTION stratus_audit_purge(through_checkpoint bigint, purged_at timestamptz, audit_row jsonb)
+RETURNS bigint LANGUAGE plpgsql {secure} SET lock_timeout = '5s' AS $$
 DECLARE
     permit CONSTANT uuid := gen_random_uuid();
+    minimum CONSTANT interval := nullif(current_setting('stratus.audit_minimum_retention', true), '')::interval;
+    month_start CONSTANT timestamptz := date_trunc('month', purged_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC';
     through_position bigint;
     partition regclass;
-    whole boolean;
+    doomed regclass[] := '{{}}';
     held bigint;
+    whole boolean;
     removed bigint := 0;
     deleted bigint;
 BEGIN
@@ -145,40 +197,78 @@ BEGIN
         RAISE EXCEPTION 'checkpoint % is not a sealed checkpoint still holding rows', through_checkpoint
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
+    -- The owner's floor under any retention the application asks for (ALTER FUNCTION … SET
+    -- stratus.audit_minimum_retention = '5 years'): nothing younger is purged, whatever the caller says.
+    IF minimum IS NOT NULL AND EXISTS (
+        SELECT 1 FROM audit_chain AS c JOIN audit_log AS a USING (audit_id)
+        WHERE c.position <= through_position AND a."timestamp" > now() - minimum
+    ) THEN
+        RAISE EXCEPTION 'the audit trail keeps every row for at least %', minimum
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
     INSERT INTO audit_rewrite_permits (permit_id, reason) VALUES (permit, 'retention');
     DELETE FROM audit_redactions
     WHERE audit_id IN (SELECT audit_id FROM audit_chain WHERE position <= through_position);
-    -- A month all of whose rows go is dropped whole, not deleted row by row.
+    -- Months past (never the current one) all of whose rows go are dropped whole, not deleted row by row. Each is
+    -- locked against writes first, so no row joins it between the check and the drop.
     FOR partition IN
-        SELECT inhrelid::regclass FROM pg_inherits
-        WHERE inhparent = 'audit_log'::regclass AND inhrelid <> 'audit_log_default'::regclass
+        SELECT c.oid::regclass FROM pg_inherits AS i JOIN pg_class AS c ON c.oid = i.inhrelid
+        WHERE i.inhparent = 'audit_log'::regclass AND c.relname ~ '^audit_log_[0-9]{{4}}_[0-9]{{2}}$'
+          AND (to_date(substr(c.relname, 11), 'YYYY_MM') + interval '1 month') AT TIME ZONE 'UTC' <= month_start
     LOOP
+        EXECUTE format('LOCK TABLE %s IN SHARE MODE', partition);
         EXECUTE format(
             'SELECT count(*), bool_and(c.position IS NOT NULL AND c.position <= %s) '
             'FROM %s AS a LEFT JOIN audit_chain AS c ON c.audit_id = a.audit_id',
             through_position, partition
         ) INTO held, whole;
         IF held > 0 AND whole THEN
-            EXECUTE format('DROP TABLE %s', partition);
+            doomed := doomed || partition;
             removed := removed + held;
         END IF;
     END LOOP;
-    -- The rest: the rows of a month only partly past, and of the default partition.
-    DELETE FROM audit_log AS a USING audit_chain AS c WHERE c.audit_id = a.audit_id AND c.position <= through_position;
+    -- The rest row by row (a month partly kept, the default partition), before the drops: the exclusive lock they
+    -- take on audit_log is held only from there to the commit.
+    DELETE FROM audit_log AS a USING audit_chain AS c
+    WHERE c.audit_id = a.audit_id AND c.position <= through_position AND NOT a.tableoid = ANY (doomed::oid[]);
     GET DIAGNOSTICS deleted = ROW_COUNT;
     DELETE FROM audit_chain WHERE position <= through_position;
     UPDATE audit_checkpoints SET purged_at = stratus_audit_purge.purged_at
     WHERE checkpoint_id <= through_checkpoint AND audit_checkpoints.purged_at IS NULL;
     DELETE FROM audit_rewrite_permits WHERE permit_id = permit;
+    -- The purge's own audit row, whoever called: the caller's context (actor, trace, purpose, its retention), and
+    -- what was removed, counted here.
+    INSERT INTO audit_log (audit_id, user_id, action, table_name, record_id, old_values, new_values, "timestamp",
+                           ip_address, user_agent, actor, trace_id, purpose)
+    SELECT gen_random_uuid(), NULL, 'purge', 'audit_log', NULL, NULL,
+           coalesce(audit_row -> 'new_values', '{{}}'::jsonb)
+               || jsonb_build_object('through_checkpoint', through_checkpoint, 'rows', removed + deleted),
+           purged_at, audit_row ->> 'ip_address', audit_row ->> 'user_agent',
+           coalesce(audit_row ->> 'actor', 'db:' || session_user), audit_row ->> 'trace_id', audit_row ->> 'purpose';
+    FOREACH partition IN ARRAY doomed LOOP
+        EXECUTE format('DROP TABLE %s', partition);
+    END LOOP;
     RETURN removed + deleted;
 END
 $$
 """
 
+ERASURES = """
+CREATE TABLE audit_erasures (
+    pseudonym uuid PRIMARY KEY,
+    erasure_xid bigint NOT NULL,
+    erased_at timestamptz NOT NULL
+)
+"""
+"""PostgreSQL: each erasure's pseudonym and transaction, written by stratus_audit_erase only (the application's role
+may not write it): the function refuses to rewrite a pseudonym's trail or to reuse a pseudonym in another
+transaction. The person's id is not kept."""
+
 FUNCTIONS = {
+    "stratus_audit_redacted(jsonb)": REDACTED,
     "stratus_audit_add_partition(timestamptz)": ADD_PARTITION,
-    "stratus_audit_erase(uuid, uuid, jsonb, jsonb)": ERASE,
-    "stratus_audit_purge(bigint, timestamptz)": PURGE,
+    "stratus_audit_erase(uuid, uuid, uuid[], jsonb)": ERASE,
+    "stratus_audit_purge(bigint, timestamptz, jsonb)": PURGE,
 }
 
 
@@ -214,8 +304,10 @@ def _partition() -> None:
         'CREATE TABLE audit_log (LIKE audit_log_unpartitioned INCLUDING DEFAULTS) PARTITION BY RANGE ("timestamp")'
     )
     op.execute("CREATE TABLE audit_log_default PARTITION OF audit_log DEFAULT")
+    op.execute(ERASURES)
     for signature, body in FUNCTIONS.items():
-        op.execute(body)
+        op.execute(body.format(secure=SECURE))
+        op.execute(SEARCH_PATH.format(signature=signature))
         op.execute(f"REVOKE EXECUTE ON FUNCTION {signature} FROM PUBLIC")
     op.execute(
         "SELECT stratus_audit_add_partition(moment) FROM ("
@@ -238,8 +330,9 @@ def downgrade() -> None:
     op.execute("ALTER TABLE audit_log DROP COLUMN on_behalf_of")
     if op.get_bind().dialect.name != "postgresql":
         return
-    for signature in FUNCTIONS:
+    for signature in reversed(FUNCTIONS):
         op.execute(f"DROP FUNCTION {signature}")
+    op.execute("DROP TABLE audit_erasures")
     op.execute("ALTER TABLE audit_log RENAME TO audit_log_partitioned")
     op.execute("ALTER TABLE audit_log_partitioned DROP CONSTRAINT pk_audit_log")
     for name in INDEXES:
