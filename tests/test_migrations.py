@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from alembic import command
-from sqlalchemy import Connection, inspect
+from sqlalchemy import Connection, inspect, make_url
 from sqlalchemy import text as sql_text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -553,14 +553,26 @@ async def test_postgres_0013_partitions_the_audit_trail_by_month_up_and_down() -
                     command.upgrade(config, "0012")
 
                 await conn.run_sync(to_0012)
-                for month in (9, 10, 11):
+                # Each a UTC month's last or first half hour: in São Paulo's time (the database's, below), the
+                # December row is still in November.
+                for moment in (
+                    datetime(2025, 9, 30, 23, 30, tzinfo=UTC),
+                    datetime(2025, 10, 31, 23, 30, tzinfo=UTC),
+                    datetime(2025, 11, 30, 23, 30, tzinfo=UTC),
+                    datetime(2025, 12, 1, 0, 30, tzinfo=UTC),
+                ):
                     await conn.execute(
                         sql_text(
                             "INSERT INTO audit_log (audit_id, action, table_name, timestamp, actor, new_values) "
                             "VALUES (:id, 'create', 'users', :at, 'system:system', '{\"n\": 1}')"
                         ),
-                        {"id": uuid.uuid4(), "at": datetime(2025, month, 28, 23, 30, tzinfo=UTC)},
+                        {"id": uuid.uuid4(), "at": moment},
                     )
+                database = make_url(url).database
+                await conn.execute(
+                    sql_text(f"ALTER DATABASE \"{database}\" SET TimeZone = 'America/Sao_Paulo'")
+                )
+            await db.engine.dispose()  # new connections take the database's time zone
 
             async def rows() -> list[tuple[object, ...]]:
                 async with db.engine.connect() as conn:
@@ -585,8 +597,11 @@ async def test_postgres_0013_partitions_the_audit_trail_by_month_up_and_down() -
             assert await rows() == before
             now = datetime.now(UTC)
             months = {(now.year * 12 + now.month - 1 + ahead) for ahead in range(3)}
-            expected = {"audit_log_2025_09": 1, "audit_log_2025_10": 1, "audit_log_2025_11": 1} | {
-                f"audit_log_{m // 12}_{m % 12 + 1:02d}": 0 for m in months
+            expected = {f"audit_log_{m // 12}_{m % 12 + 1:02d}": 0 for m in months} | {
+                "audit_log_2025_09": 1,
+                "audit_log_2025_10": 1,
+                "audit_log_2025_11": 1,
+                "audit_log_2025_12": 1,
             }
             assert await partitions() == expected | {"audit_log_default": 0}
             async with db.engine.connect() as conn:
@@ -600,14 +615,14 @@ async def test_postgres_0013_partitions_the_audit_trail_by_month_up_and_down() -
             after = await rows()
             assert await db.downgrade("0012") == "0012"
             assert await rows() == after
-            assert after[:3] == before
-            assert len(after) == 4
+            assert after[:4] == before
+            assert len(after) == 5
             async with db.engine.connect() as conn:
                 assert await partitions() == {}
                 primary = await conn.run_sync(lambda sync: inspect(sync).get_pk_constraint("audit_log"))
             assert primary["constrained_columns"] == ["audit_id"]
             await db.migrate()
-            assert len(await rows()) == 4
+            assert len(await rows()) == 5
             assert (await trail.verify()).ok
         finally:
             await db.close()

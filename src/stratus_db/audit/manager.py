@@ -209,9 +209,11 @@ class AuditManager:
         principal: Principal | None = None,
     ) -> SealReport:
         """Seal every audit row committed and not yet sealed into the hash chain (audit/sealing.py), in batches of
-        `batch_size` rows, each a checkpoint and a transaction of its own. Writers never wait for it; run it
-        periodically (`stratus-db audit seal`), and keep the heads outside the database (docs/audit.md). On
-        PostgreSQL it first makes audit_log's month partitions for this month and the next two.
+        `batch_size` rows, each a checkpoint and a transaction of its own. Writers never wait for the sealing; run
+        it periodically (`stratus-db audit seal`), and keep the heads outside the database (docs/audit.md). On
+        PostgreSQL it first makes audit_log's month partitions for this month and the next two that are missing
+        (about once a month: that takes a lock writers wait on, for at most two seconds, or it gives up until the
+        next run).
 
         Raises:
             ValidationError: a malformed batch size or callback.

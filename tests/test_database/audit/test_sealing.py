@@ -176,22 +176,25 @@ async def test_a_checkpoint_removed_or_stretched_in_the_middle_is_caught_without
 ) -> None:
     await some_history(db)
     await audit.seal(batch_size=2)
-    first, second, *_ = await audit.checkpoints()
-    await sql(db, delete(CHECKPOINTS).where(CHECKPOINTS.c.checkpoint_id == first.checkpoint_id))
-    assert [(p.kind, p.position) for p in (await audit.verify()).problems] == [("checkpoint missing", 1)]
+    first, second, third, *_ = await audit.checkpoints()
+    await sql(db, delete(CHECKPOINTS).where(CHECKPOINTS.c.checkpoint_id == second.checkpoint_id))
+    assert [(p.kind, p.position) for p in (await audit.verify()).problems] == [
+        ("checkpoint missing", second.first_position)
+    ]
 
     await sql(
         db,
         insert(CHECKPOINTS).values(
-            checkpoint_id=first.checkpoint_id,
-            sealed_at=first.sealed_at,
-            first_position=first.first_position,
-            last_position=first.last_position + 1,
-            head=first.head,
+            checkpoint_id=second.checkpoint_id,
+            sealed_at=second.sealed_at,
+            first_position=second.first_position,
+            last_position=second.last_position + 1,
+            head=second.head,
         ),
     )
     problems = [(p.kind, p.position) for p in (await audit.verify()).problems]
-    assert ("checkpoint altered", second.first_position + 1) in problems
+    assert ("checkpoint altered", third.first_position + 1) in problems
+    assert first.first_position == 1
 
 
 async def test_an_altered_seal_or_checkpoint_is_reported(db: Database, audit: AuditManager) -> None:

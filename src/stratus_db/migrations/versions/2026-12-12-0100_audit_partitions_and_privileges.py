@@ -16,15 +16,19 @@ PostgreSQL (docs/audit.md, "Append-only" and "Retention"):
   rows are copied over, the indexes rebuilt, revision 0012's append-only triggers recreated on the new table.
   Partitions are made for every month that has rows and for this month and the next two; the sealer makes the
   months ahead as time goes by (`stratus_audit_add_partition`).
-- Three SECURITY DEFINER functions, owned by whoever runs the migrations, through which a role that may not
-  UPDATE or DELETE `audit_log` (`stratus-db db grant-app-role`) still does the three things that rewrite it:
-  `stratus_audit_add_partition(moment)` makes the month's partition; `stratus_audit_erase(subject, pseudonym,
-  rows, redactions)` pseudonymises the rows about an erased person (and only when that person's user row is gone or
-  a tombstone, only their identifiers, to the pseudonym) and records the redactions; `stratus_audit_purge(
-  checkpoint, purged_at)` removes every sealed row up to a checkpoint from the start of the chain, dropping the
-  month partitions all of whose rows go, and marks the checkpoints purged. EXECUTE on them is revoked from PUBLIC.
+- Three SECURITY DEFINER functions, owned by whoever runs the migrations, search path pinned to the schema with
+  pg_temp last, through which a role that may not UPDATE or DELETE `audit_log` (`stratus-db db grant-app-role`)
+  still does the three things that rewrite it: `stratus_audit_add_partition(moment)` makes the month's partition;
+  `stratus_audit_erase(subject, pseudonym, audit_ids, redactions)` pseudonymises the named rows about an erased
+  person, computing their new values itself, and records the redactions (`audit_erasures` keeps the pseudonyms, so
+  that none is reused and no erased trail rewritten again); `stratus_audit_purge(checkpoint, purged_at, audit_row)`
+  removes every sealed row up to a checkpoint from the start of the chain, dropping the past month partitions all of
+  whose rows go, marks the checkpoints purged and writes the purge's audit row. EXECUTE on them is revoked from
+  PUBLIC. docs/audit.md, "Append-only", has what each checks.
 
-The downgrade puts the rows back into a plain table (primary key audit_id) and drops the functions and the indexes.
+The downgrade puts the rows back into a plain table (primary key audit_id) and drops the functions, audit_erasures,
+the indexes and `on_behalf_of` (an agent's row sealed with it set then fails verification: downgrade before sealing
+such rows, or not at all).
 """
 
 from collections.abc import Sequence
@@ -72,8 +76,9 @@ ADD_PARTITION = """
 CREATE FUNCTION stratus_audit_add_partition(moment timestamptz) RETURNS boolean
 LANGUAGE plpgsql {secure} SET lock_timeout = '2s' AS $$
 DECLARE
+    -- Months of UTC, whatever the session's time zone (a month added to a timestamptz is added in that zone).
     low CONSTANT timestamptz := date_trunc('month', moment AT TIME ZONE 'UTC') AT TIME ZONE 'UTC';
-    high CONSTANT timestamptz := low + interval '1 month';
+    high CONSTANT timestamptz := (date_trunc('month', moment AT TIME ZONE 'UTC') + interval '1 month') AT TIME ZONE 'UTC';
     name CONSTANT text := 'audit_log_' || to_char(low AT TIME ZONE 'UTC', 'YYYY_MM');
 BEGIN
     IF to_regclass(name) IS NOT NULL THEN
