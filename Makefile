@@ -92,7 +92,9 @@ UV_VERSION := 0.13.9
 UPGRADE ?=
 COMPILE = $(BIN)/uv pip compile --quiet --generate-hashes --python-version 3.11 $(UPGRADE)
 
-lock: install
+# Not after `install`: a dependency just added to pyproject.toml is not in the locks yet, and install's pip check fails.
+lock:
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/$(PIP) install uv==$(UV_VERSION)
 	$(COMPILE) pyproject.toml requirements/dev.in --extra dev --extra openai -o requirements/dev.txt
 	$(COMPILE) pyproject.toml requirements/bench.in --extra dev --extra bench --extra openai -o requirements/bench.txt

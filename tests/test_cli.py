@@ -20,10 +20,13 @@ from stratus_db import (
     ConversationManager,
     Database,
     MemoryManager,
+    Principal,
+    PrincipalKind,
     Settings,
     UserManager,
     ValidationError,
 )
+from stratus_db.api.auth import principal_of
 from stratus_db.audit.sealing import rewrite_permit
 from stratus_db.cli import app
 from stratus_db.config import load_settings
@@ -808,3 +811,26 @@ async def test_audit_purge_says_what_retention_does(
         "0 audit rows in 0 checkpoint(s) would be purged "
         "(retention in days: access:deny: for ever, *:read: 730, otherwise 30)"
     )
+
+
+def test_create_token_names_the_principal_the_service_will_see() -> None:
+    settings = load_settings()
+    user = uuid.uuid4()
+    cases = {
+        ("--kind", "user", "--id", str(user)): Principal.for_user(user),
+        ("--kind", "agent", "--id", "briefing", "--acting-for", str(user)): Principal.agent("briefing", user),
+        ("--kind", "auditor", "--id", "dpo", "--days", "1"): Principal(kind=PrincipalKind.auditor, id="dpo"),
+    }
+    for args, principal in cases.items():
+        result = runner.invoke(app, ["create-token", *args])
+        assert result.exit_code == 0, result.output
+        assert principal_of(settings, result.stdout.strip()) == principal
+    for args in (
+        ("--kind", "user", "--id", "não-é-uuid"),
+        ("--kind", "agent", "--id", "briefing"),
+        ("--kind", "admin", "--id", "ops", "--days", "0"),
+        ("--kind", "admin", "--id", "ops", "--days", "400"),
+    ):
+        result = runner.invoke(app, ["create-token", *args])
+        assert result.exit_code == 1, result.output
+        assert result.stderr.startswith("error: ")

@@ -9,7 +9,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -48,7 +48,7 @@ from stratus_db.privacy.retention import (
 )
 from stratus_db.schema import head_revision
 from stratus_db.security.crypto import BLIND_INDEX_VARIABLE, KEYS_VARIABLE, new_key_entry, new_secret
-from stratus_db.security.principal import Principal
+from stratus_db.security.principal import Principal, PrincipalKind
 from stratus_db.security.rotation import DEFAULT_BATCH_SIZE as ROTATION_BATCH
 from stratus_db.security.rotation import MAX_BATCH_SIZE as ROTATION_MAX_BATCH
 from stratus_db.security.rotation import KeyManager, RotationReport
@@ -318,6 +318,60 @@ def generate_key(
         "after it until every value has moved to the new one",
         err=True,
     )
+
+
+@app.command("serve")
+def serve(
+    host: Annotated[str, typer.Option(help="The address to listen on.")] = "0.0.0.0",
+    port: Annotated[int | None, typer.Option(help="The port (default: PORT, 8080).")] = None,
+) -> None:
+    """Run the HTTP service (docs/api.md) until SIGTERM or Ctrl-C, then finish the requests under way and close the
+    database. On the embedded SQLite file when DATABASE_URL is unset. Does not migrate PostgreSQL: run `stratus-db
+    migrate` first (a Cloud Run job)."""
+    import uvicorn
+
+    from stratus_db.api import create_app
+
+    settings = _settings()
+    configure_json(settings.LOG_LEVEL)
+    uvicorn.run(
+        create_app(settings=settings),
+        host=host,
+        port=port or settings.PORT,
+        proxy_headers=False,  # the service reads X-Forwarded-For itself, from trusted proxies only
+        log_config=None,
+        timeout_graceful_shutdown=30,
+    )
+
+
+@app.command("create-token")
+def create_token(
+    kind: Annotated[PrincipalKind, typer.Option(help="The principal's kind.")],
+    principal_id: Annotated[
+        str,
+        typer.Option("--id", help="A user's id (kind user), an agent's or a service's name, an operator's."),
+    ],
+    acting_for: Annotated[
+        str | None, typer.Option(help="For an agent: the id of the user it acts for.")
+    ] = None,
+    days: Annotated[float, typer.Option(help="How long the token is valid, in days (at most 366).")] = 30,
+) -> None:
+    """Print a bearer token for the HTTP service, signed with STRATUS_API_JWT_SECRET. Connects to nothing."""
+    from stratus_db.api import issue_token
+
+    settings = _settings()
+    try:
+        if kind is PrincipalKind.user:
+            principal = Principal.for_user(uuid.UUID(principal_id))
+        elif kind is PrincipalKind.agent:
+            principal = Principal.agent(principal_id, acting_for=uuid.UUID(acting_for or ""))
+        else:
+            principal = Principal(kind=kind, id=principal_id)
+        typer.echo(issue_token(settings, principal, timedelta(days=days)))
+    except StratusError as exc:
+        raise _fail(exc.message) from None
+    except ValueError as exc:
+        raise _fail(f"cannot issue that token: {exc}") from None
 
 
 @app.command("rotate-keys")

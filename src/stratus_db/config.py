@@ -3,6 +3,7 @@ arguments; `effective_settings` shows them with secrets masked."""
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 from enum import StrEnum
@@ -51,6 +52,8 @@ MAX_RETENTION_DAYS = 36_500
 """The longest retention a setting takes (a hundred years): longer is "for ever", which 0 says."""
 AUDIT_RULE_PATTERN = r"^(\*|[a-z_]{1,63}):[a-z_]{1,50}$|^[a-z_]{1,63}$"
 """A key of STRATUS_AUDIT_RETENTION_RULES: `table`, `table:action` or `*:action`."""
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+"""An address or a network in CIDR notation (an address alone is a network of one)."""
 _POSTGRES_DRIVERS = {"postgresql", "postgres", "postgresql+asyncpg"}
 _SQLITE_DRIVERS = {"sqlite", "sqlite+aiosqlite"}
 
@@ -174,6 +177,20 @@ class Settings(BaseSettings):
     every row in it is past its own retention."""
     ENVIRONMENT: Environment = Environment.development
 
+    # The HTTP service (stratus_db.api, `stratus-db serve`; docs/api.md).
+    STRATUS_API_JWT_SECRET: SecretStr | None = None
+    """The HS256 key bearer tokens are signed with (at least 32 bytes; `stratus-db generate-key` makes one). Unset,
+    the service refuses every authenticated route."""
+    STRATUS_API_AUDIENCE: Annotated[str, StringConstraints(min_length=1, max_length=200)] = "stratus-db"
+    """The `aud` claim every token must carry."""
+    STRATUS_API_MAX_BODY_BYTES: Annotated[int, Field(ge=1024, le=100 * 1024 * 1024)] = 1024 * 1024
+    """A request body over this many bytes is refused with 413 before it is read."""
+    STRATUS_API_TRUSTED_PROXIES: Annotated[tuple[IPNetwork, ...], NoDecode] = ()
+    """Comma list of addresses or networks (CIDR) of the proxies in front of the service (Cloud Run's front end,
+    a load balancer): only for a request from one of them is X-Forwarded-For believed."""
+    PORT: Annotated[int, Field(ge=1, le=65535)] = 8080
+    """The port `stratus-db serve` listens on (Cloud Run sets it)."""
+
     # Encryption of personal data (security/crypto.py, docs/security.md). Never stored in the database.
     STRATUS_ENCRYPTION_KEYS: SecretStr | None = None
     """The keyring: `ID:BASE64` entries separated by commas, the first one active (new values are encrypted under
@@ -246,7 +263,9 @@ class Settings(BaseSettings):
     OPENAI_BASE_URL: str | None = None
     """Another server speaking the Chat Completions API (Azure OpenAI, a local model, a test stub)."""
 
-    @field_validator("STRATUS_ERASURE_LEGAL_HOLD", "STRATUS_CONSENT_REQUIRED", mode="before")
+    @field_validator(
+        "STRATUS_ERASURE_LEGAL_HOLD", "STRATUS_CONSENT_REQUIRED", "STRATUS_API_TRUSTED_PROXIES", mode="before"
+    )
     @classmethod
     def _comma_list(cls, value: Any) -> Any:
         # From the environment: a comma list, or the JSON list effective_settings writes.
@@ -442,6 +461,10 @@ def _as_plain_text(value: object) -> str:
         return "true" if value else "false"
     if isinstance(value, (set, frozenset)):
         return json.dumps(sorted(str(_as_plain_text(item)) for item in value))
+    if isinstance(value, (tuple, list)):
+        return json.dumps([str(_as_plain_text(item)) for item in value])
+    if isinstance(value, dict):
+        return json.dumps(value)
     if isinstance(value, Path):
         return str(value.resolve())
     return str(value)

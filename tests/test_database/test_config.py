@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
 
@@ -111,6 +112,7 @@ def _no_session_keys(monkeypatch: pytest.MonkeyPatch) -> None:
     """The test session's keys (tests/conftest.py) are not part of the configurations these tests read."""
     monkeypatch.delenv("STRATUS_ENCRYPTION_KEYS", raising=False)
     monkeypatch.delenv("STRATUS_BLIND_INDEX_KEY", raising=False)
+    monkeypatch.delenv("STRATUS_API_JWT_SECRET", raising=False)
 
 
 @pytest.fixture
@@ -330,6 +332,11 @@ def test_effective_settings_read_back_as_the_same_settings(
         STRATUS_MEMORY_SLIDING_TIERS=frozenset({MemoryType.short_term, MemoryType.medium_term}),
         STRATUS_PACK_ARCHIVED_MESSAGES=False,
         STRATUS_POOL_TIMEOUT_S=2.5,
+        STRATUS_AUDIT_RETENTION_RULES={"messages": 365, "*:read": 0},
+        STRATUS_API_TRUSTED_PROXIES=(
+            ipaddress.ip_network("10.0.0.0/8"),
+            ipaddress.ip_network("2001:db8::1/128"),
+        ),
     )
     for name, value in effective_settings(original).items():
         if value:

@@ -1,0 +1,52 @@
+"""The FastAPI application: middleware, error handlers and routes around one database handle."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from stratus_db.api import memories, operations, problems, users
+from stratus_db.api.middleware import BodyLimit, RequestTrace
+from stratus_db.config import Settings, load_settings
+from stratus_db.database import StratusPostgreSQLIntegration
+
+API_VERSION = "1"
+
+
+def create_app(
+    db: StratusPostgreSQLIntegration | None = None, *, settings: Settings | None = None
+) -> FastAPI:
+    """The service on `db` (which the caller keeps and closes), or on a database of its own, opened from `settings`
+    (else the environment) when the application starts and closed, after the requests under way, when it stops."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if db is not None:
+            yield
+            return
+        owned = StratusPostgreSQLIntegration(settings or load_settings())
+        app.state.db = owned
+        try:
+            yield
+        finally:
+            await owned.close()
+
+    app = FastAPI(
+        title="Stratus.IA database",
+        version=API_VERSION,
+        description="Users, memories, conversations and the audit trail of Stratus.IA, over HTTP. Every route but "
+        "/health and /ready takes a bearer token (`stratus-db create-token`); failures are RFC 9457 problem "
+        "details with the request's trace id.",
+        lifespan=lifespan,
+    )
+    if db is not None:
+        app.state.db = db
+    limit = (settings or (db.settings if db is not None else load_settings())).STRATUS_API_MAX_BODY_BYTES
+    app.add_middleware(BodyLimit, limit=limit)
+    app.add_middleware(RequestTrace)  # outermost: every answer, a 413 included, carries the trace id
+    problems.install(app)
+    for router in (operations.router, users.router, memories.router):
+        app.include_router(router)
+    return app

@@ -1,0 +1,73 @@
+"""/v1/users: register, read, change and list users."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date
+from typing import Any
+
+from fastapi import APIRouter, Query, status
+from pydantic import BaseModel, Field
+
+from stratus_db.api.context import Caller, Db
+from stratus_db.api.problems import responses
+from stratus_db.errors import NotFoundError
+from stratus_db.kit.schemas import Page
+from stratus_db.users.manager import UserManager
+from stratus_db.users.schemas import UserRead
+
+router = APIRouter(prefix="/v1/users", tags=["users"])
+
+
+class NewUser(BaseModel):
+    name: str
+    email: str
+    role: str
+    licenses: list[str] = Field(default_factory=list)
+    experience_level: str | None = None
+    preferences: dict[str, Any] = Field(default_factory=dict)
+    birth_date: date | None = None
+    canac: str | None = None
+
+
+class UserChanges(BaseModel):
+    """The fields to change; a field left out keeps its value (experience_level, birth_date and canac can be set to
+    null to clear them)."""
+
+    name: str | None = None
+    email: str | None = None
+    role: str | None = None
+    licenses: list[str] | None = None
+    experience_level: str | None = None
+    preferences: dict[str, Any] | None = None
+    birth_date: date | None = None
+    canac: str | None = None
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=UserRead, responses=responses(403, 409))
+async def create_user(body: NewUser, caller: Caller, db: Db) -> UserRead:
+    return await UserManager(db).create_user(**body.model_dump(), principal=caller)
+
+
+@router.get("/{user_id}", response_model=UserRead, responses=responses(403, 404))
+async def get_user(user_id: uuid.UUID, caller: Caller, db: Db) -> UserRead:
+    user = await UserManager(db).get_user(user_id, principal=caller)
+    if user is None:
+        raise NotFoundError(f"user {user_id} does not exist")
+    return user
+
+
+@router.patch("/{user_id}", response_model=UserRead, responses=responses(403, 404, 409))
+async def update_user(user_id: uuid.UUID, body: UserChanges, caller: Caller, db: Db) -> UserRead:
+    return await UserManager(db).update_user(user_id, principal=caller, **body.model_dump(exclude_unset=True))
+
+
+@router.get("", response_model=Page[UserRead], responses=responses(403))
+async def list_users(
+    caller: Caller,
+    db: Db,
+    role: str | None = Query(None, max_length=50),
+    limit: int = Query(50, ge=1, le=500),
+    cursor: str | None = Query(None, max_length=500),
+) -> Page[UserRead]:
+    return await UserManager(db).list_users(role=role, limit=limit, cursor=cursor, principal=caller)

@@ -1,0 +1,258 @@
+"""The HTTP service through its ASGI application (httpx), on both backends: authentication, the request context in
+the audit trail, the problem details of each failure, the body limit, users and memories."""
+
+from __future__ import annotations
+
+import ipaddress
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import jwt
+import pytest
+
+from stratus_db import AuditManager, Database, Principal, PrincipalKind
+from stratus_db.api import create_app, issue_token
+from tests.fixtures.databases import settings_for
+
+ADMIN = Principal(kind=PrincipalKind.admin, id="ops")
+CLIENT = ("203.0.113.5", 51000)
+
+
+def bearer(db: Database, principal: Principal, **lifetime: float) -> dict[str, str]:
+    token = issue_token(db.settings, principal, timedelta(**(lifetime or {"hours": 1})))
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture
+async def client(db: Database) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=create_app(db), client=CLIENT)
+    async with httpx.AsyncClient(transport=transport, base_url="http://stratus.test") as http:
+        yield http
+
+
+async def new_user(client: httpx.AsyncClient, db: Database, email: str = "ana@aeroclube.com.br") -> uuid.UUID:
+    response = await client.post(
+        "/v1/users", json={"name": "Ana Voo", "email": email, "role": "pilot"}, headers=bearer(db, ADMIN)
+    )
+    assert response.status_code == 201, response.text
+    return uuid.UUID(response.json()["user_id"])
+
+
+def assert_problem(response: httpx.Response, status: int) -> dict[str, object]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    body: dict[str, object] = response.json()
+    assert body["status"] == status
+    assert body["trace_id"] == response.headers["x-request-id"]
+    assert "Traceback" not in response.text
+    assert "SELECT" not in response.text
+    return body
+
+
+async def test_health_and_ready_need_no_token(client: httpx.AsyncClient, db: Database) -> None:
+    assert (await client.get("/health")).json() == {"status": "ok"}
+    ready = await client.get("/ready")
+    assert ready.status_code == 200
+    assert ready.json()["healthy"] is True
+    assert ready.json()["backend"] == db.backend
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"Authorization": "Bearer not-a-token"},
+        {"Authorization": "Basic YWRtaW46YWRtaW4="},
+    ],
+    ids=["none", "malformed", "not bearer"],
+)
+async def test_a_request_without_a_valid_token_is_401(
+    client: httpx.AsyncClient, headers: dict[str, str]
+) -> None:
+    response = await client.get(f"/v1/users/{uuid.uuid4()}", headers=headers)
+    assert_problem(response, 401)
+    assert response.headers["www-authenticate"] == "Bearer"
+
+
+async def test_expired_foreign_and_forged_tokens_are_401(client: httpx.AsyncClient, db: Database) -> None:
+    settings = db.settings
+    expired = issue_token(settings, ADMIN, timedelta(minutes=1), now=datetime.now(UTC) - timedelta(hours=1))
+    other_audience = issue_token(
+        settings.model_copy(update={"STRATUS_API_AUDIENCE": "outro"}), ADMIN, timedelta(hours=1)
+    )
+    forged = jwt.encode(
+        {
+            "sub": "ops",
+            "kind": "admin",
+            "aud": settings.STRATUS_API_AUDIENCE,
+            "exp": datetime.now(UTC) + timedelta(hours=1),
+        },
+        "a key that is not the service's, long enough",
+        algorithm="HS256",
+    )
+    unsigned = jwt.encode(
+        {"sub": "ops", "kind": "admin", "aud": settings.STRATUS_API_AUDIENCE}, "", algorithm="none"
+    )
+    for token in (expired, other_audience, forged, unsigned):
+        response = await client.get("/v1/users", headers={"Authorization": f"Bearer {token}"})
+        assert_problem(response, 401)
+
+
+async def test_users_through_http_with_the_access_rules_of_the_library(
+    client: httpx.AsyncClient, db: Database
+) -> None:
+    ana = await new_user(client, db)
+    bia = await new_user(client, db, "bia@aeroclube.com.br")
+    as_ana = bearer(db, Principal.for_user(ana))
+
+    mine = await client.get(f"/v1/users/{ana}", headers=as_ana)
+    assert mine.status_code == 200
+    assert mine.json()["email"] == "ana@aeroclube.com.br"
+    assert_problem(await client.get(f"/v1/users/{bia}", headers=as_ana), 403)
+    assert_problem(await client.get(f"/v1/users/{uuid.uuid4()}", headers=bearer(db, ADMIN)), 404)
+
+    changed = await client.patch(f"/v1/users/{ana}", json={"name": "Ana Prado"}, headers=as_ana)
+    assert changed.status_code == 200, changed.text
+    assert changed.json()["name"] == "Ana Prado"
+    duplicate = await client.post(
+        "/v1/users",
+        json={"name": "Outra", "email": "ANA@aeroclube.com.br", "role": "pilot"},
+        headers=bearer(db, ADMIN),
+    )
+    assert_problem(duplicate, 409)
+    page = await client.get("/v1/users", params={"limit": 1}, headers=bearer(db, ADMIN))
+    assert page.status_code == 200
+    assert len(page.json()["items"]) == 1
+    assert page.json()["next_cursor"] is not None
+
+
+@pytest.mark.parametrize(
+    ("body", "where"),
+    [
+        ({"name": "Ana", "email": "ana@aeroclube.com.br"}, "role"),
+        ({"name": "Ana", "email": "não é e-mail", "role": "pilot"}, "email"),
+        ({"name": "Ana", "email": "ana@aeroclube.com.br", "role": "astronauta"}, "role"),
+    ],
+    ids=["missing field", "bad e-mail", "unknown role"],
+)
+async def test_a_malformed_body_is_422_naming_the_field_and_writes_nothing(
+    client: httpx.AsyncClient, db: Database, body: dict[str, str], where: str
+) -> None:
+    response = await client.post("/v1/users", json=body, headers=bearer(db, ADMIN))
+    problem = assert_problem(response, 422)
+    assert where in response.text
+    assert "não é e-mail" not in str(problem.get("errors", "")), "the value sent is not echoed"
+    assert (await client.get("/v1/users", headers=bearer(db, ADMIN))).json()["items"] == []
+
+
+async def test_memories_through_http(client: httpx.AsyncClient, db: Database) -> None:
+    ana = await new_user(client, db)
+    bia = await new_user(client, db, "bia@aeroclube.com.br")
+    as_ana = bearer(db, Principal.for_user(ana))
+    base = f"/v1/users/{ana}/memories"
+
+    stored = await client.put(
+        f"{base}/aeroporto_base",
+        json={"value": "SBKP, Viracopos", "memory_type": "long_term"},
+        headers=as_ana,
+    )
+    assert stored.status_code == 200, stored.text
+    assert stored.json()["value"] == "SBKP, Viracopos"
+    got = await client.get(f"{base}/aeroporto_base", headers=as_ana)
+    assert got.json()["memory_type"] == "long_term"
+    found = await client.get(f"{base}/search", params={"q": "viracopos"}, headers=as_ana)
+    assert [item["memory"]["key"] for item in found.json()] == ["aeroporto_base"]
+    listed = await client.get(base, headers=as_ana)
+    assert [item["key"] for item in listed.json()["items"]] == ["aeroporto_base"]
+
+    as_bia = bearer(db, Principal.for_user(bia))
+    assert_problem(await client.get(f"{base}/aeroporto_base", headers=as_bia), 403)
+    assert_problem(await client.delete(f"{base}/aeroporto_base", headers=as_bia), 403)
+    assert (await client.delete(f"{base}/aeroporto_base", headers=as_ana)).status_code == 204
+    assert_problem(await client.get(f"{base}/aeroporto_base", headers=as_ana), 404)
+    assert_problem(await client.delete(f"{base}/aeroporto_base", headers=as_ana), 404)
+
+
+async def test_the_request_context_reaches_the_audit_trail(client: httpx.AsyncClient, db: Database) -> None:
+    ana = await new_user(client, db)
+    agent = Principal.agent("briefing", acting_for=ana)
+    response = await client.put(
+        f"/v1/users/{ana}/memories/rota",
+        json={"value": "SBKP-SBRJ"},
+        headers=bearer(db, agent) | {"User-Agent": "StratusAgent/2.0", "X-Request-ID": "req-42.a"},
+    )
+    assert response.status_code == 200, response.text
+    assert response.headers["x-request-id"] == "req-42.a"
+    [event] = (await AuditManager(db).query(trace_id="req-42.a")).items
+    assert (event.actor, event.on_behalf_of, event.ip_address, event.user_agent, event.table_name) == (
+        "agent:briefing",
+        ana,
+        CLIENT[0],
+        "StratusAgent/2.0",
+        "memory_entries",
+    )
+
+
+async def test_the_trace_id_comes_from_traceparent_or_is_made(client: httpx.AsyncClient) -> None:
+    trace = "4bf92f3577b34da6a3ce929d0e0e4736"
+    response = await client.get("/health", headers={"traceparent": f"00-{trace}-00f067aa0ba902b7-01"})
+    assert response.headers["x-request-id"] == trace
+    made = (await client.get("/health", headers={"X-Request-ID": "has spaces; DROP"})).headers["x-request-id"]
+    assert uuid.UUID(made)
+
+
+async def test_forwarded_for_is_believed_only_from_a_trusted_proxy(db: Database) -> None:
+    trusting = Database(
+        settings_for(db.settings.database_url.render_as_string(hide_password=False)).model_copy(
+            update={"STRATUS_API_TRUSTED_PROXIES": (ipaddress.ip_network("203.0.113.0/24"),)}
+        )
+    )
+    try:
+        for handle, expected in ((db, CLIENT[0]), (trusting, "198.51.100.7")):
+            transport = httpx.ASGITransport(app=create_app(handle), client=CLIENT)
+            async with httpx.AsyncClient(transport=transport, base_url="http://stratus.test") as http:
+                trace = f"xff-{handle is trusting}"
+                headers = bearer(handle, ADMIN) | {
+                    "X-Forwarded-For": "10.9.9.9, 198.51.100.7",
+                    "X-Request-ID": trace,
+                }
+                created = await http.post(
+                    "/v1/users",
+                    json={"name": "Ana", "email": f"{trace}@aeroclube.com.br", "role": "pilot"},
+                    headers=headers,
+                )
+                assert created.status_code == 201, created.text
+            [event] = (await AuditManager(db).query(trace_id=trace)).items
+            assert event.ip_address == expected
+    finally:
+        await trusting.close()
+
+
+async def test_a_body_over_the_limit_is_413_before_it_is_read(
+    client: httpx.AsyncClient, db: Database
+) -> None:
+    limit = db.settings.STRATUS_API_MAX_BODY_BYTES
+    ana = await new_user(client, db)
+    huge = {"value": "x" * (limit + 1)}
+    declared = await client.put(
+        f"/v1/users/{ana}/memories/grande", json=huge, headers=bearer(db, Principal.for_user(ana))
+    )
+    assert_problem(declared, 413)
+
+    async def chunks() -> AsyncIterator[bytes]:
+        yield b'{"value": "'
+        for _ in range(limit // 65536 + 1):
+            yield b"y" * 65536
+        yield b'"}'
+
+    streamed = await client.put(
+        f"/v1/users/{ana}/memories/grande",
+        content=chunks(),
+        headers=bearer(db, Principal.for_user(ana)) | {"Content-Type": "application/json"},
+    )
+    assert_problem(streamed, 413)
+    assert_problem(
+        await client.get(f"/v1/users/{ana}/memories/grande", headers=bearer(db, Principal.for_user(ana))), 404
+    )
