@@ -12,43 +12,10 @@ import httpx
 import jwt
 import pytest
 
-from stratus_db import AuditManager, Database, Principal, PrincipalKind
+from stratus_db import AuditManager, Database, Principal
 from stratus_db.api import create_app, issue_token
 from tests.fixtures.databases import settings_for
-
-ADMIN = Principal(kind=PrincipalKind.admin, id="ops")
-CLIENT = ("203.0.113.5", 51000)
-
-
-def bearer(db: Database, principal: Principal, **lifetime: float) -> dict[str, str]:
-    token = issue_token(db.settings, principal, timedelta(**(lifetime or {"hours": 1})))
-    return {"Authorization": f"Bearer {token}"}
-
-
-@pytest.fixture
-async def client(db: Database) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=create_app(db), client=CLIENT)
-    async with httpx.AsyncClient(transport=transport, base_url="http://stratus.test") as http:
-        yield http
-
-
-async def new_user(client: httpx.AsyncClient, db: Database, email: str = "ana@aeroclube.com.br") -> uuid.UUID:
-    response = await client.post(
-        "/v1/users", json={"name": "Ana Voo", "email": email, "role": "pilot"}, headers=bearer(db, ADMIN)
-    )
-    assert response.status_code == 201, response.text
-    return uuid.UUID(response.json()["user_id"])
-
-
-def assert_problem(response: httpx.Response, status: int) -> dict[str, object]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == "application/problem+json"
-    body: dict[str, object] = response.json()
-    assert body["status"] == status
-    assert body["trace_id"] == response.headers["x-request-id"]
-    assert "Traceback" not in response.text
-    assert "SELECT" not in response.text
-    return body
+from tests.fixtures.http import ADMIN, CLIENT, assert_problem, bearer, new_user
 
 
 async def test_health_and_ready_need_no_token(client: httpx.AsyncClient, db: Database) -> None:

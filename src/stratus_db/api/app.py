@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from stratus_db.api import memories, operations, problems, users
+from stratus_db.api import audit, conversations, memories, operations, privacy, problems, users
 from stratus_db.api.middleware import BodyLimit, RequestTrace
 from stratus_db.config import Settings, load_settings
 from stratus_db.database import StratusPostgreSQLIntegration
@@ -47,6 +47,14 @@ def create_app(
     app.add_middleware(BodyLimit, limit=limit)
     app.add_middleware(RequestTrace)  # outermost: every answer, a 413 included, carries the trace id
     problems.install(app)
-    for router in (operations.router, users.router, memories.router):
+    for router in (
+        operations.router,
+        users.router,
+        memories.router,
+        conversations.router,
+        conversations.stats_router,
+        privacy.router,
+        audit.router,
+    ):
         app.include_router(router)
     return app

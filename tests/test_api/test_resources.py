@@ -1,0 +1,160 @@
+"""Conversations, messages, statistics, LGPD and the audit trail through HTTP, on both backends, with the library's
+access rules: one user never reaches another's data, an auditor reads the trail, a user does not."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import httpx
+
+from stratus_db import Database, Principal, PrincipalKind
+from tests.fixtures.http import ADMIN, assert_problem, bearer, new_user
+
+AUDITOR = Principal(kind=PrincipalKind.auditor, id="dpo")
+
+
+async def test_a_conversation_from_creation_to_deletion(client: httpx.AsyncClient, db: Database) -> None:
+    ana = await new_user(client, db)
+    bia = await new_user(client, db, "bia@aeroclube.com.br")
+    as_ana, as_bia = bearer(db, Principal.for_user(ana)), bearer(db, Principal.for_user(bia))
+    base = f"/v1/users/{ana}/conversations"
+
+    created = await client.post(base, json={"title": "Rota SBKP-SBRJ"}, headers=as_ana)
+    assert created.status_code == 201, created.text
+    chat = created.json()["conversation_id"]
+    for text in ("Qual o METAR de SBKP?", "E o TAF de SBRJ?"):
+        sent = await client.post(
+            f"{base}/{chat}/messages", json={"content": text, "tokens_used": 12}, headers=as_ana
+        )
+        assert sent.status_code == 201, sent.text
+    retried_id = str(uuid.uuid4())
+    first = await client.post(
+        f"{base}/{chat}/messages", json={"content": "Obrigado", "message_id": retried_id}, headers=as_ana
+    )
+    again = await client.post(
+        f"{base}/{chat}/messages", json={"content": "Obrigado", "message_id": retried_id}, headers=as_ana
+    )
+    assert first.json()["seq"] == again.json()["seq"] == 3, "a retry is the same message"
+
+    messages = await client.get(f"{base}/{chat}/messages", params={"limit": 2}, headers=as_ana)
+    assert [m["seq"] for m in messages.json()] == [1, 2]
+    window = await client.get(f"{base}/{chat}/context", params={"max_tokens": 1000}, headers=as_ana)
+    assert window.status_code == 200, window.text
+    found = await client.get(f"{base}/search", params={"q": "metar"}, headers=as_ana)
+    assert [hit["message"]["content"] for hit in found.json()] == ["Qual o METAR de SBKP?"]
+    stats = await client.get(f"{base}/{chat}/stats", headers=as_ana)
+    assert stats.json()["messages"] == 3
+    renamed = await client.patch(f"{base}/{chat}", json={"title": "Rota revisada"}, headers=as_ana)
+    assert renamed.json()["title"] == "Rota revisada"
+
+    # Bia reaches none of it, whichever way she asks.
+    assert_problem(await client.get(f"{base}/{chat}", headers=as_bia), 403)
+    assert_problem(await client.get(f"{base}/{chat}/messages", headers=as_bia), 403)
+    assert_problem(
+        await client.post(f"{base}/{chat}/messages", json={"content": "intrusa"}, headers=as_bia), 403
+    )
+    assert_problem(await client.get(f"/v1/users/{bia}/conversations/{chat}", headers=as_bia), 404)
+
+    assert (await client.post(f"{base}/{chat}/archive", headers=as_ana)).json()["status"] == "archived"
+    assert_problem(
+        await client.post(f"{base}/{chat}/messages", json={"content": "tarde"}, headers=as_ana), 409
+    )
+    assert (await client.post(f"{base}/{chat}/restore", headers=as_ana)).json()["status"] == "active"
+    assert (await client.delete(f"{base}/{chat}", headers=as_ana)).json()["status"] == "deleted"
+    listed = await client.get(base, params={"status": "deleted"}, headers=as_ana)
+    assert [c["conversation_id"] for c in listed.json()["items"]] == [chat]
+    assert_problem(await client.get(f"{base}/{uuid.uuid4()}", headers=as_ana), 404)
+
+
+async def test_usage_statistics_for_a_user_and_for_everyone(client: httpx.AsyncClient, db: Database) -> None:
+    ana = await new_user(client, db)
+    as_ana = bearer(db, Principal.for_user(ana))
+    chat = (await client.post(f"/v1/users/{ana}/conversations", json={}, headers=as_ana)).json()[
+        "conversation_id"
+    ]
+    await client.post(
+        f"/v1/users/{ana}/conversations/{chat}/messages",
+        json={"content": "oi", "tokens_used": 5},
+        headers=as_ana,
+    )
+
+    mine = await client.get("/v1/stats/usage", params={"user_id": str(ana)}, headers=as_ana)
+    assert mine.status_code == 200, mine.text
+    assert mine.json()["messages"] == 1
+    assert_problem(await client.get("/v1/stats/usage", headers=as_ana), 403)
+    everyone = await client.get("/v1/stats/usage", headers=bearer(db, ADMIN))
+    assert everyone.json()["messages"] == 1
+
+
+async def test_consents_export_and_erasure(client: httpx.AsyncClient, db: Database) -> None:
+    ana = await new_user(client, db)
+    bia = await new_user(client, db, "bia@aeroclube.com.br")
+    as_ana = bearer(db, Principal.for_user(ana))
+    base = f"/v1/users/{ana}"
+
+    granted = await client.put(
+        f"{base}/consents/analytics", json={"text_version": "v3", "channel": "app"}, headers=as_ana
+    )
+    assert granted.status_code == 201, granted.text
+    states = {
+        state["purpose"]: state["granted"]
+        for state in (await client.get(f"{base}/consents", headers=as_ana)).json()
+    }
+    assert states["analytics"] is True
+    revoked = await client.request(
+        "DELETE", f"{base}/consents/analytics", json={"channel": "app"}, headers=as_ana
+    )
+    assert revoked.json()["action"] == "revoked"
+    history = await client.get(f"{base}/consents/history", headers=as_ana)
+    assert [event["action"] for event in history.json()["items"]] == ["revoked", "granted"], "newest first"
+    assert_problem(
+        await client.put(
+            f"{base}/consents/nao_existe", json={"text_version": "v1", "channel": "app"}, headers=as_ana
+        ),
+        422,
+    )
+
+    exported = await client.get(f"{base}/export", headers=as_ana)
+    assert exported.status_code == 200
+    document = json.loads(exported.content)
+    assert document["user"]["email"] == "ana@aeroclube.com.br"
+    assert_problem(await client.get(f"{base}/export", headers=bearer(db, Principal.for_user(bia))), 403)
+    assert_problem(await client.get(f"{base}/export", headers=bearer(db, ADMIN)), 403)
+
+    erased = await client.post(f"{base}/erase", json={"reason": "pedido da titular"}, headers=as_ana)
+    assert erased.status_code == 200, erased.text
+    assert erased.json()["deleted"]["users"] == 1
+    assert_problem(await client.get(base, headers=bearer(db, ADMIN)), 404)
+
+
+async def test_the_audit_trail_is_for_auditors(client: httpx.AsyncClient, db: Database) -> None:
+    ana = await new_user(client, db)
+    as_auditor = bearer(db, AUDITOR)
+    rows = await client.get("/v1/audit", params={"table": "users"}, headers=as_auditor)
+    assert rows.status_code == 200, rows.text
+    assert [(row["action"], row["record_id"]) for row in rows.json()["items"]] == [("create", str(ana))]
+    now = datetime.now(UTC)
+    report = await client.get(
+        "/v1/audit/report",
+        params={
+            "since": (now - timedelta(hours=1)).isoformat(),
+            "until": (now + timedelta(hours=1)).isoformat(),
+        },
+        headers=as_auditor,
+    )
+    assert report.status_code == 200, report.text
+    verified = await client.post("/v1/audit/verify", json={}, headers=as_auditor)
+    assert verified.json()["ok"] is True
+    assert verified.json()["unsealed"] >= 1
+    assert (await client.get("/v1/audit/checkpoints", headers=as_auditor)).json() == []
+    assert_problem(
+        await client.post("/v1/audit/verify", json={}, headers=bearer(db, Principal.for_user(ana))), 403
+    )
+    naive = await client.get(
+        "/v1/audit/report",
+        params={"since": "2026-01-01T00:00:00", "until": "2026-02-01T00:00:00"},
+        headers=as_auditor,
+    )
+    assert_problem(naive, 422)
