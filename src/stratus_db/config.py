@@ -188,6 +188,9 @@ class Settings(BaseSettings):
     STRATUS_API_TRUSTED_PROXIES: Annotated[tuple[IPNetwork, ...], NoDecode] = ()
     """Comma list of addresses or networks (CIDR) of the proxies in front of the service (Cloud Run's front end,
     a load balancer): only for a request from one of them is X-Forwarded-For believed."""
+    STRATUS_API_PUBLIC_METRICS: bool = False
+    """Whether /metrics answers without a token (a scraper inside the network); by default it takes an admin,
+    auditor or system token."""
     PORT: Annotated[int, Field(ge=1, le=65535)] = 8080
     """The port `stratus-db serve` listens on (Cloud Run sets it)."""
 

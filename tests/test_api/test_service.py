@@ -223,3 +223,43 @@ async def test_a_body_over_the_limit_is_413_before_it_is_read(
     assert_problem(
         await client.get(f"/v1/users/{ana}/memories/grande", headers=bearer(db, Principal.for_user(ana))), 404
     )
+
+
+async def test_metrics_count_requests_by_route_for_operators(client: httpx.AsyncClient, db: Database) -> None:
+    ana = await new_user(client, db)
+    as_ana = bearer(db, Principal.for_user(ana))
+    for _ in range(3):
+        assert (await client.get(f"/v1/users/{ana}", headers=as_ana)).status_code == 200
+    assert (await client.get(f"/v1/users/{uuid.uuid4()}", headers=as_ana)).status_code == 403
+    await client.get("/no/such/path")
+    await client.get(f"/v1/users/{ana}/memories/base", headers=as_ana)  # the memory cache's figures appear
+
+    assert_problem(await client.get("/metrics"), 401)
+    assert_problem(await client.get("/metrics", headers=as_ana), 403)
+    scraped = await client.get("/metrics", headers=bearer(db, ADMIN))
+    assert scraped.status_code == 200
+    assert scraped.headers["content-type"].startswith("text/plain")
+    text = scraped.text
+    assert 'stratus_http_requests_total{method="GET",route="/v1/users/{user_id}",status="200"} 3.0' in text
+    assert 'stratus_http_requests_total{method="GET",route="/v1/users/{user_id}",status="403"} 1.0' in text
+    assert 'route="unmatched",status="404"' in text
+    assert str(ana) not in text, "a route's template, never its path"
+    assert 'stratus_http_request_duration_seconds_count{method="GET",route="/v1/users/{user_id}"} 4.0' in text
+    assert 'stratus_db_operation_duration_seconds_count{operation="user.get"}' in text
+    assert "stratus_db_pool_size " in text
+    assert "stratus_db_memory_cache_hits " in text
+
+
+async def test_metrics_may_be_public(db: Database) -> None:
+    public = Database(
+        settings_for(db.settings.database_url.render_as_string(hide_password=False)).model_copy(
+            update={"STRATUS_API_PUBLIC_METRICS": True}
+        )
+    )
+    try:
+        transport = httpx.ASGITransport(app=create_app(public), client=CLIENT)
+        async with httpx.AsyncClient(transport=transport, base_url="http://stratus.test") as http:
+            assert (await http.get("/metrics")).status_code == 200
+            assert (await http.get("/v1/users")).status_code == 401, "only the metrics"
+    finally:
+        await public.close()

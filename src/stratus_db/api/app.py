@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from stratus_db.api import audit, conversations, memories, operations, privacy, problems, users
+from stratus_db.api import audit, conversations, memories, metrics, operations, privacy, problems, users
 from stratus_db.api.middleware import BodyLimit, RequestTrace
 from stratus_db.config import Settings, load_settings
 from stratus_db.database import StratusPostgreSQLIntegration
@@ -44,11 +44,14 @@ def create_app(
     if db is not None:
         app.state.db = db
     limit = (settings or (db.settings if db is not None else load_settings())).STRATUS_API_MAX_BODY_BYTES
+    app.state.http_metrics = metrics.HttpMetrics()
     app.add_middleware(BodyLimit, limit=limit)
+    app.add_middleware(metrics.RequestMetrics, metrics=app.state.http_metrics)
     app.add_middleware(RequestTrace)  # outermost: every answer, a 413 included, carries the trace id
     problems.install(app)
     for router in (
         operations.router,
+        metrics.router,
         users.router,
         memories.router,
         conversations.router,

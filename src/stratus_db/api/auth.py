@@ -88,11 +88,11 @@ def principal_of(settings: Settings, token: str) -> Principal:
         raise UnauthenticatedError("the bearer token names no valid principal") from None
 
 
-_bearer = HTTPBearer(auto_error=False, description="A token from `stratus-db create-token`.")
+bearer_scheme = HTTPBearer(auto_error=False, description="A token from `stratus-db create-token`.")
 
 
 def authenticate(
-    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)]
 ) -> Principal:
     """The calling principal (a FastAPI dependency)."""
     if credentials is None:

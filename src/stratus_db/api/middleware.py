@@ -9,6 +9,7 @@ import uuid
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from stratus_db.api.problems import MEDIA_TYPE
+from stratus_db.context import current_context, use_context
 
 TRACE_HEADER = "x-request-id"
 _TRACEPARENT = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}$")
@@ -43,7 +44,9 @@ class RequestTrace:
                 message["headers"] = [*message.get("headers", []), (TRACE_HEADER.encode(), trace_id.encode())]
             await send(message)
 
-        await self.app(scope, receive, send_with_trace)
+        # The library's log lines of this request carry its trace id, from here on (the route sets the rest).
+        with use_context(current_context().model_copy(update={"trace_id": trace_id})):
+            await self.app(scope, receive, send_with_trace)
 
 
 class BodyLimit:
