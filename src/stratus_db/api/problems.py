@@ -70,6 +70,10 @@ async def _stratus_error(request: Request, error: Exception) -> JSONResponse:
     if status == 500:
         _log.error("request failed", exc_info=error, extra={"trace_id": request.state.trace_id})
         return problem(request, status, title, None)
+    if status == 503:
+        # The library's message names the server and the database: the log keeps it, the client gets less.
+        _log.warning("request refused: %s", error.message, extra={"trace_id": request.state.trace_id})
+        return problem(request, status, title, "the database cannot be reached just now: retry shortly")
     return problem(request, status, title, error.message)
 
 

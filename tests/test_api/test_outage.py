@@ -1,0 +1,52 @@
+"""PostgreSQL down, then back: the service answers 503 with Retry-After while its database refuses connections, and
+recovers by itself on the next requests once it accepts them again. The outage is real, on this test's own database
+only: `ALLOW_CONNECTIONS false` and its sessions ended."""
+
+from __future__ import annotations
+
+import asyncpg
+import httpx
+from sqlalchemy import make_url
+
+from stratus_db import Database, Principal
+from stratus_db.api import create_app
+from tests.fixtures.databases import settings_for, throwaway_postgres_database
+from tests.fixtures.http import CLIENT, assert_problem, bearer, new_user
+
+
+async def test_postgres_an_outage_is_503_and_the_service_recovers_by_itself() -> None:
+    async with throwaway_postgres_database() as url:
+        db = Database(settings_for(url))
+        name = make_url(url).database
+        admin = await asyncpg.connect(
+            make_url(url)
+            .set(drivername="postgresql", database="postgres")
+            .render_as_string(hide_password=False)
+        )
+        try:
+            transport = httpx.ASGITransport(app=create_app(db), client=CLIENT)
+            async with httpx.AsyncClient(transport=transport, base_url="http://stratus.test") as client:
+                ana = await new_user(client, db)
+                as_ana = bearer(db, Principal.for_user(ana))
+
+                await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+                await admin.fetchval(
+                    "SELECT count(pg_terminate_backend(pid, 10000)) FROM pg_stat_activity WHERE datname = $1",
+                    name,
+                )
+                down = await client.get(f"/v1/users/{ana}", headers=as_ana)
+                problem = assert_problem(down, 503)
+                assert down.headers["retry-after"] == "5"
+                assert problem["detail"] == "the database cannot be reached just now: retry shortly"
+                assert name not in down.text, "the server and database are not the client's business"
+                assert (await client.get("/ready")).status_code == 503
+                assert (await client.get("/health")).status_code == 200, "alive all along"
+
+                await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+                for _ in range(3):
+                    assert (await client.get(f"/v1/users/{ana}", headers=as_ana)).status_code == 200
+                assert (await client.get("/ready")).json()["healthy"] is True
+        finally:
+            await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+            await admin.close()
+            await db.close()
