@@ -17,7 +17,7 @@ from tests.fixtures.http import CLIENT, assert_problem, bearer, new_user
 async def test_postgres_an_outage_is_503_and_the_service_recovers_by_itself() -> None:
     async with throwaway_postgres_database() as url:
         db = Database(settings_for(url))
-        name = make_url(url).database
+        name = str(make_url(url).database)
         admin = await asyncpg.connect(
             make_url(url)
             .set(drivername="postgresql", database="postgres")
