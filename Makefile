@@ -99,6 +99,7 @@ lock:
 	$(COMPILE) pyproject.toml requirements/dev.in --extra dev --extra openai -o requirements/dev.txt
 	$(COMPILE) pyproject.toml requirements/bench.in --extra dev --extra bench --extra openai -o requirements/bench.txt
 	$(COMPILE) pyproject.toml -c requirements/dev.txt -o requirements/runtime.txt
+	$(COMPILE) requirements/build.in -c requirements/dev.txt -o requirements/build.txt
 
 clean:
 	rm -rf $(VENV) $(BENCH_VENV) .mypy_cache .ruff_cache .pytest_cache stratus.db stratus.db-wal stratus.db-shm

@@ -4,7 +4,9 @@
 #     holds only [build-system] requires (so the sdist must carry everything the wheel needs);
 #  2. a fresh virtual environment gets the runtime lock (requirements/runtime.txt, hash-checked) and the wheel,
 #     without dependencies; `pip check` proves the lock satisfies the wheel's metadata;
-#  3. `stratus-db demo` runs in an empty temporary directory, on the embedded SQLite file it creates there.
+#  3. `stratus-db demo` runs in an empty temporary directory, on the embedded SQLite file it creates there;
+#  4. `stratus-db serve`, the image's command (Dockerfile, whose runtime stage makes this same environment), answers
+#     /health, /ready and an authenticated request, and stops cleanly on SIGTERM.
 # Usage: scripts/wheel_check.sh [PYTHON with `build` installed, default .venv/bin/python]
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -82,3 +84,48 @@ env -u DATABASE_URL -u STRATUS_DATA_DIR "$venv/stratus-db" demo >"$work/demo.log
 tail -n 5 "$work/demo.log"
 test -f stratus.db || { echo "wheel-check: the demo left no stratus.db in $work/empty" >&2; exit 1; }
 echo "wheel-check: stratus-db demo ran from the wheel on $(basename "$PWD")/stratus.db"
+
+# The image's command, from the same environment: serve, answer, stop on SIGTERM as Cloud Run stops an instance.
+STRATUS_API_JWT_SECRET="$("$venv/stratus-db" generate-key --blind-index 2>/dev/null)"
+export STRATUS_API_JWT_SECRET
+port="$("$venv/python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+env -u DATABASE_URL -u STRATUS_DATA_DIR PORT="$port" "$venv/stratus-db" serve --host 127.0.0.1 >"$work/serve.log" 2>&1 &
+server=$!
+token="$("$venv/stratus-db" create-token --kind admin --id wheel-check)"
+"$venv/python" - "$port" "$token" <<'PY' || { kill "$server" 2>/dev/null; cat "$work/serve.log"; exit 1; }
+import json
+import sys
+import time
+import urllib.error
+import urllib.request
+
+base, token = f"http://127.0.0.1:{sys.argv[1]}", sys.argv[2]
+for _ in range(100):
+    try:
+        with urllib.request.urlopen(f"{base}/health", timeout=2) as answer:
+            break
+    except (urllib.error.URLError, ConnectionError):
+        time.sleep(0.2)
+else:
+    sys.exit("wheel-check: stratus-db serve never answered /health")
+with urllib.request.urlopen(f"{base}/ready", timeout=10) as answer:
+    assert json.load(answer)["healthy"] is True
+request = urllib.request.Request(
+    f"{base}/v1/users",
+    data=json.dumps({"name": "Ana Voo", "email": "ana@wheel-check.com.br", "role": "pilot"}).encode(),
+    headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+)
+with urllib.request.urlopen(request, timeout=10) as answer:
+    assert answer.status == 201, answer.status
+print("wheel-check: stratus-db serve answered /health, /ready and POST /v1/users")
+PY
+kill -TERM "$server"
+# uvicorn raises the signal again once it has shut down (exit status 143): the log says whether it shut down cleanly.
+status=0
+wait "$server" || status=$?
+if [ "$status" -ne 0 ] && [ "$status" -ne 143 ] || ! grep -q "service stopped: requests finished, database closed" "$work/serve.log"; then
+    echo "wheel-check: stratus-db serve did not stop cleanly on SIGTERM (status $status)" >&2
+    cat "$work/serve.log"
+    exit 1
+fi
+echo "wheel-check: stratus-db serve stopped cleanly on SIGTERM"

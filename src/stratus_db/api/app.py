@@ -28,10 +28,12 @@ def create_app(
             return
         owned = StratusPostgreSQLIntegration(settings or load_settings())
         app.state.db = owned
+        owned.log.info("service started", backend=owned.backend)
         try:
             yield
         finally:
             await owned.close()
+            owned.log.info("service stopped: requests finished, database closed")
 
     app = FastAPI(
         title="Stratus.IA database",
