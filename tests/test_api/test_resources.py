@@ -158,3 +158,44 @@ async def test_the_audit_trail_is_for_auditors(client: httpx.AsyncClient, db: Da
         headers=as_auditor,
     )
     assert_problem(naive, 422)
+
+
+async def test_preferences_credentials_and_deactivation(client: httpx.AsyncClient, db: Database) -> None:
+    ana = await new_user(client, db)
+    as_ana, as_admin = bearer(db, Principal.for_user(ana)), bearer(db, ADMIN)
+    base = f"/v1/users/{ana}"
+
+    merged = await client.patch(
+        f"{base}/preferences",
+        json={"language": "pt-BR", "units": "aviation", "radio": {"callsign": "PT-XYZ"}},
+        headers=as_ana,
+    )
+    assert merged.status_code == 200, merged.text
+    assert merged.json()["preferences"]["radio"] == {"callsign": "PT-XYZ"}
+
+    added = await client.post(
+        f"{base}/credentials",
+        json={"code": "cma-1", "issued_at": "2026-01-10", "expires_at": "2027-01-10"},
+        headers=as_ana,
+    )
+    assert added.status_code == 201, added.text
+    credential = added.json()["credential_id"]
+    assert added.json()["code"] == "CMA1"
+    assert (await client.get(base, headers=as_ana)).json()["licenses"] == ["CMA1"]
+    changed = await client.patch(
+        f"{base}/credentials/{credential}", json={"restrictions": "usar lentes"}, headers=as_ana
+    )
+    assert changed.json()["restrictions"] == "usar lentes"
+    states = await client.get(f"{base}/credentials/status", params={"on": "2026-12-20"}, headers=as_ana)
+    assert [(state["status"], state["days_left"]) for state in states.json()] == [("expiring", 21)]
+    expiring = await client.get("/v1/credentials/expiring", params={"within_days": 60}, headers=as_admin)
+    assert expiring.status_code == 200, expiring.text
+    assert_problem(
+        await client.get("/v1/credentials/expiring", params={"within_days": 60}, headers=as_ana), 403
+    )
+    assert (await client.delete(f"{base}/credentials/{credential}", headers=as_ana)).status_code == 200
+    assert (await client.get(base, headers=as_ana)).json()["licenses"] == []
+
+    deactivated = await client.post(f"{base}/deactivate", json={"reason": "aposentado"}, headers=as_admin)
+    assert deactivated.json()["deactivated_at"] is not None
+    assert (await client.post(f"{base}/reactivate", headers=as_admin)).json()["deactivated_at"] is None

@@ -55,6 +55,7 @@ def create_app(
         operations.router,
         metrics.router,
         users.router,
+        users.credentials_router,
         memories.router,
         conversations.router,
         conversations.stats_router,

@@ -14,7 +14,7 @@ from stratus_db.api.problems import responses
 from stratus_db.errors import NotFoundError
 from stratus_db.kit.schemas import Page
 from stratus_db.users.manager import UserManager
-from stratus_db.users.schemas import UserRead
+from stratus_db.users.schemas import CredentialRead, CredentialStatus, UserRead
 
 router = APIRouter(prefix="/v1/users", tags=["users"])
 
@@ -71,3 +71,99 @@ async def list_users(
     cursor: str | None = Query(None, max_length=500),
 ) -> Page[UserRead]:
     return await UserManager(db).list_users(role=role, limit=limit, cursor=cursor, principal=caller)
+
+
+class Deactivation(BaseModel):
+    reason: str
+
+
+class NewCredential(BaseModel):
+    code: str
+    """Any spelling the ANAC catalogue reads: "pp", "CMA-1", "TIPO:A320"."""
+    number: str | None = None
+    issued_at: date | None = None
+    expires_at: date | None = None
+    restrictions: str | None = None
+
+
+class CredentialChanges(BaseModel):
+    number: str | None = None
+    issued_at: date | None = None
+    expires_at: date | None = None
+    restrictions: str | None = None
+
+
+@router.patch("/{user_id}/preferences", response_model=UserRead, responses=responses(403, 404))
+async def update_preferences(user_id: uuid.UUID, patch: dict[str, Any], caller: Caller, db: Db) -> UserRead:
+    """A JSON merge patch (RFC 7396) of the user's preferences: null removes a key."""
+    return await UserManager(db).update_preferences(user_id, patch, principal=caller)
+
+
+@router.post("/{user_id}/deactivate", response_model=UserRead, responses=responses(403, 404, 409))
+async def deactivate_user(user_id: uuid.UUID, body: Deactivation, caller: Caller, db: Db) -> UserRead:
+    return await UserManager(db).deactivate_user(user_id, body.reason, principal=caller)
+
+
+@router.post("/{user_id}/reactivate", response_model=UserRead, responses=responses(403, 404, 409))
+async def reactivate_user(user_id: uuid.UUID, caller: Caller, db: Db) -> UserRead:
+    return await UserManager(db).reactivate_user(user_id, principal=caller)
+
+
+@router.post(
+    "/{user_id}/credentials",
+    status_code=status.HTTP_201_CREATED,
+    response_model=CredentialRead,
+    responses=responses(403, 404, 409),
+)
+async def add_credential(user_id: uuid.UUID, body: NewCredential, caller: Caller, db: Db) -> CredentialRead:
+    return await UserManager(db).add_credential(
+        user_id, body.code, **body.model_dump(exclude={"code"}), principal=caller
+    )
+
+
+@router.patch(
+    "/{user_id}/credentials/{credential_id}", response_model=CredentialRead, responses=responses(403, 404)
+)
+async def update_credential(
+    user_id: uuid.UUID, credential_id: uuid.UUID, body: CredentialChanges, caller: Caller, db: Db
+) -> CredentialRead:
+    return await UserManager(db).update_credential(
+        user_id, credential_id, principal=caller, **body.model_dump(exclude_unset=True)
+    )
+
+
+@router.delete(
+    "/{user_id}/credentials/{credential_id}", response_model=CredentialRead, responses=responses(403, 404)
+)
+async def remove_credential(
+    user_id: uuid.UUID, credential_id: uuid.UUID, caller: Caller, db: Db
+) -> CredentialRead:
+    return await UserManager(db).remove_credential(user_id, credential_id, principal=caller)
+
+
+@router.get(
+    "/{user_id}/credentials/status", response_model=list[CredentialStatus], responses=responses(403, 404)
+)
+async def credential_status(
+    user_id: uuid.UUID, caller: Caller, db: Db, on: date | None = None
+) -> list[CredentialStatus]:
+    """Each credential's state (valid, expiring within 30 days, expired, no expiry) on `on` (default: today in
+    Brasília). Reading medical certificates is audited."""
+    return await UserManager(db).credential_status(user_id, on=on, principal=caller)
+
+
+credentials_router = APIRouter(prefix="/v1/credentials", tags=["users"])
+
+
+@credentials_router.get("/expiring", response_model=Page[CredentialRead], responses=responses(403))
+async def expiring_credentials(
+    caller: Caller,
+    db: Db,
+    within_days: int = Query(ge=0, le=3660),
+    limit: int = Query(50, ge=1, le=500),
+    cursor: str | None = Query(None, max_length=500),
+) -> Page[CredentialRead]:
+    """Credentials of every user expiring within `within_days` (administrators)."""
+    return await UserManager(db).expiring_credentials(
+        within_days, limit=limit, cursor=cursor, principal=caller
+    )
