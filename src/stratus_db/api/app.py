@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
+from typing import Any
 
 from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
 
 from stratus_db.api import audit, conversations, memories, metrics, operations, privacy, problems, users
 from stratus_db.api.middleware import BodyLimit, RequestTrace
@@ -51,6 +54,7 @@ def create_app(
     app.add_middleware(metrics.RequestMetrics, metrics=app.state.http_metrics)
     app.add_middleware(RequestTrace)  # outermost: every answer, a 413 included, carries the trace id
     problems.install(app)
+    app.openapi = partial(_openapi, app)  # type: ignore[method-assign]
     for router in (
         operations.router,
         metrics.router,
@@ -64,3 +68,22 @@ def create_app(
     ):
         app.include_router(router)
     return app
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's document, with every failure's body as it is sent: `application/problem+json` (FastAPI writes
+    `application/json` for a response model)."""
+    if app.openapi_schema is None:
+        document = get_openapi(
+            title=app.title, version=app.version, description=app.description, routes=app.routes
+        )
+        for path in document.get("paths", {}).values():
+            for operation in path.values():
+                for status, response in operation.get("responses", {}).items():
+                    described = response.get("content", {}).get("application/json")
+                    if status[0] in "45" and described == {
+                        "schema": {"$ref": "#/components/schemas/Problem"}
+                    }:
+                        response["content"] = {problems.MEDIA_TYPE: described}
+        app.openapi_schema = document
+    return app.openapi_schema

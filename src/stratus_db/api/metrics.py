@@ -15,6 +15,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from stratus_db.api.auth import authenticate, bearer_scheme
 from stratus_db.api.context import Db
+from stratus_db.api.problems import responses
 from stratus_db.errors import PermissionDeniedError
 from stratus_db.kit.metrics import DURATION_BUCKETS_S
 from stratus_db.security.principal import Principal, PrincipalKind
@@ -125,7 +126,8 @@ router = APIRouter(tags=["operations"])
 @router.get(
     "/metrics",
     response_class=Response,
-    responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text format"}},
+    responses=responses(401, 403)
+    | {200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text"}},
     summary="Prometheus metrics: requests, database operations, pool and caches",
 )
 async def metrics(

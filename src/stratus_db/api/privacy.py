@@ -72,12 +72,12 @@ async def erase_user(user_id: uuid.UUID, body: Erasure, caller: Caller, db: Db) 
     )
 
 
-@router.get("/consents", response_model=list[ConsentState], responses=responses(403))
+@router.get("/consents", response_model=list[ConsentState], responses=responses(403, 404))
 async def consents(user_id: uuid.UUID, caller: Caller, db: Db) -> list[ConsentState]:
     return await ConsentManager(db).consents(user_id, principal=caller)
 
 
-@router.get("/consents/history", response_model=Page[ConsentEvent], responses=responses(403))
+@router.get("/consents/history", response_model=Page[ConsentEvent], responses=responses(403, 404))
 async def consent_history(
     user_id: uuid.UUID,
     caller: Caller,

@@ -116,13 +116,14 @@ class Problem(BaseModel):
 
 
 def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """The OpenAPI description of the failures a route may answer: those of every authenticated route (401, 413,
-    422, 500, 503) and `statuses`."""
+    """The OpenAPI description of the failures a route may answer: those of every authenticated route (400 for a
+    body that is not JSON, 401, 413, 422, 500, 503) and `statuses`."""
     titles = {status: title for _kind, status, title in STATUSES} | {
+        400: "Malformed request",
         413: "Request too large",
         500: "Internal error",
     }
     return {
         status: {"model": Problem, "description": titles[status]}
-        for status in sorted({401, 413, 422, 500, 503, *statuses})
+        for status in sorted({400, 401, 413, 422, 500, 503, *statuses})
     }
