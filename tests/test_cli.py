@@ -16,6 +16,7 @@ from sqlalchemy.engine import make_url
 from typer.testing import CliRunner, Result
 
 from stratus_db import (
+    ApiKeyManager,
     AuditManager,
     ConversationManager,
     Database,
@@ -834,3 +835,32 @@ def test_create_token_names_the_principal_the_service_will_see() -> None:
         result = runner.invoke(app, ["create-token", *args])
         assert result.exit_code == 1, result.output
         assert result.stderr.startswith("error: ")
+
+
+async def test_api_keys_are_made_listed_and_revoked_from_the_command_line(database_url: str) -> None:
+    made = await invoke(
+        "create-api-key", "--name", "relatórios", "--kind", "system", "--id", "relatorios", "--days", "30"
+    )
+    assert made.exit_code == 0, made.output
+    token = made.stdout.strip()
+    assert token.startswith("sk_stratus_")
+    assert "not shown again" in made.stderr
+    db = Database(settings_for(database_url))
+    try:
+        assert await ApiKeyManager(db).principal_for(token) == Principal.system("relatorios")
+        listed = await invoke("list-api-keys")
+        [line] = listed.stdout.splitlines()
+        key_id = line.split()[0]
+        assert "system:relatorios" in line
+        assert "expires" in line
+        assert token.rsplit("_", 1)[1] not in listed.stdout
+        revoked = await invoke("revoke-api-key", key_id)
+        assert revoked.stdout.strip() == f"key {key_id} (relatórios) revoked"
+        assert await ApiKeyManager(db).principal_for(token) is None
+        assert (await invoke("list-api-keys")).stdout == ""
+        assert "revoked" in (await invoke("list-api-keys", "--all")).stdout
+    finally:
+        await db.close()
+    refused = await invoke("create-api-key", "--name", "x", "--kind", "agent", "--id", "briefing")
+    assert refused.exit_code == 1
+    assert (await invoke("revoke-api-key", str(uuid.uuid4()))).exit_code == 1

@@ -54,12 +54,15 @@ from stratus_db.models import (
 from stratus_db.privacy.consent import ConsentManager
 from stratus_db.privacy.consent_schemas import ConsentEvent, ConsentState
 from stratus_db.privacy.manager import PrivacyManager
+from stratus_db.security.api_keys import ApiKey, ApiKeyManager, NewApiKey
 from stratus_db.security.principal import Principal, PrincipalKind
 from stratus_db.security.rotation import KeyManager, RotationReport
 from stratus_db.users.manager import UserManager
 from stratus_db.users.schemas import UserRead
 
 __all__ = [
+    "ApiKey",
+    "ApiKeyManager",
     "AuditAction",
     "AuditEvent",
     "AuditManager",
@@ -92,6 +95,7 @@ __all__ = [
     "MemoryType",
     "Message",
     "MessageType",
+    "NewApiKey",
     "NotFoundError",
     "OpenAISummarizer",
     "Page",

@@ -47,6 +47,7 @@ from stratus_db.privacy.retention import (
     RetentionReport,
 )
 from stratus_db.schema import head_revision
+from stratus_db.security.api_keys import ApiKey, ApiKeyManager, NewApiKey
 from stratus_db.security.crypto import BLIND_INDEX_VARIABLE, KEYS_VARIABLE, new_key_entry, new_secret
 from stratus_db.security.principal import Principal, PrincipalKind
 from stratus_db.security.rotation import DEFAULT_BATCH_SIZE as ROTATION_BATCH
@@ -361,17 +362,86 @@ def create_token(
 
     settings = _settings()
     try:
-        if kind is PrincipalKind.user:
-            principal = Principal.for_user(uuid.UUID(principal_id))
-        elif kind is PrincipalKind.agent:
-            principal = Principal.agent(principal_id, acting_for=uuid.UUID(acting_for or ""))
-        else:
-            principal = Principal(kind=kind, id=principal_id)
-        typer.echo(issue_token(settings, principal, timedelta(days=days)))
+        typer.echo(
+            issue_token(settings, _principal_named(kind, principal_id, acting_for), timedelta(days=days))
+        )
     except StratusError as exc:
         raise _fail(exc.message) from None
     except ValueError as exc:
         raise _fail(f"cannot issue that token: {exc}") from None
+
+
+def _principal_named(kind: PrincipalKind, principal_id: str, acting_for: str | None) -> Principal:
+    """The principal the operator names on the command line (raises ValueError if it is not one)."""
+    if kind is PrincipalKind.user:
+        return Principal.for_user(uuid.UUID(principal_id))
+    if kind is PrincipalKind.agent:
+        return Principal.agent(principal_id, acting_for=uuid.UUID(acting_for or ""))
+    return Principal(kind=kind, id=principal_id)
+
+
+@app.command("create-api-key")
+def create_api_key(
+    name: Annotated[str, typer.Option(help="What the key is for (the service that will hold it).")],
+    kind: Annotated[PrincipalKind, typer.Option(help="The kind of principal the key stands for.")],
+    principal_id: Annotated[str, typer.Option("--id", help="The principal's id (a user's id, a name).")],
+    acting_for: Annotated[
+        str | None, typer.Option(help="For an agent: the id of the user it acts for.")
+    ] = None,
+    days: Annotated[
+        float | None, typer.Option(help="How long the key is valid, in days (default: until revoked).")
+    ] = None,
+) -> None:
+    """Make an API key for the HTTP service and print it: it is shown this once, and stored only as a hash."""
+    try:
+        for_principal = _principal_named(kind, principal_id, acting_for)
+    except ValueError as exc:
+        raise _fail(f"cannot make that key: {exc}") from None
+
+    async def create(db: StratusPostgreSQLIntegration) -> NewApiKey:
+        expires_at = None if days is None else db.clock() + timedelta(days=days)
+        async with db.context(principal=OPERATOR, purpose="api-key"):
+            return await ApiKeyManager(db).create_key(for_principal, name, expires_at=expires_at)
+
+    made = _run(create)
+    typer.echo(made.token)
+    typer.echo(
+        f"key {made.key.key_id} stands for {for_principal.actor}; keep it secret, it is not shown again",
+        err=True,
+    )
+
+
+@app.command("revoke-api-key")
+def revoke_api_key(key_id: Annotated[str, typer.Argument(help="The key's id (list-api-keys).")]) -> None:
+    """Revoke an API key: the service refuses it from the next request on."""
+
+    async def revoke(db: StratusPostgreSQLIntegration) -> ApiKey:
+        async with db.context(principal=OPERATOR, purpose="api-key"):
+            return await ApiKeyManager(db).revoke_key(key_id)
+
+    key = _run(revoke)
+    typer.echo(f"key {key.key_id} ({key.name}) revoked")
+
+
+@app.command("list-api-keys")
+def list_api_keys(
+    include_revoked: Annotated[bool, typer.Option("--all", help="Revoked keys too.")] = False,
+) -> None:
+    """The API keys (never their secrets): id, name, whom each stands for, when it expires or was revoked."""
+
+    async def listed(db: StratusPostgreSQLIntegration) -> list[ApiKey]:
+        async with db.context(principal=OPERATOR, purpose="api-key"):
+            return await ApiKeyManager(db).list_keys(include_revoked=include_revoked)
+
+    for key in _run(listed):
+        state = (
+            f"revoked {key.revoked_at.isoformat()}"
+            if key.revoked_at
+            else f"expires {key.expires_at.isoformat()}"
+            if key.expires_at
+            else "no expiry"
+        )
+        typer.echo(f"{key.key_id}  {key.principal().actor}  {key.name}  ({state})")
 
 
 @app.command("rotate-keys")

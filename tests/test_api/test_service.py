@@ -12,7 +12,7 @@ import httpx
 import jwt
 import pytest
 
-from stratus_db import AuditManager, Database, Principal
+from stratus_db import ApiKeyManager, AuditManager, Database, Principal
 from stratus_db.api import create_app, issue_token
 from tests.fixtures.databases import settings_for
 from tests.fixtures.http import ADMIN, CLIENT, assert_problem, bearer, new_user
@@ -263,3 +263,22 @@ async def test_metrics_may_be_public(db: Database) -> None:
             assert (await http.get("/v1/users")).status_code == 401, "only the metrics"
     finally:
         await public.close()
+
+
+async def test_a_services_api_key_is_a_bearer_token(client: httpx.AsyncClient, db: Database) -> None:
+    ana = await new_user(client, db)
+    bia = await new_user(client, db, "bia@aeroclube.com.br")
+    keys = ApiKeyManager(db)
+    made = await keys.create_key(Principal.for_user(ana), "app móvel da Ana")
+    as_key = {"Authorization": f"Bearer {made.token}", "X-Request-ID": "por-chave"}
+
+    assert (await client.get(f"/v1/users/{ana}", headers=as_key)).status_code == 200
+    assert_problem(await client.get(f"/v1/users/{bia}", headers=as_key), 403)
+    [refusal] = (await AuditManager(db).query(trace_id="por-chave", action="deny")).items
+    assert refusal.actor == f"user:{ana}"
+
+    await keys.revoke_key(made.key.key_id)
+    assert_problem(await client.get(f"/v1/users/{ana}", headers=as_key), 401)
+    assert_problem(
+        await client.get(f"/v1/users/{ana}", headers={"Authorization": "Bearer sk_stratus_x_y"}), 401
+    )

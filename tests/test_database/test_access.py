@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import insert, text
 
 from stratus_db import (
+    ApiKeyManager,
     AuditManager,
     ConsentManager,
     ConversationManager,
@@ -32,6 +33,8 @@ from stratus_db import (
 )
 from stratus_db.context import current_principal
 from stratus_db.errors import PermissionDeniedError, ValidationError
+from stratus_db.kit.models import table_of
+from stratus_db.models import ApiKeyRow
 from tests.fixtures.factories import count_rows, create_user
 
 MANAGERS = (
@@ -42,11 +45,13 @@ MANAGERS = (
     AuditManager,
     PrivacyManager,
     KeyManager,
+    ApiKeyManager,
 )
 NOT_CALLS = {
     "AuditManager.record": "writes an audit row inside another manager's call, which was authorized",
     "AuditManager.append": "writes audit entries inside another manager's call, which was authorized",
     "ConversationManager.wait_for_compressions": "waits for background work; touches no data",
+    "ApiKeyManager.principal_for": "authentication: tells whom a token stands for, before there is a principal",
 }
 """Public methods that are not calls on someone's data, and why."""
 
@@ -89,6 +94,23 @@ class World:
 async def _read_export(w: World, **by: Any) -> bytes:
     chunks = await w.privacy.export_user_data(w.owner, **by)
     return b"".join([chunk async for chunk in chunks])
+
+
+async def _revoke_a_key(w: World, **by: Any) -> Any:
+    """Revoke a key put there directly (made through the manager, its audit row would be another principal's)."""
+    key_id = uuid.uuid4()
+    async with w.db.engine.begin() as conn:
+        await conn.execute(
+            insert(table_of(ApiKeyRow)).values(
+                key_id=key_id,
+                name="chave a revogar",
+                principal_kind="system",
+                principal_id="servico",
+                secret_hash="0" * 64,
+                created_at=datetime.now(UTC),
+            )
+        )
+    return await ApiKeyManager(w.db).revoke_key(key_id, **by)
 
 
 Call = Callable[..., Awaitable[Any]]
@@ -249,6 +271,12 @@ CALLS: dict[str, tuple[frozenset[str], Call]] = {
     ),
     "AuditManager.query": (TRAIL, lambda w, **by: w.audit.query(user_id=w.owner, **by)),
     "AuditManager.seal": (MANAGING, lambda w, **by: w.audit.seal(**by)),
+    "ApiKeyManager.create_key": (
+        MANAGING,
+        lambda w, **by: ApiKeyManager(w.db).create_key(Principal.system("servico"), "chave de teste", **by),
+    ),
+    "ApiKeyManager.revoke_key": (MANAGING, lambda w, **by: _revoke_a_key(w, **by)),
+    "ApiKeyManager.list_keys": (MANAGING, lambda w, **by: ApiKeyManager(w.db).list_keys(**by)),
     # The session's database keeps the trail for ever: allowed, the call purges nothing.
     "AuditManager.purge": (MANAGING, lambda w, **by: w.audit.purge(**by)),
     "AuditManager.verify": (AUDITING, lambda w, **by: w.audit.verify(**by)),

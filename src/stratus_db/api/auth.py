@@ -1,4 +1,5 @@
-"""Who is calling: a bearer token (JWT, HS256, with expiry and audience) resolved to the access-control Principal.
+"""Who is calling: a bearer token — a JWT (HS256, with expiry and audience), or a service's API key
+(security/api_keys.py) — resolved to the access-control Principal.
 
 The managers decide what a principal may do (security/policy.py); the service only establishes who it is. A token's
 claims: `sub` (the principal's id: a user's id, an agent's name…), `kind` (user, agent, admin, auditor, system),
@@ -18,6 +19,7 @@ from pydantic import ValidationError as PydanticValidationError
 
 from stratus_db.config import Settings
 from stratus_db.errors import ConfigurationError, StratusError
+from stratus_db.security.api_keys import KEY_PREFIX, ApiKeyManager
 from stratus_db.security.principal import Principal, PrincipalKind
 
 ALGORITHM = "HS256"
@@ -91,10 +93,16 @@ def principal_of(settings: Settings, token: str) -> Principal:
 bearer_scheme = HTTPBearer(auto_error=False, description="A token from `stratus-db create-token`.")
 
 
-def authenticate(
+async def authenticate(
     request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)]
 ) -> Principal:
-    """The calling principal (a FastAPI dependency)."""
+    """The calling principal (a FastAPI dependency): a service's API key (`sk_stratus_…`), else a JWT."""
     if credentials is None:
         raise UnauthenticatedError("this endpoint needs a bearer token (Authorization: Bearer …)")
-    return principal_of(request.app.state.db.settings, credentials.credentials)
+    db = request.app.state.db
+    if credentials.credentials.startswith(KEY_PREFIX):
+        principal = await ApiKeyManager(db).principal_for(credentials.credentials)
+        if principal is None:
+            raise UnauthenticatedError("the API key was refused: unknown, revoked or expired")
+        return principal
+    return principal_of(db.settings, credentials.credentials)

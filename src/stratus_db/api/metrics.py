@@ -108,13 +108,13 @@ class _DatabaseFigures:
 METRICS_READERS = frozenset({PrincipalKind.admin, PrincipalKind.auditor, PrincipalKind.system})
 
 
-def metrics_reader(
+async def metrics_reader(
     request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)]
 ) -> Principal | None:
     """Who may scrape: anyone when STRATUS_API_PUBLIC_METRICS, else an operator's token (admin, auditor, system)."""
     if request.app.state.db.settings.STRATUS_API_PUBLIC_METRICS:
         return None
-    principal = authenticate(request, credentials)
+    principal = await authenticate(request, credentials)
     if principal.kind not in METRICS_READERS:
         raise PermissionDeniedError("the metrics are for operators: an admin, auditor or system token")
     return principal

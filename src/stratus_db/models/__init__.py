@@ -1,6 +1,7 @@
 """Every table. Importing this module registers them all on one metadata (Alembic reads it)."""
 
 from stratus_db.kit.models import Base
+from stratus_db.models.api_key import ApiKeyRow
 from stratus_db.models.audit import (
     AuditChainRow,
     AuditCheckpointRow,
@@ -16,6 +17,7 @@ from stratus_db.models.message import MessageRow, MessageType
 from stratus_db.models.user import UserRole, UserRow
 
 __all__ = [
+    "ApiKeyRow",
     "AuditChainRow",
     "AuditCheckpointRow",
     "AuditRedactionRow",

@@ -96,6 +96,10 @@ RULES: Mapping[str, Rule] = {
     "audit.checkpoints": Rule(anyone=AUDITORS),
     # Counts over everyone's trail: an auditor's (the DPO's) or trusted code's.
     "audit.report": Rule(anyone=AUDITORS),
+    # Keys to the HTTP service stand for a principal of any kind: only those who manage the system make them.
+    "api_key.create": Rule(anyone=MANAGERS),
+    "api_key.revoke": Rule(anyone=MANAGERS),
+    "api_key.list": Rule(anyone=MANAGERS),
     # Everything about a person, content included, in one document: the person, and trusted code acting on their
     # request; not an agent (it acts in conversations, not on the person's rights), not an admin or auditor.
     "privacy.export": Rule(anyone=SYSTEM_ONLY, owner=True, agents=False),
