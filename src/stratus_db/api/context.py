@@ -16,7 +16,8 @@ from stratus_db.security.principal import Principal
 MAX_USER_AGENT = 500
 
 
-def database(request: Request) -> StratusPostgreSQLIntegration:
+async def database(request: Request) -> StratusPostgreSQLIntegration:
+    # async: FastAPI runs a plain `def` dependency in a worker thread, a thread hop on every request.
     db: StratusPostgreSQLIntegration = request.app.state.db
     return db
 
