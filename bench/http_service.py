@@ -133,7 +133,7 @@ async def measure(ops: int, rounds: int) -> list[str]:
             async def search_http(index: int) -> None:
                 user_id, _chat_id, headers = owners[index % USERS]
                 answer = await client.get(
-                    f"/v1/users/{user_id}/memories/search",
+                    f"/v1/users/{user_id}/memory-search",
                     params={"q": QUERIES[index % len(QUERIES)]},
                     headers=headers,
                 )

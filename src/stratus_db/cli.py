@@ -326,8 +326,8 @@ def serve(
     host: Annotated[str, typer.Option(help="The address to listen on.")] = "0.0.0.0",
     port: Annotated[int | None, typer.Option(help="The port (default: PORT, 8080).")] = None,
 ) -> None:
-    """Run the HTTP service (docs/api.md) until SIGTERM or Ctrl-C, then finish the requests under way and close the
-    database. On the embedded SQLite file when DATABASE_URL is unset. Does not migrate PostgreSQL: run `stratus-db
+    """Run the HTTP service (docs/api.md) until SIGTERM or Ctrl-C, then finish the requests under way (8 s at most)
+    and close the database. On the embedded SQLite file when DATABASE_URL is unset. Does not migrate PostgreSQL: run `stratus-db
     migrate` first (a Cloud Run job)."""
     import uvicorn
 
@@ -341,7 +341,7 @@ def serve(
         port=port or settings.PORT,
         proxy_headers=False,  # the service reads X-Forwarded-For itself, from trusted proxies only
         log_config=None,
-        timeout_graceful_shutdown=30,
+        timeout_graceful_shutdown=8,  # Cloud Run kills an instance 10 s after SIGTERM
     )
 
 

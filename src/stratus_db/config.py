@@ -178,9 +178,10 @@ class Settings(BaseSettings):
     ENVIRONMENT: Environment = Environment.development
 
     # The HTTP service (stratus_db.api, `stratus-db serve`; docs/api.md).
-    STRATUS_API_JWT_SECRET: SecretStr | None = None
-    """The HS256 key bearer tokens are signed with (at least 32 bytes; `stratus-db generate-key` makes one). Unset,
-    the service refuses every authenticated route."""
+    STRATUS_API_JWT_SECRET: Annotated[SecretStr, Field(min_length=32)] | None = None
+    """The HS256 key bearer tokens are signed with: at least 32 characters (a shorter one could be guessed offline
+    from any token; `stratus-db generate-key --blind-index` prints one). Unset, a JWT is answered 500 (the service is
+    misconfigured); API keys work without it."""
     STRATUS_API_AUDIENCE: Annotated[str, StringConstraints(min_length=1, max_length=200)] = "stratus-db"
     """The `aud` claim every token must carry."""
     STRATUS_API_MAX_BODY_BYTES: Annotated[int, Field(ge=1024, le=100 * 1024 * 1024)] = 1024 * 1024

@@ -272,7 +272,7 @@ CALLS: dict[str, tuple[frozenset[str], Call]] = {
     "AuditManager.query": (TRAIL, lambda w, **by: w.audit.query(user_id=w.owner, **by)),
     "AuditManager.seal": (MANAGING, lambda w, **by: w.audit.seal(**by)),
     "ApiKeyManager.create_key": (
-        MANAGING,
+        frozenset({"system"}),
         lambda w, **by: ApiKeyManager(w.db).create_key(Principal.system("servico"), "chave de teste", **by),
     ),
     "ApiKeyManager.revoke_key": (MANAGING, lambda w, **by: _revoke_a_key(w, **by)),

@@ -15,6 +15,7 @@ from stratus_db import (
     Database,
     Principal,
     PrincipalKind,
+    PrivacyManager,
     UserManager,
     ValidationError,
 )
@@ -32,7 +33,7 @@ async def test_a_key_stands_for_its_principal_until_revoked(db: Database) -> Non
 
     async with db.engine.connect() as conn:
         stored = [dict(row) for row in (await conn.exec_driver_sql("SELECT * FROM api_keys")).mappings()]
-    secret = made.token.rsplit("_", 1)[1]
+    secret = made.token.removeprefix("sk_stratus_").partition("_")[2]  # a secret may hold "_" itself
     assert len(stored) == 1
     assert all(secret not in str(value) for value in stored[0].values()), "the secret is never stored"
 
@@ -56,6 +57,16 @@ async def test_a_key_stands_for_its_principal_until_revoked(db: Database) -> Non
     ]
     assert trail[1].new_values == {"name": "serviço de briefing", "stands_for": "agent:briefing"}
     assert secret not in str([event.model_dump() for event in trail])
+
+
+async def test_erasing_a_user_erases_their_keys(db: Database) -> None:
+    ana = await create_user(UserManager(db))
+    keys = ApiKeyManager(db)
+    made = await keys.create_key(Principal.for_user(ana.user_id), "app da Ana")
+    report = await PrivacyManager(db).erase_user(ana.user_id, "pedido da titular")
+    assert report.deleted["api_keys"] == 1
+    assert await keys.principal_for(made.token) is None
+    assert await count_rows(db, "api_keys") == 0
 
 
 async def test_a_key_expires(db: Database, clock: ManualClock) -> None:
@@ -97,10 +108,14 @@ async def test_a_malformed_key_request_writes_nothing(
     assert await count_rows(db, "api_keys") == 0
 
 
-async def test_only_managers_make_keys(db: Database) -> None:
+async def test_only_trusted_code_makes_keys(db: Database) -> None:
     ana = await create_user(UserManager(db))
     keys = ApiKeyManager(db)
-    for who in (Principal.for_user(ana.user_id), Principal(kind=PrincipalKind.auditor, id="dpo")):
+    for who in (
+        Principal.for_user(ana.user_id),
+        Principal(kind=PrincipalKind.auditor, id="dpo"),
+        Principal(kind=PrincipalKind.admin, id="ops"),  # a key may stand for `system`: more than an admin
+    ):
         with pytest.raises(PermissionDeniedError):
             await keys.create_key(Principal(kind=PrincipalKind.admin, id="eu"), "escalada", principal=who)
     assert await count_rows(db, "api_keys") == 0

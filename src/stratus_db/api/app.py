@@ -29,7 +29,7 @@ def create_app(
         if db is not None:
             yield
             return
-        owned = StratusPostgreSQLIntegration(settings or load_settings())
+        owned = StratusPostgreSQLIntegration(settings)
         app.state.db = owned
         owned.log.info("service started", backend=owned.backend)
         try:
@@ -48,7 +48,8 @@ def create_app(
     )
     if db is not None:
         app.state.db = db
-    limit = (settings or (db.settings if db is not None else load_settings())).STRATUS_API_MAX_BODY_BYTES
+    settings = settings or (db.settings if db is not None else load_settings())
+    limit = settings.STRATUS_API_MAX_BODY_BYTES
     app.state.http_metrics = metrics.HttpMetrics()
     app.add_middleware(BodyLimit, limit=limit)
     app.add_middleware(metrics.RequestMetrics, metrics=app.state.http_metrics)
@@ -61,6 +62,7 @@ def create_app(
         users.router,
         users.credentials_router,
         memories.router,
+        memories.search_router,
         conversations.router,
         conversations.stats_router,
         privacy.router,

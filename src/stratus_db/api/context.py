@@ -31,7 +31,9 @@ def client_ip(
     peer = request.client.host if request.client is not None else None
     if peer is None or not _trusted(peer, trusted_proxies):
         return peer if peer is not None and _is_ip(peer) else None
-    hops = [part.strip() for part in request.headers.get("x-forwarded-for", "").split(",") if part.strip()]
+    # Every X-Forwarded-For line, in order: a proxy may add a line of its own after the client's.
+    forwarded = ",".join(request.headers.getlist("x-forwarded-for"))
+    hops = [part.strip() for part in forwarded.split(",") if part.strip()]
     for address in reversed(hops):
         if not _trusted(address, trusted_proxies):
             return address if _is_ip(address) else None

@@ -17,6 +17,8 @@ from stratus_db.memory.manager import MemoryManager
 from stratus_db.memory.schemas import MemoryEntry, SearchResult
 
 router = APIRouter(prefix="/v1/users/{user_id}/memories", tags=["memories"])
+search_router = APIRouter(prefix="/v1/users/{user_id}", tags=["memories"])
+"""Search apart from /memories/{key}: a memory may be named `search`."""
 Key = Path(min_length=1, max_length=200, description="The memory's key, compared exactly.")
 
 
@@ -29,7 +31,7 @@ class MemoryValue(BaseModel):
     sensitive: bool = False
 
 
-@router.get("/search", response_model=list[SearchResult], responses=responses(403))
+@search_router.get("/memory-search", response_model=list[SearchResult], responses=responses(403))
 async def search_memories(
     user_id: uuid.UUID,
     caller: Caller,

@@ -23,6 +23,8 @@ from stratus_db.security.principal import Principal, PrincipalKind
 if TYPE_CHECKING:
     from stratus_db.database import StratusPostgreSQLIntegration
 
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+"""A request's method as a label; any other (a client may send any token) counts as OTHER: labels stay few."""
 UNMATCHED = "unmatched"
 """The route label of a request no route took (a 404 for an unknown path): one label, whatever the path."""
 
@@ -31,7 +33,7 @@ class HttpMetrics:
     """The service's own registry: requests by method, route template and status, and their durations."""
 
     def __init__(self) -> None:
-        self.registry = CollectorRegistry(auto_describe=True)
+        self.registry = CollectorRegistry()
         self.requests = Counter(
             "stratus_http_requests",
             "HTTP requests answered, by method, route and status",
@@ -72,7 +74,7 @@ class RequestMetrics:
         finally:
             seconds = time.perf_counter() - started
             route = getattr(scope.get("route"), "path", UNMATCHED)
-            method = scope["method"]
+            method = scope["method"] if scope["method"] in METHODS else "OTHER"
             self.metrics.requests.labels(method, route, str(status)).inc()
             self.metrics.duration.labels(method, route).observe(seconds)
             db: StratusPostgreSQLIntegration = scope["app"].state.db
@@ -134,7 +136,7 @@ async def metrics(
     request: Request, db: Db, _reader: Annotated[Principal | None, Depends(metrics_reader)]
 ) -> Response:
     http: HttpMetrics = request.app.state.http_metrics
-    figures = CollectorRegistry(auto_describe=True)
+    figures = CollectorRegistry()
     figures.register(_DatabaseFigures(db))
     body = generate_latest(http.registry) + db.metrics_exposition() + generate_latest(figures)
     return Response(body, media_type=CONTENT_TYPE_LATEST)

@@ -8,21 +8,20 @@ import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from stratus_db.api.problems import MEDIA_TYPE
+from stratus_db.api.problems import MEDIA_TYPE, TRACE_HEADER
 from stratus_db.context import current_context, use_context
 
-TRACE_HEADER = "x-request-id"
-_TRACEPARENT = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}$")
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,64}$")
+_TRACEPARENT = re.compile(r"[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}")
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,64}")
 
 
 def trace_id_of(headers: dict[str, str]) -> str:
     """The caller's trace: W3C `traceparent`'s trace id, else a well-formed `X-Request-ID`, else a new one."""
-    parent = _TRACEPARENT.match(headers.get("traceparent", ""))
+    parent = _TRACEPARENT.fullmatch(headers.get("traceparent", ""))
     if parent is not None and parent.group(1) != "0" * 32:
         return parent.group(1)
     given = headers.get(TRACE_HEADER, "")
-    return given if _REQUEST_ID.match(given) else str(uuid.uuid4())
+    return given if _REQUEST_ID.fullmatch(given) else str(uuid.uuid4())
 
 
 class RequestTrace:
@@ -50,8 +49,8 @@ class RequestTrace:
 
 
 class BodyLimit:
-    """Refuse a request body over `limit` bytes with 413, before the route parses it: by its Content-Length when it
-    has one, else by reading its chunks (at most `limit` bytes held) before the route runs."""
+    """Refuse a request body over `limit` bytes with 413, before the route parses it: at once when its Content-Length
+    says so, else as its bytes arrive (at most `limit` of them held)."""
 
     def __init__(self, app: ASGIApp, limit: int) -> None:
         self.app = app
@@ -66,10 +65,8 @@ class BodyLimit:
         if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
             await self._refuse(scope, send)
             return
-        if declared is not None:
-            await self.app(scope, receive, send)  # the server holds the body to its Content-Length
-            return
-        # Chunked: read it here, up to the limit, and hand it on whole (a route reads it whole anyway).
+        # Read the body here whatever the headers say (a small Content-Length beside chunked framing is believed by
+        # nobody but this check), holding at most `limit` bytes, and hand it on whole: a route reads it whole anyway.
         body = bytearray()
         while True:
             message = await receive()

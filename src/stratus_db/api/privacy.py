@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 
 from fastapi import APIRouter, Query, status
 from fastapi.responses import StreamingResponse
@@ -51,8 +52,10 @@ async def export_user_data(user_id: uuid.UUID, caller: Caller, db: Db) -> Stream
     chunks = await PrivacyManager(db).export_user_data(user_id, principal=caller)
 
     async def body() -> AsyncIterator[bytes]:
-        async for chunk in chunks:
-            yield chunk
+        # Closed whatever happens (the client leaves mid-way): it holds a snapshot transaction's connection.
+        async with aclosing(chunks):
+            async for chunk in chunks:
+                yield chunk
 
     return StreamingResponse(
         body(),

@@ -28,6 +28,7 @@ from stratus_db.errors import (
 )
 
 MEDIA_TYPE = "application/problem+json"
+TRACE_HEADER = "x-request-id"
 RETRY_AFTER_S = 5
 """What a 503 asks the client to wait: the library reconnects by itself meanwhile."""
 
@@ -89,12 +90,17 @@ async def _invalid_request(request: Request, error: Exception) -> JSONResponse:
 
 async def _http_error(request: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, StarletteHTTPException)
-    return problem(request, error.status_code, str(error.detail), None)
+    answer = problem(request, error.status_code, str(error.detail), None)
+    answer.headers.update(error.headers or {})  # a 405's Allow
+    return answer
 
 
 async def _unexpected(request: Request, error: Exception) -> JSONResponse:
     _log.error("request failed unexpectedly", exc_info=error, extra={"trace_id": request.state.trace_id})
-    return problem(request, 500, "Internal error", None)
+    answer = problem(request, 500, "Internal error", None)
+    # Answered outside RequestTrace (Starlette's last resort runs outermost): the trace id goes on here.
+    answer.headers[TRACE_HEADER] = request.state.trace_id
+    return answer
 
 
 def install(app: FastAPI) -> None:

@@ -20,8 +20,9 @@ class ApiKeyRow(Base):
     name: Mapped[str] = mapped_column(String(100))
     principal_kind: Mapped[str] = mapped_column(String(20))
     principal_id: Mapped[str] = mapped_column(String(200))
-    # The user a user's or an agent's key acts for (Principal.user_id); None for any other kind.
-    acting_for: Mapped[uuid.UUID | None] = mapped_column()
+    # The user a user's or an agent's key acts for (Principal.user_id); None for any other kind. Named user_id as
+    # every table of a user's rows: erasure deletes them with the rest (privacy/erasure.py owned_tables).
+    user_id: Mapped[uuid.UUID | None] = mapped_column()
     secret_hash: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

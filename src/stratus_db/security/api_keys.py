@@ -2,8 +2,9 @@
 kept only as the SHA-256 of its secret (a random 256-bit secret: a fast hash is enough, no one can guess it).
 
 A key reads `sk_stratus_<key id, 32 hex>_<secret>`; the service takes it as a bearer token (docs/api.md). Operators
-make, list and revoke keys (`stratus-db create-api-key`, `revoke-api-key`, `list-api-keys`): an administrator's or
-trusted code's calls, each audited (table `api_keys`, never the secret or its hash).
+make keys (`stratus-db create-api-key`: trusted code only, as a key may stand for `system`), list and revoke them
+(administrators too); each change is audited (table `api_keys`, never the secret or its hash). A user's or agent's
+key is erased with the user (its `user_id`).
 """
 
 from __future__ import annotations
@@ -44,13 +45,14 @@ class ApiKey(FrozenModel):
     name: str
     principal_kind: PrincipalKind
     principal_id: str
-    acting_for: uuid.UUID | None
+    user_id: uuid.UUID | None
+    """The user the key acts for: a user's own id, an agent's user; None for any other kind."""
     created_at: datetime
     expires_at: datetime | None
     revoked_at: datetime | None
 
     def principal(self) -> Principal:
-        return Principal(kind=self.principal_kind, id=self.principal_id, user_id=self.acting_for)
+        return Principal(kind=self.principal_kind, id=self.principal_id, user_id=self.user_id)
 
 
 class NewApiKey(NamedTuple):
@@ -82,7 +84,8 @@ def _parse(token: str) -> tuple[uuid.UUID, str] | None:
 
 class ApiKeyManager:
     """Make, list, revoke keys, and tell which principal a token stands for. Every public method but `principal_for`
-    takes a keyword-only `principal` (who makes the call): administrators and trusted code only."""
+    takes a keyword-only `principal` (who makes the call): trusted code makes keys; administrators and trusted code
+    list and revoke them."""
 
     def __init__(self, db: StratusPostgreSQLIntegration) -> None:
         self._db = db
@@ -101,7 +104,7 @@ class ApiKeyManager:
         Raises:
             ValidationError: `for_principal` is not a Principal, `name` is empty or over 100 characters, or
                 `expires_at` is not a time-zone-aware instant in the future.
-            PermissionDeniedError: not trusted code or an administrator.
+            PermissionDeniedError: not trusted code.
         """
         async with self._db.operation("api_key.create", principal=principal) as op:
             if not isinstance(for_principal, Principal):
@@ -119,7 +122,7 @@ class ApiKeyManager:
                 name=request.name,
                 principal_kind=for_principal.kind,
                 principal_id=for_principal.id,
-                acting_for=for_principal.user_id,
+                user_id=for_principal.user_id,
                 created_at=now,
                 expires_at=request.expires_at,
                 revoked_at=None,
@@ -132,7 +135,7 @@ class ApiKeyManager:
                     action=AuditAction.create,
                     table_name=TABLE,
                     record_id=key.key_id,
-                    user_id=key.acting_for,
+                    user_id=key.user_id,
                     new_values={"name": key.name, "stands_for": for_principal.actor}
                     | ({"expires_at": key.expires_at.isoformat()} if key.expires_at else {}),
                 )
@@ -166,7 +169,7 @@ class ApiKeyManager:
                     action=AuditAction.update,
                     table_name=TABLE,
                     record_id=key_id,
-                    user_id=key.acting_for,
+                    user_id=key.user_id,
                     old_values={"revoked_at": None},
                     new_values={"revoked_at": now.isoformat()},
                 )

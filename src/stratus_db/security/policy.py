@@ -96,8 +96,10 @@ RULES: Mapping[str, Rule] = {
     "audit.checkpoints": Rule(anyone=AUDITORS),
     # Counts over everyone's trail: an auditor's (the DPO's) or trusted code's.
     "audit.report": Rule(anyone=AUDITORS),
-    # Keys to the HTTP service stand for a principal of any kind: only those who manage the system make them.
-    "api_key.create": Rule(anyone=MANAGERS),
+    # A key may stand for a principal of any kind, `system` included: only trusted code (the operator's command
+    # line) makes one, or an administrator could make themselves more than an administrator. Revoking takes power
+    # away: administrators may.
+    "api_key.create": Rule(anyone=SYSTEM_ONLY),
     "api_key.revoke": Rule(anyone=MANAGERS),
     "api_key.list": Rule(anyone=MANAGERS),
     # Everything about a person, content included, in one document: the person, and trusted code acting on their

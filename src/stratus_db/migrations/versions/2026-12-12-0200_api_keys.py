@@ -6,7 +6,8 @@ Create Date: 2026-12-12 02:00:00
 
 Both backends. A new table, `api_keys` (security/api_keys.py, docs/api.md "Authentication"): each key's id, name,
 the principal it stands for, and the SHA-256 of its secret (the secret is shown once, when the key is made, and
-never stored); when it was made, expires and was revoked. On PostgreSQL it gets revision 0011's outside-write trigger,
+never stored), the user it acts for (`user_id`: erasing that user deletes it), when it was made, expires and was
+revoked. On PostgreSQL it gets revision 0011's outside-write trigger,
 as every table of data does. The downgrade drops the table, and with it every key.
 """
 
@@ -28,7 +29,7 @@ def upgrade() -> None:
         sa.Column("name", sa.String(length=100), nullable=False),
         sa.Column("principal_kind", sa.String(length=20), nullable=False),
         sa.Column("principal_id", sa.String(length=200), nullable=False),
-        sa.Column("acting_for", sa.Uuid(), nullable=True),
+        sa.Column("user_id", sa.Uuid(), nullable=True),
         sa.Column("secret_hash", sa.String(length=64), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("expires_at", sa.DateTime(timezone=True), nullable=True),
