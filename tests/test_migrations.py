@@ -18,6 +18,7 @@ from stratus_db import Database, UserManager
 from stratus_db.models import Base
 from stratus_db.schema import alembic_config, current_revision, head_revision, include_name, schema_drift
 from tests.fixtures.databases import settings_for, sqlite_url, throwaway_postgres_database
+from tests.fixtures.factories import audit_partitions
 
 
 @asynccontextmanager
@@ -581,17 +582,6 @@ async def test_postgres_0013_partitions_the_audit_trail_by_month_up_and_down() -
                     )
                     return [tuple(row) for row in found]
 
-            async def partitions() -> dict[str, int]:
-                async with db.engine.connect() as conn:
-                    found = await conn.execute(
-                        sql_text(
-                            "SELECT c.relname, (SELECT count(*) FROM audit_log a WHERE a.tableoid = c.oid) "
-                            "FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
-                            "WHERE i.inhparent = 'audit_log'::regclass"
-                        )
-                    )
-                    return {str(row[0]): int(row[1]) for row in found}
-
             before = await rows()
             await db.migrate()
             assert await rows() == before
@@ -603,7 +593,7 @@ async def test_postgres_0013_partitions_the_audit_trail_by_month_up_and_down() -
                 "audit_log_2025_11": 1,
                 "audit_log_2025_12": 1,
             }
-            assert await partitions() == expected | {"audit_log_default": 0}
+            assert await audit_partitions(db) == expected | {"audit_log_default": 0}
             async with db.engine.connect() as conn:
                 assert await conn.run_sync(schema_drift) == []
 
@@ -618,7 +608,7 @@ async def test_postgres_0013_partitions_the_audit_trail_by_month_up_and_down() -
             assert after[:4] == before
             assert len(after) == 5
             async with db.engine.connect() as conn:
-                assert await partitions() == {}
+                assert await audit_partitions(db) == {}
                 primary = await conn.run_sync(lambda sync: inspect(sync).get_pk_constraint("audit_log"))
             assert primary["constrained_columns"] == ["audit_id"]
             await db.migrate()

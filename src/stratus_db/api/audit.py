@@ -89,14 +89,7 @@ async def report(caller: Caller, db: Db, since: datetime, until: datetime) -> Au
 async def verify(body: ExpectedHeads, caller: Caller, db: Db) -> Verification:
     """Recompute the trail against its seals (and the heads given): `ok`, and the problems in chain order."""
     found = await AuditManager(db).verify(expected_heads=body.expected_heads, principal=caller)
-    return Verification(
-        ok=found.ok,
-        rows_checked=found.rows_checked,
-        checkpoints_checked=found.checkpoints_checked,
-        unsealed=found.unsealed,
-        redacted=found.redacted,
-        problems=[VerifyProblem.model_validate(problem, from_attributes=True) for problem in found.problems],
-    )
+    return Verification.model_validate(found, from_attributes=True)
 
 
 @router.get("/checkpoints", response_model=list[CheckpointHead], responses=responses(403))

@@ -7,13 +7,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from sqlalchemy import text
 
 from stratus_db import AuditManager, Database, MemoryManager, UserManager
 from stratus_db.config import load_settings
 from stratus_db.errors import ConfigurationError
 from tests.fixtures.clock import ManualClock
-from tests.fixtures.factories import count_rows, create_user
+from tests.fixtures.factories import audit_partitions, count_rows, create_user
 
 
 def retaining(db: Database, clock: ManualClock, days: int, rules: dict[str, int]) -> Database:
@@ -88,16 +87,8 @@ def test_a_malformed_rule_is_refused_by_the_settings(rules: dict[str, Any]) -> N
 
 
 async def partitions(db: Database) -> dict[str, int]:
-    """audit_log's partitions and the rows in each."""
-    async with db.engine.connect() as conn:
-        found = await conn.execute(
-            text(
-                "SELECT c.relname, (SELECT count(*) FROM audit_log a WHERE a.tableoid = c.oid) "
-                "FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
-                "WHERE i.inhparent = 'audit_log'::regclass AND c.relname LIKE 'audit_log_2041%'"
-            )
-        )
-        return {str(row[0]): int(row[1]) for row in found}
+    """The partitions of this file's far-off months (the others are other tests')."""
+    return await audit_partitions(db, "audit_log_2041")
 
 
 async def test_postgres_a_purge_drops_each_month_whose_rows_all_go(
