@@ -357,7 +357,8 @@ def create_token(
     ] = None,
     days: Annotated[float, typer.Option(help="How long the token is valid, in days (at most 366).")] = 30,
 ) -> None:
-    """Print a bearer token for the HTTP service, signed with STRATUS_API_JWT_SECRET. Connects to nothing."""
+    """Print a bearer token for the HTTP service, signed with STRATUS_API_JWT_PRIVATE_KEY (EdDSA) where it is set,
+    else with STRATUS_API_JWT_SECRET (HS256). Connects to nothing."""
     from stratus_db.api import issue_token
 
     settings = _settings()

@@ -27,7 +27,14 @@ from stratus_db.errors import ConfigurationError, ValidationError
 from stratus_db.models.consent import ConsentPurpose
 from stratus_db.models.memory import MemoryType
 from stratus_db.privacy.kinds import ErasableKind
-from stratus_db.security.crypto import BLIND_INDEX_VARIABLE, KEYS_VARIABLE, BlindIndex, Keyring
+from stratus_db.security.crypto import (
+    BLIND_INDEX_VARIABLE,
+    KEYS_VARIABLE,
+    BlindIndex,
+    Keyring,
+    ed25519_private_key,
+    ed25519_public_key,
+)
 
 LIBRARY_CHECKED_PURPOSES = frozenset(
     {ConsentPurpose.external_summarizer, ConsentPurpose.memory_personalisation}
@@ -180,8 +187,15 @@ class Settings(BaseSettings):
     # The HTTP service (stratus_db.api, `stratus-db serve`; docs/api.md).
     STRATUS_API_JWT_SECRET: Annotated[SecretStr, Field(min_length=32)] | None = None
     """The HS256 key bearer tokens are signed with: at least 32 characters (a shorter one could be guessed offline
-    from any token; `stratus-db generate-key --blind-index` prints one). Unset, a JWT is answered 500 (the service is
-    misconfigured); API keys work without it."""
+    from any token; `stratus-db generate-key --blind-index` prints one). With neither it nor a public key, a JWT is
+    answered 500 (the service is misconfigured); API keys work without them."""
+    STRATUS_API_JWT_PUBLIC_KEY: str | None = None
+    """An Ed25519 public key (PEM) that EdDSA bearer tokens are checked with: whoever issues them (an identity
+    service, `stratus-db create-token`) holds the private key, the service never does. Alongside the secret or
+    instead of it; each token is checked with the one key of its algorithm."""
+    STRATUS_API_JWT_PRIVATE_KEY: SecretStr | None = None
+    """An Ed25519 private key (PEM) that `stratus-db create-token` signs EdDSA tokens with, where set (the service
+    itself needs only the public key; given only this, it checks tokens with its public half)."""
     STRATUS_API_AUDIENCE: Annotated[str, StringConstraints(min_length=1, max_length=200)] = "stratus-db"
     """The `aud` claim every token must carry."""
     STRATUS_API_MAX_BODY_BYTES: Annotated[int, Field(ge=1024, le=100 * 1024 * 1024)] = 1024 * 1024
@@ -293,6 +307,20 @@ class Settings(BaseSettings):
                 f"the library checks only {', '.join(sorted(LIBRARY_CHECKED_PURPOSES))}; "
                 f"{', '.join(sorted(unchecked))} is for the host to check with ConsentManager.has_consent"
             )
+        return value
+
+    @field_validator("STRATUS_API_JWT_PUBLIC_KEY", mode="after")
+    @classmethod
+    def _ed25519_public_key(cls, value: str | None) -> str | None:
+        if value is not None:
+            ed25519_public_key(value)
+        return value
+
+    @field_validator("STRATUS_API_JWT_PRIVATE_KEY", mode="after")
+    @classmethod
+    def _ed25519_private_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            ed25519_private_key(value.get_secret_value())
         return value
 
     @field_validator("DATABASE_URL", mode="before")

@@ -63,6 +63,7 @@ from stratus_db.kit.validation import shown, validate_input
 from stratus_db.logging import LOGGER_NAME, get_logger
 from stratus_db.security.policy import refusal
 from stratus_db.security.principal import Principal
+from stratus_db.tracing import OperationSpan
 
 if TYPE_CHECKING:
     from stratus_db.conversations.summarizer import Summarizer
@@ -94,7 +95,7 @@ class Operation:
     and for the audit rows taken inside it, whichever way they are written later. Not a Principal: ValidationError.
     """
 
-    __slots__ = ("_db", "_principal", "_scope", "_started", "_trace", "name", "read_only")
+    __slots__ = ("_db", "_principal", "_scope", "_span", "_started", "_trace", "name", "read_only")
 
     def __init__(
         self, db: StratusPostgreSQLIntegration, name: str, read_only: bool, principal: object = None
@@ -108,6 +109,7 @@ class Operation:
         self._db._refuse_if_closed()
         self._db._operations_in_flight += 1
         self._trace = begin_operation_trace()
+        self._span = OperationSpan.start(self.name, self._db.backend, self.read_only)
         self._started = time.perf_counter()
         self._scope: Token[Principal | None] | None = None
         if self._principal is not None:
@@ -166,6 +168,8 @@ class Operation:
         finally:
             if self._scope is not None:
                 reset_principal(self._scope)
+            if self._span is not None:
+                self._span.end(exc)
             end_operation_trace(self._trace)
             self._db._operation_ended()
 

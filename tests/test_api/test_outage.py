@@ -4,6 +4,8 @@ only: `ALLOW_CONNECTIONS false` and its sessions ended."""
 
 from __future__ import annotations
 
+import asyncio
+
 import asyncpg
 import httpx
 from sqlalchemy import make_url
@@ -12,6 +14,15 @@ from stratus_db import Database, Principal
 from stratus_db.api import create_app
 from tests.fixtures.databases import settings_for, throwaway_postgres_database
 from tests.fixtures.http import CLIENT, assert_problem, bearer, new_user
+
+
+async def ready_again(client: httpx.AsyncClient) -> None:
+    """/ready is 200 again once the cache's listener has reconnected by itself (it retries every half second)."""
+    for _ in range(100):
+        if (await client.get("/ready")).status_code == 200:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError("/ready stayed 503")
 
 
 async def test_postgres_an_outage_is_503_and_the_service_recovers_by_itself() -> None:
@@ -28,6 +39,7 @@ async def test_postgres_an_outage_is_503_and_the_service_recovers_by_itself() ->
             async with httpx.AsyncClient(transport=transport, base_url="http://stratus.test") as client:
                 ana = await new_user(client, db)
                 as_ana = bearer(db, Principal.for_user(ana))
+                assert (await client.get("/ready")).status_code == 200
 
                 await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
                 await admin.fetchval(
@@ -45,7 +57,54 @@ async def test_postgres_an_outage_is_503_and_the_service_recovers_by_itself() ->
                 await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
                 for _ in range(3):
                     assert (await client.get(f"/v1/users/{ana}", headers=as_ana)).status_code == 200
-                assert (await client.get("/ready")).json()["healthy"] is True
+                await ready_again(client)
+        finally:
+            await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+            await admin.close()
+            await db.close()
+
+
+async def test_postgres_not_ready_while_the_caches_listener_is_down() -> None:
+    """The database answers (the pool's connections live on) but the cache's LISTEN connection was cut and cannot
+    come back: another instance's writes would go unheard, so the instance is not ready until it does."""
+    async with throwaway_postgres_database() as url:
+        db = Database(settings_for(url))
+        name = str(make_url(url).database)
+        admin = await asyncpg.connect(
+            make_url(url)
+            .set(drivername="postgresql", database="postgres")
+            .render_as_string(hide_password=False)
+        )
+        try:
+            transport = httpx.ASGITransport(app=create_app(db), client=CLIENT)
+            async with httpx.AsyncClient(transport=transport, base_url="http://stratus.test") as client:
+                ana = await new_user(client, db)
+                assert (await client.get("/ready")).status_code == 200
+                assert db.metrics()["memory_cache"]["listening"] is True
+
+                await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+                cut = await admin.fetchval(
+                    "SELECT count(pg_terminate_backend(pid, 10000)) FROM pg_stat_activity"
+                    " WHERE datname = $1 AND application_name = 'stratus_db:listen'",
+                    name,
+                )
+                assert cut == 1
+                for _ in range(500):  # until the loss is noticed
+                    if not db.metrics()["memory_cache"]["listening"]:
+                        break
+                    await asyncio.sleep(0.01)
+                not_ready = await client.get("/ready")
+                assert not_ready.status_code == 503
+                assert not_ready.json() == {"healthy": False}
+                assert not_ready.headers["retry-after"] == "5"
+                as_ana = bearer(db, Principal.for_user(ana))
+                assert (await client.get(f"/v1/users/{ana}", headers=as_ana)).status_code == 200, (
+                    "still serving"
+                )
+
+                await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+                await ready_again(client)
+                assert db.metrics()["memory_cache"]["listening"] is True
         finally:
             await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
             await admin.close()

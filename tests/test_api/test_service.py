@@ -265,6 +265,8 @@ async def test_metrics_count_requests_by_route_for_operators(client: httpx.Async
     await client.get("/no/such/path")
     await client.request("BREW", "/no/such/pot")
     await client.get(f"/v1/users/{ana}/memories/base", headers=as_ana)  # the memory cache's figures appear
+    too_large = {"value": "x" * (db.settings.STRATUS_API_MAX_BODY_BYTES + 1)}
+    assert_problem(await client.put(f"/v1/users/{ana}/memories/base", json=too_large, headers=as_ana), 413)
 
     assert_problem(await client.get("/metrics"), 401)
     assert_problem(await client.get("/metrics", headers=as_ana), 403)
@@ -275,6 +277,11 @@ async def test_metrics_count_requests_by_route_for_operators(client: httpx.Async
     assert 'stratus_http_requests_total{method="GET",route="/v1/users/{user_id}",status="200"} 3.0' in text
     assert 'stratus_http_requests_total{method="GET",route="/v1/users/{user_id}",status="403"} 1.0' in text
     assert 'route="unmatched",status="404"' in text
+    # Refused before routing, and still labelled with the route it was for.
+    assert (
+        'stratus_http_requests_total{method="PUT",route="/v1/users/{user_id}/memories/{key}",status="413"} 1.0'
+        in text
+    )
     assert 'method="OTHER",route="unmatched"' in text, "a client's made-up method is one label"
     assert "BREW" not in text
     assert str(ana) not in text, "a route's template, never its path"

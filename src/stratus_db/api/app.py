@@ -10,6 +10,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
+from stratus_db import tracing
 from stratus_db.api import audit, conversations, memories, metrics, operations, privacy, problems, users
 from stratus_db.api.middleware import BodyLimit, RequestTrace
 from stratus_db.config import Settings, load_settings
@@ -54,6 +55,7 @@ def create_app(
     app.add_middleware(BodyLimit, limit=limit)
     app.add_middleware(metrics.RequestMetrics, metrics=app.state.http_metrics)
     app.add_middleware(RequestTrace)  # outermost: every answer, a 413 included, carries the trace id
+    _trace_requests(app)
     problems.install(app)
     app.openapi = partial(_openapi, app)  # type: ignore[method-assign]
     for router in (
@@ -70,6 +72,23 @@ def create_app(
     ):
         app.include_router(router)
     return app
+
+
+UNTRACED_ROUTES = "/health,/ready,/metrics"
+"""Probes and scrapes, every few seconds from each instance: spans of them would bury the requests'."""
+
+
+def _trace_requests(app: FastAPI) -> None:
+    """A span per request (FastAPI's OpenTelemetry instrumentation, the `otel` extra), the parent of its database
+    calls' spans and the child of the caller's `traceparent`, when a tracer provider is configured (tracing.py)."""
+    provider = tracing.tracer_provider()
+    if provider is None or getattr(app, "_is_instrumented_by_opentelemetry", False):
+        return  # no tracing, or `opentelemetry-instrument` did it when the app was made
+    try:
+        from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+    except ImportError:
+        return
+    FastAPIInstrumentor.instrument_app(app, tracer_provider=provider, excluded_urls=UNTRACED_ROUTES)
 
 
 def _openapi(app: FastAPI) -> dict[str, Any]:

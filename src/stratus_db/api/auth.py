@@ -1,5 +1,6 @@
-"""Who is calling: a bearer token — a JWT (HS256, with expiry and audience), or a service's API key
-(security/api_keys.py) — resolved to the access-control Principal.
+"""Who is calling: a bearer token — a JWT (HS256 with STRATUS_API_JWT_SECRET, or EdDSA checked with
+STRATUS_API_JWT_PUBLIC_KEY; with expiry and audience), or a service's API key (security/api_keys.py) — resolved to
+the access-control Principal.
 
 The managers decide what a principal may do (security/policy.py); the service only establishes who it is. A token's
 claims: `sub` (the principal's id: a user's id, an agent's name…), `kind` (user, agent, admin, auditor, system),
@@ -19,10 +20,12 @@ from pydantic import ValidationError as PydanticValidationError
 
 from stratus_db.config import Settings
 from stratus_db.errors import ConfigurationError, StratusError
+from stratus_db.kit.validation import shown
 from stratus_db.security.api_keys import KEY_PREFIX, ApiKeyManager
+from stratus_db.security.crypto import ed25519_private_key, ed25519_public_key
 from stratus_db.security.principal import Principal, PrincipalKind
 
-ALGORITHM = "HS256"
+HMAC, EDDSA = "HS256", "EdDSA"
 MAX_TOKEN_LIFETIME = timedelta(days=366)
 
 
@@ -30,12 +33,23 @@ class UnauthenticatedError(StratusError):
     """No credentials, or credentials that do not hold (HTTP 401)."""
 
 
-def _secret(settings: Settings) -> str:
-    if settings.STRATUS_API_JWT_SECRET is None:
+def _verification_keys(settings: Settings) -> dict[str, Any]:
+    """The key of each accepted algorithm: a token is checked with its algorithm's key alone (never a public key as an
+    HMAC secret)."""
+    keys: dict[str, Any] = {}
+    if settings.STRATUS_API_JWT_SECRET is not None:
+        keys[HMAC] = settings.STRATUS_API_JWT_SECRET.get_secret_value()
+    if settings.STRATUS_API_JWT_PUBLIC_KEY is not None:
+        keys[EDDSA] = ed25519_public_key(settings.STRATUS_API_JWT_PUBLIC_KEY)
+    elif settings.STRATUS_API_JWT_PRIVATE_KEY is not None:
+        keys[EDDSA] = ed25519_private_key(
+            settings.STRATUS_API_JWT_PRIVATE_KEY.get_secret_value()
+        ).public_key()
+    if not keys:
         raise ConfigurationError(
-            "STRATUS_API_JWT_SECRET is not set: the service cannot check or issue tokens"
+            "neither STRATUS_API_JWT_SECRET nor STRATUS_API_JWT_PUBLIC_KEY is set: the service cannot check tokens"
         )
-    return settings.STRATUS_API_JWT_SECRET.get_secret_value()
+    return keys
 
 
 def issue_token(
@@ -43,8 +57,10 @@ def issue_token(
 ) -> str:
     """A bearer token for `principal`, valid for `lifetime` (at most a year).
 
+    Signed with STRATUS_API_JWT_PRIVATE_KEY (EdDSA) where it is set, else with STRATUS_API_JWT_SECRET (HS256).
+
     Raises:
-        ConfigurationError: STRATUS_API_JWT_SECRET is not set.
+        ConfigurationError: neither key is set.
         ValueError: the lifetime is not positive or is over a year.
     """
     if not timedelta(0) < lifetime <= MAX_TOKEN_LIFETIME:
@@ -59,21 +75,36 @@ def issue_token(
     }
     if principal.kind is PrincipalKind.agent:
         claims["acting_for"] = str(principal.user_id)
-    return jwt.encode(claims, _secret(settings), algorithm=ALGORITHM)
+    if settings.STRATUS_API_JWT_PRIVATE_KEY is not None:
+        private = ed25519_private_key(settings.STRATUS_API_JWT_PRIVATE_KEY.get_secret_value())
+        return jwt.encode(claims, private, algorithm=EDDSA)
+    if settings.STRATUS_API_JWT_SECRET is None:
+        raise ConfigurationError(
+            "neither STRATUS_API_JWT_PRIVATE_KEY nor STRATUS_API_JWT_SECRET is set: no token can be signed"
+        )
+    return jwt.encode(claims, settings.STRATUS_API_JWT_SECRET.get_secret_value(), algorithm=HMAC)
 
 
 def principal_of(settings: Settings, token: str) -> Principal:
     """The principal a token names.
 
     Raises:
-        UnauthenticatedError: the token is malformed, signed with another key, expired, for another audience, or
-            names no valid principal.
+        UnauthenticatedError: the token is malformed, signed with another key or an algorithm not configured,
+            expired, for another audience, or names no valid principal.
+        ConfigurationError: no key to check tokens with is configured.
     """
+    keys = _verification_keys(settings)
     try:
+        algorithm = jwt.get_unverified_header(token).get("alg")
+        if algorithm not in keys:
+            raise UnauthenticatedError(
+                f"the bearer token was refused: its algorithm {shown(algorithm)} is not accepted here "
+                f"(accepted: {', '.join(keys)})"
+            )
         claims = jwt.decode(
             token,
-            _secret(settings),
-            algorithms=[ALGORITHM],
+            keys[algorithm],
+            algorithms=[algorithm],
             audience=settings.STRATUS_API_AUDIENCE,
             options={"require": ["exp", "sub", "aud"]},
         )

@@ -1,14 +1,15 @@
-"""What every request passes through before its route: its trace id, and the limit on its body's size."""
+"""What every request passes through: its trace id, and the limit on its body's size."""
 
 from __future__ import annotations
 
-import json
 import re
 import uuid
 
+from opentelemetry import trace
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from stratus_db.api.problems import MEDIA_TYPE, TRACE_HEADER
+from stratus_db.api.problems import TRACE_HEADER
 from stratus_db.context import current_context, use_context
 
 _TRACEPARENT = re.compile(r"[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}")
@@ -16,12 +17,16 @@ _REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,64}")
 
 
 def trace_id_of(headers: dict[str, str]) -> str:
-    """The caller's trace: W3C `traceparent`'s trace id, else a well-formed `X-Request-ID`, else a new one."""
+    """The caller's trace: W3C `traceparent`'s trace id, else a well-formed `X-Request-ID`, else the request's span's
+    (when OpenTelemetry traces it: the id the tracing backend shows), else a new one."""
     parent = _TRACEPARENT.fullmatch(headers.get("traceparent", ""))
     if parent is not None and parent.group(1) != "0" * 32:
         return parent.group(1)
     given = headers.get(TRACE_HEADER, "")
-    return given if _REQUEST_ID.fullmatch(given) else str(uuid.uuid4())
+    if _REQUEST_ID.fullmatch(given):
+        return given
+    span = trace.get_current_span().get_span_context()
+    return format(span.trace_id, "032x") if span.is_valid else str(uuid.uuid4())
 
 
 class RequestTrace:
@@ -49,75 +54,36 @@ class RequestTrace:
 
 
 class BodyLimit:
-    """Refuse a request body over `limit` bytes with 413, before the route parses it: at once when its Content-Length
-    says so, else as its bytes arrive (at most `limit` of them held)."""
+    """Refuse a request body over `limit` bytes with 413, before the route parses it: as the route begins to read it
+    when its Content-Length says so, else as its bytes arrive (counted whatever the headers claim: a small
+    Content-Length beside chunked framing is believed by nobody but this check). The refusal is raised from the
+    body's reading, after routing: the problem answer, the metrics' route label and the span are the route's."""
 
     def __init__(self, app: ASGIApp, limit: int) -> None:
         self.app = app
         self.limit = limit
-        self._detail = f"the request body is over {limit} bytes (STRATUS_API_MAX_BODY_BYTES)"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
-            await self._refuse(scope, send)
-            return
-        # Read the body here whatever the headers say (a small Content-Length beside chunked framing is believed by
-        # nobody but this check), holding at most `limit` bytes, and hand it on whole: a route reads it whole anyway.
-        body = bytearray()
-        while True:
+        too_large = declared is not None and (not declared.isdigit() or int(declared) > self.limit)
+        received = 0
+
+        async def receive_within_limit() -> Message:
+            nonlocal received
+            if too_large:
+                raise self._refusal()
             message = await receive()
-            if message["type"] != "http.request":
-                await self.app(scope, _replay(message), send)  # the client left
-                return
-            body += message.get("body", b"")
-            if len(body) > self.limit:
-                await self._refuse(scope, send)
-                return
-            if not message.get("more_body", False):
-                break
-        await self.app(
-            scope, _replay({"type": "http.request", "body": bytes(body), "more_body": False}, receive), send
-        )
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    raise self._refusal()
+            return message
 
-    async def _refuse(self, scope: Scope, send: Send) -> None:
-        trace_id = scope.get("state", {}).get("trace_id", "")
-        body = json.dumps(
-            {
-                "type": "about:blank",
-                "title": "Request too large",
-                "status": 413,
-                "detail": self._detail,
-                "trace_id": trace_id,
-            }
-        ).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", MEDIA_TYPE.encode()),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        await self.app(scope, receive_within_limit, send)
 
-
-def _replay(first: Message, then: Receive | None = None) -> Receive:
-    """A receive channel that gives `first`, then whatever `then` gives (a disconnect, later)."""
-    given = False
-
-    async def receive() -> Message:
-        nonlocal given
-        if not given:
-            given = True
-            return first
-        if then is None:
-            return {"type": "http.disconnect"}
-        return await then()
-
-    return receive
+    def _refusal(self) -> HTTPException:
+        # FastAPI turns any other exception from reading the body into a 400; an HTTPException passes through.
+        return HTTPException(413, f"the request body is over {self.limit} bytes (STRATUS_API_MAX_BODY_BYTES)")

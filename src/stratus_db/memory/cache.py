@@ -105,6 +105,15 @@ class MemoryCache:
                     return
                 self._started = True
 
+    async def ready(self) -> bool:
+        """Whether the cache can be trusted to be coherent, starting it if it was not: off, or hearing the other
+        processes' invalidations (its LISTEN connection up on PostgreSQL). While it cannot, reads go to the database:
+        correct, but at the database's pace, which a readiness probe reports."""
+        if not self.enabled:
+            return True
+        await self.start()
+        return self._notifier.listening
+
     # -- reads ----------------------------------------------------------------------------------------------------
 
     def __contains__(self, key: CacheKey) -> bool:

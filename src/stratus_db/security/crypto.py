@@ -33,8 +33,10 @@ from typing import Final
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from cryptography.hazmat.primitives.serialization import load_pem_private_key, load_pem_public_key
 from pydantic import JsonValue, TypeAdapter
 from pydantic import ValidationError as PydanticValidationError
 
@@ -812,3 +814,41 @@ def _derive(secret: bytes, purpose: str) -> bytes:
 def is_token(value: object) -> bool:
     """Whether `value` has the form of a token of this format (its integrity is not checked)."""
     return isinstance(value, str) and _TOKEN.fullmatch(value) is not None
+
+
+@functools.cache
+def ed25519_public_key(pem: str) -> Ed25519PublicKey:
+    """The Ed25519 public key in `pem` (parsed once per text).
+
+    Raises:
+        ValueError: not a PEM public key, or not an Ed25519 one.
+    """
+    try:
+        key = load_pem_public_key(pem.encode())
+    except (ValueError, TypeError):
+        raise ValueError("must be an Ed25519 public key in PEM (-----BEGIN PUBLIC KEY-----)") from None
+    if not isinstance(key, Ed25519PublicKey):
+        raise ValueError(
+            f"must be an Ed25519 public key, got a {type(key).__name__.removesuffix('PublicKey')} one"
+        )
+    return key
+
+
+@functools.cache
+def ed25519_private_key(pem: str) -> Ed25519PrivateKey:
+    """The Ed25519 private key in `pem` (unencrypted PKCS#8, parsed once per text).
+
+    Raises:
+        ValueError: not an unencrypted PEM private key, or not an Ed25519 one.
+    """
+    try:
+        key = load_pem_private_key(pem.encode(), password=None)
+    except (ValueError, TypeError):
+        raise ValueError(
+            "must be an unencrypted Ed25519 private key in PEM (-----BEGIN PRIVATE KEY-----)"
+        ) from None
+    if not isinstance(key, Ed25519PrivateKey):
+        raise ValueError(
+            f"must be an Ed25519 private key, got a {type(key).__name__.removesuffix('PrivateKey')} one"
+        )
+    return key
