@@ -1,5 +1,6 @@
 """stratus_db: the database layer of Stratus.IA (users, memories, conversations, consent, audit)."""
 
+from stratus_db.analytics import AnalyticsManager, MetricsReport, RollupOutcome
 from stratus_db.audit.manager import AuditManager
 from stratus_db.audit.schemas import AuditAction, AuditEvent
 from stratus_db.config import Settings, load_settings
@@ -61,6 +62,7 @@ from stratus_db.users.manager import UserManager
 from stratus_db.users.schemas import UserRead
 
 __all__ = [
+    "AnalyticsManager",
     "ApiKey",
     "ApiKeyManager",
     "AuditAction",
@@ -95,6 +97,7 @@ __all__ = [
     "MemoryType",
     "Message",
     "MessageType",
+    "MetricsReport",
     "NewApiKey",
     "NotFoundError",
     "OpenAISummarizer",
@@ -103,6 +106,7 @@ __all__ = [
     "Principal",
     "PrincipalKind",
     "PrivacyManager",
+    "RollupOutcome",
     "RotationReport",
     "SchemaNotReadyError",
     "SearchHit",

@@ -10,6 +10,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 from urllib.parse import quote, urlsplit, urlunsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, SecretStr, StringConstraints, ValidationInfo, field_validator, model_validator
 from pydantic import ValidationError as PydanticValidationError
@@ -209,6 +210,14 @@ class Settings(BaseSettings):
     PORT: Annotated[int, Field(ge=1, le=65535)] = 8080
     """The port `stratus-db serve` listens on (Cloud Run sets it)."""
 
+    # The metrics of docs/metrics.md (stratus_db/analytics).
+    STRATUS_METRICS_TIME_ZONE: str = "America/Sao_Paulo"
+    """The IANA time zone whose calendar days, weeks and months the metrics count in. Changing it makes the rollups
+    of the former zone unusable until `stratus-db rollup` rebuilds them (it does so by itself)."""
+    STRATUS_METRICS_FLUSH_S: Annotated[float, Field(ge=0, le=3600)] = 60.0
+    """How often each process writes its per-minute counts of calls, requests, probes and cache lookups to
+    `service_samples` (error rates and availability, docs/metrics.md); 0 records none."""
+
     # Encryption of personal data (security/crypto.py, docs/security.md). Never stored in the database.
     STRATUS_ENCRYPTION_KEYS: SecretStr | None = None
     """The keyring: `ID:BASE64` entries separated by commas, the first one active (new values are encrypted under
@@ -321,6 +330,17 @@ class Settings(BaseSettings):
     def _ed25519_private_key(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None:
             ed25519_private_key(value.get_secret_value())
+        return value
+
+    @field_validator("STRATUS_METRICS_TIME_ZONE", mode="after")
+    @classmethod
+    def _iana_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"must be an IANA time zone such as America/Sao_Paulo or UTC, got {value!r}"
+            ) from None
         return value
 
     @field_validator("DATABASE_URL", mode="before")

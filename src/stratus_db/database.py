@@ -57,6 +57,7 @@ from stratus_db.kit.clock import utc_now
 from stratus_db.kit.failures import translate
 from stratus_db.kit.ids import new_id
 from stratus_db.kit.metrics import OperationMetrics
+from stratus_db.kit.samples import ServiceSamples
 from stratus_db.kit.tasks import start_background
 from stratus_db.kit.tokens import TokenCounter, checked_counter, estimate_tokens
 from stratus_db.kit.validation import shown, validate_input
@@ -305,6 +306,8 @@ class StratusPostgreSQLIntegration:
         )
         self._backend.install(self.engine.sync_engine)
         self._metrics = OperationMetrics()
+        self.samples = ServiceSamples(self)
+        """This handle's per-minute counts of calls (and, under the service, of requests and probes)."""
         self._schema_ready = False
         self._schema_lock = asyncio.Lock()
         self.log = get_logger()
@@ -570,6 +573,7 @@ class StratusPostgreSQLIntegration:
     def _observe(self, name: str, read_only: bool, seconds: float, exc: BaseException | None) -> None:
         """Every call's metrics; a warning for a call that raised or was slow, else a line at DEBUG only."""
         self._metrics.observe(name, seconds, exc)
+        self.samples.count_outcome(name, exc)
         if exc is not None:
             self.log.warning(
                 f"{name} failed", operation=name, error=type(exc).__name__, duration_ms=seconds * 1000
@@ -803,7 +807,8 @@ class StratusPostgreSQLIntegration:
         await self._calls_finished()
         failures: list[Exception] = []
         closers, self._closers = self._closers, []
-        for closer in closers:
+        # The samples last: the other helpers' flushes are calls too.
+        for closer in [*closers, self.samples.close]:
             try:
                 await closer()
             except (

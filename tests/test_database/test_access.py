@@ -19,6 +19,7 @@ import pytest
 from sqlalchemy import insert, text
 
 from stratus_db import (
+    AnalyticsManager,
     ApiKeyManager,
     AuditManager,
     ConsentManager,
@@ -38,6 +39,7 @@ from stratus_db.models import ApiKeyRow
 from tests.fixtures.factories import count_rows, create_user
 
 MANAGERS = (
+    AnalyticsManager,
     UserManager,
     MemoryManager,
     ConversationManager,
@@ -52,6 +54,7 @@ NOT_CALLS = {
     "AuditManager.append": "writes audit entries inside another manager's call, which was authorized",
     "ConversationManager.wait_for_compressions": "waits for background work; touches no data",
     "ApiKeyManager.principal_for": "authentication: tells whom a token stands for, before there is a principal",
+    "AnalyticsManager.today": "reads the clock in the metrics' time zone; touches no data",
 }
 """Public methods that are not calls on someone's data, and why."""
 
@@ -287,6 +290,11 @@ CALLS: dict[str, tuple[frozenset[str], Call]] = {
             datetime(2026, 1, 1, tzinfo=UTC), datetime(2027, 1, 1, tzinfo=UTC), **by
         ),
     ),
+    "AnalyticsManager.report": (
+        MANAGING | {"auditor"},
+        lambda w, **by: AnalyticsManager(w.db).report(date(2026, 11, 1), date(2026, 11, 30), **by),
+    ),
+    "AnalyticsManager.rollup": (MANAGING, lambda w, **by: AnalyticsManager(w.db).rollup(**by)),
     "PrivacyManager.export_user_data": (PERSON, _read_export),
     "PrivacyManager.erase_user": (
         PERSON_OR_MANAGER,

@@ -119,6 +119,7 @@ async def test_nothing_of_the_person_is_left_in_any_table(db: Database) -> None:
     assert await MemoryManager(db).get_memory(person, "hangar") is None, "the cache forgot it too"
     assert report.deleted == {
         "users": 1,
+        "activity_daily": 0,  # today's messages are not rolled up yet (tests/test_database/test_analytics.py)
         "api_keys": 0,
         "user_credentials": 2,
         "memory_entries": 1,
@@ -184,7 +185,13 @@ async def test_a_legal_hold_keeps_what_it_names_under_a_tombstone(db: Database) 
         await holding.close()
 
     assert report.held == ("conversations",)
-    assert report.deleted == {"api_keys": 0, "user_credentials": 2, "memory_entries": 1, "user_consents": 1}
+    assert report.deleted == {
+        "activity_daily": 0,
+        "api_keys": 0,
+        "user_credentials": 2,
+        "memory_entries": 1,
+        "user_consents": 1,
+    }
     tombstone = await UserManager(db).get_user(person)
     assert tombstone is not None
     assert (tombstone.name, tombstone.preferences, tombstone.licenses) == (ERASED, {}, [])

@@ -16,6 +16,7 @@ from sqlalchemy.pool import ConnectionPoolEntry
 
 from stratus_db.config import Settings
 from stratus_db.kit import driver
+from stratus_db.kit.sql import register_sqlite_functions
 
 READ_ONLY_OPTION = "stratus_read_only"
 """Execution option marking a connection's transaction as read-only (SQLite then takes no write lock)."""
@@ -145,6 +146,7 @@ class SQLiteBackend:
             for pragma in ("foreign_keys=ON", "journal_mode=WAL", "synchronous=NORMAL"):
                 cursor.execute(f"PRAGMA {pragma}")
             cursor.close()
+            register_sqlite_functions(dbapi_connection)
 
         @event.listens_for(engine, "begin")
         def _begin(connection: Any) -> None:

@@ -1,6 +1,12 @@
 """Every table. Importing this module registers them all on one metadata (Alembic reads it)."""
 
 from stratus_db.kit.models import Base
+from stratus_db.models.analytics import (
+    ActivityDailyRow,
+    ResponseTimeDailyRow,
+    RollupStateRow,
+    ServiceSampleRow,
+)
 from stratus_db.models.api_key import ApiKeyRow
 from stratus_db.models.audit import (
     AuditChainRow,
@@ -17,6 +23,7 @@ from stratus_db.models.message import MessageRow, MessageType
 from stratus_db.models.user import UserRole, UserRow
 
 __all__ = [
+    "ActivityDailyRow",
     "ApiKeyRow",
     "AuditChainRow",
     "AuditCheckpointRow",
@@ -35,6 +42,9 @@ __all__ = [
     "MemoryType",
     "MessageRow",
     "MessageType",
+    "ResponseTimeDailyRow",
+    "RollupStateRow",
+    "ServiceSampleRow",
     "UserRole",
     "UserRow",
 ]

@@ -99,6 +99,11 @@ RULES: Mapping[str, Rule] = {
     # A key may stand for a principal of any kind, `system` included: only trusted code (the operator's command
     # line) makes one, or an administrator could make themselves more than an administrator. Revoking takes power
     # away: administrators may.
+    # Figures about every user, none about one (docs/metrics.md): for those who run the service and those who check it.
+    "analytics.report": Rule(
+        anyone=frozenset({PrincipalKind.system, PrincipalKind.admin, PrincipalKind.auditor})
+    ),
+    "analytics.rollup": Rule(anyone=MANAGERS),
     "api_key.create": Rule(anyone=SYSTEM_ONLY),
     "api_key.revoke": Rule(anyone=MANAGERS),
     "api_key.list": Rule(anyone=MANAGERS),
