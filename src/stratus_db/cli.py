@@ -19,6 +19,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from stratus_db import revisions
+from stratus_db.analytics import AnalyticsManager, MetricsReport, RollupOutcome
+from stratus_db.analytics.render import to_csv, to_html, to_json
 from stratus_db.audit.manager import (
     DEFAULT_SEAL_BATCH,
     MAX_SEAL_BATCH,
@@ -608,6 +610,58 @@ def audit_report(
     else:
         output.write_text(rendered, encoding="utf-8")
         typer.echo(f"audit report ({found.rows} rows) written to {output}")
+
+
+@app.command("rollup")
+def rollup(
+    through: Annotated[
+        datetime | None,
+        typer.Option(formats=["%Y-%m-%d"], help="The last day to roll up (default: yesterday)."),
+    ] = None,
+) -> None:
+    """Roll up every complete day not rolled up yet, in STRATUS_METRICS_TIME_ZONE (docs/metrics.md): run it once a
+    day, after midnight there. Idempotent; rebuilds the rollups of another time zone."""
+
+    async def roll(db: StratusPostgreSQLIntegration) -> RollupOutcome:
+        return await AnalyticsManager(db).rollup(
+            through=None if through is None else through.date(), principal=OPERATOR
+        )
+
+    outcome = _run(roll)
+    rebuilt = ", rebuilt from scratch" if outcome.rebuilt else ""
+    typer.echo(
+        f"rolled up {outcome.days_rolled} days{rebuilt}: the rollups hold every day through "
+        f"{outcome.rolled_through or 'none yet'} ({outcome.time_zone})"
+    )
+
+
+@app.command("report")
+def metrics_report(
+    since: Annotated[datetime, typer.Option(formats=["%Y-%m-%d"], help="The first day, included.")],
+    until: Annotated[datetime, typer.Option(formats=["%Y-%m-%d"], help="The last day, included.")],
+    agent: Annotated[str | None, typer.Option(help="Only this agent's users and responses.")] = None,
+    output_format: Annotated[
+        ReportFormat, typer.Option("--format", help="json, csv or html (the dashboard's page).")
+    ] = ReportFormat.json,
+    output: Annotated[
+        Path | None, typer.Option(help="Write to this file instead of standard output.")
+    ] = None,
+) -> None:
+    """The metrics of docs/metrics.md over local days in STRATUS_METRICS_TIME_ZONE: usage, performance, quality and
+    business, as on the service's /dashboard."""
+
+    async def report(db: StratusPostgreSQLIntegration) -> MetricsReport:
+        return await AnalyticsManager(db).report(since.date(), until.date(), agent=agent, principal=OPERATOR)
+
+    found = _run(report)
+    rendered = {ReportFormat.json: to_json, ReportFormat.csv: to_csv, ReportFormat.html: to_html}[
+        output_format
+    ](found)
+    if output is None:
+        typer.echo(rendered, nl=False)
+    else:
+        output.write_text(rendered, encoding="utf-8")
+        typer.echo(f"metrics report ({found.since} to {found.until}) written to {output}")
 
 
 @audit_app.command("checkpoint")

@@ -11,9 +11,11 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import jwt
 import pytest
+from sqlalchemy import select
 
 from stratus_db import ApiKeyManager, AuditManager, Database, Principal
 from stratus_db.api import create_app, issue_token
+from stratus_db.models import ServiceSampleRow
 from tests.fixtures.databases import settings_for
 from tests.fixtures.http import ADMIN, CLIENT, assert_problem, bearer, new_user
 
@@ -323,3 +325,40 @@ async def test_a_services_api_key_is_a_bearer_token(client: httpx.AsyncClient, d
     assert_problem(
         await client.get(f"/v1/users/{ana}", headers={"Authorization": "Bearer sk_stratus_x_y"}), 401
     )
+
+
+async def test_requests_and_probes_are_sampled_and_the_current_figures_are_gauges(
+    client: httpx.AsyncClient, db: Database
+) -> None:
+    ana = await new_user(client, db)
+    as_ana = bearer(db, Principal.for_user(ana))
+    conversation = await client.post(f"/v1/users/{ana}/conversations", json={"title": "Voo"}, headers=as_ana)
+    assert conversation.status_code == 201, conversation.text
+    said = await client.post(
+        f"/v1/users/{ana}/conversations/{conversation.json()['conversation_id']}/messages",
+        json={"content": "Bom dia"},
+        headers=as_ana,
+    )
+    assert said.status_code == 201, said.text
+    assert (await client.get("/ready")).status_code == 200
+    assert (await client.get("/health")).status_code == 200
+    await db.samples.flush()
+
+    async with db.transaction() as conn:
+        rows = (
+            await conn.execute(
+                select(ServiceSampleRow.kind, ServiceSampleRow.name, ServiceSampleRow.total).where(
+                    ServiceSampleRow.instance == db.samples.instance
+                )
+            )
+        ).all()
+    sampled = {(kind, name) for kind, name, _total in rows}
+    assert ("http", "/v1/users/{user_id}/conversations") in sampled
+    assert ("probe", "/ready") in sampled
+    assert not {name for kind, name in sampled if kind == "http"} & {"/health", "/ready", "/metrics"}
+
+    text = (await client.get("/metrics", headers=bearer(db, ADMIN))).text
+    assert "stratus_active_users_today 1.0" in text, "ana wrote today"
+    assert 'stratus_availability{source="probes"} 1.0' in text
+    assert 'stratus_availability{source="requests"}' in text
+    assert "stratus_error_rate " in text

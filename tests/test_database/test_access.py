@@ -294,6 +294,10 @@ CALLS: dict[str, tuple[frozenset[str], Call]] = {
         MANAGING | {"auditor"},
         lambda w, **by: AnalyticsManager(w.db).report(date(2026, 11, 1), date(2026, 11, 30), **by),
     ),
+    "AnalyticsManager.current": (
+        MANAGING | {"auditor"},
+        lambda w, **by: AnalyticsManager(w.db).current(**by),
+    ),
     "AnalyticsManager.rollup": (MANAGING, lambda w, **by: AnalyticsManager(w.db).rollup(**by)),
     "PrivacyManager.export_user_data": (PERSON, _read_export),
     "PrivacyManager.erase_user": (

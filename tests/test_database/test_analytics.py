@@ -145,6 +145,7 @@ def check_the_month(report: MetricsReport) -> None:
         date(2026, 11, 30): 1,
     }
     assert len(report.days) == 29
+    assert report.agents == ["briefing", "metar"]
     assert report.daily_active_users == 1
     assert report.weekly_active_users == 1
     assert report.monthly_active_users == 3
@@ -269,6 +270,7 @@ async def test_an_agent_filter_counts_that_agents_users_and_answers(month: Month
     assert report.messages == 3
     assert report.conversations == 3
     assert report.conversations_per_active_user == 1.5
+    assert report.agents == ["briefing", "metar"], "the dashboard's choice stays whole"
 
 
 async def test_quality_comes_from_every_processs_samples(month: Month) -> None:

@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from stratus_db.analytics import report, sources
 from stratus_db.analytics.calendar import LocalCalendar
-from stratus_db.analytics.schemas import MetricsReport, RollupOutcome
+from stratus_db.analytics.schemas import CurrentFigures, MetricsReport, RollupOutcome
 from stratus_db.errors import ValidationError
 from stratus_db.kit.validation import InputModel, validate_input
 from stratus_db.security.principal import Principal
@@ -96,6 +96,19 @@ class AnalyticsManager:
                 return await report.build(conn, window, now)
 
             return await op.run(work, tx=tx)
+
+    async def current(self, *, principal: Principal | None = None) -> CurrentFigures:
+        """Today's active users (in STRATUS_METRICS_TIME_ZONE) and, over the last hour, the error rate of every
+        operation and the availability, from every process's samples (flushed every STRATUS_METRICS_FLUSH_S): the
+        gauges of /metrics.
+
+        Raises:
+            PermissionDeniedError: the principal is not an administrator, an auditor or trusted code.
+        """
+        async with self._db.operation("analytics.current", read_only=True, principal=principal) as op:
+            await op.authorize(None)
+            calendar, now = self.calendar, self._db.clock()
+            return await op.run(lambda conn: report.current(conn, calendar, now))
 
     async def rollup(
         self, *, through: date | None = None, principal: Principal | None = None

@@ -18,6 +18,7 @@ from stratus_db.analytics.schemas import (
     AgentFigures,
     Availability,
     Cohort,
+    CurrentFigures,
     DayFigures,
     MemoryFigures,
     MetricsReport,
@@ -118,11 +119,22 @@ async def build(conn: AsyncConnection, window: Window, generated_at: datetime) -
     range_start, range_end = calendar.bounds(since, until)
     samples = await sample_totals(conn, range_start, range_end)
     conversations = sum(started.values())
+    agents = await conn.execute(
+        select(rows.c.agent_name)
+        .distinct()
+        .where(
+            rows.c.day.between(since, until),
+            rows.c.message_type == MessageType.agent_response,
+            rows.c.agent_name != sources.NO_AGENT,
+        )
+        .order_by(rows.c.agent_name)
+    )
     return MetricsReport(
         since=since,
         until=until,
         time_zone=calendar.zone_name,
         agent=window.agent,
+        agents=list(agents.scalars()),
         generated_at=generated_at,
         rolled_through=window.through,
         daily_active_users=dau.get(until, 0),
@@ -173,6 +185,20 @@ async def build(conn: AsyncConnection, window: Window, generated_at: datetime) -
         engagement=engagement,
         conversations_per_active_user=_ratio(conversations, int(windows.range)),
         memory=await _memory(conn, generated_at, samples.cache_hits, samples.cache_lookups),
+    )
+
+
+async def current(conn: AsyncConnection, calendar: LocalCalendar, now: datetime) -> CurrentFigures:
+    today = calendar.day_of(now)
+    active = sources.active_pairs(sources.activity(calendar, today, today, None), None)
+    users = (await conn.execute(select(func.count()).select_from(active))).scalar_one()
+    samples = await sample_totals(conn, now - timedelta(hours=1), now + timedelta(minutes=1))
+    calls = sum(operation.calls for operation in samples.operations)
+    return CurrentFigures(
+        active_users_today=int(users),
+        error_rate=_ratio(sum(operation.failed for operation in samples.operations), calls),
+        probe_availability=_ratio(samples.probes - samples.probes_failed, samples.probes),
+        request_availability=_ratio(samples.requests - samples.requests_failed, samples.requests),
     )
 
 

@@ -89,6 +89,8 @@ class MetricsReport(FrozenModel):
     time_zone: str
     agent: str | None
     """The agent the figures are filtered to (docs/metrics.md), or None."""
+    agents: list[str]
+    """Every agent that answered in the range, whatever the filter (the dashboard's choice of agents)."""
     generated_at: datetime
     rolled_through: date | None
     """The last day read from the rollups; the days after it were counted from the messages."""
@@ -125,6 +127,16 @@ class MetricsReport(FrozenModel):
     engagement: list[MonthEngagement]
     conversations_per_active_user: float | None
     memory: MemoryFigures
+
+
+class CurrentFigures(FrozenModel):
+    """The figures of now, for gauges: today's active users and the last hour's error rate and availability."""
+
+    active_users_today: int
+    error_rate: float | None
+    """Failed calls ÷ calls of every operation, over the last hour (None without any call)."""
+    probe_availability: float | None
+    request_availability: float | None
 
 
 class RollupOutcome(FrozenModel):

@@ -3,6 +3,7 @@ and cache figures of `db.metrics()`, in the Prometheus text format (prometheus-c
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Annotated
@@ -13,11 +14,14 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from stratus_db.analytics import AnalyticsManager
+from stratus_db.analytics.schemas import CurrentFigures
 from stratus_db.api.auth import authenticate, bearer_scheme
 from stratus_db.api.context import Db
 from stratus_db.api.problems import responses
-from stratus_db.errors import PermissionDeniedError
+from stratus_db.errors import PermissionDeniedError, StratusError
 from stratus_db.kit.metrics import DURATION_BUCKETS_S
+from stratus_db.kit.samples import SampleKind
 from stratus_db.security.principal import Principal, PrincipalKind
 
 if TYPE_CHECKING:
@@ -27,6 +31,10 @@ METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
 """A request's method as a label; any other (a client may send any token) counts as OTHER: labels stay few."""
 UNMATCHED = "unmatched"
 """The route label of a request no route took (a 404 for an unknown path): one label, whatever the path."""
+
+
+UNSAMPLED_ROUTES = frozenset({"/health", "/ready", "/metrics"})
+"""Not requests of the service's users: probes (counted as such by /ready) and scrapes."""
 
 
 class HttpMetrics:
@@ -78,6 +86,8 @@ class RequestMetrics:
             self.metrics.requests.labels(method, route, str(status)).inc()
             self.metrics.duration.labels(method, route).observe(seconds)
             db: StratusPostgreSQLIntegration = scope["app"].state.db
+            if route not in UNSAMPLED_ROUTES:  # the request availability of docs/metrics.md
+                db.samples.count(SampleKind.http, route, failed=status >= 500)
             db.log.info(
                 f"{method} {route} {status}",
                 method=method,
@@ -138,5 +148,47 @@ async def metrics(
     http: HttpMetrics = request.app.state.http_metrics
     figures = CollectorRegistry()
     figures.register(_DatabaseFigures(db))
+    # The route decided who may scrape; the figures are read as the service itself. With the database down, the
+    # process's own figures still answer.
+    with contextlib.suppress(StratusError):
+        figures.register(_CurrentFigures(await AnalyticsManager(db).current(principal=SCRAPER)))
     body = generate_latest(http.registry) + db.metrics_exposition() + generate_latest(figures)
     return Response(body, media_type=CONTENT_TYPE_LATEST)
+
+
+SCRAPER = Principal.system("metrics")
+
+
+class _CurrentFigures:
+    """docs/metrics.md's figures of now, across every instance: today's active users, the last hour's error rate
+    and availability (absent while there is nothing to divide)."""
+
+    def __init__(self, current: CurrentFigures) -> None:
+        self.current = current
+
+    def collect(self) -> Iterator[Metric]:
+        active = GaugeMetricFamily(
+            "stratus_active_users_today",
+            "Users who wrote today, in STRATUS_METRICS_TIME_ZONE (all instances)",
+        )
+        active.add_metric([], self.current.active_users_today)
+        yield active
+        if self.current.error_rate is not None:
+            errors = GaugeMetricFamily(
+                "stratus_error_rate",
+                "Failed calls / calls of every operation over the last hour (all instances)",
+            )
+            errors.add_metric([], self.current.error_rate)
+            yield errors
+        availability = GaugeMetricFamily(
+            "stratus_availability",
+            "Ready probes / probes, or non-5xx requests / requests, over the last hour (all instances)",
+            labels=["source"],
+        )
+        for source, value in (
+            ("probes", self.current.probe_availability),
+            ("requests", self.current.request_availability),
+        ):
+            if value is not None:
+                availability.add_metric([source], value)
+        yield availability

@@ -7,6 +7,7 @@ from pydantic import BaseModel
 
 from stratus_db.api.context import Db
 from stratus_db.api.problems import RETRY_AFTER_S
+from stratus_db.kit.samples import SampleKind
 from stratus_db.memory.cache import MemoryCache
 
 router = APIRouter(tags=["operations"])
@@ -47,6 +48,7 @@ async def ready(db: Db, response: Response) -> Readiness:
         error = (
             "the memory cache does not hear other instances' invalidations (its LISTEN connection is down)"
         )
+    db.samples.count(SampleKind.probe, "/ready", failed=error is not None)  # availability (docs/metrics.md)
     if error is not None:
         db.log.warning("not ready", error=error)
         response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE

@@ -21,6 +21,7 @@ from stratus_db.security.principal import Principal, PrincipalKind
 SYSTEM_ONLY = frozenset({PrincipalKind.system})
 MANAGERS = frozenset({PrincipalKind.system, PrincipalKind.admin})
 AUDITORS = frozenset({PrincipalKind.system, PrincipalKind.auditor})
+OPERATORS = MANAGERS | AUDITORS
 
 
 @dataclass(frozen=True)
@@ -100,9 +101,8 @@ RULES: Mapping[str, Rule] = {
     # line) makes one, or an administrator could make themselves more than an administrator. Revoking takes power
     # away: administrators may.
     # Figures about every user, none about one (docs/metrics.md): for those who run the service and those who check it.
-    "analytics.report": Rule(
-        anyone=frozenset({PrincipalKind.system, PrincipalKind.admin, PrincipalKind.auditor})
-    ),
+    "analytics.report": Rule(anyone=OPERATORS),
+    "analytics.current": Rule(anyone=OPERATORS),
     "analytics.rollup": Rule(anyone=MANAGERS),
     "api_key.create": Rule(anyone=SYSTEM_ONLY),
     "api_key.revoke": Rule(anyone=MANAGERS),
