@@ -6,8 +6,10 @@ from __future__ import annotations
 import json
 import uuid
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import httpx
+import pytest
 
 from stratus_db import Database, Principal, PrincipalKind
 from tests.fixtures.http import ADMIN, assert_problem, bearer, new_user
@@ -199,3 +201,136 @@ async def test_preferences_credentials_and_deactivation(client: httpx.AsyncClien
     deactivated = await client.post(f"{base}/deactivate", json={"reason": "aposentado"}, headers=as_admin)
     assert deactivated.json()["deactivated_at"] is not None
     assert (await client.post(f"{base}/reactivate", headers=as_admin)).json()["deactivated_at"] is None
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "request_", "location"),
+    [
+        (
+            "POST",
+            "/v1/users",
+            {"json": {"name": "  ", "email": "c@x.com.br", "role": "pilot"}},
+            ["body", "name"],
+        ),
+        ("GET", "/v1/users", {"params": {"role": "astronauta"}}, ["query", "role"]),
+        ("PATCH", "/v1/users/{ana}", {"json": {"apelido": "Aninha"}}, ["body", "apelido"]),
+        (
+            "POST",
+            "/v1/users/{ana}/credentials",
+            {"json": {"code": "PPR", "number": "9" * 51}},
+            ["body", "number"],
+        ),
+        (
+            "PUT",
+            "/v1/users/{ana}/memories/base",
+            {"json": {"value": 1, "importance_score": 1.5}},
+            ["body", "importance_score"],
+        ),
+        (
+            "PUT",
+            "/v1/users/{ana}/memories/base",
+            {"json": {"value": 1, "ttl_seconds": 0}},
+            ["body", "ttl_seconds"],
+        ),
+        ("GET", "/v1/users/{ana}/conversations", {"params": {"status": "apagada"}}, ["query", "status"]),
+        (
+            "POST",
+            "/v1/users/{ana}/conversations/{chat}/messages",
+            {"json": {"content": "oi", "tokens_used": -1}},
+            ["body", "tokens_used"],
+        ),
+        ("PATCH", "/v1/users/{ana}/conversations/{chat}", {"json": {"title": "\x00"}}, ["body", "title"]),
+        (
+            "PUT",
+            "/v1/users/{ana}/consents/analytics",
+            {"json": {"text_version": "v1", "channel": "bate papo"}},
+            ["body", "channel"],
+        ),
+        (
+            "PUT",
+            "/v1/users/{ana}/consents/publicidade",
+            {"json": {"text_version": "v1", "channel": "app"}},
+            ["path", "purpose"],
+        ),
+        (
+            "POST",
+            "/v1/audit/verify",
+            {"json": {"expected_heads": [{"last_position": 1, "head": "curta"}]}},
+            ["body", "expected_heads", "0", "head"],
+        ),
+    ],
+    ids=[
+        "blank name",
+        "unknown role",
+        "unknown field",
+        "number too long",
+        "importance above 1",
+        "no lifetime",
+        "unknown status",
+        "negative tokens",
+        "NUL in a title",
+        "channel with a space",
+        "unknown purpose",
+        "head of the wrong size",
+    ],
+)
+async def test_what_the_library_refuses_the_request_model_refuses_naming_the_field(
+    client: httpx.AsyncClient,
+    db: Database,
+    method: str,
+    path: str,
+    request_: dict[str, Any],
+    location: list[str],
+) -> None:
+    """The OpenAPI document says what the library accepts, and the request models hold to it: a request outside it
+    is a 422 from the request model itself (its `errors` name the field), before the library is called."""
+    ana = await new_user(client, db)
+    as_ana = bearer(db, Principal.for_user(ana))
+    chat = (await client.post(f"/v1/users/{ana}/conversations", json={}, headers=as_ana)).json()[
+        "conversation_id"
+    ]
+    caller = bearer(db, AUDITOR) if path.startswith("/v1/audit") else as_ana
+    response = await client.request(method, path.format(ana=ana, chat=chat), headers=caller, **request_)
+    problem = assert_problem(response, 422)
+    errors = problem.get("errors")
+    assert isinstance(errors, list), "refused by the request model, not by the library"
+    assert location in [error["location"] for error in errors], errors
+
+
+async def test_what_the_library_accepts_the_api_accepts(client: httpx.AsyncClient, db: Database) -> None:
+    ana = await new_user(client, db)
+    as_ana = bearer(db, Principal.for_user(ana))
+    base = f"/v1/users/{ana}"
+    chat = (await client.post(f"{base}/conversations", json={}, headers=as_ana)).json()["conversation_id"]
+
+    # JSON has one kind of number: 12.0 is the integer 12, as JSON Schema reads it.
+    sent = await client.post(
+        f"{base}/conversations/{chat}/messages",
+        json={"content": "oi", "tokens_used": 12.0, "metadata": None},
+        headers=as_ana,
+    )
+    assert sent.status_code == 201, sent.text
+    assert (sent.json()["tokens_used"], sent.json()["metadata"]) == (12, {})
+
+    # A cursor the API issued is taken back whatever its length: 200 accented characters, escaped, make a long one.
+    for letter in "áé":
+        stored = await client.put(f"{base}/memories/{letter * 200}", json={"value": letter}, headers=as_ana)
+        assert stored.status_code == 200, stored.text
+    first = (await client.get(f"{base}/memories", params={"limit": 1}, headers=as_ana)).json()
+    assert len(first["next_cursor"]) > 1000
+    second = await client.get(
+        f"{base}/memories", params={"limit": 1, "cursor": first["next_cursor"]}, headers=as_ana
+    )
+    assert second.status_code == 200, second.text
+    assert [item["value"] for item in first["items"] + second.json()["items"]] == ["á", "é"]
+
+    # The library reads these spellings too, beyond what the schema lists.
+    changed = await client.patch(
+        base, json={"canac": " 123456 ", "preferences": {"home_aerodrome": "sbkp"}}, headers=as_ana
+    )
+    assert changed.status_code == 200, changed.text
+    assert (changed.json()["canac"], changed.json()["preferences"]) == ("123456", {"home_aerodrome": "SBKP"})
+    granted = await client.put(
+        f"{base}/consents/analytics", json={"text_version": "v1", "channel": " App "}, headers=as_ana
+    )
+    assert granted.json()["channel"] == "app"

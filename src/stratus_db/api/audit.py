@@ -4,23 +4,41 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Annotated
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, StrictInt, StringConstraints
 
 from stratus_db.api.context import Caller, Db
+from stratus_db.api.fields import Cursor, Limit, integral
 from stratus_db.api.problems import responses
-from stratus_db.audit.manager import AuditManager
+from stratus_db.audit.manager import AuditManager, AuditName
 from stratus_db.audit.report import AuditReport
 from stratus_db.audit.schemas import AuditEvent
+from stratus_db.audit.sealing import GENESIS
 from stratus_db.kit.schemas import Page
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"])
 
+HEAD_CHARS = len(GENESIS)
+"""The length of every head: the chain's first, GENESIS, is written as the others are."""
+
+
+class ExportedHead(BaseModel):
+    """A checkpoint as `stratus-db audit checkpoint --export` or GET /v1/audit/checkpoints gives it: its
+    last_position and head are what verification compares."""
+
+    # What else an export holds (checkpoint_id) goes through: the library names the checkpoint in its problems.
+    model_config = ConfigDict(extra="allow")
+
+    last_position: Annotated[StrictInt, BeforeValidator(integral)]
+    head: Annotated[str, StringConstraints(min_length=HEAD_CHARS, max_length=HEAD_CHARS)]
+
 
 class ExpectedHeads(BaseModel):
-    expected_heads: list[dict[str, Any]] = []
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+    expected_heads: list[ExportedHead] = []
     """Checkpoints exported earlier (`stratus-db audit checkpoint --export`), kept outside the database."""
 
 
@@ -55,14 +73,14 @@ async def query(
     db: Db,
     user_id: uuid.UUID | None = None,
     record_id: uuid.UUID | None = None,
-    table: str | None = Query(None, max_length=63),
-    action: str | None = Query(None, max_length=63),
-    actor: str | None = Query(None, max_length=210),
-    trace_id: str | None = Query(None, max_length=64),
-    since: datetime | None = None,
-    until: datetime | None = None,
-    limit: int = Query(100, ge=1, le=500),
-    cursor: str | None = Query(None, max_length=500),
+    table: AuditName | None = None,
+    action: AuditName | None = None,
+    actor: str | None = Query(None, min_length=1, max_length=210),
+    trace_id: str | None = Query(None, min_length=1, max_length=64),
+    since: AwareDatetime | None = None,
+    until: AwareDatetime | None = None,
+    limit: Limit = 100,
+    cursor: Cursor = None,
 ) -> Page[AuditEvent]:
     """Audit rows, newest first; `since` and `until` are instants with a time zone."""
     return await AuditManager(db).query(
@@ -81,14 +99,16 @@ async def query(
 
 
 @router.get("/report", response_model=AuditReport, responses=responses(403))
-async def report(caller: Caller, db: Db, since: datetime, until: datetime) -> AuditReport:
+async def report(caller: Caller, db: Db, since: AwareDatetime, until: AwareDatetime) -> AuditReport:
+    """What the trail holds for [since, until): `until` after `since`, both instants with a time zone."""
     return await AuditManager(db).report(since, until, principal=caller)
 
 
 @router.post("/verify", response_model=Verification, responses=responses(403))
 async def verify(body: ExpectedHeads, caller: Caller, db: Db) -> Verification:
     """Recompute the trail against its seals (and the heads given): `ok`, and the problems in chain order."""
-    found = await AuditManager(db).verify(expected_heads=body.expected_heads, principal=caller)
+    heads = [head.model_dump() for head in body.expected_heads]
+    found = await AuditManager(db).verify(expected_heads=heads, principal=caller)
     return Verification.model_validate(found, from_attributes=True)
 
 

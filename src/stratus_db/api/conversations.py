@@ -3,49 +3,89 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Query, status
-from pydantic import BaseModel
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
 from stratus_db.api.context import Caller, Db
+from stratus_db.api.fields import (
+    NOT_BLANK,
+    Cursor,
+    DescribedAs,
+    Limit,
+    NotNull,
+    StoredJsonObject,
+    changes_schema,
+    integral,
+    pattern,
+)
 from stratus_db.api.problems import responses
 from stratus_db.conversations.manager import ConversationManager
+from stratus_db.conversations.reads import MAX_CONTEXT_TOKENS
 from stratus_db.conversations.schemas import (
+    Content,
     ContextWindow,
     Conversation,
     ConversationStats,
     Message,
+    MessageInput,
     SearchHit,
+    Title,
     UsageStats,
 )
 from stratus_db.errors import NotFoundError
 from stratus_db.kit.schemas import Page
+from stratus_db.kit.validation import INT32_MAX, SafeJsonObject
+from stratus_db.models.conversation import ConversationStatus
 
 router = APIRouter(prefix="/v1/users/{user_id}/conversations", tags=["conversations"])
 One = "/{conversation_id}"
 
 
+ConversationTitle = Annotated[Title, pattern(NOT_BLANK)]
+JsonObject = Annotated[SafeJsonObject, DescribedAs(StoredJsonObject)]
+
+
 class NewConversation(BaseModel):
-    title: str | None = None
-    context: dict[str, Any] | None = None
+    model_config = ConfigDict(extra="forbid")
+
+    title: ConversationTitle | None = None
+    context: JsonObject | None = None
 
 
 class ConversationChanges(BaseModel):
-    title: str | None = None
-    context: dict[str, Any] | None = None
+    """The fields to change; a field left out keeps its value."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra=changes_schema)
+
+    # The library reads null as left out: a body of nulls would change nothing, which it refuses.
+    title: Annotated[ConversationTitle | None, NotNull] = None
+    context: Annotated[JsonObject | None, NotNull] = None
 
 
-class NewMessage(BaseModel):
-    content: str
-    message_type: str = "user_input"
-    agent_name: str | None = None
-    metadata: dict[str, Any] | None = None
-    tokens_used: int | None = None
-    response_time: float | None = None
+# The library's own model of a message (conversations/schemas.py MessageInput): its limits are the API's.
+class NewMessage(MessageInput):
+    """A message to append."""
+
+    model_config = ConfigDict(use_attribute_docstrings=True)
+
+    content: Annotated[Content, pattern(NOT_BLANK)]
+    """Kept exactly as given."""
+    metadata: JsonObject = Field(default_factory=dict)
     message_id: uuid.UUID | None = None
     """Given, a repeated call (a retry) returns the message stored the first time instead of storing it again."""
+
+    @field_validator("metadata", mode="before")
+    @classmethod
+    def _null_is_empty(cls, value: object) -> object:
+        # As the library's add_message reads it, and as the API always took it.
+        return {} if value is None else value
+
+    @field_validator("tokens_used", mode="before")
+    @classmethod
+    def _integral(cls, value: object) -> object:
+        return integral(value)
 
 
 @router.post(
@@ -64,9 +104,9 @@ async def list_conversations(
     user_id: uuid.UUID,
     caller: Caller,
     db: Db,
-    status: str | None = Query(None, max_length=20, description="active, archived or deleted"),
-    limit: int = Query(50, ge=1, le=500),
-    cursor: str | None = Query(None, max_length=500),
+    status: ConversationStatus | None = None,
+    limit: Limit = 50,
+    cursor: Cursor = None,
 ) -> Page[Conversation]:
     return await ConversationManager(db).list_conversations(
         user_id, status=status, limit=limit, cursor=cursor, principal=caller
@@ -154,9 +194,9 @@ async def get_messages(
     conversation_id: uuid.UUID,
     caller: Caller,
     db: Db,
-    limit: int = Query(50, ge=1, le=500),
-    after_seq: int | None = Query(None, ge=0),
-    before_seq: int | None = Query(None, ge=1),
+    limit: Limit = 50,
+    after_seq: int | None = Query(None, ge=0, le=INT32_MAX),
+    before_seq: int | None = Query(None, ge=1, le=INT32_MAX),
 ) -> list[Message]:
     """A page of messages in order: `after_seq` for the next page forward, `before_seq` for the one before."""
     return await ConversationManager(db).get_messages(
@@ -170,7 +210,7 @@ async def get_context(
     conversation_id: uuid.UUID,
     caller: Caller,
     db: Db,
-    max_tokens: int = Query(ge=1, le=1_000_000, description="The budget of the window, in tokens."),
+    max_tokens: int = Query(ge=1, le=MAX_CONTEXT_TOKENS, description="The budget of the window, in tokens."),
 ) -> ContextWindow:
     return await ConversationManager(db).get_context(conversation_id, user_id, max_tokens, principal=caller)
 
@@ -192,8 +232,8 @@ async def usage(
     user_id: Annotated[
         uuid.UUID | None, Query(description="One user's usage; all users' without it (administrators).")
     ] = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    since: AwareDatetime | None = None,
+    until: AwareDatetime | None = None,
 ) -> UsageStats:
     """Conversations, messages and tokens by day and by agent, over [since, until) (instants with a time zone)."""
     return await ConversationManager(db).get_usage_stats(user_id, since, until, principal=caller)

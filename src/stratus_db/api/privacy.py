@@ -5,24 +5,33 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import aclosing
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, status
+from fastapi import APIRouter, status
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from stratus_db.api.context import Caller, Db
+from stratus_db.api.fields import NOT_BLANK, Cursor, Limit, pattern
 from stratus_db.api.problems import responses
 from stratus_db.kit.schemas import Page
+from stratus_db.models.consent import ConsentPurpose
 from stratus_db.privacy.consent import ConsentManager
-from stratus_db.privacy.consent_schemas import ConsentEvent, ConsentState
-from stratus_db.privacy.manager import PrivacyManager
+from stratus_db.privacy.consent_schemas import CHANNEL, Channel, ConsentEvent, ConsentState, TextVersion
+from stratus_db.privacy.manager import ErasureReason, PrivacyManager
 
 router = APIRouter(prefix="/v1/users/{user_id}", tags=["privacy (LGPD)"])
 
 
-class Erasure(BaseModel):
-    reason: str
+def _reason_not_blank(schema: dict[str, Any]) -> None:
+    schema["properties"]["reason"]["pattern"] = NOT_BLANK
+
+
+# The library's own model of it (privacy/manager.py), and so its limits; it refuses a reason of blanks.
+class Erasure(ErasureReason):
     """Why (the request's protocol, the legal basis): kept in the erasure's audit row."""
+
+    model_config = ConfigDict(json_schema_extra=_reason_not_blank)
 
 
 class Erased(BaseModel):
@@ -32,14 +41,23 @@ class Erased(BaseModel):
     held: list[str]
 
 
+ChannelName = Annotated[Channel, pattern(f"^{CHANNEL.pattern}$")]
+"""Also read in upper case or with spaces around it, and stored as here."""
+Version = Annotated[TextVersion, pattern(NOT_BLANK)]
+
+
 class ConsentGiven(BaseModel):
-    text_version: str
-    channel: str
+    model_config = ConfigDict(extra="forbid")
+
+    text_version: Version
+    channel: ChannelName
 
 
 class ConsentWithdrawn(BaseModel):
-    channel: str
-    text_version: str | None = None
+    model_config = ConfigDict(extra="forbid")
+
+    channel: ChannelName
+    text_version: Version | None = None
 
 
 @router.get(
@@ -85,9 +103,9 @@ async def consent_history(
     user_id: uuid.UUID,
     caller: Caller,
     db: Db,
-    purpose: str | None = Query(None, max_length=50),
-    limit: int = Query(50, ge=1, le=500),
-    cursor: str | None = Query(None, max_length=500),
+    purpose: ConsentPurpose | None = None,
+    limit: Limit = 50,
+    cursor: Cursor = None,
 ) -> Page[ConsentEvent]:
     return await ConsentManager(db).consent_history(
         user_id, purpose=purpose, limit=limit, cursor=cursor, principal=caller
@@ -101,7 +119,7 @@ async def consent_history(
     responses=responses(403, 404),
 )
 async def grant_consent(
-    user_id: uuid.UUID, purpose: str, body: ConsentGiven, caller: Caller, db: Db
+    user_id: uuid.UUID, purpose: ConsentPurpose, body: ConsentGiven, caller: Caller, db: Db
 ) -> ConsentEvent:
     return await ConsentManager(db).grant_consent(
         user_id, purpose, body.text_version, body.channel, principal=caller
@@ -110,7 +128,7 @@ async def grant_consent(
 
 @router.delete("/consents/{purpose}", response_model=ConsentEvent, responses=responses(403, 404))
 async def revoke_consent(
-    user_id: uuid.UUID, purpose: str, caller: Caller, db: Db, body: ConsentWithdrawn | None = None
+    user_id: uuid.UUID, purpose: ConsentPurpose, caller: Caller, db: Db, body: ConsentWithdrawn | None = None
 ) -> ConsentEvent:
     withdrawn = body or ConsentWithdrawn(channel="api")
     return await ConsentManager(db).revoke_consent(

@@ -43,14 +43,16 @@ OUTSIDE_ACTOR_PREFIX = "db:"
 """The actor of a row the database's trigger wrote for a write made outside the library (revision 0011)."""
 DEFAULT_SEAL_BATCH = 1000
 MAX_SEAL_BATCH = 10_000
-_Name = Annotated[StrictStr, StringConstraints(min_length=1, max_length=63, pattern=r"^[A-Za-z0-9_.:\-]+$")]
+AuditName = Annotated[
+    StrictStr, StringConstraints(min_length=1, max_length=63, pattern=r"^[A-Za-z0-9_.:\-]+$")
+]
 
 
 class _AuditQuery(InputModel):
     user_id: uuid.UUID | None = None
     record_id: uuid.UUID | None = None
-    table: _Name | None = None
-    action: _Name | None = None
+    table: AuditName | None = None
+    action: AuditName | None = None
     actor: Annotated[StrictStr, StringConstraints(min_length=1, max_length=210)] | None = None
     trace_id: Annotated[StrictStr, StringConstraints(min_length=1, max_length=64)] | None = None
     since: Timestamp | None = None

@@ -13,12 +13,12 @@ from stratus_db.kit.schemas import FrozenModel
 from stratus_db.kit.validation import InputModel, TextEnum, storable_text
 from stratus_db.models.consent import ConsentAction, ConsentPurpose
 
-_CHANNEL = re.compile(r"[a-z][a-z0-9_-]*")
+CHANNEL = re.compile(r"[a-z][a-z0-9_-]*")
 
 
 def _channel_name(value: str) -> str:
     name = value.lower()
-    if not _CHANNEL.fullmatch(name):
+    if not CHANNEL.fullmatch(name):
         raise ValueError(
             "must be a short name of lower-case letters, digits, '_' and '-', starting with a letter "
             "(e.g. app, web, api, support)"

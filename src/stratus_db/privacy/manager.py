@@ -59,7 +59,7 @@ if TYPE_CHECKING:
     from stratus_db.database import StratusPostgreSQLIntegration
 
 
-class _ErasureReason(InputModel):
+class ErasureReason(InputModel):
     reason: Annotated[NonEmptyStr, StringConstraints(max_length=500)]
 
 
@@ -157,7 +157,7 @@ class PrivacyManager:
         """
         async with self._db.operation("privacy.erase", principal=principal) as op:
             key = parse_uuid(user_id, "user_id")
-            cause = validate_input(_ErasureReason, {"reason": reason}).reason
+            cause = validate_input(ErasureReason, {"reason": reason}).reason
             await op.authorize(key, tx=tx)
             held = self._db.settings.STRATUS_ERASURE_LEGAL_HOLD
 

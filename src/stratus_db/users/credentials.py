@@ -233,7 +233,7 @@ TYPE_RATING_PREFIX = "TIPO:"
 
 _TYPE_RATING = re.compile(r"TIPO\s*[:\s]\s*([A-Z0-9][A-Z0-9-]{0,9})")
 _DESIGNATOR = re.compile(r"[A-Z0-9]+(?:-[A-Z0-9]+)*")
-_CANAC = re.compile(r"[0-9]{6}")
+CANAC = re.compile(r"[0-9]{6}")
 _MAX_SHOWN = 200
 
 
@@ -505,7 +505,7 @@ def validate_canac(canac: str) -> str:
     if not isinstance(canac, str):
         raise ValidationError(f"canac must be text, got {type(canac).__name__}; {accepted}")
     text = canac.strip()
-    if _CANAC.fullmatch(text) is None:
+    if CANAC.fullmatch(text) is None:
         raise ValidationError(f"canac {_shown(canac)} is not a CANAC; {accepted}")
     return text
 
