@@ -8,7 +8,7 @@ BENCH_BIN := $(BENCH_VENV)/bin
 BENCH_STAMP := $(BENCH_VENV)/.installed-stamp
 PIP := python -m pip --quiet --disable-pip-version-check
 
-.PHONY: install demo test lint typecheck pytest wheel-check bench bench-install bench-memory bench-conversations bench-logging bench-activity bench-crypto bench-encryption bench-consent bench-audit bench-http lock clean
+.PHONY: install browser demo test lint typecheck pytest wheel-check bench bench-install bench-memory bench-conversations bench-logging bench-activity bench-crypto bench-encryption bench-consent bench-audit bench-http lock clean
 
 # Locked installs in two steps: every dependency from a lock with hashes (--require-hashes: pip refuses any file
 # whose hash is not in it), then the project itself, editable and without dependencies. One step cannot do both:
@@ -38,8 +38,12 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
-pytest: install
+pytest: install browser
 	$(BIN)/pytest
+
+# The system's Chromium for the dashboard's browser tests (installed with apt-get when missing).
+browser:
+	bash scripts/ensure_chromium.sh
 
 test: lint typecheck pytest
 

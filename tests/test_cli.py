@@ -16,6 +16,7 @@ from sqlalchemy.engine import make_url
 from typer.testing import CliRunner, Result
 
 from stratus_db import (
+    AnalyticsManager,
     ApiKeyManager,
     AuditManager,
     ConversationManager,
@@ -864,3 +865,51 @@ async def test_api_keys_are_made_listed_and_revoked_from_the_command_line(databa
     refused = await invoke("create-api-key", "--name", "x", "--kind", "agent", "--id", "briefing")
     assert refused.exit_code == 1
     assert (await invoke("revoke-api-key", str(uuid.uuid4()))).exit_code == 1
+
+
+async def test_rollup_and_the_metrics_report_in_each_format(database_url: str, tmp_path: Path) -> None:
+    """Two users who wrote three days ago (in the metrics' zone): rolled up, then reported in JSON, CSV and HTML."""
+    three_days_ago = datetime.now(UTC) - timedelta(days=3)
+    db = Database(settings_for(database_url), clock=lambda: three_days_ago)
+    try:
+        for email in ("ana@aeroclube.com.br", "bia@aeroclube.com.br"):
+            user = await UserManager(db).create_user("Piloto", email, "pilot")
+            conversation = await ConversationManager(db).create_conversation(user.user_id, "voo")
+            await ConversationManager(db).add_message(
+                conversation.conversation_id, user.user_id, "METAR SBKP?"
+            )
+        day = AnalyticsManager(db).calendar.day_of(three_days_ago)
+    finally:
+        await db.close()
+
+    rolled = await invoke("rollup")
+    assert rolled.exit_code == 0, rolled.output
+    yesterday = day + timedelta(days=2)
+    assert rolled.stdout.strip() == (
+        f"rolled up 3 days: the rollups hold every day through {yesterday} (America/Sao_Paulo)"
+    )
+    assert (await invoke("rollup")).stdout.startswith("rolled up 0 days"), "idempotent"
+    today = datetime.now(UTC).date()
+    not_over = await invoke("rollup", "--through", f"{today + timedelta(days=1)}")
+    assert not_over.exit_code == 1
+    assert "a day that is over" in not_over.stderr
+
+    window = ["--since", f"{day}", "--until", f"{day}"]
+    as_json = await invoke("report", *window)
+    assert as_json.exit_code == 0, as_json.output
+    document = json.loads(as_json.stdout)
+    assert (document["daily_active_users"], document["messages"], document["rolled_through"]) == (
+        2,
+        2,
+        f"{yesterday}",
+    )
+    as_csv = (await invoke("report", *window, "--format", "csv")).stdout.splitlines()
+    assert as_csv[0] == "figure,value"
+    assert f"days[{day}].active_users,2" in as_csv
+    page = tmp_path / "metrics.html"
+    as_html = await invoke("report", *window, "--format", "html", "--output", str(page))
+    assert as_html.stdout.strip() == f"metrics report ({day} to {day}) written to {page}"
+    assert f'data-key="{day}" data-value="2"' in page.read_text()
+    backwards = await invoke("report", "--since", f"{day}", "--until", f"{day - timedelta(days=1)}")
+    assert backwards.exit_code == 1
+    assert "until must be on or after since" in backwards.stderr

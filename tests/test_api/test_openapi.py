@@ -6,11 +6,7 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -20,8 +16,8 @@ import pytest
 from stratus_db import Database, Principal, PrincipalKind
 from stratus_db.api import issue_token
 from tests.fixtures.databases import settings_for, sqlite_url, throwaway_postgres_database
+from tests.fixtures.server import BIN, serving
 
-BIN = Path(sys.executable).parent
 CHECKS = "not_a_server_error,response_schema_conformance,status_code_conformance,content_type_conformance"
 
 
@@ -40,34 +36,8 @@ async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncI
 
 @pytest.fixture
 def server(database_url: str, tmp_path: Path) -> Iterator[str]:
-    """`stratus-db serve` on a free port, until the test ends; its base URL."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    environment = os.environ | {"DATABASE_URL": database_url, "LOG_LEVEL": "WARNING"}
-    log = (tmp_path / "serve.log").open("wb")
-    process = subprocess.Popen(
-        [str(BIN / "stratus-db"), "serve", "--host", "127.0.0.1", "--port", str(port)],
-        env=environment,
-        cwd=tmp_path,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(150):
-            try:
-                with urllib.request.urlopen(f"{base}/health", timeout=1):
-                    break
-            except OSError:
-                time.sleep(0.1)
-        else:
-            raise AssertionError((tmp_path / "serve.log").read_text())
+    with serving(database_url, tmp_path) as base:
         yield base
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-        log.close()
 
 
 def test_the_whole_api_holds_to_its_openapi_document(server: str, database_url: str, tmp_path: Path) -> None:

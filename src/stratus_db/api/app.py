@@ -11,7 +11,17 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from stratus_db import tracing
-from stratus_db.api import audit, conversations, memories, metrics, operations, privacy, problems, users
+from stratus_db.api import (
+    audit,
+    conversations,
+    dashboard,
+    memories,
+    metrics,
+    operations,
+    privacy,
+    problems,
+    users,
+)
 from stratus_db.api.middleware import BodyLimit, RequestTrace
 from stratus_db.config import Settings, load_settings
 from stratus_db.database import StratusPostgreSQLIntegration
@@ -69,6 +79,7 @@ def create_app(
         conversations.stats_router,
         privacy.router,
         audit.router,
+        dashboard.router,
     ):
         app.include_router(router)
     return app

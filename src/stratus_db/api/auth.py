@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import jwt
 from fastapi import Depends, Request
@@ -24,6 +24,9 @@ from stratus_db.kit.validation import shown
 from stratus_db.security.api_keys import KEY_PREFIX, ApiKeyManager
 from stratus_db.security.crypto import ed25519_private_key, ed25519_public_key
 from stratus_db.security.principal import Principal, PrincipalKind
+
+if TYPE_CHECKING:
+    from stratus_db.database import StratusPostgreSQLIntegration
 
 HMAC, EDDSA = "HS256", "EdDSA"
 MAX_TOKEN_LIFETIME = timedelta(days=366)
@@ -130,10 +133,18 @@ async def authenticate(
     """The calling principal (a FastAPI dependency): a service's API key (`sk_stratus_…`), else a JWT."""
     if credentials is None:
         raise UnauthenticatedError("this endpoint needs a bearer token (Authorization: Bearer …)")
-    db = request.app.state.db
-    if credentials.credentials.startswith(KEY_PREFIX):
-        principal = await ApiKeyManager(db).principal_for(credentials.credentials)
+    return await principal_for_token(request.app.state.db, credentials.credentials)
+
+
+async def principal_for_token(db: StratusPostgreSQLIntegration, token: str) -> Principal:
+    """The principal a bearer token (an API key or a JWT) stands for.
+
+    Raises:
+        UnauthenticatedError: the key or the token does not hold.
+    """
+    if token.startswith(KEY_PREFIX):
+        principal = await ApiKeyManager(db).principal_for(token)
         if principal is None:
             raise UnauthenticatedError("the API key was refused: unknown, revoked or expired")
         return principal
-    return principal_of(db.settings, credentials.credentials)
+    return principal_of(db.settings, token)
