@@ -8,7 +8,7 @@ BENCH_BIN := $(BENCH_VENV)/bin
 BENCH_STAMP := $(BENCH_VENV)/.installed-stamp
 PIP := python -m pip --quiet --disable-pip-version-check
 
-.PHONY: install browser demo test lint typecheck pytest wheel-check bench bench-install bench-memory bench-conversations bench-logging bench-activity bench-crypto bench-encryption bench-consent bench-audit bench-http lock clean
+.PHONY: install browser demo test lint typecheck pytest wheel-check bench bench-install bench-memory bench-conversations bench-logging bench-activity bench-crypto bench-encryption bench-consent bench-audit bench-http bench-metrics lock clean
 
 # Locked installs in two steps: every dependency from a lock with hashes (--require-hashes: pip refuses any file
 # whose hash is not in it), then the project itself, editable and without dependencies. One step cannot do both:
@@ -57,7 +57,7 @@ wheel-check: install
 # `make bench` runs every script; `make bench-memory`, `make bench-conversations`, `make bench-logging`, `make bench-activity`, `make bench-crypto` or `make bench-consent` one of them. Flags go in
 # BENCH_ARGS, e.g. `make bench-conversations BENCH_ARGS=--no-write`. They run in their own .venv-bench, from
 # requirements/bench.txt: the peers (langchain-core, langsmith) cap uuid-utils below 1, which .venv's tests do not.
-bench: bench-memory bench-conversations bench-logging bench-activity bench-crypto bench-encryption bench-consent bench-audit bench-http
+bench: bench-memory bench-conversations bench-logging bench-activity bench-crypto bench-encryption bench-consent bench-audit bench-http bench-metrics
 
 $(BENCH_STAMP): pyproject.toml requirements/bench.txt
 	$(call locked-install,$(BENCH_VENV),requirements/bench.txt)
@@ -91,6 +91,9 @@ bench-audit: bench-install
 
 bench-http: bench-install
 	$(BENCH_BIN)/python bench/http_service.py $(BENCH_ARGS)
+
+bench-metrics: bench-install
+	$(BENCH_BIN)/python bench/metrics.py $(BENCH_ARGS)
 
 # Re-pin after changing pyproject.toml or requirements/*.in: uv compiles the locks with the hashes of every file of
 # each pinned release. Pins already in a lock are kept where they still fit; `make lock UPGRADE=--upgrade` moves every

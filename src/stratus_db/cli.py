@@ -633,6 +633,8 @@ def rollup(
         f"rolled up {outcome.days_rolled} days{rebuilt}: the rollups hold every day through "
         f"{outcome.rolled_through or 'none yet'} ({outcome.time_zone})"
     )
+    if outcome.samples_purged:
+        typer.echo(f"deleted {outcome.samples_purged} service samples past their retention")
 
 
 @app.command("report")

@@ -214,6 +214,9 @@ class Settings(BaseSettings):
     STRATUS_METRICS_TIME_ZONE: str = "America/Sao_Paulo"
     """The IANA time zone whose calendar days, weeks and months the metrics count in. Changing it makes the rollups
     of the former zone unusable until `stratus-db rollup` rebuilds them (it does so by itself)."""
+    STRATUS_METRICS_SAMPLE_RETENTION_DAYS: Annotated[int, Field(ge=0, le=3660)] = 90
+    """How long the per-minute samples are kept (the error rates and availability of reports further back are then
+    empty): `stratus-db rollup` deletes older ones; 0 keeps them for ever."""
     STRATUS_METRICS_FLUSH_S: Annotated[float, Field(ge=0, le=3600)] = 60.0
     """How often each process writes its per-minute counts of calls, requests, probes and cache lookups to
     `service_samples` (error rates and availability, docs/metrics.md); 0 records none."""

@@ -110,6 +110,9 @@ AUDIT_TABLES = frozenset(
     {"audit_log", "audit_chain", "audit_checkpoints", "audit_redactions", "audit_rewrite_permits"}
 )
 """The audit trail's tables: the application's role appends to some and rewrites none (`grant_application_role`)."""
+DERIVED_TABLES = frozenset({"activity_daily", "response_time_daily", "rollup_state", "service_samples"})
+"""The metrics' tables (docs/metrics.md): counts derived from the data, or kept by the processes. Not audited, as
+writing them changes nothing of a person's; so without revision 0011's outside-write trigger."""
 APPENDED_BY_THE_APPLICATION = ("audit_log", "audit_chain", "audit_checkpoints")
 """Audit tables the application's role inserts into: its audit rows, and the sealer's seals and checkpoints."""
 AUDIT_FUNCTIONS = (

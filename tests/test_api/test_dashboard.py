@@ -100,6 +100,9 @@ async def test_the_report_as_json_is_the_modules(client: httpx.AsyncClient, db: 
         headers=bearer(db, AUDITOR),
     )
     assert "at most 366 days" in str(assert_problem(too_long, 422))
+    for edge in ({"until": "0001-01-01"}, {"since": "9999-12-31"}):
+        assert_problem(await client.get("/v1/metrics/report", params=edge, headers=bearer(db, AUDITOR)), 422)
+        assert_problem(await client.get("/dashboard", params=edge, headers=bearer(db, AUDITOR)), 422)
 
 
 async def test_a_hostile_filter_is_escaped_on_the_page(client: httpx.AsyncClient, db: Database) -> None:

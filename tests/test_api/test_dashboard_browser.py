@@ -118,6 +118,7 @@ async def check_page_against(page: Page, report: MetricsReport) -> None:
             number(agent.responses),
             number(agent.tokens),
             number(agent.tokens_per_response),
+            number(agent.response_time_mean),
             number(agent.response_time_p50),
             number(agent.response_time_p95),
         ]

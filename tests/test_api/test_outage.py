@@ -8,10 +8,13 @@ import asyncio
 
 import asyncpg
 import httpx
-from sqlalchemy import make_url
+import pytest
+from sqlalchemy import func, make_url, select
 
 from stratus_db import Database, Principal
 from stratus_db.api import create_app
+from stratus_db.errors import DatabaseUnavailableError
+from stratus_db.models import ServiceSampleRow
 from tests.fixtures.databases import settings_for, throwaway_postgres_database
 from tests.fixtures.http import CLIENT, assert_problem, bearer, new_user
 
@@ -53,11 +56,24 @@ async def test_postgres_an_outage_is_503_and_the_service_recovers_by_itself() ->
                 assert name not in down.text, "the server and database are not the client's business"
                 assert (await client.get("/ready")).status_code == 503
                 assert (await client.get("/health")).status_code == 200, "alive all along"
+                with pytest.raises(DatabaseUnavailableError):
+                    await db.samples.flush()  # the counts stay for the next flush
 
                 await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
                 for _ in range(3):
                     assert (await client.get(f"/v1/users/{ana}", headers=as_ana)).status_code == 200
                 await ready_again(client)
+                await db.samples.flush()
+                async with db.transaction() as conn:
+                    probes = (
+                        await conn.execute(
+                            select(func.sum(ServiceSampleRow.total), func.sum(ServiceSampleRow.failed)).where(
+                                ServiceSampleRow.kind == "probe"
+                            )
+                        )
+                    ).one()
+                assert probes[1] >= 1, "the failed probes of the outage are recorded once it is over"
+                assert probes[0] > probes[1]
         finally:
             await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
             await admin.close()

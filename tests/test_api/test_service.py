@@ -362,3 +362,17 @@ async def test_requests_and_probes_are_sampled_and_the_current_figures_are_gauge
     assert 'stratus_availability{source="probes"} 1.0' in text
     assert 'stratus_availability{source="requests"}' in text
     assert "stratus_error_rate " in text
+
+
+async def test_a_streamed_answer_is_not_cut_by_a_declared_body_it_never_reads(
+    client: httpx.AsyncClient, db: Database
+) -> None:
+    """The export streams, listening for the client leaving; a Content-Length over the limit on a GET whose body
+    nobody reads must not turn into a refusal once the answer has begun."""
+    ana = await new_user(client, db)
+    exported = await client.get(
+        f"/v1/users/{ana}/export",
+        headers=bearer(db, Principal.for_user(ana)) | {"Content-Length": "999999999"},
+    )
+    assert exported.status_code == 200, exported.text
+    assert exported.json()["user_id"] == str(ana)

@@ -150,3 +150,12 @@ def admin_claims(db: Database) -> dict[str, object]:
 
 def b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+async def test_a_header_whose_algorithm_is_not_a_name_is_401(public_key_only: httpx.AsyncClient) -> None:
+    """`alg` as a list (or a number): refused as any foreign token is, not a failure of the service."""
+    for algorithm in (["EdDSA"], 7, None):
+        header = b64url(json.dumps({"alg": algorithm, "typ": "JWT"}).encode())
+        token = f"{header}.{b64url(b'{}')}.{b64url(b'x')}"
+        problem = assert_problem(await public_key_only.get("/v1/users", headers=bearer(token)), 401)
+        assert "is not accepted here" in str(problem["detail"])

@@ -36,7 +36,9 @@ from stratus_db import (
     PrincipalKind,
     UserManager,
 )
-from stratus_db.errors import PermissionDeniedError, ValidationError
+from stratus_db.analytics import sources
+from stratus_db.analytics.calendar import LocalCalendar
+from stratus_db.errors import ConflictError, PermissionDeniedError, ValidationError
 from stratus_db.kit.histogram import GROWTH
 from stratus_db.models import ActivityDailyRow, ServiceSampleRow
 from tests.fixtures.clock import ManualClock
@@ -176,6 +178,7 @@ def check_the_month(report: MetricsReport) -> None:
     assert (briefing.agent_name, briefing.responses, briefing.tokens) == ("briefing", 5, 500)
     assert briefing.tokens_per_response == 100
     assert briefing.conversations == 5  # A on the 2nd; A and C on the 10th; C2 on the 17th; A on the 18th
+    assert briefing.response_time_mean == pytest.approx(8.0 / 5)
     assert near(briefing.response_time_p50, 1.5)  # 0.5 1.0 [1.5] 2.0 3.0
     assert near(briefing.response_time_p95, 3.0)
     assert briefing.per_day == {
@@ -185,6 +188,7 @@ def check_the_month(report: MetricsReport) -> None:
         date(2026, 11, 18): 1,
     }
     assert (metar.agent_name, metar.responses, metar.tokens, metar.conversations) == ("metar", 3, 150, 3)
+    assert metar.response_time_mean == pytest.approx(16.0 / 3)
     assert near(metar.response_time_p50, 4.0)  # 2.0 [4.0] 10.0
     assert near(metar.response_time_p95, 10.0)
 
@@ -358,3 +362,62 @@ async def test_erasing_a_user_removes_their_rolled_up_days(month: Month) -> None
             )
         ).scalar_one()
     assert left == 0
+
+
+@pytest.mark.parametrize(
+    ("since", "until"), [(date.min, date.min), (date.max, date.max), (date(1969, 12, 31), UNTIL)]
+)
+async def test_days_at_the_calendars_ends_are_refused_not_a_failure(
+    month: Month, since: date, until: date
+) -> None:
+    with pytest.raises(ValidationError, match=r"since|until"):
+        await AnalyticsManager(month.db).report(since, until, principal=ADMIN)
+
+
+async def test_old_history_imported_after_a_rollup_is_counted_again(month: Month) -> None:
+    analytics = AnalyticsManager(month.db)
+    await analytics.rollup(principal=ADMIN)
+    bia = month.users["bia"]
+    await ConversationManager(month.db).import_messages(
+        month.conversations["B"],
+        bia,
+        [{"content": "Mensagem antiga", "tokens_used": 10, "created_at": local(20, 9)}],
+        principal=Principal.for_user(bia),
+    )
+    before_rollup = await analytics.report(SINCE, UNTIL, principal=ADMIN)
+    assert before_rollup.rolled_through == date(2026, 11, 19), "the rollups end before the imported day now"
+    assert {day.day: day.active_users for day in before_rollup.days}[date(2026, 11, 20)] == 1
+    assert before_rollup.messages == 18
+    again = await analytics.rollup(principal=ADMIN)
+    assert (again.days_rolled, again.rolled_through) == (17, date(2026, 12, 6))
+    after_rollup = await analytics.report(SINCE, UNTIL, principal=ADMIN)
+    assert after_rollup.days == before_rollup.days
+
+
+async def test_the_rollup_job_deletes_samples_past_their_retention(month: Month) -> None:
+    now = month.clock.now
+    rows = [(now - timedelta(days=91), "old"), (now - timedelta(days=89), "kept")]
+    async with month.db.transaction() as conn:
+        await conn.execute(
+            insert(ServiceSampleRow),
+            [
+                {"minute": minute, "instance": instance, "kind": "probe", "name": "/ready"}
+                | {"total": 1, "failed": 0, "refused": 0}
+                for minute, instance in rows
+            ],
+        )
+    outcome = await AnalyticsManager(month.db).rollup(principal=ADMIN)
+    assert outcome.samples_purged == 1
+    async with month.db.transaction() as conn:
+        left = (await conn.execute(select(ServiceSampleRow.instance))).scalars().all()
+    assert left == ["kept"]
+
+
+async def test_a_rollup_in_another_time_zone_meanwhile_is_refused(month: Month) -> None:
+    """Two processes with different STRATUS_METRICS_TIME_ZONE (a deployment half done) must not mix their days."""
+    await AnalyticsManager(month.db).rollup(through=date(2026, 11, 10), principal=ADMIN)
+    async with month.db.transaction() as conn:
+        with pytest.raises(ConflictError, match="STRATUS_METRICS_TIME_ZONE"):
+            await sources.roll_up_days(
+                conn, LocalCalendar("UTC"), date(2026, 11, 11), date(2026, 11, 12), month.clock.now
+            )

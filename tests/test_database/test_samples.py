@@ -87,3 +87,17 @@ async def test_no_samples_when_turned_off(db: Database) -> None:
         assert handle.samples.enabled is False
         assert await handle.samples.flush() == 0
         assert await samples_of(handle, handle.samples.instance) == {}
+
+
+async def test_closing_writes_at_once_rather_than_waiting_for_the_next_flush(db: Database) -> None:
+    """A flush scheduled but not yet begun is cancelled, and close() writes the counts itself (it used to wait for
+    the scheduled one: the whole interval, an hour here)."""
+    async for open_handle in handles_on(db):
+        handle: Database = open_handle(STRATUS_METRICS_FLUSH_S=3600)
+        await UserManager(handle).list_users(principal=ADMIN)
+        scheduled = handle.samples._flusher
+        assert scheduled is not None
+        assert not scheduled.done()
+        await handle.close()
+        assert scheduled.cancelled()
+        assert (await samples_of(db, handle.samples.instance))[("operation", "user.list")] == (1, 0, 0)

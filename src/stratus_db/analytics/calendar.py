@@ -27,13 +27,9 @@ class LocalCalendar:
         return self.start_of(first), self.start_of(last + timedelta(days=1))
 
 
-def week_start(day: date) -> date:
+def monday_of(day: date) -> date:
     """The Monday of the ISO week of `day`."""
     return day - timedelta(days=day.weekday())
-
-
-def month_start(day: date) -> date:
-    return day.replace(day=1)
 
 
 def days(first: date, last: date) -> list[date]:

@@ -13,6 +13,7 @@ from stratus_db.analytics import report, sources
 from stratus_db.analytics.calendar import LocalCalendar
 from stratus_db.analytics.schemas import CurrentFigures, MetricsReport, RollupOutcome
 from stratus_db.errors import ValidationError
+from stratus_db.kit.sql import begin_snapshot
 from stratus_db.kit.validation import InputModel, validate_input
 from stratus_db.security.principal import Principal
 
@@ -20,13 +21,18 @@ if TYPE_CHECKING:
     from stratus_db.database import StratusPostgreSQLIntegration
 
 MAX_REPORT_DAYS: Final = 366
+EARLIEST_DAY: Final = date(1970, 1, 1)
+LATEST_DAY: Final = date(2999, 12, 31)
+"""The days a report or a rollup may name: the figures look up to 29 days before and nine weeks after them, which
+the calendar's ends would not allow."""
+Day = Annotated[date, Field(strict=True, ge=EARLIEST_DAY, le=LATEST_DAY)]
 ROLLUP_CHUNK_DAYS: Final = 31
 """Days rolled up per transaction: a long rebuild keeps what it has done if it stops."""
 
 
 class _Range(InputModel):
-    since: Annotated[date, Field(strict=True)]
-    until: Annotated[date, Field(strict=True)]
+    since: Day
+    until: Day
     agent: Annotated[str, StringConstraints(min_length=1, max_length=100)] | None = None
 
     @model_validator(mode="after")
@@ -39,7 +45,7 @@ class _Range(InputModel):
 
 
 class _Through(InputModel):
-    through: Annotated[date, Field(strict=True)] | None = None
+    through: Day | None = None
 
 
 class AnalyticsManager:
@@ -83,6 +89,8 @@ class AnalyticsManager:
             calendar, now = self.calendar, self._db.clock()
 
             async def work(conn: AsyncConnection) -> MetricsReport:
+                if tx is None:
+                    await begin_snapshot(conn)  # a dozen statements, one state: the days add up to the totals
                 state = await sources.rollup_state(conn)
                 through = state[1] if state is not None and state[0] == calendar.zone_name else None
                 window = report.Window(
@@ -114,17 +122,19 @@ class AnalyticsManager:
         self, *, through: date | None = None, principal: Principal | None = None
     ) -> RollupOutcome:
         """Roll up every complete local day not rolled up yet, through `through` (default: yesterday), in chunks of
-        31 days, one transaction each. Idempotent; the rollups of another time zone are dropped and made again.
-        Run it once a day (docs/metrics.md, docs/deploy.md).
+        31 days, one transaction each. Idempotent; the rollups of another time zone are dropped and made again. Also
+        deletes the service samples older than STRATUS_METRICS_SAMPLE_RETENTION_DAYS. Run it once a day
+        (docs/metrics.md, docs/deploy.md).
 
         Raises:
             ValidationError: `through` is not a date, or is today or later (a day is rolled up once it is over).
             PermissionDeniedError: the principal is not an administrator or trusted code.
+            ConflictError: another process rolls up in another time zone (STRATUS_METRICS_TIME_ZONE differs).
         """
         async with self._db.operation("analytics.rollup", principal=principal) as op:
             asked = validate_input(_Through, {"through": through})
-            calendar = self.calendar
-            today = calendar.day_of(self._db.clock())
+            calendar, now = self.calendar, self._db.clock()
+            today = calendar.day_of(now)
             last = asked.through or today - timedelta(days=1)
             if last >= today:
                 raise ValidationError(
@@ -145,6 +155,12 @@ class AnalyticsManager:
                 return await sources.first_message_day(conn, calendar), rebuilt
 
             first, rebuilt = await op.run(plan)
+            keep_days = self._db.settings.STRATUS_METRICS_SAMPLE_RETENTION_DAYS
+            purged = (
+                await op.run(lambda conn: sources.purge_samples(conn, now - timedelta(days=keep_days)))
+                if keep_days
+                else 0
+            )
             rolled = 0
             while first is not None and first <= last:
                 chunk_last = min(last, first + timedelta(days=ROLLUP_CHUNK_DAYS - 1))
@@ -152,7 +168,6 @@ class AnalyticsManager:
                 async def chunk(
                     conn: AsyncConnection, first: date = first, chunk_last: date = chunk_last
                 ) -> None:
-                    await sources.lock_rollups(conn)
                     await sources.roll_up_days(conn, calendar, first, chunk_last, self._db.clock())
 
                 await op.run(chunk)
@@ -164,4 +179,5 @@ class AnalyticsManager:
                 rolled_through=None if state is None else state[1],
                 days_rolled=rolled,
                 rebuilt=rebuilt,
+                samples_purged=purged,
             )

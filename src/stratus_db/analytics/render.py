@@ -60,8 +60,17 @@ def to_csv(report: MetricsReport) -> str:
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(["figure", "value"])
     for path, value in _flatten(report.model_dump(mode="json"), ""):
-        writer.writerow([path, "" if value is None else value])
+        writer.writerow([path, _cell(value)])
     return out.getvalue()
+
+
+def _cell(value: Any) -> Any:
+    """A value as a spreadsheet will read it: text that starts like a formula (=, +, -, @) is quoted as text."""
+    if value is None:
+        return ""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@"):
+        return "'" + value
+    return value
 
 
 # -- HTML -----------------------------------------------------------------------------------------------------------

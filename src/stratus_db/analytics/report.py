@@ -13,7 +13,7 @@ from sqlalchemy import CTE, String, distinct, func, literal, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from stratus_db.analytics import sources
-from stratus_db.analytics.calendar import LocalCalendar, days, week_start
+from stratus_db.analytics.calendar import LocalCalendar, days, monday_of
 from stratus_db.analytics.schemas import (
     AgentFigures,
     Availability,
@@ -28,8 +28,7 @@ from stratus_db.analytics.schemas import (
 )
 from stratus_db.kit.histogram import percentile
 from stratus_db.kit.samples import SampleKind
-from stratus_db.kit.sql import local_day, month_start
-from stratus_db.kit.sql import week_start as week_start_sql
+from stratus_db.kit.sql import local_day, month_start, week_start
 from stratus_db.models import ConversationRow, MemoryRow, MessageType, ServiceSampleRow, UserRow
 from stratus_db.privacy.erasure import is_tombstone
 
@@ -57,9 +56,7 @@ class Window:
     def last_read(self) -> date:
         """The last: the retention of the range's cohorts runs up to eight weeks later, never past today."""
         return min(
-            max(
-                self.until, week_start(self.until) + timedelta(weeks=RETENTION_WEEKS + 1) - timedelta(days=1)
-            ),
+            max(self.until, monday_of(self.until) + timedelta(weeks=RETENTION_WEEKS + 1) - timedelta(days=1)),
             self.today,
         )
 
@@ -166,6 +163,7 @@ async def build(conn: AsyncConnection, window: Window, generated_at: datetime) -
                 if figures["responses"]
                 else None,
                 conversations=figures["conversations"],
+                response_time_mean=figures["time_total"] / figures["timed"] if figures["timed"] else None,
                 response_time_p50=percentile(histograms.get(agent, {}), 0.5),
                 response_time_p95=percentile(histograms.get(agent, {}), 0.95),
                 per_day=dict(sorted(volume.responses_per_day[agent].items())),
@@ -214,7 +212,7 @@ class _Volume:
     messages_per_role: dict[str, int]
     conversations_answered: dict[tuple[date, str], int]
     """With an agent filter: the conversations the agent answered per day and role of their user."""
-    agents: dict[str, dict[str, int]]
+    agents: dict[str, dict[str, Any]]
     responses_per_day: dict[str, dict[date, int]]
 
 
@@ -229,6 +227,8 @@ async def _volume(conn: AsyncConnection, rows: CTE, window: Window) -> _Volume:
             func.sum(rows.c.messages).label("messages"),
             func.sum(rows.c.tokens).label("tokens"),
             func.sum(rows.c.conversations).label("conversations"),
+            func.sum(rows.c.timed).label("timed"),
+            func.sum(rows.c.time_total).label("time_total"),
         )
         .join(UserRow, UserRow.user_id == rows.c.user_id)
         .where(rows.c.day.between(window.since, window.until))
@@ -245,10 +245,14 @@ async def _volume(conn: AsyncConnection, rows: CTE, window: Window) -> _Volume:
         volume.messages_per_role[role] = volume.messages_per_role.get(role, 0) + messages
         if row.message_type != MessageType.agent_response or row.agent_name == sources.NO_AGENT:
             continue
-        agent = volume.agents.setdefault(row.agent_name, {"responses": 0, "tokens": 0, "conversations": 0})
+        agent = volume.agents.setdefault(
+            row.agent_name, {"responses": 0, "tokens": 0, "conversations": 0, "timed": 0, "time_total": 0.0}
+        )
         agent["responses"] += messages
         agent["tokens"] += tokens
         agent["conversations"] += int(row.conversations)
+        agent["timed"] += int(row.timed)
+        agent["time_total"] += float(row.time_total)
         per_day = volume.responses_per_day[row.agent_name]
         per_day[row.day] = per_day.get(row.day, 0) + messages
         key = (row.day, role)
@@ -307,11 +311,11 @@ async def _cohorts(conn: AsyncConnection, active: CTE, window: Window) -> list[C
     """Users by the week they signed up (weeks of the range), and the share of each active in each of the 8 weeks
     after it."""
     calendar = window.calendar
-    first_week, last_week = week_start(window.since), week_start(window.until)
+    first_week, last_week = monday_of(window.since), monday_of(window.until)
     start, end = calendar.bounds(first_week, last_week + timedelta(days=6))
     signed_up = local_day(UserRow.created_at, literal(calendar.zone_name, String))
     cohort_of = (
-        select(UserRow.user_id, week_start_sql(signed_up).label("cohort"))
+        select(UserRow.user_id, week_start(signed_up).label("cohort"))
         .where(UserRow.created_at >= start, UserRow.created_at < end, ~is_tombstone())
         .cte("cohort_of")
     )
@@ -321,7 +325,7 @@ async def _cohorts(conn: AsyncConnection, active: CTE, window: Window) -> list[C
             select(cohort_of.c.cohort, func.count().label("users")).group_by(cohort_of.c.cohort)
         )
     }
-    active_week = week_start_sql(active.c.day).label("week")
+    active_week = week_start(active.c.day).label("week")
     returning = await conn.execute(
         select(cohort_of.c.cohort, active_week, func.count(distinct(active.c.user_id)).label("users"))
         .join(cohort_of, cohort_of.c.user_id == active.c.user_id)

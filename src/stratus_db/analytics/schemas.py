@@ -24,6 +24,8 @@ class AgentFigures(FrozenModel):
     tokens_per_response: float | None
     conversations: int
     """The sum over the days of the conversations the agent answered each day."""
+    response_time_mean: float | None
+    """Seconds, exact: the mean of the response times its responses carry."""
     response_time_p50: float | None
     """Seconds, from the log-bucket histogram: within 2.5 % of the exact median."""
     response_time_p95: float | None
@@ -146,3 +148,5 @@ class RollupOutcome(FrozenModel):
     days_rolled: int
     rebuilt: bool
     """The rollups of another time zone were dropped and made again."""
+    samples_purged: int
+    """Service samples older than STRATUS_METRICS_SAMPLE_RETENTION_DAYS, deleted."""

@@ -22,10 +22,12 @@ from sqlalchemy import (
     select,
     text,
     union_all,
+    update,
 )
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from stratus_db.analytics.calendar import LocalCalendar
+from stratus_db.errors import ConflictError
 from stratus_db.kit.models import table_of
 from stratus_db.kit.sql import insert_for, local_day, response_time_bucket
 from stratus_db.models import (
@@ -34,6 +36,7 @@ from stratus_db.models import (
     MessageType,
     ResponseTimeDailyRow,
     RollupStateRow,
+    ServiceSampleRow,
 )
 
 AnySelect = Select[*tuple[Any, ...]]
@@ -48,6 +51,7 @@ NO_AGENT: Final = ""
 _activity_daily = table_of(ActivityDailyRow)
 _response_times = table_of(ResponseTimeDailyRow)
 _state = table_of(RollupStateRow)
+_samples = table_of(ServiceSampleRow)
 ACTIVITY_COLUMNS: Final = (
     "day",
     "user_id",
@@ -183,6 +187,12 @@ async def drop_rollups(conn: AsyncConnection) -> None:
     await conn.execute(delete(_state).where(_state.c.name == ROLLUP))
 
 
+async def purge_samples(conn: AsyncConnection, before: datetime) -> int:
+    """Delete the service samples of the minutes before `before`; returns how many rows went."""
+    deleted = await conn.execute(delete(_samples).where(_samples.c.minute < before))
+    return int(deleted.rowcount)
+
+
 async def first_message_day(conn: AsyncConnection, calendar: LocalCalendar) -> date | None:
     first = (await conn.execute(select(func.min(MessageRow.created_at)))).scalar_one()
     return None if first is None else calendar.day_of(first)
@@ -191,7 +201,24 @@ async def first_message_day(conn: AsyncConnection, calendar: LocalCalendar) -> d
 async def roll_up_days(
     conn: AsyncConnection, calendar: LocalCalendar, first: date, last: date, now: datetime
 ) -> None:
-    """Count the local days `first` … `last` into the rollups (again, if they held them) and record how far they go."""
+    """Count the local days `first` … `last` into the rollups (again, if they held them) and record how far they go,
+    under the rollups' lock; the state is read again here, as another job may have run meanwhile.
+
+    The recorded day moves on only when the rollups are whole up to `first`: a backdated import may have moved it back
+    (`rollups_stale_from`), and the next run counts again from there.
+
+    Raises:
+        ConflictError: another job is rolling up in another time zone (a deployment half done).
+    """
+    await lock_rollups(conn)
+    state = await rollup_state(conn)
+    if state is not None and state[0] != calendar.zone_name:
+        raise ConflictError(
+            f"the rollups are kept in {state[0]} and this job counts in {calendar.zone_name}: "
+            "give every process the same STRATUS_METRICS_TIME_ZONE"
+        )
+    if state is not None and state[1] >= last:
+        return  # another job has rolled these days up
     for table in (_activity_daily, _response_times):
         await conn.execute(delete(table).where(table.c.day.between(first, last)))
     start, end = calendar.bounds(first, last)
@@ -203,11 +230,27 @@ async def roll_up_days(
             ["day", "agent_name", "bucket", "responses"], histogram_rows(calendar, start, end)
         )
     )
-    values = {"name": ROLLUP, "time_zone": calendar.zone_name, "rolled_through": last, "updated_at": now}
-    statement = insert_for(conn, _state).values(values)
+    through = last if state is None or state[1] >= first - timedelta(days=1) else state[1]
+    statement = insert_for(conn, _state).values(
+        name=ROLLUP, time_zone=calendar.zone_name, rolled_through=through, updated_at=now
+    )
     await conn.execute(
         statement.on_conflict_do_update(
-            index_elements=[_state.c.name],
-            set_={"time_zone": calendar.zone_name, "rolled_through": last, "updated_at": now},
+            index_elements=[_state.c.name], set_={"rolled_through": through, "updated_at": now}
         )
     )
+
+
+async def rollups_stale_from(conn: AsyncConnection, earliest: datetime) -> None:
+    """Messages written at `earliest` or later were just stored with their own times (an import of old history): if
+    the rollups hold that day, move their recorded end back before it, so the next rollup counts it again."""
+    state = await rollup_state(conn)
+    if state is None:
+        return
+    day = LocalCalendar(state[0]).day_of(earliest)
+    if day <= state[1]:
+        await conn.execute(
+            update(_state)
+            .where(_state.c.name == ROLLUP, _state.c.rolled_through >= day)
+            .values(rolled_through=day - timedelta(days=1))
+        )

@@ -99,7 +99,7 @@ def principal_of(settings: Settings, token: str) -> Principal:
     keys = _verification_keys(settings)
     try:
         algorithm = jwt.get_unverified_header(token).get("alg")
-        if algorithm not in keys:
+        if not isinstance(algorithm, str) or algorithm not in keys:
             raise UnauthenticatedError(
                 f"the bearer token was refused: its algorithm {shown(algorithm)} is not accepted here "
                 f"(accepted: {', '.join(keys)})"

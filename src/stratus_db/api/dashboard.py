@@ -20,7 +20,7 @@ from fastapi.security import HTTPAuthorizationCredentials
 from pydantic import StringConstraints
 
 from stratus_db.analytics import AnalyticsManager, MetricsReport
-from stratus_db.analytics.manager import MAX_REPORT_DAYS
+from stratus_db.analytics.manager import EARLIEST_DAY, LATEST_DAY, MAX_REPORT_DAYS
 from stratus_db.analytics.render import to_html
 from stratus_db.api.auth import UnauthenticatedError, bearer_scheme, principal_for_token
 from stratus_db.api.context import Caller, Db
@@ -37,6 +37,15 @@ CONTENT_POLICY = (
     "frame-ancestors 'none'; base-uri 'none'"
 )
 AgentFilter = Annotated[str, StringConstraints(min_length=1, max_length=100)]
+Since = Annotated[
+    date | None,
+    Query(
+        ge=EARLIEST_DAY, le=LATEST_DAY, description="The first day, included (default: 29 days before until)."
+    ),
+]
+Until = Annotated[
+    date | None, Query(ge=EARLIEST_DAY, le=LATEST_DAY, description="The last day, included (default: today).")
+]
 
 router = APIRouter(tags=["metrics"])
 
@@ -64,10 +73,8 @@ def _range(db: Db, since: date | None, until: date | None) -> tuple[date, date]:
 async def metrics_report(
     caller: Caller,
     db: Db,
-    since: Annotated[
-        date | None, Query(description="The first day, included (default: 29 days before until).")
-    ] = None,
-    until: Annotated[date | None, Query(description="The last day, included (default: today).")] = None,
+    since: Since = None,
+    until: Until = None,
     agent: Annotated[AgentFilter | None, Query(description="Only this agent's users and responses.")] = None,
 ) -> MetricsReport:
     first, last = _range(db, since, until)
@@ -90,8 +97,8 @@ async def dashboard(
     request: Request,
     db: Db,
     header: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
-    since: date | None = None,
-    until: date | None = None,
+    since: Since = None,
+    until: Until = None,
     agent: Annotated[str | None, Query(max_length=100)] = None,  # the form sends "" for every agent
 ) -> Response:
     try:
@@ -101,7 +108,9 @@ async def dashboard(
             raise
         reader = None  # the cookie's token has expired or was revoked: sign in again
     if reader is None:
-        return RedirectResponse("/dashboard/login", status_code=status.HTTP_303_SEE_OTHER)
+        to_sign_in = RedirectResponse("/dashboard/login", status_code=status.HTTP_303_SEE_OTHER)
+        to_sign_in.delete_cookie(COOKIE, path="/dashboard")
+        return to_sign_in
     first, last = _range(db, since, until)
     if (last - first).days >= MAX_REPORT_DAYS:
         first = last - timedelta(days=MAX_REPORT_DAYS - 1)  # a page asked for too much shows the most it may

@@ -54,10 +54,12 @@ class RequestTrace:
 
 
 class BodyLimit:
-    """Refuse a request body over `limit` bytes with 413, before the route parses it: as the route begins to read it
-    when its Content-Length says so, else as its bytes arrive (counted whatever the headers claim: a small
-    Content-Length beside chunked framing is believed by nobody but this check). The refusal is raised from the
-    body's reading, after routing: the problem answer, the metrics' route label and the span are the route's."""
+    """Refuse a request body over `limit` bytes with 413 before the route parses it: its bytes are counted as they
+    arrive, whatever Content-Length claims (believed by nobody here: a small one beside chunked framing, a large one
+    on a GET whose body no route reads), so that at most `limit` of them and one chunk are ever held. The refusal is
+    raised from the body's reading, after routing: the problem answer, the metrics' route label and the span are the
+    route's. Once the answer has begun (a streamed export listens for the client leaving meanwhile) nothing is
+    refused: it could no longer be said."""
 
     def __init__(self, app: ASGIApp, limit: int) -> None:
         self.app = app
@@ -67,22 +69,24 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = dict(scope["headers"]).get(b"content-length")
-        too_large = declared is not None and (not declared.isdigit() or int(declared) > self.limit)
         received = 0
+        answering = False
 
         async def receive_within_limit() -> Message:
             nonlocal received
-            if too_large:
-                raise self._refusal()
             message = await receive()
-            if message["type"] == "http.request":
+            if message["type"] == "http.request" and not answering:
                 received += len(message.get("body", b""))
                 if received > self.limit:
                     raise self._refusal()
             return message
 
-        await self.app(scope, receive_within_limit, send)
+        async def send_noting_the_answer(message: Message) -> None:
+            nonlocal answering
+            answering = answering or message["type"] == "http.response.start"
+            await send(message)
+
+        await self.app(scope, receive_within_limit, send_noting_the_answer)
 
     def _refusal(self) -> HTTPException:
         # FastAPI turns any other exception from reading the body into a 400; an HTTPException passes through.

@@ -10,6 +10,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from stratus_db.analytics.sources import rollups_stale_from
 from stratus_db.audit.rows import audit_context
 from stratus_db.audit.schemas import AuditAction
 from stratus_db.conversations.compression import HistoryCompressor
@@ -271,6 +272,8 @@ class MessageAppends(HistoryCompressor):
                     raise await self._why_not_appendable(repository, batch.conversation_id)
                 first = taken.seq - len(planned) + 1
                 await repository.insert_messages(planned, first)
+                # Old history lands in days the metrics may have rolled up already: they are counted again.
+                await rollups_stale_from(conn, min(message.created_at for message in planned))
                 result = ImportResult(
                     conversation_id=batch.conversation_id,
                     imported=len(planned),

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 GROWTH = 1.05
 FLOOR_S = 0.001
 LAST_BUCKET = 400
-"""1 ms · 1.05^400 ≈ 300 million seconds: far past the longest response time a message may carry (86,400 s)."""
+"""1 ms · 1.05^400 ≈ 299,000 s (83 hours): past the longest response time a message may carry (86,400 s)."""
 _LOG_GROWTH = math.log(GROWTH)
 
 

@@ -77,7 +77,7 @@ class ServiceSamples:
         self._interval = db.settings.STRATUS_METRICS_FLUSH_S
         self._pending: dict[tuple[int, str, str], list[int]] = {}
         self._flusher: asyncio.Task[None] | None = None
-        self._waiting = False
+        self._flushing = False
         self._closed = False
 
     @property
@@ -105,13 +105,18 @@ class ServiceSamples:
         self.count(SampleKind.operation, name, failed=error is not None and not refused, refused=refused)
 
     async def _flush_later(self) -> None:
-        self._waiting = True
-        try:
+        """Flush after an interval, and again after each interval while the flush fails (the database is down: the
+        counts were kept), until one succeeds."""
+        while True:
             await asyncio.sleep(self._interval)
-        finally:
-            self._waiting = False
-        with contextlib.suppress(StratusError):  # logged by the operation; the counts are kept
-            await self.flush()
+            self._flushing = True
+            try:
+                await self.flush()
+                return
+            except StratusError:
+                continue  # logged by the flush's operation
+            finally:
+                self._flushing = False
 
     async def flush(self) -> int:
         """Write the counts taken so far (added to what the same minutes already hold); returns the rows written."""
@@ -162,14 +167,13 @@ class ServiceSamples:
         newest = max(minute for minute, _kind, _name in self._pending)
         for key in [key for key in self._pending if key[0] <= newest - MAX_PENDING_MINUTES]:
             del self._pending[key]
-        if not self._closed and (self._flusher is None or self._flusher.done()):
-            self._flusher = start_background(self._flush_later(), log=self._db.log, what=FLUSH_OPERATION)
 
     async def close(self) -> None:
         """Write what is counted; later counts are dropped (the handle is closing). Never raises: the samples are
         operational figures, and closing must not fail for them (a schema without their table, an outage)."""
         if self._flusher is not None and not self._flusher.done():
-            if self._waiting:
+            if not self._flushing:
+                # Waiting, or not even started yet: the flush below writes what it would have.
                 self._flusher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._flusher

@@ -41,7 +41,7 @@ class AccessCounts:
         self._flush_interval = db.settings.STRATUS_MEMORY_CACHE_FLUSH_INTERVAL_S
         self._pending: dict[CacheKey, _Pending] = {}
         self._flusher: asyncio.Task[None] | None = None
-        self._waiting_to_flush = False
+        self._flushing = False
         self._closed = False
 
     def add(self, key: CacheKey, memory_id: uuid.UUID, user_id: uuid.UUID, now: datetime) -> None:
@@ -72,15 +72,15 @@ class AccessCounts:
             )
 
     async def _flush_later(self) -> None:
-        self._waiting_to_flush = True
+        await asyncio.sleep(self._flush_interval)
+        self._flushing = True
         try:
-            await asyncio.sleep(self._flush_interval)
+            # Nobody awaits this task: the flush's operation logged any failure (a defect with its traceback), and
+            # the counts were kept for the next flush.
+            with contextlib.suppress(StratusError):
+                await self.flush()
         finally:
-            self._waiting_to_flush = False
-        # Nobody awaits this task: the flush's operation logged any failure (a defect with its traceback), and the
-        # counts were kept for the next flush.
-        with contextlib.suppress(StratusError):
-            await self.flush()
+            self._flushing = False
 
     async def flush(self) -> int:
         """Write the buffered access counts in one transaction; returns how many memories were updated.
@@ -135,8 +135,9 @@ class AccessCounts:
     async def close(self) -> None:
         """Write what is buffered; later counts are no longer scheduled (the handle is closing)."""
         if self._flusher is not None and not self._flusher.done():
-            if self._waiting_to_flush:
-                self._flusher.cancel()  # only the wait is interrupted, never a flush under way
+            if not self._flushing:
+                # Waiting, or not started yet (then it would wait a whole interval first): never a flush under way.
+                self._flusher.cancel()
             with contextlib.suppress(asyncio.CancelledError):  # its failures are logged where they happen
                 await self._flusher
         try:

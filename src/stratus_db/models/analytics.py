@@ -1,6 +1,6 @@
 """What the metrics of docs/metrics.md are computed from, beside the data itself: the daily rollups of the messages
-(analytics/rollup.py) and the per-minute counts every process keeps of its calls, requests and probes
-(analytics/samples.py)."""
+(analytics/sources.py) and the per-minute counts every process keeps of its calls, requests and probes
+(kit/samples.py)."""
 
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ class ActivityDailyRow(Base):
 
 
 class ResponseTimeDailyRow(Base):
-    """How many of an agent's responses of a local day took a time within one logarithmic bucket (analytics/histogram.py)."""
+    """How many of an agent's responses of a local day took a time within one logarithmic bucket (kit/histogram.py)."""
 
     __tablename__ = "response_time_daily"
 
