@@ -60,7 +60,7 @@ async def seed(url: str, today: date) -> int:
         await seed_users(connection, users)
         await connection.execute(
             "UPDATE users SET role = (ARRAY['pilot','student','instructor','mechanic','dispatcher'])[1 + abs(hashtext(user_id::text)) % 5],"
-            " created_at = $1 - (abs(hashtext(user_id::text)) % 60) * interval '1 day'",
+            " created_at = $1::timestamptz - (abs(hashtext(user_id::text)) % 60) * interval '1 day'",
             start,
         )
         conversations: list[tuple[Any, ...]] = []
@@ -161,7 +161,8 @@ async def measure(ops: int, _rounds: int) -> list[str]:
             outcome = await analytics.rollup(principal=Principal.system("bench"))
             rollup_s = time.perf_counter() - began
             async with db.transaction() as conn:
-                await conn.exec_driver_sql("ANALYZE activity_daily; ANALYZE response_time_daily")
+                for table in ("activity_daily", "response_time_daily"):
+                    await conn.exec_driver_sql(f"ANALYZE {table}")
             for label, (since, until) in (("30 days", month), ("90 days", quarter)):
                 rows.append(
                     (f"report from the rollups, {label}", await median_ms(

@@ -116,22 +116,12 @@ async def build(conn: AsyncConnection, window: Window, generated_at: datetime) -
     range_start, range_end = calendar.bounds(since, until)
     samples = await sample_totals(conn, range_start, range_end)
     conversations = sum(started.values())
-    agents = await conn.execute(
-        select(rows.c.agent_name)
-        .distinct()
-        .where(
-            rows.c.day.between(since, until),
-            rows.c.message_type == MessageType.agent_response,
-            rows.c.agent_name != sources.NO_AGENT,
-        )
-        .order_by(rows.c.agent_name)
-    )
     return MetricsReport(
         since=since,
         until=until,
         time_zone=calendar.zone_name,
         agent=window.agent,
-        agents=list(agents.scalars()),
+        agents=sorted(volume.agent_names),
         generated_at=generated_at,
         rolled_through=window.through,
         daily_active_users=dau.get(until, 0),
@@ -214,6 +204,8 @@ class _Volume:
     """With an agent filter: the conversations the agent answered per day and role of their user."""
     agents: dict[str, dict[str, Any]]
     responses_per_day: dict[str, dict[date, int]]
+    agent_names: set[str]
+    """Every agent that answered in the range, whatever the filter."""
 
 
 async def _volume(conn: AsyncConnection, rows: CTE, window: Window) -> _Volume:
@@ -234,10 +226,13 @@ async def _volume(conn: AsyncConnection, rows: CTE, window: Window) -> _Volume:
         .where(rows.c.day.between(window.since, window.until))
         .group_by(rows.c.day, rows.c.agent_name, rows.c.message_type, UserRow.role)
     )
-    if window.agent is not None:
-        statement = statement.where(rows.c.agent_name == window.agent)
-    volume = _Volume({}, {}, dict.fromkeys(MessageType, 0), {}, {}, {}, defaultdict(dict))
+    # Every agent's rows, filtered here rather than in SQL: the dashboard's list of agents comes from the same rows.
+    volume = _Volume({}, {}, dict.fromkeys(MessageType, 0), {}, {}, {}, defaultdict(dict), set())
     for row in await conn.execute(statement):
+        if row.message_type == MessageType.agent_response and row.agent_name != sources.NO_AGENT:
+            volume.agent_names.add(row.agent_name)
+        if window.agent is not None and row.agent_name != window.agent:
+            continue
         messages, tokens, role = int(row.messages), int(row.tokens), str(row.role)
         volume.messages_per_day[row.day] = volume.messages_per_day.get(row.day, 0) + messages
         volume.tokens_per_day[row.day] = volume.tokens_per_day.get(row.day, 0) + tokens
