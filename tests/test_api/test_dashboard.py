@@ -113,3 +113,21 @@ async def test_a_hostile_filter_is_escaped_on_the_page(client: httpx.AsyncClient
     assert page.status_code == 200
     assert hostile not in page.text
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page.text
+
+
+async def test_a_form_posted_from_another_site_is_refused(client: httpx.AsyncClient, db: Database) -> None:
+    """Login CSRF: another site's page must not sign a browser in (with its own token) or out."""
+    token = bearer(db, AUDITOR)["Authorization"].removeprefix("Bearer ")
+    form = {"content-type": "application/x-www-form-urlencoded"}
+    elsewhere = await client.post(
+        "/dashboard/login", content=f"token={token}", headers=form | {"origin": "https://evil.example"}
+    )
+    assert elsewhere.status_code == 403
+    assert "set-cookie" not in elsewhere.headers
+    assert "another site" in elsewhere.text
+    out = await client.post("/dashboard/logout", headers={"origin": "https://evil.example"})
+    assert out.status_code == 403
+    here = await client.post(
+        "/dashboard/login", content=f"token={token}", headers=form | {"origin": "https://stratus.test"}
+    )
+    assert here.status_code == 303, "the service's own page, whatever the scheme the proxy ended"

@@ -3,7 +3,7 @@ same figures as JSON.
 
 A browser cannot send a bearer header on a plain navigation, so the page also takes the token from a cookie that
 /dashboard/login sets (HttpOnly, SameSite=Strict, Secure over HTTPS, scoped to /dashboard) from a token pasted into
-its form. The page loads nothing from elsewhere: its styles are inline, its charts SVG drawn on the server, and its
+its form; a form posted from another site (its Origin another host) is refused. The page loads nothing from elsewhere: its styles are inline, its charts SVG drawn on the server, and its
 Content-Security-Policy forbids everything else.
 """
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 import html
 from datetime import date, timedelta
 from typing import Annotated
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlsplit
 
 from fastapi import APIRouter, Depends, Query, Request, status
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -134,14 +134,27 @@ p.error{{color:#a4262c}}</style></head>
 <button type="submit">Sign in</button></form></body></html>"""
 
 
+CROSS_SITE = '<p class="error">a form posted from another site is refused</p>'
+
+
 @router.get("/dashboard/login", response_class=HTMLResponse, include_in_schema=False)
 async def login_form() -> HTMLResponse:
     return _page(LOGIN_FORM.format(error=""))
 
 
+def _from_this_site(request: Request) -> bool:
+    """Whether a form was posted from this service's own pages: a browser names the page's origin on every
+    cross-site POST, so another site cannot sign someone in or out (login CSRF). Hosts are compared, not schemes:
+    behind Cloud Run the service sees plain HTTP. A client that sends no Origin (not a browser) is let through."""
+    origin = request.headers.get("origin")
+    return origin is None or urlsplit(origin).netloc == request.headers.get("host")
+
+
 @router.post("/dashboard/login", include_in_schema=False)
 async def login(request: Request, db: Db) -> Response:
     """Check the token pasted and keep it in the page's cookie; the form again, with why, when it does not hold."""
+    if not _from_this_site(request):
+        return _page(LOGIN_FORM.format(error=CROSS_SITE), status_code=status.HTTP_403_FORBIDDEN)
     form = parse_qs((await request.body()).decode("utf-8", errors="replace"))
     token = (form.get("token") or [""])[0].strip()
     try:
@@ -161,7 +174,9 @@ async def login(request: Request, db: Db) -> Response:
 
 
 @router.post("/dashboard/logout", include_in_schema=False)
-async def logout() -> Response:
+async def logout(request: Request) -> Response:
+    if not _from_this_site(request):
+        return _page(LOGIN_FORM.format(error=CROSS_SITE), status_code=status.HTTP_403_FORBIDDEN)
     answer = RedirectResponse("/dashboard/login", status_code=status.HTTP_303_SEE_OTHER)
     answer.delete_cookie(COOKIE, path="/dashboard")
     return answer
