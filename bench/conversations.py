@@ -42,6 +42,8 @@ from psycopg_pool import AsyncConnectionPool
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.harness import (
+    CONVERSATION_COLUMNS,
+    MESSAGE_COLUMNS,
     RESULTS,
     ROOT,
     Contender,
@@ -67,15 +69,6 @@ PACKAGES = (
 POOL_SIZE = 16
 """Every system gets a pool of this many connections: enough for the higher concurrency, no overflow."""
 PEER_TABLE = "langchain_chat_history"
-MESSAGE_COLUMNS = [
-    "message_id", "conversation_id", "user_id", "seq", "agent_name", "message_type", "content", "packed_content",
-    "metadata", "tokens_used", "response_time", "created_at",
-]  # fmt: skip
-CONVERSATION_COLUMNS = [
-    "conversation_id", "user_id", "title", "status", "context", "summary", "summarized_through_seq",
-    "message_count", "total_tokens", "created_at", "updated_at", "last_activity_at",
-]  # fmt: skip
-
 _FLOOR_WRITES = """
 WITH counted AS (
     UPDATE conversations

@@ -26,6 +26,16 @@ ROOT = Path(__file__).resolve().parents[1]
 CORPUS = ROOT / "bench" / "data" / "conversas-aviacao.jsonl"
 RESULTS = ROOT / "docs" / "benchmarks.md"
 
+MESSAGE_COLUMNS = [
+    "message_id", "conversation_id", "user_id", "seq", "agent_name", "message_type", "content", "packed_content",
+    "metadata", "tokens_used", "response_time", "created_at",
+]  # fmt: skip
+CONVERSATION_COLUMNS = [
+    "conversation_id", "user_id", "title", "status", "context", "summary", "summarized_through_seq",
+    "message_count", "total_tokens", "created_at", "updated_at", "last_activity_at",
+]  # fmt: skip
+"""The columns the benchmarks' COPY of seeded messages and conversations writes, in their records' order."""
+
 
 @dataclass
 class Spent:

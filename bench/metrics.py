@@ -26,7 +26,14 @@ import asyncpg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.harness import corpus_sentences, driver_url, run_sliced, seed_users
+from bench.harness import (
+    CONVERSATION_COLUMNS,
+    MESSAGE_COLUMNS,
+    corpus_sentences,
+    driver_url,
+    run_sliced,
+    seed_users,
+)
 from stratus_db import AnalyticsManager, Database, Principal, PrincipalKind
 from stratus_db.kit.ids import new_id
 from tests.fixtures.databases import settings_for, throwaway_postgres_database
@@ -101,21 +108,9 @@ async def seed(url: str, today: date) -> int:
 
 async def _copy(connection: asyncpg.Connection, conversations: list[Any], messages: list[Any]) -> int:
     await connection.copy_records_to_table(
-        "conversations",
-        records=conversations,
-        columns=[
-            "conversation_id", "user_id", "title", "status", "context", "summary", "summarized_through_seq",
-            "message_count", "total_tokens", "created_at", "updated_at", "last_activity_at",
-        ],
-    )  # fmt: skip
-    await connection.copy_records_to_table(
-        "messages",
-        records=messages,
-        columns=[
-            "message_id", "conversation_id", "user_id", "seq", "agent_name", "message_type", "content",
-            "packed_content", "metadata", "tokens_used", "response_time", "created_at",
-        ],
-    )  # fmt: skip
+        "conversations", records=conversations, columns=CONVERSATION_COLUMNS
+    )
+    await connection.copy_records_to_table("messages", records=messages, columns=MESSAGE_COLUMNS)
     return len(messages)
 
 

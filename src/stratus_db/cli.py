@@ -578,6 +578,15 @@ class ReportFormat(StrEnum):
     html = "html"
 
 
+def _emit(rendered: str, output: Path | None, what: str) -> None:
+    """A report on standard output, or in `output` with one line saying so."""
+    if output is None:
+        typer.echo(rendered, nl=False)
+    else:
+        output.write_text(rendered, encoding="utf-8")
+        typer.echo(f"{what} written to {output}")
+
+
 @audit_app.command("report")
 def audit_report(
     since: Annotated[
@@ -605,11 +614,7 @@ def audit_report(
         ReportFormat.csv: lambda: as_csv(found),
         ReportFormat.html: lambda: as_html(found),
     }[output_format]()
-    if output is None:
-        typer.echo(rendered, nl=False)
-    else:
-        output.write_text(rendered, encoding="utf-8")
-        typer.echo(f"audit report ({found.rows} rows) written to {output}")
+    _emit(rendered, output, f"audit report ({found.rows} rows)")
 
 
 @app.command("rollup")
@@ -659,11 +664,7 @@ def metrics_report(
     rendered = {ReportFormat.json: to_json, ReportFormat.csv: to_csv, ReportFormat.html: to_html}[
         output_format
     ](found)
-    if output is None:
-        typer.echo(rendered, nl=False)
-    else:
-        output.write_text(rendered, encoding="utf-8")
-        typer.echo(f"metrics report ({found.since} to {found.until}) written to {output}")
+    _emit(rendered, output, f"metrics report ({found.since} to {found.until})")
 
 
 @audit_app.command("checkpoint")
